@@ -1,0 +1,69 @@
+"""Encoder: shapes, padding invariance (padding never changes a real position), causal mask."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s3rec.config import ModelConfig
+from s3rec.encoder import Encoder, attention_mask, left_pad
+
+NUM_ITEMS = 30
+
+
+@pytest.fixture
+def encoder(seed) -> Encoder:
+    return Encoder(ModelConfig(hidden_size=16, num_heads=2, max_len=12), NUM_ITEMS).eval()
+
+
+def test_shapes_and_mask_id(encoder):
+    items = left_pad([[1, 2, 3], [4, 5]], max_len=12)
+    assert items.tolist() == [[1, 2, 3], [0, 4, 5]]
+    assert encoder(items, causal=True).shape == (2, 3, 16)
+    assert encoder.mask_id == NUM_ITEMS + 1
+    assert encoder.item_embeddings.num_embeddings == NUM_ITEMS + 2
+
+
+def test_left_pad_truncates_to_last_items():
+    assert left_pad([list(range(1, 20))], max_len=5).tolist() == [[15, 16, 17, 18, 19]]
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_padding_never_changes_real_positions(encoder, causal):
+    """The same sequence alone, in a longer batch, and in a batch padded to max_len."""
+    seq = [3, 7, 1, 9]
+    alone = encoder(left_pad([seq], 12), causal)[0]
+    in_batch = encoder(left_pad([seq, list(range(1, 11))], 12), causal)[0, -len(seq):]
+    padded = torch.zeros(1, 12, dtype=torch.long)
+    padded[0, -len(seq):] = torch.tensor(seq)
+    full = encoder(padded, causal)[0, -len(seq):]
+    torch.testing.assert_close(alone, in_batch, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(alone, full, rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(encoder(padded, causal)).all()
+
+
+def test_causal_output_ignores_future_items(encoder):
+    a = encoder(torch.tensor([[1, 2, 3, 4]]), causal=True)
+    b = encoder(torch.tensor([[1, 2, 3, 9]]), causal=True)
+    torch.testing.assert_close(a[:, :3], b[:, :3])
+    assert not torch.allclose(a[:, 3], b[:, 3])
+    c = encoder(torch.tensor([[1, 2, 3, 9]]), causal=False)
+    assert not torch.allclose(a[:, 0], c[:, 0])  # bidirectional sees the future
+
+
+def test_attention_mask_values():
+    allowed = attention_mask(torch.tensor([[0, 5, 6]]), causal=True)[0, 0]
+    expected = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 1, 1]], dtype=torch.bool)
+    assert torch.equal(allowed, expected)
+
+
+def test_too_long_sequence_is_an_error(encoder):
+    with pytest.raises(ValueError, match="max_len"):
+        encoder(torch.ones(1, 13, dtype=torch.long), causal=True)
+
+
+def test_parameter_count_is_exact():
+    d, L, n, M = 64, 2, 50, 100
+    enc = Encoder(ModelConfig(hidden_size=d, num_layers=L, max_len=n), M)
+    per_layer = (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (4 * d * d + 4 * d) + (4 * d * d + d) + 2 * d
+    expected = (M + 2) * d + n * d + 2 * d + L * per_layer
+    assert sum(p.numel() for p in enc.parameters()) == expected
