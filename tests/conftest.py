@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+# Test models are tiny: one thread is faster than several fighting over two cores.
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "s3rec"
 

@@ -1,0 +1,116 @@
+"""Finetuning: next-item prediction with a causal encoder (SASRec objective, as in S3Rec).
+
+One instance per user: the input is the training part minus its last item, the target at
+each position is the item that follows (authors: input items[:-3], targets items[1:-2]),
+both truncated to the last max_len positions and left-padded.
+
+Losses
+- "bce": the paper's: one random negative per position, -[log s(h.e+) + log(1 - s(h.e-))],
+  averaged over target positions. Negatives avoid the user's training part; with
+  `negatives_exclude_heldout` also the validation and test items (the authors' choice).
+- "ce": softmax over all real items (padding and [MASK] excluded), averaged over positions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from s3rec.encoder import Encoder
+
+
+@dataclass
+class NextItemBatch:
+    inputs: torch.Tensor  # (B, L) left-padded item ids
+    targets: torch.Tensor  # (B, L) next item at each position, 0 where there is none
+    negatives: torch.Tensor  # (B, L) one sampled negative per position (BCE), 0 where no target
+
+    def to(self, device) -> "NextItemBatch":
+        return NextItemBatch(self.inputs.to(device), self.targets.to(device), self.negatives.to(device))
+
+
+def trainable_users(train: list[np.ndarray]) -> np.ndarray:
+    """Users whose training part has a next item to predict (at least two items)."""
+    return np.flatnonzero(np.array([len(t) for t in train]) >= 2)
+
+
+def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                     chunk_batches: int = 50) -> list[np.ndarray]:
+    """Shuffled batches of similar length: little padding, still random batch composition and order."""
+    order = rng.permutation(len(lengths))
+    batches = []
+    chunk = batch_size * chunk_batches
+    for start in range(0, len(order), chunk):
+        part = order[start:start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def pad_left(rows: list[np.ndarray], length: int) -> np.ndarray:
+    out = np.zeros((len(rows), length), dtype=np.int64)
+    for r, row in enumerate(rows):
+        if len(row):
+            out[r, length - len(row):] = row
+    return out
+
+
+def sample_negatives(targets: np.ndarray, excluded: np.ndarray, num_items: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """One uniform item per target position, never in that row's `excluded` (B, S) set (0 = none)."""
+    negatives = rng.integers(1, num_items + 1, size=targets.shape)
+    while True:
+        clash = (negatives[:, :, None] == excluded[:, None, :]).any(-1) & (targets > 0)
+        if not clash.any():
+            break
+        negatives[clash] = rng.integers(1, num_items + 1, size=int(clash.sum()))
+    return np.where(targets > 0, negatives, 0)
+
+
+def make_batch(users: np.ndarray, train: list[np.ndarray], excluded: list[np.ndarray], num_items: int,
+               max_len: int, rng: np.random.Generator) -> NextItemBatch:
+    seqs = [train[u][-(max_len + 1):] for u in users]  # inputs t[:-1] and targets t[1:], max_len each
+    length = max(len(s) for s in seqs) - 1
+    inputs = pad_left([s[:-1] for s in seqs], length)
+    targets = pad_left([s[1:] for s in seqs], length)
+    negatives = sample_negatives(targets, pad_left([excluded[u] for u in users],
+                                                   max(len(excluded[u]) for u in users)), num_items, rng)
+    return NextItemBatch(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(negatives))
+
+
+def iterate_batches(train: list[np.ndarray], excluded: list[np.ndarray], num_items: int, max_len: int,
+                    batch_size: int, rng: np.random.Generator) -> Iterator[NextItemBatch]:
+    users = trainable_users(train)
+    lengths = np.minimum(np.array([len(train[u]) for u in users]), max_len + 1)
+    for batch in bucketed_batches(lengths, batch_size, rng):
+        yield make_batch(users[batch], train, excluded, num_items, max_len, rng)
+
+
+def next_item_loss(encoder: Encoder, batch: NextItemBatch, loss: str) -> torch.Tensor:
+    states = encoder(batch.inputs, causal=True)  # (B, L, d)
+    has_target = batch.targets > 0
+    states = states[has_target]  # (N, d): only positions with a next item
+    table = encoder.item_embeddings.weight
+    if loss == "ce":
+        logits = states @ table[1:encoder.num_items + 1].T  # (N, M): real items only
+        return F.cross_entropy(logits, batch.targets[has_target] - 1)
+    positive = (states * table[batch.targets[has_target]]).sum(-1)
+    negative = (states * table[batch.negatives[has_target]]).sum(-1)
+    return (F.softplus(-positive) + F.softplus(negative)).mean()
+
+
+def score_function(encoder: Encoder, device: torch.device):
+    """The evaluation's score_fn: histories -> (B, num_items + 1) scores of the next item."""
+    max_len = encoder.cfg.max_len
+
+    @torch.no_grad()
+    def score(histories: list[np.ndarray]) -> torch.Tensor:
+        length = min(max(len(h) for h in histories), max_len)
+        inputs = torch.from_numpy(pad_left([h[-length:] for h in histories], length)).to(device)
+        last = encoder(inputs, causal=True)[:, -1]  # (B, d): state after the whole history
+        return (last @ encoder.item_embeddings.weight[: encoder.num_items + 1].T).float().cpu()
+
+    return score

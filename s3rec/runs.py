@@ -1,0 +1,150 @@
+"""One pretraining or finetuning run end to end: data -> model -> epochs -> files on disk.
+
+The files each run writes are listed in CONTRACTS.md. The last file a run writes is its
+main output (pretrain.pt, metrics.json), so its presence means the run finished.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from s3rec import runtime
+from s3rec.config import HEAD_NAMES, RunConfig, parse_variant
+from s3rec.data import Dataset, leave_one_out, load_dataset
+from s3rec.encoder import Encoder
+from s3rec.evaluation import evaluate, full_ranking_ranks
+from s3rec.finetuning import iterate_batches, next_item_loss, score_function
+from s3rec.heads import make_head, parameter_count
+from s3rec.metrics import metrics_from_ranks
+from s3rec.training import run_epochs
+
+log = logging.getLogger("s3rec")
+
+
+def resolve_config(settings: dict | None, variant: str, seed: int, device: str | None = None,
+                   threads: int | None = None) -> RunConfig:
+    """Settings from the workflow, then the variant's rank, the seed and execution flags."""
+    cfg = RunConfig.from_dict(settings)
+    _, cfg.model.rank = parse_variant(variant)
+    cfg.seed = seed
+    cfg.device = device or cfg.device
+    cfg.threads = threads if threads is not None else cfg.threads
+    return cfg
+
+
+def parameter_counts(cfg: RunConfig, num_items: int, num_attributes: int, pretrained: bool) -> dict:
+    """Exact parameter counts: the encoder used for recommendation and each pretraining head."""
+    d = cfg.model.hidden_size
+    encoder = parameter_count(Encoder(cfg.model, num_items))
+    if not pretrained:
+        return {"encoder": encoder, "attribute_embeddings": 0, "heads": {}, "heads_total": 0, "total": encoder}
+    heads = {name: parameter_count(make_head(d, cfg.model.rank if name in cfg.model.low_rank_heads else None))
+             for name in HEAD_NAMES}
+    attributes = (num_attributes + 1) * d
+    total = encoder + attributes + sum(heads.values())
+    return {"encoder": encoder, "attribute_embeddings": attributes, "heads": heads,
+            "heads_total": sum(heads.values()), "total": total}
+
+
+def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str) -> float:
+    """Strict load of a pretraining checkpoint's encoder; anything missing or mismatched is an error."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"pretrained checkpoint {path} does not exist (variant {variant} needs it)")
+    saved = runtime.load_torch(path)
+    if saved.get("variant") != variant:
+        raise ValueError(f"{path} was pretrained as variant {saved.get('variant')!r}, not {variant!r}")
+    prefix = "encoder."
+    state = {k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)}
+    try:
+        encoder.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{path} does not fit this model: {error}") from error
+    log.info("loaded encoder from %s (pretrained %d epochs)", path, saved.get("epoch", -1))
+    return float(saved.get("wall_seconds", 0.0))
+
+
+def excluded_negatives(dataset: Dataset, split, include_heldout: bool) -> list[np.ndarray]:
+    return dataset.sequences if include_heldout else split.train
+
+
+def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
+             pretrained: Path | None = None, stop_after: int | None = None) -> dict | None:
+    """Finetune (or train from scratch for `none`), then evaluate the best epoch on both splits."""
+    started = time.perf_counter()
+    needs_pretraining, _ = parse_variant(variant)
+    if needs_pretraining != (pretrained is not None):
+        raise ValueError(f"variant {variant!r} {'needs' if needs_pretraining else 'takes no'} --pretrained checkpoint")
+    device = runtime.choose_device(cfg.device)
+    runtime.set_threads(cfg.threads)
+    dataset = load_dataset(data_dir)
+    split = leave_one_out(dataset.sequences)
+    runtime.epoch_generators(cfg.seed, 0)  # the initial weights depend on the seed alone
+    encoder = Encoder(cfg.model, dataset.num_items)
+    pretrain_seconds = load_pretrained_encoder(encoder, pretrained, variant) if pretrained else 0.0
+    encoder.to(device)
+    f = cfg.finetune
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=f.lr, weight_decay=f.weight_decay)
+    excluded = excluded_negatives(dataset, split, f.negatives_exclude_heldout)
+    score = score_function(encoder, device)
+
+    def train_epoch(rng):
+        total, count, instances = 0.0, 0, 0
+        for batch in iterate_batches(split.train, excluded, dataset.num_items, cfg.model.max_len, f.batch_size, rng):
+            batch = batch.to(device)
+            loss = next_item_loss(encoder, batch, f.loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, count, instances = total + loss.item(), count + 1, instances + len(batch.inputs)
+        return {"loss": total / max(count, 1), "instances": instances}
+
+    def validate():
+        ranks = full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items,
+                                   exclude_history=cfg.eval.exclude_history, batch_size=cfg.eval.batch_size)
+        metrics = metrics_from_ranks(ranks)
+        return metrics["NDCG@10"], metrics
+
+    out_dir = Path(out_dir)
+    state = run_epochs(model=encoder, optimizer=optimizer, epochs=f.epochs, seed=cfg.seed, train_epoch=train_epoch,
+                       checkpoint=out_dir / "finetune.state.pt", config=cfg.to_dict(),
+                       history_path=out_dir / "finetune_history.csv", validate=validate,
+                       patience=f.patience, stop_after=stop_after)
+    if state.epoch < f.epochs and not state.bad_epochs >= f.patience:
+        return None  # interrupted on purpose (stop_after); the checkpoint lets a rerun resume
+    encoder.load_state_dict(state.best_state)
+    encoder.eval()
+    log.info("best epoch %d (valid NDCG@10 %.4f); evaluating", state.best_epoch, state.best_score)
+    metrics, ranks = evaluate(score, split, dataset.sequences, dataset.user_ids, dataset.num_items, cfg.eval)
+    result = {
+        "dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "metrics": metrics,
+        "parameters": parameter_counts(cfg, dataset.num_items, dataset.num_attributes, pretrained is not None),
+        "best_epoch": state.best_epoch, "epochs_run": state.epoch,
+        "wall_seconds": {"pretrain": pretrain_seconds, "finetune": time.perf_counter() - started},
+        "finetune": {"loss": f.loss, "negatives_exclude_heldout": f.negatives_exclude_heldout},
+        "config": cfg.to_dict(), "provenance": runtime.provenance(),
+    }
+    runtime.save_torch(out_dir / "finetune.pt", {"config": cfg.to_dict(), "variant": variant,
+                                                "best_epoch": state.best_epoch, "state_dict": state.best_state})
+    runtime.save_frame(out_dir / "ranks.parquet", ranks)
+    runtime.write_json(out_dir / "metrics.json", result)
+    (out_dir / "finetune.state.pt").unlink(missing_ok=True)
+    log.info("test full NDCG@10 %.4f HR@10 %.4f; %.1f s", metrics.get("full", {}).get("test", {}).get("NDCG@10", float("nan")),
+             metrics.get("full", {}).get("test", {}).get("HR@10", float("nan")), result["wall_seconds"]["finetune"])
+    return result
+
+
+def add_run_arguments(parser) -> None:
+    """The command-line arguments pretrain.py and finetune.py share (see CONTRACTS.md)."""
+    parser.add_argument("--data", required=True, type=Path, help="prepared data set folder (resources/<name>)")
+    parser.add_argument("--variant", required=True, help="none, full or r<rank>, e.g. r16")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out-dir", required=True, type=Path, help="run folder, e.g. results/<data>/<variant>/seed0")
+    parser.add_argument("--settings", type=json.loads, default={},
+                        help="JSON object with RunConfig sections, e.g. '{\"finetune\": {\"loss\": \"ce\"}}'")
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: SLURM_CPUS_PER_TASK or all)")

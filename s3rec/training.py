@@ -1,0 +1,95 @@
+"""A training run: the epoch loop, per-epoch history, resumable checkpoints, early stopping.
+
+Every epoch's randomness derives from (seed, epoch) (runtime.epoch_generators), and a
+checkpoint holds the model, the optimizer, the history and the early-stopping state, so a
+run interrupted after epoch k and started again ends exactly where an uninterrupted run does.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+import torch
+
+from s3rec import runtime
+
+log = logging.getLogger("s3rec")
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float = float("-inf")
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+
+
+def resume(path: Path, config: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> LoopState:
+    """Load the last epoch's checkpoint when it was made with the same config; else start fresh."""
+    if not path.exists():
+        return LoopState()
+    saved = runtime.load_torch(path)
+    if saved["config"] != config:
+        log.warning("ignoring checkpoint %s: it was made with a different config", path)
+        return LoopState()
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    state = LoopState(**saved["loop"])
+    log.info("resuming from %s after epoch %d", path, state.epoch)
+    return state
+
+
+def save(path: Path, config: dict, model, optimizer, state: LoopState) -> None:
+    runtime.save_torch(path, {"config": config, "model": model.state_dict(),
+                              "optimizer": optimizer.state_dict(), "loop": state.__dict__})
+
+
+def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epochs: int, seed: int,
+               train_epoch: Callable, checkpoint: Path, config: dict, history_path: Path,
+               validate: Callable | None = None, patience: int | None = None,
+               stop_after: int | None = None) -> LoopState:
+    """Run up to `epochs` epochs; `train_epoch(rng) -> dict` trains one and returns its row.
+
+    With `validate() -> (score, dict)`, keeps the best model state by score and stops after
+    `patience` epochs without improvement. `stop_after` ends the process-level run early after
+    that many epochs of this invocation (used to test interruption and resume).
+    """
+    state = resume(checkpoint, config, model, optimizer)
+    done_now = 0
+    while state.epoch < epochs and not (patience and state.bad_epochs >= patience):
+        epoch = state.epoch + 1
+        rng = runtime.epoch_generators(seed, epoch)
+        start = time.perf_counter()
+        model.train()
+        row = {"epoch": epoch, **train_epoch(rng)}
+        row["seconds"] = time.perf_counter() - start
+        row["instances_per_s"] = row.get("instances", 0) / max(row["seconds"], 1e-9)
+        if validate is not None:
+            model.eval()
+            score, metrics = validate()
+            row.update({f"valid_{k}": v for k, v in metrics.items()})
+            if score > state.best_score:
+                state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+                state.best_state = copy.deepcopy(model.state_dict())
+            else:
+                state.bad_epochs += 1
+        state.history.append(row)
+        state.epoch = epoch
+        log.info("epoch %d/%d %s", epoch, epochs, " ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k != "epoch"))
+        runtime.save_frame(history_path, pl.DataFrame(state.history))
+        save(checkpoint, config, model, optimizer, state)
+        done_now += 1
+        if stop_after is not None and done_now >= stop_after:
+            break
+    return state
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

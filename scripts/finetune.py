@@ -1,0 +1,27 @@
+"""Finetune one variant and seed (or train `none` from scratch), then evaluate it.
+
+Writes finetune.pt, finetune_history.csv, ranks.parquet and metrics.json into --out-dir.
+A rerun after an interruption resumes from the last finished epoch.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from s3rec import runs, runtime
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    runs.add_run_arguments(parser)
+    parser.add_argument("--pretrained", type=Path, default=None, help="pretrain.pt of the same variant and seed")
+    args = parser.parse_args(argv)
+    runtime.setup_logging()
+    cfg = runs.resolve_config(args.settings, args.variant, args.seed, args.device, args.threads)
+    runs.finetune(args.data, args.out_dir, cfg, args.variant, pretrained=args.pretrained)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""pyproject.toml and environment.yml list the same packages with the same version bounds."""
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+
+from conftest import REPO
+
+# conda-forge names where they differ from PyPI's
+CONDA_NAMES = {"torch": "pytorch"}
+
+
+def split(requirement: str) -> tuple[str, str]:
+    name, bound = re.match(r"^([A-Za-z0-9_.-]+)\s*(.*)$", requirement).groups()
+    return name.lower(), bound.replace(" ", "")
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pip_deps = dict(split(r) for r in project["dependencies"] + project["optional-dependencies"]["test"])
+    pip_deps = {CONDA_NAMES.get(name, name): bound for name, bound in pip_deps.items()}
+    conda = yaml.safe_load((REPO / "environment.yml").read_text())["dependencies"]
+    conda_deps = dict(split(d) for d in conda if isinstance(d, str))
+    python = conda_deps.pop("python")
+    assert python == ">=" + project["requires-python"].lstrip(">=")
+    assert conda_deps == pip_deps

@@ -1,0 +1,156 @@
+"""Finetuning: batches, negatives, losses, overfitting, determinism, resume, strict loading."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from s3rec import runs, runtime
+from s3rec.config import ModelConfig
+from s3rec.data import write_prepared
+from s3rec.encoder import Encoder
+from s3rec.finetuning import bucketed_batches, iterate_batches, make_batch, next_item_loss
+from s3rec.synthetic import SyntheticSpec, generate
+
+SMALL_MODEL = {"hidden_size": 16, "num_heads": 2, "max_len": 12}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    write_prepared(generate(SyntheticSpec(users=80, items=40, attributes=8, seed=3, max_length=15)), out)
+    return out
+
+
+def settings(**finetune):
+    return {"model": SMALL_MODEL, "finetune": {"epochs": 3, "batch_size": 32, **finetune},
+            "eval": {"batch_size": 64, "sampled_negatives": 20}}
+
+
+def run(data, out, seed=0, variant="none", pretrained=None, stop_after=None, **finetune):
+    cfg = runs.resolve_config(settings(**finetune), variant, seed, device="cpu")
+    return runs.finetune(data, out, cfg, variant, pretrained=pretrained, stop_after=stop_after)
+
+
+def test_bucketed_batches_cover_every_instance_once():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 50, size=1000)
+    batches = bucketed_batches(lengths, 64, rng, chunk_batches=4)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 20  # sorted within chunks: far less than the 48 of random batches
+
+
+def test_batch_targets_are_the_next_items_and_negatives_avoid_the_training_part():
+    train = [np.array([1, 2, 3, 4]), np.array([5, 6])]
+    excluded = [t for t in train]
+    batch = make_batch(np.array([0, 1]), train, excluded, num_items=9, max_len=10, rng=np.random.default_rng(0))
+    assert batch.inputs.tolist() == [[1, 2, 3], [0, 0, 5]]
+    assert batch.targets.tolist() == [[2, 3, 4], [0, 0, 6]]
+    for _ in range(50):
+        batch = make_batch(np.array([0, 1]), train, excluded, 9, 10, np.random.default_rng(_))
+        negatives = batch.negatives.numpy()
+        assert not set(negatives[0]) & {1, 2, 3, 4}
+        assert not set(negatives[1][-1:]) & {5, 6}
+        assert (negatives[batch.targets.numpy() == 0] == 0).all()
+
+
+def test_heldout_flag_excludes_validation_and_test_items(tiny_data):
+    from s3rec.data import leave_one_out, load_dataset
+
+    data = load_dataset(tiny_data)
+    split = leave_one_out(data.sequences)
+    for include, excluded in [(False, split.train), (True, data.sequences)]:
+        assert runs.excluded_negatives(data, split, include) is excluded
+    rng = np.random.default_rng(0)
+    for batch in iterate_batches(split.train, data.sequences, data.num_items, 12, 16, rng):
+        users_rows = batch.negatives.numpy()
+        assert users_rows.max() <= data.num_items
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+def test_tiny_data_set_is_overfit(seed, loss):
+    """Eight fixed sequences, no dropout: every next item outranks every item the loss contrasts it with.
+
+    CE contrasts with all items; BCE only with items outside the user's sequence (its negatives).
+    """
+    rng = np.random.default_rng(0)
+    train = [rng.permutation(np.arange(1, 21))[:8] for _ in range(8)]
+    cfg = ModelConfig(hidden_size=32, num_heads=2, max_len=10, hidden_dropout=0.0, attention_dropout=0.0)
+    encoder = Encoder(cfg, num_items=20)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=1e-2)
+    for _ in range(200):
+        batch = make_batch(np.arange(8), train, train, 20, 10, rng)  # fresh negatives each step
+        loss_value = next_item_loss(encoder, batch, loss)
+        optimizer.zero_grad()
+        loss_value.backward()
+        optimizer.step()
+    encoder.eval()
+    with torch.no_grad():
+        scores = encoder(batch.inputs, causal=True) @ encoder.item_embeddings.weight[:21].T  # (B, L, 21)
+    for user, seq in enumerate(train):
+        rivals = np.setdiff1d(np.arange(1, 21), seq) if loss == "bce" else np.arange(1, 21)
+        for pos in np.flatnonzero(batch.targets[user].numpy()):
+            target = int(batch.targets[user, pos])
+            others = rivals[rivals != target]
+            assert scores[user, pos, target] > scores[user, pos, others].max(), (user, pos)
+
+
+def test_training_writes_every_output_and_is_deterministic(tiny_data, tmp_path):
+    first = run(tiny_data, tmp_path / "a")
+    second = run(tiny_data, tmp_path / "b")
+    other = run(tiny_data, tmp_path / "c", seed=1)
+    assert first["metrics"] == second["metrics"]
+    assert first["metrics"] != other["metrics"]
+    for name in ("finetune.pt", "finetune_history.csv", "ranks.parquet", "metrics.json"):
+        assert (tmp_path / "a" / name).exists()
+    assert not (tmp_path / "a" / "finetune.state.pt").exists()
+    saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert set(saved["metrics"]) == {"full", "sampled"}
+    assert set(saved["metrics"]["sampled"]["test"]) >= {"HR@10", "NDCG@10", "MRR", "AUC"}
+    assert saved["finetune"] == {"loss": "bce", "negatives_exclude_heldout": False}
+    assert saved["parameters"]["heads"] == {}
+
+
+def test_interrupted_run_resumes_to_the_same_metrics(tiny_data, tmp_path):
+    whole = run(tiny_data, tmp_path / "whole")
+    assert run(tiny_data, tmp_path / "parts", stop_after=1) is None
+    assert (tmp_path / "parts" / "finetune.state.pt").exists()
+    resumed = run(tiny_data, tmp_path / "parts")
+    assert resumed["metrics"] == whole["metrics"]
+    assert resumed["epochs_run"] == whole["epochs_run"]
+
+
+def _fake_pretrained(path, variant, hidden_size=16, num_items=40):
+    encoder = Encoder(ModelConfig(**{**SMALL_MODEL, "hidden_size": hidden_size}), num_items)
+    state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    runtime.save_torch(path, {"config": {}, "variant": variant, "epoch": 1, "state_dict": state})
+    return encoder
+
+
+def test_pretrained_encoder_is_loaded_strictly(tiny_data, tmp_path):
+    encoder = _fake_pretrained(tmp_path / "full.pt", "full")
+    result = run(tiny_data, tmp_path / "ok", variant="full", pretrained=tmp_path / "full.pt", epochs=1)
+    assert result["parameters"]["heads"]["aap"] == 16 * 16 + 16
+    loaded = runtime.load_torch(tmp_path / "ok" / "finetune.pt")
+    assert loaded["variant"] == "full"
+    del encoder
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong_variant", "wrong_shape", "no_checkpoint"])
+def test_bad_pretrained_checkpoint_is_an_error(tiny_data, tmp_path, case):
+    path = tmp_path / "pre.pt"
+    if case == "wrong_variant":
+        _fake_pretrained(path, "r8")
+    elif case == "wrong_shape":
+        _fake_pretrained(path, "full", hidden_size=8)
+    if case == "no_checkpoint":
+        with pytest.raises(ValueError, match="needs --pretrained"):
+            run(tiny_data, tmp_path / "x", variant="full")
+        return
+    expected = {"missing": "does not exist", "wrong_variant": "pretrained as variant", "wrong_shape": "does not fit"}
+    with pytest.raises((FileNotFoundError, ValueError), match=expected[case]):
+        run(tiny_data, tmp_path / "x", variant="full", pretrained=path)
+    assert not (tmp_path / "x" / "metrics.json").exists()
