@@ -138,6 +138,58 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     return result
 
 
+def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_after: int | None = None) -> dict | None:
+    """Self-supervised pretraining for a fixed number of epochs (no early stopping, as the authors)."""
+    from s3rec.pretrain_batches import build_instances, iterate_batches
+    from s3rec.pretraining import LOSS_NAMES, PretrainModel
+
+    started = time.perf_counter()
+    if not parse_variant(variant)[0]:
+        raise ValueError(f"variant {variant!r} is not pretrained")
+    device = runtime.choose_device(cfg.device)
+    runtime.set_threads(cfg.threads)
+    dataset = load_dataset(data_dir)
+    split = leave_one_out(dataset.sequences)
+    p = cfg.pretrain
+    heldout = np.stack([split.valid_target, split.test_target], axis=1)  # never a negative (leakage rule)
+    instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
+                                max_len=cfg.model.max_len, kind=p.instances, heldout=heldout)
+    log.info("%d pretraining instances (%s) from %d users", len(instances), p.instances, len(split.train))
+    runtime.epoch_generators(cfg.seed, 0)
+    model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+
+    def train_epoch(rng):
+        sums = dict.fromkeys(("loss", *LOSS_NAMES), 0.0)
+        for batch in iterate_batches(instances, p.batch_size, rng, mask_prob=p.mask_prob):
+            losses = model(batch.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+            for name in sums:
+                sums[name] += losses[name].item()
+        return {name: value / len(instances) for name, value in sums.items()} | {"instances": len(instances)}
+
+    out_dir = Path(out_dir)
+    state = run_epochs(model=model, optimizer=optimizer, epochs=p.epochs, seed=cfg.seed, train_epoch=train_epoch,
+                       checkpoint=out_dir / "pretrain.state.pt", config=cfg.to_dict(),
+                       history_path=out_dir / "pretrain_history.csv", stop_after=stop_after)
+    if state.epoch < p.epochs:
+        return None
+    seconds = sum(row["seconds"] for row in state.history)
+    counts = parameter_counts(cfg, dataset.num_items, dataset.num_attributes, pretrained=True)
+    run = {"dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "epochs": state.epoch,
+           "instances": len(instances), "parameters": counts, "wall_seconds": seconds,
+           "config": cfg.to_dict(), "provenance": runtime.provenance()}
+    runtime.write_json(out_dir / "pretrain_run.json", run)
+    runtime.save_torch(out_dir / "pretrain.pt", {"config": cfg.to_dict(), "variant": variant, "epoch": state.epoch,
+                                                "wall_seconds": seconds, "state_dict": model.state_dict()})
+    (out_dir / "pretrain.state.pt").unlink(missing_ok=True)
+    log.info("pretrained %d epochs in %.1f s; last losses %s", state.epoch, seconds,
+             {k: round(v, 4) for k, v in state.history[-1].items() if k in LOSS_NAMES or k == "loss"})
+    return run
+
+
 def add_run_arguments(parser) -> None:
     """The command-line arguments pretrain.py and finetune.py share (see CONTRACTS.md)."""
     parser.add_argument("--data", required=True, type=Path, help="prepared data set folder (resources/<name>)")

@@ -1,6 +1,7 @@
 """Where and how a run executes: device, threads, seeding, provenance, atomic file writes."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -104,6 +105,16 @@ def save_frame(path: Path, frame) -> None:
 
 def load_torch(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@contextlib.contextmanager
+def clear_errors():
+    """Bad input (a wrong config, a missing or mismatched file) ends the script with its message alone."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as error:
+        log.error("%s", error)
+        raise SystemExit(2) from error
 
 
 def setup_logging(verbose: bool = True) -> None:

@@ -18,8 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrained", type=Path, default=None, help="pretrain.pt of the same variant and seed")
     args = parser.parse_args(argv)
     runtime.setup_logging()
-    cfg = runs.resolve_config(args.settings, args.variant, args.seed, args.device, args.threads)
-    runs.finetune(args.data, args.out_dir, cfg, args.variant, pretrained=args.pretrained)
+    with runtime.clear_errors():
+        cfg = runs.resolve_config(args.settings, args.variant, args.seed, args.device, args.threads)
+        runs.finetune(args.data, args.out_dir, cfg, args.variant, pretrained=args.pretrained)
     return 0
 
 
