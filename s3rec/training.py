@@ -73,8 +73,10 @@ def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
         row["instances_per_s"] = row.get("instances", 0) / max(row["seconds"], 1e-9)
         if validate is not None:
             model.eval()
+            valid_start = time.perf_counter()
             score, metrics = validate()
             row.update({f"valid_{k}": v for k, v in metrics.items()})
+            row["valid_seconds"] = time.perf_counter() - valid_start
             if score > state.best_score:
                 state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
                 state.best_state = copy.deepcopy(model.state_dict())

@@ -1,0 +1,219 @@
+"""Raw Amazon 2014 review + metadata files (McAuley et al.) to a prepared data set.
+
+Reviews are JSON lines (`reviewerID`, `asin`, `unixReviewTime`, ...). Metadata holds one
+Python-literal dict per line (single quotes, so not JSON) with `asin`, `categories` (a
+list of category paths) and an optional `brand`.
+
+Ids are given in order of first appearance, so the output depends only on the input
+files: users in the order their first kept review appears in the review file; items in
+the order they first appear when reading the users' chronological sequences user by
+user (as in the authors' release); attributes in the order they first appear when
+walking the items by id, each item's category levels before its brand.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from s3rec.data import MIN_LENGTH, DataError, Prepared, numbered_lines
+
+log = logging.getLogger(__name__)
+
+REVIEW_FIELDS = {"reviewerID": str, "asin": str, "unixReviewTime": int}
+
+
+def read_amazon(reviews_path: str | Path, meta_path: str | Path, k_core: int = 5) -> Prepared:
+    """Reviews of items with metadata, k-core filtered, as chronological sequences."""
+    if k_core < 1:
+        raise DataError(f"--k-core: expected an integer >= 1, got {k_core}")
+    started = time.perf_counter()
+    reviews = read_reviews(reviews_path)
+    meta, duplicate_meta = read_meta(meta_path)
+    log.info("read %d reviews and %d metadata entries in %.1f s",
+             reviews.height, len(meta), time.perf_counter() - started)
+    dropped: dict[str, int] = {"duplicate_meta_entries": duplicate_meta}
+
+    reviews = _keep_items_with_meta(reviews, meta, dropped)
+    reviews = k_core_filter(reviews, k_core, dropped)
+    reviews = _drop_short_users(reviews, dropped)
+    if reviews.height == 0:
+        raise DataError(
+            f"{reviews_path}: no users left after the {k_core}-core filter and dropping users "
+            f"with fewer than {MIN_LENGTH} reviews; dropped: {dropped}"
+        )
+    prepared = _to_prepared(_chronological(reviews), meta)
+    prepared.dropped = dropped
+    prepared.parameters = {"reviews": Path(reviews_path).name, "meta": Path(meta_path).name, "k_core": k_core}
+    return prepared
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def read_reviews(path: str | Path) -> pl.DataFrame:
+    """Columns user, item (str), time (int64) and row (file order, for stable ties)."""
+    columns: dict[str, list] = {key: [] for key in REVIEW_FIELDS}
+    for lineno, line in numbered_lines(path):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno}); "
+                "expected one review object per line"
+            ) from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        for key, kind in REVIEW_FIELDS.items():
+            columns[key].append(_field(record, key, kind, path, lineno))
+    return pl.DataFrame(
+        {"user": columns["reviewerID"], "item": columns["asin"], "time": columns["unixReviewTime"]},
+        schema={"user": pl.String, "item": pl.String, "time": pl.Int64},
+    ).with_row_index("row")
+
+
+def read_meta(path: str | Path) -> tuple[dict[str, list[str]], int]:
+    """Item -> attribute strings (deduplicated, in order) and the number of repeated asins
+    (the first entry is kept). Lines are parsed with `ast.literal_eval`, never `eval`."""
+    meta: dict[str, list[str]] = {}
+    duplicates = 0
+    for lineno, line in numbered_lines(path):
+        try:
+            record = ast.literal_eval(line.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as err:
+            raise DataError(
+                f"{path}:{lineno}: malformed line ({type(err).__name__}); expected a Python dict literal"
+            ) from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: expected a Python dict literal, got {type(record).__name__}")
+        asin = _field(record, "asin", str, path, lineno)
+        if asin in meta:
+            duplicates += 1
+            continue
+        meta[asin] = item_attributes(record, path, lineno)
+    return meta, duplicates
+
+
+def item_attributes(record: dict, path: str | Path, lineno: int) -> list[str]:
+    """Every level of every category path but the top one (the top is the data set's own
+    name, e.g. 'Beauty', shared by all items), then the brand when present."""
+    categories = _field(record, "categories", list, path, lineno)
+    if not all(isinstance(p, list) and all(isinstance(c, str) for c in p) for p in categories):
+        raise DataError(f"{path}:{lineno}: field 'categories': expected a list of lists of strings")
+    names = [c for category_path in categories for c in category_path[1:] if c.strip()]
+    brand = record.get("brand")
+    if brand is not None and not isinstance(brand, str):
+        raise DataError(f"{path}:{lineno}: field 'brand': expected a string, got {brand!r}")
+    if brand and brand.strip():
+        names.append(brand)
+    return list(dict.fromkeys(names))  # dedupe, keep first-appearance order
+
+
+def _field(record: dict, key: str, kind: type, path: str | Path, lineno: int):
+    if key not in record:
+        raise DataError(f"{path}:{lineno}: missing key {key!r}")
+    value = record[key]
+    # bool is a subclass of int, but True is never a time stamp.
+    if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value):
+        expected = {str: "a non-empty string", int: "an integer", list: "a list"}[kind]
+        raise DataError(f"{path}:{lineno}: field {key!r}: expected {expected}, got {value!r}")
+    return value
+
+
+# --- filtering ---------------------------------------------------------------------------
+
+
+def _keep_items_with_meta(reviews: pl.DataFrame, meta: dict, dropped: dict[str, int]) -> pl.DataFrame:
+    has_meta = pl.col("item").is_in(list(meta))
+    without = reviews.filter(~has_meta)
+    dropped["reviews_without_meta"] = without.height
+    dropped["items_without_meta"] = without["item"].n_unique()
+    dropped["meta_without_reviews"] = len(set(meta) - set(reviews["item"].unique().to_list()))
+    log.info("dropped %d reviews of %d items without metadata", without.height, dropped["items_without_meta"])
+    return reviews.filter(has_meta)
+
+
+def k_core_filter(reviews: pl.DataFrame, k: int, dropped: dict[str, int] | None = None) -> pl.DataFrame:
+    """Keep the k-core: every user and every item with at least k reviews.
+
+    Removing a user can push an item below k and vice versa, so filter until nothing
+    changes. The result is the unique maximal such subset, whatever the order of removal.
+    """
+    before = reviews
+    passes = 0
+    while True:
+        passes += 1
+        kept = reviews.filter((pl.len().over("user") >= k) & (pl.len().over("item") >= k))
+        if kept.height == reviews.height:
+            break
+        reviews = kept
+    counts = {
+        "kcore_reviews": before.height - reviews.height,
+        "kcore_users": before["user"].n_unique() - reviews["user"].n_unique(),
+        "kcore_items": before["item"].n_unique() - reviews["item"].n_unique(),
+    }
+    log.info("%d-core after %d passes: dropped %d reviews, %d users, %d items", k, passes,
+             counts["kcore_reviews"], counts["kcore_users"], counts["kcore_items"])
+    if dropped is not None:
+        dropped.update(counts)
+    return reviews
+
+
+def _drop_short_users(reviews: pl.DataFrame, dropped: dict[str, int]) -> pl.DataFrame:
+    """Users too short for leave-one-out (only possible with k < MIN_LENGTH)."""
+    short = pl.len().over("user") < MIN_LENGTH
+    removed = reviews.filter(short)
+    dropped["short_users"] = removed["user"].n_unique()
+    dropped["short_user_interactions"] = removed.height
+    if removed.height:
+        log.info("dropped %d users with fewer than %d reviews", dropped["short_users"], MIN_LENGTH)
+    return reviews.filter(~short)
+
+
+# --- ids and sequences -----------------------------------------------------------------
+
+
+def _chronological(reviews: pl.DataFrame) -> pl.DataFrame:
+    """Sort users by first appearance and each user's reviews by time, ties in file order."""
+    return (
+        reviews.with_columns(pl.col("row").min().over("user").alias("first_row"))
+        .sort(["first_row", "time", "row"])
+        .with_columns(pl.col("first_row").rank("dense").cast(pl.Int32).alias("user_id"))
+    )
+
+
+def _to_prepared(reviews: pl.DataFrame, meta: dict[str, list[str]]) -> Prepared:
+    users = reviews.select("user_id", original="user").unique("user_id", maintain_order=True)
+    items = reviews["item"].unique(maintain_order=True)
+    item_ids = np.arange(1, len(items) + 1, dtype=np.int32)
+    reviews = reviews.with_columns(
+        pl.col("item").replace_strict(items, pl.Series(item_ids), return_dtype=pl.Int32).alias("item_id")
+    )
+    attribute_ids: dict[str, int] = {}
+    item_attrs = [np.zeros(0, dtype=np.int32)]
+    for asin in items.to_list():
+        ids = [attribute_ids.setdefault(name, len(attribute_ids) + 1) for name in meta[asin]]
+        item_attrs.append(np.unique(np.asarray(ids, dtype=np.int32)))
+    lengths = reviews.group_by("user_id", maintain_order=True).len()["len"].to_numpy()
+    sequences = np.split(reviews["item_id"].to_numpy(), np.cumsum(lengths)[:-1])
+    return Prepared(
+        format="amazon",
+        user_ids=users["user_id"].to_numpy(),
+        sequences=sequences,
+        item_attributes=item_attrs,
+        num_attributes=len(attribute_ids),
+        id_maps={
+            "user_map.parquet": users,
+            "item_map.parquet": pl.DataFrame({"item_id": item_ids, "original": items}),
+            "attribute_map.parquet": pl.DataFrame(
+                {"attribute_id": np.arange(1, len(attribute_ids) + 1, dtype=np.int32),
+                 "original": list(attribute_ids)},
+                schema={"attribute_id": pl.Int32, "original": pl.String},
+            ),
+        },
+    )

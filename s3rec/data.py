@@ -1,0 +1,394 @@
+"""The prepared data set on disk: its schema, loading, writing, and the leave-one-out split.
+
+A prepared data set is a directory holding `sequences.parquet`, `item_attributes.parquet`
+and `stats.json` (plus id maps for raw Amazon input); see resources/README.md. Every
+reader of raw input (`read_s3rec` here, `s3rec.amazon`, `s3rec.synthetic`) returns a
+`Prepared`, and `write_prepared` is the only code that writes the directory.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+# Leave-one-out needs a training item plus the validation and test targets.
+MIN_LENGTH = 3
+
+SEQUENCES_FILE = "sequences.parquet"
+ATTRIBUTES_FILE = "item_attributes.parquet"
+STATS_FILE = "stats.json"
+SEQUENCES_SCHEMA = {"user_id": pl.Int32, "items": pl.List(pl.Int32)}
+ATTRIBUTES_SCHEMA = {"item_id": pl.Int32, "attributes": pl.List(pl.Int32)}
+
+
+class DataError(ValueError):
+    """Input that cannot be turned into (or read as) a prepared data set.
+
+    The message names the file, the line or field, and what was expected.
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# The contract used by training and evaluation (CONTRACTS.md)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    user_ids: np.ndarray  # (U,) int32, as stored in sequences.parquet
+    sequences: list[np.ndarray]  # U int32 arrays of item ids in 1..num_items, chronological
+    item_attributes: list[np.ndarray]  # len num_items + 1, index = item id, [0] empty
+    num_items: int  # items are 1..num_items (0 = padding)
+    num_attributes: int  # attributes are 1..num_attributes (0 = padding)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[np.ndarray]  # items[:-2]
+    valid_target: np.ndarray  # (U,) int32, items[-2]
+    test_target: np.ndarray  # (U,) int32, items[-1]
+
+
+def leave_one_out(sequences: Sequence[np.ndarray]) -> Split:
+    """The paper's split: train on all but the last two items, validate on the second to
+    last, test on the last."""
+    for index, seq in enumerate(sequences):
+        if len(seq) < MIN_LENGTH:
+            raise ValueError(
+                f"sequence {index} has {len(seq)} items; leave-one-out needs at least {MIN_LENGTH}"
+            )
+    return Split(
+        train=[np.asarray(seq[:-2], dtype=np.int32) for seq in sequences],
+        valid_target=np.array([seq[-2] for seq in sequences], dtype=np.int32),
+        test_target=np.array([seq[-1] for seq in sequences], dtype=np.int32),
+    )
+
+
+def load_dataset(directory: str | Path) -> Dataset:
+    """Read and check `sequences.parquet` and `item_attributes.parquet` in `directory`."""
+    directory = Path(directory)
+    seq_path, attr_path = directory / SEQUENCES_FILE, directory / ATTRIBUTES_FILE
+    sequences = _read_checked(seq_path, SEQUENCES_SCHEMA)
+    attributes = _read_checked(attr_path, ATTRIBUTES_SCHEMA)
+    num_items = attributes.height
+    if not np.array_equal(attributes["item_id"].to_numpy(), np.arange(1, num_items + 1)):
+        raise DataError(f"{attr_path}: item_id: expected exactly 1..{num_items} in order, one row per item")
+    seqs, items = _split_lists(sequences["items"], seq_path)
+    if len(items) and not (items.min() >= 1 and items.max() <= num_items):
+        raise DataError(f"{seq_path}: items: expected item ids in 1..{num_items} (the items of {attr_path.name})")
+    item_attributes, attrs = _split_lists(attributes["attributes"], attr_path)
+    if len(attrs) and attrs.min() < 1:
+        raise DataError(f"{attr_path}: attributes: expected attribute ids >= 1 (0 is padding)")
+    return Dataset(
+        user_ids=sequences["user_id"].to_numpy(),
+        sequences=seqs,
+        item_attributes=[np.zeros(0, dtype=np.int32)] + item_attributes,
+        num_items=num_items,
+        num_attributes=int(attrs.max()) if len(attrs) else 0,
+    )
+
+
+def _read_checked(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; expected a prepared data set (scripts/prepare_data.py)")
+    frame = pl.read_parquet(path)
+    if dict(frame.schema) != schema:
+        want = ", ".join(f"{k} {v}" for k, v in schema.items())
+        got = ", ".join(f"{k} {v}" for k, v in frame.schema.items())
+        raise DataError(f"{path}: expected columns ({want}), got ({got})")
+    if frame.null_count().sum_horizontal().item():
+        raise DataError(f"{path}: expected no null values")
+    return frame
+
+
+def _split_lists(column: pl.Series, path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """A list<int32> column as one numpy array per row (views into one flat array), and
+    the flat array itself."""
+    values = column.explode(empty_as_null=False)
+    if values.null_count():
+        raise DataError(f"{path}: {column.name}: expected no null ids inside the lists")
+    flat = values.to_numpy()
+    lengths = column.list.len().to_numpy()
+    rows = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    return rows, flat
+
+
+# ---------------------------------------------------------------------------------------
+# Writing a prepared data set
+
+
+@dataclass
+class Prepared:
+    """A data set ready to be written, as every input format produces it."""
+
+    format: str
+    user_ids: np.ndarray  # (U,) int
+    sequences: list[np.ndarray]  # chronological item ids in 1..num_items
+    item_attributes: list[np.ndarray]  # index = item id, [0] unused; sorted unique ids
+    num_attributes: int
+    dropped: dict[str, int] = field(default_factory=dict)  # what was dropped, and why
+    parameters: dict[str, Any] = field(default_factory=dict)  # how it was made
+    id_maps: dict[str, pl.DataFrame] = field(default_factory=dict)  # file name -> map
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_attributes) - 1
+
+
+def drop_short_users(prepared: Prepared, source: str) -> Prepared:
+    """Drop users too short for leave-one-out, counting them; fail if nobody is left."""
+    lengths = np.array([len(s) for s in prepared.sequences], dtype=np.int64)
+    keep = lengths >= MIN_LENGTH
+    short = int((~keep).sum())
+    if short:
+        log.info("dropping %d users with fewer than %d items (%d interactions)",
+                 short, MIN_LENGTH, int(lengths[~keep].sum()))
+    if not keep.any():
+        raise DataError(
+            f"{source}: no users left: all {len(lengths)} users have fewer than {MIN_LENGTH} items "
+            "(leave-one-out needs a training item, a validation and a test target)"
+        )
+    prepared.user_ids = prepared.user_ids[keep]
+    prepared.sequences = [s for s, k in zip(prepared.sequences, keep) if k]
+    prepared.dropped["short_users"] = short
+    prepared.dropped["short_user_interactions"] = int(lengths[~keep].sum())
+    return prepared
+
+
+def stats_of(prepared: Prepared) -> dict[str, Any]:
+    lengths = np.array([len(s) for s in prepared.sequences], dtype=np.int64)
+    return {
+        "format": prepared.format,
+        "users": len(lengths),
+        "items": prepared.num_items,
+        "attributes": prepared.num_attributes,
+        "interactions": int(lengths.sum()),
+        "avg_length": round(float(lengths.mean()), 4),
+        "min_length": int(lengths.min()),
+        "max_length": int(lengths.max()),
+        "items_without_attributes": sum(len(a) == 0 for a in prepared.item_attributes[1:]),
+        "dropped": prepared.dropped,
+        "parameters": prepared.parameters,
+    }
+
+
+def write_prepared(prepared: Prepared, out: str | Path) -> dict[str, Any]:
+    """Write the data set to `out` atomically and return its statistics.
+
+    Everything goes to a temporary directory beside `out`, which is renamed into place
+    only once complete: a failure leaves no partial output and an older `out` untouched.
+    """
+    out = Path(out)
+    _check_consistent(prepared)
+    stats = stats_of(prepared)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
+        _sequences_frame(prepared).write_parquet(tmp / SEQUENCES_FILE)
+        _attributes_frame(prepared).write_parquet(tmp / ATTRIBUTES_FILE)
+        for name, frame in prepared.id_maps.items():
+            frame.write_parquet(tmp / name)
+        (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return stats
+
+
+def _check_consistent(prepared: Prepared) -> None:
+    """Catch a reader bug before it reaches disk: users present and unique, ids in range."""
+    if not prepared.sequences:
+        raise DataError(f"{prepared.format}: the output would have no users")
+    if len(np.unique(prepared.user_ids)) != len(prepared.user_ids):
+        raise DataError(f"{prepared.format}: user ids are not unique")
+    flat = np.concatenate(prepared.sequences)
+    if flat.min() < 1 or flat.max() > prepared.num_items:
+        raise DataError(f"{prepared.format}: item ids outside 1..{prepared.num_items}")
+    attrs = [a for a in prepared.item_attributes[1:] if len(a)]
+    if attrs:
+        flat_attrs = np.concatenate(attrs)
+        if flat_attrs.min() < 1 or flat_attrs.max() > prepared.num_attributes:
+            raise DataError(f"{prepared.format}: attribute ids outside 1..{prepared.num_attributes}")
+
+
+def _sequences_frame(prepared: Prepared) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "user_id": pl.Series(np.asarray(prepared.user_ids, dtype=np.int32)),
+            "items": pl.Series([s.tolist() for s in prepared.sequences], dtype=pl.List(pl.Int32)),
+        },
+        schema=SEQUENCES_SCHEMA,
+    )
+
+
+def _attributes_frame(prepared: Prepared) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "item_id": pl.Series(np.arange(1, prepared.num_items + 1, dtype=np.int32)),
+            "attributes": pl.Series(
+                [np.asarray(a).tolist() for a in prepared.item_attributes[1:]], dtype=pl.List(pl.Int32)
+            ),
+        },
+        schema=ATTRIBUTES_SCHEMA,
+    )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Move `new` to `out`; an existing `out` is moved aside first and removed afterwards."""
+    if not out.exists():
+        new.rename(out)
+        return
+    holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    out.rename(holder / out.name)
+    new.rename(out)
+    shutil.rmtree(holder)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading input files
+
+
+def open_text(path: str | Path) -> TextIO:
+    """Open a UTF-8 text file, gunzipping `.gz`; a missing file is a `DataError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def numbered_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line) for every non-blank line; an empty file is a `DataError`."""
+    seen = False
+    with open_text(path) as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if line.strip():
+                seen = True
+                yield lineno, line
+    if not seen:
+        raise DataError(f"{path}: file is empty; expected one record per line")
+
+
+def attribute_sets(raw: dict[int, list[int]], num_items: int) -> tuple[list[np.ndarray], int]:
+    """Per-item sorted unique attribute arrays (index = item id) and how many repeated
+    entries the lists held (the authors' release repeats a few ids: they are a set)."""
+    item_attributes = [np.zeros(0, dtype=np.int32) for _ in range(num_items + 1)]
+    repeats = 0
+    for item, values in raw.items():
+        unique = np.unique(np.asarray(values, dtype=np.int32))
+        repeats += len(values) - len(unique)
+        item_attributes[item] = unique
+    return item_attributes, repeats
+
+
+# --- the S3Rec authors' release (/work/shared/data/s3rec/README.md) ---------------------
+
+
+def read_s3rec(sequences_path: str | Path, attributes_path: str | Path) -> Prepared:
+    """Read `<Name>.txt` + `<Name>_item2attributes.json`, keeping the authors' ids."""
+    user_ids, sequences = _read_s3rec_sequences(Path(sequences_path))
+    raw_attributes = _read_s3rec_attributes(Path(attributes_path))
+    log.info("read %d users from %s and %d item attribute lists from %s",
+             len(user_ids), sequences_path, len(raw_attributes), attributes_path)
+    seen_items = np.unique(np.concatenate(sequences)) if sequences else np.zeros(0, np.int64)
+    missing = np.setdiff1d(seen_items, np.fromiter(raw_attributes, dtype=np.int64))
+    if len(missing):
+        raise DataError(
+            f"{attributes_path}: no attribute entry for item {int(missing[0])} of {sequences_path} "
+            f"({len(missing)} items missing); expected an entry for every item in the sequences"
+        )
+    num_items = int(max(seen_items.max(initial=0), max(raw_attributes, default=0)))
+    item_attributes, repeats = attribute_sets(raw_attributes, num_items)
+    items_with_repeats = sum(len(v) != len(set(v)) for v in raw_attributes.values())
+    if repeats:
+        log.info("%d items list a repeated attribute (%d entries removed)", items_with_repeats, repeats)
+    flat = [a for a in item_attributes if len(a)]
+    prepared = Prepared(
+        format="s3rec",
+        user_ids=np.asarray(user_ids, dtype=np.int32),
+        sequences=sequences,
+        item_attributes=item_attributes,
+        num_attributes=int(np.concatenate(flat).max()) if flat else 0,
+        dropped={"duplicate_attribute_entries": repeats,
+                 "items_with_duplicate_attributes": items_with_repeats},
+        parameters={"sequences": Path(sequences_path).name, "attributes": Path(attributes_path).name},
+    )
+    return drop_short_users(prepared, str(sequences_path))
+
+
+def _read_s3rec_sequences(path: Path) -> tuple[list[int], list[np.ndarray]]:
+    user_ids: list[int] = []
+    sequences: list[np.ndarray] = []
+    seen: dict[int, int] = {}
+    for lineno, line in numbered_lines(path):
+        fields = line.split()
+        try:
+            ids = [int(f) for f in fields]
+        except ValueError:
+            bad = next(f for f in fields if not _is_int(f))
+            raise DataError(
+                f"{path}:{lineno}: expected 'user_id item_id ...' of integers, got {bad!r}"
+            ) from None
+        if min(ids) < 1:
+            raise DataError(f"{path}:{lineno}: expected ids >= 1 (0 is padding), got {min(ids)}")
+        if ids[0] in seen:
+            raise DataError(f"{path}:{lineno}: user {ids[0]} already on line {seen[ids[0]]}")
+        seen[ids[0]] = lineno
+        user_ids.append(ids[0])
+        sequences.append(np.asarray(ids[1:], dtype=np.int32))
+    return user_ids, sequences
+
+
+def _read_s3rec_attributes(path: Path) -> dict[int, list[int]]:
+    with open_text(path) as handle:
+        text = handle.read()
+    if not text.strip():
+        raise DataError(f"{path}: file is empty; expected a JSON object {{\"item_id\": [attribute ids]}}")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: malformed JSON at column {err.colno}: {err.msg}") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a JSON object mapping item ids to attribute lists")
+    result: dict[int, list[int]] = {}
+    for key, values in raw.items():
+        if not _is_int(key) or int(key) < 1:
+            raise DataError(f"{path}: key {key!r}: expected an integer item id >= 1")
+        if not isinstance(values, list) or not all(_is_id(v) for v in values):
+            raise DataError(f"{path}: item {key}: expected a list of integer attribute ids >= 1, got {values!r}")
+        result[int(key)] = values
+    return result
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_id(value: object) -> bool:
+    """An integer id >= 1 (bool is an int in Python, but never an id)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

@@ -1,0 +1,176 @@
+"""Raw Amazon 2014 files: exact output on a hand-made case, k-core to a fixed point, bad input.
+
+The hand-made case (k = 3), reviews in file order as (user, item, time):
+- X has no metadata: its review is dropped.
+- D has 2 reviews: dropped in pass 1 (with U5, who has 1 review).
+- U4 (A, D, E) then has 2 reviews: dropped in pass 2.
+- E (U4, U1, U2) then has 2 reviews: dropped in pass 3.
+- U1 reviewed B and A at the same time 5, B first in the file: B stays before A.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from s3rec.amazon import k_core_filter, read_amazon
+from s3rec.data import DataError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import prepare_data  # noqa: E402
+
+REVIEWS = [
+    ("U2", "A", 100), ("U1", "B", 5), ("U1", "A", 5), ("U3", "C", 1), ("U1", "X", 2),
+    ("U4", "A", 50), ("U1", "C", 3), ("U5", "D", 7), ("U2", "B", 90), ("U4", "D", 51),
+    ("U3", "A", 2), ("U2", "C", 80), ("U4", "E", 52), ("U3", "B", 3), ("U1", "E", 60),
+    ("U2", "E", 70),
+]
+META = [
+    {"asin": "A", "title": "a 'quoted' name", "categories": [["Beauty", "Skin Care", "Face"], ["Beauty", "Makeup"]],
+     "brand": "Acme"},
+    {"asin": "B", "categories": [["Beauty", "Skin Care", "Body"]], "brand": ""},
+    {"asin": "C", "categories": [["Beauty", "Makeup", "Face"]], "price": 3.5},
+    {"asin": "D", "categories": [["Beauty", "Hair"]], "brand": "Zed"},
+    {"asin": "E", "categories": [["Beauty"]], "brand": "Acme"},
+    {"asin": "Z", "categories": [["Beauty", "Nails"]]},  # never reviewed
+    {"asin": "A", "categories": [["Beauty", "Other"]]},  # repeated asin: the first entry wins
+]
+
+
+def review_line(user: str, item: str, time: int) -> str:
+    return json.dumps({"reviewerID": user, "asin": item, "reviewerName": "n", "overall": 5.0,
+                       "unixReviewTime": time, "reviewTime": "01 1, 2014"})
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    text = "".join(line + "\n" for line in lines)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def write_inputs(tmp_path: Path, reviews_gz: bool, meta_gz: bool,
+                 reviews=REVIEWS, meta=META) -> tuple[Path, Path]:
+    reviews_path = write_lines(tmp_path / ("reviews.json.gz" if reviews_gz else "reviews.json"),
+                               [review_line(*r) for r in reviews])
+    # repr() gives the Python-literal, single-quoted lines of the 2014 metadata files.
+    meta_path = write_lines(tmp_path / ("meta.json.gz" if meta_gz else "meta.json"), [repr(m) for m in meta])
+    return reviews_path, meta_path
+
+
+@pytest.mark.parametrize("reviews_gz, meta_gz", [(False, False), (True, True), (True, False)])
+def test_amazon_exact_output(tmp_path, reviews_gz, meta_gz):
+    reviews, meta = write_inputs(tmp_path, reviews_gz, meta_gz)
+    out = tmp_path / "out"
+    prepare_data.main(["--format", "amazon", "--reviews", str(reviews), "--meta", str(meta),
+                       "--k-core", "3", "--out", str(out)])
+
+    # Users by first kept review (U2, U1, U3); items by first appearance in those
+    # chronological sequences (C, B, A); attributes walking items 1..3 (C, B, A).
+    assert pl.read_parquet(out / "sequences.parquet").to_dict(as_series=False) == {
+        "user_id": [1, 2, 3],
+        "items": [[1, 2, 3], [1, 2, 3], [1, 3, 2]],  # U2: C B A; U1: C, then B A (tie); U3: C A B
+    }
+    assert pl.read_parquet(out / "item_attributes.parquet").to_dict(as_series=False) == {
+        "item_id": [1, 2, 3],
+        "attributes": [[1, 2], [3, 4], [1, 2, 3, 5]],  # brand '' is no attribute
+    }
+    assert pl.read_parquet(out / "user_map.parquet").to_dict(as_series=False) == {
+        "user_id": [1, 2, 3], "original": ["U2", "U1", "U3"]}
+    assert pl.read_parquet(out / "item_map.parquet").to_dict(as_series=False) == {
+        "item_id": [1, 2, 3], "original": ["C", "B", "A"]}
+    attribute_map = pl.read_parquet(out / "attribute_map.parquet")
+    assert attribute_map.schema == {"attribute_id": pl.Int32, "original": pl.String}
+    assert attribute_map.to_dict(as_series=False) == {
+        "attribute_id": [1, 2, 3, 4, 5], "original": ["Makeup", "Face", "Skin Care", "Body", "Acme"]}
+
+    stats = json.loads((out / "stats.json").read_text())
+    assert {k: stats[k] for k in ("format", "users", "items", "attributes", "interactions", "avg_length")} == {
+        "format": "amazon", "users": 3, "items": 3, "attributes": 5, "interactions": 9, "avg_length": 3.0}
+    assert stats["dropped"] == {
+        "duplicate_meta_entries": 1,
+        "reviews_without_meta": 1,
+        "items_without_meta": 1,
+        "meta_without_reviews": 1,
+        "kcore_reviews": 6,
+        "kcore_users": 2,
+        "kcore_items": 2,
+        "short_users": 0,
+        "short_user_interactions": 0,
+    }
+    assert stats["parameters"]["k_core"] == 3
+
+
+def test_k_core_reaches_fixed_point():
+    """A single pass would keep U4 and E; the fixed point drops them."""
+    frame = pl.DataFrame([r for r in REVIEWS if r[1] != "X"], schema=["user", "item", "time"], orient="row")
+    dropped: dict[str, int] = {}
+    kept = k_core_filter(frame, 3, dropped)
+    assert sorted(kept["user"].unique()) == ["U1", "U2", "U3"]
+    assert sorted(kept["item"].unique()) == ["A", "B", "C"]
+    assert dropped == {"kcore_reviews": 6, "kcore_users": 2, "kcore_items": 2}
+
+
+def test_short_users_dropped_and_counted(tmp_path):
+    """With k = 1 nothing is k-core filtered, but users with < 3 reviews cannot be split."""
+    reviews, meta = write_inputs(tmp_path, False, False)
+    prepared = read_amazon(reviews, meta, k_core=1)
+    assert prepared.dropped["short_users"] == 1  # U5: only D
+    assert prepared.dropped["short_user_interactions"] == 1
+    assert prepared.user_ids.tolist() == [1, 2, 3, 4]  # U2, U1, U3, U4: contiguous again
+    assert prepared.num_items == 5  # D survives through U4
+
+
+GOOD_META = [repr(m) for m in META]
+GOOD_REVIEWS = [review_line(*r) for r in REVIEWS]
+
+
+@pytest.mark.parametrize(
+    "reviews, meta, message",
+    [
+        (GOOD_REVIEWS[:1] + ['{"reviewerID": "U1", "asin": '] + GOOD_REVIEWS[1:], GOOD_META,
+         r"reviews\.json:2: malformed JSON .*expected one review object per line"),
+        (GOOD_REVIEWS[:2] + ['{"reviewerID": "U1", "unixReviewTime": 3}'], GOOD_META,
+         r"reviews\.json:3: missing key 'asin'"),
+        (GOOD_REVIEWS[:2] + ['{"reviewerID": "U1", "asin": "A", "unixReviewTime": "May 1"}'], GOOD_META,
+         r"reviews\.json:3: field 'unixReviewTime': expected an integer, got 'May 1'"),
+        (GOOD_REVIEWS[:2] + ['{"reviewerID": 17, "asin": "A", "unixReviewTime": 3}'], GOOD_META,
+         r"reviews\.json:3: field 'reviewerID': expected a non-empty string, got 17"),
+        (['["U1", "A", 3]'], GOOD_META, r"reviews\.json:1: expected a JSON object, got list"),
+        ([], GOOD_META, r"reviews\.json: file is empty"),
+        (GOOD_REVIEWS, GOOD_META[:1] + ["{'asin': 'B', 'categories': [['Beauty']"] + GOOD_META[1:],
+         r"meta\.json:2: malformed line .*expected a Python dict literal"),
+        (GOOD_REVIEWS, GOOD_META[:1] + ["__import__('os').system('echo pwned')"],
+         r"meta\.json:2: malformed line"),
+        (GOOD_REVIEWS, GOOD_META[:3] + ["{'asin': 'D', 'brand': 'Zed'}"],
+         r"meta\.json:4: missing key 'categories'"),
+        (GOOD_REVIEWS, ["{'categories': [['Beauty']]}"], r"meta\.json:1: missing key 'asin'"),
+        (GOOD_REVIEWS, ["{'asin': 'A', 'categories': ['Beauty', 'Face']}"],
+         r"meta\.json:1: field 'categories': expected a list of lists of strings"),
+        (GOOD_REVIEWS, [], r"meta\.json: file is empty"),
+        (GOOD_REVIEWS, ["{'asin': 'Z', 'categories': []}"], r"reviews\.json: no users left after the 3-core filter"),
+    ],
+)
+def test_amazon_bad_input(tmp_path, reviews, meta, message):
+    reviews_path = write_lines(tmp_path / "reviews.json", reviews)
+    meta_path = write_lines(tmp_path / "meta.json", meta)
+    with pytest.raises(DataError, match=message):
+        read_amazon(reviews_path, meta_path, k_core=3)
+
+
+def test_amazon_bad_input_exits_without_output(tmp_path):
+    reviews, meta = write_inputs(tmp_path, True, True)
+    with gzip.open(meta, "at") as handle:
+        handle.write("{'asin': 'Q', categories: []}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_data.main(["--format", "amazon", "--reviews", str(reviews), "--meta", str(meta),
+                           "--out", str(tmp_path / "out")])
+    assert f"{meta}:8: malformed line" in str(exit_info.value.code)
+    assert not (tmp_path / "out").exists()

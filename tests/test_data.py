@@ -1,0 +1,224 @@
+"""The data contract (load_dataset, leave_one_out), the authors' release format, atomic
+writing, and the script's handling of bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from s3rec.data import (
+    ATTRIBUTES_SCHEMA,
+    SEQUENCES_SCHEMA,
+    DataError,
+    leave_one_out,
+    load_dataset,
+    read_s3rec,
+    write_prepared,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import prepare_data  # noqa: E402
+
+
+def write_release(tmp_path: Path, sequences: str, attributes: str | dict) -> tuple[Path, Path]:
+    seq = tmp_path / "Toy.txt"
+    attr = tmp_path / "Toy_item2attributes.json"
+    seq.write_text(sequences)
+    attr.write_text(attributes if isinstance(attributes, str) else json.dumps(attributes))
+    return seq, attr
+
+
+TOY_SEQUENCES = "1 1 2 3 4\n2 3 1\n3 2 4 1 5\n4 5 2\n"
+TOY_ATTRIBUTES = {"1": [2, 1], "2": [3, 3, 3], "3": [1], "4": [2, 4, 2], "5": [4]}
+
+
+def prepare(tmp_path: Path, *args: str) -> Path:
+    out = tmp_path / "out"
+    prepare_data.main([*args, "--out", str(out)])
+    return out
+
+
+# --- leave_one_out ---------------------------------------------------------------------
+
+
+def test_leave_one_out_hand_case():
+    split = leave_one_out([np.array([5, 6, 7, 8], dtype=np.int32), np.array([1, 2, 3], dtype=np.int32)])
+    assert [s.tolist() for s in split.train] == [[5, 6], [1]]
+    assert split.valid_target.tolist() == [7, 2] and split.valid_target.dtype == np.int32
+    assert split.test_target.tolist() == [8, 3] and split.test_target.dtype == np.int32
+
+
+def test_leave_one_out_rejects_short_sequence():
+    with pytest.raises(ValueError, match="sequence 1 has 2 items"):
+        leave_one_out([np.array([1, 2, 3]), np.array([1, 2])])
+
+
+# --- the authors' release ----------------------------------------------------------------
+
+
+def test_s3rec_release_exact(tmp_path):
+    """Ids are kept; attribute lists become sorted sets; short users are dropped and counted."""
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    out = prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+
+    sequences = pl.read_parquet(out / "sequences.parquet")
+    assert sequences.schema == {"user_id": pl.Int32, "items": pl.List(pl.Int32)}
+    assert sequences.to_dict(as_series=False) == {"user_id": [1, 3], "items": [[1, 2, 3, 4], [2, 4, 1, 5]]}
+    attributes = pl.read_parquet(out / "item_attributes.parquet")
+    assert attributes.schema == {"item_id": pl.Int32, "attributes": pl.List(pl.Int32)}
+    assert attributes.to_dict(as_series=False) == {
+        "item_id": [1, 2, 3, 4, 5],
+        "attributes": [[1, 2], [3], [1], [2, 4], [4]],
+    }
+    stats = json.loads((out / "stats.json").read_text())
+    assert {k: stats[k] for k in ("format", "users", "items", "attributes", "interactions", "avg_length")} == {
+        "format": "s3rec", "users": 2, "items": 5, "attributes": 4, "interactions": 8, "avg_length": 4.0,
+    }
+    assert stats["dropped"] == {
+        "duplicate_attribute_entries": 3,
+        "items_with_duplicate_attributes": 2,
+        "short_users": 2,
+        "short_user_interactions": 4,
+    }
+
+
+def test_load_dataset_contract(tmp_path):
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    data = load_dataset(prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr)))
+    assert data.user_ids.dtype == np.int32 and data.user_ids.tolist() == [1, 3]
+    assert [s.tolist() for s in data.sequences] == [[1, 2, 3, 4], [2, 4, 1, 5]]
+    assert all(s.dtype == np.int32 for s in data.sequences)
+    assert [a.tolist() for a in data.item_attributes] == [[], [1, 2], [3], [1], [2, 4], [4]]
+    assert (data.num_items, data.num_attributes) == (5, 4)
+
+
+def test_load_dataset_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"sequences\.parquet: file not found"):
+        load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "frame, message",
+    [
+        (pl.DataFrame({"user": [1], "items": [[1, 2, 3]]}), r"expected columns \(user_id Int32, items List\(Int32\)\)"),
+        (pl.DataFrame({"user_id": [1], "items": [[1, 2, 3]]}), r"got \(user_id Int64, items List\(Int64\)\)"),
+    ],
+)
+def test_load_dataset_wrong_columns(tmp_path, frame, message):
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    out = prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    frame.write_parquet(out / "sequences.parquet")
+    with pytest.raises(DataError, match=message):
+        load_dataset(out)
+
+
+def test_load_dataset_item_out_of_range(tmp_path):
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    out = prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    pl.DataFrame({"user_id": [1], "items": [[1, 2, 6]]}, schema=SEQUENCES_SCHEMA).write_parquet(
+        out / "sequences.parquet")
+    with pytest.raises(DataError, match=r"sequences\.parquet: items: expected item ids in 1\.\.5"):
+        load_dataset(out)
+
+
+def test_load_dataset_item_rows_must_cover_all_items(tmp_path):
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    out = prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    pl.DataFrame({"item_id": [1, 3], "attributes": [[1], [2]]}, schema=ATTRIBUTES_SCHEMA).write_parquet(
+        out / "item_attributes.parquet")
+    with pytest.raises(DataError, match=r"item_attributes\.parquet: item_id: expected exactly 1\.\.2 in order"):
+        load_dataset(out)
+
+
+# --- bad input: a clear error, and no output -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sequences, attributes, message",
+    [
+        ("1 1 2 3\n2 4 x 1\n", TOY_ATTRIBUTES, r"Toy\.txt:2: expected 'user_id item_id \.\.\.' of integers, got 'x'"),
+        ("1 1 2 3\n\n1 2 3 4\n", TOY_ATTRIBUTES, r"Toy\.txt:3: user 1 already on line 1"),
+        ("1 1 0 3\n", TOY_ATTRIBUTES, r"Toy\.txt:1: expected ids >= 1"),
+        ("", TOY_ATTRIBUTES, r"Toy\.txt: file is empty"),
+        ("1 1 2 3\n", "", r"Toy_item2attributes\.json: file is empty"),
+        ("1 1 2 3\n", '{"1": [1],\n "2": [2]\n "3": [3]}', r"Toy_item2attributes\.json:3: malformed JSON"),
+        ("1 1 2 3\n", "[[1], [2]]", r"expected a JSON object mapping item ids"),
+        ("1 1 2 3\n", {"1": [1], "two": [2], "3": [3]}, r"key 'two': expected an integer item id"),
+        ("1 1 2 3\n", {"1": [1], "2": ["a"], "3": [3]}, r"item 2: expected a list of integer attribute ids"),
+        ("1 1 2 3\n2 4 5 6\n", {"1": [1], "2": [2], "3": [3], "4": [1], "6": [1]},
+         r"Toy_item2attributes\.json: no attribute entry for item 5 of .*Toy\.txt"),
+        ("1 1 2\n2 3\n", TOY_ATTRIBUTES, r"no users left: all 2 users have fewer than 3 items"),
+    ],
+)
+def test_s3rec_bad_input(tmp_path, sequences, attributes, message):
+    seq, attr = write_release(tmp_path, sequences, attributes)
+    with pytest.raises(DataError, match=message):
+        read_s3rec(seq, attr)
+
+
+def test_missing_input_file(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.txt: file not found"):
+        read_s3rec(tmp_path / "nope.txt", tmp_path / "nope.json")
+
+
+def test_failure_keeps_previous_output(tmp_path, capsys):
+    """The script exits non-zero with the message; an existing --out is left untouched."""
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    out = prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    seq.write_text("1 1 2 3\n2 oops\n")
+    with pytest.raises(SystemExit) as exit_info:
+        prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    assert "Toy.txt:2: expected 'user_id item_id ...' of integers, got 'oops'" in str(exit_info.value.code)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Toy.txt", "Toy_item2attributes.json", "out"]
+
+
+def test_success_replaces_previous_output(tmp_path):
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    assert sorted(p.name for p in out.iterdir()) == ["item_attributes.parquet", "sequences.parquet", "stats.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Toy.txt", "Toy_item2attributes.json", "out"]
+
+
+def test_write_failure_leaves_nothing(tmp_path, monkeypatch):
+    """A crash half-way through writing removes the temporary directory."""
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    prepared = read_s3rec(seq, attr)
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("s3rec.data.json.dumps", explode)
+    with pytest.raises(OSError, match="disk full"):
+        write_prepared(prepared, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Toy.txt", "Toy_item2attributes.json"]
+
+
+def test_script_runs_from_repo_root(tmp_path):
+    """`python scripts/prepare_data.py` works; bad input: exit 1, a message, no traceback."""
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    command = [sys.executable, "scripts/prepare_data.py", "--format", "s3rec", "--sequences", str(seq),
+               "--attributes", str(attr), "--out", str(tmp_path / "out")]
+    ok = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "wrote" in ok.stderr and "short_users" in ok.stderr
+    attr.write_text('{"1": [1], "2": [2]}')
+    bad = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "no attribute entry for item 3" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_script_requires_format_inputs(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_data.main(["--format", "amazon", "--reviews", "r.json", "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2

@@ -1,0 +1,111 @@
+"""The synthetic data set: deterministic per seed, valid, and with the planted structure."""
+from __future__ import annotations
+
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s3rec.data import DataError, leave_one_out, load_dataset
+from s3rec.synthetic import SyntheticSpec, generate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import prepare_data  # noqa: E402
+
+FILES = ("sequences.parquet", "item_attributes.parquet", "stats.json")
+
+
+def prepare(out: Path, seed: int, users: int = 300, items: int = 120, attributes: int = 20) -> Path:
+    prepare_data.main(["--format", "synthetic", "--users", str(users), "--items", str(items),
+                       "--attributes", str(attributes), "--seed", str(seed), "--out", str(out)])
+    return out
+
+
+def test_same_seed_same_bytes(tmp_path):
+    first, second = prepare(tmp_path / "a", seed=3), prepare(tmp_path / "b", seed=3)
+    for name in FILES:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_different_seed_different_data(tmp_path):
+    first, second = load_dataset(prepare(tmp_path / "a", seed=3)), load_dataset(prepare(tmp_path / "b", seed=4))
+    assert [s.tolist() for s in first.sequences] != [s.tolist() for s in second.sequences]
+    assert [a.tolist() for a in first.item_attributes] != [a.tolist() for a in second.item_attributes]
+
+
+def test_valid_data_set(tmp_path):
+    data = load_dataset(prepare(tmp_path / "out", seed=0))
+    assert data.user_ids.tolist() == list(range(1, 301))
+    assert (data.num_items, data.num_attributes) == (120, 20)
+    lengths = [len(s) for s in data.sequences]
+    assert min(lengths) >= 5 and max(lengths) <= 30
+    assert all(len(set(s.tolist())) == len(s) for s in data.sequences)  # no repeated item
+    assert len(data.item_attributes) == 121
+    assert all(1 <= len(a) and np.all(np.diff(a) > 0) for a in data.item_attributes[1:])
+    assert all(1 <= a.min() and a.max() <= 20 for a in data.item_attributes[1:])
+
+
+@pytest.fixture(scope="module")
+def default_data():
+    """The default size (2000 users, 500 items, 60 attributes) takes well under a second."""
+    prepared = generate(SyntheticSpec(seed=0))
+    return prepared, leave_one_out(prepared.sequences)
+
+
+def hit_rate_at_10(scores: np.ndarray, target: int, history: np.ndarray) -> bool:
+    scores = scores.astype(float).copy()
+    scores[0] = -np.inf
+    scores[history] = -np.inf
+    return (scores >= scores[target]).sum() - 1 < 10
+
+
+def test_order_beats_popularity(default_data):
+    """Successor counts from the training parts beat popularity clearly on the test targets."""
+    prepared, split = default_data
+    popularity = np.zeros(prepared.num_items + 1)
+    successors: dict[int, Counter] = defaultdict(Counter)
+    for seq in split.train:
+        np.add.at(popularity, seq, 1)
+        for a, b in zip(seq[:-1], seq[1:]):
+            successors[a][b] += 1
+    hits_pop = hits_seq = 0
+    for train, last, target in zip(split.train, split.valid_target, split.test_target):
+        history = np.append(train, last)
+        sequential = popularity * 1e-6  # popularity only breaks ties
+        for item, count in successors[last].items():
+            sequential[item] += count
+        hits_pop += hit_rate_at_10(popularity, target, history)
+        hits_seq += hit_rate_at_10(sequential, target, history)
+    users = len(split.train)
+    assert hits_pop / users > 0.1  # popularity is informative ...
+    assert hits_seq / users > 2 * hits_pop / users  # ... but order much more so
+
+
+def test_attributes_are_informative(default_data):
+    """Consecutive items share far more attributes than random pairs of items."""
+    prepared, _ = default_data
+    sets = [set(a.tolist()) for a in prepared.item_attributes]
+
+    def jaccard(a: int, b: int) -> float:
+        return len(sets[a] & sets[b]) / len(sets[a] | sets[b])
+
+    consecutive = np.mean([jaccard(a, b) for s in prepared.sequences for a, b in zip(s[:-1], s[1:])])
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(1, prepared.num_items + 1, size=(5000, 2))
+    random_pairs = np.mean([jaccard(a, b) for a, b in pairs])
+    assert consecutive > 3 * random_pairs
+
+
+@pytest.mark.parametrize("spec", [SyntheticSpec(items=4), SyntheticSpec(users=0), SyntheticSpec(attributes=0),
+                                  SyntheticSpec(p_successor=0.8, p_chain=0.5)])
+def test_bad_spec(spec):
+    with pytest.raises(DataError, match="synthetic: expected"):
+        generate(spec)
+
+
+def test_tiny_spec_works():
+    prepared = generate(SyntheticSpec(users=5, items=5, attributes=1, seed=1))
+    assert all(len(s) == 5 for s in prepared.sequences)
+    assert all(a.tolist() == [1] for a in prepared.item_attributes[1:])
