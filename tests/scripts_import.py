@@ -1,0 +1,13 @@
+"""Import a file of scripts/ as a module, so tests can call its main(argv)."""
+from __future__ import annotations
+
+import importlib.util
+
+from conftest import REPO
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
