@@ -1,0 +1,221 @@
+"""Leave-one-out evaluation: ranks on toy cases checked by hand, the sampler, and evaluate()."""
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from s3rec import evaluation
+from s3rec.config import EvalConfig
+from s3rec.evaluation import evaluate, full_ranking_ranks, sample_negatives, sampled_ranks
+from s3rec.metrics import METRICS_FULL, METRICS_SAMPLED, metrics_from_ranks
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def arrays(*lists):
+    return [np.array(items, dtype=np.int32) for items in lists]
+
+
+def table_score_fn(rows: dict[tuple, list[float]]):
+    """A fake model: the score row of a user is looked up by its history."""
+    return lambda histories: torch.tensor([rows[tuple(h.tolist())] for h in histories])
+
+
+# Five items; column 0 is padding and scores highest on purpose: it must never be ranked.
+ROW = [10.0, 0.5, 0.9, 0.1, 0.7, 0.3]
+
+
+def test_full_ranking_excludes_history_but_never_the_target_nor_padding():
+    """Scores 1:.5 2:.9 3:.1 4:.7 5:.3 (padding 10). Target 4 scores .7; only item 2 beats it."""
+    histories = arrays([2], [4, 2], [1])
+    score_fn = table_score_fn({(2,): ROW, (4, 2): ROW, (1,): ROW})
+    targets = np.array([4, 4, 4])
+    # User 0: item 2 is in the history, so nothing else beats the target.
+    # User 1: the target 4 is itself in the history (repeat consumption) and stays ranked.
+    # User 2: item 2 is not in the history and beats the target.
+    ranks = full_ranking_ranks(score_fn, histories, targets, num_items=5)
+    assert ranks.dtype == np.int32 and ranks.tolist() == [1, 1, 2]
+    ranks = full_ranking_ranks(score_fn, histories, targets, num_items=5, exclude_history=False)
+    assert ranks.tolist() == [2, 2, 2]
+
+
+def test_full_ranking_ties_are_pessimistic():
+    """Target 1 scores .5 like items 2, 3 and 5: rank 1 + 3. An excluded tie does not count."""
+    row = [0.5, 0.5, 0.5, 0.5, 0.2, 0.5]
+    histories = arrays([], [3])
+    score_fn = table_score_fn({(): row, (3,): row})
+    ranks = full_ranking_ranks(score_fn, histories, np.array([1, 1]), num_items=5)
+    assert ranks.tolist() == [4, 3]
+
+
+def test_full_ranking_leaves_the_scores_untouched():
+    scores = torch.tensor([ROW])
+    before = scores.clone()
+    full_ranking_ranks(lambda histories: scores, arrays([2]), np.array([4]), num_items=5)
+    assert torch.equal(scores, before)
+
+
+def test_full_ranking_matches_a_brute_force_loop(rng):
+    """Random histories with repeats, integer scores (many ties), small batches."""
+    num_items, num_users = 30, 57
+    histories = [rng.integers(1, num_items + 1, size=rng.integers(0, 12)) for _ in range(num_users)]
+    targets = rng.integers(1, num_items + 1, size=num_users)
+    scores = torch.from_numpy(rng.integers(0, 6, size=(num_users, num_items + 1)).astype(np.float32))
+    by_history = {id(h): u for u, h in enumerate(histories)}
+    score_fn = lambda hs: scores[[by_history[id(h)] for h in hs]]  # noqa: E731
+
+    expected = []
+    for u in range(num_users):
+        candidates = set(range(1, num_items + 1)) - set(histories[u].tolist()) - {targets[u]}
+        target_score = scores[u, targets[u]]
+        expected.append(1 + sum(bool(scores[u, j] >= target_score) for j in candidates))
+    ranks = full_ranking_ranks(score_fn, histories, targets, num_items, batch_size=8)
+    assert ranks.tolist() == expected
+
+
+def test_batches_follow_history_length_and_ranks_return_in_user_order():
+    """The fake model puts item len(history) first and every other item at 0."""
+    num_items = 6
+
+    def score_fn(histories):
+        calls.append([len(h) for h in histories])
+        scores = torch.zeros(len(histories), num_items + 1)
+        scores[torch.arange(len(histories)), [len(h) for h in histories]] = 1.0
+        return scores
+
+    calls: list[list[int]] = []
+    histories = arrays([7, 7, 7, 7, 7], [7], [7, 7, 7], [7, 7], [7, 7, 7, 7])
+    histories = [h * 0 + 6 for h in histories]  # item 6 in every history: never the target here
+    targets = np.array([5, 1, 2, 2, 1])  # hits for users 0, 1 and 3; the rest tie with 4 others
+    ranks = full_ranking_ranks(score_fn, histories, targets, num_items, batch_size=2)
+    assert calls == [[1, 2], [3, 4], [5]]
+    assert ranks.tolist() == [1, 1, 5, 1, 5]
+
+
+def test_score_fn_of_the_wrong_width_is_an_error():
+    with pytest.raises(ValueError, match="shape"):
+        full_ranking_ranks(lambda hs: torch.zeros(len(hs), 5), arrays([1]), np.array([2]), num_items=5)
+
+
+def test_sampled_negatives_avoid_the_sequence_and_are_distinct(rng):
+    num_items = 40
+    sizes = rng.integers(1, 25, size=200)
+    sequences = [rng.integers(1, num_items + 1, size=size).astype(np.int32) for size in sizes]
+    negatives = sample_negatives(sequences, num_items, n=10, seed=7)
+    assert negatives.shape == (200, 10) and negatives.dtype == np.int32
+    for sequence, row in zip(sequences, negatives):
+        assert len(set(row.tolist())) == 10
+        assert not set(row.tolist()) & set(sequence.tolist())
+        assert row.min() >= 1 and row.max() <= num_items
+
+
+def test_sampled_negatives_are_deterministic_per_seed(rng):
+    sequences = [rng.integers(1, 101, size=5) for _ in range(50)]
+    first = sample_negatives(sequences, 100, n=20, seed=3)
+    assert np.array_equal(first, sample_negatives(sequences, 100, n=20, seed=3))
+    assert not np.array_equal(first, sample_negatives(sequences, 100, n=20, seed=4))
+
+
+def test_sampled_negatives_are_uniform_over_allowed_items():
+    """3,000 users who all have items 1 and 2: each of items 3..20 is drawn 3000*5/18 times on average."""
+    sequences = arrays(*[[1, 2]] * 3000)
+    counts = np.bincount(sample_negatives(sequences, 20, n=5, seed=0).ravel(), minlength=21)
+    assert counts[:3].tolist() == [0, 0, 0]
+    assert counts[3:] == pytest.approx(np.full(18, 3000 * 5 / 18), rel=0.1)
+
+
+def test_sampled_negatives_fall_back_when_few_items_are_left():
+    """Users who own 10 of 14 items keep exactly the 4 others (the oversampled rows fall short)."""
+    sequences = arrays(list(range(1, 11)), list(range(5, 15)))
+    negatives = sample_negatives(sequences, 14, n=4, seed=0)
+    assert sorted(negatives[0].tolist()) == [11, 12, 13, 14]
+    assert sorted(negatives[1].tolist()) == [1, 2, 3, 4]
+
+
+def test_too_few_non_interacted_items_is_an_error():
+    with pytest.raises(ValueError, match="user index 1"):
+        sample_negatives(arrays([1], [1, 2, 3]), num_items=5, n=3, seed=0)
+
+
+def test_sampled_ranks_and_auc_on_a_toy_case():
+    """Target 4 (.7) against negatives 1 (.5), 2 (.9), 3 (.1): rank 2, AUC 2/3.
+    Target 5 (.3) against 2 (.9), 3 (.1), 1 (.5) with 1 tied at .3 here: rank 3, AUC 1/3."""
+    rows = {(1,): ROW, (2,): [0.0, 0.3, 0.9, 0.1, 0.7, 0.3]}
+    negatives = np.array([[1, 2, 3], [2, 3, 1]])
+    ranks = sampled_ranks(table_score_fn(rows), arrays([1], [2]), np.array([4, 5]), negatives)
+    assert ranks.tolist() == [2, 3]
+    assert metrics_from_ranks(ranks, num_candidates=4)["AUC"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+
+
+@dataclass(frozen=True)
+class ToySplit:
+    train: list
+    valid_target: np.ndarray
+    test_target: np.ndarray
+
+
+@pytest.fixture
+def toy():
+    sequences = arrays([1, 2, 3, 4], [5, 6, 7], [2, 8, 9, 10, 1], [3, 4, 5])
+    split = ToySplit([s[:-2] for s in sequences], np.array([s[-2] for s in sequences]),
+                     np.array([s[-1] for s in sequences]))
+    return sequences, split, np.array([10, 11, 12, 13], dtype=np.int32)
+
+
+def test_evaluate_returns_every_protocol_split_and_metric(toy, rng):
+    sequences, split, user_ids = toy
+    histories_seen: list[list[int]] = []
+
+    def score_fn(histories):
+        histories_seen.extend(h.tolist() for h in histories)
+        return torch.from_numpy(rng.random((len(histories), 13)).astype(np.float32))
+
+    cfg = EvalConfig(sampled_negatives=3, batch_size=2)
+    metrics, frame = evaluate(score_fn, split, sequences, user_ids, 12, cfg)
+    assert set(metrics) == {"full", "sampled"}
+    for protocol, names in (("full", METRICS_FULL), ("sampled", METRICS_SAMPLED)):
+        assert set(metrics[protocol]) == {"valid", "test"}
+        assert all(list(metrics[protocol][s]) == list(names) for s in ("valid", "test"))
+    assert frame.schema == pl.Schema({"user_id": pl.Int32, "split": pl.String,
+                                      "protocol": pl.String, "rank": pl.Int32})
+    assert frame.height == 4 * 2 * 2
+    first = frame.filter(split="valid", protocol="full")
+    assert first["user_id"].to_list() == [10, 11, 12, 13]
+    assert frame.filter(protocol="sampled")["rank"].is_between(1, 4).all()
+    # One model call per user and split serves both protocols; test = train + valid target.
+    assert len(histories_seen) == 8
+    assert [1, 2, 3] in histories_seen and [5, 6] in histories_seen
+
+
+def test_evaluate_metrics_agree_with_the_ranks_frame(toy):
+    """A model scoring item j as j: the full valid rank of user 0 (target 3, history 1, 2) is 10."""
+    sequences, split, user_ids = toy
+    score_fn = lambda hs: torch.arange(13, dtype=torch.float32).repeat(len(hs), 1)  # noqa: E731
+    metrics, frame = evaluate(score_fn, split, sequences, user_ids, 12, EvalConfig(protocols=("full",)))
+    assert set(metrics) == {"full"} and set(frame["protocol"]) == {"full"}
+    valid = frame.filter(split="valid")["rank"].to_numpy()
+    assert valid[0] == 10
+    assert metrics["full"]["valid"]["MRR"] == pytest.approx(np.mean(1 / valid))
+
+
+def test_evaluate_draws_negatives_once_with_the_configured_seed(toy, monkeypatch):
+    sequences, split, user_ids = toy
+    seeds = []
+    real = evaluation.sample_negatives
+
+    def spy(sequences, num_items, n, seed):
+        seeds.append(seed)
+        return real(sequences, num_items, n, seed)
+
+    monkeypatch.setattr(evaluation, "sample_negatives", spy)
+    score_fn = lambda hs: torch.zeros(len(hs), 13)  # noqa: E731
+    cfg = EvalConfig(sampled_negatives=3, negatives_seed=99)
+    metrics, _ = evaluate(score_fn, split, sequences, user_ids, 12, cfg)
+    assert seeds == [99]
+    # All scores tie: the target ranks last among 1 + 3 candidates in both splits.
+    assert metrics["sampled"]["valid"]["HR@1"] == 0 and metrics["sampled"]["test"]["AUC"] == 0
