@@ -1,0 +1,119 @@
+"""The S3Rec pretraining model and its four losses (the authors' `S3RecModel.pretrain`).
+
+- AAP: the state at every unmasked real position against every attribute (multi-label BCE).
+- MAP: the state at every masked position against every attribute (the hidden item's).
+- MIP: the state at every masked position, the hidden item vs a sampled negative item.
+- SP: the context (last state of the segment-masked sequence) vs the last state of the
+  positive and of the negative segment input.
+
+Losses are sums over positions / instances, as the authors compute them. One deviation that
+changes only a constant: the authors also score attribute 0 (padding, target 0); here the
+attribute logits cover 1..num_attributes only.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s3rec.config import HEAD_NAMES, RunConfig
+from s3rec.encoder import Encoder, attention_mask, init_weights
+from s3rec.heads import make_head
+from s3rec.pretrain_batches import Batch
+
+LOSS_NAMES = HEAD_NAMES  # ("aap", "mip", "map", "sp"); forward also returns "loss", the weighted total
+
+
+class PretrainModel(nn.Module):
+    def __init__(self, cfg: RunConfig, num_items: int, num_attributes: int):
+        super().__init__()
+        self.cfg = cfg
+        d, std = cfg.model.hidden_size, cfg.model.init_std
+        self.encoder = Encoder(cfg.model, num_items)
+        self.attribute_embeddings = nn.Embedding(num_attributes + 1, d, padding_idx=0)
+        init_weights(self.attribute_embeddings, std)
+        self.heads = nn.ModuleDict(
+            {name: make_head(d, cfg.model.rank if name in cfg.model.low_rank_heads else None, std) for name in HEAD_NAMES}
+        )
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        B = batch.num_instances
+        # The authors' four encoder passes (masked items, segment context, positive and negative
+        # segment) share one call: rows are independent, so this is the same computation.
+        inputs = torch.cat([batch.masked_items, batch.masked_segments, batch.pos_segments, batch.neg_segments])
+        item_states, ends = encode_split(self.encoder, inputs, num_full=B)  # (B, L, d), (3B, d)
+        context, pos_segment, neg_segment = ends.split(B)  # (B, d) each: the state at the sequence end
+
+        masked = batch.masked_items == self.encoder.mask_id  # (B, L)
+        losses = self.attribute_losses(item_states, batch, masked)
+        losses["mip"] = self.mip_loss(item_states[masked], batch.items[masked], batch.negative_items[masked])
+        sp = self.heads["sp"]
+        losses["sp"] = self.pair_loss(sp.score_pairs(context, pos_segment), sp.score_pairs(context, neg_segment))
+        p = self.cfg.pretrain
+        losses["loss"] = (
+            p.aap_weight * losses["aap"] + p.mip_weight * losses["mip"]
+            + p.map_weight * losses["map"] + p.sp_weight * losses["sp"]
+        )
+        return losses
+
+    def attribute_losses(self, item_states: torch.Tensor, batch: Batch, masked: torch.Tensor) -> dict[str, torch.Tensor]:
+        """AAP at the unmasked real positions, MAP at the masked ones; logits only where they count."""
+        real = batch.items != 0  # (B, L)
+        real_states = item_states[real]  # (R, d), row-major like batch.attribute_rows
+        is_masked = masked[real]  # (R,)
+        attributes = self.attribute_embeddings.weight[1:]  # (A, d); 0 is padding
+        targets = real_states.new_zeros(len(real_states), len(attributes))  # (R, A) multi-hot
+        targets[batch.attribute_rows, batch.attribute_ids - 1] = 1.0
+        losses = {}
+        for name, rows in (("aap", ~is_masked), ("map", is_masked)):
+            logits = self.heads[name].score_all(real_states[rows], attributes)  # (N, A)
+            losses[name] = F.binary_cross_entropy_with_logits(logits, targets[rows], reduction="sum")
+        return losses
+
+    def mip_loss(self, states: torch.Tensor, true_items: torch.Tensor, negative_items: torch.Tensor) -> torch.Tensor:
+        """states: (K, d) at the masked positions; items: (K,)."""
+        embed, mip = self.encoder.item_embeddings, self.heads["mip"]
+        return self.pair_loss(mip.score_pairs(states, embed(true_items)), mip.score_pairs(states, embed(negative_items)))
+
+    def pair_loss(self, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+        """Summed loss of (positive, negative) score pairs, both written from logits."""
+        if self.cfg.pretrain.pair_loss == "logsigmoid":
+            # -[log s(s+) + log(1 - s(s-))]
+            return (F.softplus(-positive) + F.softplus(negative)).sum()
+        # The authors: BCE(s(s(s+) - s(s-)), 1), the difference of already-squashed scores.
+        return F.softplus(-(torch.sigmoid(positive) - torch.sigmoid(negative))).sum()
+
+
+def encode_split(encoder: Encoder, items: torch.Tensor, num_full: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bidirectional states of `items` (R, L): every position of the first `num_full` rows
+    (R_f, L, d), and only the last column of the other rows (R - R_f, d).
+
+    SP needs only the sequence-end state of its three inputs, so the last layer computes just
+    that query for them: about a third less encoder work per batch. Equal to
+    `encoder(items, causal=False)` (tested); mirrors `Encoder.forward` step by step.
+    """
+    R, L = items.shape
+    if L > encoder.cfg.max_len:
+        raise ValueError(f"sequence length {L} exceeds model.max_len {encoder.cfg.max_len}")
+    positions = torch.arange(encoder.cfg.max_len - L, encoder.cfg.max_len, device=items.device)
+    x = encoder.item_embeddings(items) + encoder.position_embeddings(positions)  # (R, L, d)
+    x = encoder.input_dropout(encoder.input_norm(x))
+    allowed = attention_mask(items, causal=False)  # (R, 1, L, L)
+    *lower, top = encoder.layers
+    for layer in lower:
+        x = layer["feed_forward"](layer["attention"](x, allowed))
+    full = top["feed_forward"](top["attention"](x[:num_full], allowed[:num_full]))  # (R_f, L, d)
+    ends = top["feed_forward"](_attend_from_end(top["attention"], x[num_full:], allowed[num_full:]))
+    return full, ends[:, 0]
+
+
+def _attend_from_end(attention, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """`SelfAttention.forward` for the last query only: x (R, L, d) -> (R, 1, d)."""
+    R, L, d = x.shape
+    q, k, v = attention.qkv(x).view(R, L, 3, attention.num_heads, d // attention.num_heads).permute(2, 0, 3, 1, 4)
+    context = F.scaled_dot_product_attention(
+        q[:, :, -1:], k, v, attn_mask=allowed[:, :, -1:],
+        dropout_p=attention.attention_dropout if attention.training else 0.0,
+    )  # (R, h, 1, d/h)
+    context = context.transpose(1, 2).reshape(R, 1, d)
+    return attention.norm(x[:, -1:] + attention.dropout(attention.out(context)))
