@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from s3rec.config import HEAD_NAMES, RunConfig
-from s3rec.encoder import Encoder, attention_mask, init_weights
+from s3rec.encoder import Encoder, init_weights
 from s3rec.heads import make_head
 from s3rec.pretrain_batches import Batch
 
@@ -41,7 +41,7 @@ class PretrainModel(nn.Module):
         # The authors' four encoder passes (masked items, segment context, positive and negative
         # segment) share one call: rows are independent, so this is the same computation.
         inputs = torch.cat([batch.masked_items, batch.masked_segments, batch.pos_segments, batch.neg_segments])
-        item_states, ends = encode_split(self.encoder, inputs, num_full=B)  # (B, L, d), (3B, d)
+        item_states, ends = self.encoder.forward_ends(inputs, causal=False, num_full=B)  # (B, L, d), (3B, d)
         context, pos_segment, neg_segment = ends.split(B)  # (B, d) each: the state at the sequence end
 
         masked = batch.masked_items == self.encoder.mask_id  # (B, L)
@@ -82,38 +82,3 @@ class PretrainModel(nn.Module):
             return (F.softplus(-positive) + F.softplus(negative)).sum()
         # The authors: BCE(s(s(s+) - s(s-)), 1), the difference of already-squashed scores.
         return F.softplus(-(torch.sigmoid(positive) - torch.sigmoid(negative))).sum()
-
-
-def encode_split(encoder: Encoder, items: torch.Tensor, num_full: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bidirectional states of `items` (R, L): every position of the first `num_full` rows
-    (R_f, L, d), and only the last column of the other rows (R - R_f, d).
-
-    SP needs only the sequence-end state of its three inputs, so the last layer computes just
-    that query for them: about a third less encoder work per batch. Equal to
-    `encoder(items, causal=False)` (tested); mirrors `Encoder.forward` step by step.
-    """
-    R, L = items.shape
-    if L > encoder.cfg.max_len:
-        raise ValueError(f"sequence length {L} exceeds model.max_len {encoder.cfg.max_len}")
-    positions = torch.arange(encoder.cfg.max_len - L, encoder.cfg.max_len, device=items.device)
-    x = encoder.item_embeddings(items) + encoder.position_embeddings(positions)  # (R, L, d)
-    x = encoder.input_dropout(encoder.input_norm(x))
-    allowed = attention_mask(items, causal=False)  # (R, 1, L, L)
-    *lower, top = encoder.layers
-    for layer in lower:
-        x = layer["feed_forward"](layer["attention"](x, allowed))
-    full = top["feed_forward"](top["attention"](x[:num_full], allowed[:num_full]))  # (R_f, L, d)
-    ends = top["feed_forward"](_attend_from_end(top["attention"], x[num_full:], allowed[num_full:]))
-    return full, ends[:, 0]
-
-
-def _attend_from_end(attention, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """`SelfAttention.forward` for the last query only: x (R, L, d) -> (R, 1, d)."""
-    R, L, d = x.shape
-    q, k, v = attention.qkv(x).view(R, L, 3, attention.num_heads, d // attention.num_heads).permute(2, 0, 3, 1, 4)
-    context = F.scaled_dot_product_attention(
-        q[:, :, -1:], k, v, attn_mask=allowed[:, :, -1:],
-        dropout_p=attention.attention_dropout if attention.training else 0.0,
-    )  # (R, h, 1, d/h)
-    context = context.transpose(1, 2).reshape(R, 1, d)
-    return attention.norm(x[:, -1:] + attention.dropout(attention.out(context)))

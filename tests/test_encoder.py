@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from s3rec.config import ModelConfig
-from s3rec.encoder import Encoder, attention_mask, left_pad
+from s3rec.encoder import Dropout, Encoder, attention_mask, left_pad
 
 NUM_ITEMS = 30
 
@@ -67,3 +67,33 @@ def test_parameter_count_is_exact():
     per_layer = (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (4 * d * d + 4 * d) + (4 * d * d + d) + 2 * d
     expected = (M + 2) * d + n * d + 2 * d + L * per_layer
     assert sum(p.numel() for p in enc.parameters()) == expected
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_forward_ends_equals_forward(seed, causal):
+    encoder = Encoder(ModelConfig(hidden_size=16, num_heads=2, num_layers=3, max_len=12), NUM_ITEMS).eval()
+    items = left_pad([[1, 2, 3, 4, 5], [6, 7], [8, 9, 10], [3]], 12)
+    states = encoder(items, causal)
+    full, ends = encoder.forward_ends(items, causal, num_full=2)
+    torch.testing.assert_close(full, states[:2])
+    torch.testing.assert_close(ends, states[2:, -1])
+    _, all_ends = encoder.forward_ends(items, causal)
+    torch.testing.assert_close(all_ends, states[:, -1])
+
+
+def test_training_attention_path_equals_sdpa_without_dropout(seed):
+    """Training spells attention out (for the fast dropout); with nothing dropped it is SDPA."""
+    cfg = ModelConfig(hidden_size=16, num_heads=2, max_len=12, hidden_dropout=0.0, attention_dropout=1e-12)
+    encoder = Encoder(cfg, NUM_ITEMS)
+    items = left_pad([[1, 2, 3, 4], [5, 6]], 12)
+    for causal in (True, False):
+        torch.testing.assert_close(encoder.train()(items, causal), encoder.eval()(items, causal))
+
+
+def test_dropout_zeroes_a_fraction_p_and_keeps_the_mean(seed):
+    dropout = Dropout(0.3).train()
+    x = torch.ones(200_000)
+    y = dropout(x)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.01
+    assert abs(y.mean().item() - 1.0) < 0.01
+    assert torch.equal(dropout.eval()(x), x)

@@ -24,7 +24,7 @@ from s3rec.pretrain_batches import (
     iterate_batches,
     sample_negatives,
 )
-from s3rec.pretraining import LOSS_NAMES, PretrainModel, encode_split
+from s3rec.pretraining import LOSS_NAMES, PretrainModel
 from conftest import shared_data_or_skip
 
 NUM_ITEMS, NUM_ATTRIBUTES = 60, 12
@@ -231,17 +231,6 @@ def test_losses_and_states_do_not_depend_on_padding(instances):
         long_states = model.encoder(long.masked_items, causal=False)[:, -MAX_LEN:]
         real = b.items != 0
         torch.testing.assert_close(long_states[real], short_states[real])
-
-
-def test_encode_split_equals_the_encoder(instances):
-    encoder = PretrainModel(make_cfg(num_layers=3), NUM_ITEMS, NUM_ATTRIBUTES).encoder.eval()
-    b = one_batch(instances)
-    items = torch.cat([b.masked_items, b.pos_segments])
-    with torch.no_grad():
-        full, ends = encode_split(encoder, items, num_full=b.num_instances)
-        states = encoder(items, causal=False)
-    torch.testing.assert_close(full, states[: b.num_instances])
-    torch.testing.assert_close(ends, states[b.num_instances :, -1])
 
 
 def grad_norm(module_or_param) -> float:
