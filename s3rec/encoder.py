@@ -157,14 +157,3 @@ def init_weights(module: nn.Module, std: float) -> None:
     if isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
-
-
-def left_pad(sequences: list, max_len: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Left-pad (and truncate to the last max_len items) to the batch's own longest length."""
-    length = min(max(len(s) for s in sequences), max_len)
-    out = torch.zeros(len(sequences), length, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        tail = seq[-length:] if len(seq) else seq
-        if len(tail):
-            out[row, length - len(tail):] = torch.as_tensor(tail, dtype=torch.long)
-    return out.to(device)

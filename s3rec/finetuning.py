@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from s3rec.batching import bucketed_batches, pad_left
 from s3rec.encoder import Encoder
 
 
@@ -35,27 +36,6 @@ class NextItemBatch:
 def trainable_users(train: list[np.ndarray]) -> np.ndarray:
     """Users whose training part has a next item to predict (at least two items)."""
     return np.flatnonzero(np.array([len(t) for t in train]) >= 2)
-
-
-def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
-                     chunk_batches: int = 50) -> list[np.ndarray]:
-    """Shuffled batches of similar length: little padding, still random batch composition and order."""
-    order = rng.permutation(len(lengths))
-    batches = []
-    chunk = batch_size * chunk_batches
-    for start in range(0, len(order), chunk):
-        part = order[start:start + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def pad_left(rows: list[np.ndarray], length: int) -> np.ndarray:
-    out = np.zeros((len(rows), length), dtype=np.int64)
-    for r, row in enumerate(rows):
-        if len(row):
-            out[r, length - len(row):] = row
-    return out
 
 
 def sample_negatives(targets: np.ndarray, excluded: np.ndarray, num_items: int,
@@ -109,8 +89,8 @@ def score_function(encoder: Encoder, device: torch.device):
     @torch.no_grad()
     def score(histories: list[np.ndarray]) -> torch.Tensor:
         length = min(max(len(h) for h in histories), max_len)
-        inputs = torch.from_numpy(pad_left([h[-length:] for h in histories], length)).to(device)
-        last = encoder(inputs, causal=True)[:, -1]  # (B, d): state after the whole history
+        inputs = torch.from_numpy(pad_left(histories, length)).to(device)
+        _, last = encoder.forward_ends(inputs, causal=True)  # (B, d): state after the whole history
         return (last @ encoder.item_embeddings.weight[: encoder.num_items + 1].T).float().cpu()
 
     return score

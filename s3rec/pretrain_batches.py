@@ -29,7 +29,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-BUCKET_BATCHES = 50  # length-sorting window, in batches: little padding, order still random
+from s3rec.batching import bucketed_batches
+
 
 
 @dataclass(frozen=True)
@@ -139,21 +140,9 @@ def _excluded_keys(items, lengths, heldout, num_items) -> np.ndarray:
 def iterate_batches(
     instances: PretrainInstances, batch_size: int, generator: np.random.Generator, *, mask_prob: float
 ) -> Iterator[Batch]:
-    """One epoch, length-bucketed: shuffle, sort windows of BUCKET_BATCHES batches by length,
-    cut into batches, shuffle the batch order. Padding then stays near zero at random order."""
+    """One epoch in length-bucketed batches (s3rec.batching): padding near zero, order random."""
     for index in bucketed_batches(instances.lengths, batch_size, generator):
         yield build_batch(instances, index, generator, mask_prob=mask_prob)
-
-
-def bucketed_batches(lengths: np.ndarray, batch_size: int, generator: np.random.Generator) -> list[np.ndarray]:
-    order = generator.permutation(len(lengths))
-    batches = []
-    window = BUCKET_BATCHES * batch_size
-    for begin in range(0, len(order), window):
-        chunk = order[begin : begin + window]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in generator.permutation(len(batches))]
 
 
 def build_batch(

@@ -1,11 +1,18 @@
 """Encoder: shapes, padding invariance (padding never changes a real position), causal mask."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from s3rec.config import ModelConfig
-from s3rec.encoder import Dropout, Encoder, attention_mask, left_pad
+from s3rec.batching import pad_left
+from s3rec.encoder import Dropout, Encoder, attention_mask
+
+
+def left_pad(rows, max_len):
+    length = min(max(len(r) for r in rows), max_len)
+    return torch.from_numpy(pad_left([np.asarray(r) for r in rows], length))
 
 NUM_ITEMS = 30
 

@@ -11,7 +11,8 @@ from s3rec import runs, runtime
 from s3rec.config import ModelConfig
 from s3rec.data import write_prepared
 from s3rec.encoder import Encoder
-from s3rec.finetuning import bucketed_batches, iterate_batches, make_batch, next_item_loss
+from s3rec.batching import bucketed_batches
+from s3rec.finetuning import iterate_batches, make_batch, next_item_loss
 from s3rec.synthetic import SyntheticSpec, generate
 
 SMALL_MODEL = {"hidden_size": 16, "num_heads": 2, "max_len": 12}
@@ -37,7 +38,7 @@ def run(data, out, seed=0, variant="none", pretrained=None, stop_after=None, **f
 def test_bucketed_batches_cover_every_instance_once():
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 50, size=1000)
-    batches = bucketed_batches(lengths, 64, rng, chunk_batches=4)
+    batches = bucketed_batches(lengths, 64, rng, window_batches=4)
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
     spread = np.mean([np.ptp(lengths[b]) for b in batches])
     assert spread < 20  # sorted within chunks: far less than the 48 of random batches

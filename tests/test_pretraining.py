@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from s3rec.config import RunConfig
+from s3rec.batching import bucketed_batches
 from s3rec.pretrain_batches import (
     Batch,
-    bucketed_batches,
     build_batch,
     build_instances,
     iterate_batches,
