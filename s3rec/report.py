@@ -1,0 +1,332 @@
+"""Pure functions behind the report: finished runs in, tables out.
+
+- `load_runs`: metrics.json files -> one long frame, a row per run, protocol, split and metric.
+- `summarize` / `results_table`: mean and std over seeds per variant.
+- `user_scores` / `paired_bootstrap` / `difference_table`: the difference of each variant to
+  a reference (`full`) with a bootstrap interval over users (and seeds), paired: both variants
+  are scored on the same users (and the same seeds) in every resample.
+- `to_markdown` / `to_latex`: render a string table (LaTeX with booktabs rules).
+Nothing here reads a path grammar or config; scripts/aggregate.py does the I/O.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+REFERENCE = "full"
+PROTOCOL_LABELS = {"full": "full ranking", "sampled": "sampled"}  # "full" alone reads as the variant
+_RANK = re.compile(r"^r(\d+)$")
+_METRIC = re.compile(r"^(HR|NDCG)@(\d+)$|^MRR$")
+
+
+def variant_order(variant: str) -> tuple[int, int]:
+    """Sort key: none, full, r<small> .. r<large>, popularity, anything else."""
+    if variant == "none":
+        return (0, 0)
+    if variant == "full":
+        return (1, 0)
+    match = _RANK.match(variant)
+    if match:
+        return (2, int(match.group(1)))
+    return (3, 0) if variant == "popularity" else (4, 0)
+
+
+def sort_variants(variants: Iterable[str]) -> list[str]:
+    return sorted(set(variants), key=variant_order)
+
+
+def variant_rank(variant: str) -> int | None:
+    match = _RANK.match(variant)
+    return int(match.group(1)) if match else None
+
+
+# ---------------------------------------------------------------- loading
+
+
+def run_record(result: dict) -> list[dict]:
+    """Rows of one metrics.json (already parsed): one per protocol, split and metric."""
+    parameters = result.get("parameters", {})
+    seconds = result.get("wall_seconds", {})
+    common = {
+        "dataset": result["dataset"],
+        "variant": result["variant"],
+        "seed": int(result.get("seed") or 0),
+        "heads_params": int(parameters.get("heads_total", 0)),
+        "total_params": int(parameters.get("total", 0)),
+        "pretrain_seconds": float(seconds.get("pretrain", 0.0)),
+        "finetune_seconds": float(seconds.get("finetune", 0.0)),
+    }
+    return [
+        {**common, "protocol": protocol, "split": split, "metric": metric, "value": float(value)}
+        for protocol, splits in result["metrics"].items()
+        for split, metrics in splits.items()
+        for metric, value in metrics.items()
+    ]
+
+
+RUN_SCHEMA = {
+    "dataset": pl.String, "variant": pl.String, "seed": pl.Int64, "heads_params": pl.Int64,
+    "total_params": pl.Int64, "pretrain_seconds": pl.Float64, "finetune_seconds": pl.Float64,
+    "protocol": pl.String, "split": pl.String, "metric": pl.String, "value": pl.Float64,
+}
+
+
+def load_runs(paths: Iterable[str | Path]) -> pl.DataFrame:
+    """Long frame of every metric of every metrics.json in `paths` (columns: RUN_SCHEMA)."""
+    rows = [row for path in paths for row in run_record(json.loads(Path(path).read_text()))]
+    return pl.DataFrame(rows, schema=RUN_SCHEMA)
+
+
+def load_ranks(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
+    """ranks.parquet next to each metrics.json, labelled with the run's variant and seed."""
+    frames = []
+    for path in metrics_paths:
+        result = json.loads(Path(path).read_text())
+        ranks = pl.read_parquet(Path(path).with_name("ranks.parquet"))
+        frames.append(ranks.with_columns(
+            pl.lit(result["variant"]).alias("variant"),
+            pl.lit(int(result.get("seed") or 0), dtype=pl.Int64).alias("seed"),
+        ))
+    return pl.concat(frames, how="vertical_relaxed")
+
+
+def run_of_path(path: str | Path) -> tuple[str, int]:
+    """(variant, seed) of a file results/<dataset>/<variant>/seed<seed>/<file>."""
+    path = Path(path)
+    match = re.fullmatch(r"seed(\d+)", path.parent.name)
+    if not match:
+        raise ValueError(f"{path}: expected a file in .../<variant>/seed<seed>/")
+    return path.parent.parent.name, int(match.group(1))
+
+
+def load_histories(paths: Iterable[str | Path]) -> pl.DataFrame:
+    """pretrain_history.csv or finetune_history.csv files, with variant and seed columns."""
+    frames = []
+    for path in paths:
+        variant, seed = run_of_path(path)
+        frames.append(pl.read_csv(path).with_columns(pl.lit(variant).alias("variant"),
+                                                     pl.lit(seed, dtype=pl.Int64).alias("seed")))
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def head_spectrum(state_dict: dict, head: str) -> np.ndarray | None:
+    """Singular values (descending) of a head's bilinear weight: W, or U Vᵀ for a low-rank head.
+
+    Keys end in `heads.<head>.weight` (dense) or `heads.<head>.U` / `.V` (low rank); a low-rank
+    spectrum is cut at r, as the remaining values are zero. None when the head is absent.
+    """
+    def find(suffix):
+        return next((v for k, v in state_dict.items() if k.endswith(f"heads.{head}.{suffix}")), None)
+
+    weight, u, v = find("weight"), find("U"), find("V")
+    if u is not None and v is not None:
+        u, v = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
+        return np.linalg.svd(u @ v.T, compute_uv=False)[: u.shape[1]]
+    if weight is not None:
+        return np.linalg.svd(np.asarray(weight, dtype=np.float64), compute_uv=False)
+    return None
+
+
+# ---------------------------------------------------------------- summaries
+
+
+def summarize(runs: pl.DataFrame, split: str = "test") -> pl.DataFrame:
+    """Mean and std over seeds per variant, protocol and metric (std is null for one seed)."""
+    order = {variant: i for i, variant in enumerate(sort_variants(runs["variant"]))}
+    return (
+        runs.filter(pl.col("split") == split)
+        .group_by("variant", "protocol", "metric")
+        .agg(
+            pl.col("value").mean().alias("mean"),
+            pl.col("value").std().alias("std"),
+            pl.col("seed").n_unique().alias("seeds"),
+            pl.col("heads_params").max().alias("heads_params"),  # the same for every seed
+            pl.col("total_params").max().alias("total_params"),
+            (pl.col("pretrain_seconds") + pl.col("finetune_seconds")).mean().alias("train_seconds"),
+        )
+        .sort(pl.col("variant").replace_strict(order, return_dtype=pl.Int64), "protocol", "metric")
+    )
+
+
+def format_mean_std(mean: float | None, std: float | None, digits: int = 4) -> str:
+    """'0.1234 ± 0.0056'; just the mean when std is missing (one seed); '–' without a mean."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def results_table(summary: pl.DataFrame, metrics: Sequence[str], protocols: Sequence[str],
+                  digits: int = 4) -> pl.DataFrame:
+    """String table: a row per variant; parameter counts, training time, mean ± std per metric."""
+    rows = []
+    for variant in sort_variants(summary["variant"]):
+        part = summary.filter(pl.col("variant") == variant)
+        first = part.row(0, named=True)
+        row = {
+            "Variant": variant,
+            "Seeds": str(first["seeds"]),
+            "Head params": f"{int(first['heads_params']):,}",
+            "Total params": f"{int(first['total_params']):,}",
+            "Train time (min)": f"{first['train_seconds'] / 60:.1f}",
+        }
+        for protocol in protocols:
+            for metric in metrics:
+                cell = part.filter((pl.col("protocol") == protocol) & (pl.col("metric") == metric))
+                value = cell.row(0, named=True) if len(cell) else {"mean": None, "std": None}
+                label = PROTOCOL_LABELS.get(protocol, protocol)
+                row[f"{metric} ({label})"] = format_mean_std(value["mean"], value["std"], digits)
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- paired bootstrap
+
+
+def per_user_metric(rank: np.ndarray, metric: str) -> np.ndarray:
+    """Per-user value of HR@k, NDCG@k or MRR from 1-based ranks (leave-one-out: one target)."""
+    rank = np.asarray(rank, dtype=np.float64)
+    match = _METRIC.match(metric)
+    if not match:
+        raise ValueError(f"no per-user value for metric {metric!r}; expected HR@k, NDCG@k or MRR")
+    if metric == "MRR":
+        return 1.0 / rank
+    name, k = match.group(1), int(match.group(2))
+    hit = rank <= k
+    return hit.astype(np.float64) if name == "HR" else np.where(hit, 1.0 / np.log2(rank + 1.0), 0.0)
+
+
+def user_scores(ranks: pl.DataFrame, variant: str, protocol: str, split: str, metric: str
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(seeds, user_ids, values (S, U)) of one variant, users sorted by id."""
+    part = (ranks.filter((pl.col("variant") == variant) & (pl.col("protocol") == protocol)
+                         & (pl.col("split") == split))
+            .select("seed", "user_id", "rank"))
+    if part.is_empty():
+        raise ValueError(f"no ranks for variant {variant!r}, protocol {protocol!r}, split {split!r}")
+    wide = part.pivot(on="seed", index="user_id", values="rank").sort("user_id")
+    seeds = np.array(sorted(int(s) for s in wide.columns if s != "user_id"))
+    matrix = wide.select([str(s) for s in seeds]).to_numpy().T  # (S, U)
+    if np.isnan(matrix.astype(np.float64)).any():
+        raise ValueError(f"variant {variant!r}: the seeds did not rank the same users")
+    return seeds, wide["user_id"].to_numpy(), per_user_metric(matrix, metric)
+
+
+def paired_bootstrap(difference: np.ndarray, samples: int = 2000, seed: int = 0,
+                     confidence: float = 0.95, resample_seeds: bool = True) -> tuple[float, float, float]:
+    """Mean of a (seeds, users) matrix of paired differences and its percentile interval.
+
+    Every resample draws users with replacement (and, with `resample_seeds`, seeds with
+    replacement) and takes the mean over the drawn cells; the same draws apply to both
+    variants because `difference` already pairs them cell by cell.
+    """
+    difference = np.atleast_2d(np.asarray(difference, dtype=np.float64))
+    num_seeds, num_users = difference.shape
+    rng = np.random.default_rng(seed)
+    stats = np.empty(samples)
+    for b in range(samples):
+        rows = rng.integers(num_seeds, size=num_seeds) if resample_seeds else np.arange(num_seeds)
+        users = rng.integers(num_users, size=num_users)
+        stats[b] = difference[rows].mean(axis=0)[users].mean()
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
+    return float(difference.mean()), float(low), float(high)
+
+
+def paired_difference(ranks: pl.DataFrame, variant: str, reference: str, protocol: str, split: str,
+                      metric: str) -> np.ndarray:
+    """(S, U) per-user metric of `variant` minus `reference` on their common seeds and users."""
+    seeds_a, users_a, a = user_scores(ranks, variant, protocol, split, metric)
+    seeds_b, users_b, b = user_scores(ranks, reference, protocol, split, metric)
+    seeds = np.intersect1d(seeds_a, seeds_b)
+    users = np.intersect1d(users_a, users_b)
+    if not len(seeds) or not len(users):
+        raise ValueError(f"{variant!r} and {reference!r} share no seeds or no users")
+    return _select(a, seeds_a, users_a, seeds, users) - _select(b, seeds_b, users_b, seeds, users)
+
+
+def _select(values: np.ndarray, seeds: np.ndarray, users: np.ndarray, keep_seeds: np.ndarray,
+            keep_users: np.ndarray) -> np.ndarray:
+    """Rows of `keep_seeds` and columns of `keep_users` (both sorted subsets) of a (S, U) matrix."""
+    return values[np.searchsorted(seeds, keep_seeds)][:, np.searchsorted(users, keep_users)]
+
+
+def difference_table(ranks: pl.DataFrame, metric: str, protocols: Sequence[str], split: str = "test",
+                     reference: str = REFERENCE, samples: int = 2000, seed: int = 0,
+                     confidence: float = 0.95, resample_seeds: bool = True) -> pl.DataFrame:
+    """Difference of every trained variant to `reference`, with its paired bootstrap interval."""
+    others = [v for v in sort_variants(ranks["variant"]) if v not in (reference, "popularity")]
+    rows = []
+    for variant in others:
+        for protocol in protocols:
+            difference = paired_difference(ranks, variant, reference, protocol, split, metric)
+            mean, low, high = paired_bootstrap(difference, samples, seed, confidence, resample_seeds)
+            rows.append({"variant": variant, "reference": reference, "protocol": protocol, "split": split,
+                         "metric": metric, "difference": mean, "ci_low": low, "ci_high": high,
+                         "confidence": confidence, "seeds": difference.shape[0], "users": difference.shape[1]})
+    return pl.DataFrame(rows)
+
+
+def format_difference_table(differences: pl.DataFrame, digits: int = 4) -> pl.DataFrame:
+    """String table: a row per variant, a column per protocol, 'Δ [low, high]'."""
+    if differences.is_empty():
+        return pl.DataFrame({"Variant": []}, schema={"Variant": pl.String})
+    first = differences.row(0, named=True)
+    level = f"{round(first['confidence'] * 100):d}%"
+    rows = []
+    for variant in sort_variants(differences["variant"]):
+        part = differences.filter(pl.col("variant") == variant)
+        row = {"Variant": variant}
+        for r in part.iter_rows(named=True):
+            label = PROTOCOL_LABELS.get(r["protocol"], r["protocol"])
+            header = f"Δ{r['metric']} vs {r['reference']}, {label} [{level} CI]"
+            row[header] = f"{r['difference']:+.{digits}f} [{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}]"
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def to_markdown(table: pl.DataFrame) -> str:
+    """GitHub Markdown table; the first column left-aligned, the others right-aligned."""
+    columns = table.columns
+    cells = [[str(v) for v in row] for row in table.iter_rows()]
+    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in columns) + " |",
+             "|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "−": "-"}
+
+
+def latex_escape(text: str) -> str:
+    text = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+    for symbol, latex in _LATEX_SYMBOLS.items():
+        text = text.replace(symbol, latex)
+    return text
+
+
+def to_latex(table: pl.DataFrame, caption: str | None = None, label: str | None = None) -> str:
+    """A booktabs `table` environment (needs \\usepackage{booktabs})."""
+    columns = table.columns
+    lines = [r"\begin{table}[t]", r"\centering", r"\small"]
+    if caption:
+        lines.append(rf"\caption{{{latex_escape(caption)}}}")
+    if label:
+        lines.append(rf"\label{{{label}}}")
+    lines += [r"\begin{tabular}{l" + "r" * (len(columns) - 1) + "}", r"\toprule",
+              " & ".join(latex_escape(c) for c in columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in table.iter_rows()]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,153 @@
+"""The workflow config schema: shipped configs validate, typos and wrong types fail naming the key."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import update_config, validate
+
+from s3rec.config import PRESETS, RunConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
+
+
+def load(name):
+    return yaml.safe_load((REPO / "config" / name).read_text())
+
+
+def check(config):
+    """Validate a copy (validation fills in defaults) and return it."""
+    config = copy.deepcopy(config)
+    validate(config, SCHEMA)
+    return config
+
+
+def snakemake(*args, cwd=REPO):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_default_config_validates_and_gets_defaults():
+    config = check(load("config.yaml"))
+    assert config["run_on"] == ["synthetic"]
+    assert config["settings"]["finetune"]["lr"] == 0.001  # filled in from the schema
+    assert config["settings"]["pretrain"]["aap_weight"] is None  # left to the preset
+
+
+def test_beauty_config_validates_on_top_of_the_default():
+    config = load("config.yaml")
+    update_config(config, load("beauty.yaml"))  # what `--configfile config/beauty.yaml` does
+    config = check(config)
+    assert config["run_on"] == ["beauty"]
+    assert config["datasets"]["beauty"]["source"] == "s3rec"
+
+
+@pytest.mark.parametrize("path, key", [
+    ((), "rankz"),
+    (("settings",), "modle"),
+    (("settings", "pretrain"), "epoch"),
+    (("settings", "eval"), "negative_seed"),
+    (("datasets", "synthetic"), "userz"),
+    (("report",), "bootstrap"),
+])
+def test_unknown_key_is_rejected_naming_it(path, key):
+    config = load("config.yaml")
+    target = config
+    for part in path:
+        target = target.setdefault(part, {})
+    target[key] = 1
+    with pytest.raises(WorkflowError, match=f"'{key}' was unexpected"):
+        check(config)
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("seeds",), ["zero"], "'zero' is not of type 'integer'"),
+    (("settings", "finetune", "epochs"), "ten", "'ten' is not of type 'integer'"),
+    (("settings", "finetune", "loss"), "mse", "'mse' is not one of"),
+    (("device",), "gpu", "does not match"),
+    (("datasets", "synthetic", "source"), "csv", "'csv' is not one of"),
+])
+def test_wrong_type_is_rejected(path, value, message):
+    config = load("config.yaml")
+    target = config
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    with pytest.raises(WorkflowError) as error:
+        check(config)
+    assert message in "\n".join(map(str, error.value.args))
+
+
+def test_s3rec_dataset_requires_its_files():
+    config = load("config.yaml")
+    config["datasets"]["mine"] = {"source": "s3rec", "sequences": "a.txt"}
+    with pytest.raises(WorkflowError, match="'attributes' is a required property"):
+        check(config)
+
+
+def schema_properties(schema, defs, prefix=""):
+    """(dotted key, subschema with its $ref resolved) of every named property, recursively."""
+    for name, sub in schema.get("properties", {}).items():
+        if "$ref" in sub:
+            sub = {**defs[sub["$ref"].split("/")[-1]], **{k: v for k, v in sub.items() if k != "$ref"}}
+        yield f"{prefix}{name}", sub
+        yield from schema_properties(sub, defs, f"{prefix}{name}.")
+    for branch in schema.get("allOf", []):
+        yield from schema_properties(branch.get("then", {}), defs, prefix)
+    if isinstance(schema.get("additionalProperties"), dict):  # named entries, e.g. datasets.<name>
+        yield from schema_properties(defs["dataset"], defs, f"{prefix}<name>.")
+
+
+def test_every_key_has_a_description_and_a_default():
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    missing = []
+    keys = list(schema_properties(schema, schema["$defs"]))
+    assert len(keys) > 60
+    for key, sub in keys:
+        if key.endswith("source"):  # the discriminator: required, no default
+            continue
+        if "description" not in sub:
+            missing.append(f"{key}: description")
+        required = "Required." in sub.get("description", "")
+        if "default" not in sub and not required:
+            missing.append(f"{key}: default")
+    assert not missing
+
+
+def test_settings_mirror_runconfig():
+    """Keys and defaults of `settings` are RunConfig's (model.rank comes from the variant)."""
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    defaults = RunConfig().to_dict()
+    for section in ("model", "pretrain", "finetune", "eval"):
+        properties = schema["$defs"][section]["properties"]
+        fields = {f.name for f in dataclasses.fields(type(getattr(RunConfig(), section)))} - {"rank"}
+        assert set(properties) == fields, section
+        for key, sub in properties.items():
+            expected = defaults[section][key]
+            if sub["default"] is None and section == "pretrain":
+                assert key in PRESETS["seed"], key  # null = the preset decides
+            else:
+                assert sub["default"] == (list(expected) if isinstance(expected, tuple) else expected), key
+
+
+def test_snakemake_rejects_a_typo_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("settings:\n  finetune:\n    epoch: 3\n")
+    result = snakemake("-n", "--nolock", "--configfile", str(bad))
+    assert result.returncode != 0
+    assert "'epoch' was unexpected" in result.stderr + result.stdout
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint", "--nolock")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr

@@ -1,0 +1,267 @@
+"""The Snakemake workflow: dry runs, a real tiny run of the whole DAG, reruns, and SLURM.
+
+Every test works in a copy of the workflow in tmp_path (workflow/, config/, profiles/,
+scripts/, s3rec/), so nothing touches the repository's resources/ or results/. PYTHONPATH
+points at the copy, so its scripts import the copy's s3rec.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COPIED = ("workflow", "config", "profiles", "scripts", "s3rec", "environment.yml")
+
+# The whole study in miniature: every rule, two seeds, variants none, full, r4.
+TINY = {
+    "run_on": ["tiny"],
+    "datasets": {"tiny": {"source": "synthetic", "users": 300, "items": 200, "attributes": 20, "seed": 0}},
+    "ranks": [4],
+    "seeds": [0, 1],
+    "device": "cpu",
+    "settings": {"model": {"hidden_size": 16}, "pretrain": {"epochs": 1},
+                 "finetune": {"epochs": 2, "patience": 2}},
+    "report": {"bootstrap_samples": 200},
+}
+
+
+def run_snakemake(cwd, *args, check=True, timeout=900):
+    env = {**os.environ, "PYTHONPATH": str(cwd),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """{rule: jobs} from the 'Job stats' table of a (dry) run; {} when nothing is to be done."""
+    counts = {}
+    table = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
+    for line in table.splitlines()[3:]:
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not match:
+            break
+        counts[match.group(1)] = int(match.group(2))
+    counts.pop("total", None)
+    return counts
+
+
+def planned(cwd, *args) -> dict[str, int]:
+    result = run_snakemake(cwd, "-n", *args)
+    return job_counts(result.stdout + result.stderr)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, tmp_path / name)
+    return tmp_path
+
+
+def write_config(workdir, config, name="tiny.yaml"):
+    path = workdir / name
+    path.write_text(yaml.safe_dump(config))
+    return path.name
+
+
+def test_dry_run_of_the_default_study(workdir):
+    counts = planned(workdir)
+    variants, seeds = 5, 2  # none, full, r8, r16, r32
+    assert counts["prepare_data"] == 1 and counts["rank_popularity"] == 1
+    assert counts["pretrain_model"] == (variants - 1) * seeds
+    assert counts["finetune_model"] == variants * seeds
+    assert counts["aggregate_results"] == 1
+    assert {r for r in counts if r.startswith("plot_")} == {
+        "plot_accuracy_vs_rank", "plot_params_vs_accuracy", "plot_pretrain_losses", "plot_finetune_validation",
+        "plot_head_spectra", "plot_data_distributions"}
+
+
+def test_dry_run_passes_settings_and_checkpoints(workdir):
+    result = run_snakemake(workdir, "-n", "--printshellcmds", "results/synthetic/r16/seed1/metrics.json")
+    out = result.stdout
+    assert "--pretrained results/synthetic/r16/seed1/pretrain.pt" in out
+    settings = json.loads(re.search(r"scripts/finetune.py .*--settings '(\{.*?\})'", out).group(1))
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())["settings"]
+    assert settings["finetune"]["epochs"] == default["finetune"]["epochs"]
+    assert settings["pretrain"]["preset"] == default["pretrain"]["preset"]
+    assert settings["finetune"]["lr"] == 0.001  # a schema default, passed explicitly
+    assert "aap_weight" not in settings["pretrain"]  # null in the config: the preset decides
+
+
+BEAUTY = REPO.parent / "shared/data/s3rec/Beauty.txt"
+
+
+@pytest.mark.skipif(not BEAUTY.exists(), reason=f"the authors' Beauty files are not at {BEAUTY.parent}")
+def test_dry_run_of_beauty():
+    """In the repository itself: config/beauty.yaml's relative ../shared path must resolve."""
+    result = run_snakemake(REPO, "-n", "--nolock", "--configfile", "config/beauty.yaml")
+    out = result.stdout + result.stderr
+    assert "Nothing to be done" in out or job_counts(out)["finetune_model"] == 15
+
+
+def test_missing_input_file_says_where_to_get_it(workdir):
+    config = {"run_on": ["mine"], "datasets": {"mine": {"source": "s3rec", "sequences": "data/Mine.txt",
+                                                        "attributes": "data/Mine_item2attributes.json"}}}
+    result = run_snakemake(workdir, "-n", "--configfile", write_config(workdir, config), check=False)
+    assert result.returncode != 0
+    message = result.stderr + result.stdout
+    assert "datasets.mine.sequences" in message and "data/Mine.txt" in message
+    assert "does not exist" in message and "github.com/RUCAIBox/CIKM2020-S3Rec" in message
+
+
+def expected_outputs(dataset, variants, seeds):
+    files = [f"resources/{dataset}/{name}" for name in ("sequences.parquet", "item_attributes.parquet", "stats.json")]
+    for variant in variants:
+        for seed in seeds:
+            run = f"results/{dataset}/{variant}/seed{seed}"
+            names = ["finetune.pt", "finetune_history.csv", "metrics.json", "ranks.parquet"]
+            if variant != "none":
+                names += ["pretrain.pt", "pretrain_history.csv", "pretrain_run.json"]
+            files += [f"{run}/{name}" for name in names]
+            files += [f"logs/{run}/finetune.log", f"logs/benchmarks/{run}/finetune.tsv"]
+    files += [f"results/{dataset}/popularity/{name}" for name in ("metrics.json", "ranks.parquet")]
+    files += [f"results/{dataset}/report/tables/{t}.{ext}" for t in ("results", "difference")
+              for ext in ("csv", "md", "tex")]
+    files += [f"results/{dataset}/report/figures/{f}.{ext}" for ext in ("png", "pdf") for f in (
+        "accuracy_vs_rank", "params_vs_accuracy", "pretrain_losses", "finetune_validation", "head_spectra",
+        "data_distributions")]
+    return files
+
+
+def metric_values(workdir, dataset="tiny"):
+    """{run directory: metrics} of every metrics.json under results/<dataset>."""
+    return {str(path.parent.relative_to(workdir)): json.loads(path.read_text())["metrics"]
+            for path in sorted((workdir / "results" / dataset).glob("**/metrics.json"))}
+
+
+@pytest.mark.slow
+def test_end_to_end_tiny_study_and_reruns(workdir):
+    tiny = write_config(workdir, TINY)
+    run_snakemake(workdir, "--cores", "2", "--configfile", tiny)
+    missing = [f for f in expected_outputs("tiny", ["none", "full", "r4"], [0, 1]) if not (workdir / f).exists()]
+    assert not missing
+    table = (workdir / "results/tiny/report/tables/results.md").read_text()
+    for variant in ("none", "full", "r4", "popularity"):
+        assert f"| {variant} |" in table
+    assert r"\toprule" in (workdir / "results/tiny/report/tables/difference.tex").read_text()
+
+    # A second invocation has nothing to do.
+    assert "Nothing to be done" in run_snakemake(workdir, "-n", "--configfile", tiny).stdout
+
+    # A deleted metrics.json reruns its finetuning job and what reads it, nothing upstream.
+    (workdir / "results/tiny/r4/seed0/metrics.json").unlink()
+    assert planned(workdir, "--configfile", tiny) == {
+        "finetune_model": 1, "aggregate_results": 1, "plot_accuracy_vs_rank": 1, "plot_params_vs_accuracy": 1,
+        "plot_finetune_validation": 1, "all": 1}
+    run_snakemake(workdir, "--cores", "2", "--configfile", tiny)
+    assert (workdir / "results/tiny/r4/seed0/metrics.json").exists()
+    assert "Nothing to be done" in run_snakemake(workdir, "-n", "--configfile", tiny).stdout
+
+    # An edited script reruns its jobs (and their consumers), no training.
+    time.sleep(1)  # a visibly newer mtime
+    with open(workdir / "scripts/popularity.py", "a") as f:
+        f.write("# edited\n")
+    assert planned(workdir, "--configfile", tiny) == {
+        "rank_popularity": 1, "aggregate_results": 1, "plot_accuracy_vs_rank": 1, "plot_params_vs_accuracy": 1,
+        "all": 1}
+    run_snakemake(workdir, "--cores", "2", "--configfile", tiny)
+
+    # Changed settings rerun the jobs that take them: report settings only the report rules,
+    # finetuning settings the finetuning jobs but not pretraining.
+    more = write_config(workdir, {**TINY, "report": {"bootstrap_samples": 300}}, "more.yaml")
+    changed = planned(workdir, "--configfile", more)
+    assert changed == {"aggregate_results": 1, "all": 1}
+    settings = {**TINY["settings"], "finetune": {"epochs": 3, "patience": 2}}
+    changed = planned(workdir, "--configfile", write_config(workdir, {**TINY, "settings": settings}, "more.yaml"))
+    assert changed["finetune_model"] == 6 and "pretrain_model" not in changed
+
+    # `snakemake report` (tables and figures from finished runs) and the HTML report.
+    run_snakemake(workdir, "report", "--cores", "2", "--configfile", tiny)
+    run_snakemake(workdir, "--configfile", tiny, "--report", "report.html")
+    assert (workdir / "report.html").stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------- SLURM
+
+
+def slurm_available() -> str | None:
+    """None when a SLURM cluster answers, else the reason to skip."""
+    if not shutil.which("sbatch") or not shutil.which("sinfo"):
+        return "no SLURM here (sbatch/sinfo not on PATH; start one with ../shared/slurm-local/start-slurm.sh)"
+    try:
+        state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 20 s"
+    if state.returncode != 0 or not re.search(r"idle|mix|alloc", state.stdout):
+        return f"SLURM does not answer or has no usable node: {state.stderr.strip() or state.stdout.strip()}"
+    return None
+
+
+def slurm_job_ids(snakemake_output: str) -> dict[str, list[str]]:
+    """{rule: SLURM job ids} from the executor's "submitted with SLURM jobid N (log: .../rule_<rule>/...)"."""
+    jobs: dict[str, list[str]] = {}
+    for job_id, rule in re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*?/slurm_logs/rule_(\w+)/",
+                                   snakemake_output):
+        jobs.setdefault(rule, []).append(job_id)
+    return jobs
+
+
+def sacct_states(job_ids, attempts=10) -> dict[str, str]:
+    """{job id: state} from sacct, polled because slurmdbd records lag a little."""
+    states = {}
+    for _ in range(attempts):
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+                             capture_output=True, text=True, timeout=30).stdout
+        states = dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+        if all(states.get(j, "").startswith("COMPLETED") for j in job_ids):
+            break
+        time.sleep(2)
+    return states
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_slurm_profile(tmp_path):
+    """The tiny study through profiles/slurm: jobs run as SLURM jobs and give the local run's metrics."""
+    reason = slurm_available()
+    if reason:
+        pytest.skip(reason)
+    config = {**TINY, "seeds": [0]}
+    results = {}
+    for mode in ("local", "slurm"):
+        workdir = tmp_path / mode
+        workdir.mkdir()
+        for name in COPIED:
+            source = REPO / name
+            copy = shutil.copytree if source.is_dir() else shutil.copy2
+            copy(source, workdir / name)
+        tiny = write_config(workdir, config)
+        if mode == "local":
+            run_snakemake(workdir, "--cores", "2", "--configfile", tiny)
+        else:
+            slurm = run_snakemake(workdir, "--profile", "profiles/slurm", "--jobs", "2", "--configfile", tiny,
+                                  timeout=1500)
+        results[mode] = metric_values(workdir)
+    jobs = slurm_job_ids(slurm.stdout + slurm.stderr)
+    for rule in ("prepare_data", "pretrain_model", "finetune_model", "rank_popularity"):
+        assert jobs.get(rule), f"no SLURM job for {rule}: {jobs}"
+    ids = [i for ids in jobs.values() for i in ids]
+    states = sacct_states(ids)
+    assert all(states.get(i, "").startswith("COMPLETED") for i in ids), states
+    assert len(results["slurm"]) == 4  # none, full, r4 and popularity
+    assert results["slurm"] == results["local"]  # deterministic on CPU: identical metrics
