@@ -15,7 +15,7 @@ import torch
 
 from s3rec import runtime
 from s3rec.config import HEAD_NAMES, RunConfig, parse_variant
-from s3rec.data import Dataset, leave_one_out, load_dataset
+from s3rec.data import ATTRIBUTES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset
 from s3rec.encoder import Encoder
 from s3rec.evaluation import evaluate, full_ranking_ranks
 from s3rec.finetuning import iterate_batches, next_item_loss, score_function
@@ -68,6 +68,10 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str) -> float
     return float(saved.get("wall_seconds", 0.0))
 
 
+def data_files(data_dir: Path) -> list[Path]:
+    return [Path(data_dir) / name for name in (SEQUENCES_FILE, ATTRIBUTES_FILE)]
+
+
 def excluded_negatives(dataset: Dataset, split, include_heldout: bool) -> list[np.ndarray]:
     return dataset.sequences if include_heldout else split.train
 
@@ -110,8 +114,10 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
         return metrics["NDCG@10"], metrics
 
     out_dir = Path(out_dir)
+    inputs = data_files(data_dir) + ([Path(pretrained)] if pretrained else [])
+    identity = {"config": cfg.to_dict(), "variant": variant, "inputs": runtime.digest(inputs)}
     state = run_epochs(model=encoder, optimizer=optimizer, epochs=f.epochs, seed=cfg.seed, train_epoch=train_epoch,
-                       checkpoint=out_dir / "finetune.state.pt", config=cfg.to_dict(),
+                       checkpoint=out_dir / "finetune.state.pt", config=identity,
                        history_path=out_dir / "finetune_history.csv", validate=validate,
                        patience=f.patience, stop_after=stop_after)
     if state.epoch < f.epochs and not state.bad_epochs >= f.patience:
@@ -171,8 +177,9 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
         return {name: value / len(instances) for name, value in sums.items()} | {"instances": len(instances)}
 
     out_dir = Path(out_dir)
+    identity = {"config": cfg.to_dict(), "variant": variant, "inputs": runtime.digest(data_files(data_dir))}
     state = run_epochs(model=model, optimizer=optimizer, epochs=p.epochs, seed=cfg.seed, train_epoch=train_epoch,
-                       checkpoint=out_dir / "pretrain.state.pt", config=cfg.to_dict(),
+                       checkpoint=out_dir / "pretrain.state.pt", config=identity,
                        history_path=out_dir / "pretrain_history.csv", stop_after=stop_after)
     if state.epoch < p.epochs:
         return None

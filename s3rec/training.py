@@ -32,12 +32,12 @@ class LoopState:
 
 
 def resume(path: Path, config: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> LoopState:
-    """Load the last epoch's checkpoint when it was made with the same config; else start fresh."""
+    """Load the last epoch's checkpoint when it was made with the same config and inputs; else start fresh."""
     if not path.exists():
         return LoopState()
     saved = runtime.load_torch(path)
     if saved["config"] != config:
-        log.warning("ignoring checkpoint %s: it was made with a different config", path)
+        log.warning("ignoring checkpoint %s: it was made with a different config or different input files", path)
         return LoopState()
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])

@@ -155,3 +155,12 @@ def test_bad_pretrained_checkpoint_is_an_error(tiny_data, tmp_path, case):
     with pytest.raises((FileNotFoundError, ValueError), match=expected[case]):
         run(tiny_data, tmp_path / "x", variant="full", pretrained=path)
     assert not (tmp_path / "x" / "metrics.json").exists()
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed(tiny_data, tmp_path):
+    """A state file left by a failed run on different data starts the run afresh, never crashes."""
+    other = tmp_path / "other"
+    write_prepared(generate(SyntheticSpec(users=80, items=60, attributes=8, seed=4, max_length=15)), other)
+    assert run(other, tmp_path / "run", stop_after=1) is None
+    result = run(tiny_data, tmp_path / "run")
+    assert result["metrics"] == run(tiny_data, tmp_path / "clean")["metrics"]
