@@ -1,0 +1,182 @@
+"""Speed and memory benchmark: prints one JSON object.
+
+Times, on Beauty (../shared/data/s3rec) or, when that is absent, on a generated data set of
+the same size: one pretraining epoch (prefix instances, batch 100; and one-instance-per-user
+`sequences`), one finetuning epoch (batch 256), one full-ranking and one sampled evaluation
+pass over all users; the peak resident memory; and the achieved GFLOP/s of the pretraining
+step against a fp32 matmul peak measured in the same run.
+
+    python benchmarks/speed.py                      # whole epochs
+    python benchmarks/speed.py --batches 200        # time 200 batches and extrapolate (said in the output)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from s3rec import runtime
+from s3rec.config import RunConfig
+from s3rec.data import leave_one_out, load_dataset, read_s3rec, write_prepared
+from s3rec.encoder import Encoder
+from s3rec.evaluation import full_ranking_ranks, sample_negatives, sampled_ranks
+from s3rec.finetuning import iterate_batches as finetune_batches
+from s3rec.finetuning import next_item_loss, score_function
+from s3rec.pretrain_batches import build_instances
+from s3rec.pretrain_batches import iterate_batches as pretrain_batches
+from s3rec.pretraining import PretrainModel
+from s3rec.synthetic import SyntheticSpec, generate
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "s3rec"
+
+
+def prepare(workdir: Path) -> tuple[str, Path]:
+    out = workdir / "data"
+    if (SHARED / "Beauty.txt").exists():
+        write_prepared(read_s3rec(SHARED / "Beauty.txt", SHARED / "Beauty_item2attributes.json"), out)
+        return "beauty", out
+    # Same size as Beauty: 22,363 users, 12,101 items would exceed the generator's dense
+    # transition matrix, so items are capped; users and lengths match Beauty's scale.
+    spec = SyntheticSpec(users=22363, items=5000, attributes=637, seed=0, mean_extra_length=4.0)
+    write_prepared(generate(spec), out)
+    return "synthetic-beauty-size", out
+
+
+def timed_epoch(step, batches, limit: int | None) -> dict:
+    """Run `step` over the batches (all, or the first `limit`) and extrapolate when partial."""
+    total = len(batches)
+    used = batches[:limit] if limit else batches
+    start = time.perf_counter()
+    for batch in used:
+        step(batch)
+    seconds = time.perf_counter() - start
+    return {"batches": total, "timed_batches": len(used), "seconds_timed": round(seconds, 3),
+            "seconds_per_epoch": round(seconds * total / len(used), 2), "extrapolated": len(used) < total}
+
+
+def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device) -> dict:
+    cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"}})
+    heldout = np.stack([split.valid_target, split.test_target], axis=1)
+    instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
+                                max_len=cfg.model.max_len, kind=kind, heldout=heldout)
+    model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    batches = list(pretrain_batches(instances, 100, rng, mask_prob=0.2))
+    build_seconds = time.perf_counter() - start
+
+    def step(batch):
+        loss = model(batch.to(device))["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    result = timed_epoch(step, batches, limit)
+    result["seconds_per_epoch"] = round(result["seconds_per_epoch"] + build_seconds, 2)
+    result.update(instances=len(instances), batch_construction_seconds=round(build_seconds, 2))
+    if kind == "prefixes":
+        result["gflops"] = achieved_gflops(step, batches[:200])
+    return result
+
+
+def achieved_gflops(step, batches) -> dict:
+    """FLOPs of forward + backward counted by torch on these batches, over their timed run."""
+    start = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    seconds = time.perf_counter() - start
+    with FlopCounterMode(display=False) as counter:  # a second pass: counting slows the ops down
+        for batch in batches:
+            step(batch)
+    # The counter sees matmuls and attention, the bulk of the arithmetic; elementwise ops are not counted.
+    flops = counter.get_total_flops()
+    return {"pretrain_step_gflop_per_s": round(flops / seconds / 1e9, 2),
+            "gflop_per_batch": round(flops / len(batches) / 1e9, 3), "batches": len(batches)}
+
+
+def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return round(2 * size**3 * repeats / (time.perf_counter() - start) / 1e9, 2)
+
+
+def finetune_benchmark(dataset, split, limit: int | None, device) -> dict:
+    cfg = RunConfig()
+    encoder = Encoder(cfg.model, dataset.num_items).to(device)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=1e-3)
+    batches = list(finetune_batches(split.train, split.train, dataset.num_items, 50, 256, np.random.default_rng(0)))
+
+    def step(batch):
+        loss = next_item_loss(encoder, batch.to(device), "bce")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    result = timed_epoch(step, batches, limit)
+    encoder.eval()
+    score = score_function(encoder, device)
+    start = time.perf_counter()
+    full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items, exclude_history=True, batch_size=1024)
+    full_seconds = time.perf_counter() - start
+    negatives = sample_negatives(dataset.sequences, dataset.num_items, n=99, seed=0)
+    start = time.perf_counter()
+    sampled_ranks(score, split.train, split.valid_target, negatives, batch_size=1024)
+    sampled_seconds = time.perf_counter() - start
+    return {"finetune_epoch": result, "full_ranking_eval_seconds": round(full_seconds, 3),
+            "sampled_eval_seconds": round(sampled_seconds, 3), "users": len(split.train)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=None, help="time only this many batches per epoch")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--skip-sequences", action="store_true", help="skip the instances=sequences epoch")
+    args = parser.parse_args(argv)
+    threads = runtime.set_threads(args.threads)
+    device = runtime.choose_device(args.device)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        name, path = prepare(Path(tmp))
+        dataset = load_dataset(path)
+    split = leave_one_out(dataset.sequences)
+    report = {"dataset": name, "device": str(device), "torch_threads": threads, "machine": machine(),
+              "matmul_peak_gflop_per_s": matmul_peak_gflops()}
+    report["pretrain_prefixes"] = pretrain_benchmark(dataset, split, "prefixes", args.batches, device)
+    if not args.skip_sequences:
+        report["pretrain_sequences"] = pretrain_benchmark(dataset, split, "sequences", args.batches, device)
+    report.update(finetune_benchmark(dataset, split, args.batches, device))
+    gflops = report["pretrain_prefixes"]["gflops"]["pretrain_step_gflop_per_s"]
+    report["pretrain_fraction_of_matmul_peak"] = round(gflops / report["matmul_peak_gflop_per_s"], 3)
+    report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    json.dump(report, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
