@@ -110,6 +110,7 @@ def params_vs_accuracy(runs: pl.DataFrame, metric: str, split: str, protocols: S
         for row in summary.iter_rows(named=True):
             ax.errorbar(row["heads_params"], row["mean"], yerr=row["std"], marker="o", ms=7, capsize=3,
                         color=palette[row["variant"]], ls="")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # wide counts: few ticks
         ax.xaxis.set_major_formatter(thousands)
         ax.set_xlabel("parameters of the pretraining heads (count)")
         ax.set_ylabel(_label(metric, split))
