@@ -36,6 +36,7 @@ from s3rec.pretrain_batches import build_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import PretrainModel
 from s3rec.synthetic import SyntheticSpec, generate
+from s3rec.training import adam
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "s3rec"
 
@@ -70,7 +71,7 @@ def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device) -> 
     instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
                                 max_len=cfg.model.max_len, kind=kind, heldout=heldout)
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     batches = list(pretrain_batches(instances, 100, rng, mask_prob=0.2))
@@ -117,7 +118,7 @@ def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
 def finetune_benchmark(dataset, split, limit: int | None, device) -> dict:
     cfg = RunConfig()
     encoder = Encoder(cfg.model, dataset.num_items).to(device)
-    optimizer = torch.optim.Adam(encoder.parameters(), lr=1e-3)
+    optimizer = adam(encoder.parameters(), lr=1e-3, weight_decay=0.0)
     batches = list(finetune_batches(split.train, split.train, dataset.num_items, 50, 256, np.random.default_rng(0)))
 
     def step(batch):
@@ -130,11 +131,11 @@ def finetune_benchmark(dataset, split, limit: int | None, device) -> dict:
     encoder.eval()
     score = score_function(encoder, device)
     start = time.perf_counter()
-    full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items, exclude_history=True, batch_size=1024)
+    full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items, exclude_history=True, batch_size=RunConfig().eval.batch_size)
     full_seconds = time.perf_counter() - start
     negatives = sample_negatives(dataset.sequences, dataset.num_items, n=99, seed=0)
     start = time.perf_counter()
-    sampled_ranks(score, split.train, split.valid_target, negatives, batch_size=1024)
+    sampled_ranks(score, split.train, split.valid_target, negatives, batch_size=RunConfig().eval.batch_size)
     sampled_seconds = time.perf_counter() - start
     return {"finetune_epoch": result, "full_ranking_eval_seconds": round(full_seconds, 3),
             "sampled_eval_seconds": round(sampled_seconds, 3), "users": len(split.train)}

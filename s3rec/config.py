@@ -77,7 +77,7 @@ class EvalConfig:
     # Fixed apart from the run seed so that every variant and seed ranks against the same
     # 99 negatives per user: differences between runs are then paired, user by user.
     negatives_seed: int = 2020
-    batch_size: int = 1024
+    batch_size: int = 256  # users per scoring batch: a (256 x items) score matrix stays cheap to allocate
 
 
 @dataclass

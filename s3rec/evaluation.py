@@ -39,7 +39,7 @@ def full_ranking_ranks(
     targets: np.ndarray,
     num_items: int,
     exclude_history: bool = True,
-    batch_size: int = 1024,
+    batch_size: int = 256,
 ) -> np.ndarray:
     """(U,) int32 rank of each target among all items 1..num_items (see the module docstring)."""
     ranks = _rank_all(score_fn, histories, targets, num_items, exclude_history, None, batch_size)
@@ -51,7 +51,7 @@ def sampled_ranks(
     histories: Sequence[np.ndarray],
     targets: np.ndarray,
     negatives: np.ndarray,
-    batch_size: int = 1024,
+    batch_size: int = 256,
 ) -> np.ndarray:
     """(U,) int32 rank of each target among itself and its row of `negatives` (U, n)."""
     # num_items=None: the score width is not checked here; gather rejects ids beyond it.

@@ -21,7 +21,7 @@ from s3rec.evaluation import evaluate, full_ranking_ranks
 from s3rec.finetuning import iterate_batches, next_item_loss, score_function
 from s3rec.heads import make_head, parameter_count
 from s3rec.metrics import metrics_from_ranks
-from s3rec.training import run_epochs
+from s3rec.training import adam, run_epochs
 
 log = logging.getLogger("s3rec")
 
@@ -92,7 +92,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     pretrain_seconds = load_pretrained_encoder(encoder, pretrained, variant) if pretrained else 0.0
     encoder.to(device)
     f = cfg.finetune
-    optimizer = torch.optim.Adam(encoder.parameters(), lr=f.lr, weight_decay=f.weight_decay)
+    optimizer = adam(encoder.parameters(), lr=f.lr, weight_decay=f.weight_decay)
     excluded = excluded_negatives(dataset, split, f.negatives_exclude_heldout)
     score = score_function(encoder, device)
 
@@ -163,7 +163,7 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     log.info("%d pretraining instances (%s) from %d users", len(instances), p.instances, len(split.train))
     runtime.epoch_generators(cfg.seed, 0)
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    optimizer = adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
 
     def train_epoch(rng):
         sums = dict.fromkeys(("loss", *LOSS_NAMES), 0.0)
