@@ -18,9 +18,13 @@ from s3rec.config import HEAD_NAMES, RunConfig, parse_variant
 from s3rec.data import ATTRIBUTES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset
 from s3rec.encoder import Encoder
 from s3rec.evaluation import evaluate, full_ranking_ranks
-from s3rec.finetuning import iterate_batches, next_item_loss, score_function
+from s3rec.finetuning import iterate_batches as finetune_batches
+from s3rec.finetuning import next_item_loss, score_function
 from s3rec.heads import make_head, parameter_count
 from s3rec.metrics import metrics_from_ranks
+from s3rec.pretrain_batches import build_instances
+from s3rec.pretrain_batches import iterate_batches as pretrain_batches
+from s3rec.pretraining import LOSS_NAMES, PretrainModel
 from s3rec.training import adam, run_epochs
 
 log = logging.getLogger("s3rec")
@@ -98,7 +102,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
 
     def train_epoch(rng):
         total, count, instances = 0.0, 0, 0
-        for batch in iterate_batches(split.train, excluded, dataset.num_items, cfg.model.max_len, f.batch_size, rng):
+        for batch in finetune_batches(split.train, excluded, dataset.num_items, cfg.model.max_len, f.batch_size, rng):
             batch = batch.to(device)
             loss = next_item_loss(encoder, batch, f.loss)
             optimizer.zero_grad(set_to_none=True)
@@ -146,9 +150,6 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
 
 def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_after: int | None = None) -> dict | None:
     """Self-supervised pretraining for a fixed number of epochs (no early stopping, as the authors)."""
-    from s3rec.pretrain_batches import build_instances, iterate_batches
-    from s3rec.pretraining import LOSS_NAMES, PretrainModel
-
     started = time.perf_counter()
     if not parse_variant(variant)[0]:
         raise ValueError(f"variant {variant!r} is not pretrained")
@@ -167,7 +168,7 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
 
     def train_epoch(rng):
         sums = dict.fromkeys(("loss", *LOSS_NAMES), 0.0)
-        for batch in iterate_batches(instances, p.batch_size, rng, mask_prob=p.mask_prob):
+        for batch in pretrain_batches(instances, p.batch_size, rng, mask_prob=p.mask_prob):
             losses = model(batch.to(device))
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
