@@ -27,6 +27,7 @@ import torch
 
 from s3rec.config import EvalConfig
 from s3rec.metrics import metrics_from_ranks
+from s3rec.pairs import contains, pair_keys
 
 ScoreFn = Callable[[list[np.ndarray]], torch.Tensor]
 PROTOCOLS = ("full", "sampled")
@@ -80,8 +81,8 @@ def sample_negatives(
     rng = np.random.default_rng(seed)
     width = 2 * n + 32  # ample when sequences are short compared with num_items (the usual case)
     draws = rng.integers(1, num_items + 1, size=(num_users, width), dtype=np.int64)
-    owned = _pair_keys(rows, items, num_items)  # sorted, as _distinct_pairs returns them
-    seen = _contains(owned, _pair_keys(np.arange(num_users)[:, None], draws, num_items))
+    owned = pair_keys(rows, items, num_items)  # sorted, as _distinct_pairs returns them
+    seen = contains(owned, pair_keys(np.arange(num_users)[:, None], draws, num_items))
     keep = ~seen & ~_repeats_within_row(draws)
     taken = keep & (np.cumsum(keep, axis=1) <= n)
     negatives = np.zeros((num_users, n), dtype=np.int32)
@@ -250,21 +251,8 @@ def _distinct_pairs(sequences: Sequence[np.ndarray], num_items: int) -> tuple[np
     items = np.concatenate(sequences).astype(np.int64)
     if items.min() < 1 or items.max() > num_items:
         raise ValueError(f"histories and sequences must hold item ids in 1..{num_items}")
-    keys = np.unique(_pair_keys(np.repeat(np.arange(len(sequences)), lengths), items, num_items))
+    keys = np.unique(pair_keys(np.repeat(np.arange(len(sequences)), lengths), items, num_items))
     return keys // (num_items + 1), keys % (num_items + 1)
-
-
-def _pair_keys(rows: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarray:
-    """One int64 key per (row, item) pair, so that sets of pairs can be searched with numpy."""
-    return rows.astype(np.int64) * (num_items + 1) + items
-
-
-def _contains(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Mask of `queries` found in `sorted_keys`; binary search is ~5x faster than np.isin here."""
-    if sorted_keys.size == 0:
-        return np.zeros(queries.shape, dtype=bool)
-    position = np.minimum(np.searchsorted(sorted_keys, queries), sorted_keys.size - 1)
-    return sorted_keys[position] == queries
 
 
 def _repeats_within_row(draws: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ METRICS_SAMPLED = METRICS_FULL + ("AUC",)
 
 
 def per_user_metric(ranks: np.ndarray, name: str, num_candidates: int | None = None) -> np.ndarray:
-    """Per-user value (float64, shape (U,)) of metric `name` for 1-based `ranks`.
+    """Per-user value (float64, the shape of `ranks`) of metric `name` for 1-based `ranks`.
 
     HR@K = [rank <= K]; NDCG@K = 1/log2(rank + 1) if rank <= K else 0 (one relevant item, so
     the ideal DCG is 1); MRR = 1/rank; AUC = (num_candidates - rank) / (num_candidates - 1),
@@ -52,8 +52,8 @@ def _parse(name: str) -> tuple[str, int | None]:
 
 def _check_ranks(ranks: np.ndarray, num_candidates: int | None) -> np.ndarray:
     ranks = np.asarray(ranks, dtype=np.float64)
-    if ranks.ndim != 1 or ranks.size == 0:
-        raise ValueError(f"ranks: expected a non-empty 1-d array, got shape {ranks.shape}")
+    if ranks.size == 0:
+        raise ValueError(f"ranks: expected a non-empty array, got shape {ranks.shape}")
     if ranks.min() < 1:
         raise ValueError(f"ranks are 1-based; got a rank of {ranks.min():g}")
     if num_candidates is not None and ranks.max() > num_candidates:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from s3rec.batching import bucketed_batches
+from s3rec.pairs import contains, pair_keys
 
 
 
@@ -130,7 +131,7 @@ def _excluded_keys(items, lengths, heldout, num_items) -> np.ndarray:
         heldout = np.asarray(heldout, dtype=np.int64).reshape(len(lengths), -1)
         users = np.concatenate([users, np.repeat(np.arange(len(lengths)), heldout.shape[1])])
         items = np.concatenate([items, heldout.ravel()])
-    keys = np.unique(users * (num_items + 1) + items)
+    keys = np.unique(pair_keys(users, items, num_items))
     excluded_per_user = np.bincount(keys // (num_items + 1), minlength=len(lengths))
     if len(keys) and excluded_per_user.max() >= num_items:
         raise ValueError("a user's sequence holds every item: no MIP negative can be drawn")
@@ -187,17 +188,10 @@ def sample_negatives(instances: PretrainInstances, users: np.ndarray, rng: np.ra
     draws = rng.integers(1, instances.num_items + 1, size=len(users))
     rejected = np.arange(len(users))
     while len(rejected):
-        keys = users[rejected] * (instances.num_items + 1) + draws[rejected]
-        rejected = rejected[_contains(instances.excluded, keys)]
+        keys = pair_keys(users[rejected], draws[rejected], instances.num_items)
+        rejected = rejected[contains(instances.excluded, keys)]
         draws[rejected] = rng.integers(1, instances.num_items + 1, size=len(rejected))
     return draws
-
-
-def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    if len(sorted_keys) == 0:
-        return np.zeros(len(keys), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return sorted_keys[at] == keys
 
 
 def _segments(inst, items, real, n, offset, rng):

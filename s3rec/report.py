@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from s3rec.metrics import per_user_metric
+
 REFERENCE = "full"
 PROTOCOL_LABELS = {"full": "full ranking", "sampled": "sampled"}  # "full" alone reads as the variant
 _RANK = re.compile(r"^r(\d+)$")
-_METRIC = re.compile(r"^(HR|NDCG)@(\d+)$|^MRR$")
 
 
 def variant_order(variant: str) -> tuple[int, int]:
@@ -188,19 +189,6 @@ def results_table(summary: pl.DataFrame, metrics: Sequence[str], protocols: Sequ
 
 
 # ---------------------------------------------------------------- paired bootstrap
-
-
-def per_user_metric(rank: np.ndarray, metric: str) -> np.ndarray:
-    """Per-user value of HR@k, NDCG@k or MRR from 1-based ranks (leave-one-out: one target)."""
-    rank = np.asarray(rank, dtype=np.float64)
-    match = _METRIC.match(metric)
-    if not match:
-        raise ValueError(f"no per-user value for metric {metric!r}; expected HR@k, NDCG@k or MRR")
-    if metric == "MRR":
-        return 1.0 / rank
-    name, k = match.group(1), int(match.group(2))
-    hit = rank <= k
-    return hit.astype(np.float64) if name == "HR" else np.where(hit, 1.0 / np.log2(rank + 1.0), 0.0)
 
 
 def user_scores(ranks: pl.DataFrame, variant: str, protocol: str, split: str, metric: str

@@ -1,0 +1,21 @@
+"""Sets of (row, item) pairs as sorted int64 keys, searched with numpy.
+
+Used wherever a sampler must reject items a user already has (MIP negatives, sampled-99
+negatives): one binary search over all candidate pairs instead of a Python set per user.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def pair_keys(rows: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarray:
+    """One int64 key per (row, item) pair; items are in 0..num_items."""
+    return np.asarray(rows, dtype=np.int64) * (num_items + 1) + items
+
+
+def contains(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Mask of `queries` found in `sorted_keys`; binary search is ~5x faster than np.isin here."""
+    if sorted_keys.size == 0:
+        return np.zeros(np.shape(queries), dtype=bool)
+    position = np.minimum(np.searchsorted(sorted_keys, queries), sorted_keys.size - 1)
+    return sorted_keys[position] == queries
