@@ -108,8 +108,9 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, count, instances = total + loss.item(), count + 1, instances + len(batch.inputs)
-        return {"loss": total / max(count, 1), "instances": instances}
+            # detached sums: no device synchronisation per step (it matters on CUDA)
+            total, count, instances = total + loss.detach().double(), count + 1, instances + len(batch.inputs)
+        return {"loss": float(total) / max(count, 1), "instances": instances}
 
     def validate():
         ranks = full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items,
@@ -173,9 +174,9 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             optimizer.step()
-            for name in sums:
-                sums[name] += losses[name].item()
-        return {name: value / len(instances) for name, value in sums.items()} | {"instances": len(instances)}
+            for name in sums:  # detached sums: no device synchronisation per step
+                sums[name] += losses[name].detach().double()
+        return {name: float(value) / len(instances) for name, value in sums.items()} | {"instances": len(instances)}
 
     out_dir = Path(out_dir)
     identity = {"config": cfg.to_dict(), "variant": variant, "inputs": runtime.digest(data_files(data_dir))}
