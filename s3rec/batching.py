@@ -1,8 +1,16 @@
-"""Length-bucketed batches and left padding, shared by pretraining, finetuning and ranking.
+"""Training batches (two layouts) and left padding, shared by pretraining, finetuning and ranking.
 
-Padding every sequence to 50 items, as the authors do, makes 7x more tokens than there are
-items in Beauty. Batches of similar length pad almost nothing; sorting only within windows of
-a few dozen batches, and shuffling the batch order, keeps the batches random.
+- "padded" (the authors' DataLoader): a fresh random permutation cut into consecutive batches,
+  every sequence left-padded to max_len.
+- "bucketed": batches of similar length, padded only to their longest sequence. Padding every
+  sequence to 50 items makes 7x more tokens than there are items in Beauty; similar lengths pad
+  almost nothing. Sorting only within windows of a few dozen batches, and shuffling the batch
+  order, keeps the batches random.
+
+Both give every real position the same output (padding is masked and positions are aligned to
+the sequence end), but not the same optimisation: a batch's loss is averaged (finetuning) or
+summed (pretraining) over its positions, and bucketing groups short sequences together, so a
+short sequence's positions weigh more in a finetuning step than in the authors' random batches.
 """
 from __future__ import annotations
 
@@ -23,6 +31,17 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                     batching: str) -> list[np.ndarray]:
+    """One epoch of index arrays in the chosen layout ("padded" or "bucketed")."""
+    if batching == "padded":
+        order = rng.permutation(len(lengths))
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if batching == "bucketed":
+        return bucketed_batches(lengths, batch_size, rng)
+    raise ValueError(f"batching: expected padded or bucketed, got {batching!r}")
 
 
 def pad_left(rows: list[np.ndarray], length: int) -> np.ndarray:

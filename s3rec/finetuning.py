@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from s3rec.batching import bucketed_batches, pad_left
+from s3rec.batching import pad_left, training_batches
 from s3rec.encoder import Encoder
 
 
@@ -51,9 +51,9 @@ def sample_negatives(targets: np.ndarray, excluded: np.ndarray, num_items: int,
 
 
 def make_batch(users: np.ndarray, train: list[np.ndarray], excluded: list[np.ndarray], num_items: int,
-               max_len: int, rng: np.random.Generator) -> NextItemBatch:
+               max_len: int, rng: np.random.Generator, pad_to_max_len: bool = False) -> NextItemBatch:
     seqs = [train[u][-(max_len + 1):] for u in users]  # inputs t[:-1] and targets t[1:], max_len each
-    length = max(len(s) for s in seqs) - 1
+    length = max_len if pad_to_max_len else max(len(s) for s in seqs) - 1
     inputs = pad_left([s[:-1] for s in seqs], length)
     targets = pad_left([s[1:] for s in seqs], length)
     negatives = sample_negatives(targets, pad_left([excluded[u] for u in users],
@@ -62,11 +62,12 @@ def make_batch(users: np.ndarray, train: list[np.ndarray], excluded: list[np.nda
 
 
 def iterate_batches(train: list[np.ndarray], excluded: list[np.ndarray], num_items: int, max_len: int,
-                    batch_size: int, rng: np.random.Generator) -> Iterator[NextItemBatch]:
+                    batch_size: int, rng: np.random.Generator, batching: str = "bucketed") -> Iterator[NextItemBatch]:
+    """One epoch of batches in the `batching` layout (s3rec.batching)."""
     users = trainable_users(train)
     lengths = np.minimum(np.array([len(train[u]) for u in users]), max_len + 1)
-    for batch in bucketed_batches(lengths, batch_size, rng):
-        yield make_batch(users[batch], train, excluded, num_items, max_len, rng)
+    for batch in training_batches(lengths, batch_size, rng, batching):
+        yield make_batch(users[batch], train, excluded, num_items, max_len, rng, pad_to_max_len=batching == "padded")
 
 
 def next_item_loss(encoder: Encoder, batch: NextItemBatch, loss: str) -> torch.Tensor:

@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from s3rec.batching import bucketed_batches
+from s3rec.batching import training_batches
 from s3rec.pairs import contains, pair_keys
 
 
@@ -139,21 +139,27 @@ def _excluded_keys(items, lengths, heldout, num_items) -> np.ndarray:
 
 
 def iterate_batches(
-    instances: PretrainInstances, batch_size: int, generator: np.random.Generator, *, mask_prob: float
+    instances: PretrainInstances, batch_size: int, generator: np.random.Generator, *, mask_prob: float,
+    batching: str = "bucketed", max_len: int | None = None,
 ) -> Iterator[Batch]:
-    """One epoch in length-bucketed batches (s3rec.batching): padding near zero, order random."""
-    for index in bucketed_batches(instances.lengths, batch_size, generator):
-        yield build_batch(instances, index, generator, mask_prob=mask_prob)
+    """One epoch of batches in the `batching` layout (s3rec.batching); "padded" pads to `max_len`."""
+    if batching == "padded" and max_len is None:
+        raise ValueError("padded batching needs max_len")
+    for index in training_batches(instances.lengths, batch_size, generator, batching):
+        yield build_batch(instances, index, generator, mask_prob=mask_prob,
+                          pad_to=max_len if batching == "padded" else None)
 
 
 def build_batch(
-    instances: PretrainInstances, index: np.ndarray, generator: np.random.Generator, *, mask_prob: float
+    instances: PretrainInstances, index: np.ndarray, generator: np.random.Generator, *, mask_prob: float,
+    pad_to: int | None = None,
 ) -> Batch:
-    """Masks, negatives and segments for instances[index], vectorised over the batch."""
+    """Masks, negatives and segments for instances[index], vectorised over the batch, left-padded
+    to the longest instance (or to `pad_to`)."""
     inst, rng = instances, generator
     user, end = inst.user[index], inst.end[index]
     n = end - inst.start[index]  # (B,) instance lengths
-    B, L = len(index), int(n.max())
+    B, L = len(index), max(int(n.max()), pad_to or 0)
     column = np.arange(L)
     offset = L - n  # (B,) first real column (left padding)
     real = column[None, :] >= offset[:, None]  # (B, L)
