@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from s3rec.metrics import METRICS_FULL
+
 HEAD_NAMES = ("aap", "mip", "map", "sp")
 
 
@@ -42,17 +44,27 @@ class PretrainConfig:
     pair_loss: str = "logsigmoid"
     mask_prob: float = 0.2
     instances: str = "prefixes"  # "prefixes" (authors: one per prefix) or "sequences" (one per user)
+    # "padded": random batches padded to max_len (the authors' DataLoader); "bucketed": batches of
+    # similar length padded to their longest (5x fewer tokens on Beauty; see s3rec/batching.py).
+    batching: str = "bucketed"
     epochs: int = 100
-    batch_size: int = 100  # authors' pre_batch_size
+    batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The seed documents: AAP and MAP are the main tasks, MIP down-weighted.
-    "seed": dict(aap_weight=1.0, mip_weight=0.2, map_weight=1.0, sp_weight=0.5, pair_loss="logsigmoid"),
-    # The authors' run_pretrain.py defaults, including their squashed-difference pair loss.
-    "paper": dict(aap_weight=0.2, mip_weight=1.0, map_weight=1.0, sp_weight=0.5, pair_loss="sigmoid_difference"),
+    # What both seed documents (../shared/seeds: the README's "Default Hyperparameters" and the
+    # report's appendix B "default configuration") agree on: AAP and MAP are the main tasks, MIP
+    # down-weighted; 100 pretraining epochs, batch 256, lr 0.001; the report's appendix C writes
+    # the MIP and SP losses as -log s(s+) - log(1 - s(s-)).
+    "seed": dict(aap_weight=1.0, mip_weight=0.2, map_weight=1.0, sp_weight=0.5, pair_loss="logsigmoid",
+                 epochs=100, batch_size=256, lr=1e-3),
+    # The authors' run_pretrain.py defaults (RUCAIBox/CIKM2020-S3Rec): weights, their squashed-
+    # difference pair loss, mask_p 0.2, pre_batch_size 100, lr 0.001, and their DataLoader's
+    # padded random batches. Epochs are left to the study (their released models: 150 epochs).
+    "paper": dict(aap_weight=0.2, mip_weight=1.0, map_weight=1.0, sp_weight=0.5, pair_loss="sigmoid_difference",
+                  mask_prob=0.2, batch_size=100, lr=1e-3, batching="padded"),
 }
 
 
@@ -66,7 +78,10 @@ class FinetuneConfig:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
-    patience: int = 10  # early stopping on validation full-ranking NDCG@10
+    batching: str = "padded"  # the authors' random batches padded to max_len; or "bucketed"
+    # The authors' run_finetune_full.py stops on the last score get_full_sort_score returns, NDCG@20.
+    early_stopping_metric: str = "NDCG@20"  # validation full-ranking metric
+    patience: int = 10  # epochs without improvement of early_stopping_metric before stopping
 
 
 @dataclass
@@ -120,8 +135,36 @@ def _build(kind, data: dict[str, Any], prefix: str):
                 raise ValueError(f"config key {prefix}{name!r}: expected a mapping, got {value!r}")
             values[name] = _build(type(default), value, prefix=f"{prefix}{name}.")
         else:
-            values[name] = tuple(value) if isinstance(default, tuple) and value is not None else value
+            values[name] = _typed(f"{prefix}{name}", value, known[name].type)
     return kind(**values)
+
+
+def _typed(key: str, value: Any, annotation: str) -> Any:
+    """`value` checked against the field's annotation; never coerced by truthiness or rounding
+    (the string "false" is not False, 1.5 epochs is not 2)."""
+    optional = annotation.endswith(" | None")
+    kind = annotation.removesuffix(" | None")
+    if value is None and optional:
+        return None
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind == "str":
+        ok = isinstance(value, str)
+    elif kind == "tuple[str, ...]":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    else:
+        raise TypeError(f"config key {key}: no type check for annotation {annotation!r}")
+    if not ok:
+        expected = {"tuple[str, ...]": "a list of strings", "int": "an integer", "float": "a number",
+                    "bool": "true or false", "str": "a string"}[kind] + (" or null" if optional else "")
+        raise ValueError(f"config key {key!r}: expected {expected}, got {value!r} ({type(value).__name__})")
+    return value
 
 
 def validate(cfg: RunConfig) -> None:
@@ -139,20 +182,31 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"pretrain.instances: expected prefixes or sequences, got {p.instances!r}")
     if f.loss not in ("bce", "ce"):
         raise ValueError(f"finetune.loss: expected bce or ce, got {f.loss!r}")
+    for key, batching in (("pretrain.batching", p.batching), ("finetune.batching", f.batching)):
+        if batching not in ("padded", "bucketed"):
+            raise ValueError(f"{key}: expected padded or bucketed, got {batching!r}")
+    if f.early_stopping_metric not in METRICS_FULL:
+        raise ValueError(f"finetune.early_stopping_metric: expected one of {list(METRICS_FULL)}, got {f.early_stopping_metric!r}")
+    for key, number in (("pretrain.epochs", p.epochs), ("pretrain.batch_size", p.batch_size),
+                        ("finetune.epochs", f.epochs), ("finetune.batch_size", f.batch_size),
+                        ("finetune.patience", f.patience), ("eval.batch_size", cfg.eval.batch_size)):
+        if number < 1:
+            raise ValueError(f"{key}: expected a positive integer, got {number}")
     bad = set(cfg.eval.protocols) - {"full", "sampled"}
     if bad:
         raise ValueError(f"eval.protocols: unknown protocol {sorted(bad)[0]!r}; expected full, sampled")
 
 
-VARIANT_PATTERN = re.compile(r"^(none|full|r[1-9][0-9]*)$")
+VARIANT_PATTERN = re.compile(r"^(none|full|authors|r[1-9][0-9]*)$")
 
 
 def parse_variant(variant: str) -> tuple[bool, int | None]:
-    """'none' -> (no pretraining, -), 'full' -> (pretrain, dense heads), 'r16' -> (pretrain, rank 16)."""
+    """'none' -> (no pretraining, -), 'full' -> (pretrain, dense heads), 'r16' -> (pretrain, rank 16);
+    'authors' -> dense heads pretrained by the S3Rec authors (scripts/import_checkpoint.py)."""
     if not VARIANT_PATTERN.match(variant):
-        raise ValueError(f"variant: expected none, full or r<rank> (e.g. r16), got {variant!r}")
+        raise ValueError(f"variant: expected none, full, authors or r<rank> (e.g. r16), got {variant!r}")
     if variant == "none":
         return False, None
-    if variant == "full":
+    if variant in ("full", "authors"):
         return True, None
     return True, int(variant[1:])
