@@ -35,6 +35,8 @@ def resolve_config(settings: dict | None, variant: str, seed: int, device: str |
     """Settings from the workflow, then the variant's rank, the seed and execution flags."""
     cfg = RunConfig.from_dict(settings)
     _, cfg.model.rank = parse_variant(variant)
+    if cfg.model.rank is None:
+        cfg.model.low_rank_heads = ()  # dense heads: record no factorised head
     cfg.seed = seed
     cfg.device = device or cfg.device
     cfg.threads = threads if threads is not None else cfg.threads
@@ -55,13 +57,22 @@ def parameter_counts(cfg: RunConfig, num_items: int, num_attributes: int, pretra
             "heads_total": sum(heads.values()), "total": total}
 
 
-def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str) -> float:
-    """Strict load of a pretraining checkpoint's encoder; anything missing or mismatched is an error."""
+def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: int, data_digest: str) -> float:
+    """Strict load of a pretraining checkpoint's encoder: it must be of this variant, seed (an
+    imported checkpoint has none) and data set; anything missing or mismatched is an error."""
     if not Path(path).exists():
         raise FileNotFoundError(f"pretrained checkpoint {path} does not exist (variant {variant} needs it)")
     saved = runtime.load_torch(path)
     if saved.get("variant") != variant:
         raise ValueError(f"{path} was pretrained as variant {saved.get('variant')!r}, not {variant!r}")
+    saved_seed = saved.get("seed", saved.get("config", {}).get("seed"))
+    if saved_seed is not None and saved_seed != seed:
+        raise ValueError(f"{path} was pretrained with seed {saved_seed}, not {seed}")
+    if "data_digest" not in saved:
+        log.warning("%s records no data digest (written by an older version): cannot check its data set", path)
+    elif saved["data_digest"] != data_digest:
+        raise ValueError(f"{path} was pretrained on other data than {SEQUENCES_FILE} + {ATTRIBUTES_FILE} "
+                         "of this --data folder (their sha256 differs)")
     prefix = "encoder."
     state = {k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)}
     try:
@@ -69,7 +80,7 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str) -> float
     except RuntimeError as error:
         raise ValueError(f"{path} does not fit this model: {error}") from error
     log.info("loaded encoder from %s (pretrained %d epochs)", path, saved.get("epoch", -1))
-    return float(saved.get("wall_seconds", 0.0))
+    return float(saved.get("wall_seconds", 0.0)), float(saved.get("cpu_seconds", 0.0))
 
 
 def data_files(data_dir: Path) -> list[Path]:
@@ -78,6 +89,19 @@ def data_files(data_dir: Path) -> list[Path]:
 
 def excluded_negatives(dataset: Dataset, split, include_heldout: bool) -> list[np.ndarray]:
     return dataset.sequences if include_heldout else split.train
+
+
+def timed(function):
+    """function(...) -> dict, with the CPU seconds it took (all threads of the process) added."""
+    def wrapper(*args):
+        start = time.process_time()
+        row = function(*args)
+        return row | {"cpu_seconds": time.process_time() - start}
+    return wrapper
+
+
+def cpu_seconds(history: list[dict], *columns: str) -> float:
+    return float(sum(row.get(column, 0.0) for row in history for column in columns))
 
 
 def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
@@ -93,16 +117,20 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     split = leave_one_out(dataset.sequences)
     runtime.epoch_generators(cfg.seed, 0)  # the initial weights depend on the seed alone
     encoder = Encoder(cfg.model, dataset.num_items)
-    pretrain_seconds = load_pretrained_encoder(encoder, pretrained, variant) if pretrained else 0.0
+    data_digest = runtime.digest(data_files(data_dir))
+    pretrain_seconds, pretrain_cpu = (load_pretrained_encoder(encoder, pretrained, variant, cfg.seed, data_digest)
+                                      if pretrained else (0.0, 0.0))
     encoder.to(device)
     f = cfg.finetune
     optimizer = adam(encoder.parameters(), lr=f.lr, weight_decay=f.weight_decay)
     excluded = excluded_negatives(dataset, split, f.negatives_exclude_heldout)
     score = score_function(encoder, device)
 
+    @timed
     def train_epoch(rng):
         total, count, instances = 0.0, 0, 0
-        for batch in finetune_batches(split.train, excluded, dataset.num_items, cfg.model.max_len, f.batch_size, rng):
+        for batch in finetune_batches(split.train, excluded, dataset.num_items, cfg.model.max_len, f.batch_size, rng,
+                                      f.batching):
             batch = batch.to(device)
             loss = next_item_loss(encoder, batch, f.loss)
             optimizer.zero_grad(set_to_none=True)
@@ -113,10 +141,12 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
         return {"loss": float(total) / max(count, 1), "instances": instances}
 
     def validate():
+        start = time.process_time()
         ranks = full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items,
                                    exclude_history=cfg.eval.exclude_history, batch_size=cfg.eval.batch_size)
         metrics = metrics_from_ranks(ranks)
-        return metrics["NDCG@10"], metrics
+        # becomes the history column valid_cpu_seconds
+        return metrics[f.early_stopping_metric], metrics | {"cpu_seconds": time.process_time() - start}
 
     out_dir = Path(out_dir)
     inputs = data_files(data_dir) + ([Path(pretrained)] if pretrained else [])
@@ -125,19 +155,23 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
                        checkpoint=out_dir / "finetune.state.pt", config=identity,
                        history_path=out_dir / "finetune_history.csv", validate=validate,
                        patience=f.patience, stop_after=stop_after)
-    if state.epoch < f.epochs and not state.bad_epochs >= f.patience:
+    early_stopped = state.bad_epochs >= f.patience
+    if state.epoch < f.epochs and not early_stopped:
         return None  # interrupted on purpose (stop_after); the checkpoint lets a rerun resume
+    if not early_stopped:
+        log.warning("finetuning hit the epoch cap (%d) before early stopping: the model may be undertrained", f.epochs)
     encoder.load_state_dict(state.best_state)
     encoder.eval()
-    log.info("best epoch %d (valid NDCG@10 %.4f); evaluating", state.best_epoch, state.best_score)
+    log.info("best epoch %d (valid %s %.4f); evaluating", state.best_epoch, f.early_stopping_metric, state.best_score)
     metrics, ranks = evaluate(score, split, dataset.sequences, dataset.user_ids, dataset.num_items, cfg.eval)
     result = {
         "dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "metrics": metrics,
         "parameters": parameter_counts(cfg, dataset.num_items, dataset.num_attributes, pretrained is not None),
-        "best_epoch": state.best_epoch, "epochs_run": state.epoch,
+        "best_epoch": state.best_epoch, "epochs_run": state.epoch, "early_stopped": early_stopped,
         "wall_seconds": {"pretrain": pretrain_seconds, "finetune": time.perf_counter() - started},
+        "cpu_seconds": {"pretrain": pretrain_cpu, "finetune": cpu_seconds(state.history, "cpu_seconds", "valid_cpu_seconds")},
         "finetune": {"loss": f.loss, "negatives_exclude_heldout": f.negatives_exclude_heldout},
-        "config": cfg.to_dict(), "provenance": runtime.provenance(),
+        "config": recorded_config(cfg, pretrained is not None), "provenance": runtime.provenance(),
     }
     runtime.save_torch(out_dir / "finetune.pt", {"config": cfg.to_dict(), "variant": variant,
                                                 "best_epoch": state.best_epoch, "state_dict": state.best_state})
@@ -147,6 +181,14 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     log.info("test full NDCG@10 %.4f HR@10 %.4f; %.1f s", metrics.get("full", {}).get("test", {}).get("NDCG@10", float("nan")),
              metrics.get("full", {}).get("test", {}).get("HR@10", float("nan")), result["wall_seconds"]["finetune"])
     return result
+
+
+def recorded_config(cfg: RunConfig, pretrained: bool) -> dict:
+    """The config a run's outputs record: without pretraining settings for a model never pretrained."""
+    config = cfg.to_dict()
+    if not pretrained:
+        del config["pretrain"]
+    return config
 
 
 def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_after: int | None = None) -> dict | None:
@@ -167,9 +209,11 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
     optimizer = adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
 
+    @timed
     def train_epoch(rng):
         sums = dict.fromkeys(("loss", *LOSS_NAMES), 0.0)
-        for batch in pretrain_batches(instances, p.batch_size, rng, mask_prob=p.mask_prob):
+        for batch in pretrain_batches(instances, p.batch_size, rng, mask_prob=p.mask_prob, batching=p.batching,
+                                      max_len=cfg.model.max_len):
             losses = model(batch.to(device))
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
@@ -179,20 +223,24 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
         return {name: float(value) / len(instances) for name, value in sums.items()} | {"instances": len(instances)}
 
     out_dir = Path(out_dir)
-    identity = {"config": cfg.to_dict(), "variant": variant, "inputs": runtime.digest(data_files(data_dir))}
+    data_digest = runtime.digest(data_files(data_dir))
+    identity = {"config": cfg.to_dict(), "variant": variant, "inputs": data_digest}
     state = run_epochs(model=model, optimizer=optimizer, epochs=p.epochs, seed=cfg.seed, train_epoch=train_epoch,
                        checkpoint=out_dir / "pretrain.state.pt", config=identity,
                        history_path=out_dir / "pretrain_history.csv", stop_after=stop_after)
     if state.epoch < p.epochs:
         return None
     seconds = sum(row["seconds"] for row in state.history)
+    cpu = cpu_seconds(state.history, "cpu_seconds")
     counts = parameter_counts(cfg, dataset.num_items, dataset.num_attributes, pretrained=True)
     run = {"dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "epochs": state.epoch,
-           "instances": len(instances), "parameters": counts, "wall_seconds": seconds,
+           "instances": len(instances), "parameters": counts, "wall_seconds": seconds, "cpu_seconds": cpu,
            "config": cfg.to_dict(), "provenance": runtime.provenance()}
     runtime.write_json(out_dir / "pretrain_run.json", run)
-    runtime.save_torch(out_dir / "pretrain.pt", {"config": cfg.to_dict(), "variant": variant, "epoch": state.epoch,
-                                                "wall_seconds": seconds, "state_dict": model.state_dict()})
+    runtime.save_torch(out_dir / "pretrain.pt", {"config": cfg.to_dict(), "variant": variant, "seed": cfg.seed,
+                                                "data_digest": data_digest, "epoch": state.epoch,
+                                                "wall_seconds": seconds, "cpu_seconds": cpu,
+                                                "state_dict": model.state_dict()})
     (out_dir / "pretrain.state.pt").unlink(missing_ok=True)
     log.info("pretrained %d epochs in %.1f s; last losses %s", state.epoch, seconds,
              {k: round(v, 4) for k, v in state.history[-1].items() if k in LOSS_NAMES or k == "loss"})
