@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import json
 import logging
 import os
 import platform
+import secrets
 import subprocess
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -47,15 +49,27 @@ def epoch_generators(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng(sequence)
 
 
+def describe_execution(device: torch.device | str) -> dict[str, Any]:
+    """Where this process actually computes: the concrete device ("cpu", "cuda:0"; a bare "cuda"
+    resolved to the current GPU), the GPU's name on CUDA, and torch's intra-op thread count."""
+    device = torch.device(device)
+    described: dict[str, Any] = {"device": str(device)}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        described = {"device": f"cuda:{index}", "gpu": torch.cuda.get_device_name(index)}
+    described["threads"] = torch.get_num_threads()
+    return described
+
+
 def provenance() -> dict[str, Any]:
+    """What produced a result (code and package versions, host). Where it ran is describe_execution."""
     versions = {"python": platform.python_version()}
     for package in ("torch", "numpy", "polars", "pyarrow", "s3rec-lowrank"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"git_sha": git_sha(), "versions": versions, "host": platform.node(),
-            "torch_threads": torch.get_num_threads()}
+    return {"git_sha": git_sha(), "versions": versions, "host": platform.node()}
 
 
 def git_sha() -> str:
@@ -79,14 +93,31 @@ def digest(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
+def temporary_name(path: Path) -> str:
+    """The glob of the temporaries _atomic writes `path` through (what a killed write leaves behind)."""
+    return f".{glob.escape(Path(path).name)}.*.tmp"
+
+
 def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    """Write through a temporary file in the same folder, then rename: never a half-written file.
+
+    The temporary is created as open() creates files (mode 0666 less the umask, default ACLs
+    applied), not with mkstemp's 0600, so that group members can read results; it is synced
+    before the rename, so a crash just after the rename cannot leave an empty or partial file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -114,8 +145,34 @@ def save_frame(path: Path, frame) -> None:
         _atomic(path, frame.write_parquet)
 
 
+class UnreadableCheckpoint(ValueError):
+    """A file that torch.load (weights only) cannot read: truncated, corrupt or not a checkpoint."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path} is not a readable torch checkpoint ({reason}): delete or regenerate it")
+        self.path, self.reason = path, reason
+
+
 def load_torch(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """torch.load with weights_only=True, never anything else: a checkpoint is data, not code.
+
+    A file that cannot be read (truncated by a kill or a full disk, random bytes, a pickle of
+    other objects) raises UnreadableCheckpoint (a ValueError, so scripts end with one line)
+    naming the path. torch's own message is dropped: it can advise retrying with
+    weights_only=False, which would execute whatever the file holds.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError):
+        raise
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, None):  # a real I/O failure, not the file's content
+            raise
+        cause = type(error).__name__
+    except Exception as error:  # zip, unpickling, EOF, index errors: every way bad bytes fail
+        cause = type(error).__name__
+    reason = f"truncated, corrupt or not a checkpoint at all; torch.load raised {cause}"
+    raise UnreadableCheckpoint(path, reason) from None
 
 
 @contextlib.contextmanager

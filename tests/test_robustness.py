@@ -1,0 +1,118 @@
+"""Robustness of a run's files and preconditions (issue 8): unreadable checkpoints, corrupt
+resume checkpoints, the sampled protocol's feasibility, file modes, execution record."""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from s3rec import evaluation, runtime, training
+from s3rec.config import EvalConfig
+from s3rec.data import write_prepared
+from s3rec.synthetic import SyntheticSpec, generate
+from scripts_import import load_script
+
+
+def _checkpoint_bytes(tmp_path) -> bytes:
+    path = tmp_path / "good.pt"
+    torch.save({"config": {"a": 1}, "state_dict": {"w": torch.arange(300.0)}}, path)
+    return path.read_bytes()
+
+
+def _unreadable_files(tmp_path) -> dict[str, bytes]:
+    good = _checkpoint_bytes(tmp_path)
+    rng = np.random.default_rng(0)
+    files = {f"truncated{n}": good[:n] for n in (0, 1, 100, len(good) // 2, len(good) - 1)}
+    files["random"] = rng.integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    files["text"] = b"not a checkpoint at all\n"
+    # A plain pickle: torch's weights-only unpickler refuses it with "retry with weights_only=False".
+    files["pickle"] = b"\x80\x04\x95\x0b\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94K\x01s."
+    return files
+
+
+# 6: an unreadable .pt is a clear ValueError naming the file, never torch's weights_only advice.
+def test_load_torch_rejects_unreadable_files_with_a_clear_message(tmp_path):
+    for name, content in _unreadable_files(tmp_path).items():
+        path = tmp_path / f"{name}.pt"
+        path.write_bytes(content)
+        with pytest.raises(ValueError) as info:
+            runtime.load_torch(path)
+        message = str(info.value)
+        assert str(path) in message and "not a readable torch checkpoint" in message, (name, message)
+        assert "weights_only" not in message, (name, message)
+        assert "\n" not in message, (name, message)
+
+
+def test_load_torch_still_loads_good_files_and_reports_missing_ones(tmp_path):
+    path = tmp_path / "ok.pt"
+    path.write_bytes(_checkpoint_bytes(tmp_path))
+    assert torch.equal(runtime.load_torch(path)["state_dict"]["w"], torch.arange(300.0))
+    with pytest.raises(FileNotFoundError):
+        runtime.load_torch(tmp_path / "missing.pt")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    write_prepared(generate(SyntheticSpec(users=30, items=40, attributes=8, seed=5, max_length=12)), out)
+    return out
+
+
+def test_script_with_a_random_bytes_checkpoint_exits_2_with_one_line(tiny_data, tmp_path, caplog):
+    bad = tmp_path / "pretrain.pt"
+    bad.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    args = ["--data", str(tiny_data), "--variant", "full", "--out-dir", str(tmp_path / "run"),
+            "--device", "cpu", "--threads", "1", "--pretrained", str(bad)]
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("finetune").main(args)
+    assert exit_info.value.code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and str(bad) in errors[0] and "not a readable torch checkpoint" in errors[0]
+    assert "weights_only" not in caplog.text
+
+
+# 11: run files get the mode the umask gives, as open() would, not mkstemp's 0600.
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        runtime.write_json(tmp_path / "a.json", {"x": 1})
+        runtime.save_torch(tmp_path / "b.pt", {"x": torch.zeros(2)})
+        runtime.save_frame(tmp_path / "c.csv", pl.DataFrame({"x": [1]}))
+        runtime.save_frame(tmp_path / "d.parquet", pl.DataFrame({"x": [1]}))
+        runtime.write_json(tmp_path / "a.json", {"x": 2})  # replacing a file too
+    finally:
+        os.umask(previous)
+    for name in ("a.json", "b.pt", "c.csv", "d.parquet"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.pt", "c.csv", "d.parquet"]
+
+
+def test_a_failed_write_leaves_no_temporary_and_keeps_the_old_file(tmp_path):
+    runtime.write_json(tmp_path / "a.json", {"x": 1})
+    with pytest.raises(TypeError):
+        runtime.write_json(tmp_path / "a.json", {"x": object()})
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    assert (tmp_path / "a.json").read_text().strip().endswith("}")
+
+
+# 12: which device and how many threads actually ran.
+def test_describe_execution_on_cpu():
+    assert runtime.describe_execution(torch.device("cpu")) == {"device": "cpu", "threads": torch.get_num_threads()}
+    assert runtime.describe_execution("cpu")["device"] == "cpu"
+    assert "torch_threads" not in runtime.provenance() and "threads" not in runtime.provenance()
+
+
+def test_describe_execution_names_the_concrete_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: f"Fake GPU {index}")
+    described = runtime.describe_execution(torch.device("cuda"))
+    assert described == {"device": "cuda:1", "gpu": "Fake GPU 1", "threads": torch.get_num_threads()}
+    assert runtime.describe_execution("cuda:0")["device"] == "cuda:0"
+    assert runtime.describe_execution("cuda:0")["gpu"] == "Fake GPU 0"
