@@ -42,10 +42,28 @@ def adam(parameters, lr: float, weight_decay: float) -> torch.optim.Adam:
 
 
 def resume(path: Path, config: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> LoopState:
-    """Load the last epoch's checkpoint when it was made with the same config and inputs; else start fresh."""
+    """Load the last epoch's checkpoint when it was made with the same config and inputs; else start fresh.
+
+    A checkpoint that cannot be read (a write killed mid-way, a full disk) is moved aside to
+    `<name>.corrupt` with a warning and the run starts fresh: it can never block every rerun.
+    Temporaries of a killed write (runtime._atomic) are removed: only `path` itself is read.
+    """
+    path = Path(path)
+    for stale in sorted(path.parent.glob(runtime.temporary_name(path))):
+        log.warning("removing %s, left by an interrupted write of %s", stale, path.name)
+        stale.unlink(missing_ok=True)
     if not path.exists():
         return LoopState()
-    saved = runtime.load_torch(path)
+    try:
+        saved = runtime.load_torch(path)
+        if not (isinstance(saved, dict) and {"config", "model", "optimizer", "loop"} <= saved.keys()):
+            raise runtime.UnreadableCheckpoint(path, "it lacks config, model, optimizer or loop")
+    except runtime.UnreadableCheckpoint as error:
+        aside = _free_name(path.with_name(path.name + ".corrupt"))
+        path.replace(aside)
+        log.warning("cannot resume from %s, not a readable checkpoint (%s); moved it to %s, starting from epoch 1",
+                    path, error.reason, aside)
+        return LoopState()
     if saved["config"] != config:
         log.warning("ignoring checkpoint %s: it was made with a different config or different input files", path)
         return LoopState()
@@ -54,6 +72,15 @@ def resume(path: Path, config: dict, model: torch.nn.Module, optimizer: torch.op
     state = LoopState(**saved["loop"])
     log.info("resuming from %s after epoch %d", path, state.epoch)
     return state
+
+
+def _free_name(path: Path) -> Path:
+    """`path`, or `path.1`, `path.2`, ... : the first that does not exist (nothing is overwritten)."""
+    candidate, number = path, 0
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}.{number}")
+    return candidate
 
 
 def save(path: Path, config: dict, model, optimizer, state: LoopState) -> None:

@@ -77,6 +77,69 @@ def test_script_with_a_random_bytes_checkpoint_exits_2_with_one_line(tiny_data, 
     assert "weights_only" not in caplog.text
 
 
+# 7: a resume checkpoint that cannot be read is moved aside with a warning; the run starts fresh.
+def _loop(tmp_path, epochs, stop_after=None):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.arange(12.0).reshape(4, 3) / 10
+
+    def train_epoch(rng):
+        loss = model(x).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    state = training.run_epochs(model=model, optimizer=optimizer, epochs=epochs, seed=0, train_epoch=train_epoch,
+                                checkpoint=tmp_path / "x.state.pt", config={"c": 1},
+                                history_path=tmp_path / "history.csv", stop_after=stop_after)
+    return state, model
+
+
+def test_truncated_resume_checkpoint_is_moved_aside_and_the_run_starts_fresh(tmp_path, caplog):
+    _, whole = _loop(tmp_path / "whole", epochs=3)
+    run = tmp_path / "run"
+    _loop(run, epochs=3, stop_after=2)
+    checkpoint = run / "x.state.pt"
+    content = checkpoint.read_bytes()
+    checkpoint.write_bytes(content[: len(content) // 2])
+    with caplog.at_level(logging.WARNING, logger="s3rec"):
+        state, model = _loop(run, epochs=3)
+    assert state.epoch == 3 and [row["epoch"] for row in state.history] == [1, 2, 3]  # fresh, not resumed
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), whole.state_dict().values()))
+    aside = run / "x.state.pt.corrupt"
+    assert aside.read_bytes() == content[: len(content) // 2]  # kept, not silently lost
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(checkpoint) in w and str(aside) in w for w in warnings), warnings
+
+
+def test_a_second_corrupt_checkpoint_does_not_overwrite_the_first(tmp_path):
+    (tmp_path / "x.state.pt.corrupt").write_bytes(b"first")
+    (tmp_path / "x.state.pt").write_bytes(b"second")
+    state, _ = _loop(tmp_path, epochs=1)
+    assert state.epoch == 1
+    assert (tmp_path / "x.state.pt.corrupt").read_bytes() == b"first"
+    assert (tmp_path / "x.state.pt.corrupt.1").read_bytes() == b"second"
+
+
+def test_a_torch_file_that_is_no_resume_checkpoint_is_moved_aside(tmp_path):
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "x.state.pt")
+    state, _ = _loop(tmp_path, epochs=1)
+    assert state.epoch == 1 and (tmp_path / "x.state.pt.corrupt").exists()
+
+
+def test_a_stale_temporary_of_a_killed_write_is_removed_and_never_read(tmp_path):
+    _loop(tmp_path, epochs=2, stop_after=1)
+    stale = tmp_path / ".x.state.pt.k1ll3d.tmp"  # what runtime._atomic leaves when killed mid-write
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".other.pt.k1ll3d.tmp"  # another file's temporary is not ours to remove
+    other.write_bytes(b"x")
+    state, _ = _loop(tmp_path, epochs=2)
+    assert [row["epoch"] for row in state.history] == [1, 2]  # resumed after epoch 1
+    assert not stale.exists() and other.exists()
+
+
 # 11: run files get the mode the umask gives, as open() would, not mkstemp's 0600.
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_written_files_follow_the_umask(tmp_path, umask, mode):

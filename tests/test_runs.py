@@ -47,6 +47,18 @@ def test_pretraining_is_deterministic_and_resumable(tiny_data, tmp_path):
     assert set(a) >= {"heads.aap.U", "heads.aap.V", "heads.map.U", "heads.mip.weight", "heads.sp.weight"}
 
 
+def test_a_truncated_resume_checkpoint_is_set_aside_and_the_rerun_completes(tiny_data, tmp_path, caplog):
+    """A pretrain.state.pt cut short (a killed write, a full disk) once blocked every rerun."""
+    out = tmp_path / "run"
+    assert pretrain(tiny_data, out, stop_after=1) is None
+    checkpoint = out / "pretrain.state.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    assert pretrain(tiny_data, out) is not None
+    assert (out / "pretrain.pt").exists() and (out / "pretrain.state.pt.corrupt").exists()
+    assert "pretrain.state.pt" in caplog.text and "starting from epoch 1" in caplog.text
+    assert pl.read_csv(out / "pretrain_history.csv")["epoch"].to_list() == [1, 2]
+
+
 def test_scripts_pretrain_then_finetune(tiny_data, tmp_path):
     out = tmp_path / "r4" / "seed0"
     settings = json.dumps(SETTINGS)
