@@ -61,8 +61,40 @@ def sampled_ranks(
     return ranks["sampled"]
 
 
+def check_sampled_protocol(
+    sequences: Sequence[np.ndarray], num_items: int, num_negatives: int, user_ids: np.ndarray | None = None
+) -> None:
+    """Raise ValueError unless every user has `num_negatives` candidate negatives, i.e. distinct
+    items outside its whole sequence (those sample_negatives draws from). Cheap: call it before
+    training, so that a data set too dense for the sampled protocol stops a run at once."""
+    _check_candidates(sequences, *_distinct_pairs(sequences, num_items), num_items, num_negatives, user_ids)
+
+
+def draw_negatives(
+    sequences: Sequence[np.ndarray], user_ids: np.ndarray, num_items: int, cfg: EvalConfig
+) -> np.ndarray | None:
+    """The sampled protocol's negatives exactly as evaluate() draws them, or None when `cfg` has
+    no sampled protocol. Drawn before training, they check the protocol up front (a ValueError
+    naming the user) and can be passed to evaluate(negatives=...) at the end."""
+    if "sampled" not in cfg.protocols:
+        return None
+    return sample_negatives(sequences, num_items, cfg.sampled_negatives, cfg.negatives_seed, user_ids=user_ids)
+
+
+def _check_candidates(sequences, rows: np.ndarray, items: np.ndarray, num_items: int, n: int,
+                      user_ids: np.ndarray | None) -> None:
+    available = num_items - np.bincount(rows, minlength=len(sequences))
+    short = np.flatnonzero(available < n)
+    if len(short):
+        user = int(short[0])
+        name = f"user {user_ids[user]}" if user_ids is not None else f"user index {user}"
+        raise ValueError(f"{name} has only {available[user]} candidate negatives (items outside its sequence) but "
+                         f"eval.sampled_negatives needs {n} ({len(short)} of {len(sequences)} users fall short): lower "
+                         f"eval.sampled_negatives or drop 'sampled' from eval.protocols")
+
+
 def sample_negatives(
-    sequences: Sequence[np.ndarray], num_items: int, n: int = 99, seed: int = 0
+    sequences: Sequence[np.ndarray], num_items: int, n: int = 99, seed: int = 0, user_ids: np.ndarray | None = None
 ) -> np.ndarray:
     """(U, n) int32: per user, n distinct items drawn uniformly from those outside its sequence.
 
@@ -70,14 +102,11 @@ def sample_negatives(
     2n + 32 uniform items; a draw is kept if it is outside the sequence and not an earlier
     draw of the same row, and the first n kept draws form a uniform n-subset. The rare users
     left short (very long sequences) are sampled exactly from their allowed items instead.
+    A user with fewer than n such items is a ValueError naming it (by `user_ids` if given).
     """
     num_users = len(sequences)
     rows, items = _distinct_pairs(sequences, num_items)
-    available = num_items - np.bincount(rows, minlength=num_users)
-    if num_users and available.min() < n:
-        user = int(available.argmin())
-        raise ValueError(f"user index {user} has only {available[user]} non-interacted items, fewer than "
-                         f"n={n} negatives: lower eval.sampled_negatives or drop the sampled protocol")
+    _check_candidates(sequences, rows, items, num_items, n, user_ids)  # a ValueError naming the user
     rng = np.random.default_rng(seed)
     width = 2 * n + 32  # ample when sequences are short compared with num_items (the usual case)
     draws = rng.integers(1, num_items + 1, size=(num_users, width), dtype=np.int64)
@@ -102,13 +131,15 @@ def evaluate(
     num_items: int,
     cfg: EvalConfig,
     splits: Sequence[str] = SPLITS,
+    negatives: np.ndarray | None = None,
 ) -> tuple[dict[str, dict[str, dict[str, float]]], pl.DataFrame]:
     """Evaluate on the leave-one-out split under every protocol in `cfg.protocols`.
 
     `split` needs `train` (list of arrays), `valid_target` and `test_target` (s3rec.data.Split).
     Validation ranks valid_target after the train part; test ranks test_target after the
     train part + valid_target. The sampled negatives are drawn once, from the full sequences
-    with `cfg.negatives_seed`, and shared by both splits, as the authors do.
+    with `cfg.negatives_seed`, and shared by both splits, as the authors do; `negatives` passes
+    those drawn earlier by draw_negatives() (the same draw) instead of drawing them again.
 
     Returns ({protocol: {split: {metric: value}}}, ranks frame with columns
     user_id int32, split str, protocol str, rank int32).
@@ -120,9 +151,13 @@ def evaluate(
     sizes = {len(split.train), len(split.valid_target), len(split.test_target), len(sequences), len(user_ids)}
     if len(sizes) != 1:
         raise ValueError("split, sequences and user_ids must have one entry per user")
-    negatives = None
-    if "sampled" in cfg.protocols:
-        negatives = sample_negatives(sequences, num_items, cfg.sampled_negatives, cfg.negatives_seed)
+    if "sampled" not in cfg.protocols:
+        negatives = None
+    elif negatives is None:
+        negatives = draw_negatives(sequences, user_ids, num_items, cfg)
+    elif np.shape(negatives) != (len(user_ids), cfg.sampled_negatives):
+        raise ValueError(f"negatives have shape {np.shape(negatives)}, expected (users, eval.sampled_negatives) = "
+                         f"{(len(user_ids), cfg.sampled_negatives)}")
     metrics: dict[str, dict[str, dict[str, float]]] = {protocol: {} for protocol in cfg.protocols}
     frames = []
     for name in splits:

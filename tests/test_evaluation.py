@@ -208,9 +208,9 @@ def test_evaluate_draws_negatives_once_with_the_configured_seed(toy, monkeypatch
     seeds = []
     real = evaluation.sample_negatives
 
-    def spy(sequences, num_items, n, seed):
+    def spy(sequences, num_items, n, seed, **kwargs):
         seeds.append(seed)
-        return real(sequences, num_items, n, seed)
+        return real(sequences, num_items, n, seed, **kwargs)
 
     monkeypatch.setattr(evaluation, "sample_negatives", spy)
     score_fn = lambda hs: torch.zeros(len(hs), 13)  # noqa: E731

@@ -140,6 +140,54 @@ def test_a_stale_temporary_of_a_killed_write_is_removed_and_never_read(tmp_path)
     assert not stale.exists() and other.exists()
 
 
+# 8: the sampled protocol's feasibility is known before training; negatives drawn once, reused.
+@dataclass(frozen=True)
+class ToySplit:
+    train: list
+    valid_target: np.ndarray
+    test_target: np.ndarray
+
+
+def _arrays(*lists):
+    return [np.array(items, dtype=np.int32) for items in lists]
+
+
+def test_check_sampled_protocol_names_the_first_user_short_of_candidates():
+    sequences = _arrays([1, 2], [1, 2, 3, 4], [1, 2, 3])  # 10 items: 8, 6 and 7 candidates
+    user_ids = np.array([70, 71, 72], dtype=np.int32)
+    evaluation.check_sampled_protocol(sequences, 10, 6, user_ids)
+    with pytest.raises(ValueError) as info:
+        evaluation.check_sampled_protocol(sequences, 10, 7, user_ids)
+    message = str(info.value)
+    assert "user 71 " in message and "6 candidate" in message and "7" in message
+    assert "eval.sampled_negatives" in message
+    with pytest.raises(ValueError, match="user index 1 "):  # without ids, the position
+        evaluation.check_sampled_protocol(sequences, 10, 7)
+    # Repeated items count once: a user who has item 1 five times still has 9 candidates.
+    evaluation.check_sampled_protocol(_arrays([1, 1, 1, 1, 1]), 10, 9)
+
+
+def test_negatives_drawn_up_front_are_the_ones_evaluate_uses(monkeypatch):
+    sequences = _arrays([1, 2, 3, 4], [5, 6, 7], [2, 8, 9, 10, 1], [3, 4, 5])
+    split = ToySplit([s[:-2] for s in sequences], np.array([s[-2] for s in sequences]),
+                     np.array([s[-1] for s in sequences]))
+    user_ids = np.array([10, 11, 12, 13], dtype=np.int32)
+    cfg = EvalConfig(sampled_negatives=3, negatives_seed=5)
+    negatives = evaluation.draw_negatives(sequences, user_ids, 12, cfg)
+    assert np.array_equal(negatives, evaluation.sample_negatives(sequences, 12, 3, 5))
+    assert evaluation.draw_negatives(sequences, user_ids, 12, EvalConfig(protocols=("full",))) is None
+    with pytest.raises(ValueError, match="user 12 "):
+        evaluation.draw_negatives(sequences, user_ids, 12, EvalConfig(sampled_negatives=8))
+
+    score_fn = lambda hs: torch.arange(13, dtype=torch.float32).repeat(len(hs), 1)  # noqa: E731
+    expected = evaluation.evaluate(score_fn, split, sequences, user_ids, 12, cfg)
+    monkeypatch.setattr(evaluation, "sample_negatives", lambda *a, **k: pytest.fail("drew negatives again"))
+    reused = evaluation.evaluate(score_fn, split, sequences, user_ids, 12, cfg, negatives=negatives)
+    assert reused[0] == expected[0] and reused[1].equals(expected[1])
+    with pytest.raises(ValueError, match="negatives"):
+        evaluation.evaluate(score_fn, split, sequences, user_ids, 12, cfg, negatives=negatives[:, :2])
+
+
 # 11: run files get the mode the umask gives, as open() would, not mkstemp's 0600.
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_written_files_follow_the_umask(tmp_path, umask, mode):
