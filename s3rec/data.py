@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,19 @@ ATTRIBUTES_FILE = "item_attributes.parquet"
 STATS_FILE = "stats.json"
 SEQUENCES_SCHEMA = {"user_id": pl.Int32, "items": pl.List(pl.Int32)}
 ATTRIBUTES_SCHEMA = {"item_id": pl.Int32, "attributes": pl.List(pl.Int32)}
+# Every file `write_prepared` may write, with its parquet schema (None: stats.json). A
+# directory holding nothing but these (and staging folders of a killed run) is a previous
+# output and may be replaced; anything else in it is never deleted.
+OUTPUT_FILES: dict[str, dict[str, pl.DataType] | None] = {
+    SEQUENCES_FILE: SEQUENCES_SCHEMA,
+    ATTRIBUTES_FILE: ATTRIBUTES_SCHEMA,
+    STATS_FILE: None,
+    "user_map.parquet": {"user_id": pl.Int32, "original": pl.String},
+    "item_map.parquet": {"item_id": pl.Int32, "original": pl.String},
+    "attribute_map.parquet": {"attribute_id": pl.Int32, "original": pl.String},
+}
+FORMATS = ("s3rec", "amazon", "synthetic")
+STAGING_PREFIX = ".prepare_data.tmp-"
 
 
 class DataError(ValueError):
@@ -39,6 +53,11 @@ class DataError(ValueError):
 
     The message names the file, the line or field, and what was expected.
     """
+
+
+class OutputRefused(Exception):
+    """The output directory cannot be written without losing something that is not ours
+    (or it is not a directory at all). Nothing has been touched."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -116,7 +135,9 @@ def _read_checked(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
 def _split_lists(column: pl.Series, path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     """A list<int32> column as one numpy array per row (views into one flat array), and
     the flat array itself."""
-    values = column.explode(empty_as_null=False)
+    # Empty lists are left out before exploding: polars < 1.36 explodes [] into a null and
+    # has no `empty_as_null` switch (added in 1.36); the lengths below put the rows back together.
+    values = column.filter(column.list.len() > 0).explode()
     if values.null_count():
         raise DataError(f"{path}: {column.name}: expected no null ids inside the lists")
     flat = values.to_numpy()
@@ -179,34 +200,154 @@ def stats_of(prepared: Prepared) -> dict[str, Any]:
         "min_length": int(lengths.min()),
         "max_length": int(lengths.max()),
         "items_without_attributes": sum(len(a) == 0 for a in prepared.item_attributes[1:]),
+        "items_without_interactions": items_without_interactions(prepared),
         "dropped": prepared.dropped,
         "parameters": prepared.parameters,
     }
 
 
-def write_prepared(prepared: Prepared, out: str | Path) -> dict[str, Any]:
-    """Write the data set to `out` atomically and return its statistics.
+def items_without_interactions(prepared: Prepared) -> int:
+    """Item ids in 1..M that occur in no sequence (after users were dropped)."""
+    seen = np.zeros(prepared.num_items + 1, dtype=bool)
+    for seq in prepared.sequences:
+        seen[seq] = True
+    return int(prepared.num_items - seen[1:].sum())
 
-    Everything goes to a temporary directory beside `out`, which is renamed into place
-    only once complete: a failure leaves no partial output and an older `out` untouched.
+
+def write_prepared(prepared: Prepared, out: str | Path, force: bool = False) -> dict[str, Any]:
+    """Write the data set into the directory `out` and return its statistics.
+
+    `out` must be missing, empty, or hold only files this function writes (a previous
+    output); with `force` it may hold other files too, which are left as they are.
+    Anything else raises `OutputRefused` before anything is touched.
+
+    Everything is first written to a staging folder inside `out`; only once complete are
+    the files moved into place (the old stats.json removed first, the new one moved last,
+    so a directory with a stats.json is complete) and files of an earlier output that this
+    one does not have (id maps) removed. A failure removes the staging folder and any
+    directory it created: no partial output, and an older output left as it was.
     """
     out = Path(out)
     _check_consistent(prepared)
     stats = stats_of(prepared)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    if stats["items_without_interactions"]:
+        log.warning("%d of %d items occur in no sequence; they stay items (candidates in ranking)",
+                    stats["items_without_interactions"], stats["items"])
+    check_output_dir(out, force)
+    created = _make_dirs(out)
+    staging = None
     try:
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
-        _sequences_frame(prepared).write_parquet(tmp / SEQUENCES_FILE)
-        _attributes_frame(prepared).write_parquet(tmp / ATTRIBUTES_FILE)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+        _sequences_frame(prepared).write_parquet(staging / SEQUENCES_FILE)
+        _attributes_frame(prepared).write_parquet(staging / ATTRIBUTES_FILE)
         for name, frame in prepared.id_maps.items():
-            frame.write_parquet(tmp / name)
-        (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
-        _replace_dir(tmp, out)
+            frame.write_parquet(staging / name)
+        (staging / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+        _install(staging, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        for directory in reversed(created):
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
         raise
     return stats
+
+
+def check_output_dir(out: str | Path, force: bool = False) -> None:
+    """Raise `OutputRefused` unless `out` can be written without losing anything: it is
+    missing (its nearest existing ancestor a directory), an empty directory, or a
+    directory holding only a previous output (with `force`: any directory)."""
+    if str(out) == "":
+        raise OutputRefused("'': expected a directory path, got an empty string")
+    out = Path(out)
+    if os.path.islink(out) and not out.exists():
+        raise OutputRefused(f"{out}: a symbolic link to nothing; expected a directory or a path that does not exist")
+    if not out.exists():
+        ancestor = out.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if ancestor.exists() and not ancestor.is_dir():
+            raise OutputRefused(f"{out}: {ancestor} is a file, not a directory; expected a directory path")
+        return
+    if not out.is_dir():
+        raise OutputRefused(
+            f"{out}: is an existing file; expected a directory (missing, empty, or a previous output)"
+        )
+    if force:
+        blocking = [name for name in OUTPUT_FILES if (out / name).exists() and not (out / name).is_file()]
+        if blocking:
+            raise OutputRefused(f"{out / blocking[0]}: is not a file; expected a file this tool may replace")
+        return
+    foreign = sorted(entry.name for entry in out.iterdir() if not _is_own(entry))
+    if foreign:
+        shown = ", ".join(repr(name) for name in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise OutputRefused(
+            f"{out}: holds {len(foreign)} {'entry' if len(foreign) == 1 else 'entries'} this tool did not write "
+            f"({shown}); expected a missing or "
+            "empty directory or a previous output. Choose another --out, or add --force to write into it "
+            "(other files are kept)"
+        )
+
+
+def _is_own(entry: Path) -> bool:
+    """A file `write_prepared` writes (recognised by name and content), or the staging
+    folder of a run that was killed."""
+    if entry.is_symlink():
+        return False
+    if entry.name.startswith(STAGING_PREFIX):
+        return entry.is_dir()
+    if entry.name not in OUTPUT_FILES or not entry.is_file():
+        return False
+    schema = OUTPUT_FILES[entry.name]
+    try:
+        if schema is None:
+            stats = json.loads(entry.read_text(encoding="utf-8"))
+            return isinstance(stats, dict) and stats.get("format") in FORMATS and "dropped" in stats
+        return dict(pl.read_parquet_schema(entry)) == schema
+    except Exception:  # unreadable, not JSON, not parquet: not ours
+        return False
+
+
+def _make_dirs(out: Path) -> list[Path]:
+    """Create `out` and missing parents; return the directories created, outermost first."""
+    missing = []
+    directory = out
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    created = []
+    try:
+        for directory in reversed(missing):
+            directory.mkdir()
+            created.append(directory)
+    except BaseException:
+        for directory in reversed(created):
+            directory.rmdir()
+        raise
+    return created
+
+
+def _install(staging: Path, out: Path) -> None:
+    """Move the staged files into `out`, stats.json last, and remove what is left of an
+    earlier output (its stats.json first, id maps this output does not have, staging
+    folders of killed runs). Only files `_is_own` recognises are removed."""
+    written = {path.name for path in staging.iterdir()}
+    old_stats = out / STATS_FILE
+    if old_stats.exists() and _is_own(old_stats):
+        old_stats.unlink()
+    for name in OUTPUT_FILES:
+        if name not in written and (out / name).exists() and _is_own(out / name):
+            (out / name).unlink()
+    for name in sorted(written - {STATS_FILE}):
+        os.replace(staging / name, out / name)
+    os.replace(staging / STATS_FILE, out / STATS_FILE)
+    staging.rmdir()
+    for entry in out.iterdir():
+        if entry.name.startswith(STAGING_PREFIX) and _is_own(entry):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _check_consistent(prepared: Prepared) -> None:
@@ -247,42 +388,60 @@ def _attributes_frame(prepared: Prepared) -> pl.DataFrame:
     )
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    """Move `new` to `out`; an existing `out` is moved aside first and removed afterwards."""
-    if not out.exists():
-        new.rename(out)
-        return
-    holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    out.rename(holder / out.name)
-    new.rename(out)
-    shutil.rmtree(holder)
-
-
 # ---------------------------------------------------------------------------------------
 # Reading input files
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+# What reading a damaged file raises: a truncated gzip stream (EOFError), a corrupt one
+# (BadGzipFile, zlib.error), bytes that are not UTF-8 (UnicodeDecodeError).
+READ_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError)
+
+
 def open_text(path: str | Path) -> TextIO:
-    """Open a UTF-8 text file, gunzipping `.gz`; a missing file is a `DataError`."""
+    """Open a UTF-8 text file, gunzipping it when it starts with the gzip magic bytes
+    (whatever its name); a missing file is a `DataError`. Reading may raise one of
+    `READ_ERRORS`: `read_error` turns it into a `DataError`."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    if path.suffix == ".gz":
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == GZIP_MAGIC
+    if compressed:
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
     return open(path, encoding="utf-8")
 
 
+def read_error(path: str | Path, err: Exception, after_line: int = 0) -> DataError:
+    """A `DataError` naming the file and the line (or the last line read) for one of
+    `READ_ERRORS`; `after_line` is the number of lines read before the error."""
+    where = f"{path}: after line {after_line}" if after_line else f"{path}"
+    if isinstance(err, EOFError):
+        return DataError(f"{where}: the gzip file ends early (truncated, e.g. an incomplete download); "
+                         "expected a complete .gz file")
+    if isinstance(err, UnicodeDecodeError):
+        # The decoder's input starts right after the last complete line read.
+        line = after_line + 1 + err.object[: err.start].count(b"\n")
+        return DataError(f"{path}:{line}: byte {err.object[err.start]:#04x} is not UTF-8 text; "
+                         "expected a UTF-8 (or gzipped UTF-8) text file")
+    return DataError(f"{where}: corrupt gzip data ({err}); expected a valid .gz file")
+
+
 def numbered_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line) for every non-blank line; an empty file is a `DataError`."""
+    """(1-based line number, line) for every non-blank line; an empty, truncated or
+    undecodable file is a `DataError`."""
     seen = False
+    lineno = 0
     with open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
+        lines = iter(handle)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except READ_ERRORS as err:
+                raise read_error(path, err, after_line=lineno) from None
+            lineno += 1
             if line.strip():
                 seen = True
                 yield lineno, line
@@ -306,32 +465,56 @@ def attribute_sets(raw: dict[int, list[int]], num_items: int) -> tuple[list[np.n
 
 
 def read_s3rec(sequences_path: str | Path, attributes_path: str | Path) -> Prepared:
-    """Read `<Name>.txt` + `<Name>_item2attributes.json`, keeping the authors' ids."""
+    """Read `<Name>.txt` + `<Name>_item2attributes.json`, keeping the authors' ids.
+
+    The items are the ids of the sequences, as in the authors' loader (item_size = the
+    largest item id in the sequences + 2): they must be exactly 1..M, M the largest, so
+    that id k stays id k and no id is an item nobody interacted with. Every item needs an
+    attribute entry (the authors' code looks each one up); entries for ids that occur in
+    no sequence are dropped and counted. A = the largest attribute id anywhere in the
+    attribute file, as the authors' `get_item2attribute_json` computes it.
+    """
     user_ids, sequences = _read_s3rec_sequences(Path(sequences_path))
     raw_attributes = _read_s3rec_attributes(Path(attributes_path))
     log.info("read %d users from %s and %d item attribute lists from %s",
              len(user_ids), sequences_path, len(raw_attributes), attributes_path)
-    seen_items = np.unique(np.concatenate(sequences)) if sequences else np.zeros(0, np.int64)
+    seen_items = np.unique(np.concatenate(sequences))
+    if not len(seen_items):
+        raise DataError(f"{sequences_path}: no item ids at all; expected lines 'user_id item_id ...'")
+    num_items = int(seen_items.max())
+    if len(seen_items) != num_items:
+        gaps = np.setdiff1d(np.arange(1, num_items + 1), seen_items)
+        raise DataError(
+            f"{sequences_path}: item ids are not contiguous: {len(gaps)} of the ids 1..{num_items} occur in no "
+            f"sequence (the first is {int(gaps[0])}); expected every id from 1 to the largest ({num_items}), "
+            "as in the authors' release (ids are kept, so a missing id would become an item nobody interacted with)"
+        )
     missing = np.setdiff1d(seen_items, np.fromiter(raw_attributes, dtype=np.int64))
     if len(missing):
         raise DataError(
             f"{attributes_path}: no attribute entry for item {int(missing[0])} of {sequences_path} "
             f"({len(missing)} items missing); expected an entry for every item in the sequences"
         )
-    num_items = int(max(seen_items.max(initial=0), max(raw_attributes, default=0)))
+    all_attributes = [a for values in raw_attributes.values() for a in values]
+    unseen = sorted(item for item in raw_attributes if item > num_items)
+    if unseen:
+        log.warning("dropping %d attribute entries of %s for item ids that occur in no sequence of %s "
+                    "(ids %d..%d; the items are 1..%d)", len(unseen), attributes_path, sequences_path,
+                    unseen[0], unseen[-1], num_items)
+        raw_attributes = {item: values for item, values in raw_attributes.items() if item <= num_items}
     item_attributes, repeats = attribute_sets(raw_attributes, num_items)
     items_with_repeats = sum(len(v) != len(set(v)) for v in raw_attributes.values())
     if repeats:
         log.info("%d items list a repeated attribute (%d entries removed)", items_with_repeats, repeats)
-    flat = [a for a in item_attributes if len(a)]
     prepared = Prepared(
         format="s3rec",
         user_ids=np.asarray(user_ids, dtype=np.int32),
         sequences=sequences,
         item_attributes=item_attributes,
-        num_attributes=int(np.concatenate(flat).max()) if flat else 0,
+        num_attributes=max(all_attributes, default=0),
         dropped={"duplicate_attribute_entries": repeats,
-                 "items_with_duplicate_attributes": items_with_repeats},
+                 "items_with_duplicate_attributes": items_with_repeats,
+                 "attribute_entries_for_unseen_items": len(unseen)},
         parameters={"sequences": Path(sequences_path).name, "attributes": Path(attributes_path).name},
     )
     return drop_short_users(prepared, str(sequences_path))
@@ -361,8 +544,11 @@ def _read_s3rec_sequences(path: Path) -> tuple[list[int], list[np.ndarray]]:
 
 
 def _read_s3rec_attributes(path: Path) -> dict[int, list[int]]:
-    with open_text(path) as handle:
-        text = handle.read()
+    try:
+        with open_text(path) as handle:
+            text = handle.read()
+    except READ_ERRORS as err:
+        raise read_error(path, err) from None
     if not text.strip():
         raise DataError(f"{path}: file is empty; expected a JSON object {{\"item_id\": [attribute ids]}}")
     try:

@@ -5,8 +5,14 @@
     python scripts/prepare_data.py --format amazon --reviews reviews_Beauty_5.json.gz --meta meta_Beauty.json.gz --out DIR
 
 Writes DIR/sequences.parquet, DIR/item_attributes.parquet and DIR/stats.json (and id maps
-for amazon); see resources/README.md. Bad input exits with status 1 and a message naming
-the file, line and what was expected, and leaves DIR as it was.
+for amazon); see resources/README.md.
+
+DIR must be missing (it is created), empty, or hold only a previous output of this script;
+that output is then replaced. A DIR holding anything else, or an --out that is a file, is
+refused with exit status 2 and nothing is touched; --force writes into such a DIR anyway,
+replacing only the files named above and keeping every other file. Bad input exits with
+status 1 and a message naming the file, line and what was expected, and leaves DIR as it
+was: files are staged in DIR/.prepare_data.tmp-* and moved into place only when complete.
 """
 from __future__ import annotations
 
@@ -15,9 +21,10 @@ import json
 import logging
 import sys
 import time
+from typing import NoReturn
 
 from s3rec.amazon import read_amazon
-from s3rec.data import DataError, Prepared, read_s3rec, write_prepared
+from s3rec.data import DataError, OutputRefused, Prepared, check_output_dir, read_s3rec, write_prepared
 from s3rec.synthetic import SyntheticSpec, generate
 
 log = logging.getLogger("prepare_data")
@@ -32,7 +39,12 @@ REQUIRED = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", required=True, choices=sorted(REQUIRED))
-    parser.add_argument("--out", required=True, help="output directory (replaced only on success)")
+    parser.add_argument("--out", required=True,
+                        help="output directory: missing, empty, or a previous output of this script "
+                             "(replaced only on success); anything else is refused (exit 2)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into an --out that holds other files too: this script's files "
+                             "are replaced, the other files are kept")
     s3rec = parser.add_argument_group("s3rec (the authors' release)")
     s3rec.add_argument("--sequences", help="<Name>.txt: 'user_id item ...' per line")
     # --attributes is a file for s3rec and a count for synthetic; checked below.
@@ -65,16 +77,38 @@ def build(args: argparse.Namespace) -> Prepared:
     return generate(SyntheticSpec(users=args.users, items=args.items, attributes=args.attributes, seed=args.seed))
 
 
+def refuse(err: OutputRefused) -> NoReturn:
+    """--out cannot be used as it is: exit 2 (a usage error, as argparse's), nothing touched."""
+    log.error("--out %s", err)
+    print(f"prepare_data: error: --out {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+def fail(message: str) -> NoReturn:
+    """Bad input (or an output that could not be written): exit 1, no partial output."""
+    log.error("%s", message)
+    sys.exit(f"prepare_data: error: {message}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
     try:
+        check_output_dir(args.out, args.force)  # before reading the input: refuse at once
         prepared = build(args)
-        stats = write_prepared(prepared, args.out)
+    except OutputRefused as err:
+        refuse(err)
+    except (DataError, OSError) as err:  # OSError: an input that cannot be read (it names the file)
+        fail(str(err))
+    try:
+        stats = write_prepared(prepared, args.out, force=args.force)
+    except OutputRefused as err:
+        refuse(err)
     except DataError as err:
-        log.error("%s", err)
-        sys.exit(f"prepare_data: error: {err}")
+        fail(str(err))
+    except OSError as err:
+        fail(f"cannot write --out {args.out}: {err}")
     log.info("wrote %s in %.2f s: %s", args.out, time.perf_counter() - started,
              json.dumps({k: v for k, v in stats.items() if k != "parameters"}))
     return stats

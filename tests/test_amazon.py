@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -174,3 +175,31 @@ def test_amazon_bad_input_exits_without_output(tmp_path):
                            "--out", str(tmp_path / "out")])
     assert f"{meta}:8: malformed line" in str(exit_info.value.code)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("which", ["reviews", "meta"])
+def test_truncated_gzip_names_the_file(tmp_path, which):
+    """A .gz cut short (an interrupted download): exit 1 with the file and the last line
+    read, no traceback, no output."""
+    reviews, meta = write_inputs(tmp_path, True, True,
+                                 reviews=REVIEWS * 300, meta=META + [{"asin": f"Q{i}", "categories": [["Beauty", "Q"]]}
+                                                                     for i in range(3000)])
+    damaged = reviews if which == "reviews" else meta
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_data.main(["--format", "amazon", "--reviews", str(reviews), "--meta", str(meta),
+                           "--out", str(tmp_path / "out")])
+    message = str(exit_info.value.code)
+    assert re.fullmatch(rf"prepare_data: error: {re.escape(str(damaged))}: after line \d+: the gzip file ends "
+                        r"early \(truncated, e\.g\. an incomplete download\); expected a complete \.gz file", message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_gzip_names_the_file(tmp_path):
+    reviews, meta = write_inputs(tmp_path, True, False)
+    data = bytearray(reviews.read_bytes())
+    data[20:40] = b"\x00" * 20
+    reviews.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"{re.escape(str(reviews))}: corrupt gzip data"):
+        read_amazon(reviews, meta, k_core=3)

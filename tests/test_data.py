@@ -85,7 +85,9 @@ def test_s3rec_release_exact(tmp_path):
         "items_with_duplicate_attributes": 2,
         "short_users": 2,
         "short_user_interactions": 4,
+        "attribute_entries_for_unseen_items": 0,
     }
+    assert stats["items_without_interactions"] == 0
 
 
 def test_load_dataset_contract(tmp_path):
@@ -182,11 +184,11 @@ def test_failure_keeps_previous_output(tmp_path, capsys):
 
 def test_success_replaces_previous_output(tmp_path):
     seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    out = prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    seq.write_text(TOY_SEQUENCES + "5 1 2 3\n")
     prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
     assert sorted(p.name for p in out.iterdir()) == ["item_attributes.parquet", "sequences.parquet", "stats.json"]
+    assert json.loads((out / "stats.json").read_text())["users"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Toy.txt", "Toy_item2attributes.json", "out"]
 
 

@@ -1,0 +1,299 @@
+"""scripts/prepare_data.py with hostile input (issue 8): an --out that holds other files or
+is a file, `--out .`, attribute entries for items that never occur, damaged input files, an
+older polars."""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from s3rec.data import DataError, load_dataset, read_s3rec, write_prepared
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import prepare_data  # noqa: E402
+
+SEQUENCES = "1 1 2 3 4\n2 3 1 2\n3 2 4 1 5\n"
+ATTRIBUTES = {"1": [1, 2], "2": [3], "3": [1], "4": [2, 4], "5": [4]}
+OUTPUT = ["item_attributes.parquet", "sequences.parquet", "stats.json"]
+
+
+@pytest.fixture
+def release(tmp_path) -> tuple[Path, Path]:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    seq, attr = inputs / "Toy.txt", inputs / "Toy_item2attributes.json"
+    seq.write_text(SEQUENCES)
+    attr.write_text(json.dumps(ATTRIBUTES))
+    return seq, attr
+
+
+def run(release: tuple[Path, Path], out: Path | str, *extra: str) -> dict:
+    seq, attr = release
+    return prepare_data.main(["--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr),
+                              "--out", str(out), *extra])
+
+
+def snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every path under `directory` (relative) -> its bytes (None for a folder)."""
+    return {str(p.relative_to(directory)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(directory.rglob("*"))}
+
+
+def refused(capsys, call) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+# --- finding 1: what --out may be ----------------------------------------------------------
+
+
+def test_out_with_unrelated_files_is_refused_and_untouched(tmp_path, release, capsys):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / "sub" / "data.csv").write_text("1,2")
+    before = snapshot(tmp_path)
+    message = refused(capsys, lambda: run(release, out))
+    assert f"{out}: holds 2 entries this tool did not write ('notes.txt', 'sub')" in message
+    assert "--force" in message and len(message.strip().splitlines()) <= 2
+    assert snapshot(tmp_path) == before
+
+
+def test_force_writes_beside_unrelated_files_and_keeps_them(tmp_path, release):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    run(release, out, "--force")
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT + ["notes.txt", "sub"])
+    assert (out / "notes.txt").read_text() == "mine" and (out / "sub").is_dir()
+    assert load_dataset(out).num_items == 5
+
+
+def test_previous_output_is_replaced_and_its_extra_files_removed(tmp_path, release):
+    """A previous output (here with an amazon id map) is recognised by its files and replaced;
+    a directory holding part of one (snakemake removes the declared outputs before a rerun)
+    too."""
+    out = tmp_path / "out"
+    run(release, out)
+    pl.DataFrame({"user_id": [1], "original": ["A1"]},
+                 schema={"user_id": pl.Int32, "original": pl.String}).write_parquet(out / "user_map.parquet")
+    run(release, out)
+    assert sorted(p.name for p in out.iterdir()) == OUTPUT
+    for name in ("stats.json", "sequences.parquet"):
+        (out / name).unlink()
+    run(release, out)
+    assert sorted(p.name for p in out.iterdir()) == OUTPUT
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "out"]
+
+
+def test_a_foreign_file_with_an_output_name_is_not_taken_for_ours(tmp_path, release, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stats.json").write_text('{"accuracy": 0.9}')
+    before = snapshot(tmp_path)
+    assert "('stats.json')" in refused(capsys, lambda: run(release, out))
+    assert snapshot(tmp_path) == before
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, release, capsys):
+    out = tmp_path / "out"
+    out.write_text("precious")
+    message = refused(capsys, lambda: run(release, out))
+    assert f"{out}: is an existing file; expected a directory" in message
+    assert out.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "out"]
+
+
+def test_out_below_a_file_is_refused(tmp_path, release, capsys):
+    (tmp_path / "afile").write_text("x")
+    message = refused(capsys, lambda: run(release, tmp_path / "afile" / "sub" / "out"))
+    assert f"{tmp_path / 'afile'} is a file, not a directory" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "inputs"]
+
+
+@pytest.mark.parametrize("empty", [True, False])
+def test_out_dot(tmp_path, release, capsys, monkeypatch, empty):
+    """`--out .` writes into an empty working directory and is refused in one with other
+    files; either way no folder is left beside it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    if not empty:
+        (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    if empty:
+        run(release, ".")
+        assert sorted(p.name for p in work.iterdir()) == OUTPUT
+    else:
+        assert "holds 1 entry this tool did not write ('notes.txt')" in refused(capsys, lambda: run(release, "."))
+        assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "work"]
+
+
+def test_failed_write_removes_the_directories_it_created(tmp_path, release, monkeypatch):
+    prepared = read_s3rec(*release)
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("s3rec.data.json.dumps", explode)
+    with pytest.raises(OSError, match="disk full"):
+        write_prepared(prepared, tmp_path / "a" / "b" / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]
+
+
+def test_failed_write_into_previous_output_leaves_it_as_it_was(tmp_path, release, monkeypatch):
+    out = tmp_path / "out"
+    run(release, out)
+    before = snapshot(tmp_path)
+    prepared = read_s3rec(*release)
+    monkeypatch.setattr("s3rec.data.json.dumps", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        write_prepared(prepared, out)
+    assert snapshot(tmp_path) == before
+
+
+def test_script_refusal_exit_code_and_no_traceback(tmp_path, release):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    seq, attr = release
+    result = subprocess.run([sys.executable, "scripts/prepare_data.py", "--format", "s3rec", "--sequences",
+                             str(seq), "--attributes", str(attr), "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "prepare_data: error: --out" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+# --- finding 3: the items are the ids of the sequences ---------------------------------------
+
+
+def test_attribute_entries_for_unseen_items_are_dropped_and_counted(tmp_path, release, caplog):
+    """30 items in the sequences and 500 attribute entries: 30 items, 470 entries dropped
+    (counted in the log and stats.json); A is the largest attribute id of the whole file,
+    as the authors' loader computes it."""
+    seq, attr = release
+    seq.write_text("".join(f"{u} {u} {u % 30 + 1} {(u + 1) % 30 + 1}\n" for u in range(1, 31)))
+    attr.write_text(json.dumps({str(i): [i % 7 + 1] + ([50] if i == 400 else []) for i in range(1, 501)}))
+    with caplog.at_level(logging.WARNING):
+        stats = run(release, tmp_path / "out")
+    assert stats["items"] == 30 and stats["dropped"]["attribute_entries_for_unseen_items"] == 470
+    assert "dropping 470 attribute entries" in caplog.text
+    assert stats["attributes"] == 50
+    on_disk = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert on_disk["dropped"]["attribute_entries_for_unseen_items"] == 470
+    data = load_dataset(tmp_path / "out")
+    assert data.num_items == 30 and len(data.item_attributes) == 31
+    assert [a.tolist() for a in data.item_attributes[1:4]] == [[2], [3], [4]]
+
+
+def test_item_ids_must_be_contiguous(release):
+    seq, attr = release
+    seq.write_text("1 1 2 4\n2 4 2 1\n")
+    with pytest.raises(DataError, match=r"Toy\.txt: item ids are not contiguous: 1 of the ids 1\.\.4 occur in no "
+                                        r"sequence \(the first is 3\)"):
+        read_s3rec(seq, attr)
+
+
+def test_items_only_in_dropped_users_are_counted(tmp_path, release):
+    """Ids stay the authors' ids, so an item seen only in a user too short to keep stays an
+    item: stats.json counts it."""
+    seq, _ = release
+    seq.write_text("1 1 2 3 4\n2 3 1 2\n3 5 1\n")
+    stats = run(release, tmp_path / "out")
+    assert (stats["items"], stats["items_without_interactions"], stats["dropped"]["short_users"]) == (5, 1, 1)
+
+
+def test_missing_attribute_entry_is_refused(release):
+    seq, attr = release
+    attr.write_text(json.dumps({"1": [1], "2": [2], "3": [3], "5": [1]}))
+    with pytest.raises(DataError, match=r"no attribute entry for item 4 of .*Toy\.txt \(1 items missing\)"):
+        read_s3rec(seq, attr)
+
+
+# --- finding 5: damaged input files -----------------------------------------------------------
+
+
+def test_truncated_gzip_sequences_name_the_file(tmp_path, release):
+    seq, attr = release
+    data = gzip.compress(("".join(f"{u} 1 2 3 4 5\n" for u in range(1, 3000))).encode())
+    truncated = seq.with_name("Toy.txt.gz")
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"Toy\.txt\.gz: after line \d+: the gzip file ends early"):
+        read_s3rec(truncated, attr)
+
+
+def test_truncated_gzip_attributes_name_the_file(release):
+    seq, attr = release
+    data = gzip.compress(json.dumps({str(i): [1, 2, 3] for i in range(1, 3000)}).encode())
+    gz = attr.with_name("Toy_item2attributes.json.gz")
+    gz.write_bytes(data[:-20])
+    with pytest.raises(DataError, match=r"Toy_item2attributes\.json\.gz: the gzip file ends early"):
+        read_s3rec(seq, gz)
+
+
+def test_gzip_without_gz_name_is_read(release):
+    seq, attr = release
+    seq.write_bytes(gzip.compress(SEQUENCES.encode()))
+    assert read_s3rec(seq, attr).num_items == 5
+
+
+@pytest.mark.parametrize("lines_before", [1, 5000])
+def test_not_utf8_names_the_file_and_line(release, lines_before):
+    seq, attr = release
+    seq.write_bytes(b"".join(b"%d 1 2 3\n" % u for u in range(1, lines_before + 1)) + b"0 \xff 1\n")
+    with pytest.raises(DataError, match=rf"Toy\.txt:{lines_before + 1}: byte 0xff is not UTF-8 text"):
+        read_s3rec(seq, attr)
+    attr.write_bytes(b'{"1": [1],\n "2": [\xe9]}')
+    with pytest.raises(DataError, match=r"Toy_item2attributes\.json:2: byte 0xe9 is not UTF-8 text"):
+        read_s3rec(_good(seq), attr)
+
+
+def _good(seq: Path) -> Path:
+    seq.write_text(SEQUENCES)
+    return seq
+
+
+# --- finding 18: the polars lower bound ------------------------------------------------------
+
+
+def test_load_dataset_without_explode_empty_as_null(tmp_path, release, monkeypatch):
+    """polars before 1.36 has no `explode(empty_as_null=...)` (pyproject allows them): loading
+    must not need it. Simulated by an explode that rejects the keyword."""
+    seq, attr = release
+    attr.write_text(json.dumps({**ATTRIBUTES, "3": []}))
+    out = tmp_path / "out"
+    run(release, out)
+    original = pl.Series.explode
+
+    def old_explode(self, **kwargs):
+        if kwargs:
+            raise TypeError(f"Expr.explode() got an unexpected keyword argument {next(iter(kwargs))!r}")
+        return original(self)
+
+    monkeypatch.setattr(pl.Series, "explode", old_explode)
+    data = load_dataset(out)
+    assert [a.tolist() for a in data.item_attributes] == [[], [1, 2], [3], [], [2, 4], [4]]
+    assert data.num_attributes == 4
+
+
+def test_output_files_are_readable_by_others(tmp_path, release):
+    """Staged files keep the usual permissions (the staging folder is private)."""
+    out = tmp_path / "out"
+    run(release, out)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert all((p.stat().st_mode & 0o777) == (0o666 & ~mask) for p in out.iterdir())
+    assert (out.stat().st_mode & 0o777) == (0o777 & ~mask)
+    assert np.isin(list(OUTPUT), [p.name for p in out.iterdir()]).all()
