@@ -31,10 +31,10 @@ from s3rec.data import Prepared, leave_one_out, load_dataset, read_s3rec, write_
 from s3rec.encoder import Encoder
 from s3rec.evaluation import full_ranking_ranks, sample_negatives, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
-from s3rec.finetuning import next_item_loss, score_function
+from s3rec.finetuning import score_function, step_loss
 from s3rec.pretrain_batches import build_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
-from s3rec.pretraining import PretrainModel
+from s3rec.pretraining import PretrainModel, step_losses
 from s3rec.training import adam
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "s3rec"
@@ -79,7 +79,7 @@ def timed_epoch(step, batches, limit: int | None) -> dict:
             "seconds_per_epoch": round(seconds * total / len(used), 2), "extrapolated": len(used) < total}
 
 
-def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device) -> dict:
+def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device, batching: str) -> dict:
     cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"}})
     heldout = np.stack([split.valid_target, split.test_target], axis=1)
     instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
@@ -88,18 +88,18 @@ def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device) -> 
     optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
-    batches = list(pretrain_batches(instances, 100, rng, mask_prob=0.2))
+    batches = list(pretrain_batches(instances, 100, rng, mask_prob=0.2, batching=batching))  # steps of chunks
     build_seconds = time.perf_counter() - start
 
     def step(batch):
-        loss = model(batch.to(device))["loss"]
+        loss = step_losses(model, [chunk.to(device) for chunk in batch])["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     result = timed_epoch(step, batches, limit)
     result["seconds_per_epoch"] = round(result["seconds_per_epoch"] + build_seconds, 2)
-    result.update(instances=len(instances), batch_construction_seconds=round(build_seconds, 2))
+    result.update(instances=len(instances), batching=batching, batch_construction_seconds=round(build_seconds, 2))
     if kind == "prefixes":
         result["gflops"] = achieved_gflops(step, batches[:200])
     return result
@@ -129,14 +129,15 @@ def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
     return round(2 * size**3 * repeats / (time.perf_counter() - start) / 1e9, 2)
 
 
-def finetune_benchmark(dataset, split, limit: int | None, device) -> dict:
+def finetune_benchmark(dataset, split, limit: int | None, device, batching: str) -> dict:
     cfg = RunConfig()
     encoder = Encoder(cfg.model, dataset.num_items).to(device)
     optimizer = adam(encoder.parameters(), lr=1e-3, weight_decay=0.0)
-    batches = list(finetune_batches(split.train, split.train, dataset.num_items, 50, 256, np.random.default_rng(0)))
+    batches = list(finetune_batches(split.train, split.train, dataset.num_items, 50, 256, np.random.default_rng(0),
+                                    batching))
 
     def step(batch):
-        loss = next_item_loss(encoder, batch.to(device), "bce")
+        loss = step_loss(encoder, [chunk.to(device) for chunk in batch], "bce")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=None, help="time only this many batches per epoch")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--batching", default="padded", choices=["padded", "bucketed"],
+                        help="training batch layout (s3rec/batching.py); padded is the finetuning default")
     parser.add_argument("--skip-sequences", action="store_true", help="skip the instances=sequences epoch")
     args = parser.parse_args(argv)
     threads = runtime.set_threads(args.threads)
@@ -171,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     split = leave_one_out(dataset.sequences)
     report = {"dataset": name, "device": str(device), "torch_threads": threads, "machine": machine(),
               "matmul_peak_gflop_per_s": matmul_peak_gflops()}
-    report["pretrain_prefixes"] = pretrain_benchmark(dataset, split, "prefixes", args.batches, device)
+    report["pretrain_prefixes"] = pretrain_benchmark(dataset, split, "prefixes", args.batches, device, args.batching)
     if not args.skip_sequences:
-        report["pretrain_sequences"] = pretrain_benchmark(dataset, split, "sequences", args.batches, device)
-    report.update(finetune_benchmark(dataset, split, args.batches, device))
+        report["pretrain_sequences"] = pretrain_benchmark(dataset, split, "sequences", args.batches, device, args.batching)
+    report.update(finetune_benchmark(dataset, split, args.batches, device, args.batching))
     gflops = report["pretrain_prefixes"]["gflops"]["pretrain_step_gflop_per_s"]
     report["pretrain_fraction_of_matmul_peak"] = round(gflops / report["matmul_peak_gflop_per_s"], 3)
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -51,9 +51,9 @@ def sample_negatives(targets: np.ndarray, excluded: np.ndarray, num_items: int,
 
 
 def make_batch(users: np.ndarray, train: list[np.ndarray], excluded: list[np.ndarray], num_items: int,
-               max_len: int, rng: np.random.Generator, pad_to_max_len: bool = False) -> NextItemBatch:
+               max_len: int, rng: np.random.Generator) -> NextItemBatch:
     seqs = [train[u][-(max_len + 1):] for u in users]  # inputs t[:-1] and targets t[1:], max_len each
-    length = max_len if pad_to_max_len else max(len(s) for s in seqs) - 1
+    length = max(len(s) for s in seqs) - 1
     inputs = pad_left([s[:-1] for s in seqs], length)
     targets = pad_left([s[1:] for s in seqs], length)
     negatives = sample_negatives(targets, pad_left([excluded[u] for u in users],
@@ -62,25 +62,36 @@ def make_batch(users: np.ndarray, train: list[np.ndarray], excluded: list[np.nda
 
 
 def iterate_batches(train: list[np.ndarray], excluded: list[np.ndarray], num_items: int, max_len: int,
-                    batch_size: int, rng: np.random.Generator, batching: str = "bucketed") -> Iterator[NextItemBatch]:
-    """One epoch of batches in the `batching` layout (s3rec.batching)."""
+                    batch_size: int, rng: np.random.Generator, batching: str = "bucketed") -> Iterator[list[NextItemBatch]]:
+    """One epoch of steps in the `batching` layout (s3rec.batching): each a list of chunk batches."""
     users = trainable_users(train)
     lengths = np.minimum(np.array([len(train[u]) for u in users]), max_len + 1)
-    for batch in training_batches(lengths, batch_size, rng, batching):
-        yield make_batch(users[batch], train, excluded, num_items, max_len, rng, pad_to_max_len=batching == "padded")
+    for step in training_batches(lengths, batch_size, rng, batching):
+        yield [make_batch(users[chunk], train, excluded, num_items, max_len, rng) for chunk in step]
 
 
 def next_item_loss(encoder: Encoder, batch: NextItemBatch, loss: str) -> torch.Tensor:
+    """Mean loss over the batch's target positions."""
+    return next_item_loss_sum(encoder, batch, loss) / (batch.targets > 0).sum()
+
+
+def step_loss(encoder: Encoder, chunks: list[NextItemBatch], loss: str) -> torch.Tensor:
+    """Mean over all target positions of a step's chunks: the loss of the whole batch (the authors' mean)."""
+    total = sum(next_item_loss_sum(encoder, chunk, loss) for chunk in chunks)
+    return total / sum((chunk.targets > 0).sum() for chunk in chunks)
+
+
+def next_item_loss_sum(encoder: Encoder, batch: NextItemBatch, loss: str) -> torch.Tensor:
     states = encoder(batch.inputs, causal=True)  # (B, L, d)
     has_target = batch.targets > 0
     states = states[has_target]  # (N, d): only positions with a next item
     table = encoder.item_embeddings.weight
     if loss == "ce":
         logits = states @ table[1:encoder.num_items + 1].T  # (N, M): real items only
-        return F.cross_entropy(logits, batch.targets[has_target] - 1)
+        return F.cross_entropy(logits, batch.targets[has_target] - 1, reduction="sum")
     positive = (states * table[batch.targets[has_target]]).sum(-1)
     negative = (states * table[batch.negatives[has_target]]).sum(-1)
-    return (F.softplus(-positive) + F.softplus(negative)).mean()
+    return (F.softplus(-positive) + F.softplus(negative)).sum()
 
 
 def score_function(encoder: Encoder, device: torch.device):

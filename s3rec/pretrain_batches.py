@@ -140,26 +140,22 @@ def _excluded_keys(items, lengths, heldout, num_items) -> np.ndarray:
 
 def iterate_batches(
     instances: PretrainInstances, batch_size: int, generator: np.random.Generator, *, mask_prob: float,
-    batching: str = "bucketed", max_len: int | None = None,
-) -> Iterator[Batch]:
-    """One epoch of batches in the `batching` layout (s3rec.batching); "padded" pads to `max_len`."""
-    if batching == "padded" and max_len is None:
-        raise ValueError("padded batching needs max_len")
-    for index in training_batches(instances.lengths, batch_size, generator, batching):
-        yield build_batch(instances, index, generator, mask_prob=mask_prob,
-                          pad_to=max_len if batching == "padded" else None)
+    batching: str = "bucketed",
+) -> Iterator[list[Batch]]:
+    """One epoch of steps in the `batching` layout (s3rec.batching), each a list of chunk batches
+    whose (summed) losses add up to the step's loss."""
+    for step in training_batches(instances.lengths, batch_size, generator, batching):
+        yield [build_batch(instances, chunk, generator, mask_prob=mask_prob) for chunk in step]
 
 
 def build_batch(
-    instances: PretrainInstances, index: np.ndarray, generator: np.random.Generator, *, mask_prob: float,
-    pad_to: int | None = None,
+    instances: PretrainInstances, index: np.ndarray, generator: np.random.Generator, *, mask_prob: float
 ) -> Batch:
-    """Masks, negatives and segments for instances[index], vectorised over the batch, left-padded
-    to the longest instance (or to `pad_to`)."""
+    """Masks, negatives and segments for instances[index], vectorised over the batch."""
     inst, rng = instances, generator
     user, end = inst.user[index], inst.end[index]
     n = end - inst.start[index]  # (B,) instance lengths
-    B, L = len(index), max(int(n.max()), pad_to or 0)
+    B, L = len(index), int(n.max())
     column = np.arange(L)
     offset = L - n  # (B,) first real column (left padding)
     real = column[None, :] >= offset[:, None]  # (B, L)

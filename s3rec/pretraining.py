@@ -82,3 +82,9 @@ class PretrainModel(nn.Module):
             return (F.softplus(-positive) + F.softplus(negative)).sum()
         # The authors: BCE(s(s(s+) - s(s-)), 1), the difference of already-squashed scores.
         return F.softplus(-(torch.sigmoid(positive) - torch.sigmoid(negative))).sum()
+
+
+def step_losses(model: PretrainModel, chunks: list[Batch]) -> dict[str, torch.Tensor]:
+    """The losses of one optimisation step computed in chunks: sums, so the chunks' losses add up."""
+    per_chunk = [model(chunk) for chunk in chunks]
+    return {name: sum(losses[name] for losses in per_chunk) for name in per_chunk[0]}

@@ -17,14 +17,14 @@ from s3rec import runtime
 from s3rec.config import HEAD_NAMES, RunConfig, parse_variant
 from s3rec.data import ATTRIBUTES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset
 from s3rec.encoder import Encoder
-from s3rec.evaluation import evaluate, full_ranking_ranks
+from s3rec.evaluation import check_sampled_protocol, draw_negatives, evaluate, full_ranking_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
-from s3rec.finetuning import next_item_loss, score_function
+from s3rec.finetuning import score_function, step_loss
 from s3rec.heads import make_head, parameter_count
 from s3rec.metrics import metrics_from_ranks
 from s3rec.pretrain_batches import build_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
-from s3rec.pretraining import LOSS_NAMES, PretrainModel
+from s3rec.pretraining import LOSS_NAMES, PretrainModel, step_losses
 from s3rec.training import adam, run_epochs
 
 log = logging.getLogger("s3rec")
@@ -113,8 +113,11 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
         raise ValueError(f"variant {variant!r} {'needs' if needs_pretraining else 'takes no'} --pretrained checkpoint")
     device = runtime.choose_device(cfg.device)
     runtime.set_threads(cfg.threads)
+    execution = runtime.describe_execution(device)
+    log.info("finetuning %s seed %d on %s", variant, cfg.seed, execution)
     dataset = load_dataset(data_dir)
     split = leave_one_out(dataset.sequences)
+    negatives = draw_negatives(dataset.sequences, dataset.user_ids, dataset.num_items, cfg.eval)  # fails before training
     runtime.epoch_generators(cfg.seed, 0)  # the initial weights depend on the seed alone
     encoder = Encoder(cfg.model, dataset.num_items)
     data_digest = runtime.digest(data_files(data_dir))
@@ -129,15 +132,14 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     @timed
     def train_epoch(rng):
         total, count, instances = 0.0, 0, 0
-        for batch in finetune_batches(split.train, excluded, dataset.num_items, cfg.model.max_len, f.batch_size, rng,
-                                      f.batching):
-            batch = batch.to(device)
-            loss = next_item_loss(encoder, batch, f.loss)
+        for step in finetune_batches(split.train, excluded, dataset.num_items, cfg.model.max_len, f.batch_size, rng,
+                                     f.batching):
+            loss = step_loss(encoder, [chunk.to(device) for chunk in step], f.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             # detached sums: no device synchronisation per step (it matters on CUDA)
-            total, count, instances = total + loss.detach().double(), count + 1, instances + len(batch.inputs)
+            total, count, instances = total + loss.detach().double(), count + 1, instances + sum(len(c.inputs) for c in step)
         return {"loss": float(total) / max(count, 1), "instances": instances}
 
     def validate():
@@ -163,15 +165,17 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     encoder.load_state_dict(state.best_state)
     encoder.eval()
     log.info("best epoch %d (valid %s %.4f); evaluating", state.best_epoch, f.early_stopping_metric, state.best_score)
-    metrics, ranks = evaluate(score, split, dataset.sequences, dataset.user_ids, dataset.num_items, cfg.eval)
+    metrics, ranks = evaluate(score, split, dataset.sequences, dataset.user_ids, dataset.num_items, cfg.eval,
+                              negatives=negatives)
     result = {
         "dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "metrics": metrics,
         "parameters": parameter_counts(cfg, dataset.num_items, dataset.num_attributes, pretrained is not None),
         "best_epoch": state.best_epoch, "epochs_run": state.epoch, "early_stopped": early_stopped,
         "wall_seconds": {"pretrain": pretrain_seconds, "finetune": time.perf_counter() - started},
         "cpu_seconds": {"pretrain": pretrain_cpu, "finetune": cpu_seconds(state.history, "cpu_seconds", "valid_cpu_seconds")},
-        "finetune": {"loss": f.loss, "negatives_exclude_heldout": f.negatives_exclude_heldout},
-        "config": recorded_config(cfg, pretrained is not None), "provenance": runtime.provenance(),
+        "finetune": {"loss": f.loss, "negatives_exclude_heldout": f.negatives_exclude_heldout,
+                     "batching": f.batching, "early_stopping_metric": f.early_stopping_metric},
+        "execution": execution, "config": recorded_config(cfg, pretrained is not None), "provenance": runtime.provenance(),
     }
     runtime.save_torch(out_dir / "finetune.pt", {"config": cfg.to_dict(), "variant": variant,
                                                 "best_epoch": state.best_epoch, "state_dict": state.best_state})
@@ -198,8 +202,12 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
         raise ValueError(f"variant {variant!r} is not pretrained")
     device = runtime.choose_device(cfg.device)
     runtime.set_threads(cfg.threads)
+    execution = runtime.describe_execution(device)
+    log.info("pretraining %s seed %d on %s", variant, cfg.seed, execution)
     dataset = load_dataset(data_dir)
     split = leave_one_out(dataset.sequences)
+    if "sampled" in cfg.eval.protocols:  # the finetuning's evaluation would fail: say so before pretraining
+        check_sampled_protocol(dataset.sequences, dataset.num_items, cfg.eval.sampled_negatives, dataset.user_ids)
     p = cfg.pretrain
     heldout = np.stack([split.valid_target, split.test_target], axis=1)  # never a negative (leakage rule)
     instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
@@ -212,9 +220,8 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     @timed
     def train_epoch(rng):
         sums = dict.fromkeys(("loss", *LOSS_NAMES), 0.0)
-        for batch in pretrain_batches(instances, p.batch_size, rng, mask_prob=p.mask_prob, batching=p.batching,
-                                      max_len=cfg.model.max_len):
-            losses = model(batch.to(device))
+        for step in pretrain_batches(instances, p.batch_size, rng, mask_prob=p.mask_prob, batching=p.batching):
+            losses = step_losses(model, [chunk.to(device) for chunk in step])
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             optimizer.step()
@@ -235,7 +242,7 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     counts = parameter_counts(cfg, dataset.num_items, dataset.num_attributes, pretrained=True)
     run = {"dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "epochs": state.epoch,
            "instances": len(instances), "parameters": counts, "wall_seconds": seconds, "cpu_seconds": cpu,
-           "config": cfg.to_dict(), "provenance": runtime.provenance()}
+           "execution": execution, "config": cfg.to_dict(), "provenance": runtime.provenance()}
     runtime.write_json(out_dir / "pretrain_run.json", run)
     runtime.save_torch(out_dir / "pretrain.pt", {"config": cfg.to_dict(), "variant": variant, "seed": cfg.seed,
                                                 "data_digest": data_digest, "epoch": state.epoch,

@@ -12,7 +12,7 @@ from s3rec.config import ModelConfig
 from s3rec.data import write_prepared
 from s3rec.encoder import Encoder
 from s3rec.batching import bucketed_batches
-from s3rec.finetuning import iterate_batches, make_batch, next_item_loss
+from s3rec.finetuning import NextItemBatch, iterate_batches, make_batch, next_item_loss, step_loss
 from s3rec.synthetic import SyntheticSpec, generate
 
 SMALL_MODEL = {"hidden_size": 16, "num_heads": 2, "max_len": 12}
@@ -66,8 +66,8 @@ def test_heldout_flag_excludes_validation_and_test_items(tiny_data):
     for include, excluded in [(False, split.train), (True, data.sequences)]:
         assert runs.excluded_negatives(data, split, include) is excluded
     rng = np.random.default_rng(0)
-    for batch in iterate_batches(split.train, data.sequences, data.num_items, 12, 16, rng):
-        users_rows = batch.negatives.numpy()
+    for step in iterate_batches(split.train, data.sequences, data.num_items, 12, 16, rng):
+        users_rows = step[0].negatives.numpy()
         assert users_rows.max() <= data.num_items
 
 
@@ -111,28 +111,70 @@ def test_training_writes_every_output_and_is_deterministic(tiny_data, tmp_path):
     saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert set(saved["metrics"]) == {"full", "sampled"}
     assert set(saved["metrics"]["sampled"]["test"]) >= {"HR@10", "NDCG@10", "MRR", "AUC"}
-    assert saved["finetune"] == {"loss": "bce", "negatives_exclude_heldout": False}
+    assert saved["finetune"] == {"loss": "bce", "negatives_exclude_heldout": False, "batching": "padded",
+                                 "early_stopping_metric": "NDCG@20"}
     assert saved["parameters"]["heads"] == {}
+    assert "pretrain" not in saved["config"]  # `none` was never pretrained
+    assert saved["execution"]["device"] == "cpu" and saved["execution"]["threads"] >= 1
+    assert saved["early_stopped"] is False and saved["epochs_run"] == 3  # the 3-epoch cap, not patience
+    assert saved["cpu_seconds"]["finetune"] > 0
 
 
-def test_interrupted_run_resumes_to_the_same_metrics(tiny_data, tmp_path):
-    whole = run(tiny_data, tmp_path / "whole")
-    assert run(tiny_data, tmp_path / "parts", stop_after=1) is None
-    assert (tmp_path / "parts" / "finetune.state.pt").exists()
-    resumed = run(tiny_data, tmp_path / "parts")
-    assert resumed["metrics"] == whole["metrics"]
-    assert resumed["epochs_run"] == whole["epochs_run"]
+@pytest.mark.parametrize("metric", ["NDCG@20", "HR@1"])
+def test_early_stopping_selects_on_the_configured_metric(tiny_data, tmp_path, metric):
+    result = run(tiny_data, tmp_path / "r", epochs=30, patience=2, early_stopping_metric=metric, lr=0.01)
+    history = runtime_history(tmp_path / "r")
+    scores = history[f"valid_{metric}"]
+    assert result["best_epoch"] == int(np.argmax(scores)) + 1  # first epoch with the best score
+    assert result["early_stopped"] == (result["epochs_run"] < 30)
+    assert result["epochs_run"] - result["best_epoch"] == 2 or result["epochs_run"] == 30
 
 
-def _fake_pretrained(path, variant, hidden_size=16, num_items=40):
+def runtime_history(run_dir):
+    import polars as pl
+    return pl.read_csv(run_dir / "finetune_history.csv").to_dict(as_series=False)
+
+
+def test_padded_steps_are_random_batches_of_batch_size_in_length_chunks():
+    train = [np.arange(1, n + 1) for n in (2, 3, 9, 30, 4, 12, 20)]
+    steps = list(iterate_batches(train, train, 40, 12, 3, np.random.default_rng(0), "padded"))
+    assert [sum(len(c.inputs) for c in step) for step in steps] == [3, 3, 1]
+    for step in steps:
+        for chunk in step:  # each chunk padded only to its own longest sequence
+            assert chunk.inputs.shape[1] == (chunk.inputs > 0).sum(1).max()
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+def test_a_padded_step_in_chunks_has_the_loss_and_gradient_of_the_batch_padded_to_max_len(loss):
+    """The authors pad every row to max_len and average over the batch's target positions."""
+    train = [np.arange(1, n + 1) % 19 + 1 for n in (3, 7, 12, 16, 40)]
+    encoder = Encoder(ModelConfig(**SMALL_MODEL), 20).double().eval()
+    step = next(iterate_batches(train, train, 20, 12, 5, np.random.default_rng(0), "padded"))
+    assert len(step) > 1
+    chunked = step_loss(encoder, step, loss)
+    chunked.backward()
+    chunk_grads = [p.grad.clone() for p in encoder.parameters()]
+    encoder.zero_grad()
+    pad = lambda m: torch.nn.functional.pad(m, (12 - m.shape[1], 0))  # noqa: E731
+    whole = NextItemBatch(*(torch.cat([pad(getattr(c, name)) for c in step]) for name in ("inputs", "targets", "negatives")))
+    want = next_item_loss(encoder, whole, loss)
+    want.backward()
+    torch.testing.assert_close(chunked, want)
+    for got, expected in zip(chunk_grads, (p.grad for p in encoder.parameters())):
+        torch.testing.assert_close(got, expected)
+
+
+def _fake_pretrained(path, variant, hidden_size=16, num_items=40, seed=0, data=None):
     encoder = Encoder(ModelConfig(**{**SMALL_MODEL, "hidden_size": hidden_size}), num_items)
     state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
-    runtime.save_torch(path, {"config": {}, "variant": variant, "epoch": 1, "state_dict": state})
+    digest = runtime.digest(runs.data_files(data)) if data else "0" * 64
+    runtime.save_torch(path, {"config": {}, "variant": variant, "seed": seed, "data_digest": digest, "epoch": 1,
+                              "state_dict": state})
     return encoder
 
 
 def test_pretrained_encoder_is_loaded_strictly(tiny_data, tmp_path):
-    encoder = _fake_pretrained(tmp_path / "full.pt", "full")
+    encoder = _fake_pretrained(tmp_path / "full.pt", "full", data=tiny_data)
     result = run(tiny_data, tmp_path / "ok", variant="full", pretrained=tmp_path / "full.pt", epochs=1)
     assert result["parameters"]["heads"]["aap"] == 16 * 16 + 16
     loaded = runtime.load_torch(tmp_path / "ok" / "finetune.pt")
@@ -140,18 +182,26 @@ def test_pretrained_encoder_is_loaded_strictly(tiny_data, tmp_path):
     del encoder
 
 
-@pytest.mark.parametrize("case", ["missing", "wrong_variant", "wrong_shape", "no_checkpoint"])
+@pytest.mark.parametrize("case", ["missing", "wrong_variant", "wrong_shape", "no_checkpoint", "other_seed",
+                                  "other_data"])
 def test_bad_pretrained_checkpoint_is_an_error(tiny_data, tmp_path, case):
     path = tmp_path / "pre.pt"
     if case == "wrong_variant":
-        _fake_pretrained(path, "r8")
+        _fake_pretrained(path, "r8", data=tiny_data)
     elif case == "wrong_shape":
-        _fake_pretrained(path, "full", hidden_size=8)
+        _fake_pretrained(path, "full", hidden_size=8, data=tiny_data)
+    elif case == "other_seed":
+        _fake_pretrained(path, "full", seed=1, data=tiny_data)
+    elif case == "other_data":  # same item count, other interactions
+        other = tmp_path / "other"
+        write_prepared(generate(SyntheticSpec(users=80, items=40, attributes=8, seed=9, max_length=15)), other)
+        _fake_pretrained(path, "full", data=other)
     if case == "no_checkpoint":
         with pytest.raises(ValueError, match="needs --pretrained"):
             run(tiny_data, tmp_path / "x", variant="full")
         return
-    expected = {"missing": "does not exist", "wrong_variant": "pretrained as variant", "wrong_shape": "does not fit"}
+    expected = {"missing": "does not exist", "wrong_variant": "pretrained as variant", "wrong_shape": "does not fit",
+                "other_seed": "pretrained with seed 1, not 0", "other_data": "pretrained on other data"}
     with pytest.raises((FileNotFoundError, ValueError), match=expected[case]):
         run(tiny_data, tmp_path / "x", variant="full", pretrained=path)
     assert not (tmp_path / "x" / "metrics.json").exists()

@@ -24,7 +24,7 @@ from s3rec.pretrain_batches import (
     iterate_batches,
     sample_negatives,
 )
-from s3rec.pretraining import LOSS_NAMES, PretrainModel
+from s3rec.pretraining import LOSS_NAMES, PretrainModel, step_losses
 from conftest import shared_data_or_skip
 
 NUM_ITEMS, NUM_ATTRIBUTES = 60, 12
@@ -58,8 +58,10 @@ def make_cfg(pair_loss="logsigmoid", rank=None, **model) -> RunConfig:
     return RunConfig.from_dict({"model": settings, "pretrain": {"preset": preset}})
 
 
-def epoch(instances, seed=0, batch_size=8, mask_prob=0.2) -> list[Batch]:
-    return list(iterate_batches(instances, batch_size, np.random.default_rng(seed), mask_prob=mask_prob))
+def epoch(instances, seed=0, batch_size=8, mask_prob=0.2, batching="bucketed") -> list[Batch]:
+    """Every chunk batch of one epoch, in order."""
+    steps = iterate_batches(instances, batch_size, np.random.default_rng(seed), mask_prob=mask_prob, batching=batching)
+    return [chunk for step in steps for chunk in step]
 
 
 def one_batch(instances, seed=0) -> Batch:
@@ -296,6 +298,46 @@ def reference_losses(model: PretrainModel, b: Batch, item_attributes, pair_loss:
     return losses
 
 
+def test_padded_steps_cover_every_instance_once_in_random_batches_of_batch_size(instances):
+    steps = list(iterate_batches(instances, 8, np.random.default_rng(0), mask_prob=0.2, batching="padded"))
+    assert [sum(c.num_instances for c in step) for step in steps[:-1]] == [8] * (len(steps) - 1)
+    users = np.concatenate([c.users.numpy() for step in steps for c in step])
+    assert sorted(users.tolist()) == sorted(instances.user.tolist())
+    for step in steps:  # each chunk is padded to its own longest instance only
+        for chunk in step:
+            assert chunk.items.shape[1] == (chunk.items != 0).sum(1).max()
+
+
+def concat_padded(batches: list[Batch], length: int) -> Batch:
+    """Chunk batches as one batch left-padded to `length`, the authors' layout."""
+    def pad(m):
+        return F.pad(m, (length - m.shape[1], 0))
+
+    fields = {name: torch.cat([pad(getattr(b, name)) for b in batches]) for name in MATRICES}
+    offsets = np.cumsum([0] + [int((b.items != 0).sum()) for b in batches[:-1]])
+    return Batch(users=torch.cat([b.users for b in batches]), **fields,
+                 attribute_rows=torch.cat([b.attribute_rows + int(o) for b, o in zip(batches, offsets)]),
+                 attribute_ids=torch.cat([b.attribute_ids for b in batches]),
+                 num_instances=sum(b.num_instances for b in batches))
+
+
+@pytest.mark.parametrize("pair_loss", ["logsigmoid", "sigmoid_difference"])
+def test_a_padded_step_in_chunks_has_the_loss_and_gradient_of_the_batch_padded_to_max_len(instances, pair_loss):
+    model = PretrainModel(make_cfg(pair_loss, rank=4), NUM_ITEMS, NUM_ATTRIBUTES).double().eval()
+    step = next(iterate_batches(instances, 24, np.random.default_rng(3), mask_prob=0.3, batching="padded"))
+    assert len(step) > 1  # the step really was computed in several chunks
+    chunked = step_losses(model, step)
+    chunked["loss"].backward()
+    chunk_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    whole = model(concat_padded(step, MAX_LEN))  # MAX_LEN: the instances' max_len
+    whole["loss"].backward()
+    for name in whole:
+        torch.testing.assert_close(chunked[name], whole[name], rtol=1e-9, atol=1e-9, msg=name)
+    for got, want in zip(chunk_grads, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-10)
+
+
 @pytest.mark.parametrize("pair_loss", ["logsigmoid", "sigmoid_difference"])
 @pytest.mark.parametrize("rank", [None, 4])
 def test_batched_losses_match_a_plain_reference(corpus, instances, pair_loss, rank):
@@ -350,8 +392,8 @@ def test_training_lowers_the_loss(instances):
     before = held_out_loss()
     rng = np.random.default_rng(0)
     for _ in range(4):  # 4 epochs x ~25 batches
-        for b in iterate_batches(instances, 16, rng, mask_prob=0.2):
+        for step in iterate_batches(instances, 16, rng, mask_prob=0.2):
             optimizer.zero_grad()
-            model(b)["loss"].backward()
+            step_losses(model, step)["loss"].backward()
             optimizer.step()
     assert held_out_loss() < 0.8 * before
