@@ -1,0 +1,180 @@
+"""Importing the S3Rec authors' released checkpoints (scripts/import_checkpoint.py, s3rec/authors.py).
+
+A generated state dict in the authors' key layout is converted, and the encoder's outputs are
+compared with a plain re-implementation of the authors' forward pass (their left padding to
+max_len, additive -10000 masks, erf GELU, LayerNorm eps 1e-12) computed from *their* tensors.
+With ../shared present, their real Beauty checkpoint is imported and its attribute heads must
+recognise Beauty's item attributes (which fails if item or attribute ids were misaligned).
+"""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from s3rec import runs, runtime
+from s3rec.config import RunConfig
+from s3rec.data import load_dataset, leave_one_out, write_prepared
+from s3rec.pretrain_batches import build_batch, build_instances
+from s3rec.pretraining import PretrainModel
+from s3rec.synthetic import SyntheticSpec, generate
+from conftest import REPO, SHARED_DATA, shared_data_or_skip
+from scripts_import import load_script
+
+D, LAYERS, HEADS, MAX_LEN = 16, 2, 2, 50
+import_checkpoint = load_script("import_checkpoint").import_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    write_prepared(generate(SyntheticSpec(users=60, items=30, attributes=7, seed=5, max_length=15)), out)
+    return out
+
+
+def authors_state_dict(num_items: int, num_attributes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random tensors under the authors' S3RecModel names and shapes."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g) * 0.3
+
+    state = {"item_embeddings.weight": rand(num_items + 2, D), "attribute_embeddings.weight": rand(num_attributes + 1, D),
+             "position_embeddings.weight": rand(MAX_LEN, D), "LayerNorm.weight": 1 + rand(D), "LayerNorm.bias": rand(D)}
+    for n in range(LAYERS):
+        p = f"item_encoder.layer.{n}."
+        for name, (out, inp) in {"attention.query": (D, D), "attention.key": (D, D), "attention.value": (D, D),
+                                 "attention.dense": (D, D), "intermediate.dense_1": (4 * D, D),
+                                 "intermediate.dense_2": (D, 4 * D)}.items():
+            state[f"{p}{name}.weight"], state[f"{p}{name}.bias"] = rand(out, inp), rand(out)
+        for norm in ("attention.LayerNorm", "intermediate.LayerNorm"):
+            state[f"{p}{norm}.weight"], state[f"{p}{norm}.bias"] = 1 + rand(D), rand(D)
+    for head in ("aap", "mip", "map", "sp"):
+        state[f"{head}_norm.weight"], state[f"{head}_norm.bias"] = rand(D, D), rand(D)
+    return state
+
+
+def authors_forward(sd: dict[str, torch.Tensor], input_ids: torch.Tensor, causal: bool) -> torch.Tensor:
+    """The authors' encoder, written plainly from their tensors: (B, 50) left-padded ids -> (B, 50, d)."""
+    B, L = input_ids.shape
+
+    def linear(x, name):
+        return x @ sd[f"{name}.weight"].T + sd[f"{name}.bias"]
+
+    def layer_norm(x, name):
+        return F.layer_norm(x, (D,), sd[f"{name}.weight"], sd[f"{name}.bias"], eps=1e-12)
+
+    x = layer_norm(sd["item_embeddings.weight"][input_ids] + sd["position_embeddings.weight"][torch.arange(L)], "LayerNorm")
+    keep = (input_ids > 0).double()[:, None, None, :]
+    if causal:
+        keep = keep * torch.tril(torch.ones(L, L, dtype=torch.double))
+    additive = (1.0 - keep) * -10000.0
+    for n in range(LAYERS):
+        p = f"item_encoder.layer.{n}."
+
+        def heads(t):
+            return t.view(B, L, HEADS, D // HEADS).transpose(1, 2)
+
+        q, k, v = (heads(linear(x, p + f"attention.{name}")) for name in ("query", "key", "value"))
+        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D // HEADS) + additive, dim=-1)
+        context = (probs @ v).transpose(1, 2).reshape(B, L, D)
+        x = layer_norm(linear(context, p + "attention.dense") + x, p + "attention.LayerNorm")
+        inner = linear(x, p + "intermediate.dense_1")
+        inner = inner * 0.5 * (1.0 + torch.erf(inner / math.sqrt(2.0)))
+        x = layer_norm(linear(inner, p + "intermediate.dense_2") + x, p + "intermediate.LayerNorm")
+    return x
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_converted_encoder_equals_the_authors_forward_pass(tiny_data, tmp_path, causal):
+    data = load_dataset(tiny_data)
+    theirs = {k: v.double() for k, v in authors_state_dict(data.num_items, data.num_attributes).items()}
+    torch.save(theirs, tmp_path / "Tiny-epochs-150.pt")
+    out = tmp_path / "pretrain.pt"
+    import_checkpoint(tmp_path / "Tiny-epochs-150.pt", tiny_data, out, settings={"model": {"hidden_size": D}})
+    saved = runtime.load_torch(out)
+    assert saved["variant"] == "full" and saved["epoch"] == 150 and saved["seed"] is None
+    model = PretrainModel(RunConfig.from_dict(saved["config"]), data.num_items, data.num_attributes).double().eval()
+    model.load_state_dict(saved["state_dict"])
+
+    histories = [s[:-2][-MAX_LEN:] for s in data.sequences[:12]]
+    ids_50 = torch.zeros(len(histories), MAX_LEN, dtype=torch.long)  # the authors' left padding to 50
+    for row, h in enumerate(histories):
+        ids_50[row, MAX_LEN - len(h):] = torch.from_numpy(np.array(h))
+    longest = max(len(h) for h in histories)  # ours pads only to the longest history
+    with torch.no_grad():
+        want = authors_forward(theirs, ids_50, causal)
+        got = model.encoder(ids_50[:, -longest:], causal=causal)
+    real = ids_50[:, -longest:] > 0
+    torch.testing.assert_close(got[real], want[:, -longest:][real], rtol=1e-9, atol=1e-9)
+    # the heads score as the authors' nn.Linear: y . (W x + b)
+    x, attributes = want[:, -longest:][real][:5], theirs["attribute_embeddings.weight"][1:]
+    expected = (x @ theirs["aap_norm.weight"].T + theirs["aap_norm.bias"]) @ attributes.T
+    torch.testing.assert_close(model.heads["aap"].score_all(x, model.attribute_embeddings.weight[1:]), expected)
+
+
+def test_imported_checkpoint_finetunes_with_any_seed(tiny_data, tmp_path):
+    data = load_dataset(tiny_data)
+    torch.save(authors_state_dict(data.num_items, data.num_attributes), tmp_path / "Tiny-epochs-7.pt")
+    out = tmp_path / "authors" / "pretrain.pt"
+    import_checkpoint(tmp_path / "Tiny-epochs-7.pt", tiny_data, out, variant="authors", settings={"model": {"hidden_size": D}})
+    for seed in (0, 3):
+        cfg = runs.resolve_config({"model": {"hidden_size": D}, "finetune": {"epochs": 1},
+                                   "eval": {"sampled_negatives": 10}}, "authors", seed, device="cpu")
+        result = runs.finetune(tiny_data, tmp_path / f"seed{seed}", cfg, "authors", pretrained=out)
+        assert result["variant"] == "authors" and result["parameters"]["heads"]["aap"] == D * D + D
+
+
+def test_a_checkpoint_of_other_data_or_garbage_is_a_one_line_error(tiny_data, tmp_path):
+    data = load_dataset(tiny_data)
+    torch.save(authors_state_dict(data.num_items + 5, data.num_attributes), tmp_path / "Other-epochs-150.pt")
+    (tmp_path / "Garbage-epochs-150.pt").write_bytes(np.random.default_rng(0).bytes(4000))
+    expected = {"Other": "item_embeddings.weight has 37 rows, the prepared data set needs 32",
+                "Garbage": "not a readable torch checkpoint"}
+    for name, message in expected.items():
+        result = subprocess.run([sys.executable, str(REPO / "scripts" / "import_checkpoint.py"), "--authors",
+                                 str(tmp_path / f"{name}-epochs-150.pt"), "--data", str(tiny_data),
+                                 "--out", str(tmp_path / name / "pretrain.pt")], capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert "weights_only=False" not in result.stderr
+        assert not (tmp_path / name).exists()
+
+
+def test_authors_beauty_checkpoint_knows_beautys_attributes(tmp_path):
+    """Their heads recognise the attributes of our prepared Beauty; shifting attribute ids by one
+    (a misalignment) or a fresh model scores far worse."""
+    shared = shared_data_or_skip()
+    checkpoint = SHARED_DATA.parents[1] / "authors" / "Beauty-epochs-150.pt"
+    if not checkpoint.exists():
+        pytest.skip(f"needs the authors' checkpoint at {checkpoint}")
+    prepared = tmp_path / "beauty"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), "--format", "s3rec", "--sequences",
+                    str(shared / "Beauty.txt"), "--attributes", str(shared / "Beauty_item2attributes.json"),
+                    "--out", str(prepared)], check=True, capture_output=True)
+    import_checkpoint(checkpoint, prepared, tmp_path / "pretrain.pt")
+    data = load_dataset(prepared)
+    saved = runtime.load_torch(tmp_path / "pretrain.pt")
+    cfg = RunConfig.from_dict(saved["config"])
+    split = leave_one_out(data.sequences[:2000])
+    instances = build_instances(split.train, data.item_attributes, data.num_items, data.num_attributes, max_len=50)
+    batch = build_batch(instances, np.arange(0, len(instances), 97), np.random.default_rng(0), mask_prob=0.2)
+
+    def attribute_loss(state):
+        model = PretrainModel(cfg, data.num_items, data.num_attributes).eval()
+        if state is not None:
+            model.load_state_dict(state)
+        with torch.no_grad():
+            losses = model(batch)
+        return float(losses["aap"] + losses["map"])
+
+    imported = attribute_loss(saved["state_dict"])
+    shifted = dict(saved["state_dict"])
+    shifted["attribute_embeddings.weight"] = torch.roll(shifted["attribute_embeddings.weight"], 1, dims=0)
+    assert imported < 0.5 * attribute_loss(None)
+    assert imported < 0.5 * attribute_loss(shifted)

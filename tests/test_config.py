@@ -1,0 +1,52 @@
+"""RunConfig: strict value types (issue: truthy strings and rounded epochs ran silently) and presets."""
+from __future__ import annotations
+
+import pytest
+
+from s3rec.config import PRESETS, RunConfig, parse_variant
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"finetune": {"negatives_exclude_heldout": "false"}}, "'finetune.negatives_exclude_heldout': expected true or false, got 'false' (str)"),
+    ({"finetune": {"epochs": 1.5}}, "'finetune.epochs': expected an integer, got 1.5 (float)"),
+    ({"finetune": {"epochs": "ten"}}, "'finetune.epochs': expected an integer, got 'ten' (str)"),
+    ({"finetune": {"epochs": True}}, "'finetune.epochs': expected an integer, got True (bool)"),
+    ({"pretrain": {"lr": "1e-3"}}, "'pretrain.lr': expected a number"),
+    ({"model": {"rank": "16"}}, "'model.rank': expected an integer or null"),
+    ({"model": {"low_rank_heads": "aap"}}, "'model.low_rank_heads': expected a list of strings"),
+    ({"eval": {"protocols": [1]}}, "'eval.protocols': expected a list of strings"),
+    ({"finetune": {"batching": "random"}}, "finetune.batching: expected padded or bucketed"),
+    ({"finetune": {"early_stopping_metric": "NDCG@3"}}, "finetune.early_stopping_metric: expected one of"),
+    ({"finetune": {"epochs": 0}}, "finetune.epochs: expected a positive integer, got 0"),
+])
+def test_a_value_of_the_wrong_type_is_an_error_naming_key_value_and_type(settings, message):
+    with pytest.raises(ValueError) as error:
+        RunConfig.from_dict(settings)
+    assert message in str(error.value)
+
+
+def test_numbers_keep_their_meaning():
+    cfg = RunConfig.from_dict({"pretrain": {"lr": 1}, "finetune": {"negatives_exclude_heldout": False}})
+    assert cfg.pretrain.lr == 1.0 and isinstance(cfg.pretrain.lr, float)
+    assert cfg.finetune.negatives_exclude_heldout is False
+
+
+def test_presets_fill_their_values_and_explicit_settings_win():
+    seed = RunConfig.from_dict({}).pretrain
+    assert (seed.batch_size, seed.epochs, seed.lr, seed.aap_weight, seed.mip_weight) == (256, 100, 1e-3, 1.0, 0.2)
+    paper = RunConfig.from_dict({"pretrain": {"preset": "paper", "batch_size": 64}}).pretrain
+    assert (paper.batch_size, paper.batching, paper.pair_loss, paper.aap_weight) == (64, "padded", "sigmoid_difference", 0.2)
+    for values in PRESETS.values():  # every preset key is a real field
+        RunConfig.from_dict({"pretrain": values})
+
+
+def test_defaults_are_the_authors_finetuning():
+    f = RunConfig().finetune
+    assert (f.batching, f.early_stopping_metric, f.patience, f.batch_size, f.lr) == ("padded", "NDCG@20", 10, 256, 1e-3)
+
+
+def test_variants():
+    assert parse_variant("authors") == (True, None)
+    assert parse_variant("r8") == (True, 8)
+    with pytest.raises(ValueError, match="expected none, full, authors or r<rank>"):
+        parse_variant("r0")
