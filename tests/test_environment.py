@@ -26,3 +26,17 @@ def test_environment_yml_matches_pyproject():
     python = conda_deps.pop("python")
     assert python == ">=" + project["requires-python"].lstrip(">=")
     assert conda_deps == pip_deps
+
+
+def test_every_dependency_has_a_lower_bound():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"] + project["optional-dependencies"]["test"]:
+        name, bound = split(requirement)
+        assert bound.startswith(">="), f"{name}: no lower bound ({requirement!r})"
+
+
+def test_report_dependency_is_declared():
+    """`snakemake --report` (README) fails with 'Python package pygments must be installed'
+    unless pygments is there; nothing else pulls it in (pytest 8.0 does not)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "pygments" in dict(split(r) for r in project["dependencies"])
