@@ -1,7 +1,9 @@
 """Pure functions behind the report: finished runs in, tables out.
 
-- `load_runs`: metrics.json files -> one long frame, a row per run, protocol, split and metric.
-- `summarize` / `results_table`: mean and std over seeds per variant.
+- `load_runs`: metrics.json files -> one long frame, a row per run, protocol, split and metric,
+  with each run's CPU time and whether its finetuning stopped early or at the epoch cap.
+- `summarize` / `results_table` / `results_notes`: mean and std over seeds per variant; runs that
+  hit the finetuning epoch cap are marked.
 - `user_scores` / `paired_bootstrap` / `difference_table`: the difference of each variant to
   a reference (`full`) with a bootstrap interval over users (and seeds), paired: both variants
   are scored on the same users (and the same seeds) in every resample.
@@ -22,12 +24,18 @@ import polars as pl
 from s3rec.metrics import per_user_metric
 
 REFERENCE = "full"
+# Rows shown for reference only: not compared with `full` (difference table, accuracy figures).
+# `authors` is finetuned from the S3Rec authors' released checkpoint, pretrained by their code
+# on their data handling (which sees the held-out items), so it is not a like-for-like variant.
+REFERENCE_ROWS = ("authors", "popularity")
 PROTOCOL_LABELS = {"full": "full ranking", "sampled": "sampled"}  # "full" alone reads as the variant
+CAP_MARK = "†"  # after a variant that has a run which hit the finetuning epoch cap
+CPU_COLUMN = "CPU time (s), pretrain + finetune"
 _RANK = re.compile(r"^r(\d+)$")
 
 
 def variant_order(variant: str) -> tuple[int, int]:
-    """Sort key: none, full, r<small> .. r<large>, popularity, anything else."""
+    """Sort key: none, full, r<small> .. r<large>, authors, popularity, anything else."""
     if variant == "none":
         return (0, 0)
     if variant == "full":
@@ -35,7 +43,7 @@ def variant_order(variant: str) -> tuple[int, int]:
     match = _RANK.match(variant)
     if match:
         return (2, int(match.group(1)))
-    return (3, 0) if variant == "popularity" else (4, 0)
+    return {"authors": (3, 0), "popularity": (4, 0)}.get(variant, (5, 0))
 
 
 def sort_variants(variants: Iterable[str]) -> list[str]:
@@ -50,10 +58,43 @@ def variant_rank(variant: str) -> int | None:
 # ---------------------------------------------------------------- loading
 
 
+def stopping(result: dict) -> dict:
+    """How a run's finetuning ended: epochs run, best epoch, the cap, and whether it hit the cap.
+
+    `early_stopped` is read from metrics.json when recorded, else derived: a run hit the cap when
+    it ran `config.finetune.epochs` epochs and did not stop by patience (epochs_run - best_epoch <
+    patience). None for rows that were not finetuned (popularity) or lack the numbers.
+    """
+    finetune = (result.get("config") or {}).get("finetune") or {}
+    epochs_run, best_epoch = result.get("epochs_run"), result.get("best_epoch")
+    cap, patience = finetune.get("epochs"), finetune.get("patience")
+    early = result.get("early_stopped")
+    if result.get("variant") == "popularity" or not epochs_run:
+        early, hit_cap = None, None
+    elif isinstance(early, bool):
+        hit_cap = not early
+    elif None not in (cap, patience, best_epoch):
+        hit_cap = epochs_run >= cap and epochs_run - best_epoch < patience
+        early = not hit_cap
+    else:
+        hit_cap = None
+    return {"epochs_run": epochs_run or None, "best_epoch": best_epoch or None, "epochs_cap": cap,
+            "early_stopped": early, "hit_cap": hit_cap}
+
+
+def _seconds(section, key: str) -> float | None:
+    """A number of seconds from {"pretrain": s, "finetune": s}, None when not recorded."""
+    value = section.get(key) if isinstance(section, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def run_record(result: dict) -> list[dict]:
     """Rows of one metrics.json (already parsed): one per protocol, split and metric."""
     parameters = result.get("parameters", {})
     seconds = result.get("wall_seconds", {})
+    cpu = result.get("cpu_seconds")  # process CPU seconds (user + sys); absent in older files
+    execution = result.get("execution") or {}
+    threads = execution.get("threads")
     common = {
         "dataset": result["dataset"],
         "variant": result["variant"],
@@ -62,6 +103,11 @@ def run_record(result: dict) -> list[dict]:
         "total_params": int(parameters.get("total", 0)),
         "pretrain_seconds": float(seconds.get("pretrain", 0.0)),
         "finetune_seconds": float(seconds.get("finetune", 0.0)),
+        "pretrain_cpu_seconds": _seconds(cpu, "pretrain"),
+        "finetune_cpu_seconds": _seconds(cpu, "finetune"),
+        "device": execution.get("device"),
+        "threads": int(threads) if isinstance(threads, int) else None,
+        **stopping(result),
     }
     return [
         {**common, "protocol": protocol, "split": split, "metric": metric, "value": float(value)}
@@ -74,7 +120,9 @@ def run_record(result: dict) -> list[dict]:
 RUN_SCHEMA = {
     "dataset": pl.String, "variant": pl.String, "seed": pl.Int64, "heads_params": pl.Int64,
     "total_params": pl.Int64, "pretrain_seconds": pl.Float64, "finetune_seconds": pl.Float64,
-    "protocol": pl.String, "split": pl.String, "metric": pl.String, "value": pl.Float64,
+    "pretrain_cpu_seconds": pl.Float64, "finetune_cpu_seconds": pl.Float64, "device": pl.String, "threads": pl.Int64,
+    "epochs_run": pl.Int64, "best_epoch": pl.Int64, "epochs_cap": pl.Int64, "early_stopped": pl.Boolean,
+    "hit_cap": pl.Boolean, "protocol": pl.String, "split": pl.String, "metric": pl.String, "value": pl.Float64,
 }
 
 
@@ -137,9 +185,21 @@ def head_spectrum(state_dict: dict, head: str) -> np.ndarray | None:
 # ---------------------------------------------------------------- summaries
 
 
+def _mean_if_all(column: str | pl.Expr) -> pl.Expr:
+    """Mean over seeds, null unless every seed recorded the value (older runs lack CPU times)."""
+    expr = pl.col(column) if isinstance(column, str) else column
+    return pl.when(expr.null_count() == 0).then(expr.mean()).otherwise(None)
+
+
 def summarize(runs: pl.DataFrame, split: str = "test") -> pl.DataFrame:
-    """Mean and std over seeds per variant, protocol and metric (std is null for one seed)."""
+    """Mean and std over seeds per variant, protocol and metric (std is null for one seed).
+
+    Besides the metric: parameter counts, wall-clock and CPU seconds (means over seeds; CPU null
+    when a run did not record it), the finetuning epochs, and `runs_at_cap` / `seeds_at_cap`: the
+    runs whose finetuning ended at the epoch cap instead of by early stopping.
+    """
     order = {variant: i for i, variant in enumerate(sort_variants(runs["variant"]))}
+    at_cap = pl.col("hit_cap").fill_null(False)
     return (
         runs.filter(pl.col("split") == split)
         .group_by("variant", "protocol", "metric")
@@ -149,7 +209,17 @@ def summarize(runs: pl.DataFrame, split: str = "test") -> pl.DataFrame:
             pl.col("seed").n_unique().alias("seeds"),
             pl.col("heads_params").max().alias("heads_params"),  # the same for every seed
             pl.col("total_params").max().alias("total_params"),
-            (pl.col("pretrain_seconds") + pl.col("finetune_seconds")).mean().alias("train_seconds"),
+            (pl.col("pretrain_seconds") + pl.col("finetune_seconds")).mean().alias("wall_seconds"),
+            _mean_if_all("pretrain_cpu_seconds").alias("pretrain_cpu_seconds"),
+            _mean_if_all("finetune_cpu_seconds").alias("finetune_cpu_seconds"),
+            _mean_if_all(pl.col("pretrain_cpu_seconds") + pl.col("finetune_cpu_seconds")).alias("cpu_seconds"),
+            pl.col("device").drop_nulls().unique().sort().str.join(" ").alias("devices"),
+            pl.col("threads").max().alias("threads"),
+            pl.col("best_epoch").mean().alias("best_epoch"),
+            pl.col("epochs_run").mean().alias("epochs_run"),
+            pl.col("epochs_cap").max().alias("epochs_cap"),
+            at_cap.sum().cast(pl.Int64).alias("runs_at_cap"),
+            pl.col("seed").filter(at_cap).sort().cast(pl.String).str.join(" ").alias("seeds_at_cap"),
         )
         .sort(pl.col("variant").replace_strict(order, return_dtype=pl.Int64), "protocol", "metric")
     )
@@ -164,19 +234,37 @@ def format_mean_std(mean: float | None, std: float | None, digits: int = 4) -> s
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def format_seconds(seconds: float | None) -> str:
+    """'1,234' (whole seconds from 10 s on), '4.2' below; '–' when not recorded."""
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "–"
+    return f"{seconds:,.0f}" if seconds >= 10 else f"{seconds:.1f}"
+
+
+def format_cpu(pretrain: float | None, finetune: float | None) -> str:
+    """'412 + 63': CPU seconds of pretraining and of finetuning; '–' when not recorded."""
+    if pretrain is None and finetune is None:
+        return "–"
+    return f"{format_seconds(pretrain)} + {format_seconds(finetune)}"
+
+
 def results_table(summary: pl.DataFrame, metrics: Sequence[str], protocols: Sequence[str],
                   digits: int = 4) -> pl.DataFrame:
-    """String table: a row per variant; parameter counts, training time, mean ± std per metric."""
+    """String table: a row per variant; parameter counts, CPU time, mean ± std per metric.
+
+    A variant with a run that hit the finetuning epoch cap is marked `CAP_MARK` (see
+    `results_notes` for the footnote).
+    """
     rows = []
     for variant in sort_variants(summary["variant"]):
         part = summary.filter(pl.col("variant") == variant)
         first = part.row(0, named=True)
         row = {
-            "Variant": variant,
+            "Variant": variant + (CAP_MARK if first["runs_at_cap"] else ""),
             "Seeds": str(first["seeds"]),
             "Head params": f"{int(first['heads_params']):,}",
             "Total params": f"{int(first['total_params']):,}",
-            "Train time (min)": f"{first['train_seconds'] / 60:.1f}",
+            CPU_COLUMN: format_cpu(first["pretrain_cpu_seconds"], first["finetune_cpu_seconds"]),
         }
         for protocol in protocols:
             for metric in metrics:
@@ -186,6 +274,27 @@ def results_table(summary: pl.DataFrame, metrics: Sequence[str], protocols: Sequ
                 row[f"{metric} ({label})"] = format_mean_std(value["mean"], value["std"], digits)
         rows.append(row)
     return pl.DataFrame(rows)
+
+
+def results_notes(summary: pl.DataFrame) -> list[str]:
+    """Footnotes of the results table: the runs that hit the finetuning epoch cap, and rows that
+    are references only."""
+    notes = []
+    capped = summary.filter(pl.col("runs_at_cap") > 0)
+    if len(capped):
+        which = []
+        for variant in sort_variants(capped["variant"]):
+            r = capped.filter(pl.col("variant") == variant).row(0, named=True)
+            plural = "s" if " " in r["seeds_at_cap"] else ""
+            which.append(f"{variant} (seed{plural} {r['seeds_at_cap']} of {r['seeds']})")
+        which = "; ".join(which)
+        cap = capped["epochs_cap"].max()
+        notes.append(f"{CAP_MARK} Finetuning ended at the epoch cap ({cap} epochs), not by early stopping, in: "
+                     f"{which}. Such a run may still have been improving: its numbers are cut short.")
+    if "authors" in set(summary["variant"]):
+        notes.append("authors: finetuned from the S3Rec authors' released pretrained checkpoint; a reference "
+                     "row, not compared with full (its pretraining used the authors' code and data handling).")
+    return notes
 
 
 # ---------------------------------------------------------------- paired bootstrap
@@ -250,7 +359,7 @@ def difference_table(ranks: pl.DataFrame, metric: str, protocols: Sequence[str],
                      reference: str = REFERENCE, samples: int = 2000, seed: int = 0,
                      confidence: float = 0.95, resample_seeds: bool = True) -> pl.DataFrame:
     """Difference of every trained variant to `reference`, with its paired bootstrap interval."""
-    others = [v for v in sort_variants(ranks["variant"]) if v not in (reference, "popularity")]
+    others = [v for v in sort_variants(ranks["variant"]) if v != reference and v not in REFERENCE_ROWS]
     rows = []
     for variant in others:
         for protocol in protocols:
@@ -295,7 +404,7 @@ def to_markdown(table: pl.DataFrame) -> str:
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "−": "-"}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "−": "-", CAP_MARK: r"\textsuperscript{\dag}"}
 
 
 def latex_escape(text: str) -> str:
@@ -305,8 +414,9 @@ def latex_escape(text: str) -> str:
     return text
 
 
-def to_latex(table: pl.DataFrame, caption: str | None = None, label: str | None = None) -> str:
-    """A booktabs `table` environment (needs \\usepackage{booktabs})."""
+def to_latex(table: pl.DataFrame, caption: str | None = None, label: str | None = None,
+             notes: Sequence[str] = ()) -> str:
+    """A booktabs `table` environment (needs \\usepackage{booktabs}); `notes` go below the rules."""
     columns = table.columns
     lines = [r"\begin{table}[t]", r"\centering", r"\small"]
     if caption:
@@ -316,5 +426,8 @@ def to_latex(table: pl.DataFrame, caption: str | None = None, label: str | None 
     lines += [r"\begin{tabular}{l" + "r" * (len(columns) - 1) + "}", r"\toprule",
               " & ".join(latex_escape(c) for c in columns) + r" \\", r"\midrule"]
     lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in table.iter_rows()]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    for note in notes:
+        lines.append(r"\par\smallskip{\footnotesize " + latex_escape(note) + "}")
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"

@@ -4,20 +4,28 @@
         --out-dir results/D/report/tables [--settings JSON]
 
 Reads each metrics.json and the ranks.parquet beside it. Writes, as .csv, .md and .tex (booktabs):
-- results: a row per variant (none, full, r<rank>..., popularity): seeds, head and total
-  parameters, training time, mean ± std over seeds of the chosen metrics per protocol. The CSV
-  holds the numbers (mean, std per variant, protocol and metric), the .md/.tex the formatted table.
+- results: a row per variant (none, full, r<rank>..., authors, popularity): seeds, head and total
+  parameters, CPU time (process CPU seconds of pretraining + finetuning), mean ± std over seeds of
+  the chosen metrics per protocol; a variant with a run that hit the finetuning epoch cap is
+  marked † with a footnote. The CSV holds the numbers (mean, std per variant, protocol and metric,
+  wall and CPU seconds, runs_at_cap, seeds_at_cap), the .md/.tex the formatted table.
 - difference: every trained variant minus `full` in the per-user metric, with a paired
-  bootstrap interval over users (and seeds).
+  bootstrap interval over users (and seeds). Reference rows (authors, popularity) are left out.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import time
 from pathlib import Path
 
-from s3rec import report
+import polars as pl
+
+from s3rec import report, runtime
+
+log = logging.getLogger("s3rec")
 
 DEFAULTS = {
     "split": "test", "metrics": ["HR@10", "NDCG@10", "MRR"], "metric": "NDCG@10",
@@ -36,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--settings: unknown key {sorted(unknown)[0]!r}; expected {sorted(DEFAULTS)}")
     s = {**DEFAULTS, **args.settings}
+    runtime.setup_logging()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    log.info("aggregating %d metrics.json files (and the ranks.parquet beside each) into %s",
+             len(args.metrics), args.out_dir)
 
     runs = report.load_runs(args.metrics)
     dataset = runs["dataset"][0]
@@ -46,24 +58,40 @@ def main(argv: list[str] | None = None) -> int:
         seed=s["bootstrap_seed"], confidence=s["confidence"], resample_seeds=s["resample_seeds"])
 
     seeds_note = "re-sampling users and seeds" if s["resample_seeds"] else "re-sampling users"
+    threads = sorted(summary["threads"].drop_nulls().unique().to_list())
+    devices = sorted({d for ds in summary["devices"].drop_nulls() for d in ds.split()})
+    per_job = (f"each job on {' or '.join(devices) or 'an unrecorded device'} with "
+               f"{' or '.join(map(str, threads))} thread{'s' if threads != [1] else ''}"
+               if threads else "threads not recorded")
     captions = {
         "results": f"{dataset}, {s['split']} split: mean ± std over seeds. Head params: parameters of "
-                   "the four pretraining heads; train time: pretraining + finetuning wall clock.",
+                   f"the four pretraining heads. {report.CPU_COLUMN}: process CPU time (user + sys) of "
+                   f"pretraining and of finetuning (validation and test evaluation included), mean over "
+                   f"seeds, {per_job}; unlike wall-clock time it does not grow when jobs share cores "
+                   "(wall-clock seconds: results.csv). – = not recorded by the run.",
         "difference": f"{dataset}, {s['split']} split: per-user {s['metric']} of each variant minus "
                       f"full, averaged over users and seeds, with a {round(s['confidence'] * 100)}% "
                       f"paired bootstrap interval ({s['bootstrap_samples']} resamples, {seeds_note}).",
     }
     tables = {
-        "results": (summary, report.results_table(summary, s["metrics"], s["protocols"])),
-        "difference": (differences, report.format_difference_table(differences)),
+        "results": (summary, report.results_table(summary, s["metrics"], s["protocols"]),
+                    report.results_notes(summary)),
+        "difference": (differences, report.format_difference_table(differences), []),
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    for name, (numbers, pretty) in tables.items():
+    for name, (numbers, pretty, notes) in tables.items():
         numbers.write_csv(args.out_dir / f"{name}.csv")
-        (args.out_dir / f"{name}.md").write_text(f"{captions[name]}\n\n{report.to_markdown(pretty)}")
+        footnotes = "".join(f"\n{note}\n" for note in notes)
+        (args.out_dir / f"{name}.md").write_text(f"{captions[name]}\n\n{report.to_markdown(pretty)}{footnotes}")
         (args.out_dir / f"{name}.tex").write_text(
-            report.to_latex(pretty, caption=captions[name], label=f"tab:{dataset}-{name}"))
-        print(f"{name}:\n{report.to_markdown(pretty)}")
+            report.to_latex(pretty, caption=captions[name], label=f"tab:{dataset}-{name}", notes=notes))
+        log.info("%s table (%s.csv, .md, .tex):\n%s%s", name, args.out_dir / name, report.to_markdown(pretty),
+                 footnotes)
+    capped = summary.filter(pl.col("runs_at_cap") > 0)["variant"].unique().to_list()
+    if capped:
+        log.warning("finetuning hit the epoch cap in variant(s) %s: see the results table's footnote",
+                    ", ".join(report.sort_variants(capped)))
+    log.info("done in %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)
     return 0
 
 
