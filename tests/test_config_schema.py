@@ -39,7 +39,7 @@ def snakemake(*args, cwd=REPO):
 def test_default_config_validates_and_gets_defaults():
     config = check(load("config.yaml"))
     assert config["run_on"] == ["synthetic"]
-    assert config["settings"]["finetune"]["lr"] == 0.001  # filled in from the schema
+    assert config["settings"]["finetune"]["weight_decay"] == 0.0  # filled in from the schema
     assert config["settings"]["pretrain"]["aap_weight"] is None  # left to the preset
 
 
@@ -134,17 +134,40 @@ def test_settings_mirror_runconfig():
         for key, sub in properties.items():
             expected = defaults[section][key]
             if sub["default"] is None and section == "pretrain":
-                assert key in PRESETS["seed"], key  # null = the preset decides
+                assert any(key in preset for preset in PRESETS.values()), key  # null = the preset decides
             else:
                 assert sub["default"] == (list(expected) if isinstance(expected, tuple) else expected), key
 
 
-def test_snakemake_rejects_a_typo_before_any_job(tmp_path):
+def error_lines(output):
+    """The lines snakemake prints for a config error, from the WorkflowError on."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("WorkflowError"))
+    return lines[start:]
+
+
+@pytest.mark.parametrize("text, first_line", [
+    ("settings:\n  finetune:\n    epoch: 3\n",
+     "config: unknown key settings.finetune.epoch; did you mean 'epochs'?"),
+    ("rankz: [8]\n", "config: unknown key rankz; did you mean 'ranks'?"),
+    ("settings:\n  finetune:\n    loss: mse\n",
+     "config: settings.finetune.loss = 'mse': expected one of bce, ce"),
+    ("seeds: [zero]\n", "config: seeds[0] = 'zero': expected a value of type integer"),
+    ("datasets:\n  raw: {source: synthetic}\n", "config: datasets: the name 'raw' is not allowed"),
+    ("settings:\n  finetune:\n    early_stopping_metric: AUC\n",
+     "config: settings.finetune.early_stopping_metric = 'AUC': expected one of HR@1"),
+])
+def test_snakemake_rejects_a_bad_key_with_a_short_message(tmp_path, text, first_line):
+    """Before any job, a few short lines naming the key, its value and what was expected; not the
+    schema and the whole config (snakemake's own message: hundreds of lines)."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text("settings:\n  finetune:\n    epoch: 3\n")
+    bad.write_text(text)
     result = snakemake("-n", "--nolock", "--configfile", str(bad))
     assert result.returncode != 0
-    assert "'epoch' was unexpected" in result.stderr + result.stdout
+    lines = error_lines(result.stderr + result.stdout)
+    assert lines[1].startswith(first_line), lines
+    assert len(lines) <= 4 and all(len(line) <= 300 for line in lines), lines
+    assert "config/README.md" in lines[2]
 
 
 def test_lint_is_clean():

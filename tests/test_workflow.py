@@ -99,19 +99,63 @@ def test_dry_run_passes_settings_and_checkpoints(workdir):
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())["settings"]
     assert settings["finetune"]["epochs"] == default["finetune"]["epochs"]
     assert settings["pretrain"]["preset"] == default["pretrain"]["preset"]
-    assert settings["finetune"]["lr"] == 0.001  # a schema default, passed explicitly
+    assert settings["finetune"]["weight_decay"] == 0.0  # a schema default, passed explicitly
     assert "aap_weight" not in settings["pretrain"]  # null in the config: the preset decides
 
 
 BEAUTY = REPO.parent / "shared/data/s3rec/Beauty.txt"
+AUTHORS = REPO.parent / "shared/authors/Beauty-epochs-150.pt"  # config/beauty.yaml's authors_checkpoint
 
 
-@pytest.mark.skipif(not BEAUTY.exists(), reason=f"the authors' Beauty files are not at {BEAUTY.parent}")
+@pytest.mark.skipif(not (BEAUTY.exists() and AUTHORS.exists()),
+                    reason=f"the authors' Beauty files are not at {BEAUTY.parent} and {AUTHORS.parent}")
 def test_dry_run_of_beauty():
-    """In the repository itself: config/beauty.yaml's relative ../shared path must resolve."""
+    """In the repository itself: config/beauty.yaml's relative ../shared paths must resolve."""
     result = run_snakemake(REPO, "-n", "--nolock", "--configfile", "config/beauty.yaml")
     out = result.stdout + result.stderr
-    assert "Nothing to be done" in out or job_counts(out)["finetune_model"] == 15
+    counts = job_counts(out)
+    # none, full, r8, r16, r32 and authors, three seeds each; one import of the authors' model
+    assert "Nothing to be done" in out or (counts["finetune_model"] == 18 and counts["pretrain_model"] == 12)
+
+
+def documented_commands():
+    """Every `snakemake ...` line of the bash blocks in README.md's workflow section and in
+    config/README.md (comments cut), except `--report` (needs finished runs) and lines with
+    [optional] parts."""
+    readme = (REPO / "README.md").read_text()
+    sections = [readme[readme.index("## The workflow"):readme.index("## The scripts")],
+                (REPO / "config/README.md").read_text()]
+    commands = []
+    for text in sections:
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+            for line in block.splitlines():
+                line = line.split(" # ")[0].strip()
+                if line.startswith("snakemake") and "[" not in line and "--report" not in line:
+                    commands.append(line)
+    return sorted(set(commands))
+
+
+def test_documented_commands_parse_and_plan():
+    """The documented command forms, with -n added right after `snakemake` (so that the order of
+    targets and --configfile is kept), plan the study. In the repository itself, as the Beauty
+    forms need ../shared; those are skipped where the Beauty files are absent."""
+    commands = documented_commands()
+    assert any("--configfile config/beauty.yaml -- report" in c for c in commands)
+    assert any(c.startswith("snakemake report --configfile") for c in commands)
+    for command in commands:
+        if "beauty" in command and not (BEAUTY.exists() and AUTHORS.exists()):
+            continue
+        result = run_snakemake(REPO, "-n", "--nolock", *command.split()[1:], check=False)
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, f"{command}:\n{out[-3000:]}"
+        assert "FileNotFoundError" not in out and "Job stats" in out, command
+
+
+def test_a_target_after_configfile_is_read_as_a_config_file(workdir):
+    """Why the documentation puts targets first: snakemake's argument parser, not the workflow."""
+    result = run_snakemake(workdir, "-n", "--configfile", "config/config.yaml", "all", check=False)
+    assert result.returncode != 0 and "No such file or directory: 'all'" in result.stdout + result.stderr
+    assert planned(workdir, "--configfile", "config/config.yaml", "--", "all")["finetune_model"] == 10
 
 
 def test_missing_input_file_says_where_to_get_it(workdir):
@@ -122,6 +166,31 @@ def test_missing_input_file_says_where_to_get_it(workdir):
     message = result.stderr + result.stdout
     assert "datasets.mine.sequences" in message and "data/Mine.txt" in message
     assert "does not exist" in message and "github.com/RUCAIBox/CIKM2020-S3Rec" in message
+
+
+def test_authors_checkpoint_adds_the_authors_variant(workdir):
+    """datasets.<name>.authors_checkpoint: one import, finetuned with every seed, no pretraining."""
+    for name in ("Mine.txt", "Mine_item2attributes.json", "Mine-epochs-150.pt"):
+        (workdir / name).write_text("placeholder")  # only their existence is checked when planning
+    spec = {"source": "s3rec", "sequences": "Mine.txt", "attributes": "Mine_item2attributes.json"}
+    config = {"run_on": ["mine"], "datasets": {"mine": {**spec, "authors_checkpoint": "Mine-epochs-150.pt"}}}
+    result = run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", write_config(workdir, config))
+    out = result.stdout + result.stderr
+    counts = job_counts(out)
+    assert counts["import_authors_checkpoint"] == 1
+    assert counts["finetune_model"] == 6 * 2 and counts["pretrain_model"] == 4 * 2  # + authors; not pretrained
+    assert ("scripts/import_checkpoint.py --authors Mine-epochs-150.pt --data resources/mine"
+            " --out results/mine/authors/pretrain.pt --variant authors") in out
+    finetune = re.search(r"scripts/finetune.py --data resources/mine --variant authors --seed 1 (.*)", out).group(1)
+    assert "--pretrained results/mine/authors/pretrain.pt" in finetune
+    assert '"pretrain"' not in finetune  # pretrained by the authors, not with this study's settings
+    # Left out (null, the default): no authors variant.
+    config["datasets"]["mine"] = spec
+    assert "import_authors_checkpoint" not in planned(workdir, "--configfile", write_config(workdir, config))
+    # A checkpoint that is not there stops snakemake naming the key.
+    config["datasets"]["mine"] = {**spec, "authors_checkpoint": "missing.pt"}
+    result = run_snakemake(workdir, "-n", "--configfile", write_config(workdir, config), check=False)
+    assert result.returncode != 0 and "datasets.mine.authors_checkpoint: 'missing.pt' does not exist" in result.stdout
 
 
 def expected_outputs(dataset, variants, seeds):
@@ -152,11 +221,26 @@ def metric_values(workdir, dataset="tiny"):
 @pytest.mark.slow
 def test_end_to_end_tiny_study_and_reruns(workdir):
     tiny = write_config(workdir, TINY)
-    run_snakemake(workdir, "--cores", "2", "--configfile", tiny)
+    first = run_snakemake(workdir, "--cores", "2", "--configfile", tiny)
     missing = [f for f in expected_outputs("tiny", ["none", "full", "r4"], [0, 1]) if not (workdir / f).exists()]
     assert not missing
+    # No screen-filling lines (rule all used to print its ~100 inputs twice).
+    longest = max((first.stdout + first.stderr).splitlines(), key=len)
+    assert len(longest) < 1200, longest[:200]
+    # Every log says what it did, with timestamps.
+    for figure in ("accuracy_vs_rank", "params_vs_accuracy", "pretrain_losses", "finetune_validation",
+                   "head_spectra", "data_distributions"):
+        log = (workdir / f"logs/results/tiny/report/figures/{figure}.log").read_text()
+        assert re.match(r"\d\d:\d\d:\d\d INFO", log) and " drew " in log and "done in" in log, figure
+    popularity_log = (workdir / "logs/results/tiny/popularity/rank_popularity.log").read_text()
+    assert re.match(r"\d\d:\d\d:\d\d INFO", popularity_log)
+    # The tiny runs end at their 2-epoch cap: marked in the tables, CPU time reported.
+    results_md = (workdir / "results/tiny/report/tables/results.md").read_text()
+    assert "| none† |" in results_md and "† Finetuning ended at the epoch cap (2 epochs)" in results_md
+    assert "CPU time (s), pretrain + finetune" in results_md
+    assert "runs_at_cap" in (workdir / "results/tiny/report/tables/results.csv").read_text().splitlines()[0]
     table = (workdir / "results/tiny/report/tables/results.md").read_text()
-    for variant in ("none", "full", "r4", "popularity"):
+    for variant in ("none†", "full†", "r4†", "popularity"):
         assert f"| {variant} |" in table
     assert r"\toprule" in (workdir / "results/tiny/report/tables/difference.tex").read_text()
 
@@ -172,6 +256,14 @@ def test_end_to_end_tiny_study_and_reruns(workdir):
     assert (workdir / "results/tiny/r4/seed0/metrics.json").exists()
     assert "Nothing to be done" in run_snakemake(workdir, "-n", "--configfile", tiny).stdout
 
+    # A deleted file that no report reads (finetune.pt) is made again too, by its job.
+    finetuned = workdir / "results/tiny/full/seed1/finetune.pt"
+    shutil.copy2(finetuned, workdir / "kept.pt")
+    finetuned.unlink()
+    assert planned(workdir, "--configfile", tiny)["finetune_model"] == 1
+    shutil.copy2(workdir / "kept.pt", finetuned)  # put back (same mtime): nothing to do again
+    assert "Nothing to be done" in run_snakemake(workdir, "-n", "--configfile", tiny).stdout
+
     # An edited script reruns its jobs (and their consumers), no training.
     time.sleep(1)  # a visibly newer mtime
     with open(workdir / "scripts/popularity.py", "a") as f:
@@ -181,11 +273,11 @@ def test_end_to_end_tiny_study_and_reruns(workdir):
         "all": 1}
     run_snakemake(workdir, "--cores", "2", "--configfile", tiny)
 
-    # Changed settings rerun the jobs that take them: report settings only the report rules,
-    # finetuning settings the finetuning jobs but not pretraining.
+    # Changed settings rerun the jobs that take them: bootstrap settings the tables and the one
+    # figure drawing their intervals, finetuning settings the finetuning jobs but not pretraining.
     more = write_config(workdir, {**TINY, "report": {"bootstrap_samples": 300}}, "more.yaml")
     changed = planned(workdir, "--configfile", more)
-    assert changed == {"aggregate_results": 1, "all": 1}
+    assert changed == {"aggregate_results": 1, "plot_accuracy_vs_rank": 1, "all": 1}
     settings = {**TINY["settings"], "finetune": {"epochs": 3, "patience": 2}}
     changed = planned(workdir, "--configfile", write_config(workdir, {**TINY, "settings": settings}, "more.yaml"))
     assert changed["finetune_model"] == 6 and "pretrain_model" not in changed

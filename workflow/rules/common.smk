@@ -1,19 +1,66 @@
 """Config validation, wildcard constraints and the helper functions the rules use."""
 
+import difflib
 import json
 import shlex
 from pathlib import Path
 
+import jsonschema
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# Fails before any job with the offending key; fills every default into `config`.
-validate(config, schema="../schemas/config.schema.yaml")
+
+def config_error_message(error):
+    """Two lines from a jsonschema ValidationError: key path, bad value, what was expected.
+
+    (snakemake's own message prints the whole schema and config after the useful line.)
+    """
+    parts = [f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path]
+    key = "".join(parts).lstrip(".") or "(top level)"
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    value = error.instance
+    where = "  (config/README.md explains every key)"
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        unknown = next((str(name) for name in value if name not in allowed), "?")
+        close = difflib.get_close_matches(unknown, allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        full = f"{key}.{unknown}" if error.absolute_path else unknown
+        return (f"config: unknown key {full}{hint}\n"
+                f"  allowed under {key}: {', '.join(allowed)}{where}")
+    if error.validator == "required":
+        return f"config: {key}: {error.message}\n{where}"
+    description = " ".join(str(schema.get("description", "")).split())
+    description = description if len(description) <= 160 else description[:157] + "..."
+    if "propertyNames" in error.schema_path:  # a bad name of a named entry (datasets.<name>)
+        return f"config: {key}: the name {value!r} is not allowed: {description}\n{where}"
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    if error.validator == "enum":
+        expected = "expected one of " + ", ".join(map(str, error.validator_value))
+    elif error.validator == "type":
+        expected = f"expected a value of type {error.validator_value}"
+    elif error.validator == "not":
+        expected = "this value is not allowed here"
+    else:
+        expected = error.message if len(error.message) <= 120 else error.message[:117] + "..."
+    about = f"\n  {key}: {description}" if description else "\n"
+    return f"config: {key} = {shown}: {expected}{about}{where}"
+
+
+# Fails before any job with a short message naming the key; fills every default into `config`.
+try:
+    validate(config, schema="../schemas/config.schema.yaml")
+except WorkflowError as error:
+    # snakemake raises it inside `except ValidationError`: that error is the context
+    cause = error.__cause__ or error.__context__
+    if not isinstance(cause, jsonschema.ValidationError):
+        raise
+    raise WorkflowError(config_error_message(cause)) from None
 
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_-]+",
-    variant=r"none|full|r\d+",
+    variant=r"none|full|authors|r\d+",
     seed=r"\d+",
 
 
@@ -40,13 +87,21 @@ RAW_FILES = {
 # ---------------------------------------------------------------- config queries
 
 
-def variants():
-    """none (no pretraining), full (dense heads), then one r<rank> per configured rank."""
-    return ["none", "full"] + [f"r{rank}" for rank in config["ranks"]]
+def authors_checkpoint(dataset):
+    """datasets.<name>.authors_checkpoint: the S3Rec authors' released model, or None."""
+    return config["datasets"].get(dataset, {}).get("authors_checkpoint")
 
 
-def pretrained_variants():
-    return [variant for variant in variants() if variant != "none"]
+def variants(dataset):
+    """none (no pretraining), full (dense heads), one r<rank> per configured rank, and `authors`
+    (finetuned from the authors' checkpoint) when the data set names one."""
+    extra = ["authors"] if authors_checkpoint(dataset) else []
+    return ["none", "full"] + [f"r{rank}" for rank in config["ranks"]] + extra
+
+
+def pretrained_variants(dataset):
+    """The variants this workflow pretrains (with pretrain_model): full and the ranks."""
+    return [variant for variant in variants(dataset) if variant not in ("none", "authors")]
 
 
 def dataset_spec(name):
@@ -101,6 +156,14 @@ def check_config():
         )
     for name in config["run_on"]:
         check_raw_files(name)
+        authors = authors_checkpoint(name)
+        if authors and not Path(authors).is_file():
+            raise WorkflowError(
+                f"datasets.{name}.authors_checkpoint: {authors!r} does not exist (looked in "
+                f"{Path(authors).absolute()}). The S3Rec authors release their pretrained models "
+                "(<Data>-epochs-150.pt) with RUCAIBox/CIKM2020-S3Rec; set the key to null to leave "
+                "the `authors` variant out."
+            )
 
 
 check_config()
@@ -114,10 +177,15 @@ def run_files(dataset, filename, variant_list=None):
     return expand(
         "results/{dataset}/{variant}/seed{seed}/{filename}",
         dataset=dataset,
-        variant=variant_list or variants(),
+        variant=variant_list or variants(dataset),
         seed=config["seeds"],
         filename=filename,
     )
+
+
+def authors_import(dataset):
+    """[results/<dataset>/authors/pretrain.pt] when the data set has an authors' checkpoint."""
+    return [f"results/{dataset}/authors/pretrain.pt"] if authors_checkpoint(dataset) else []
 
 
 FIGURES = [
@@ -162,19 +230,39 @@ FINETUNE_FILES = [
 ]
 
 
-def study_files():
-    """Every output of the study. Listed in `rule all` (not only reached through the report)
-    so that a deleted run file is made again, with everything that reads it."""
-    files = []
+def job_outputs(dataset):
+    """The outputs of every training job of a data set, one list per job."""
+    jobs = []
+    for variant in variants(dataset):
+        for seed in config["seeds"]:
+            run = f"results/{dataset}/{variant}/seed{seed}"
+            if variant in pretrained_variants(dataset):
+                jobs.append([f"{run}/{name}" for name in PRETRAIN_FILES])
+            jobs.append([f"{run}/{name}" for name in FINETUNE_FILES])
+    jobs.append([f"results/{dataset}/popularity/{name}" for name in ("metrics.json", "ranks.parquet")])
+    return jobs
+
+
+def incomplete_job_outputs():
+    """Outputs missing from a job whose other outputs exist (e.g. a deleted finetune.pt).
+
+    The report rules read (and so bring about) every other run file; a job is in the DAG, and
+    remakes all its outputs, only when one of them is needed. Listing just these files in
+    the target `all`, not all ~100 run files, keeps its input and reason lines short.
+    """
+    missing = []
     for name in config["run_on"]:
-        files += run_files(name, PRETRAIN_FILES, pretrained_variants())
-        files += run_files(name, FINETUNE_FILES)
-        files += expand(
-            "results/{dataset}/popularity/{file}",
-            dataset=name,
-            file=["metrics.json", "ranks.parquet"],
-        )
-    return files + study_report_files()
+        for outputs in job_outputs(name):
+            present = [Path(path).exists() for path in outputs]
+            if any(present) and not all(present):
+                missing += [path for path, there in zip(outputs, present) if not there]
+    return missing
+
+
+def study_files():
+    """Every table and figure (which need every run), plus any run file deleted from a finished
+    job, so that it is made again with everything that reads it."""
+    return study_report_files() + incomplete_job_outputs()
 
 
 # ---------------------------------------------------------------- input functions
@@ -193,10 +281,23 @@ def prepared_data(wildcards):
 
 
 def pretrained_checkpoint(wildcards):
-    """pretrain.pt of the same data set, variant and seed; nothing for `none`."""
+    """pretrain.pt of the same data set, variant and seed; the one import for `authors` (any
+    seed); nothing for `none`."""
     if wildcards.variant == "none":
         return []
+    if wildcards.variant == "authors":
+        return f"results/{wildcards.dataset}/authors/pretrain.pt"
     return f"results/{wildcards.dataset}/{wildcards.variant}/seed{wildcards.seed}/pretrain.pt"
+
+
+def authors_checkpoint_file(wildcards):
+    path = authors_checkpoint(wildcards.dataset)
+    if not path:
+        raise WorkflowError(
+            f"results/{wildcards.dataset}/authors/ is needed but datasets.{wildcards.dataset}"
+            ".authors_checkpoint is not set"
+        )
+    return path
 
 
 def dataset_metrics(wildcards):
@@ -213,15 +314,30 @@ def dataset_ranks(wildcards):
 
 
 def pretrain_histories(wildcards):
-    return run_files(wildcards.dataset, "pretrain_history.csv", pretrained_variants())
+    """pretrain_history.csv and pretrain_run.json (task weights) of every pretrained run."""
+    return run_files(
+        wildcards.dataset,
+        ["pretrain_history.csv", "pretrain_run.json"],
+        pretrained_variants(wildcards.dataset),
+    )
 
 
 def finetune_histories(wildcards):
-    return run_files(wildcards.dataset, "finetune_history.csv")
+    """finetune_history.csv and metrics.json (best epoch, how it stopped) of every run."""
+    return run_files(wildcards.dataset, ["finetune_history.csv", "metrics.json"])
 
 
 def pretrain_checkpoints(wildcards):
-    return run_files(wildcards.dataset, "pretrain.pt", pretrained_variants())
+    return run_files(
+        wildcards.dataset, "pretrain.pt", pretrained_variants(wildcards.dataset)
+    ) + authors_import(wildcards.dataset)
+
+
+def differences_and_metrics(wildcards):
+    """difference.csv (the bootstrap intervals of the tables) and every metrics.json."""
+    return [
+        f"results/{wildcards.dataset}/report/tables/difference.csv"
+    ] + dataset_metrics(wildcards)
 
 
 # ---------------------------------------------------------------- params
@@ -243,8 +359,9 @@ def pretrain_settings(wildcards):
 
 
 def finetune_settings(wildcards):
-    """The pretraining section too for pretrained variants, so metrics.json records it."""
-    if wildcards.variant == "none":
+    """The pretraining section too for variants pretrained here, so metrics.json records it
+    (not for `none`, never pretrained, nor `authors`, pretrained by the authors' code)."""
+    if wildcards.variant in ("none", "authors"):
         return settings_json(["model", "finetune", "eval"])
     return settings_json(["model", "pretrain", "finetune", "eval"])
 

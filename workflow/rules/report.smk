@@ -57,7 +57,7 @@ rule plot_accuracy_vs_rank:
     input:
         script="scripts/plot_report.py",
         code=REPORT_CODE,
-        data=dataset_metrics,
+        data=differences_and_metrics,
     output:
         png=report(
             "results/{dataset}/report/figures/accuracy_vs_rank.png",

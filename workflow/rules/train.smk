@@ -62,6 +62,30 @@ rule finetune_model:
         " > {log} 2>&1"
 
 
+rule import_authors_checkpoint:
+    """The S3Rec authors' released pretrained model as this project's pretrain.pt (variant
+    `authors`): one import per data set, finetuned with every seed."""
+    input:
+        unpack(prepared_data),
+        checkpoint=authors_checkpoint_file,
+        script="scripts/import_checkpoint.py",
+    output:
+        model="results/{dataset}/authors/pretrain.pt",
+    log:
+        "logs/results/{dataset}/authors/import_checkpoint.log",
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        data=subpath(input.sequences, parent=True),
+    shell:
+        "python {input.script} --authors {input.checkpoint} --data {params.data}"
+        " --out {output.model} --variant authors > {log} 2>&1"
+
+
 rule rank_popularity:
     input:
         unpack(prepared_data),
@@ -85,4 +109,4 @@ rule rank_popularity:
         settings=eval_settings,
     shell:
         "python {input.script} --data {params.data} --out-dir {params.out_dir}"
-        " --settings {params.settings} > {log} 2>&1"
+        " --settings {params.settings} --threads {threads} > {log} 2>&1"
