@@ -52,6 +52,11 @@ def _seeds_text(seeds: int) -> str:
     return f"{seeds} seed{'s' if seeds != 1 else ''}"
 
 
+def _lines_text(seeds: int) -> str:
+    """What the lines and bands of a seaborn errorbar="sd" plot are."""
+    return f"lines: mean over {seeds} seeds, bands: ± 1 std" if seeds > 1 else "lines: 1 seed (no band)"
+
+
 # ---------------------------------------------------------------- accuracy
 
 
@@ -229,7 +234,7 @@ def pretrain_losses(history: pl.DataFrame, weights: dict[str, dict[str, float]] 
                                 xycoords="axes fraction", ha="right", va="top", fontsize=8, color="#555555")
     legend_ax = flat[len(tasks)]
     legend_ax.axis("off")
-    text = f"lines: mean over {_seeds_text(seeds)}\nbands: ± 1 std over seeds"
+    text = _lines_text(seeds).replace(", ", "\n")
     if weights and not shared:
         text += "\ntask weights differ between variants:\n" + "\n".join(
             f"{v}: " + ", ".join(f"{k} {w:g}" for k, w in weights[v].items()) for v in sort_variants(weights))
@@ -338,7 +343,7 @@ def head_spectra(spectra: pl.DataFrame, ranks: Sequence[int] = (), dataset: str 
                 ax.set_xlabel("singular value index i (largest first)")
             ax.set_ylabel(label)
     handles = [Line2D([], [], color=palette[v]) for v in variants]
-    labels = list(variants) + [f"lines: mean over {_seeds_text(seeds)}, bands ± 1 std"]
+    labels = list(variants) + [_lines_text(seeds)]
     handles.append(Line2D([], [], color="white"))
     _bottom_legend(fig, handles, labels, ncol=min(len(labels), 7))
     where = f" on {dataset}" if dataset else ""

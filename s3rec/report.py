@@ -103,7 +103,8 @@ def run_record(result: dict) -> list[dict]:
         "total_params": int(parameters.get("total", 0)),
         "pretrain_seconds": float(seconds.get("pretrain", 0.0)),
         "finetune_seconds": float(seconds.get("finetune", 0.0)),
-        "pretrain_cpu_seconds": _seconds(cpu, "pretrain"),
+        # `authors` was pretrained elsewhere (by the authors): its pretraining time is unknown, not 0
+        "pretrain_cpu_seconds": None if result["variant"] == "authors" else _seconds(cpu, "pretrain"),
         "finetune_cpu_seconds": _seconds(cpu, "finetune"),
         "device": execution.get("device"),
         "threads": int(threads) if isinstance(threads, int) else None,
@@ -242,7 +243,8 @@ def format_seconds(seconds: float | None) -> str:
 
 
 def format_cpu(pretrain: float | None, finetune: float | None) -> str:
-    """'412 + 63': CPU seconds of pretraining and of finetuning; '–' when not recorded."""
+    """'412 + 63': CPU seconds of pretraining and of finetuning; '–' for a part not recorded,
+    '–' alone when neither was."""
     if pretrain is None and finetune is None:
         return "–"
     return f"{format_seconds(pretrain)} + {format_seconds(finetune)}"
@@ -293,7 +295,8 @@ def results_notes(summary: pl.DataFrame) -> list[str]:
                      f"{which}. Such a run may still have been improving: its numbers are cut short.")
     if "authors" in set(summary["variant"]):
         notes.append("authors: finetuned from the S3Rec authors' released pretrained checkpoint; a reference "
-                     "row, not compared with full (its pretraining used the authors' code and data handling).")
+                     "row, not compared with full (its pretraining used the authors' code and data handling, "
+                     "and its time is not known).")
     return notes
 
 

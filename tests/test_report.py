@@ -98,6 +98,7 @@ def test_capped_runs_are_marked_and_cpu_time_reported(tmp_path):
     assert table["Variant"].to_list() == ["none†", "full", "authors"]
     assert table.row(1, named=True)[report.CPU_COLUMN] == "400 + 60"
     assert table.row(0, named=True)[report.CPU_COLUMN] == "0.0 + 8.5"
+    assert table.row(2, named=True)[report.CPU_COLUMN] == "– + 20"  # authors: pretrained elsewhere
     notes = report.results_notes(summary)
     assert notes[0].startswith("† Finetuning ended at the epoch cap (150 epochs)") and "none (seed 0 of 1)" in notes[0]
     assert any(note.startswith("authors:") for note in notes)
