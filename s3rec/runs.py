@@ -175,7 +175,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
         "cpu_seconds": {"pretrain": pretrain_cpu, "finetune": cpu_seconds(state.history, "cpu_seconds", "valid_cpu_seconds")},
         "finetune": {"loss": f.loss, "negatives_exclude_heldout": f.negatives_exclude_heldout,
                      "batching": f.batching, "early_stopping_metric": f.early_stopping_metric},
-        "execution": execution, "config": recorded_config(cfg, pretrained is not None), "provenance": runtime.provenance(),
+        "execution": execution | {"peak_rss_mib": runtime.peak_rss_mib()}, "config": recorded_config(cfg, pretrained is not None), "provenance": runtime.provenance(),
     }
     runtime.save_torch(out_dir / "finetune.pt", {"config": cfg.to_dict(), "variant": variant,
                                                 "best_epoch": state.best_epoch, "state_dict": state.best_state})
@@ -242,7 +242,8 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     counts = parameter_counts(cfg, dataset.num_items, dataset.num_attributes, pretrained=True)
     run = {"dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "epochs": state.epoch,
            "instances": len(instances), "parameters": counts, "wall_seconds": seconds, "cpu_seconds": cpu,
-           "execution": execution, "config": cfg.to_dict(), "provenance": runtime.provenance()}
+           "execution": execution | {"peak_rss_mib": runtime.peak_rss_mib()}, "config": cfg.to_dict(),
+           "provenance": runtime.provenance()}
     runtime.write_json(out_dir / "pretrain_run.json", run)
     runtime.save_torch(out_dir / "pretrain.pt", {"config": cfg.to_dict(), "variant": variant, "seed": cfg.seed,
                                                 "data_digest": data_digest, "epoch": state.epoch,

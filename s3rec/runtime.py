@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import glob
 import hashlib
@@ -36,6 +38,31 @@ def set_threads(threads: int | None) -> int:
     if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def release_free_memory() -> None:
+    """Hand the allocator's free memory back to the OS (glibc's malloc_trim; elsewhere nothing).
+
+    An epoch allocates many large, differently shaped tensors (chunks of every length, score
+    matrices in validation); glibc keeps the freed ones in a fragmented heap, and a Beauty
+    finetuning process grew to ~4 GB RSS although it needs ~0.8 GB. Trimming once per epoch
+    keeps it near that, at no measurable cost.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def peak_rss_mib() -> float | None:
+    """Peak resident memory of this process so far, in MiB (None where `resource` is missing)."""
+    try:
+        import resource
+    except ImportError:  # not Unix
+        return None
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return round(kib / 1024, 1)
 
 
 def epoch_generators(seed: int, epoch: int) -> np.random.Generator:

@@ -102,6 +102,7 @@ def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
     done_now = 0
     while state.epoch < epochs and not (patience and state.bad_epochs >= patience):
         epoch = state.epoch + 1
+        runtime.release_free_memory()  # the last epoch's fragments (see there)
         rng = runtime.epoch_generators(seed, epoch)
         start = time.perf_counter()
         model.train()
