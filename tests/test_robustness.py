@@ -68,7 +68,8 @@ def test_script_with_a_random_bytes_checkpoint_exits_2_with_one_line(tiny_data, 
     bad = tmp_path / "pretrain.pt"
     bad.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     args = ["--data", str(tiny_data), "--variant", "full", "--out-dir", str(tmp_path / "run"),
-            "--device", "cpu", "--threads", "1", "--pretrained", str(bad)]
+            "--device", "cpu", "--threads", "1", "--pretrained", str(bad),
+            "--settings", '{"eval": {"sampled_negatives": 9}}']  # 40 items: 99 negatives would fail first
     with pytest.raises(SystemExit) as exit_info:
         load_script("finetune").main(args)
     assert exit_info.value.code == 2
