@@ -1,0 +1,83 @@
+"""Pretraining losses of several checkpoints on the same batches (what each task has learnt).
+
+    python benchmarks/compare_pretraining.py --data resources/beauty \
+        results/beauty/authors/pretrain.pt results/beauty/full/seed0/pretrain.pt [--batches 100]
+
+Each checkpoint (a pretrain.pt, or a run's pretrain.state.pt while it trains) is scored in
+eval mode (no dropout) on the same fixed batches of prefix instances, drawn with one seed:
+AAP, MIP, MAP and SP per instance, unweighted, plus the share of masked positions where MIP
+ranks the true item above its sampled negative and the AAP/MAP attribute AUC proxies. Prints
+one JSON object. A lower loss on these batches means the checkpoint solves that task better
+on this data, whatever preset trained it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from s3rec import runtime
+from s3rec.config import RunConfig
+from s3rec.data import leave_one_out, load_dataset
+from s3rec.pretrain_batches import build_batch, build_instances
+from s3rec.pretraining import LOSS_NAMES, PretrainModel
+
+
+def load_model(path: Path, num_items: int, num_attributes: int) -> tuple[PretrainModel, dict]:
+    saved = runtime.load_torch(path)
+    state = saved.get("state_dict") or saved.get("model")
+    config = saved["config"].get("config", saved["config"])  # a state file nests the run's config
+    model = PretrainModel(RunConfig.from_dict(config), num_items, num_attributes)
+    model.load_state_dict(state)
+    epoch = saved.get("epoch", saved.get("loop", {}).get("epoch"))
+    return model.eval(), {"variant": saved.get("variant", saved["config"].get("variant")), "epoch": epoch}
+
+
+@torch.no_grad()
+def score(model: PretrainModel, batches) -> dict:
+    sums = dict.fromkeys(LOSS_NAMES, 0.0)
+    mip_correct = mip_total = instances = 0
+    for batch in batches:
+        losses = model(batch)
+        for name in LOSS_NAMES:
+            sums[name] += float(losses[name])
+        states, _ = model.encoder.forward_ends(batch.masked_items, causal=False, num_full=batch.num_instances)
+        masked = batch.masked_items == model.encoder.mask_id
+        embed, mip = model.encoder.item_embeddings, model.heads["mip"]
+        positive = mip.score_pairs(states[masked], embed(batch.items[masked]))
+        negative = mip.score_pairs(states[masked], embed(batch.negative_items[masked]))
+        mip_correct += int((positive > negative).sum())
+        mip_total += int(masked.sum())
+        instances += batch.num_instances
+    return {**{name: round(value / instances, 4) for name, value in sums.items()},
+            "mip_true_above_negative": round(mip_correct / mip_total, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--batches", type=int, default=100, help="batches of 100 prefix instances")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    runtime.set_threads(args.threads)
+    dataset = load_dataset(args.data)
+    split = leave_one_out(dataset.sequences)
+    heldout = np.stack([split.valid_target, split.test_target], axis=1)
+    instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
+                                max_len=50, heldout=heldout)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(instances))[: 100 * args.batches]
+    batches = [build_batch(instances, order[i:i + 100], rng, mask_prob=0.2) for i in range(0, len(order), 100)]
+    report = {"data": str(args.data), "instances_scored": len(order), "checkpoints": {}}
+    for path in args.checkpoints:
+        model, about = load_model(path, dataset.num_items, dataset.num_attributes)
+        report["checkpoints"][str(path)] = about | score(model, batches)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
