@@ -156,12 +156,18 @@ def params_vs_accuracy(runs: pl.DataFrame, metric: str, split: str, protocols: S
             continue
         counts = summary["heads_params"].to_numpy()
         span = max(float(counts.max() - counts.min()), 1.0)
-        xs = _dodge(counts, span)
-        for x, row in zip(xs, summary.iter_rows(named=True)):
+        xs = _dodge(counts, span, fraction=0.05)
+        for x, count, row in zip(xs, counts, summary.iter_rows(named=True)):
             ax.errorbar(x, row["mean"], yerr=row["std"], marker="o", ms=7, capsize=3,
                         color=palette[row["variant"]], ls="")
-            ax.annotate(row["variant"], (x, row["mean"] + row["std"]), textcoords="offset points", xytext=(0, 4),
-                        ha="center", va="bottom", fontsize=8, color=palette[row["variant"]])
+            if x == count:  # alone at its count: label above the bar
+                where = dict(xy=(x, row["mean"] + row["std"]), xytext=(0, 4), ha="center", va="bottom")
+            else:  # set apart from a variant with the same count: label on its outer side
+                left = x < count
+                where = dict(xy=(x, row["mean"]), xytext=(-7 if left else 7, 0), ha="right" if left else "left",
+                             va="center")
+            ax.annotate(row["variant"], textcoords="offset points", fontsize=8, color=palette[row["variant"]],
+                        **where)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # wide counts: few ticks
         ax.xaxis.set_major_formatter(thousands)
         ax.set_xlabel("parameters of the pretraining heads (count)")
