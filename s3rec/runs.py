@@ -57,9 +57,10 @@ def parameter_counts(cfg: RunConfig, num_items: int, num_attributes: int, pretra
             "heads_total": sum(heads.values()), "total": total}
 
 
-def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: int, data_digest: str) -> float:
+def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: int, data_digest: str) -> dict:
     """Strict load of a pretraining checkpoint's encoder: it must be of this variant, seed (an
-    imported checkpoint has none) and data set; anything missing or mismatched is an error."""
+    imported checkpoint has none) and data set; anything missing or mismatched is an error.
+    Returns the pretraining's wall and CPU seconds and its `pretrain` settings."""
     if not Path(path).exists():
         raise FileNotFoundError(f"pretrained checkpoint {path} does not exist (variant {variant} needs it)")
     saved = runtime.load_torch(path)
@@ -80,7 +81,8 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: in
     except RuntimeError as error:
         raise ValueError(f"{path} does not fit this model: {error}") from error
     log.info("loaded encoder from %s (pretrained %d epochs)", path, saved.get("epoch", -1))
-    return float(saved.get("wall_seconds", 0.0)), float(saved.get("cpu_seconds", 0.0))
+    return {"wall_seconds": float(saved.get("wall_seconds", 0.0)), "cpu_seconds": float(saved.get("cpu_seconds", 0.0)),
+            "pretrain": saved.get("config", {}).get("pretrain")}
 
 
 def data_files(data_dir: Path) -> list[Path]:
@@ -121,8 +123,8 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     runtime.epoch_generators(cfg.seed, 0)  # the initial weights depend on the seed alone
     encoder = Encoder(cfg.model, dataset.num_items)
     data_digest = runtime.digest(data_files(data_dir))
-    pretrain_seconds, pretrain_cpu = (load_pretrained_encoder(encoder, pretrained, variant, cfg.seed, data_digest)
-                                      if pretrained else (0.0, 0.0))
+    pretraining = (load_pretrained_encoder(encoder, pretrained, variant, cfg.seed, data_digest) if pretrained
+                   else {"wall_seconds": 0.0, "cpu_seconds": 0.0, "pretrain": None})
     encoder.to(device)
     f = cfg.finetune
     optimizer = adam(encoder.parameters(), lr=f.lr, weight_decay=f.weight_decay)
@@ -171,11 +173,12 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
         "dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "metrics": metrics,
         "parameters": parameter_counts(cfg, dataset.num_items, dataset.num_attributes, pretrained is not None),
         "best_epoch": state.best_epoch, "epochs_run": state.epoch, "early_stopped": early_stopped,
-        "wall_seconds": {"pretrain": pretrain_seconds, "finetune": time.perf_counter() - started},
-        "cpu_seconds": {"pretrain": pretrain_cpu, "finetune": cpu_seconds(state.history, "cpu_seconds", "valid_cpu_seconds")},
+        "wall_seconds": {"pretrain": pretraining["wall_seconds"], "finetune": time.perf_counter() - started},
+        "cpu_seconds": {"pretrain": pretraining["cpu_seconds"], "finetune": cpu_seconds(state.history, "cpu_seconds", "valid_cpu_seconds")},
         "finetune": {"loss": f.loss, "negatives_exclude_heldout": f.negatives_exclude_heldout,
                      "batching": f.batching, "early_stopping_metric": f.early_stopping_metric},
-        "execution": execution | {"peak_rss_mib": runtime.peak_rss_mib()}, "config": recorded_config(cfg, pretrained is not None), "provenance": runtime.provenance(),
+        "execution": execution | {"peak_rss_mib": runtime.peak_rss_mib()}, "config": recorded_config(cfg, pretraining["pretrain"]),
+        "provenance": runtime.provenance(),
     }
     runtime.save_torch(out_dir / "finetune.pt", {"config": cfg.to_dict(), "variant": variant,
                                                 "best_epoch": state.best_epoch, "state_dict": state.best_state})
@@ -187,11 +190,14 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     return result
 
 
-def recorded_config(cfg: RunConfig, pretrained: bool) -> dict:
-    """The config a run's outputs record: without pretraining settings for a model never pretrained."""
+def recorded_config(cfg: RunConfig, pretrain: dict | None) -> dict:
+    """The config a finetuning run records: the pretraining settings are those its checkpoint was
+    trained with (the authors' for an import), and none for a model never pretrained."""
     config = cfg.to_dict()
-    if not pretrained:
+    if pretrain is None:
         del config["pretrain"]
+    else:
+        config["pretrain"] = pretrain
     return config
 
 

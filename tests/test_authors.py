@@ -128,6 +128,8 @@ def test_imported_checkpoint_finetunes_with_any_seed(tiny_data, tmp_path):
                                    "eval": {"sampled_negatives": 10}}, "authors", seed, device="cpu")
         result = runs.finetune(tiny_data, tmp_path / f"seed{seed}", cfg, "authors", pretrained=out)
         assert result["variant"] == "authors" and result["parameters"]["heads"]["aap"] == D * D + D
+        # it records the authors' pretraining, not this run's (default) pretraining settings
+        assert result["config"]["pretrain"]["preset"] == "paper" and result["config"]["pretrain"]["epochs"] == 7
 
 
 def test_a_checkpoint_of_other_data_or_garbage_is_a_one_line_error(tiny_data, tmp_path):
