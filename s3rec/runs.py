@@ -154,7 +154,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
 
     out_dir = Path(out_dir)
     inputs = data_files(data_dir) + ([Path(pretrained)] if pretrained else [])
-    identity = {"config": cfg.to_dict(), "variant": variant, "inputs": runtime.digest(inputs)}
+    identity = {"config": run_identity(cfg), "variant": variant, "inputs": runtime.digest(inputs)}
     state = run_epochs(model=encoder, optimizer=optimizer, epochs=f.epochs, seed=cfg.seed, train_epoch=train_epoch,
                        checkpoint=out_dir / "finetune.state.pt", config=identity,
                        history_path=out_dir / "finetune_history.csv", validate=validate,
@@ -188,6 +188,12 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     log.info("test full NDCG@10 %.4f HR@10 %.4f; %.1f s", metrics.get("full", {}).get("test", {}).get("NDCG@10", float("nan")),
              metrics.get("full", {}).get("test", {}).get("HR@10", float("nan")), result["wall_seconds"]["finetune"])
     return result
+
+
+def run_identity(cfg: RunConfig) -> dict:
+    """What a resumed run must share with its checkpoint: everything but where it executes, so a
+    run stopped on one machine resumes on another with other threads or another device."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in ("device", "threads")}
 
 
 def recorded_config(cfg: RunConfig, pretrain: dict | None) -> dict:
@@ -237,7 +243,7 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
 
     out_dir = Path(out_dir)
     data_digest = runtime.digest(data_files(data_dir))
-    identity = {"config": cfg.to_dict(), "variant": variant, "inputs": data_digest}
+    identity = {"config": run_identity(cfg), "variant": variant, "inputs": data_digest}
     state = run_epochs(model=model, optimizer=optimizer, epochs=p.epochs, seed=cfg.seed, train_epoch=train_epoch,
                        checkpoint=out_dir / "pretrain.state.pt", config=identity,
                        history_path=out_dir / "pretrain_history.csv", stop_after=stop_after)

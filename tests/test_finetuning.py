@@ -30,8 +30,8 @@ def settings(**finetune):
             "eval": {"batch_size": 64, "sampled_negatives": 20}}
 
 
-def run(data, out, seed=0, variant="none", pretrained=None, stop_after=None, **finetune):
-    cfg = runs.resolve_config(settings(**finetune), variant, seed, device="cpu")
+def run(data, out, seed=0, variant="none", pretrained=None, stop_after=None, threads=None, **finetune):
+    cfg = runs.resolve_config(settings(**finetune), variant, seed, device="cpu", threads=threads)
     return runs.finetune(data, out, cfg, variant, pretrained=pretrained, stop_after=stop_after)
 
 
@@ -162,6 +162,18 @@ def test_a_padded_step_in_chunks_has_the_loss_and_gradient_of_the_batch_padded_t
     torch.testing.assert_close(chunked, want)
     for got, expected in zip(chunk_grads, (p.grad for p in encoder.parameters())):
         torch.testing.assert_close(got, expected)
+
+
+def test_interrupted_run_resumes_to_the_same_metrics(tiny_data, tmp_path):
+    whole = run(tiny_data, tmp_path / "whole")
+    assert run(tiny_data, tmp_path / "parts", stop_after=1) is None
+    assert (tmp_path / "parts" / "finetune.state.pt").exists()
+    first_epoch = runtime_history(tmp_path / "parts")["seconds"]
+    resumed = run(tiny_data, tmp_path / "parts", threads=1)  # where it runs is not part of what it computes
+    assert resumed["metrics"] == whole["metrics"]
+    assert resumed["epochs_run"] == whole["epochs_run"]
+    history = runtime_history(tmp_path / "parts")
+    assert history["seconds"][:1] == first_epoch  # epoch 1 was resumed from the checkpoint, not rerun
 
 
 def _fake_pretrained(path, variant, hidden_size=16, num_items=40, seed=0, data=None):
