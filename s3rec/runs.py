@@ -102,14 +102,14 @@ def timed(function):
     return wrapper
 
 
-def cpu_seconds(history: list[dict], *columns: str) -> float:
+def history_sum(history: list[dict], *columns: str) -> float:
+    """Seconds summed over every epoch of a run, those of earlier (resumed) invocations included."""
     return float(sum(row.get(column, 0.0) for row in history for column in columns))
 
 
 def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
              pretrained: Path | None = None, stop_after: int | None = None) -> dict | None:
     """Finetune (or train from scratch for `none`), then evaluate the best epoch on both splits."""
-    started = time.perf_counter()
     needs_pretraining, _ = parse_variant(variant)
     if needs_pretraining != (pretrained is not None):
         raise ValueError(f"variant {variant!r} {'needs' if needs_pretraining else 'takes no'} --pretrained checkpoint")
@@ -167,14 +167,20 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     encoder.load_state_dict(state.best_state)
     encoder.eval()
     log.info("best epoch %d (valid %s %.4f); evaluating", state.best_epoch, f.early_stopping_metric, state.best_score)
+    evaluation_started, evaluation_cpu = time.perf_counter(), time.process_time()
     metrics, ranks = evaluate(score, split, dataset.sequences, dataset.user_ids, dataset.num_items, cfg.eval,
                               negatives=negatives)
     result = {
         "dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "metrics": metrics,
         "parameters": parameter_counts(cfg, dataset.num_items, dataset.num_attributes, pretrained is not None),
         "best_epoch": state.best_epoch, "epochs_run": state.epoch, "early_stopped": early_stopped,
-        "wall_seconds": {"pretrain": pretraining["wall_seconds"], "finetune": time.perf_counter() - started},
-        "cpu_seconds": {"pretrain": pretraining["cpu_seconds"], "finetune": cpu_seconds(state.history, "cpu_seconds", "valid_cpu_seconds")},
+        # every epoch (resumed invocations included) plus the final evaluation
+        "wall_seconds": {"pretrain": pretraining["wall_seconds"],
+                         "finetune": history_sum(state.history, "seconds", "valid_seconds")
+                         + time.perf_counter() - evaluation_started},
+        "cpu_seconds": {"pretrain": pretraining["cpu_seconds"],
+                        "finetune": history_sum(state.history, "cpu_seconds", "valid_cpu_seconds")
+                        + time.process_time() - evaluation_cpu},
         "finetune": {"loss": f.loss, "negatives_exclude_heldout": f.negatives_exclude_heldout,
                      "batching": f.batching, "early_stopping_metric": f.early_stopping_metric},
         "execution": execution | {"peak_rss_mib": runtime.peak_rss_mib()}, "config": recorded_config(cfg, pretraining["pretrain"]),
@@ -209,7 +215,6 @@ def recorded_config(cfg: RunConfig, pretrain: dict | None) -> dict:
 
 def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_after: int | None = None) -> dict | None:
     """Self-supervised pretraining for a fixed number of epochs (no early stopping, as the authors)."""
-    started = time.perf_counter()
     if not parse_variant(variant)[0]:
         raise ValueError(f"variant {variant!r} is not pretrained")
     device = runtime.choose_device(cfg.device)
@@ -250,7 +255,7 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     if state.epoch < p.epochs:
         return None
     seconds = sum(row["seconds"] for row in state.history)
-    cpu = cpu_seconds(state.history, "cpu_seconds")
+    cpu = history_sum(state.history, "cpu_seconds")
     counts = parameter_counts(cfg, dataset.num_items, dataset.num_attributes, pretrained=True)
     run = {"dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "epochs": state.epoch,
            "instances": len(instances), "parameters": counts, "wall_seconds": seconds, "cpu_seconds": cpu,

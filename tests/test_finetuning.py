@@ -174,6 +174,9 @@ def test_interrupted_run_resumes_to_the_same_metrics(tiny_data, tmp_path):
     assert resumed["epochs_run"] == whole["epochs_run"]
     history = runtime_history(tmp_path / "parts")
     assert history["seconds"][:1] == first_epoch  # epoch 1 was resumed from the checkpoint, not rerun
+    # wall and CPU time cover every epoch, the interrupted invocation's too
+    assert resumed["wall_seconds"]["finetune"] > sum(history["seconds"]) + sum(history["valid_seconds"])
+    assert resumed["cpu_seconds"]["finetune"] > sum(history["cpu_seconds"]) + sum(history["valid_cpu_seconds"])
 
 
 def _fake_pretrained(path, variant, hidden_size=16, num_items=40, seed=0, data=None):
