@@ -47,7 +47,7 @@ def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
 
 
 def length_chunks(index: np.ndarray, lengths: np.ndarray, bounds: tuple[int, ...] = CHUNK_BOUNDS) -> list[np.ndarray]:
-    """`index` split by length at `bounds` (each chunk's padding stays below half its tokens)."""
+    """`index` split into length groups at `bounds`, so that each group pads only to its own longest."""
     group = np.searchsorted(np.asarray(bounds), lengths[index])
     return [index[group == g] for g in np.unique(group)]
 

@@ -72,7 +72,7 @@ def iterate_batches(train: list[np.ndarray], excluded: list[np.ndarray], num_ite
 
 def next_item_loss(encoder: Encoder, batch: NextItemBatch, loss: str) -> torch.Tensor:
     """Mean loss over the batch's target positions."""
-    return next_item_loss_sum(encoder, batch, loss) / (batch.targets > 0).sum()
+    return step_loss(encoder, [batch], loss)
 
 
 def step_loss(encoder: Encoder, chunks: list[NextItemBatch], loss: str) -> torch.Tensor:
