@@ -239,12 +239,24 @@ def _full_ranks(
     writing -inf leaves the caller's tensor untouched and needs no (B, num_items + 1) copy.
     """
     at_least = scores >= target_scores  # (B, num_items + 1)
-    count = _count_per_row(at_least) - at_least[:, 0].cpu().numpy()
+    if scores.device.type != "cpu":
+        return _full_counts_on_device(at_least, excluded)
+    count = _count_per_row(at_least) - at_least[:, 0].numpy()
     if excluded is not None:
         rows, items = excluded
-        index = tuple(torch.as_tensor(a, device=scores.device) for a in (rows, items))
-        count -= np.bincount(rows[at_least[index].cpu().numpy()], minlength=len(scores))
+        count -= np.bincount(rows[at_least[torch.from_numpy(rows), torch.from_numpy(items)].numpy()],
+                             minlength=len(scores))
     return count
+
+
+def _full_counts_on_device(at_least: torch.Tensor, excluded: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """_full_ranks' count where the scores are (a GPU): only the (B,) counts come back to the host,
+    not the (B, num_items + 1) scores, and no op waits for the device before the last copy."""
+    count = at_least.sum(1) - at_least[:, 0].long()
+    if excluded is not None:
+        rows, items = (torch.as_tensor(a, device=at_least.device) for a in excluded)
+        count.index_add_(0, rows, -at_least[rows, items].long())
+    return count.cpu().numpy()
 
 
 def _count_per_row(mask: torch.Tensor) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from s3rec import runtime
 from s3rec.batching import pad_left, training_batches
 from s3rec.encoder import Encoder
 
@@ -28,9 +29,18 @@ class NextItemBatch:
     inputs: torch.Tensor  # (B, L) left-padded item ids
     targets: torch.Tensor  # (B, L) next item at each position, 0 where there is none
     negatives: torch.Tensor  # (B, L) one sampled negative per position (BCE), 0 where no target
+    # The positions with a target as flat indices into the (B * L) grid, made on the host: the
+    # loss gathers with them rather than with the mask targets > 0, which would make the host wait
+    # for the GPU (see tests/test_host_sync.py).
+    target_positions: torch.Tensor  # (N,)
+
+    @classmethod
+    def of(cls, inputs: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> "NextItemBatch":
+        """A batch of host tensors, its target positions taken from `targets`."""
+        return cls(inputs, targets, negatives, torch.from_numpy(np.flatnonzero(targets.numpy().ravel() > 0)))
 
     def to(self, device) -> "NextItemBatch":
-        return NextItemBatch(self.inputs.to(device), self.targets.to(device), self.negatives.to(device))
+        return NextItemBatch(**runtime.to_device(vars(self), device))
 
 
 def trainable_users(train: list[np.ndarray]) -> np.ndarray:
@@ -58,7 +68,7 @@ def make_batch(users: np.ndarray, train: list[np.ndarray], excluded: list[np.nda
     targets = pad_left([s[1:] for s in seqs], length)
     negatives = sample_negatives(targets, pad_left([excluded[u] for u in users],
                                                    max(len(excluded[u]) for u in users)), num_items, rng)
-    return NextItemBatch(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(negatives))
+    return NextItemBatch.of(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(negatives))
 
 
 def iterate_batches(train: list[np.ndarray], excluded: list[np.ndarray], num_items: int, max_len: int,
@@ -78,19 +88,20 @@ def next_item_loss(encoder: Encoder, batch: NextItemBatch, loss: str) -> torch.T
 def step_loss(encoder: Encoder, chunks: list[NextItemBatch], loss: str) -> torch.Tensor:
     """Mean over all target positions of a step's chunks: the loss of the whole batch (the authors' mean)."""
     total = sum(next_item_loss_sum(encoder, chunk, loss) for chunk in chunks)
-    return total / sum((chunk.targets > 0).sum() for chunk in chunks)
+    return total / sum(len(chunk.target_positions) for chunk in chunks)
 
 
 def next_item_loss_sum(encoder: Encoder, batch: NextItemBatch, loss: str) -> torch.Tensor:
     states = encoder(batch.inputs, causal=True)  # (B, L, d)
-    has_target = batch.targets > 0
-    states = states[has_target]  # (N, d): only positions with a next item
+    where = batch.target_positions
+    states = states.flatten(0, 1).index_select(0, where)  # (N, d): only positions with a next item
+    targets = batch.targets.flatten().index_select(0, where)  # (N,)
     table = encoder.item_embeddings.weight
     if loss == "ce":
         logits = states @ table[1:encoder.num_items + 1].T  # (N, M): real items only
-        return F.cross_entropy(logits, batch.targets[has_target] - 1, reduction="sum")
-    positive = (states * table[batch.targets[has_target]]).sum(-1)
-    negative = (states * table[batch.negatives[has_target]]).sum(-1)
+        return F.cross_entropy(logits, targets - 1, reduction="sum")
+    positive = (states * table[targets]).sum(-1)
+    negative = (states * table[batch.negatives.flatten().index_select(0, where)]).sum(-1)
     return (F.softplus(-positive) + F.softplus(negative)).sum()
 
 
@@ -103,6 +114,7 @@ def score_function(encoder: Encoder, device: torch.device):
         length = min(max(len(h) for h in histories), max_len)
         inputs = torch.from_numpy(pad_left(histories, length)).to(device)
         _, last = encoder.forward_ends(inputs, causal=True)  # (B, d): state after the whole history
-        return (last @ encoder.item_embeddings.weight[: encoder.num_items + 1].T).float().cpu()
+        # stays on the model's device: ranking there moves (B,) ranks back, not (B, num_items + 1) scores
+        return (last @ encoder.item_embeddings.weight[: encoder.num_items + 1].T).float()
 
     return score

@@ -29,9 +29,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from s3rec import runtime
 from s3rec.batching import training_batches
 from s3rec.pairs import contains, pair_keys
-
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,26 @@ class Batch:
     # real positions of `items` in row-major order, i.e. the rows of `items[items != 0]`.
     attribute_rows: torch.Tensor  # (nnz,)
     attribute_ids: torch.Tensor  # (nnz,) in 1..num_attributes
+    # Where the losses read the states, as indices made on the host (grid_positions): the model
+    # gathers with them instead of indexing with boolean masks, each of which would make the
+    # host wait for the GPU to learn how many positions are True.
+    real_positions: torch.Tensor  # (R,) the real positions as flat indices into the (B * L) grid, row-major
+    unmasked_rows: torch.Tensor  # (R - K,) rows of real_positions that are not masked: AAP
+    masked_rows: torch.Tensor  # (K,) rows of real_positions that are masked: MIP and MAP
     num_instances: int
 
     def to(self, device: torch.device | str) -> "Batch":
         tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "num_instances"}
-        return dataclasses.replace(self, **{name: value.to(device) for name, value in tensors.items()})
+        return dataclasses.replace(self, **runtime.to_device(tensors, device))
+
+
+def grid_positions(items: np.ndarray, masked: np.ndarray) -> dict[str, torch.Tensor]:
+    """Batch's index fields from its (B, L) items (0 = padding) and its mask of masked positions."""
+    real_positions = np.flatnonzero(np.asarray(items).ravel() != 0)
+    is_masked = np.asarray(masked).ravel()[real_positions]
+    return {"real_positions": torch.from_numpy(real_positions),
+            "unmasked_rows": torch.from_numpy(np.flatnonzero(~is_masked)),
+            "masked_rows": torch.from_numpy(np.flatnonzero(is_masked))}
 
 
 def build_instances(
@@ -180,6 +195,7 @@ def build_batch(
         neg_segments=torch.from_numpy(neg_segments),
         attribute_rows=torch.from_numpy(attribute_rows),
         attribute_ids=torch.from_numpy(attribute_ids),
+        **grid_positions(items, masked),
         num_instances=B,
     )
 

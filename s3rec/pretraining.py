@@ -44,9 +44,12 @@ class PretrainModel(nn.Module):
         item_states, ends = self.encoder.forward_ends(inputs, causal=False, num_full=B)  # (B, L, d), (3B, d)
         context, pos_segment, neg_segment = ends.split(B)  # (B, d) each: the state at the sequence end
 
-        masked = batch.masked_items == self.encoder.mask_id  # (B, L)
-        losses = self.attribute_losses(item_states, batch, masked)
-        losses["mip"] = self.mip_loss(item_states[masked], batch.items[masked], batch.negative_items[masked])
+        real_states = item_states.flatten(0, 1).index_select(0, batch.real_positions)  # (R, d), row-major
+        losses = self.attribute_losses(real_states, batch)
+        masked_positions = batch.real_positions.index_select(0, batch.masked_rows)  # (K,) flat indices
+        losses["mip"] = self.mip_loss(real_states.index_select(0, batch.masked_rows),
+                                      batch.items.flatten().index_select(0, masked_positions),
+                                      batch.negative_items.flatten().index_select(0, masked_positions))
         sp = self.heads["sp"]
         losses["sp"] = self.pair_loss(sp.score_pairs(context, pos_segment), sp.score_pairs(context, neg_segment))
         p = self.cfg.pretrain
@@ -56,18 +59,16 @@ class PretrainModel(nn.Module):
         )
         return losses
 
-    def attribute_losses(self, item_states: torch.Tensor, batch: Batch, masked: torch.Tensor) -> dict[str, torch.Tensor]:
-        """AAP at the unmasked real positions, MAP at the masked ones; logits only where they count."""
-        real = batch.items != 0  # (B, L)
-        real_states = item_states[real]  # (R, d), row-major like batch.attribute_rows
-        is_masked = masked[real]  # (R,)
+    def attribute_losses(self, real_states: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        """AAP at the unmasked real positions, MAP at the masked ones; logits only where they count.
+        real_states: (R, d), the states at batch.real_positions."""
         attributes = self.attribute_embeddings.weight[1:]  # (A, d); 0 is padding
         targets = real_states.new_zeros(len(real_states), len(attributes))  # (R, A) multi-hot
         targets[batch.attribute_rows, batch.attribute_ids - 1] = 1.0
         losses = {}
-        for name, rows in (("aap", ~is_masked), ("map", is_masked)):
-            logits = self.heads[name].score_all(real_states[rows], attributes)  # (N, A)
-            losses[name] = F.binary_cross_entropy_with_logits(logits, targets[rows], reduction="sum")
+        for name, rows in (("aap", batch.unmasked_rows), ("map", batch.masked_rows)):
+            logits = self.heads[name].score_all(real_states.index_select(0, rows), attributes)  # (N, A)
+            losses[name] = F.binary_cross_entropy_with_logits(logits, targets.index_select(0, rows), reduction="sum")
         return losses
 
     def mip_loss(self, states: torch.Tensor, true_items: torch.Tensor, negative_items: torch.Tensor) -> torch.Tensor:

@@ -88,6 +88,34 @@ def describe_execution(device: torch.device | str) -> dict[str, Any]:
     return described
 
 
+def to_device(tensors: dict[str, torch.Tensor], device: torch.device | str,
+              pack: bool | None = None) -> dict[str, torch.Tensor]:
+    """A batch's tensors on `device`. On a GPU they travel as one copy per dtype from pinned
+    memory, without waiting for it, instead of one blocking copy per tensor: a pretraining step
+    moves some 40 small tensors, and each copy costs the host more than the GPU's work on it.
+    `pack` forces (True) or skips (False) the packing; the default packs off the CPU."""
+    device = torch.device(device)
+    if not (device.type != "cpu" if pack is None else pack):
+        return {name: tensor.to(device) for name, tensor in tensors.items()}
+    moved: dict[str, torch.Tensor] = {}
+    for dtype in dict.fromkeys(tensor.dtype for tensor in tensors.values()):
+        names = [name for name, tensor in tensors.items() if tensor.dtype == dtype]
+        sizes = [tensors[name].numel() for name in names]
+        buffer = torch.empty(sum(sizes), dtype=dtype, pin_memory=device.type == "cuda")
+        torch.cat([tensors[name].reshape(-1) for name in names], out=buffer)
+        pieces = buffer.to(device, non_blocking=True).split(sizes)
+        moved.update({name: piece.view(tensors[name].shape) for name, piece in zip(names, pieces)})
+    return {name: moved[name] for name in tensors}
+
+
+def peak_device_memory_mib(device: torch.device | str) -> float | None:
+    """Peak memory torch allocated on a CUDA device in this process (None elsewhere)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
 def provenance() -> dict[str, Any]:
     """What produced a result (code and package versions, host). Where it ran is describe_execution."""
     versions = {"python": platform.python_version()}

@@ -60,8 +60,13 @@ def test_full_ranking_leaves_the_scores_untouched():
     assert torch.equal(scores, before)
 
 
-def test_full_ranking_matches_a_brute_force_loop(rng):
-    """Random histories with repeats, integer scores (many ties), small batches."""
+@pytest.mark.parametrize("counting", ["cpu", "device"])
+def test_full_ranking_matches_a_brute_force_loop(rng, monkeypatch, counting):
+    """Random histories with repeats, integer scores (many ties), small batches; both ways of
+    counting (numpy on CPU, torch where the scores are: a GPU's path, run here on CPU tensors)."""
+    if counting == "device":
+        monkeypatch.setattr(evaluation, "_full_ranks",
+                            lambda scores, target, excluded: evaluation._full_counts_on_device(scores >= target, excluded))
     num_items, num_users = 30, 57
     histories = [rng.integers(1, num_items + 1, size=rng.integers(0, 12)) for _ in range(num_users)]
     targets = rng.integers(1, num_items + 1, size=num_users)

@@ -56,6 +56,15 @@ def test_batch_targets_are_the_next_items_and_negatives_avoid_the_training_part(
         assert not set(negatives[0]) & {1, 2, 3, 4}
         assert not set(negatives[1][-1:]) & {5, 6}
         assert (negatives[batch.targets.numpy() == 0] == 0).all()
+    assert batch.target_positions.tolist() == [0, 1, 2, 5]  # flat indices of the targets 2, 3, 4 and 6
+
+
+def test_batch_to_keeps_every_field_also_when_packed_into_one_copy():
+    train = [np.array([1, 2, 3, 4]), np.array([5, 6])]
+    batch = make_batch(np.array([0, 1]), train, train, 9, 10, np.random.default_rng(0))
+    for moved in (batch.to("cpu"), NextItemBatch(**runtime.to_device(vars(batch), "cpu", pack=True))):
+        for name, value in vars(batch).items():
+            assert torch.equal(getattr(moved, name), value) and getattr(moved, name).dtype == value.dtype, name
 
 
 def test_heldout_flag_excludes_validation_and_test_items(tiny_data):
@@ -156,7 +165,7 @@ def test_a_padded_step_in_chunks_has_the_loss_and_gradient_of_the_batch_padded_t
     chunk_grads = [p.grad.clone() for p in encoder.parameters()]
     encoder.zero_grad()
     pad = lambda m: torch.nn.functional.pad(m, (12 - m.shape[1], 0))  # noqa: E731
-    whole = NextItemBatch(*(torch.cat([pad(getattr(c, name)) for c in step]) for name in ("inputs", "targets", "negatives")))
+    whole = NextItemBatch.of(*(torch.cat([pad(getattr(c, name)) for c in step]) for name in ("inputs", "targets", "negatives")))
     want = next_item_loss(encoder, whole, loss)
     want.backward()
     torch.testing.assert_close(chunked, want)

@@ -15,12 +15,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from s3rec import runtime
 from s3rec.config import RunConfig
 from s3rec.batching import bucketed_batches
 from s3rec.pretrain_batches import (
     Batch,
     build_batch,
     build_instances,
+    grid_positions,
     iterate_batches,
     sample_negatives,
 )
@@ -216,9 +218,15 @@ def test_attribute_pairs_are_the_multi_hot_of_the_real_items(corpus, instances):
 # ---------------------------------------------------------------------------- model
 
 
+def with_matrices(batch: Batch, **matrices) -> Batch:
+    """`batch` with other (B, L) matrices, its host-made position indices made anew from them."""
+    batch = dataclasses.replace(batch, **matrices)
+    return dataclasses.replace(batch, **grid_positions(batch.items.numpy(), (batch.masked_items == MASK).numpy()))
+
+
 def left_pad(batch: Batch, length: int) -> Batch:
-    padded = {name: F.pad(getattr(batch, name), (length - batch.items.shape[1], 0)) for name in MATRICES}
-    return dataclasses.replace(batch, **padded)
+    return with_matrices(batch, **{name: F.pad(getattr(batch, name), (length - batch.items.shape[1], 0))
+                                   for name in MATRICES})
 
 
 def test_losses_and_states_do_not_depend_on_padding(instances):
@@ -315,10 +323,11 @@ def concat_padded(batches: list[Batch], length: int) -> Batch:
 
     fields = {name: torch.cat([pad(getattr(b, name)) for b in batches]) for name in MATRICES}
     offsets = np.cumsum([0] + [int((b.items != 0).sum()) for b in batches[:-1]])
-    return Batch(users=torch.cat([b.users for b in batches]), **fields,
-                 attribute_rows=torch.cat([b.attribute_rows + int(o) for b, o in zip(batches, offsets)]),
-                 attribute_ids=torch.cat([b.attribute_ids for b in batches]),
-                 num_instances=sum(b.num_instances for b in batches))
+    return with_matrices(dataclasses.replace(
+        batches[0], users=torch.cat([b.users for b in batches]),
+        attribute_rows=torch.cat([b.attribute_rows + int(o) for b, o in zip(batches, offsets)]),
+        attribute_ids=torch.cat([b.attribute_ids for b in batches]),
+        num_instances=sum(b.num_instances for b in batches)), **fields)
 
 
 @pytest.mark.parametrize("pair_loss", ["logsigmoid", "sigmoid_difference"])
@@ -369,11 +378,26 @@ def test_same_seed_same_batches_and_losses(instances):
     assert not torch.equal(torch.cat([b.users for b in first]), torch.cat([b.users for b in other]))
 
 
-def test_batch_to_keeps_every_field(instances):
+def test_batch_to_keeps_every_field_also_when_packed_into_one_copy(instances):
     b = one_batch(instances)
-    moved = b.to("cpu")
-    assert moved.num_instances == b.num_instances
-    assert all(torch.equal(getattr(moved, name), getattr(b, name)) for name in MATRICES)
+    tensors = [f.name for f in dataclasses.fields(Batch) if f.name != "num_instances"]
+    for moved in (b.to("cpu"), dataclasses.replace(b, **runtime.to_device(
+            {name: getattr(b, name) for name in tensors}, "cpu", pack=True))):  # the GPU path's packing
+        assert moved.num_instances == b.num_instances
+        for name in tensors:
+            assert torch.equal(getattr(moved, name), getattr(b, name)), name
+            assert getattr(moved, name).dtype == getattr(b, name).dtype, name
+
+
+def test_host_made_positions_select_what_the_boolean_masks_select(instances):
+    b = one_batch(instances)
+    states = torch.randn(*b.items.shape, 3)
+    real, masked = b.items != 0, b.masked_items == MASK
+    real_states = states.flatten(0, 1)[b.real_positions]
+    assert torch.equal(real_states, states[real])
+    assert torch.equal(real_states[b.masked_rows], states[masked])
+    assert torch.equal(real_states[b.unmasked_rows], states[real & ~masked])
+    assert len(b.masked_rows) + len(b.unmasked_rows) == int(real.sum())
 
 
 def test_training_lowers_the_loss(instances):
