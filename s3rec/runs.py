@@ -102,6 +102,13 @@ def timed(function):
     return wrapper
 
 
+def peak_memory(device: torch.device) -> dict:
+    """Peak resident memory of the process, and on a GPU the peak memory torch allocated there."""
+    peak = {"peak_rss_mib": runtime.peak_rss_mib()}
+    gpu = runtime.peak_device_memory_mib(device)
+    return peak if gpu is None else peak | {"peak_gpu_mib": gpu}
+
+
 def history_sum(history: list[dict], *columns: str) -> float:
     """Seconds summed over every epoch of a run, those of earlier (resumed) invocations included."""
     return float(sum(row.get(column, 0.0) for row in history for column in columns))
@@ -183,7 +190,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
                         + time.process_time() - evaluation_cpu},
         "finetune": {"loss": f.loss, "negatives_exclude_heldout": f.negatives_exclude_heldout,
                      "batching": f.batching, "early_stopping_metric": f.early_stopping_metric},
-        "execution": execution | {"peak_rss_mib": runtime.peak_rss_mib()}, "config": recorded_config(cfg, pretraining["pretrain"]),
+        "execution": execution | peak_memory(device), "config": recorded_config(cfg, pretraining["pretrain"]),
         "provenance": runtime.provenance(),
     }
     runtime.save_torch(out_dir / "finetune.pt", {"config": cfg.to_dict(), "variant": variant,
@@ -259,7 +266,7 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     counts = parameter_counts(cfg, dataset.num_items, dataset.num_attributes, pretrained=True)
     run = {"dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "epochs": state.epoch,
            "instances": len(instances), "parameters": counts, "wall_seconds": seconds, "cpu_seconds": cpu,
-           "execution": execution | {"peak_rss_mib": runtime.peak_rss_mib()}, "config": cfg.to_dict(),
+           "execution": execution | peak_memory(device), "config": cfg.to_dict(),
            "provenance": runtime.provenance()}
     runtime.write_json(out_dir / "pretrain_run.json", run)
     runtime.save_torch(out_dir / "pretrain.pt", {"config": cfg.to_dict(), "variant": variant, "seed": cfg.seed,

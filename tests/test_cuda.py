@@ -1,0 +1,161 @@
+"""The CUDA path against the CPU path: same losses, same ranks, no host synchronisation in a
+training step, runs that resume. Skipped where torch sees no CUDA device (the CPU-only CI);
+run it on a GPU machine with `python -m pytest tests/test_cuda.py`.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from s3rec import runs, runtime
+from s3rec.config import RunConfig
+from s3rec.data import leave_one_out, load_dataset, write_prepared
+from s3rec.encoder import Encoder
+from s3rec.evaluation import full_ranking_ranks
+from s3rec.finetuning import iterate_batches as finetune_batches
+from s3rec.finetuning import score_function, step_loss
+from s3rec.pretrain_batches import build_instances
+from s3rec.pretrain_batches import iterate_batches as pretrain_batches
+from s3rec.pretraining import PretrainModel, step_losses
+from s3rec.synthetic import SyntheticSpec, generate
+from s3rec.training import adam
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch")
+
+CUDA = torch.device("cuda")
+SETTINGS = {"model": {"hidden_size": 16, "num_heads": 2, "max_len": 12},
+            "pretrain": {"epochs": 2, "batch_size": 32, "preset": "paper"},
+            "finetune": {"epochs": 3, "batch_size": 32},
+            "eval": {"sampled_negatives": 20}}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    write_prepared(generate(SyntheticSpec(users=60, items=40, attributes=8, seed=5, max_length=15)), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_data):
+    data = load_dataset(tiny_data)
+    return data, leave_one_out(data.sequences)
+
+
+def config(rank=None) -> RunConfig:
+    return RunConfig.from_dict({**SETTINGS, "model": {**SETTINGS["model"], "rank": rank}})
+
+
+def pretrain_step(dataset, seed=0):
+    data, split = dataset
+    cfg = config()
+    instances = build_instances(split.train, data.item_attributes, data.num_items, data.num_attributes,
+                                max_len=cfg.model.max_len)
+    step = next(pretrain_batches(instances, 32, np.random.default_rng(seed), mask_prob=0.2, batching="padded"))
+    return cfg, step
+
+
+@pytest.mark.parametrize("rank", [None, 4])
+def test_a_cuda_pretraining_step_has_the_cpu_steps_losses_and_gradients(dataset, rank):
+    data, _ = dataset
+    _, step = pretrain_step(dataset)
+    cfg = config(rank)
+    torch.manual_seed(0)
+    cpu_model = PretrainModel(cfg, data.num_items, data.num_attributes).eval()  # eval: no dropout draws
+    cuda_model = PretrainModel(cfg, data.num_items, data.num_attributes).eval()
+    cuda_model.load_state_dict(cpu_model.state_dict())
+    cuda_model.to(CUDA)
+    on_cpu = step_losses(cpu_model, step)
+    on_cuda = step_losses(cuda_model, [chunk.to(CUDA) for chunk in step])
+    on_cpu["loss"].backward()
+    on_cuda["loss"].backward()
+    for name, value in on_cpu.items():
+        torch.testing.assert_close(on_cuda[name].cpu(), value, rtol=1e-4, atol=1e-4, msg=name)
+    for (name, p), q in zip(cpu_model.named_parameters(), cuda_model.parameters()):
+        torch.testing.assert_close(q.grad.cpu(), p.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_a_cuda_finetuning_step_has_the_cpu_steps_loss(dataset):
+    data, split = dataset
+    torch.manual_seed(0)
+    cpu_encoder = Encoder(config().model, data.num_items).eval()
+    cuda_encoder = Encoder(config().model, data.num_items).eval()
+    cuda_encoder.load_state_dict(cpu_encoder.state_dict())
+    cuda_encoder.to(CUDA)
+    step = next(finetune_batches(split.train, split.train, data.num_items, 12, 32, np.random.default_rng(0), "padded"))
+    for loss in ("bce", "ce"):
+        want = step_loss(cpu_encoder, step, loss)
+        got = step_loss(cuda_encoder, [chunk.to(CUDA) for chunk in step], loss)
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-5, msg=loss)
+
+
+def test_training_steps_never_wait_for_the_gpu(dataset):
+    """torch's sync debug mode raises on any operation that synchronises the host with the GPU."""
+    data, split = dataset
+    cfg, step = pretrain_step(dataset)
+    model = PretrainModel(cfg, data.num_items, data.num_attributes).to(CUDA)
+    optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
+    encoder = Encoder(cfg.model, data.num_items).to(CUDA)
+    encoder_optimizer = adam(encoder.parameters(), lr=1e-3, weight_decay=0.0)
+    finetune_step = next(finetune_batches(split.train, split.train, data.num_items, 12, 32,
+                                          np.random.default_rng(0), "padded"))
+    for _ in range(2):  # the first step allocates (optimizer state, caches); the second is steady
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            losses = step_losses(model, [chunk.to(CUDA) for chunk in step])
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+            loss = step_loss(encoder, [chunk.to(CUDA) for chunk in finetune_step], "bce")
+            encoder_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            encoder_optimizer.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+def test_full_ranking_on_cuda_gives_the_cpu_ranks(dataset):
+    data, split = dataset
+    torch.manual_seed(0)
+    encoder = Encoder(config().model, data.num_items).double().eval()  # float64: no rank flips by rounding
+    want = full_ranking_ranks(score_function(encoder, torch.device("cpu")), split.train, split.valid_target,
+                              data.num_items, batch_size=16)
+    encoder.to(CUDA)
+    got = full_ranking_ranks(score_function(encoder, CUDA), split.train, split.valid_target, data.num_items,
+                             batch_size=16)
+    np.testing.assert_array_equal(got, want)
+
+
+def run_finetune(data, out, stop_after=None):
+    cfg = runs.resolve_config(SETTINGS, "none", 0, device="cuda")
+    return runs.finetune(data, out, cfg, "none", stop_after=stop_after)
+
+
+def test_a_cuda_run_resumes_to_the_uninterrupted_result(tiny_data, tmp_path):
+    """Every epoch's randomness comes from (seed, epoch), on the GPU too; only the order of
+    floating-point sums in some CUDA kernels (atomics) may differ, hence the tolerance."""
+    whole = run_finetune(tiny_data, tmp_path / "whole")
+    assert run_finetune(tiny_data, tmp_path / "parts", stop_after=1) is None
+    resumed = run_finetune(tiny_data, tmp_path / "parts")
+    assert resumed["best_epoch"] == whole["best_epoch"]
+    for split in ("valid", "test"):
+        for name, value in whole["metrics"]["full"][split].items():
+            assert resumed["metrics"]["full"][split][name] == pytest.approx(value, abs=1e-3), (split, name)
+    recorded = json.loads((tmp_path / "whole" / "metrics.json").read_text())["execution"]
+    assert recorded["device"].startswith("cuda:") and recorded["gpu"] == torch.cuda.get_device_name()
+    assert recorded["peak_gpu_mib"] > 0
+
+
+def test_packed_copies_arrive_intact(dataset):
+    _, step = pretrain_step(dataset)
+    chunk = step[0]
+    moved = chunk.to(CUDA)
+    torch.cuda.synchronize()
+    for name, value in vars(chunk).items():
+        if torch.is_tensor(value):
+            assert torch.equal(getattr(moved, name).cpu(), value), name
+            assert getattr(moved, name).device.type == "cuda"
+    assert runtime.peak_device_memory_mib(CUDA) > 0
