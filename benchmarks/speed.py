@@ -8,6 +8,7 @@ step against a fp32 matmul peak measured in the same run.
 
     python benchmarks/speed.py                      # whole epochs
     python benchmarks/speed.py --batches 200        # time 200 batches and extrapolate (said in the output)
+    python benchmarks/speed.py --device cuda        # the same on a GPU, plus its name and peak memory
 """
 from __future__ import annotations
 
@@ -65,21 +66,32 @@ def beauty_sized(seed: int) -> Prepared:
                     item_attributes=item_attributes, num_attributes=attributes)
 
 
-def timed_epoch(step, batches, limit: int | None) -> dict:
-    """Run `step` over the batches (all, or the first `limit`) and extrapolate when partial."""
+def synchronize(device) -> None:
+    """Wait for the device's queued work: a CUDA step returns before the GPU has done it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_epoch(step, batches, limit: int | None, device="cpu", ready=lambda: None) -> dict:
+    """Run `step` over the batches (all, or the first `limit`) and extrapolate when partial.
+    `ready()` is called between the warm-up and the timed part (benchmarks/jobs_per_device.py waits there)."""
     total = len(batches)
     used = batches[:limit] if limit else batches
     for batch in batches[-3:]:  # warm-up: first calls allocate and pick kernels
         step(batch)
+    synchronize(device)
+    ready()
     start = time.perf_counter()
     for batch in used:
         step(batch)
+    synchronize(device)
     seconds = time.perf_counter() - start
     return {"batches": total, "timed_batches": len(used), "seconds_timed": round(seconds, 3),
             "seconds_per_epoch": round(seconds * total / len(used), 2), "extrapolated": len(used) < total}
 
 
-def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device, batching: str) -> dict:
+def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device, batching: str,
+                       count_flops: bool = True, ready=lambda: None) -> dict:
     cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"}})
     heldout = np.stack([split.valid_target, split.test_target], axis=1)
     instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
@@ -97,19 +109,20 @@ def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device, bat
         loss.backward()
         optimizer.step()
 
-    result = timed_epoch(step, batches, limit)
+    result = timed_epoch(step, batches, limit, device, ready)
     result["seconds_per_epoch"] = round(result["seconds_per_epoch"] + build_seconds, 2)
     result.update(instances=len(instances), batching=batching, batch_construction_seconds=round(build_seconds, 2))
-    if kind == "prefixes":
-        result["gflops"] = achieved_gflops(step, batches[:200])
+    if kind == "prefixes" and count_flops:
+        result["gflops"] = achieved_gflops(step, batches[:200], device)
     return result
 
 
-def achieved_gflops(step, batches) -> dict:
+def achieved_gflops(step, batches, device) -> dict:
     """FLOPs of forward + backward counted by torch on these batches, over their timed run."""
     start = time.perf_counter()
     for batch in batches:
         step(batch)
+    synchronize(device)
     seconds = time.perf_counter() - start
     with FlopCounterMode(display=False) as counter:  # a second pass: counting slows the ops down
         for batch in batches:
@@ -120,12 +133,17 @@ def achieved_gflops(step, batches) -> dict:
             "gflop_per_batch": round(flops / len(batches) / 1e9, 3), "batches": len(batches)}
 
 
-def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak_gflops(device, size: int = 1024, repeats: int = 20) -> float:
+    """fp32 matmul throughput of the device (on a GPU with larger matrices, to fill it)."""
+    if torch.device(device).type == "cuda":
+        size, repeats = 8192, 50
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     a @ b
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    synchronize(device)
     return round(2 * size**3 * repeats / (time.perf_counter() - start) / 1e9, 2)
 
 
@@ -142,7 +160,7 @@ def finetune_benchmark(dataset, split, limit: int | None, device, batching: str)
         loss.backward()
         optimizer.step()
 
-    result = timed_epoch(step, batches, limit)
+    result = timed_epoch(step, batches, limit, device)
     encoder.eval()
     score = score_function(encoder, device)
     start = time.perf_counter()
@@ -172,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         name, path = prepare(Path(tmp))
         dataset = load_dataset(path)
     split = leave_one_out(dataset.sequences)
-    report = {"dataset": name, "device": str(device), "torch_threads": threads, "machine": machine(),
-              "matmul_peak_gflop_per_s": matmul_peak_gflops()}
+    report = {"dataset": name, **runtime.describe_execution(device), "machine": machine(),
+              "matmul_peak_gflop_per_s": matmul_peak_gflops(device)}
     report["pretrain_prefixes"] = pretrain_benchmark(dataset, split, "prefixes", args.batches, device, args.batching)
     if not args.skip_sequences:
         report["pretrain_sequences"] = pretrain_benchmark(dataset, split, "sequences", args.batches, device, args.batching)
@@ -181,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     gflops = report["pretrain_prefixes"]["gflops"]["pretrain_step_gflop_per_s"]
     report["pretrain_fraction_of_matmul_peak"] = round(gflops / report["matmul_peak_gflop_per_s"], 3)
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if device.type == "cuda":
+        report["peak_gpu_mib"] = runtime.peak_device_memory_mib(device)
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0
