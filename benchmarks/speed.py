@@ -27,6 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from s3rec import runtime
+from s3rec.batching import chunk_bounds
 from s3rec.config import RunConfig
 from s3rec.data import Prepared, leave_one_out, load_dataset, read_s3rec, write_prepared
 from s3rec.encoder import Encoder
@@ -100,7 +101,8 @@ def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device, bat
     optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
-    batches = list(pretrain_batches(instances, 100, rng, mask_prob=0.2, batching=batching))  # steps of chunks
+    batches = list(pretrain_batches(instances, 100, rng, mask_prob=0.2, batching=batching,
+                                    bounds=chunk_bounds(device)))  # steps of chunks, as runs.pretrain makes them
     build_seconds = time.perf_counter() - start
 
     def step(batch):
@@ -152,7 +154,7 @@ def finetune_benchmark(dataset, split, limit: int | None, device, batching: str)
     encoder = Encoder(cfg.model, dataset.num_items).to(device)
     optimizer = adam(encoder.parameters(), lr=1e-3, weight_decay=0.0)
     batches = list(finetune_batches(split.train, split.train, dataset.num_items, 50, 256, np.random.default_rng(0),
-                                    batching))
+                                    batching, chunk_bounds(device)))
 
     def step(batch):
         loss = step_loss(encoder, [chunk.to(device) for chunk in batch], "bce")

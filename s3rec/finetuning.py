@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from s3rec import runtime
-from s3rec.batching import pad_left, training_batches
+from s3rec.batching import CHUNK_BOUNDS, pad_left, training_batches
 from s3rec.encoder import Encoder
 
 
@@ -72,11 +72,12 @@ def make_batch(users: np.ndarray, train: list[np.ndarray], excluded: list[np.nda
 
 
 def iterate_batches(train: list[np.ndarray], excluded: list[np.ndarray], num_items: int, max_len: int,
-                    batch_size: int, rng: np.random.Generator, batching: str = "bucketed") -> Iterator[list[NextItemBatch]]:
+                    batch_size: int, rng: np.random.Generator, batching: str = "bucketed",
+                    bounds: tuple[int, ...] = CHUNK_BOUNDS) -> Iterator[list[NextItemBatch]]:
     """One epoch of steps in the `batching` layout (s3rec.batching): each a list of chunk batches."""
     users = trainable_users(train)
     lengths = np.minimum(np.array([len(train[u]) for u in users]), max_len + 1)
-    for step in training_batches(lengths, batch_size, rng, batching):
+    for step in training_batches(lengths, batch_size, rng, batching, bounds):
         yield [make_batch(users[chunk], train, excluded, num_items, max_len, rng) for chunk in step]
 
 

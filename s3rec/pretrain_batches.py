@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from s3rec import runtime
-from s3rec.batching import training_batches
+from s3rec.batching import CHUNK_BOUNDS, training_batches
 from s3rec.pairs import contains, pair_keys
 
 
@@ -155,11 +155,11 @@ def _excluded_keys(items, lengths, heldout, num_items) -> np.ndarray:
 
 def iterate_batches(
     instances: PretrainInstances, batch_size: int, generator: np.random.Generator, *, mask_prob: float,
-    batching: str = "bucketed",
+    batching: str = "bucketed", bounds: tuple[int, ...] = CHUNK_BOUNDS,
 ) -> Iterator[list[Batch]]:
     """One epoch of steps in the `batching` layout (s3rec.batching), each a list of chunk batches
     whose (summed) losses add up to the step's loss."""
-    for step in training_batches(instances.lengths, batch_size, generator, batching):
+    for step in training_batches(instances.lengths, batch_size, generator, batching, bounds):
         yield [build_batch(instances, chunk, generator, mask_prob=mask_prob) for chunk in step]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from s3rec import runtime
+from s3rec.batching import chunk_bounds
 from s3rec.config import HEAD_NAMES, RunConfig, parse_variant
 from s3rec.data import ATTRIBUTES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset
 from s3rec.encoder import Encoder
@@ -142,7 +143,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     def train_epoch(rng):
         total, count, instances = 0.0, 0, 0
         for step in finetune_batches(split.train, excluded, dataset.num_items, cfg.model.max_len, f.batch_size, rng,
-                                     f.batching):
+                                     f.batching, chunk_bounds(device)):
             loss = step_loss(encoder, [chunk.to(device) for chunk in step], f.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -244,7 +245,8 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     @timed
     def train_epoch(rng):
         sums = dict.fromkeys(("loss", *LOSS_NAMES), 0.0)
-        for step in pretrain_batches(instances, p.batch_size, rng, mask_prob=p.mask_prob, batching=p.batching):
+        for step in pretrain_batches(instances, p.batch_size, rng, mask_prob=p.mask_prob, batching=p.batching,
+                                     bounds=chunk_bounds(device)):
             losses = step_losses(model, [chunk.to(device) for chunk in step])
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()

@@ -11,7 +11,7 @@ from s3rec import runs, runtime
 from s3rec.config import ModelConfig
 from s3rec.data import write_prepared
 from s3rec.encoder import Encoder
-from s3rec.batching import bucketed_batches
+from s3rec.batching import CHUNK_BOUNDS, bucketed_batches, chunk_bounds, training_batches
 from s3rec.finetuning import NextItemBatch, iterate_batches, make_batch, next_item_loss, step_loss
 from s3rec.synthetic import SyntheticSpec, generate
 
@@ -151,6 +151,16 @@ def test_padded_steps_are_random_batches_of_batch_size_in_length_chunks():
     for step in steps:
         for chunk in step:  # each chunk padded only to its own longest sequence
             assert chunk.inputs.shape[1] == (chunk.inputs > 0).sum(1).max()
+
+
+def test_chunk_bounds_change_how_a_step_is_cut_never_which_users_it_holds():
+    """On a GPU (bounds ()) a padded step is one chunk; the batches are those of the CPU's chunks."""
+    assert chunk_bounds("cpu") == CHUNK_BOUNDS and chunk_bounds("cuda") == ()
+    lengths = np.random.default_rng(1).integers(1, 51, size=500)
+    chunked = training_batches(lengths, 64, np.random.default_rng(7), "padded", CHUNK_BOUNDS)
+    whole = training_batches(lengths, 64, np.random.default_rng(7), "padded", ())
+    assert all(len(step) == 1 for step in whole) and max(len(step) for step in chunked) == 4
+    assert [sorted(np.concatenate(a).tolist()) for a in chunked] == [sorted(b[0].tolist()) for b in whole]
 
 
 @pytest.mark.parametrize("loss", ["bce", "ce"])
