@@ -2,6 +2,7 @@
 
 import difflib
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -167,6 +168,72 @@ def check_config():
 
 
 check_config()
+
+
+# ---------------------------------------------------------------- GPU
+# A training job (pretrain_model, finetune_model) declares the resource `gpu: 1` only when
+# `device` is cuda or cuda:N. What one unit means depends on the executor:
+#   local:  a slot of `--resources gpu=N`; profiles/gpu gives gpu=4, i.e. at most 4 training jobs
+#           at once on the node's card (device cuda = the first card; one card per local run).
+#   SLURM:  snakemake-executor-plugin-slurm turns `gpu: 1` into `sbatch --gpus=1`, a whole card
+#           per job (`gpu_model` -> --gpus=<model>:1; a shared card: gpu 0 and gres "shard:1").
+# With cpu or auto no job declares it, so CPU runs are scheduled exactly as before.
+TRAINING_RULES = ("pretrain_model", "finetune_model")
+GPU_REQUESTS = ("gpu", "gpu_model", "gres")  # what makes the SLURM plugin ask for a GPU
+
+
+def uses_cuda():
+    return re.fullmatch(r"cuda(:[0-9]+)?", config["device"]) is not None
+
+
+def gpu_resources():
+    """Resources of a training rule for the configured device: {"gpu": 1} on CUDA, else {}."""
+    return {"gpu": 1} if uses_cuda() else {}
+
+
+def resource_value(resources, name):
+    """The value of resource `name` in a snakemake Resources mapping, None when absent."""
+    resource = resources.get(name)
+    if resource is None:
+        return None
+    try:
+        return resource.value
+    except ValueError:  # a function of the job, evaluated later: set all the same
+        return resource.raw or "(set per job)"
+
+
+def check_gpu_slots():
+    """GPU slots (`--resources gpu=N`, profiles/gpu) only make sense with a CUDA device: the
+    profile's device=cuda is lost when a --config on the command line replaces its `config`."""
+    slots = resource_value(workflow.resource_settings.resources, "gpu")
+    if slots is not None and not uses_cuda():
+        raise WorkflowError(
+            f"config: device = {config['device']!r} with --resources gpu={slots} (GPU slots, "
+            "profiles/gpu): training jobs take a GPU slot only with device cuda or cuda:N\n"
+            "  a --config on the command line replaces the profile's: add device=cuda to it "
+            "(config/README.md)"
+        )
+
+
+def check_gpu_requests():
+    """With device cpu, a GPU asked for by the profile (set-resources gpu, gpu_model or gres of a
+    training rule) would hold a card that the job never uses."""
+    if config["device"] != "cpu":
+        return
+    for name in TRAINING_RULES:
+        resources = workflow.get_rule(name).resources
+        for key in GPU_REQUESTS:
+            value = resource_value(resources, key)
+            if value and (key != "gres" or re.search(r"gpu|shard|mps", str(value))):
+                raise WorkflowError(
+                    f"config: device = 'cpu' but the profile gives {name} {key}={value!r}, "
+                    "a GPU on SLURM that the job would not use\n"
+                    "  set device=cuda (or auto), or comment out the GPU lines of the profile's "
+                    "set-resources (config/README.md)"
+                )
+
+
+check_gpu_slots()
 
 
 # ---------------------------------------------------------------- paths

@@ -18,6 +18,7 @@ rule pretrain_model:
     resources:
         mem_mb=4000,
         runtime=240,
+        **gpu_resources(),  # gpu=1 with device cuda[:N] only (common.smk, GPU)
     params:
         data=subpath(input.sequences, parent=True),
         out_dir=subpath(output.model, parent=True),
@@ -49,6 +50,7 @@ rule finetune_model:
     resources:
         mem_mb=4000,
         runtime=240,
+        **gpu_resources(),  # gpu=1 with device cuda[:N] only (common.smk, GPU)
     params:
         data=subpath(input.sequences, parent=True),
         out_dir=subpath(output.metrics, parent=True),
@@ -110,3 +112,7 @@ rule rank_popularity:
     shell:
         "python {input.script} --data {params.data} --out-dir {params.out_dir}"
         " --settings {params.settings} --threads {threads} > {log} 2>&1"
+
+
+# A GPU that the profile requests for a training rule while device is cpu: stop, naming it.
+check_gpu_requests()
