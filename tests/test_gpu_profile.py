@@ -1,0 +1,182 @@
+"""GPU jobs: the training rules take a `gpu` resource only when `device` is cuda or cuda:N;
+profiles/gpu lets 4 local training jobs share one card; profiles/slurm asks SLURM for a GPU per
+job (`sbatch --gpus=1`) or, with its commented shard lines, for one shard of a shared card.
+
+Planning is checked with `snakemake -n` on the tiny study of test_workflow.py. The SLURM test
+submits for real; it needs a cluster whose node has GPU gres. The local test cluster of
+../shared/slurm-local has none: `bash tests/slurm_fake_gpu.sh` gives it two fake cards (with 4
+shards each) and `bash tests/slurm_fake_gpu.sh restore` takes them away again.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from test_workflow import (REPO, TINY, run_snakemake, slurm_available, slurm_job_ids,  # noqa: F401
+                           workdir, write_config)
+
+TRAINING = {"pretrain_model", "finetune_model"}
+
+
+def planned_resources(out: str) -> dict[str, list[dict[str, str]]]:
+    """{rule: [resources of each job]} from the job listing of a dry run."""
+    jobs: dict[str, list[dict[str, str]]] = {}
+    rule = None
+    for line in out.splitlines():
+        match = re.match(r"(?:local)?rule (\w+):$", line.strip())
+        if match:
+            rule = match.group(1)
+            jobs.setdefault(rule, []).append({})
+        elif rule and line.strip().startswith("resources:"):
+            pairs = line.strip()[len("resources:"):].split(",")
+            jobs[rule][-1] = dict(pair.strip().split("=", 1) for pair in pairs if "=" in pair)
+    return jobs
+
+
+def plan(workdir, *args, device=None):
+    config = dict(TINY) if device is None else {**TINY, "device": device}
+    result = run_snakemake(workdir, "-n", *args, "--configfile", write_config(workdir, config))
+    return planned_resources(result.stdout + result.stderr)
+
+
+def assert_gpu_on_training_jobs_only(jobs, value="1"):
+    assert TRAINING <= set(jobs), jobs.keys()
+    for rule, resources in jobs.items():
+        for job in resources:
+            if rule in TRAINING:
+                assert job.get("gpu") == value, (rule, job)
+            else:
+                assert "gpu" not in job, (rule, job)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_training_jobs_take_a_gpu_on_cuda(workdir, device):
+    assert_gpu_on_training_jobs_only(plan(workdir, device=device))
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_no_job_takes_a_gpu_on_cpu_or_auto(workdir, device):
+    jobs = plan(workdir, device=device)
+    assert TRAINING <= set(jobs)
+    assert not [job for resources in jobs.values() for job in resources if "gpu" in job]
+
+
+def test_gpu_profile_puts_the_training_jobs_on_cuda_with_4_slots(workdir):
+    profile = yaml.safe_load((REPO / "profiles/gpu/config.yaml").read_text())
+    assert profile["config"] == ["device=cuda"] and profile["resources"] == ["gpu=4"]
+    # TINY says device cpu: the profile's --config wins over the config file.
+    tiny = write_config(workdir, TINY)
+    result = run_snakemake(workdir, "-n", "--printshellcmds", "--profile", "profiles/gpu", "--configfile", tiny)
+    out = result.stdout + result.stderr
+    assert_gpu_on_training_jobs_only(planned_resources(out))
+    assert "--device cuda " in out and "--device cpu" not in out
+    # Another slot count on the command line.
+    run_snakemake(workdir, "-n", "--profile", "profiles/gpu", "--resources", "gpu=8", "--configfile", tiny)
+
+
+def test_gpu_slots_without_cuda_stop_with_two_lines(workdir):
+    """A --config on the command line replaces the profile's device=cuda: snakemake stops."""
+    tiny = write_config(workdir, TINY)
+    result = run_snakemake(workdir, "-n", "--profile", "profiles/gpu", "--configfile", tiny,
+                           "--config", "run_on=[tiny]", check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    lines = out[out.index("config: device"):].splitlines()
+    assert lines[0].startswith("config: device = 'cpu' with --resources gpu=4"), lines[0]
+    assert "add device=cuda" in lines[1]
+    # With device=cuda repeated it plans.
+    run_snakemake(workdir, "-n", "--profile", "profiles/gpu", "--configfile", tiny,
+                  "--config", "run_on=[tiny]", "device=cuda")
+
+
+def slurm_profile_with(workdir, keys, name="slurm-gpu"):
+    """A copy of profiles/slurm with its commented GPU lines `keys` (e.g. gpu_model) uncommented."""
+    text = (REPO / "profiles/slurm/config.yaml").read_text()
+    pattern = re.compile(rf"^(\s+)# ({'|'.join(keys)}): (\S+).*$", flags=re.M)
+    text, count = pattern.subn(r"\1\2: \3", text)
+    assert count == 2 * len(keys), f"expected {keys} under pretrain_model and finetune_model"
+    (workdir / "profiles" / name).mkdir()
+    (workdir / "profiles" / name / "config.yaml").write_text(text)
+    return f"profiles/{name}"
+
+
+def test_slurm_profile_gpu_lines(workdir):
+    """Uncommented, the profile's GPU lines give the training jobs a GPU model or a shard; with
+    device cpu they stop snakemake (a card that the job would not use)."""
+    model = slurm_profile_with(workdir, ["gpu_model"], "slurm-model")
+    jobs = plan(workdir, "--profile", model, device="cuda")
+    assert_gpu_on_training_jobs_only(jobs)
+    assert {job.get("gpu_model") for rule in TRAINING for job in jobs[rule]} == {"a100"}
+    shard = slurm_profile_with(workdir, ["gpu", "gres"], "slurm-shard")
+    jobs = plan(workdir, "--profile", shard, device="cuda")
+    assert {(job.get("gpu"), job.get("gres")) for rule in TRAINING for job in jobs[rule]} == {("0", "shard:1")}
+    assert not [job for rule in set(jobs) - TRAINING for job in jobs[rule] if "gres" in job or "gpu" in job]
+    for profile, key in ((model, "gpu_model='a100'"), (shard, "gres='shard:1'")):
+        result = run_snakemake(workdir, "-n", "--profile", profile, "--configfile", write_config(workdir, TINY),
+                               check=False)
+        out = result.stdout + result.stderr
+        assert result.returncode != 0 and f"config: device = 'cpu' but the profile gives pretrain_model {key}" in out
+    # The profile as committed (GPU lines commented) asks for nothing on CPU.
+    assert not [job for resources in plan(workdir, "--profile", "profiles/slurm").values() for job in resources
+                if {"gpu", "gpu_model", "gres"} & set(job)]
+
+
+# ---------------------------------------------------------------- real SLURM
+
+
+def slurm_gres() -> str:
+    out = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True, timeout=20).stdout
+    return out.strip()
+
+
+def alloc_tres(job_ids, attempts=15) -> dict[str, str]:
+    """{job id: AllocTRES} from sacct, polled (slurmdbd records lag)."""
+    tres = {}
+    for _ in range(attempts):
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State,AllocTRES", "-j", ",".join(job_ids)],
+                             capture_output=True, text=True, timeout=30).stdout
+        rows = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
+        tres = {job: alloc for job, state, alloc in rows if state not in ("PENDING", "RUNNING")}
+        if all(tres.get(job) for job in job_ids):
+            break
+        time.sleep(2)
+    return tres
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_slurm_profile_requests_a_gpu_per_training_job(workdir):
+    """With device cuda, profiles/slurm submits each training job with --gpus=1 (sacct: gres/gpu=1)
+    and the other jobs without; with the shard lines, one shard (gres/shard=1). Without CUDA on
+    the node the training job then fails (runtime.choose_device), which is accepted: what is
+    checked is what SLURM allocated."""
+    reason = slurm_available()
+    if reason:
+        pytest.skip(reason)
+    gres = slurm_gres()
+    if "gpu" not in gres:
+        pytest.skip(f"the SLURM node has no GPU gres ({gres or 'none'}); bash tests/slurm_fake_gpu.sh adds fake ones")
+    config = write_config(workdir, {**TINY, "seeds": [0], "device": "cuda"})
+    target = "results/tiny/full/seed0/pretrain.pt"
+    profiles = [("profiles/slurm", "gres/gpu=1")]
+    if "shard" in gres:
+        profiles.append((slurm_profile_with(workdir, ["gpu", "gres"]), "gres/shard=1"))
+    for profile, expected in profiles:
+        result = run_snakemake(workdir, target, "--profile", profile, "--retries", "0", "--jobs", "2",
+                               "--configfile", config, check=False, timeout=900)
+        out = result.stdout + result.stderr
+        jobs = slurm_job_ids(out)
+        assert jobs.get("pretrain_model"), out[-3000:]
+        if result.returncode != 0:  # no CUDA on the node: the job fails, saying so
+            log = (workdir / "logs/results/tiny/full/seed0/pretrain.log").read_text()
+            assert "CUDA is not available" in log, log[-2000:]
+        tres = alloc_tres([i for ids in jobs.values() for i in ids])
+        for job in jobs["pretrain_model"]:
+            assert expected in tres[job].split(","), tres
+            assert "gres/" not in tres[job].replace(expected, ""), tres
+        for job in jobs.get("prepare_data", []):
+            assert "gres/" not in tres[job], tres
