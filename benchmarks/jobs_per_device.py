@@ -9,7 +9,7 @@ epochs per hour (N x 3600 / the slowest worker's epoch), against N = 1.
     python benchmarks/jobs_per_device.py --device cpu --threads 1 --jobs 1 2 --batches 100
 
 On a GPU this answers how many training jobs to put on one card (the `gpu` slots of the
-workflow's profiles, README "Running on GPUs"). Data: ../shared/data/s3rec/Beauty, else
+workflow's profiles, README "On a GPU"). Data: ../shared/data/s3rec/Beauty, else
 generated data of Beauty's size (speed.py).
 """
 from __future__ import annotations
