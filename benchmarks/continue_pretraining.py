@@ -1,0 +1,82 @@
+"""Continue pretraining a checkpoint with this project's objective and watch each task's loss.
+
+    python benchmarks/continue_pretraining.py --data resources/beauty results/beauty/authors/pretrain.pt \
+        --batches 600 --every 100 [--preset paper] [--lr 1e-3]
+
+A checkpoint that sits at an optimum of the same objective barely moves: its four losses stay
+where they start. A task whose loss falls fast was trained less (or differently) than this
+objective trains it. The checkpoint's own weights are loaded into a `preset` model (its
+optimizer state is not, so the first steps of Adam are larger than in the original run: read
+the trend over hundreds of batches, not the first few). Training batches are `padded` prefix
+instances of batch 100, as the authors'; the losses printed are the training losses (dropout
+on) per instance, averaged over each `--every` batches. Prints one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_pretraining import load_model  # noqa: E402
+
+from s3rec import runtime  # noqa: E402
+from s3rec.config import RunConfig  # noqa: E402
+from s3rec.data import leave_one_out, load_dataset  # noqa: E402
+from s3rec.pretrain_batches import build_instances, iterate_batches  # noqa: E402
+from s3rec.pretraining import LOSS_NAMES, PretrainModel, step_losses  # noqa: E402
+from s3rec.training import adam  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batches", type=int, default=600)
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    runtime.set_threads(args.threads)
+    dataset = load_dataset(args.data)
+    split = leave_one_out(dataset.sequences)
+    loaded, about = load_model(args.checkpoint, dataset.num_items, dataset.num_attributes)
+    cfg = RunConfig.from_dict(loaded.cfg.to_dict() | {"pretrain": {"preset": args.preset}})  # its model, our objective
+    model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes)
+    model.load_state_dict(loaded.state_dict())
+    optimizer = adam(model.parameters(), lr=args.lr, weight_decay=0.0)
+    heldout = np.stack([split.valid_target, split.test_target], axis=1)
+    instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
+                                max_len=cfg.model.max_len, heldout=heldout)
+    steps = iterate_batches(instances, 100, np.random.default_rng(args.seed), mask_prob=cfg.pretrain.mask_prob,
+                            batching="padded")
+    torch.manual_seed(args.seed)
+    model.train()
+    curve, sums, count, start = [], dict.fromkeys(LOSS_NAMES, 0.0), 0, time.perf_counter()
+    for done, step in enumerate(steps, start=1):
+        losses = step_losses(model, step)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        for name in LOSS_NAMES:
+            sums[name] += float(losses[name])
+        count += sum(chunk.num_instances for chunk in step)
+        if done % args.every == 0:
+            curve.append({"batches": done, **{n: round(v / count, 4) for n, v in sums.items()}})
+            print(json.dumps(curve[-1]), file=sys.stderr)
+            sums, count = dict.fromkeys(LOSS_NAMES, 0.0), 0
+        if done >= args.batches:
+            break
+    print(json.dumps({"checkpoint": str(args.checkpoint), **about, "preset": args.preset, "lr": args.lr,
+                      "seconds": round(time.perf_counter() - start, 1), "curve": curve}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
