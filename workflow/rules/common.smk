@@ -187,7 +187,7 @@ def uses_cuda():
 
 
 def gpu_resources():
-    """Resources of a training rule for the configured device: {"gpu": 1} on CUDA, else {}."""
+    """{"gpu": 1} on CUDA, else {}: the resources of a training job on the configured device."""
     return {"gpu": 1} if uses_cuda() else {}
 
 
