@@ -102,19 +102,23 @@ def test_training_steps_never_wait_for_the_gpu(dataset):
     encoder_optimizer = adam(encoder.parameters(), lr=1e-3, weight_decay=0.0)
     finetune_step = next(finetune_batches(split.train, split.train, data.num_items, 12, 32,
                                           np.random.default_rng(0), "padded"))
-    for _ in range(2):  # the first step allocates (optimizer state, caches); the second is steady
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            losses = step_losses(model, [chunk.to(CUDA) for chunk in step])
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            optimizer.step()
-            loss = step_loss(encoder, [chunk.to(CUDA) for chunk in finetune_step], "bce")
-            encoder_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            encoder_optimizer.step()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+    def steps():
+        losses = step_losses(model, [chunk.to(CUDA) for chunk in step])
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        loss = step_loss(encoder, [chunk.to(CUDA) for chunk in finetune_step], "bce")
+        encoder_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        encoder_optimizer.step()
+
+    steps()  # warm-up: the first steps allocate (optimizer state, pinned and device caches)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        steps()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_full_ranking_on_cuda_gives_the_cpu_ranks(dataset):
