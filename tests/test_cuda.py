@@ -12,7 +12,7 @@ import torch
 
 from s3rec import runs, runtime
 from s3rec.config import RunConfig
-from s3rec.data import leave_one_out, load_dataset, write_prepared
+from s3rec.data import leave_one_out, load_dataset
 from s3rec.encoder import Encoder
 from s3rec.evaluation import full_ranking_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
@@ -20,23 +20,16 @@ from s3rec.finetuning import score_function, step_loss
 from s3rec.pretrain_batches import build_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import PretrainModel, step_losses
-from s3rec.synthetic import SyntheticSpec, generate
 from s3rec.training import adam
+from test_runs import SETTINGS as RUN_SETTINGS
+from test_runs import tiny_data  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch")
 
 CUDA = torch.device("cuda")
-SETTINGS = {"model": {"hidden_size": 16, "num_heads": 2, "max_len": 12},
-            "pretrain": {"epochs": 2, "batch_size": 32, "preset": "paper"},
-            "finetune": {"epochs": 3, "batch_size": 32},
-            "eval": {"sampled_negatives": 20}}
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "tiny"
-    write_prepared(generate(SyntheticSpec(users=60, items=40, attributes=8, seed=5, max_length=15)), out)
-    return out
+# test_runs' tiny data set and settings, with the paper preset and a third finetuning epoch
+SETTINGS = {**RUN_SETTINGS, "pretrain": {**RUN_SETTINGS["pretrain"], "preset": "paper"},
+            "finetune": {**RUN_SETTINGS["finetune"], "epochs": 3}}
 
 
 @pytest.fixture(scope="module")
