@@ -149,11 +149,11 @@ def digest(paths: list[Path]) -> str:
 
 
 def temporary_name(path: Path) -> str:
-    """The glob of the temporaries _atomic writes `path` through (what a killed write leaves behind)."""
+    """The glob of the temporaries atomic_write writes `path` through (what a killed write leaves behind)."""
     return f".{glob.escape(Path(path).name)}.*.tmp"
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename: never a half-written file.
 
     The temporary is created as open() creates files (mode 0666 less the umask, default ACLs
@@ -185,19 +185,19 @@ def write_json(path: Path, obj: Any) -> None:
             json.dump(obj, f, indent=2, sort_keys=False)
             f.write("\n")
 
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def save_torch(path: Path, obj: Any) -> None:
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_frame(path: Path, frame) -> None:
     """A polars frame to CSV or parquet by the file's suffix."""
     if Path(path).suffix == ".csv":
-        _atomic(path, frame.write_csv)
+        atomic_write(path, frame.write_csv)
     else:
-        _atomic(path, frame.write_parquet)
+        atomic_write(path, frame.write_parquet)
 
 
 class UnreadableCheckpoint(ValueError):

@@ -46,7 +46,7 @@ def resume(path: Path, config: dict, model: torch.nn.Module, optimizer: torch.op
 
     A checkpoint that cannot be read (a write killed mid-way, a full disk) is moved aside to
     `<name>.corrupt` with a warning and the run starts fresh: it can never block every rerun.
-    Temporaries of a killed write (runtime._atomic) are removed: only `path` itself is read.
+    Temporaries of a killed write (runtime.atomic_write) are removed: only `path` itself is read.
     """
     path = Path(path)
     for stale in sorted(path.parent.glob(runtime.temporary_name(path))):

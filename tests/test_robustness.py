@@ -132,7 +132,7 @@ def test_a_torch_file_that_is_no_resume_checkpoint_is_moved_aside(tmp_path):
 
 def test_a_stale_temporary_of_a_killed_write_is_removed_and_never_read(tmp_path):
     _loop(tmp_path, epochs=2, stop_after=1)
-    stale = tmp_path / ".x.state.pt.k1ll3d.tmp"  # what runtime._atomic leaves when killed mid-write
+    stale = tmp_path / ".x.state.pt.k1ll3d.tmp"  # what runtime.atomic_write leaves when killed mid-write
     stale.write_bytes(b"half a checkpoint")
     other = tmp_path / ".other.pt.k1ll3d.tmp"  # another file's temporary is not ours to remove
     other.write_bytes(b"x")
