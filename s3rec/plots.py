@@ -1,26 +1,34 @@
 """Report figures (seaborn). Each function takes frames and returns a matplotlib Figure.
 
-Colours are fixed per variant across figures: `none` grey, `full` black, the low-rank
-variants a light-to-dark blue ramp by rank, `authors` purple, popularity brown. Every figure
-says in its own text what its lines, points, bars and bands are.
+Colours are fixed per pretraining across figures: `none` grey, `authors` purple, popularity
+brown, and each pretraining preset a colour family (seed blues, paper oranges, others greens,
+reds, ...) in which `full` is the darkest shade and the ranks run light (small) to dark. A
+figure that draws one line per preset uses the family's dark shade. Finetuning losses are
+separate panels (bce, ce, ...). Every figure says in its own text what its lines, points, bars
+and bands are. `save_figure` writes files that are byte-identical for identical figures.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt  # without a display matplotlib falls back to Agg by itself
 import numpy as np
 import polars as pl
 import seaborn as sns
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
-from s3rec.report import REFERENCE_ROWS, sort_variants, variant_rank
+from s3rec.report import (PRESETS, REFERENCE_ROWS, sort_losses, sort_presets, sort_pretrainings,
+                          split_pretraining, variant_rank)
 
-NONE_COLOR, FULL_COLOR, POPULARITY_COLOR, LOW_RANK_COLOR = "#8c8c8c", "#222222", "#a6611a", "#2c5d8a"
-AUTHORS_COLOR = "#7b3294"
+NONE_COLOR, POPULARITY_COLOR, AUTHORS_COLOR, OTHER_COLOR = "#8c8c8c", "#a6611a", "#7b3294", "#e7298a"
+# Colour families of the presets: seed and paper first (PRESETS order), then other presets
+# alphabetically; they repeat after four.
+PRESET_FAMILIES = ("Blues", "Oranges", "Greens", "Reds")
+REFERENCE_STYLES = {"none": (NONE_COLOR, "--"), "authors": (AUTHORS_COLOR, "-.")}
 PROTOCOL_TITLES = {"full": "full ranking (all items)", "sampled": "sampled (target + 99 negatives)"}
-TASK_TITLES = {"loss": "total (weighted sum)", "aap": "AAP: item → attributes",
+TASK_TITLES = {"train_loss": "total (weighted sum)", "aap": "AAP: item → attributes",
                "mip": "MIP: masked item", "map": "MAP: masked item → attributes", "sp": "SP: segment"}
 thousands = FuncFormatter(lambda x, _: f"{x:,.0f}")
 
@@ -29,14 +37,42 @@ def setup() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 
 
-def variant_palette(variants: Sequence[str]) -> dict[str, object]:
-    ordered = sort_variants(variants)
-    low_rank = [v for v in ordered if variant_rank(v) is not None]
-    ramp = sns.color_palette("crest", n_colors=max(len(low_rank), 2))
-    palette: dict[str, object] = {"none": NONE_COLOR, "full": FULL_COLOR, "popularity": POPULARITY_COLOR,
-                                  "authors": AUTHORS_COLOR}
-    palette.update(dict(zip(low_rank, ramp[: len(low_rank)] if len(low_rank) > 1 else ramp[-1:])))
-    return {v: palette.get(v, "#e7298a") for v in ordered}
+def save_figure(fig, path: str | Path, dpi: int = 150) -> None:
+    """Write `fig` in the format of the suffix, byte-identical for the same figure: without the
+    creation date (PDF, SVG) and the software version (PNG) that matplotlib writes by default,
+    and with a fixed salt for SVG element ids (else random)."""
+    suffix = Path(path).suffix.lower()
+    metadata = {".pdf": {"CreationDate": None}, ".svg": {"Date": None}, ".png": {"Software": None}}.get(suffix)
+    with plt.rc_context({"svg.hashsalt": "s3rec"}):
+        fig.savefig(path, dpi=dpi, metadata=metadata)
+
+
+# ---------------------------------------------------------------- colours
+
+
+def _family(preset: str, presets: Sequence[str]) -> str:
+    others = [p for p in sort_presets(presets) if p not in PRESETS]
+    index = PRESETS.index(preset) if preset in PRESETS else len(PRESETS) + others.index(preset)
+    return PRESET_FAMILIES[index % len(PRESET_FAMILIES)]
+
+
+def preset_color(preset: str, presets: Sequence[str]):
+    """The dark shade of the preset's family (its `full`)."""
+    return sns.color_palette(_family(preset, presets), n_colors=6)[-1]
+
+
+def pretraining_palette(labels: Sequence[str]) -> dict[str, object]:
+    """A colour per pretraining label (see the module docstring)."""
+    labels = sort_pretrainings(labels)
+    presets = sort_presets(split_pretraining(label)[0] for label in labels)
+    palette: dict[str, object] = {"none": NONE_COLOR, "authors": AUTHORS_COLOR, "popularity": POPULARITY_COLOR}
+    for preset in presets:
+        ranked = [label for label in labels if split_pretraining(label)[0] == preset
+                  and variant_rank(split_pretraining(label)[1]) is not None]
+        shades = sns.color_palette(_family(preset, presets), n_colors=len(ranked) + 3)
+        palette.update(zip(ranked, shades[1:-2]))  # lightest left out: it hardly shows on white
+        palette[f"{preset}-full"] = preset_color(preset, presets)  # the same whatever the ranks
+    return {label: palette.get(label, OTHER_COLOR) for label in labels}
 
 
 def _bottom_legend(fig, handles, labels, ncol=None) -> None:
@@ -57,67 +93,109 @@ def _lines_text(seeds: int) -> str:
     return f"lines: mean over {seeds} seeds, bands: ± 1 std" if seeds > 1 else "lines: 1 seed (no band)"
 
 
+def _losses(frame: pl.DataFrame) -> list[str]:
+    """The finetuning losses of a frame, in report order (popularity's null left out)."""
+    return [loss for loss in sort_losses(frame["loss"].drop_nulls())]
+
+
+def _of_loss(frame: pl.DataFrame, loss: str) -> pl.DataFrame:
+    """Rows finetuned with `loss`, and popularity (no loss), which belongs in every panel."""
+    return frame.filter(pl.col("loss").is_null() | (pl.col("loss") == loss))
+
+
+def _panel_title(loss: str, protocol: str) -> str:
+    return f"finetuned with {loss}: {PROTOCOL_TITLES.get(protocol, protocol)}"
+
+
+def _mean_std(values: pl.DataFrame) -> pl.DataFrame:
+    """Mean, std (0 for one seed) and number of seeds of `value` per pretraining, in report order."""
+    summary = (values.group_by("pretraining", "preset", "variant")
+               .agg(pl.col("heads_params").first(), pl.col("value").mean().alias("mean"),
+                    pl.col("value").std().fill_null(0.0).alias("std"), pl.col("seed").n_unique().alias("n")))
+    order = {label: i for i, label in enumerate(sort_pretrainings(summary["pretraining"]))}
+    return summary.sort(pl.col("pretraining").replace_strict(order, return_dtype=pl.Int64))
+
+
 # ---------------------------------------------------------------- accuracy
+
+
+def _hidden_size(runs: pl.DataFrame, ranks: Sequence[int]) -> int:
+    """d, where `full` stands on the rank axis (a d×d head has rank d); twice the largest rank
+    when the runs did not record it."""
+    recorded = runs["hidden_size"].drop_nulls() if "hidden_size" in runs.columns else pl.Series([], dtype=pl.Int64)
+    return int(recorded.max()) if len(recorded) else 2 * max(ranks, default=32)
+
+
+def _excludes_zero(differences: pl.DataFrame, loss: str, protocol: str, label: str, reference: str) -> bool:
+    row = differences.filter((pl.col("loss") == loss) & (pl.col("protocol") == protocol)
+                             & (pl.col("pretraining") == label) & (pl.col("reference") == reference))
+    return bool(len(row)) and (row["ci_low"][0] > 0 or row["ci_high"][0] < 0)
 
 
 def accuracy_vs_rank(differences: pl.DataFrame, runs: pl.DataFrame, metric: str, split: str,
                      protocols: Sequence[str]):
-    """Difference of each variant to `full` against the rank, with its paired bootstrap interval.
+    """Metric against the rank of the AAP/MAP heads: a panel per finetuning loss (rows) and
+    protocol (columns), a line per pretraining preset through its ranks and `full` (at r = d).
 
-    `differences` is difference.csv (s3rec.report.difference_table): mean difference and interval
-    per variant and protocol. Points are the per-seed differences (the seed's metric minus
-    `full`'s with the same seed), from `runs`. `none` is drawn left of the ranks, apart; `full`'s
-    own level and the popularity floor are written in each panel, as they would squeeze the
-    differences into a strip on a shared axis.
+    Points: mean ± std over seeds (`runs`, a load_runs frame). A star marks a rank whose paired
+    bootstrap interval against its preset's full (`differences`, difference.csv) excludes 0.
+    Horizontal lines: `none` (no pretraining) and `authors` finetuned with the same loss; the
+    popularity floor is written in the title, as a line far below would squeeze the ranks.
     """
     setup()
     data = runs.filter((pl.col("metric") == metric) & (pl.col("split") == split))
-    compared = [v for v in sort_variants(differences["variant"]) if v not in REFERENCE_ROWS] if len(
-        differences) else []
-    low = [v for v in compared if variant_rank(v) is not None]
-    others = [v for v in compared if variant_rank(v) is None]  # none (and anything not a rank)
-    positions = {v: i for i, v in enumerate(others)}
-    positions.update({v: len(others) + 0.5 + i for i, v in enumerate(low)})
-    palette = variant_palette(compared + ["full"])
+    losses, presets = _losses(data), sort_presets(data["preset"])
+    ranks = sorted({r for r in map(variant_rank, data["variant"].unique().sort()) if r is not None})
+    d = _hidden_size(data, ranks)
     level = round(float(differences["confidence"][0]) * 100) if len(differences) else 95
-    fig, axes = plt.subplots(1, len(protocols), figsize=(4.8 * len(protocols), 4.2), squeeze=False,
-                             layout="constrained")
-    for ax, protocol in zip(axes[0], protocols):
-        part = differences.filter(pl.col("protocol") == protocol) if len(differences) else differences
-        values = data.filter(pl.col("protocol") == protocol)
-        full = values.filter(pl.col("variant") == "full").select("seed", pl.col("value").alias("full"))
-        ax.axhline(0.0, color=FULL_COLOR, lw=1.2, zorder=1)
-        for variant in compared:
-            row = part.filter(pl.col("variant") == variant)
-            if row.is_empty():
-                continue
-            r = row.row(0, named=True)
-            x = positions[variant]
-            ax.errorbar([x], [r["difference"]], yerr=[[r["difference"] - r["ci_low"]], [r["ci_high"] - r["difference"]]],
-                        color=palette[variant], marker="o", ms=7, capsize=4, lw=1.8, zorder=3)
-            seeds = values.filter(pl.col("variant") == variant).join(full, on="seed")
-            if len(seeds):
-                offsets = np.linspace(-0.12, 0.12, len(seeds)) if len(seeds) > 1 else np.zeros(1)
-                ax.scatter(x + 0.22 + offsets, (seeds["value"] - seeds["full"]).to_numpy(), s=16, zorder=4,
-                           facecolors="white", edgecolors=palette[variant])
-        ax.set_xticks([positions[v] for v in compared], compared)
-        ax.set_xlim(-0.6, max(positions.values(), default=0) + 0.7)
-        if others and low:
-            ax.axvline(len(others) - 0.25, color="#cccccc", lw=0.8, ls=":")
-        ax.set_xlabel("variant (r = rank of the AAP/MAP heads, W = U Vᵀ)")
-        ax.set_ylabel(f"Δ{metric} vs full ({split})")
-        # Absolute levels as text under the title: on the axis they would squeeze the differences.
-        levels = [f"{name} {values.filter(pl.col('variant') == name)['value'].mean():.4f}"
-                  for name in ("full", "authors", "popularity") if name in set(values["variant"])]
-        title = PROTOCOL_TITLES.get(protocol, protocol)
-        ax.set_title(title + (f"\n{metric}: " + " · ".join(levels) if levels else ""), fontsize=10)
-    seeds = data.filter(pl.col("variant") == "full")["seed"].n_unique()
-    handles = [Line2D([], [], color="#555555", marker="o"),
-               Line2D([], [], color="#555555", marker="o", mfc="white", ls="", ms=4),
-               Line2D([], [], color=FULL_COLOR)]
-    labels = [f"mean Δ, {level}% paired bootstrap interval", "one seed (vs full, same seed)",
-              f"full ({_seeds_text(seeds)})"]
-    _bottom_legend(fig, handles, labels, ncol=3)
+    rows = max(len(losses), 1)
+    fig, axes = plt.subplots(rows, len(protocols), figsize=(4.8 * len(protocols), 3.6 * rows + 0.7), squeeze=False,
+                             sharex=True, layout="constrained")
+    for row, loss in enumerate(losses):
+        for ax, protocol in zip(axes[row], protocols):
+            values = _of_loss(data, loss).filter(pl.col("protocol") == protocol)
+            summary = _mean_std(values)
+            for i, preset in enumerate(presets):
+                part = summary.filter(pl.col("preset") == preset).with_columns(
+                    pl.col("variant").str.extract(r"^r(\d+)$").cast(pl.Int64).fill_null(d).alias("x"))
+                if part.is_empty():
+                    continue
+                part = part.sort("x")
+                # presets side by side (on the log axis a factor) so that their bars do not overlap
+                xs = part["x"].to_numpy() * 2.0 ** (0.06 * (i - (len(presets) - 1) / 2))
+                color = preset_color(preset, presets)
+                ax.errorbar(xs, part["mean"].to_numpy(), yerr=part["std"].to_numpy(), color=color, marker="o",
+                            ms=6, capsize=3, lw=1.6, zorder=3)
+                for x, r in zip(xs, part.iter_rows(named=True)):
+                    if r["variant"] != "full" and _excludes_zero(differences, loss, protocol, r["pretraining"],
+                                                                 f"{preset}-full"):
+                        ax.annotate("*", xy=(x, r["mean"] + r["std"]), xytext=(0, 1), textcoords="offset points",
+                                    ha="center", va="bottom", fontsize=13, color=color)
+            for name, (color, style) in REFERENCE_STYLES.items():
+                reference = summary.filter(pl.col("pretraining") == name)
+                if len(reference):
+                    ax.axhline(reference["mean"][0], color=color, ls=style, lw=1.3, zorder=2)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks([*ranks, d], [*map(str, ranks), f"full\n(d = {d})"])
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.margins(x=0.12, y=0.15)
+            ax.set_xlabel("rank r of the AAP/MAP heads (W = U Vᵀ; log scale)")
+            ax.set_ylabel(_label(metric, split))
+            floor = summary.filter(pl.col("pretraining") == "popularity")
+            note = f"\npopularity: {floor['mean'][0]:.4f}" if len(floor) else ""
+            ax.set_title(_panel_title(loss, protocol) + note, fontsize=10)
+    seeds = data.filter(pl.col("preset").is_not_null())["seed"].n_unique()
+    handles = [Line2D([], [], color=preset_color(p, presets), marker="o") for p in presets]
+    labels = [f"preset {p}" for p in presets]
+    for name, (color, style) in REFERENCE_STYLES.items():
+        if name in set(data["pretraining"]):
+            handles.append(Line2D([], [], color=color, ls=style))
+            labels.append(f"{name} (same loss)")
+    handles += [Line2D([], [], color="#555555", marker="|", ls="", ms=12),
+                Line2D([], [], color="#555555", marker="$*$", ls="", ms=9)]
+    labels += [f"bars: mean ± std over {_seeds_text(seeds)}",
+               f"{level}% paired interval vs the preset's full excludes 0"]
+    _bottom_legend(fig, handles, labels, ncol=min(len(labels), 3))
     return fig
 
 
@@ -133,52 +211,54 @@ def _dodge(xs: np.ndarray, span: float, fraction: float = 0.035) -> np.ndarray:
 
 
 def params_vs_accuracy(runs: pl.DataFrame, metric: str, split: str, protocols: Sequence[str]):
-    """Metric (mean ± std over seeds) against the parameter count of the pretraining heads.
+    """Metric (mean ± std over seeds) against the parameter count of the pretraining heads: a
+    panel per finetuning loss (rows) and protocol (columns), a colour per preset, `none` (no
+    heads) grey at 0.
 
-    Variants with the same count (r32 and full for d = 64: 2dr = d²) are set side by side and
-    every point is labelled, so none hides another.
+    Points with the same count (r32 and full for d = 64: 2dr = d²; the same variant of two
+    presets) are set side by side and every point is labelled, so none hides another.
     """
     setup()
     data = runs.filter((pl.col("metric") == metric) & (pl.col("split") == split)
-                       & ~pl.col("variant").is_in(list(REFERENCE_ROWS)))
-    variants = sort_variants(data["variant"])
-    palette = variant_palette(variants)
-    order = {v: i for i, v in enumerate(variants)}
-    fig, axes = plt.subplots(1, len(protocols), figsize=(4.8 * len(protocols), 4.0), squeeze=False,
-                             layout="constrained")
+                       & ~pl.col("pretraining").is_in(list(REFERENCE_ROWS)))
+    losses, presets = _losses(data), sort_presets(data["preset"])
+    colors = {p: preset_color(p, presets) for p in presets}
+    rows = max(len(losses), 1)
+    fig, axes = plt.subplots(rows, len(protocols), figsize=(4.8 * len(protocols), 3.6 * rows + 0.6), squeeze=False,
+                             sharex=True, layout="constrained")
     seeds = data["seed"].n_unique()
-    for ax, protocol in zip(axes[0], protocols):
-        summary = (data.filter(pl.col("protocol") == protocol).group_by("variant")
-                   .agg(pl.col("heads_params").first(), pl.col("value").mean().alias("mean"),
-                        pl.col("value").std().fill_null(0.0).alias("std"), pl.col("seed").n_unique().alias("n"))
-                   .sort(pl.col("variant").replace_strict(order, return_dtype=pl.Int64)))
-        if summary.is_empty():
-            continue
-        counts = summary["heads_params"].to_numpy()
-        span = max(float(counts.max() - counts.min()), 1.0)
-        xs = _dodge(counts, span, fraction=0.05)
-        for x, count, row in zip(xs, counts, summary.iter_rows(named=True)):
-            ax.errorbar(x, row["mean"], yerr=row["std"], marker="o", ms=7, capsize=3,
-                        color=palette[row["variant"]], ls="")
-            if x == count:  # alone at its count: label above the bar
-                where = dict(xy=(x, row["mean"] + row["std"]), xytext=(0, 4), ha="center", va="bottom")
-            else:  # set apart from a variant with the same count: label on its outer side
-                left = x < count
-                where = dict(xy=(x, row["mean"]), xytext=(-7 if left else 7, 0), ha="right" if left else "left",
-                             va="center")
-            ax.annotate(row["variant"], textcoords="offset points", fontsize=8, color=palette[row["variant"]],
-                        **where)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # wide counts: few ticks
-        ax.xaxis.set_major_formatter(thousands)
-        ax.set_xlabel("parameters of the pretraining heads (count)")
-        ax.set_ylabel(_label(metric, split))
-        ax.set_title(PROTOCOL_TITLES.get(protocol, protocol))
-        ax.margins(x=0.1, y=0.15)
-    handles = [Line2D([], [], color=palette[v], marker="o", ls="") for v in variants]
-    labels = list(variants)
+    for row, loss in enumerate(losses):
+        for ax, protocol in zip(axes[row], protocols):
+            summary = _mean_std(data.filter((pl.col("loss") == loss) & (pl.col("protocol") == protocol)))
+            if summary.is_empty():
+                continue
+            counts = summary["heads_params"].to_numpy()
+            span = max(float(counts.max() - counts.min()), 1.0)
+            xs = _dodge(counts, span, fraction=0.05)
+            for x, count, r in zip(xs, counts, summary.iter_rows(named=True)):
+                color = colors.get(r["preset"], NONE_COLOR)
+                ax.errorbar(x, r["mean"], yerr=r["std"], marker="o", ms=6, capsize=3, color=color, ls="")
+                if x == count:  # alone at its count: label above the bar
+                    where = dict(xy=(x, r["mean"] + r["std"]), xytext=(0, 4), ha="center", va="bottom")
+                else:  # set apart from a point with the same count: label on its outer side
+                    left = x < count
+                    where = dict(xy=(x, r["mean"]), xytext=(-7 if left else 7, 0), ha="right" if left else "left",
+                                 va="center")
+                ax.annotate(r["variant"], textcoords="offset points", fontsize=8, color=color, **where)
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # wide counts: few ticks
+            ax.xaxis.set_major_formatter(thousands)
+            ax.set_xlabel("parameters of the pretraining heads (count)")
+            ax.set_ylabel(_label(metric, split))
+            ax.set_title(_panel_title(loss, protocol), fontsize=10)
+            ax.margins(x=0.1, y=0.15)
+    handles = [Line2D([], [], color=colors[p], marker="o", ls="") for p in presets]
+    labels = [f"preset {p}" for p in presets]
+    if "none" in set(data["pretraining"]):
+        handles.append(Line2D([], [], color=NONE_COLOR, marker="o", ls=""))
+        labels.append("none (no pretraining)")
     handles.append(Line2D([], [], color="#555555", marker="|", ls="", ms=12))
     labels.append(f"bars: mean ± std over {_seeds_text(seeds)}")
-    _bottom_legend(fig, handles, labels, ncol=min(len(labels), 7))
+    _bottom_legend(fig, handles, labels, ncol=min(len(labels), 5))
     return fig
 
 
@@ -195,118 +275,125 @@ def _robust_limits(values: np.ndarray, skip_first: np.ndarray) -> tuple[float, f
     return low - pad, high + pad
 
 
+def _shared_weights(weights: dict[str, dict[str, float]], labels: Sequence[str]) -> dict[str, float] | None:
+    """The task weights of `labels` when they all used the same (a preset fixes them), else None."""
+    distinct = {tuple(sorted(weights[label].items())) for label in labels if label in weights}
+    return dict(next(iter(distinct))) if len(distinct) == 1 else None
+
+
 def pretrain_losses(history: pl.DataFrame, weights: dict[str, dict[str, float]] | None = None,
                     dataset: str = ""):
-    """Training loss per pretraining task and epoch; lines = mean over seeds, bands = ± 1 std.
+    """Training loss per pretraining task and epoch: a row of panels per preset, a column per task,
+    a line per variant (mean over seeds, bands ± 1 std).
 
-    `weights` maps a variant to its task weights (pretrain_run.json); they are written in the
-    panel titles when every variant used the same. The y axis is scaled to the epochs after the
-    first, whose much larger loss is marked off the scale.
+    `weights` maps a pretraining label to its task weights (pretrain_run.json); a preset's are
+    written in its panel titles when all its variants used the same. The y axis is scaled to the
+    epochs after the first, whose much larger loss is marked off the scale.
     """
     setup()
+    weights = weights or {}
     tasks = [t for t in TASK_TITLES if t in history.columns]
-    variants = sort_variants(history["variant"])
-    palette = variant_palette(variants)
+    presets = sort_presets(history["preset"])
+    labels = sort_pretrainings(history["pretraining"])
+    palette = pretraining_palette(labels)
     seeds = history["seed"].n_unique()
-    long = history.unpivot(index=["variant", "seed", "epoch"], on=tasks, variable_name="task",
+    long = history.unpivot(index=["pretraining", "preset", "seed", "epoch"], on=tasks, variable_name="task",
                            value_name="value").to_pandas()
-    shared = None
-    if weights:
-        distinct = {tuple(sorted(w.items())) for w in weights.values()}
-        shared = dict(next(iter(distinct))) if len(distinct) == 1 else None
-    ncols = 3
-    nrows = -(-(len(tasks) + 1) // ncols)  # one slot left for the legend
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False, layout="constrained")
-    flat = axes.ravel()
+    fig, axes = plt.subplots(len(presets), len(tasks), figsize=(3.4 * len(tasks), 2.9 * len(presets) + 0.9),
+                             squeeze=False, layout="constrained")
     many_epochs = history["epoch"].max() > 2
-    for ax, task in zip(flat, tasks):
-        frame = long[long["task"] == task]
-        sns.lineplot(data=frame, x="epoch", y="value", hue="variant", hue_order=variants,
-                     palette=palette, errorbar="sd", ax=ax, legend=False)
-        title = TASK_TITLES[task]
-        if shared and task in shared:
-            title += f" (weight {shared[task]:g})"
-        ax.set_title(title)
-        ax.set_xlabel("pretraining epoch")
-        ax.set_ylabel("loss per instance (epoch mean)" if task != "loss" else "weighted total per instance")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if many_epochs:
-            limits = _robust_limits(frame["value"].to_numpy(dtype=float), frame["epoch"].to_numpy() == 1)
-            if limits:
-                ax.set_ylim(*limits)
-                first = frame.loc[frame["epoch"] == 1, "value"]
-                if len(first) and first.max() > limits[1]:
-                    ax.annotate(f"epoch 1: {first.mean():.3g} (off scale) ↑", xy=(0.98, 0.97),
-                                xycoords="axes fraction", ha="right", va="top", fontsize=8, color="#555555")
-    legend_ax = flat[len(tasks)]
-    legend_ax.axis("off")
-    text = _lines_text(seeds).replace(", ", "\n")
-    if weights and not shared:
-        text += "\ntask weights differ between variants:\n" + "\n".join(
-            f"{v}: " + ", ".join(f"{k} {w:g}" for k, w in weights[v].items()) for v in sort_variants(weights))
-    elif shared:
-        text += "\nloss = Σ weight × task loss"
-    legend_ax.legend([Line2D([], [], color=palette[v], lw=2) for v in variants], variants, title="variant",
-                     loc="upper center", frameon=False)
-    legend_ax.text(0.5, 0.02, text, transform=legend_ax.transAxes, ha="center", va="bottom", fontsize=9)
-    for ax in flat[len(tasks) + 1:]:
-        ax.axis("off")
+    differing = []
+    for row, preset in enumerate(presets):
+        own = [label for label in labels if split_pretraining(label)[0] == preset]
+        shared = _shared_weights(weights, own)
+        if shared is None and any(label in weights for label in own):
+            differing += [f"{label}: " + ", ".join(f"{k} {w:g}" for k, w in weights[label].items())
+                          for label in own if label in weights]
+        for column, (ax, task) in enumerate(zip(axes[row], tasks)):
+            frame = long[(long["task"] == task) & (long["preset"] == preset)]
+            sns.lineplot(data=frame, x="epoch", y="value", hue="pretraining", hue_order=own,
+                         palette={label: palette[label] for label in own}, errorbar="sd", ax=ax, legend=False)
+            title = f"{preset}: {TASK_TITLES[task]}"
+            if shared and task in shared:
+                title += f" (weight {shared[task]:g})"
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("pretraining epoch")
+            # the total is on its own scale; the tasks share one unit, said once per row
+            ax.set_ylabel("weighted total per instance" if task == "train_loss"
+                          else "loss per instance (epoch mean)" if column <= 1 else "")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if many_epochs:
+                limits = _robust_limits(frame["value"].to_numpy(dtype=float), frame["epoch"].to_numpy() == 1)
+                if limits:
+                    ax.set_ylim(*limits)
+                    first = frame.loc[frame["epoch"] == 1, "value"]
+                    if len(first) and first.max() > limits[1]:
+                        ax.annotate(f"epoch 1: {first.mean():.3g} (off scale) ↑", xy=(0.98, 0.97),
+                                    xycoords="axes fraction", ha="right", va="top", fontsize=7, color="#555555")
+    handles = [Line2D([], [], color=palette[label], lw=2) for label in labels]
+    texts = list(labels) + [_lines_text(seeds) + "; loss = Σ weight × task loss"]
+    handles.append(Line2D([], [], color="white"))
+    _bottom_legend(fig, handles, texts, ncol=min(len(texts), 5))
     where = f" on {dataset}" if dataset else ""
-    fig.suptitle(f"Pretraining{where}: training loss per task and epoch")
+    suptitle = f"Pretraining{where}: training loss per task and epoch, a row per preset"
+    if differing:
+        suptitle += "\ntask weights differ within a preset: " + "; ".join(differing)
+    fig.suptitle(suptitle)
     return fig
 
 
 def finetune_validation(history: pl.DataFrame, runs: pl.DataFrame, metric: str, dataset: str = ""):
-    """Validation metric (full ranking) per finetuning epoch: one panel per variant, a line per seed.
+    """Validation metric (full ranking) per finetuning epoch: a panel per finetuning loss, a
+    colour per pretraining, a line per seed.
 
-    `runs` has a row per run (variant, seed, best_epoch, epochs_run, epochs_cap, early_stopped).
-    Each seed's best epoch (the one evaluated) is a filled dot; its last epoch is marked with a
-    bar when early stopping ended it and a red cross when it ran into the epoch cap.
+    `runs` has a row per run (pretraining, loss, seed, best_epoch, epochs_run, epochs_cap,
+    early_stopped, hit_cap). Each run's best epoch (the one evaluated) is a dot; its last epoch
+    is marked with a bar when early stopping ended it and a red cross when it ran into the cap.
     """
     setup()
     column = f"valid_{metric}"
-    variants = sort_variants(history["variant"])
-    palette = variant_palette(variants)
-    ncols = min(len(variants), 3)
-    nrows = -(-len(variants) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.1 * nrows + 0.6), squeeze=False,
-                             sharex=True, sharey=True, layout="constrained")
-    stopped = {(r["variant"], r["seed"]): r for r in runs.iter_rows(named=True)}
+    losses = _losses(history)
+    labels = sort_pretrainings(history["pretraining"])
+    palette = pretraining_palette(labels)
+    fig, axes = plt.subplots(1, max(len(losses), 1), figsize=(6.4 * max(len(losses), 1), 4.6), squeeze=False,
+                             sharey=True, layout="constrained")
+    stopped = {(r["pretraining"], r["loss"], r["seed"]): r for r in runs.iter_rows(named=True)}
     cap = runs["epochs_cap"].drop_nulls().max() if len(runs) else None
-    for ax, variant in zip(axes.ravel(), variants):
-        part = history.filter(pl.col("variant") == variant).sort("seed", "epoch")
-        capped = 0
-        for seed in part["seed"].unique().sort().to_list():
-            curve = part.filter(pl.col("seed") == seed)
-            epochs, values = curve["epoch"].to_numpy(), curve[column].to_numpy()
-            ax.plot(epochs, values, color=palette[variant], lw=1.1, alpha=0.85)
-            run = stopped.get((variant, seed), {})
-            best = run.get("best_epoch")
-            if best is not None and best in set(epochs):
-                ax.plot(best, values[list(epochs).index(best)], "o", color=palette[variant], ms=5, zorder=4)
-            if run.get("hit_cap"):
-                capped += 1
-                ax.plot(epochs[-1], values[-1], "x", color="#d62728", ms=8, mew=2, zorder=5)
-            elif run.get("early_stopped"):
-                ax.plot(epochs[-1], values[-1], "|", color=palette[variant], ms=10, mew=2, zorder=5)
-        seeds = part["seed"].n_unique()
-        ax.set_title(f"{variant} ({_seeds_text(seeds)}" + (f"; {capped} at the cap" if capped else "") + ")",
-                     color="#d62728" if capped else "black")
+    for ax, loss in zip(axes[0], losses):
+        capped, count = 0, 0
+        for label in labels:
+            part = history.filter((pl.col("loss") == loss) & (pl.col("pretraining") == label)).sort("seed", "epoch")
+            for seed in part["seed"].unique().sort().to_list():
+                curve = part.filter(pl.col("seed") == seed)
+                epochs, values = curve["epoch"].to_numpy(), curve[column].to_numpy()
+                ax.plot(epochs, values, color=palette[label], lw=1.0, alpha=0.85)
+                count += 1
+                run = stopped.get((label, loss, seed), {})
+                best = run.get("best_epoch")
+                if best is not None and best in set(epochs.tolist()):
+                    ax.plot(best, values[list(epochs).index(best)], "o", color=palette[label], ms=4, zorder=4)
+                if run.get("hit_cap"):
+                    capped += 1
+                    ax.plot(epochs[-1], values[-1], "x", color="#d62728", ms=7, mew=2, zorder=5)
+                elif run.get("early_stopped"):
+                    ax.plot(epochs[-1], values[-1], "|", color=palette[label], ms=9, mew=2, zorder=5)
+        ax.set_title(f"finetuned with {loss}: {count} runs" + (f", {capped} at the cap" if capped else ""),
+                     color="#d62728" if capped else "black", fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("finetuning epoch")
         ax.set_ylabel(f"validation {metric}")
         if cap:
             ax.axvline(cap, color="#d62728", lw=0.8, ls="--")
-    for ax in axes.ravel()[len(variants):]:
-        ax.axis("off")
     where = f" on {dataset}" if dataset else ""
-    fig.suptitle(f"Finetuning{where}: validation {metric} (full ranking) per epoch, one line per seed")
-    handles = [Line2D([], [], color="#555555", marker="o", ls=""),
-               Line2D([], [], color="#555555", marker="|", ls="", ms=10, mew=2),
-               Line2D([], [], color="#d62728", marker="x", ls="", ms=8, mew=2)]
-    labels = ["best epoch (evaluated)", "stopped early (patience)",
+    fig.suptitle(f"Finetuning{where}: validation {metric} (full ranking) per epoch, one line per run (seed)")
+    handles = [Line2D([], [], color=palette[label], lw=2) for label in labels]
+    texts = list(labels)
+    handles += [Line2D([], [], color="#555555", marker="o", ls=""),
+                Line2D([], [], color="#555555", marker="|", ls="", ms=10, mew=2),
+                Line2D([], [], color="#d62728", marker="x", ls="", ms=8, mew=2)]
+    texts += ["best epoch (evaluated)", "stopped early (patience)",
               "ended at the epoch cap" + (f" ({cap}, dashed)" if cap else "")]
-    _bottom_legend(fig, handles, labels, ncol=3)
+    _bottom_legend(fig, handles, texts, ncol=min(len(texts), 6))
     return fig
 
 
@@ -314,7 +401,8 @@ def finetune_validation(history: pl.DataFrame, runs: pl.DataFrame, metric: str, 
 
 
 def head_spectra(spectra: pl.DataFrame, ranks: Sequence[int] = (), dataset: str = ""):
-    """Normalised singular values of each head's W (dense) or U Vᵀ (low rank), one column per head.
+    """Normalised singular values of each head's W (dense) or U Vᵀ (low rank), one column per head,
+    a line per pretraining (`spectra`: pretraining, seed, head, index, value).
 
     Top: σᵢ / σ₁ (log scale), so that heads of different overall scale compare. Bottom: the
     cumulative energy Σ_{j≤i} σⱼ² / Σ σⱼ², the share of W's squared Frobenius norm that the best
@@ -322,13 +410,13 @@ def head_spectra(spectra: pl.DataFrame, ranks: Sequence[int] = (), dataset: str 
     """
     setup()
     heads = [h for h in ("aap", "mip", "map", "sp") if h in set(spectra["head"])]
-    variants = sort_variants(spectra["variant"])
-    palette = variant_palette(variants)
+    labels = sort_pretrainings(spectra["pretraining"])
+    palette = pretraining_palette(labels)
     seeds = spectra["seed"].n_unique()
     frame = spectra.with_columns(
-        (pl.col("value") / pl.col("value").max().over("variant", "seed", "head")).alias("normalised"),
-        ((pl.col("value") ** 2).cum_sum().over("variant", "seed", "head", order_by="index")
-         / (pl.col("value") ** 2).sum().over("variant", "seed", "head")).alias("energy"),
+        (pl.col("value") / pl.col("value").max().over("pretraining", "seed", "head")).alias("normalised"),
+        ((pl.col("value") ** 2).cum_sum().over("pretraining", "seed", "head", order_by="index")
+         / (pl.col("value") ** 2).sum().over("pretraining", "seed", "head")).alias("energy"),
     )
     fig, axes = plt.subplots(2, len(heads), figsize=(4.8 * len(heads), 6.6), squeeze=False, sharex="col",
                              layout="constrained")
@@ -337,7 +425,7 @@ def head_spectra(spectra: pl.DataFrame, ranks: Sequence[int] = (), dataset: str 
         for row, (y, label) in enumerate((("normalised", "σᵢ / σ₁ (log scale)"),
                                           ("energy", "cumulative energy Σⱼ≤ᵢ σⱼ² / Σ σⱼ²"))):
             ax = axes[row][column]
-            sns.lineplot(data=part, x="index", y=y, hue="variant", hue_order=variants, palette=palette,
+            sns.lineplot(data=part, x="index", y=y, hue="pretraining", hue_order=labels, palette=palette,
                          errorbar="sd", ax=ax, legend=False)
             for rank in ranks:
                 ax.axvline(rank, color="#bbbbbb", lw=0.8, ls=":")
@@ -348,10 +436,9 @@ def head_spectra(spectra: pl.DataFrame, ranks: Sequence[int] = (), dataset: str 
                 ax.set_ylim(0, 1.02)
                 ax.set_xlabel("singular value index i (largest first)")
             ax.set_ylabel(label)
-    handles = [Line2D([], [], color=palette[v]) for v in variants]
-    labels = list(variants) + [_lines_text(seeds)]
-    handles.append(Line2D([], [], color="white"))
-    _bottom_legend(fig, handles, labels, ncol=min(len(labels), 7))
+    handles = [Line2D([], [], color=palette[label]) for label in labels] + [Line2D([], [], color="white")]
+    texts = list(labels) + [_lines_text(seeds)]
+    _bottom_legend(fig, handles, texts, ncol=min(len(texts), 6))
     where = f" on {dataset}" if dataset else ""
     fig.suptitle(f"Spectra of the learned head weights after pretraining{where} (W, or U Vᵀ for rank r)")
     return fig

@@ -1,14 +1,22 @@
 """Pure functions behind the report: finished runs in, tables out.
 
+A run is identified by (loss, pretraining, seed): `loss` is the finetuning loss (bce, ce, ...;
+none for the popularity baseline) and `pretraining` the label of what it was finetuned from:
+`none` (trained from scratch), `<preset>-<variant>` (pretrained here with a RunConfig preset,
+e.g. seed-full, paper-r16), `authors` (the S3Rec authors' released checkpoint) or `popularity`.
+
 - `load_runs`: metrics.json files -> one long frame, a row per run, protocol, split and metric,
   with each run's CPU time and whether its finetuning stopped early or at the epoch cap.
-- `summarize` / `results_table` / `results_notes`: mean and std over seeds per variant; runs that
-  hit the finetuning epoch cap are marked.
-- `user_scores` / `paired_bootstrap` / `difference_table`: the difference of each variant to
-  a reference (`full`) with a bootstrap interval over users (and seeds), paired: both variants
-  are scored on the same users (and the same seeds) in every resample.
+- `summarize` / `results_table` / `results_notes`: mean and std over seeds per loss and
+  pretraining; runs that hit the finetuning epoch cap are marked.
+- `comparison_pairs` / `paired_bootstrap` / `difference_table`: differences between two
+  pretrainings finetuned with the same loss (each rank against its preset's `full`; `full`
+  against `none` and against `authors`) with a bootstrap interval over users (and seeds),
+  paired: both are scored on the same users (and the same seeds) in every resample.
+- `run_of_path` / `dataset_of`: the path grammar of history and checkpoint files, which carry
+  no labels of their own.
 - `to_markdown` / `to_latex`: render a string table (LaTeX with booktabs rules).
-Nothing here reads a path grammar or config; scripts/aggregate.py does the I/O.
+Nothing here reads a config; scripts/aggregate.py does the I/O.
 """
 from __future__ import annotations
 
@@ -23,15 +31,23 @@ import polars as pl
 
 from s3rec.metrics import per_user_metric
 
-REFERENCE = "full"
-# Rows shown for reference only: not compared with `full` (difference table, accuracy figures).
-# `authors` is finetuned from the S3Rec authors' released checkpoint, pretrained by their code
-# on their data handling (which sees the held-out items), so it is not a like-for-like variant.
+# Rows shown for reference only, never compared as a variant: `authors` is finetuned from the
+# S3Rec authors' released checkpoint, pretrained by their code on their data handling (which sees
+# the held-out items), so it is a distance to reach, not a like-for-like variant; popularity is
+# the floor and was not finetuned at all.
 REFERENCE_ROWS = ("authors", "popularity")
 PROTOCOL_LABELS = {"full": "full ranking", "sampled": "sampled"}  # "full" alone reads as the variant
-CAP_MARK = "†"  # after a variant that has a run which hit the finetuning epoch cap
+CAP_MARK = "†"  # after a row that has a run which hit the finetuning epoch cap
 CPU_COLUMN = "CPU time (s), pretrain + finetune"
+NO_LOSS = "–"  # the Finetuning cell of popularity, which was not finetuned
+LOSSES = ("bce", "ce")  # shown first, in this order; other losses follow alphabetically
+PRESETS = ("seed", "paper")  # likewise for the pretraining presets
 _RANK = re.compile(r"^r(\d+)$")
+# <preset>-<variant> for a model pretrained here: the preset is a RunConfig preset name (lowercase)
+_PRETRAINED_HERE = re.compile(r"^(?P<preset>[a-z][a-z0-9_]*)-(?P<variant>full|r\d+)$")
+
+
+# ---------------------------------------------------------------- labels and order
 
 
 def variant_order(variant: str) -> tuple[int, int]:
@@ -53,6 +69,125 @@ def sort_variants(variants: Iterable[str]) -> list[str]:
 def variant_rank(variant: str) -> int | None:
     match = _RANK.match(variant)
     return int(match.group(1)) if match else None
+
+
+def _named_order(name: str | None, first: Sequence[str]) -> tuple[int, int, str]:
+    """`first` in its order, then other names alphabetically, then None."""
+    if name is None:
+        return (2, 0, "")
+    return (0, first.index(name), "") if name in first else (1, 0, name)
+
+
+def loss_order(loss: str | None) -> tuple[int, int, str]:
+    """Sort key: bce, ce, other losses alphabetically, no loss (popularity) last."""
+    return _named_order(loss, LOSSES)
+
+
+def preset_order(preset: str | None) -> tuple[int, int, str]:
+    """Sort key: seed, paper, other presets alphabetically."""
+    return _named_order(preset, PRESETS)
+
+
+def sort_losses(losses: Iterable[str | None]) -> list[str | None]:
+    return sorted(set(losses), key=loss_order)
+
+
+def sort_presets(presets: Iterable[str | None]) -> list[str]:
+    return sorted({p for p in presets if p is not None}, key=preset_order)
+
+
+def pretraining_label(variant: str, preset: str | None) -> str:
+    """`<preset>-<variant>` for a model pretrained here, else the variant (none, authors, popularity)."""
+    return f"{preset}-{variant}" if preset else variant
+
+
+def split_pretraining(label: str) -> tuple[str | None, str]:
+    """(preset, variant) of a pretraining label: 'paper-r16' -> ('paper', 'r16'), 'none' -> (None, 'none')."""
+    match = _PRETRAINED_HERE.match(label)
+    return (match["preset"], match["variant"]) if match else (None, label)
+
+
+def pretrained_here(variant: str) -> bool:
+    """Whether the variant is pretrained by this project (with a preset): full and r<rank>."""
+    return variant == "full" or variant_rank(variant) is not None
+
+
+def pretraining_order(label: str) -> tuple:
+    """Sort key: none; per preset (seed, paper, others) full, r<small>..r<large>; authors; popularity."""
+    preset, variant = split_pretraining(label)
+    if preset is not None:
+        return (1, preset_order(preset), variant_order(variant))
+    group = {"none": 0, "authors": 2, "popularity": 3}.get(label, 4)
+    return (group, preset_order(None), (0, 0), label)
+
+
+def sort_pretrainings(labels: Iterable[str]) -> list[str]:
+    return sorted(set(labels), key=pretraining_order)
+
+
+def report_order(frame: pl.DataFrame, *then: str) -> pl.DataFrame:
+    """`frame` sorted as the report shows it: by loss, then pretraining, then the columns `then`."""
+    keys = []
+    if "loss" in frame.columns:
+        rank = {loss: i for i, loss in enumerate(sort_losses(frame["loss"].drop_nulls()))}
+        keys.append(pl.col("loss").replace_strict(rank, default=None, return_dtype=pl.Int64))
+    if "pretraining" in frame.columns:
+        rank = {label: i for i, label in enumerate(sort_pretrainings(frame["pretraining"]))}
+        keys.append(pl.col("pretraining").replace_strict(rank, return_dtype=pl.Int64))
+    return frame.sort([*keys, *then], nulls_last=True, maintain_order=True)
+
+
+# ---------------------------------------------------------------- paths
+
+
+_SEED_DIR = re.compile(r"seed(\d+)")
+_LOSS_DIR = re.compile(r"[a-z][a-z0-9_]*")
+RUN_LAYOUT = ("<root>/<dataset>/<pretraining>/seed<S>/<file> (pretraining files), "
+              "<root>/<dataset>/<pretraining>/seed<S>/<loss>/<file> (finetuning files) or "
+              "<root>/<dataset>/authors/<file> (the authors' checkpoint), where <pretraining> is none, "
+              "authors or <preset>-<variant> (e.g. seed-full, paper-r16) and <loss> e.g. bce or ce")
+
+
+def _parse_run_path(path: Path) -> tuple[str, int | None, str | None, Path]:
+    """(pretraining, seed, loss, the pretraining's folder) of a run file; ValueError off the grammar."""
+    folder, loss = path.parent, None
+    if not _SEED_DIR.fullmatch(folder.name) and _SEED_DIR.fullmatch(folder.parent.name):
+        loss, folder = folder.name, folder.parent  # .../seed<S>/<loss>/<file>
+    match = _SEED_DIR.fullmatch(folder.name)
+    run, seed = (folder.parent, int(match.group(1))) if match else (folder, None)
+    label = run.name
+    valid = ((match is not None and (label in ("none", "authors") or _PRETRAINED_HERE.fullmatch(label)))
+             or (match is None and label == "authors"))  # the seed-independent authors' checkpoint
+    if not valid or (loss is not None and not _LOSS_DIR.fullmatch(loss)):
+        raise ValueError(f"{path}: not a run file; expected {RUN_LAYOUT}")
+    return label, seed, loss, run
+
+
+def run_of_path(path: str | Path) -> tuple[str, int | None, str | None]:
+    """(pretraining, seed, loss) of a history or checkpoint file, which carries no labels itself.
+
+    .../seed-r16/seed2/pretrain_history.csv -> ('seed-r16', 2, None);
+    .../seed-r16/seed2/ce/finetune_history.csv -> ('seed-r16', 2, 'ce');
+    .../authors/pretrain.pt -> ('authors', None, None) (one checkpoint serves every seed).
+    Any root folder above <dataset> is accepted (results/, study/, ...).
+    """
+    label, seed, loss, _ = _parse_run_path(Path(path))
+    return label, seed, loss
+
+
+def dataset_of(path: str | Path) -> str:
+    """<dataset> of a file under <root>/<dataset>/: a run file (see `run_of_path`),
+    popularity/<file> or report/<kind>/<file>."""
+    path = Path(path)
+    if path.parent.name == "popularity":
+        folder = path.parent.parent
+    elif path.parent.parent.name == "report":
+        folder = path.parents[2]
+    else:
+        folder = _parse_run_path(path)[3].parent
+    if not folder.name:
+        raise ValueError(f"{path}: no <dataset> folder above the run folder; expected {RUN_LAYOUT}")
+    return folder.name
 
 
 # ---------------------------------------------------------------- loading
@@ -88,17 +223,51 @@ def _seconds(section, key: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def run_record(result: dict) -> list[dict]:
+def run_labels(result: dict) -> dict:
+    """What identifies one metrics.json (parsed): dataset, variant, seed, loss, preset, pretraining.
+
+    The loss is the finetuning loss the run recorded (none for popularity, which was not
+    finetuned); the preset is that of the pretraining config the run recorded, for the variants
+    pretrained here (full, r<rank>) only: `none` was never pretrained and `authors` was pretrained
+    by the authors, whatever preset its import used to describe their settings.
+    """
+    variant, config = result["variant"], result.get("config") or {}
+    loss = None
+    if variant != "popularity":
+        loss = (result.get("finetune") or {}).get("loss") or (config.get("finetune") or {}).get("loss")
+        if not loss:
+            raise ValueError(f"{variant} seed {result.get('seed')}: no finetuning loss recorded (finetune.loss)")
+    preset = None
+    if pretrained_here(variant):
+        preset = (config.get("pretrain") or {}).get("preset")
+        if not preset:
+            raise ValueError(f"{variant} seed {result.get('seed')}: no pretraining preset recorded "
+                             "(config.pretrain.preset)")
+    return {"dataset": result["dataset"], "variant": variant, "seed": int(result.get("seed") or 0),
+            "loss": loss, "preset": preset, "pretraining": pretraining_label(variant, preset)}
+
+
+def read_result(path: str | Path) -> tuple[dict, dict]:
+    """(metrics.json content, its `run_labels`); a file without the labels is named in the error."""
+    result = json.loads(Path(path).read_text())
+    try:
+        return result, run_labels(result)
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def run_record(result: dict, labels: dict | None = None) -> list[dict]:
     """Rows of one metrics.json (already parsed): one per protocol, split and metric."""
+    labels = labels or run_labels(result)
     parameters = result.get("parameters", {})
     seconds = result.get("wall_seconds", {})
     cpu = result.get("cpu_seconds")  # process CPU seconds (user + sys); absent in older files
     execution = result.get("execution") or {}
     threads = execution.get("threads")
+    hidden = ((result.get("config") or {}).get("model") or {}).get("hidden_size")
     common = {
-        "dataset": result["dataset"],
-        "variant": result["variant"],
-        "seed": int(result.get("seed") or 0),
+        **labels,
+        "hidden_size": int(hidden) if isinstance(hidden, int) else None,  # d: where `full` stands on a rank axis
         "heads_params": int(parameters.get("heads_total", 0)),
         "total_params": int(parameters.get("total", 0)),
         "pretrain_seconds": float(seconds.get("pretrain", 0.0)),
@@ -118,8 +287,10 @@ def run_record(result: dict) -> list[dict]:
     ]
 
 
+LABEL_SCHEMA = {"dataset": pl.String, "variant": pl.String, "seed": pl.Int64, "loss": pl.String,
+                "preset": pl.String, "pretraining": pl.String}
 RUN_SCHEMA = {
-    "dataset": pl.String, "variant": pl.String, "seed": pl.Int64, "heads_params": pl.Int64,
+    **LABEL_SCHEMA, "hidden_size": pl.Int64, "heads_params": pl.Int64,
     "total_params": pl.Int64, "pretrain_seconds": pl.Float64, "finetune_seconds": pl.Float64,
     "pretrain_cpu_seconds": pl.Float64, "finetune_cpu_seconds": pl.Float64, "device": pl.String, "threads": pl.Int64,
     "epochs_run": pl.Int64, "best_epoch": pl.Int64, "epochs_cap": pl.Int64, "early_stopped": pl.Boolean,
@@ -128,41 +299,40 @@ RUN_SCHEMA = {
 
 
 def load_runs(paths: Iterable[str | Path]) -> pl.DataFrame:
-    """Long frame of every metric of every metrics.json in `paths` (columns: RUN_SCHEMA)."""
-    rows = [row for path in paths for row in run_record(json.loads(Path(path).read_text()))]
-    return pl.DataFrame(rows, schema=RUN_SCHEMA)
+    """Long frame of every metric of every metrics.json in `paths` (columns: RUN_SCHEMA).
+
+    Rows are in report order (loss, pretraining, seed, protocol, split, metric) whatever the
+    order of `paths`, so that means over seeds, and every table made from them, are the same
+    to the last bit.
+    """
+    rows = [row for path in paths for row in run_record(*read_result(path))]
+    return report_order(pl.DataFrame(rows, schema=RUN_SCHEMA), "seed", "protocol", "split", "metric")
 
 
 def load_ranks(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
-    """ranks.parquet next to each metrics.json, labelled with the run's variant and seed."""
+    """ranks.parquet next to each metrics.json, labelled with the run's labels (LABEL_SCHEMA)."""
     frames = []
     for path in metrics_paths:
-        result = json.loads(Path(path).read_text())
+        _, labels = read_result(path)
         ranks = pl.read_parquet(Path(path).with_name("ranks.parquet"))
-        frames.append(ranks.with_columns(
-            pl.lit(result["variant"]).alias("variant"),
-            pl.lit(int(result.get("seed") or 0), dtype=pl.Int64).alias("seed"),
-        ))
+        frames.append(ranks.with_columns(pl.lit(value, dtype=LABEL_SCHEMA[name]).alias(name)
+                                         for name, value in labels.items() if name != "dataset"))
     return pl.concat(frames, how="vertical_relaxed")
 
 
-def run_of_path(path: str | Path) -> tuple[str, int]:
-    """(variant, seed) of a file results/<dataset>/<variant>/seed<seed>/<file>."""
-    path = Path(path)
-    match = re.fullmatch(r"seed(\d+)", path.parent.name)
-    if not match:
-        raise ValueError(f"{path}: expected a file in .../<variant>/seed<seed>/")
-    return path.parent.parent.name, int(match.group(1))
-
-
 def load_histories(paths: Iterable[str | Path]) -> pl.DataFrame:
-    """pretrain_history.csv or finetune_history.csv files, with variant and seed columns."""
+    """pretrain_history.csv or finetune_history.csv files, with the labels of their path:
+    pretraining, preset, variant, seed and loss (the finetuning loss; null for pretraining
+    histories). The files' own `loss` column, the training loss per epoch, becomes `train_loss`."""
     frames = []
     for path in paths:
-        variant, seed = run_of_path(path)
-        frames.append(pl.read_csv(path).with_columns(pl.lit(variant).alias("variant"),
-                                                     pl.lit(seed, dtype=pl.Int64).alias("seed")))
-    return pl.concat(frames, how="diagonal_relaxed")
+        pretraining, seed, loss = run_of_path(path)
+        preset, variant = split_pretraining(pretraining)
+        frames.append(pl.read_csv(path).rename({"loss": "train_loss"}, strict=False).with_columns(
+            pl.lit(pretraining).alias("pretraining"), pl.lit(preset, dtype=pl.String).alias("preset"),
+            pl.lit(variant).alias("variant"), pl.lit(seed, dtype=pl.Int64).alias("seed"),
+            pl.lit(loss, dtype=pl.String).alias("loss")))
+    return report_order(pl.concat(frames, how="diagonal_relaxed"), "seed", "epoch")
 
 
 def head_spectrum(state_dict: dict, head: str) -> np.ndarray | None:
@@ -193,17 +363,16 @@ def _mean_if_all(column: str | pl.Expr) -> pl.Expr:
 
 
 def summarize(runs: pl.DataFrame, split: str = "test") -> pl.DataFrame:
-    """Mean and std over seeds per variant, protocol and metric (std is null for one seed).
+    """Mean and std over seeds per loss, pretraining, protocol and metric (std null for one seed).
 
     Besides the metric: parameter counts, wall-clock and CPU seconds (means over seeds; CPU null
     when a run did not record it), the finetuning epochs, and `runs_at_cap` / `seeds_at_cap`: the
-    runs whose finetuning ended at the epoch cap instead of by early stopping.
+    runs whose finetuning ended at the epoch cap instead of by early stopping. Rows in report order.
     """
-    order = {variant: i for i, variant in enumerate(sort_variants(runs["variant"]))}
     at_cap = pl.col("hit_cap").fill_null(False)
-    return (
+    summary = (
         runs.filter(pl.col("split") == split)
-        .group_by("variant", "protocol", "metric")
+        .group_by("loss", "pretraining", "preset", "variant", "protocol", "metric")
         .agg(
             pl.col("value").mean().alias("mean"),
             pl.col("value").std().alias("std"),
@@ -222,8 +391,8 @@ def summarize(runs: pl.DataFrame, split: str = "test") -> pl.DataFrame:
             at_cap.sum().cast(pl.Int64).alias("runs_at_cap"),
             pl.col("seed").filter(at_cap).sort().cast(pl.String).str.join(" ").alias("seeds_at_cap"),
         )
-        .sort(pl.col("variant").replace_strict(order, return_dtype=pl.Int64), "protocol", "metric")
     )
+    return report_order(summary, "protocol", "metric")
 
 
 def format_mean_std(mean: float | None, std: float | None, digits: int = 4) -> str:
@@ -250,19 +419,27 @@ def format_cpu(pretrain: float | None, finetune: float | None) -> str:
     return f"{format_seconds(pretrain)} + {format_seconds(finetune)}"
 
 
+def _rows(frame: pl.DataFrame) -> list[tuple[str | None, str, pl.DataFrame]]:
+    """(loss, pretraining, its rows) of a summary, in report order."""
+    keys = report_order(frame.select("loss", "pretraining").unique()).rows()
+    return [(loss, label, frame.filter(pl.col("loss").eq_missing(loss) & (pl.col("pretraining") == label)))
+            for loss, label in keys]
+
+
 def results_table(summary: pl.DataFrame, metrics: Sequence[str], protocols: Sequence[str],
                   digits: int = 4) -> pl.DataFrame:
-    """String table: a row per variant; parameter counts, CPU time, mean ± std per metric.
+    """String table: a row per finetuning loss and pretraining; parameter counts, CPU time,
+    mean ± std per metric and protocol.
 
-    A variant with a run that hit the finetuning epoch cap is marked `CAP_MARK` (see
+    A row with a run that hit the finetuning epoch cap is marked `CAP_MARK` (see
     `results_notes` for the footnote).
     """
     rows = []
-    for variant in sort_variants(summary["variant"]):
-        part = summary.filter(pl.col("variant") == variant)
+    for loss, pretraining, part in _rows(summary):
         first = part.row(0, named=True)
         row = {
-            "Variant": variant + (CAP_MARK if first["runs_at_cap"] else ""),
+            "Finetuning": loss or NO_LOSS,
+            "Pretraining": pretraining + (CAP_MARK if first["runs_at_cap"] else ""),
             "Seeds": str(first["seeds"]),
             "Head params": f"{int(first['heads_params']):,}",
             "Total params": f"{int(first['total_params']):,}",
@@ -285,17 +462,16 @@ def results_notes(summary: pl.DataFrame) -> list[str]:
     capped = summary.filter(pl.col("runs_at_cap") > 0)
     if len(capped):
         which = []
-        for variant in sort_variants(capped["variant"]):
-            r = capped.filter(pl.col("variant") == variant).row(0, named=True)
+        for loss, pretraining, part in _rows(capped):
+            r = part.row(0, named=True)
             plural = "s" if " " in r["seeds_at_cap"] else ""
-            which.append(f"{variant} (seed{plural} {r['seeds_at_cap']} of {r['seeds']})")
-        which = "; ".join(which)
+            which.append(f"{pretraining} with {loss} (seed{plural} {r['seeds_at_cap']} of {r['seeds']})")
         cap = capped["epochs_cap"].max()
         notes.append(f"{CAP_MARK} Finetuning ended at the epoch cap ({cap} epochs), not by early stopping, in: "
-                     f"{which}. Such a run may still have been improving: its numbers are cut short.")
-    if "authors" in set(summary["variant"]):
-        notes.append("authors: finetuned from the S3Rec authors' released pretrained checkpoint; a reference "
-                     "row, not compared with full (its pretraining used the authors' code and data handling, "
+                     f"{'; '.join(which)}. Such a run may still have been improving: its numbers are cut short.")
+    if "authors" in set(summary["pretraining"]):
+        notes.append("authors: finetuned from the S3Rec authors' released pretrained checkpoint; a reference, "
+                     "not a like-for-like variant (its pretraining used the authors' code and data handling, "
                      "and its time is not known).")
     return notes
 
@@ -303,19 +479,45 @@ def results_notes(summary: pl.DataFrame) -> list[str]:
 # ---------------------------------------------------------------- paired bootstrap
 
 
-def user_scores(ranks: pl.DataFrame, variant: str, protocol: str, split: str, metric: str
+def comparison_pairs(ranks: pl.DataFrame) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The comparisons of the difference table, within each finetuning loss, and those left out.
+
+    Pairs are (loss, pretraining, reference), for every preset p with `p-full` present:
+    `p-r<k>` − `p-full` (the claim under test), `p-full` − `none` (does pretraining help) and
+    `p-full` − `authors` (the distance to the authors' checkpoint), each when both sides were
+    finetuned with that loss. A rank whose `p-full` is missing (a partial study) is left out
+    and described in the second list. Popularity, never finetuned, is in no pair.
+    """
+    pairs, skipped = [], []
+    present = ranks.filter(pl.col("loss").is_not_null()).select("loss", "pretraining").unique()
+    for loss in sort_losses(present["loss"]):
+        labels = set(present.filter(pl.col("loss") == loss)["pretraining"])
+        for preset in sort_presets(split_pretraining(label)[0] for label in labels):
+            full = f"{preset}-full"
+            ranked = [label for label in sort_pretrainings(labels)
+                      if split_pretraining(label)[0] == preset and label != full]
+            if full not in labels:
+                skipped += [f"{label} − {full} ({loss}): no {full} finetuned with {loss}" for label in ranked]
+                continue
+            pairs += [(loss, full, reference) for reference in ("none", "authors") if reference in labels]
+            pairs += [(loss, label, full) for label in ranked]
+    return pairs, skipped
+
+
+def user_scores(ranks: pl.DataFrame, loss: str, pretraining: str, protocol: str, split: str, metric: str
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(seeds, user_ids, values (S, U)) of one variant, users sorted by id."""
-    part = (ranks.filter((pl.col("variant") == variant) & (pl.col("protocol") == protocol)
-                         & (pl.col("split") == split))
+    """(seeds, user_ids, values (S, U)) of one pretraining finetuned with `loss`, users sorted by id."""
+    part = (ranks.filter((pl.col("loss") == loss) & (pl.col("pretraining") == pretraining)
+                         & (pl.col("protocol") == protocol) & (pl.col("split") == split))
             .select("seed", "user_id", "rank"))
     if part.is_empty():
-        raise ValueError(f"no ranks for variant {variant!r}, protocol {protocol!r}, split {split!r}")
+        raise ValueError(f"no ranks for {pretraining!r} finetuned with {loss!r}, protocol {protocol!r}, "
+                         f"split {split!r}")
     wide = part.pivot(on="seed", index="user_id", values="rank").sort("user_id")
     seeds = np.array(sorted(int(s) for s in wide.columns if s != "user_id"))
     matrix = wide.select([str(s) for s in seeds]).to_numpy().T  # (S, U)
     if np.isnan(matrix.astype(np.float64)).any():
-        raise ValueError(f"variant {variant!r}: the seeds did not rank the same users")
+        raise ValueError(f"{pretraining!r} ({loss}): the seeds did not rank the same users")
     return seeds, wide["user_id"].to_numpy(), per_user_metric(matrix, metric)
 
 
@@ -340,15 +542,16 @@ def paired_bootstrap(difference: np.ndarray, samples: int = 2000, seed: int = 0,
     return float(difference.mean()), float(low), float(high)
 
 
-def paired_difference(ranks: pl.DataFrame, variant: str, reference: str, protocol: str, split: str,
-                      metric: str) -> np.ndarray:
-    """(S, U) per-user metric of `variant` minus `reference` on their common seeds and users."""
-    seeds_a, users_a, a = user_scores(ranks, variant, protocol, split, metric)
-    seeds_b, users_b, b = user_scores(ranks, reference, protocol, split, metric)
+def paired_difference(ranks: pl.DataFrame, loss: str, pretraining: str, reference: str, protocol: str,
+                      split: str, metric: str) -> np.ndarray:
+    """(S, U) per-user metric of `pretraining` minus `reference`, both finetuned with `loss`, on
+    their common seeds and users."""
+    seeds_a, users_a, a = user_scores(ranks, loss, pretraining, protocol, split, metric)
+    seeds_b, users_b, b = user_scores(ranks, loss, reference, protocol, split, metric)
     seeds = np.intersect1d(seeds_a, seeds_b)
     users = np.intersect1d(users_a, users_b)
     if not len(seeds) or not len(users):
-        raise ValueError(f"{variant!r} and {reference!r} share no seeds or no users")
+        raise ValueError(f"{pretraining!r} and {reference!r} ({loss}) share no seeds or no users")
     return _select(a, seeds_a, users_a, seeds, users) - _select(b, seeds_b, users_b, seeds, users)
 
 
@@ -358,56 +561,70 @@ def _select(values: np.ndarray, seeds: np.ndarray, users: np.ndarray, keep_seeds
     return values[np.searchsorted(seeds, keep_seeds)][:, np.searchsorted(users, keep_users)]
 
 
+DIFFERENCE_SCHEMA = {
+    "loss": pl.String, "pretraining": pl.String, "reference": pl.String, "protocol": pl.String,
+    "split": pl.String, "metric": pl.String, "difference": pl.Float64, "ci_low": pl.Float64,
+    "ci_high": pl.Float64, "confidence": pl.Float64, "seeds": pl.Int64, "users": pl.Int64,
+}
+
+
 def difference_table(ranks: pl.DataFrame, metric: str, protocols: Sequence[str], split: str = "test",
-                     reference: str = REFERENCE, samples: int = 2000, seed: int = 0,
-                     confidence: float = 0.95, resample_seeds: bool = True) -> pl.DataFrame:
-    """Difference of every trained variant to `reference`, with its paired bootstrap interval."""
-    others = [v for v in sort_variants(ranks["variant"]) if v != reference and v not in REFERENCE_ROWS]
+                     samples: int = 2000, seed: int = 0, confidence: float = 0.95,
+                     resample_seeds: bool = True) -> pl.DataFrame:
+    """Every pair of `comparison_pairs` per protocol: the mean difference and its paired bootstrap
+    interval (columns: DIFFERENCE_SCHEMA), in the order of the pairs."""
     rows = []
-    for variant in others:
+    for loss, pretraining, reference in comparison_pairs(ranks)[0]:
         for protocol in protocols:
-            difference = paired_difference(ranks, variant, reference, protocol, split, metric)
+            difference = paired_difference(ranks, loss, pretraining, reference, protocol, split, metric)
             mean, low, high = paired_bootstrap(difference, samples, seed, confidence, resample_seeds)
-            rows.append({"variant": variant, "reference": reference, "protocol": protocol, "split": split,
-                         "metric": metric, "difference": mean, "ci_low": low, "ci_high": high,
+            rows.append({"loss": loss, "pretraining": pretraining, "reference": reference, "protocol": protocol,
+                         "split": split, "metric": metric, "difference": mean, "ci_low": low, "ci_high": high,
                          "confidence": confidence, "seeds": difference.shape[0], "users": difference.shape[1]})
-    return pl.DataFrame(rows)
+    return pl.DataFrame(rows, schema=DIFFERENCE_SCHEMA)
 
 
 def format_difference_table(differences: pl.DataFrame, digits: int = 4) -> pl.DataFrame:
-    """String table: a row per variant, a column per protocol, 'Δ [low, high]'."""
+    """String table: a row per comparison ('seed-r16 − seed-full') and loss, a column per
+    protocol, 'Δ [low, high]'."""
     if differences.is_empty():
-        return pl.DataFrame({"Variant": []}, schema={"Variant": pl.String})
-    first = differences.row(0, named=True)
-    level = f"{round(first['confidence'] * 100):d}%"
-    rows = []
-    for variant in sort_variants(differences["variant"]):
-        part = differences.filter(pl.col("variant") == variant)
-        row = {"Variant": variant}
-        for r in part.iter_rows(named=True):
-            label = PROTOCOL_LABELS.get(r["protocol"], r["protocol"])
-            header = f"Δ{r['metric']} vs {r['reference']}, {label} [{level} CI]"
-            row[header] = f"{r['difference']:+.{digits}f} [{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}]"
-        rows.append(row)
-    return pl.DataFrame(rows)
+        return pl.DataFrame({"Finetuning": [], "Comparison": []},
+                            schema={"Finetuning": pl.String, "Comparison": pl.String})
+    level = f"{round(differences['confidence'][0] * 100):d}%"
+    rows = {}
+    for r in differences.iter_rows(named=True):  # in the order of the pairs
+        row = rows.setdefault((r["loss"], r["pretraining"], r["reference"]), {
+            "Finetuning": r["loss"], "Comparison": f"{r['pretraining']} − {r['reference']}"})
+        label = PROTOCOL_LABELS.get(r["protocol"], r["protocol"])
+        header = f"Δ{r['metric']}, {label} [{level} CI]"
+        row[header] = f"{r['difference']:+.{digits}f} [{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}]"
+    return pl.DataFrame(list(rows.values()))
 
 
 # ---------------------------------------------------------------- rendering
 
 
+# Columns that name a row rather than hold a number: left-aligned, like the first column.
+LABEL_COLUMNS = ("Finetuning", "Pretraining", "Comparison")
+
+
+def _left_aligned(columns: Sequence[str]) -> list[bool]:
+    return [i == 0 or column in LABEL_COLUMNS for i, column in enumerate(columns)]
+
+
 def to_markdown(table: pl.DataFrame) -> str:
-    """GitHub Markdown table; the first column left-aligned, the others right-aligned."""
+    """GitHub Markdown table; the first column and the label columns left-aligned, the others right-aligned."""
     columns = table.columns
     cells = [[str(v) for v in row] for row in table.iter_rows()]
     lines = ["| " + " | ".join(c.replace("|", "\\|") for c in columns) + " |",
-             "|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|"]
+             "|" + "|".join(":---" if left else "---:" for left in _left_aligned(columns)) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
     return "\n".join(lines) + "\n"
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "−": "-", CAP_MARK: r"\textsuperscript{\dag}"}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "−": "$-$", CAP_MARK: r"\textsuperscript{\dag}"}
 
 
 def latex_escape(text: str) -> str:
@@ -426,7 +643,8 @@ def to_latex(table: pl.DataFrame, caption: str | None = None, label: str | None 
         lines.append(rf"\caption{{{latex_escape(caption)}}}")
     if label:
         lines.append(rf"\label{{{label}}}")
-    lines += [r"\begin{tabular}{l" + "r" * (len(columns) - 1) + "}", r"\toprule",
+    alignment = "".join("l" if left else "r" for left in _left_aligned(columns))
+    lines += [r"\begin{tabular}{" + alignment + "}", r"\toprule",
               " & ".join(latex_escape(c) for c in columns) + r" \\", r"\midrule"]
     lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in table.iter_rows()]
     lines += [r"\bottomrule", r"\end{tabular}"]

@@ -1,16 +1,21 @@
-"""Tables of one data set from its finished runs: results and differences to `full`.
+"""Tables of one data set from its finished runs: results, and differences between pretrainings.
 
-    python scripts/aggregate.py --metrics results/D/*/seed*/metrics.json results/D/popularity/metrics.json \
+    python scripts/aggregate.py --metrics results/D/*/seed*/*/metrics.json results/D/popularity/metrics.json \
         --out-dir results/D/report/tables [--settings JSON]
 
-Reads each metrics.json and the ranks.parquet beside it. Writes, as .csv, .md and .tex (booktabs):
-- results: a row per variant (none, full, r<rank>..., authors, popularity): seeds, head and total
-  parameters, CPU time (process CPU seconds of pretraining + finetuning), mean ± std over seeds of
-  the chosen metrics per protocol; a variant with a run that hit the finetuning epoch cap is
-  marked † with a footnote. The CSV holds the numbers (mean, std per variant, protocol and metric,
+Reads each metrics.json and the ranks.parquet beside it; a run is identified by its finetuning
+loss (bce, ce, ...), its pretraining (none, <preset>-<variant> such as seed-full or paper-r16,
+authors; popularity, not finetuned) and its seed, all read from metrics.json. Writes, as .csv,
+.md and .tex (booktabs), byte-identical for the same files given in any order:
+- results: a row per finetuning loss and pretraining (bce before ce; none, then per preset full
+  and the ranks, then authors, popularity): seeds, head and total parameters, CPU time (process
+  CPU seconds of pretraining + finetuning), mean ± std over seeds of the chosen metrics per
+  protocol; a row with a run that hit the finetuning epoch cap is marked † with a footnote. The
+  CSV holds the numbers (mean, std per loss, pretraining, preset, variant, protocol and metric,
   wall and CPU seconds, runs_at_cap, seeds_at_cap), the .md/.tex the formatted table.
-- difference: every trained variant minus `full` in the per-user metric, with a paired
-  bootstrap interval over users (and seeds). Reference rows (authors, popularity) are left out.
+- difference: within each loss, every rank minus its preset's full (the claim under test), and
+  each preset's full minus none and minus authors, in the per-user metric, with a paired
+  bootstrap interval over users (and seeds). A rank whose full is missing is left out (logged).
 """
 from __future__ import annotations
 
@@ -50,9 +55,14 @@ def main(argv: list[str] | None = None) -> int:
              len(args.metrics), args.out_dir)
 
     runs = report.load_runs(args.metrics)
-    dataset = runs["dataset"][0]
+    datasets = runs["dataset"].unique().sort().to_list()
+    if len(datasets) != 1:
+        parser.error(f"--metrics: expected the runs of one data set, got {datasets}")
+    dataset = datasets[0]
     summary = report.summarize(runs, split=s["split"])
     ranks = report.load_ranks(args.metrics)
+    for reason in report.comparison_pairs(ranks)[1]:
+        log.warning("difference table: left out %s", reason)
     differences = report.difference_table(
         ranks, metric=s["metric"], protocols=s["protocols"], split=s["split"], samples=s["bootstrap_samples"],
         seed=s["bootstrap_seed"], confidence=s["confidence"], resample_seeds=s["resample_seeds"])
@@ -69,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
                    f"pretraining and of finetuning (validation and test evaluation included), mean over "
                    f"seeds, {per_job}; unlike wall-clock time it does not grow when jobs share cores "
                    "(wall-clock seconds: results.csv). – = not recorded by the run.",
-        "difference": f"{dataset}, {s['split']} split: per-user {s['metric']} of each variant minus "
-                      f"full, averaged over users and seeds, with a {round(s['confidence'] * 100)}% "
-                      f"paired bootstrap interval ({s['bootstrap_samples']} resamples, {seeds_note}).",
+        "difference": f"{dataset}, {s['split']} split: per-user {s['metric']} of one pretraining minus "
+                      "another, both finetuned with the same loss (each rank minus its preset's full; "
+                      "full minus none and minus authors), averaged over users and seeds, with a "
+                      f"{round(s['confidence'] * 100)}% paired bootstrap interval ({s['bootstrap_samples']} "
+                      f"resamples, {seeds_note}).",
     }
     tables = {
         "results": (summary, report.results_table(summary, s["metrics"], s["protocols"]),
@@ -87,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             report.to_latex(pretty, caption=captions[name], label=f"tab:{dataset}-{name}", notes=notes))
         log.info("%s table (%s.csv, .md, .tex):\n%s%s", name, args.out_dir / name, report.to_markdown(pretty),
                  footnotes)
-    capped = summary.filter(pl.col("runs_at_cap") > 0)["variant"].unique().to_list()
-    if capped:
-        log.warning("finetuning hit the epoch cap in variant(s) %s: see the results table's footnote",
-                    ", ".join(report.sort_variants(capped)))
+    capped = report.report_order(summary.filter(pl.col("runs_at_cap") > 0).select("loss", "pretraining").unique())
+    if len(capped):
+        log.warning("finetuning hit the epoch cap in %s: see the results table's footnote",
+                    ", ".join(f"{label} ({loss})" for loss, label in capped.rows()))
     log.info("done in %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)
     return 0
 

@@ -2,23 +2,27 @@
 
     python scripts/plot_report.py FIGURE --inputs FILE... --out FIG.png FIG.pdf [--settings JSON]
 
-FIGURE and its inputs:
-    accuracy_vs_rank      difference.csv (scripts/aggregate.py) and metrics.json of every run (+ popularity)
-    params_vs_accuracy    metrics.json of every run
-    pretrain_losses       pretrain_history.csv of every pretrained run (+ its pretrain_run.json: task weights)
-    finetune_validation   finetune_history.csv and metrics.json of every run
-    head_spectra          pretrain.pt of every pretrained run
+FIGURE and its inputs (paths as the workflow writes them: <root>/<dataset>/<pretraining>/seed<S>/
+for pretraining files, .../seed<S>/<loss>/ for finetuning files; any <root>, e.g. results or study):
+    accuracy_vs_rank      difference.csv (scripts/aggregate.py) and metrics.json of every run (+ popularity):
+                          metric against rank, a line per preset, a row of panels per finetuning loss
+    params_vs_accuracy    metrics.json of every run: metric against head parameters, a colour per preset
+    pretrain_losses       pretrain_history.csv of every pretrained run (+ its pretrain_run.json: task
+                          weights): a row of panels per preset, a column per task
+    finetune_validation   finetune_history.csv and metrics.json of every run: a panel per loss, a
+                          colour per pretraining, a line per seed
+    head_spectra          pretrain.pt (or heads.pt) of every pretrained run and authors/pretrain.pt:
+                          a line per pretraining
     data_distributions    resources/<dataset>/sequences.parquet and item_attributes.parquet
 --settings is the config's `report` section plus `protocols`; the figures use metric, split
-and protocols. The figure is written once per --out file, in the format of its suffix. The log
-(stderr) says which inputs were read, what was drawn and how long it took.
+and protocols. The figure is written once per --out file, in the format of its suffix, the same bytes
+for the same inputs. The log (stderr) says which inputs were read, what was drawn and how long it took.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import re
 import sys
 import time
 from pathlib import Path
@@ -38,30 +42,32 @@ def named(inputs, name):
     return [p for p in inputs if Path(p).name.endswith(name)]
 
 
-def dataset_of(path) -> str:
-    """<dataset> of results/<dataset>/...; else the folder three levels up (<dataset>/<variant>/seed<S>/)."""
-    parts = Path(path).parts
-    if "results" in parts[:-2]:
-        return parts[parts.index("results") + 1]
-    return Path(path).parents[2].name
+# <dataset> of a file under <root>/<dataset>/ (results/, study/, ...): a run file, popularity/ or report/
+dataset_of = report.dataset_of
 
 
-def runs_drawn(runs: pl.DataFrame) -> str:
-    """'full seeds 0 1; r8 seeds 0 1; ...' of a load_runs frame."""
-    seeds = runs.group_by("variant").agg(pl.col("seed").unique().sort())
-    order = {v: i for i, v in enumerate(report.sort_variants(seeds["variant"]))}
-    return "; ".join(f"{r['variant']} seed{'s' if len(r['seed']) > 1 else ''} {' '.join(map(str, r['seed']))}"
-                     for r in seeds.sort(pl.col("variant").replace_strict(order, return_dtype=pl.Int64))
-                     .iter_rows(named=True))
+def runs_drawn(frame: pl.DataFrame) -> str:
+    """'bce: none seeds 0 1, seed-full seeds 0 1; ce: ...; popularity' of a frame with loss,
+    pretraining and seed columns (a null loss: a run that was not finetuned)."""
+    seeds = report.report_order(frame.group_by("loss", "pretraining").agg(pl.col("seed").unique().sort()))
+    parts: dict[str, list[str]] = {}
+    for r in seeds.iter_rows(named=True):
+        drawn = r["pretraining"]
+        if r["pretraining"] != "popularity":
+            drawn += f" seed{'s' if len(r['seed']) > 1 else ''} {' '.join(map(str, r['seed']))}"
+        parts.setdefault(r["loss"] or "", []).append(drawn)
+    return "; ".join(f"{loss}: {', '.join(drawn)}" if loss else ", ".join(drawn) for loss, drawn in parts.items())
 
 
 def accuracy_vs_rank(inputs, s):
     differences = pl.concat([pl.read_csv(p) for p in named(inputs, ".csv")], how="diagonal_relaxed")
     differences = differences.filter((pl.col("metric") == s["metric"]) & (pl.col("split") == s["split"]))
     runs = report.load_runs(named(inputs, "metrics.json"))
-    drawn = (f"Δ{s['metric']} ({s['split']}) vs full with bootstrap intervals of "
-             f"{', '.join(report.sort_variants(differences['variant']))} per protocol {s['protocols']}; "
-             f"per-seed points of {runs_drawn(runs)}")
+    compared = ", ".join(f"{r['pretraining']} − {r['reference']} ({r['loss']})" for r in
+                         differences.unique(["loss", "pretraining", "reference"], maintain_order=True)
+                         .iter_rows(named=True)) or "none"
+    drawn = (f"{s['metric']} ({s['split']}) mean ± std against the rank per loss and protocol {s['protocols']} "
+             f"of {runs_drawn(runs)}; bootstrap intervals of {compared}")
     return plots.accuracy_vs_rank(differences, runs, s["metric"], s["split"], s["protocols"]), drawn
 
 
@@ -81,62 +87,64 @@ def pretrain_losses(inputs, s):
             weights[report.run_of_path(path)[0]] = {h: pretrain[f"{h}_weight"] for h in HEADS
                                                      if f"{h}_weight" in pretrain}
     history = report.load_histories(histories)
-    drawn = (f"{history.height} epochs of {len(histories)} runs, tasks "
+    weights = {label: weights[label] for label in report.sort_pretrainings(weights)}
+    drawn = (f"{history.height} epochs of {len(histories)} runs "
+             f"({runs_drawn(history.unique(['pretraining', 'seed']))}), tasks "
              f"{[t for t in plots.TASK_TITLES if t in history.columns]}; weights {weights or 'not recorded'}")
     return plots.pretrain_losses(history, weights, dataset=dataset_of(histories[0])), drawn
+
+
+RUN_STOPS = {"pretraining": pl.String, "loss": pl.String, "seed": pl.Int64, "epochs_run": pl.Int64,
+             "best_epoch": pl.Int64, "epochs_cap": pl.Int64, "early_stopped": pl.Boolean, "hit_cap": pl.Boolean}
 
 
 def finetune_validation(inputs, s):
     history = report.load_histories(named(inputs, "finetune_history.csv"))
     metrics_files = named(inputs, "metrics.json") or [Path(p).with_name("metrics.json")
                                                        for p in named(inputs, "finetune_history.csv")]
-    results = [json.loads(Path(p).read_text()) for p in metrics_files if Path(p).exists()]
-    runs = pl.DataFrame([{"variant": r["variant"], "seed": int(r.get("seed") or 0), **report.stopping(r)}
-                         for r in results], schema={
-        "variant": pl.String, "seed": pl.Int64, "epochs_run": pl.Int64, "best_epoch": pl.Int64,
-        "epochs_cap": pl.Int64, "early_stopped": pl.Boolean, "hit_cap": pl.Boolean})
+    results = [report.read_result(p) for p in sorted(map(str, metrics_files)) if Path(p).exists()]
+    runs = pl.DataFrame([{"pretraining": labels["pretraining"], "loss": labels["loss"], "seed": labels["seed"],
+                          **report.stopping(result)} for result, labels in results], schema=RUN_STOPS)
     # The metric early stopping followed (the best epoch is its maximum), else the report's.
-    chosen = {(r.get("config") or {}).get("finetune", {}).get("early_stopping_metric") for r in results} - {None}
+    chosen = {(r.get("config") or {}).get("finetune", {}).get("early_stopping_metric") for r, _ in results} - {None}
     metric = chosen.pop() if len(chosen) == 1 else s["metric"]
     if f"valid_{metric}" not in history.columns:
         metric = s["metric"]
     dataset = dataset_of(named(inputs, "finetune_history.csv")[0])
-    capped = runs.filter(pl.col("hit_cap").fill_null(False))
-    drawn = (f"validation {metric} per epoch of {history.height} epochs, runs {runs_drawn(history)}; "
-             f"at the epoch cap: {', '.join(f'{v} seed {n}' for v, n in capped.select('variant', 'seed').rows()) or 'none'}")
+    capped = report.report_order(runs.filter(pl.col("hit_cap").fill_null(False)), "seed")
+    at_cap = ", ".join(f"{label} ({loss}) seed {seed}" for label, loss, seed in
+                       capped.select("pretraining", "loss", "seed").rows())
+    drawn = (f"validation {metric} per epoch of {history.height} epochs, runs "
+             f"{runs_drawn(history.unique(['loss', 'pretraining', 'seed']))}; at the epoch cap: {at_cap or 'none'}")
     return plots.finetune_validation(history, runs, metric, dataset=dataset), drawn
 
 
-def checkpoint_run(path) -> tuple[str, int]:
-    """(variant, seed) of a pretrain.pt: results/D/<variant>/seed<S>/ or, for a seed-independent
-    checkpoint (authors), results/D/<variant>/ (seed 0)."""
-    path = Path(path)
-    if re.fullmatch(r"seed\d+", path.parent.name):
-        return report.run_of_path(path)
-    return path.parent.name, 0
-
-
 def head_spectra(inputs, s):
-    """Spectra of the heads factorised in at least one run (AAP and MAP by default)."""
+    """Spectra of the heads factorised in at least one run (AAP and MAP by default), from
+    pretrain.pt or heads.pt (the same format, holding only the head tensors)."""
     import torch  # here only: importing it costs every other figure two seconds
 
     rows = []
     checkpoints = {path: torch.load(path, map_location="cpu", weights_only=True) for path in inputs}
     low_rank = {h for c in checkpoints.values() for h in HEADS
                 if any(k.endswith(f"heads.{h}.U") for k in c["state_dict"])} or {"aap", "map"}
+    heads = sorted(low_rank, key=HEADS.index)
     for path, checkpoint in checkpoints.items():
-        variant, seed = checkpoint_run(path)
-        for head in sorted(low_rank, key=HEADS.index):
+        pretraining, seed, _ = report.run_of_path(path)
+        for head in heads:
             values = report.head_spectrum(checkpoint["state_dict"], head)
             if values is None:
                 log.warning("%s has no %s head: left out", path, head)
                 continue
-            rows += [{"variant": variant, "seed": seed, "head": head, "index": i + 1, "value": float(v)}
+            # the authors' checkpoint serves every seed: one spectrum, drawn as seed 0
+            rows += [{"pretraining": pretraining, "seed": seed or 0, "head": head, "index": i + 1, "value": float(v)}
                      for i, v in enumerate(values)]
-    spectra = pl.DataFrame(rows)
-    ranks = sorted({r for r in map(report.variant_rank, spectra["variant"].unique()) if r is not None})
-    drawn = (f"normalised singular values and cumulative energy of heads {sorted(low_rank, key=HEADS.index)} "
-             f"from {len(checkpoints)} checkpoints: {runs_drawn(spectra)}")
+    spectra = report.report_order(pl.DataFrame(rows), "seed", "head", "index")
+    ranks = sorted({r for r in (report.variant_rank(report.split_pretraining(label)[1])
+                                for label in spectra["pretraining"].unique()) if r is not None})
+    models = spectra.unique(["pretraining", "seed"]).with_columns(loss=pl.lit(None, pl.String))
+    drawn = (f"normalised singular values and cumulative energy of heads {heads} from {len(checkpoints)} "
+             f"checkpoints: {runs_drawn(models)}")
     return plots.head_spectra(spectra, ranks, dataset=dataset_of(inputs[0])), drawn
 
 
@@ -174,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("drew %s", drawn)
     for out in args.out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=150)
+        plots.save_figure(fig, out)
         log.info("wrote %s (%d bytes)", out, out.stat().st_size)
     log.info("done in %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)
     return 0

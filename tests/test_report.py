@@ -1,23 +1,37 @@
-"""s3rec.report on small fabricated runs: loading, mean ± std, paired bootstrap, rendering."""
+"""s3rec.report on small fabricated runs: labels and order, path grammar, mean ± std, paired
+bootstrap, rendering, and scripts/aggregate.py's tables."""
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import polars as pl
 import pytest
 
 from s3rec import report
+from scripts_import import load_script
+
+aggregate = load_script("aggregate")
 
 
-def write_run(directory, variant, seed, ndcg, ranks, heads=0, total=100, **extra):
-    """A metrics.json (CONTRACTS.md structure, trimmed) and its ranks.parquet in `directory`;
+def write_run(root, pretraining, seed, loss, ndcg, ranks, heads=0, total=100, **extra):
+    """A metrics.json (CONTRACTS.md structure, trimmed) and its ranks.parquet of one finetuning,
+    in the workflow's folder root/<pretraining>/seed<S>/<loss>/ (root/popularity/ for popularity);
     `extra` adds or replaces top-level keys (e.g. cpu_seconds, early_stopped)."""
+    preset, variant = report.split_pretraining(pretraining)
+    directory = root / "popularity" if variant == "popularity" else root / pretraining / f"seed{seed}" / loss
     directory.mkdir(parents=True, exist_ok=True)
     metrics = {p: {s: {"NDCG@10": ndcg, "HR@10": 2 * ndcg} for s in ("valid", "test")} for p in ("full", "sampled")}
+    config = {"model": {"hidden_size": 64}, "finetune": {"loss": loss}}
+    if preset:
+        config["pretrain"] = {"preset": preset}
     result = {"dataset": "toy", "variant": variant, "seed": seed, "metrics": metrics,
               "parameters": {"encoder": total - heads, "heads": {}, "heads_total": heads, "total": total},
-              "wall_seconds": {"pretrain": 60.0, "finetune": 30.0}, **extra}
+              "wall_seconds": {"pretrain": 60.0, "finetune": 30.0}, "config": config}
+    if variant != "popularity":
+        result["finetune"] = {"loss": loss}
+    result.update(extra)
     (directory / "metrics.json").write_text(json.dumps(result))
     users = np.arange(1, len(ranks) + 1, dtype=np.int32)
     frames = [pl.DataFrame({"user_id": users, "split": split, "protocol": protocol,
@@ -29,38 +43,66 @@ def write_run(directory, variant, seed, ndcg, ranks, heads=0, total=100, **extra
 
 @pytest.fixture
 def runs_on_disk(tmp_path):
-    """full: NDCG 0.30/0.34 over seeds 0/1; r8: 0.20/0.30; popularity: 0.10 (one run)."""
+    """seed-full: NDCG 0.30/0.34 over seeds 0/1; seed-r8: 0.20/0.30 (bce); popularity: 0.10."""
     rng = np.random.default_rng(0)
     ranks = rng.integers(1, 30, size=50)
-    paths = [
-        write_run(tmp_path / "full/seed0", "full", 0, 0.30, ranks, heads=4096),
-        write_run(tmp_path / "full/seed1", "full", 1, 0.34, ranks, heads=4096),
-        write_run(tmp_path / "r8/seed0", "r8", 0, 0.20, np.maximum(ranks - 1, 1), heads=1024),
-        write_run(tmp_path / "r8/seed1", "r8", 1, 0.30, np.maximum(ranks - 1, 1), heads=1024),
-        write_run(tmp_path / "popularity", "popularity", 0, 0.10, ranks + 5, total=0),
+    return [
+        write_run(tmp_path, "seed-full", 0, "bce", 0.30, ranks, heads=4096),
+        write_run(tmp_path, "seed-full", 1, "bce", 0.34, ranks, heads=4096),
+        write_run(tmp_path, "seed-r8", 0, "bce", 0.20, np.maximum(ranks - 1, 1), heads=1024),
+        write_run(tmp_path, "seed-r8", 1, "bce", 0.30, np.maximum(ranks - 1, 1), heads=1024),
+        write_run(tmp_path, "popularity", 0, None, 0.10, ranks + 5, total=0),
     ]
-    return paths
 
 
 def test_summarize_gives_mean_and_std_over_seeds(runs_on_disk):
     summary = report.summarize(report.load_runs(runs_on_disk), split="test")
-    row = summary.filter((pl.col("variant") == "r8") & (pl.col("protocol") == "full")
+    row = summary.filter((pl.col("pretraining") == "seed-r8") & (pl.col("protocol") == "full")
                          & (pl.col("metric") == "NDCG@10")).row(0, named=True)
+    assert (row["loss"], row["preset"], row["variant"]) == ("bce", "seed", "r8")
     assert row["mean"] == pytest.approx(0.25)
     assert row["std"] == pytest.approx(np.std([0.20, 0.30], ddof=1))
     assert row["seeds"] == 2 and row["heads_params"] == 1024
     assert row["wall_seconds"] == pytest.approx(90.0)
     assert row["cpu_seconds"] is None and row["runs_at_cap"] == 0  # old files: not recorded
+    popularity = summary.filter(pl.col("pretraining") == "popularity").row(0, named=True)
+    assert popularity["loss"] is None and popularity["preset"] is None
 
 
-def test_results_table_orders_variants_and_formats_cells(runs_on_disk):
+def test_results_table_orders_rows_and_formats_cells(runs_on_disk):
     summary = report.summarize(report.load_runs(runs_on_disk))
     table = report.results_table(summary, metrics=["NDCG@10"], protocols=["full", "sampled"])
-    assert table["Variant"].to_list() == ["full", "r8", "popularity"]
+    assert table.columns[:3] == ["Finetuning", "Pretraining", "Seeds"]
+    assert table["Pretraining"].to_list() == ["seed-full", "seed-r8", "popularity"]
+    assert table["Finetuning"].to_list() == ["bce", "bce", "–"]
     assert table.row(1, named=True)["NDCG@10 (full ranking)"] == "0.2500 ± 0.0707"
     assert table.row(2, named=True)["NDCG@10 (sampled)"] == "0.1000"  # one run: no std
     assert table.row(0, named=True)["Head params"] == "4,096"
     assert table.row(0, named=True)[report.CPU_COLUMN] == "–"  # files without cpu_seconds
+
+
+def test_results_table_with_two_losses_and_two_presets(tmp_path):
+    """A row per (loss, pretraining): bce rows first, each loss in pretraining order."""
+    ranks = np.arange(1, 21)
+    paths = []
+    for loss, shift in (("ce", 0.1), ("bce", 0.0)):  # written in the wrong order on purpose
+        for i, pretraining in enumerate(("paper-r16", "authors", "seed-r16", "none", "paper-full", "seed-full")):
+            for seed in (0, 1):
+                paths.append(write_run(tmp_path, pretraining, seed, loss, 0.2 + shift + 0.01 * i + 0.001 * seed,
+                                       ranks))
+    paths.append(write_run(tmp_path, "popularity", 0, None, 0.05, ranks))
+    summary = report.summarize(report.load_runs(paths))
+    table = report.results_table(summary, metrics=["NDCG@10"], protocols=["full"])
+    order = ["none", "seed-full", "seed-r16", "paper-full", "paper-r16", "authors"]
+    assert table.select("Finetuning", "Pretraining").rows() == (
+        [("bce", p) for p in order] + [("ce", p) for p in order] + [("–", "popularity")])
+    cells = dict(zip(table["Finetuning"] + " " + table["Pretraining"], table["NDCG@10 (full ranking)"]))
+    assert cells["bce seed-full"] == "0.2505 ± 0.0007"  # i = 5, seeds 0 and 1
+    assert cells["ce seed-full"] == "0.3505 ± 0.0007"
+    assert cells["– popularity"] == "0.0500"
+    # results.csv's columns: the labels and the numbers
+    assert {"loss", "pretraining", "preset", "variant", "mean", "std", "seeds"} <= set(summary.columns)
+    assert summary.filter(pl.col("pretraining") == "paper-r16")["preset"].unique().to_list() == ["paper"]
 
 
 def test_stopping_read_or_derived():
@@ -80,38 +122,185 @@ def test_stopping_read_or_derived():
 def test_capped_runs_are_marked_and_cpu_time_reported(tmp_path):
     rng = np.random.default_rng(0)
     ranks = rng.integers(1, 30, size=40)
-    config = {"finetune": {"epochs": 150, "patience": 10}}
+    config = {"finetune": {"epochs": 150, "patience": 10, "loss": "bce"}, "pretrain": {"preset": "seed"}}
     cpu = {"pretrain": 400.0, "finetune": 60.0}
     paths = [
-        write_run(tmp_path / "full/seed0", "full", 0, 0.3, ranks, heads=4096, config=config, epochs_run=62,
+        write_run(tmp_path, "seed-full", 0, "bce", 0.3, ranks, heads=4096, config=config, epochs_run=62,
                   best_epoch=52, early_stopped=True, cpu_seconds=cpu, execution={"device": "cpu", "threads": 1}),
-        write_run(tmp_path / "none/seed0", "none", 0, 0.2, ranks, config=config, epochs_run=150, best_epoch=146,
+        write_run(tmp_path, "none", 0, "bce", 0.2, ranks, config=config, epochs_run=150, best_epoch=146,
                   cpu_seconds={"pretrain": 0.0, "finetune": 8.5}, execution={"device": "cpu", "threads": 1}),
-        write_run(tmp_path / "authors/seed0", "authors", 0, 0.35, ranks, config=config, epochs_run=40,
-                  best_epoch=30, early_stopped=True, cpu_seconds={"pretrain": 0.0, "finetune": 20.0}),
+        # the authors' import records a preset for their settings: it is not a preset of this study
+        write_run(tmp_path, "authors", 0, "bce", 0.35, ranks, config={**config, "pretrain": {"preset": "paper"}},
+                  epochs_run=40, best_epoch=30, early_stopped=True, cpu_seconds={"pretrain": 0.0, "finetune": 20.0}),
     ]
     summary = report.summarize(report.load_runs(paths))
-    none = summary.filter(pl.col("variant") == "none").row(0, named=True)
+    none = summary.filter(pl.col("pretraining") == "none").row(0, named=True)
     assert none["runs_at_cap"] == 1 and none["seeds_at_cap"] == "0" and none["epochs_cap"] == 150
-    assert summary.filter(pl.col("variant") == "full").row(0, named=True)["cpu_seconds"] == pytest.approx(460.0)
+    full = summary.filter(pl.col("pretraining") == "seed-full").row(0, named=True)
+    assert full["cpu_seconds"] == pytest.approx(460.0)
+    assert summary.filter(pl.col("pretraining") == "authors")["preset"].unique().to_list() == [None]
     table = report.results_table(summary, metrics=["NDCG@10"], protocols=["full"])
-    assert table["Variant"].to_list() == ["none†", "full", "authors"]
+    assert table["Pretraining"].to_list() == ["none†", "seed-full", "authors"]
     assert table.row(1, named=True)[report.CPU_COLUMN] == "400 + 60"
     assert table.row(0, named=True)[report.CPU_COLUMN] == "0.0 + 8.5"
     assert table.row(2, named=True)[report.CPU_COLUMN] == "– + 20"  # authors: pretrained elsewhere
     notes = report.results_notes(summary)
-    assert notes[0].startswith("† Finetuning ended at the epoch cap (150 epochs)") and "none (seed 0 of 1)" in notes[0]
+    assert notes[0].startswith("† Finetuning ended at the epoch cap (150 epochs)")
+    assert "none with bce (seed 0 of 1)" in notes[0]
     assert any(note.startswith("authors:") for note in notes)
     latex = report.to_latex(table, notes=notes)
     assert r"none\textsuperscript{\dag}" in latex and r"\footnotesize \textsuperscript{\dag} Finetuning" in latex
-    # authors is a reference row: not compared with full
+    # authors is a reference: seed-full is compared with it, never the other way round
     differences = report.difference_table(report.load_ranks(paths), metric="NDCG@10", protocols=["full"], samples=100)
-    assert differences["variant"].to_list() == ["none"]
+    assert differences.select("pretraining", "reference").rows() == [("seed-full", "none"), ("seed-full", "authors")]
 
 
-def test_variant_order():
+# ---------------------------------------------------------------- labels, order, paths
+
+
+def test_order_of_variants_losses_presets_and_pretrainings():
     assert report.sort_variants(["r32", "popularity", "r8", "authors", "full", "none", "r16"]) == [
         "none", "full", "r8", "r16", "r32", "authors", "popularity"]
+    assert report.sort_losses(["focal", "ce", None, "bce", "ace"]) == ["bce", "ce", "ace", "focal", None]
+    assert report.sort_presets(["zeta", "paper", None, "seed", "alpha"]) == ["seed", "paper", "alpha", "zeta"]
+    assert report.sort_pretrainings(["popularity", "paper-r16", "authors", "alpha-full", "seed-r32", "paper-full",
+                                     "seed-r8", "none", "seed-full", "alpha-r4"]) == [
+        "none", "seed-full", "seed-r8", "seed-r32", "paper-full", "paper-r16", "alpha-full", "alpha-r4",
+        "authors", "popularity"]
+    assert report.split_pretraining("paper-r16") == ("paper", "r16")
+    assert report.split_pretraining("authors") == (None, "authors")
+
+
+def test_labels_come_from_metrics_json_not_the_path(tmp_path):
+    """preset and loss are what the run recorded, wherever its files lie."""
+    path = write_run(tmp_path, "seed-full", 0, "bce", 0.3, np.arange(1, 11))
+    result = json.loads(path.read_text())
+    result["config"]["pretrain"]["preset"] = "paper"
+    result["finetune"]["loss"] = "ce"
+    path.write_text(json.dumps(result))
+    runs = report.load_runs([path])
+    labels = runs.select("loss", "preset", "variant", "pretraining").unique().rows()
+    assert labels == [("ce", "paper", "full", "paper-full")]
+    ranks = report.load_ranks([path])
+    assert ranks.select("loss", "pretraining", "seed").unique().rows() == [("ce", "paper-full", 0)]
+    # a variant pretrained here must say with which preset
+    del result["config"]["pretrain"]
+    path.write_text(json.dumps(result))
+    with pytest.raises(ValueError, match=r"metrics.json: full seed 0: no pretraining preset recorded"):
+        report.load_runs([path])
+
+
+def test_load_runs_is_in_report_order_whatever_the_input_order(runs_on_disk):
+    first = report.load_runs(runs_on_disk)
+    shuffled = list(runs_on_disk)
+    random.Random(1).shuffle(shuffled)
+    assert report.load_runs(shuffled[::-1]).equals(first)
+    assert first["pretraining"].unique(maintain_order=True).to_list() == ["seed-full", "seed-r8", "popularity"]
+
+
+@pytest.mark.parametrize("root", ["results/beauty", "study/beauty", "/somewhere/else/beauty"])
+def test_run_of_path_on_both_layouts(root):
+    assert report.run_of_path(f"{root}/seed-r16/seed2/pretrain_history.csv") == ("seed-r16", 2, None)
+    assert report.run_of_path(f"{root}/paper-full/seed0/heads.pt") == ("paper-full", 0, None)
+    assert report.run_of_path(f"{root}/seed-r16/seed2/ce/finetune_history.csv") == ("seed-r16", 2, "ce")
+    assert report.run_of_path(f"{root}/none/seed1/bce/metrics.json") == ("none", 1, "bce")
+    assert report.run_of_path(f"{root}/authors/seed3/ce/finetune_history.csv") == ("authors", 3, "ce")
+    assert report.run_of_path(f"{root}/authors/pretrain.pt") == ("authors", None, None)
+    assert report.run_of_path(f"{root}/authors/heads.pt") == ("authors", None, None)
+    assert report.run_of_path(f"{root}/my_preset-r4/seed0/focal/finetune_history.csv") == ("my_preset-r4", 0, "focal")
+    for path in (f"{root}/seed-r16/seed2/ce/finetune_history.csv", f"{root}/popularity/metrics.json",
+                 f"{root}/report/tables/difference.csv", f"{root}/authors/pretrain.pt"):
+        assert report.dataset_of(path) == "beauty"
+
+
+@pytest.mark.parametrize("path", [
+    "results/beauty/r16/seed2/pretrain_history.csv",  # the old grammar: no preset
+    "results/beauty/full/seed0/bce/metrics.json",
+    "results/beauty/popularity/metrics.json",  # no seed folder, not a run file
+    "results/beauty/seed-r16/pretrain.pt",  # only the authors' checkpoint serves every seed
+    "results/beauty/seed-r16/seed0/CE/metrics.json",  # a loss is a lowercase name
+    "results/beauty/seed-r16/seed0/bce/extra/metrics.json",
+    "results/beauty/Seed-full/seed0/pretrain.pt",
+])
+def test_run_of_path_names_the_path_and_the_layout_when_off_the_grammar(path):
+    with pytest.raises(ValueError) as error:
+        report.run_of_path(path)
+    assert str(error.value).startswith(f"{path}: ") and "<pretraining>/seed<S>/<loss>/<file>" in str(error.value)
+
+
+def test_load_histories_labels_from_the_path(tmp_path):
+    pretraining = tmp_path / "toy" / "paper-r16" / "seed1" / "pretrain_history.csv"
+    finetuning = tmp_path / "toy" / "none" / "seed0" / "ce" / "finetune_history.csv"
+    for path in (pretraining, finetuning):
+        path.parent.mkdir(parents=True)
+        pl.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5]}).write_csv(path)
+    history = report.load_histories([finetuning, pretraining])
+    rows = history.select("pretraining", "preset", "variant", "seed", "loss").unique(maintain_order=True).rows()
+    assert rows == [("none", None, "none", 0, "ce"), ("paper-r16", "paper", "r16", 1, None)]
+    assert history["train_loss"].to_list() == [1.0, 0.5, 1.0, 0.5]  # the files' own loss column
+
+
+# ---------------------------------------------------------------- differences
+
+
+def study_ranks(tmp_path, labels_per_loss, seeds=(0, 1), users=200):
+    """metrics.json + ranks.parquet of every (loss, pretraining) in `labels_per_loss`; the rank of
+    each user is better the larger the pretraining's `quality` below (deterministic)."""
+    quality = {"none": 0, "seed-full": 3, "seed-r8": 2, "seed-r16": 4, "paper-full": 1, "paper-r16": 1, "authors": 5}
+    rng = np.random.default_rng(2)
+    base = rng.integers(8, 30, size=users)
+    paths = []
+    for loss, labels in labels_per_loss.items():
+        for label in labels:
+            for seed in seeds:
+                ranks = np.maximum(base - quality[label] - seed, 1)
+                paths.append(write_run(tmp_path, label, seed, loss, 0.1, ranks))
+    paths.append(write_run(tmp_path, "popularity", 0, None, 0.05, base + 10))
+    return paths
+
+
+def test_difference_pairs_for_two_presets_and_two_losses_with_a_partial_set(tmp_path):
+    paths = study_ranks(tmp_path, {
+        "bce": ["none", "seed-full", "seed-r8", "seed-r16", "paper-full", "paper-r16", "authors"],
+        "ce": ["none", "seed-r16", "paper-full", "paper-r16"],  # seed-full missing, no authors
+    })
+    ranks = report.load_ranks(paths)
+    pairs, skipped = report.comparison_pairs(ranks)
+    assert pairs == [
+        ("bce", "seed-full", "none"), ("bce", "seed-full", "authors"),
+        ("bce", "seed-r8", "seed-full"), ("bce", "seed-r16", "seed-full"),
+        ("bce", "paper-full", "none"), ("bce", "paper-full", "authors"), ("bce", "paper-r16", "paper-full"),
+        ("ce", "paper-full", "none"), ("ce", "paper-r16", "paper-full"),
+    ]
+    assert skipped == ["seed-r16 − seed-full (ce): no seed-full finetuned with ce"]
+
+    differences = report.difference_table(ranks, metric="MRR", protocols=["full", "sampled"], samples=50)
+    assert differences.columns == ["loss", "pretraining", "reference", "protocol", "split", "metric", "difference",
+                                   "ci_low", "ci_high", "confidence", "seeds", "users"]
+    assert differences.height == 2 * len(pairs)
+    assert "popularity" not in set(differences["pretraining"]) | set(differences["reference"])
+    by_pair = {(r["loss"], r["pretraining"], r["reference"]): r for r in
+               differences.filter(pl.col("protocol") == "full").iter_rows(named=True)}
+    assert by_pair[("bce", "seed-r16", "seed-full")]["difference"] > 0  # better ranks
+    assert by_pair[("bce", "seed-r8", "seed-full")]["difference"] < 0
+    assert by_pair[("bce", "paper-r16", "paper-full")]["difference"] == 0.0  # the same ranks
+    assert by_pair[("bce", "seed-full", "authors")]["ci_high"] < 0
+    assert by_pair[("ce", "paper-full", "none")]["seeds"] == 2 and by_pair[("ce", "paper-full", "none")]["users"] == 200
+
+    pretty = report.format_difference_table(differences)
+    assert pretty.columns == ["Finetuning", "Comparison", "ΔMRR, full ranking [95% CI]", "ΔMRR, sampled [95% CI]"]
+    assert pretty.rows()[2][:2] == ("bce", "seed-r8 − seed-full")
+    assert pretty.select("Finetuning", "Comparison").rows()[-2:] == [("ce", "paper-full − none"),
+                                                                     ("ce", "paper-r16 − paper-full")]
+    assert "seed-r8 $-$ seed-full" in report.to_latex(pretty)
+
+
+def test_difference_table_without_any_pair_is_empty_with_its_columns(tmp_path):
+    ranks = report.load_ranks(study_ranks(tmp_path, {"bce": ["none", "seed-r8"]}))
+    assert report.comparison_pairs(ranks) == ([], ["seed-r8 − seed-full (bce): no seed-full finetuned with bce"])
+    differences = report.difference_table(ranks, metric="MRR", protocols=["full"], samples=10)
+    assert differences.is_empty() and differences.columns[:3] == ["loss", "pretraining", "reference"]
+    assert report.format_difference_table(differences).columns == ["Finetuning", "Comparison"]
 
 
 def test_format_mean_std():
@@ -131,7 +320,7 @@ def test_per_user_metric_golden_values():
 
 
 def planted_ranks(num_users=3000, seeds=(0, 1, 2)):
-    """Ranks frame of `full` and `better`: better ranks each target 2 places higher (at least 1).
+    """Ranks frame of `seed-full` and `seed-r8`: r8 ranks each target 2 places higher (at least 1).
 
     The reference rank is uniform on 1..20, so the population mean of the per-user NDCG@10
     difference is known exactly.
@@ -140,10 +329,10 @@ def planted_ranks(num_users=3000, seeds=(0, 1, 2)):
     frames = []
     for seed in seeds:
         base = rng.integers(1, 21, size=num_users)
-        for variant, rank in (("full", base), ("better", np.maximum(base - 2, 1))):
+        for label, rank in (("seed-full", base), ("seed-r8", np.maximum(base - 2, 1))):
             frames.append(pl.DataFrame({"user_id": np.arange(num_users, dtype=np.int32), "split": "test",
                                         "protocol": "full", "rank": rank.astype(np.int32),
-                                        "variant": variant, "seed": seed}))
+                                        "pretraining": label, "loss": "bce", "seed": seed}))
     reference = np.arange(1, 21)
     true = (report.per_user_metric(np.maximum(reference - 2, 1), "NDCG@10")
             - report.per_user_metric(reference, "NDCG@10")).mean()
@@ -154,7 +343,8 @@ def test_bootstrap_interval_contains_planted_effect_and_is_deterministic():
     ranks, true = planted_ranks()
     kwargs = dict(metric="NDCG@10", protocols=["full"], samples=500, seed=3)
     first = report.difference_table(ranks, **kwargs).row(0, named=True)
-    assert first["variant"] == "better" and first["users"] == 3000 and first["seeds"] == 3
+    assert (first["pretraining"], first["reference"]) == ("seed-r8", "seed-full")
+    assert first["users"] == 3000 and first["seeds"] == 3
     assert first["ci_low"] < true < first["ci_high"]
     assert first["ci_low"] > 0  # the effect is detected
     assert report.difference_table(ranks, **kwargs).row(0, named=True) == first
@@ -167,13 +357,16 @@ def test_bootstrap_of_identical_variants_is_zero():
     assert report.paired_bootstrap(difference, samples=200) == (0.0, 0.0, 0.0)
 
 
-def test_paired_difference_uses_common_users_and_seeds():
+def test_paired_difference_uses_common_users_and_seeds_of_one_loss():
     frame = pl.DataFrame({
-        "user_id": [1, 2, 3, 1, 2], "split": "test", "protocol": "full", "rank": [1, 1, 1, 3, 3],
-        "variant": ["full"] * 3 + ["r8"] * 2, "seed": [0, 0, 0, 0, 0],
+        "user_id": [1, 2, 3, 1, 2, 1, 2], "split": "test", "protocol": "full", "rank": [1, 1, 1, 3, 3, 9, 9],
+        "pretraining": ["seed-full"] * 3 + ["seed-r8"] * 2 + ["seed-r8"] * 2, "seed": [0] * 7,
+        "loss": ["bce"] * 5 + ["ce"] * 2,
     })
-    difference = report.paired_difference(frame, "r8", "full", "full", "test", "MRR")
+    difference = report.paired_difference(frame, "bce", "seed-r8", "seed-full", "full", "test", "MRR")
     np.testing.assert_allclose(difference, [[1 / 3 - 1, 1 / 3 - 1]])
+    with pytest.raises(ValueError, match="no ranks for 'seed-full' finetuned with 'ce'"):
+        report.paired_difference(frame, "ce", "seed-r8", "seed-full", "full", "test", "MRR")
 
 
 def test_markdown_and_latex_rendering():
@@ -201,67 +394,24 @@ def test_head_spectrum_dense_and_low_rank():
     assert report.head_spectrum(state, "sp") is None
 
 
-def test_run_of_path():
-    assert report.run_of_path("results/beauty/r16/seed2/pretrain_history.csv") == ("r16", 2)
-    with pytest.raises(ValueError):
-        report.run_of_path("results/beauty/popularity/metrics.json")
+# ---------------------------------------------------------------- scripts/aggregate.py
 
 
-# ---------------------------------------------------------------- figures
-
-
-def fake_runs(variants_heads, seeds=(0, 1)):
-    """load_runs-like frame: NDCG@10 of each (variant, head count) for every seed and protocol."""
-    rows = []
-    for i, (variant, heads) in enumerate(variants_heads):
-        for seed in seeds:
-            for protocol in ("full", "sampled"):
-                rows.append({"dataset": "toy", "variant": variant, "seed": seed, "heads_params": heads,
-                             "total_params": 100 + heads, "protocol": protocol, "split": "test",
-                             "metric": "NDCG@10", "value": 0.3 + 0.01 * i + 0.005 * seed})
-    return pl.DataFrame(rows)
-
-
-def test_params_vs_accuracy_sets_equal_counts_apart_and_labels_points():
-    from s3rec import plots
-
-    runs = fake_runs([("none", 0), ("full", 4160), ("r8", 1088), ("r32", 4160)])
-    fig = plots.params_vs_accuracy(runs, "NDCG@10", "test", ["full"])
-    ax = fig.axes[0]
-    xs = {text.get_text(): text.xy[0] for text in ax.texts}
-    assert set(xs) == {"none", "full", "r8", "r32"}
-    assert xs["full"] != xs["r32"]  # same head count, not drawn on top of each other
-    assert any("mean ± std over 2 seeds" in t.get_text() for t in fig.legends[0].get_texts())
-
-
-def test_finetune_validation_marks_best_epochs_and_capped_runs():
-    from s3rec import plots
-
-    history = pl.DataFrame({"variant": ["none"] * 6 + ["full"] * 4, "seed": [0] * 6 + [0] * 4,
-                            "epoch": list(range(1, 7)) + list(range(1, 5)),
-                            "valid_NDCG@20": [0.1, 0.2, 0.3, 0.35, 0.36, 0.37, 0.2, 0.3, 0.25, 0.24]})
-    runs = pl.DataFrame({"variant": ["none", "full"], "seed": [0, 0], "best_epoch": [6, 2], "epochs_run": [6, 4],
-                         "epochs_cap": [6, 6], "early_stopped": [False, True], "hit_cap": [True, False]})
-    fig = plots.finetune_validation(history, runs, "NDCG@20", dataset="toy")
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == ["none (1 seed; 1 at the cap)", "full (1 seed)"]
-    assert "validation NDCG@20" in fig.get_suptitle() and "toy" in fig.get_suptitle()
-    markers = {line.get_marker() for ax in fig.axes for line in ax.lines}
-    assert {"o", "x", "|"} <= markers
-
-
-def test_accuracy_vs_rank_draws_differences_with_intervals():
-    from s3rec import plots
-
-    runs = fake_runs([("none", 0), ("full", 4160), ("r8", 1088), ("popularity", 0)])
-    differences = pl.DataFrame({"variant": ["none", "r8"] * 2, "reference": "full",
-                                "protocol": ["full", "full", "sampled", "sampled"], "split": "test",
-                                "metric": "NDCG@10", "difference": [-0.01, 0.01, -0.02, 0.0],
-                                "ci_low": [-0.02, -0.01, -0.03, -0.01], "ci_high": [0.0, 0.02, -0.01, 0.01],
-                                "confidence": 0.95, "seeds": 2, "users": 50})
-    fig = plots.accuracy_vs_rank(differences, runs, "NDCG@10", "test", ["full", "sampled"])
-    ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "r8"]
-    low, high = ax.get_ylim()
-    assert -0.1 < low and high < 0.1  # the popularity level is a note, not a point on the axis
-    assert "popularity 0.3" in ax.get_title() and "full 0.3" in ax.get_title()
+def test_aggregate_is_byte_identical_for_inputs_in_any_order_and_logs_left_out_pairs(tmp_path, caplog):
+    paths = study_ranks(tmp_path / "runs", {"bce": ["none", "seed-full", "seed-r8", "paper-full", "paper-r16"],
+                                            "ce": ["none", "seed-r8", "paper-full"]})
+    settings = json.dumps({"bootstrap_samples": 50, "metrics": ["NDCG@10"]})
+    shuffled = list(paths)
+    random.Random(0).shuffle(shuffled)
+    outputs = []
+    for i, order in enumerate((paths, shuffled[::-1])):
+        out = tmp_path / f"tables{i}"
+        assert aggregate.main(["--metrics", *map(str, order), "--out-dir", str(out), "--settings", settings]) == 0
+        outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+    assert sorted(outputs[0]) == sorted(f"{t}.{e}" for t in ("results", "difference") for e in ("csv", "md", "tex"))
+    assert outputs[0] == outputs[1]
+    assert "left out seed-r8 − seed-full (ce): no seed-full finetuned with ce" in caplog.text
+    results = pl.read_csv(tmp_path / "tables0" / "results.csv")
+    assert results.columns[:4] == ["loss", "pretraining", "preset", "variant"]
+    difference = (tmp_path / "tables0" / "difference.md").read_text()
+    assert "| bce | seed-r8 − seed-full |" in difference and "| ce | paper-full − none |" in difference

@@ -1,0 +1,280 @@
+"""Report figures (s3rec.plots through scripts/plot_report.py) on fabricated study folders: one
+preset and one loss (the default synthetic study) and two of each (the Beauty study); what the
+panels show, and byte-identical files for the same inputs."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from conftest import REPO
+from s3rec import plots, report
+from scripts_import import load_script
+
+plot_report = load_script("plot_report")
+aggregate = load_script("aggregate")
+
+D, RANKS, SEEDS = 8, (2, 4), (0, 1)
+SETTINGS = {"metric": "NDCG@10", "split": "test", "protocols": ["full", "sampled"]}
+FIGURES = ("accuracy_vs_rank", "params_vs_accuracy", "pretrain_losses", "finetune_validation", "head_spectra")
+
+
+def heads_state(variant: str, rng) -> dict:
+    """Pretraining-head tensors of one model (heads.pt holds only these): AAP/MAP low rank for
+    r<k>, dense otherwise; MIP and SP dense."""
+    rank = report.variant_rank(variant)
+    state = {}
+    for head in ("aap", "mip", "map", "sp"):
+        if rank and head in ("aap", "map"):
+            state[f"heads.{head}.U"] = torch.randn(D, rank, generator=rng)
+            state[f"heads.{head}.V"] = torch.randn(D, rank, generator=rng)
+        else:
+            state[f"heads.{head}.weight"] = torch.randn(D, D, generator=rng)
+        state[f"heads.{head}.bias"] = torch.zeros(D)
+    return state
+
+
+def write_json(path, content) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content))
+
+
+def fabricate_study(root, presets, losses, authors=False, capped=()):
+    """A study folder root/toy/ as the workflow lays it out; returns {figure: its --inputs}.
+
+    Every preset pretrains full and each rank; none (and authors) are finetuned with every loss.
+    Numbers are smooth functions of the labels, so figures are deterministic. `capped`: the
+    (pretraining, loss, seed) runs that end at the epoch cap.
+    """
+    folder = root / "toy"
+    rng = np.random.default_rng(0)
+    generator = torch.Generator().manual_seed(0)
+    pretrainings = [f"{p}-{v}" for p in presets for v in ("full", *(f"r{r}" for r in RANKS))]
+    finetuned = ["none", *pretrainings] + (["authors"] if authors else [])
+    inputs = {figure: [] for figure in FIGURES}
+    weights = {"seed": (1.0, 0.2, 1.0, 0.5), "paper": (0.2, 1.0, 1.0, 0.5)}
+    for label in pretrainings:
+        preset, variant = report.split_pretraining(label)
+        for seed in SEEDS:
+            run = folder / label / f"seed{seed}"
+            epochs = np.arange(1, 6)
+            losses_by_task = {t: 2.0 / epochs + 0.1 * i + 0.01 * seed + 0.05 * len(label)
+                              for i, t in enumerate(("aap", "mip", "map", "sp"))}
+            history = pl.DataFrame({"epoch": epochs, "loss": sum(losses_by_task.values()), **losses_by_task})
+            run.mkdir(parents=True, exist_ok=True)
+            history.write_csv(run / "pretrain_history.csv")
+            write_json(run / "pretrain_run.json", {"config": {"pretrain": dict(zip(
+                ("aap_weight", "mip_weight", "map_weight", "sp_weight"), weights.get(preset, (1.0,) * 4)))}})
+            torch.save({"variant": variant, "seed": seed, "state_dict": heads_state(variant, generator)},
+                       run / "heads.pt")
+            inputs["pretrain_losses"] += [run / "pretrain_history.csv", run / "pretrain_run.json"]
+            inputs["head_spectra"].append(run / "heads.pt")
+    if authors:
+        (folder / "authors").mkdir(parents=True)
+        torch.save({"variant": "authors", "seed": None, "state_dict": heads_state("full", generator)},
+                   folder / "authors" / "heads.pt")
+        inputs["head_spectra"].append(folder / "authors" / "heads.pt")
+    base = rng.integers(5, 40, size=60)
+    metrics_files = []
+    for li, loss in enumerate(losses):
+        for fi, label in enumerate(finetuned):
+            preset, variant = report.split_pretraining(label)
+            for seed in SEEDS:
+                run = folder / label / f"seed{seed}" / loss
+                ranks = np.maximum(base - fi - seed - 3 * li, 1)
+                level = 0.05 + 0.01 * fi + 0.003 * seed + 0.02 * li
+                epochs = 12 + fi + seed
+                at_cap = (label, loss, seed) in capped
+                config = {"model": {"hidden_size": D}, "finetune": {"loss": loss, "epochs": 20, "patience": 3,
+                                                                     "early_stopping_metric": "NDCG@20"}}
+                if preset:
+                    config["pretrain"] = {"preset": preset}
+                heads = 0 if variant in ("none", "authors") else (
+                    4 * D * D if variant == "full" else 2 * (2 * D * report.variant_rank(variant)) + 2 * D * D)
+                result = {"dataset": "toy", "variant": variant, "seed": seed, "finetune": {"loss": loss},
+                          "metrics": {p: {s: {"NDCG@10": level + 0.1 * (p == "sampled"), "HR@10": 2 * level}
+                                          for s in ("valid", "test")} for p in ("full", "sampled")},
+                          "parameters": {"heads_total": heads, "total": 1000 + heads},
+                          "best_epoch": 20 if at_cap else epochs - 3, "epochs_run": 20 if at_cap else epochs,
+                          "early_stopped": not at_cap, "config": config}
+                write_json(run / "metrics.json", result)
+                n = result["epochs_run"]
+                pl.DataFrame({"epoch": np.arange(1, n + 1),
+                              "valid_NDCG@20": level * (1 - np.exp(-np.arange(1, n + 1) / 4))}).write_csv(
+                    run / "finetune_history.csv")
+                pl.concat([pl.DataFrame({"user_id": np.arange(1, 61, dtype=np.int32), "split": split,
+                                         "protocol": protocol, "rank": ranks.astype(np.int32)})
+                           for split in ("valid", "test") for protocol in ("full", "sampled")]
+                          ).write_parquet(run / "ranks.parquet")
+                metrics_files.append(run / "metrics.json")
+                inputs["finetune_validation"] += [run / "finetune_history.csv", run / "metrics.json"]
+    popularity = folder / "popularity"
+    write_json(popularity / "metrics.json", {
+        "dataset": "toy", "variant": "popularity", "seed": 0, "parameters": {},
+        "metrics": {p: {s: {"NDCG@10": 0.01, "HR@10": 0.02} for s in ("valid", "test")} for p in ("full", "sampled")}})
+    pl.DataFrame({"user_id": np.arange(1, 61, dtype=np.int32), "split": "test", "protocol": "full",
+                  "rank": (base + 50).astype(np.int32)}).write_parquet(popularity / "ranks.parquet")
+    metrics_files.append(popularity / "metrics.json")
+    tables = folder / "report" / "tables"
+    aggregate.main(["--metrics", *map(str, metrics_files), "--out-dir", str(tables),
+                    "--settings", json.dumps({"bootstrap_samples": 50, "protocols": ["full"]})])
+    inputs["params_vs_accuracy"] = metrics_files
+    inputs["accuracy_vs_rank"] = [tables / "difference.csv", *metrics_files]
+    return inputs
+
+
+STUDIES = {"1x1": (["seed"], ["bce"], False), "2x2": (["seed", "paper"], ["bce", "ce"], True)}
+
+
+@pytest.fixture(scope="module", params=sorted(STUDIES))
+def study(request, tmp_path_factory):
+    presets, losses, authors = STUDIES[request.param]
+    root = tmp_path_factory.mktemp(f"study{request.param}")
+    capped = {("none", losses[-1], 1)}
+    return request.param, fabricate_study(root, presets, losses, authors=authors, capped=capped), presets, losses
+
+
+def draw(figure, inputs, out_dir, name="figure"):
+    outs = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    assert plot_report.main([figure, "--inputs", *map(str, inputs), "--out", *map(str, outs),
+                             "--settings", json.dumps(SETTINGS)]) == 0
+    return [out.read_bytes() for out in outs]
+
+
+@pytest.mark.parametrize("figure", FIGURES)
+def test_figure_is_drawn_and_byte_identical_for_the_same_inputs_in_any_order(study, figure, tmp_path):
+    _, inputs, _, _ = study
+    first = draw(figure, inputs[figure], tmp_path, "first")
+    shuffled = list(inputs[figure])
+    random.Random(3).shuffle(shuffled)
+    again = draw(figure, shuffled, tmp_path, "again")
+    assert first[0].startswith(b"\x89PNG") and first[1].startswith(b"%PDF")
+    assert len(first[0]) > 10_000
+    assert first == again
+    assert b"CreationDate" not in first[1] and b"Software" not in first[0]
+
+
+def test_byte_identical_across_processes_with_other_hash_seeds(tmp_path):
+    """A set iterated while drawing would differ between processes (string hashing is salted)."""
+    inputs = fabricate_study(tmp_path / "study", *STUDIES["2x2"])
+    files = []
+    for hash_seed in ("1", "2"):
+        outs = [tmp_path / f"{hash_seed}.png", tmp_path / f"{hash_seed}.pdf"]
+        subprocess.run([sys.executable, str(REPO / "scripts" / "plot_report.py"), "accuracy_vs_rank",
+                        "--inputs", *map(str, inputs["accuracy_vs_rank"]), "--out", *map(str, outs)],
+                       check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": hash_seed}, cwd=REPO)
+        files.append([out.read_bytes() for out in outs])
+    assert files[0] == files[1]
+
+
+def test_save_figure_twice_gives_the_same_bytes(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3], [1, 4, 9], label="a")
+    ax.set_title("Δ ± σ")
+    for suffix in ("png", "pdf", "svg"):
+        plots.save_figure(fig, tmp_path / f"a.{suffix}")
+        plots.save_figure(fig, tmp_path / f"b.{suffix}")
+        assert (tmp_path / f"a.{suffix}").read_bytes() == (tmp_path / f"b.{suffix}").read_bytes(), suffix
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- what the panels show
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def panels(fig):
+    return [ax for ax in fig.axes if ax.get_title()]
+
+
+def test_accuracy_vs_rank_panels_lines_and_references(study):
+    name, inputs, presets, losses = study
+    fig, _ = plot_report.accuracy_vs_rank(inputs["accuracy_vs_rank"], SETTINGS)
+    titles = [ax.get_title() for ax in panels(fig)]
+    assert len(titles) == len(losses) * 2  # a row per loss, a column per protocol
+    assert titles[0].startswith("finetuned with bce: full ranking") and "popularity: 0.0100" in titles[0]
+    if len(losses) == 2:
+        assert titles[2].startswith("finetuned with ce: full ranking")
+    ax = panels(fig)[0]
+    # full stands at r = d; ticks (labelled on the bottom row): the ranks, then full
+    assert list(ax.get_xticks()) == [2, 4, D]
+    assert [t.get_text() for t in panels(fig)[-1].get_xticklabels()] == ["2", "4", f"full\n(d = {D})"]
+    horizontal = [line for line in ax.lines if len(set(line.get_ydata())) == 1 and len(line.get_xdata()) == 2]
+    assert len(horizontal) == (2 if name == "2x2" else 1)  # none (+ authors)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert [t for t in legend if t.startswith("preset")] == [f"preset {p}" for p in presets]
+    assert ("authors (same loss)" in legend) == (name == "2x2")
+
+
+def test_params_vs_accuracy_sets_equal_counts_apart_and_labels_points(study):
+    _, inputs, presets, losses = study
+    fig, _ = plot_report.params_vs_accuracy(inputs["params_vs_accuracy"], SETTINGS)
+    ax = panels(fig)[0]
+    labels = [text.get_text() for text in ax.texts]
+    assert sorted(labels) == sorted(["none"] + ["full", "r2", "r4"] * len(presets))
+    xs = [text.xy[0] for text in ax.texts]
+    assert len(set(xs)) == len(xs)  # the same variant of two presets is not drawn on top of itself
+    assert len(panels(fig)) == 2 * len(losses)
+    assert any("mean ± std over 2 seeds" in t.get_text() for t in fig.legends[0].get_texts())
+
+
+def test_pretrain_losses_has_a_row_per_preset_with_its_weights(study):
+    _, inputs, presets, _ = study
+    fig, _ = plot_report.pretrain_losses(inputs["pretrain_losses"], SETTINGS)
+    titles = [ax.get_title() for ax in panels(fig)]
+    assert len(titles) == 5 * len(presets)
+    assert titles[1] == "seed: AAP: item → attributes (weight 1)"
+    if "paper" in presets:
+        assert titles[6] == "paper: AAP: item → attributes (weight 0.2)"
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[: 3 * len(presets)] == [f"{p}-{v}" for p in presets for v in ("full", "r2", "r4")]
+
+
+def test_finetune_validation_has_a_panel_per_loss_and_marks_capped_runs(study):
+    _, inputs, presets, losses = study
+    fig, _ = plot_report.finetune_validation(inputs["finetune_validation"], SETTINGS)
+    titles = [ax.get_title() for ax in panels(fig)]
+    runs_per_loss = (1 + 3 * len(presets) + (len(presets) == 2)) * len(SEEDS)
+    expected = [f"finetuned with {loss}: {runs_per_loss} runs" for loss in losses]
+    expected[-1] += ", 1 at the cap"
+    assert titles == expected
+    assert "validation NDCG@20" in fig.get_suptitle() and "toy" in fig.get_suptitle()
+    markers = {line.get_marker() for ax in fig.axes for line in ax.lines}
+    assert {"o", "x", "|"} <= markers
+
+
+def test_head_spectra_reads_heads_pt_and_draws_a_line_per_pretraining(study):
+    name, inputs, presets, _ = study
+    fig, drawn = plot_report.head_spectra(inputs["head_spectra"], SETTINGS)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    expected = [f"{p}-{v}" for p in presets for v in ("full", "r2", "r4")] + (["authors"] if name == "2x2" else [])
+    assert legend[:-1] == expected
+    assert [ax.get_title() for ax in panels(fig)] == ["AAP head", "MAP head"]
+
+
+def test_palette_keeps_a_preset_family_and_fixed_reference_colours():
+    palette = plots.pretraining_palette(["paper-r16", "seed-r8", "seed-full", "none", "authors", "paper-full",
+                                         "seed-r16", "custom-full"])
+    assert list(palette) == ["none", "seed-full", "seed-r8", "seed-r16", "paper-full", "paper-r16", "custom-full",
+                             "authors"]
+    assert palette["none"] == plots.NONE_COLOR and palette["authors"] == plots.AUTHORS_COLOR
+    assert len({tuple(palette[k]) for k in ("seed-full", "seed-r8", "seed-r16", "paper-full", "custom-full")}) == 5
+    blue, orange = palette["seed-full"], palette["paper-full"]
+    assert blue[2] > blue[0] and orange[0] > orange[2]  # seed blue, paper orange
+    # a preset keeps its colour whichever other presets are drawn beside it
+    assert plots.pretraining_palette(["paper-full"])["paper-full"] == orange
