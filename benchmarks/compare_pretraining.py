@@ -1,7 +1,7 @@
 """Pretraining losses of several checkpoints on the same batches (what each task has learnt).
 
     python benchmarks/compare_pretraining.py --data resources/beauty \
-        results/beauty/authors/pretrain.pt results/beauty/full/seed0/pretrain.pt [--batches 100]
+        results/beauty/authors/pretrain.pt results/beauty/paper-full/seed0/pretrain.pt [--batches 100]
 
 Each checkpoint (a pretrain.pt, or a run's pretrain.state.pt while it trains) is scored on the
 same fixed batches of prefix instances, drawn with one seed: AAP, MIP, MAP and SP per

@@ -72,7 +72,9 @@ def test_unknown_key_is_rejected_naming_it(path, key):
 @pytest.mark.parametrize("path, value, message", [
     (("seeds",), ["zero"], "'zero' is not of type 'integer'"),
     (("settings", "finetune", "epochs"), "ten", "'ten' is not of type 'integer'"),
-    (("settings", "finetune", "loss"), "mse", "'mse' is not one of"),
+    (("finetune_losses",), ["mse"], "'mse' is not one of"),
+    (("pretraining",), {"seed": "some"}, "is not valid under any of the given schemas"),
+    (("study_dir",), "results", "should not be valid under"),
     (("device",), "gpu", "does not match"),
     (("datasets", "synthetic", "source"), "csv", "'csv' is not one of"),
 ])
@@ -123,13 +125,17 @@ def test_every_key_has_a_description_and_a_default():
     assert not missing
 
 
+PER_RUN = {"rank", "preset", "loss"}
+
+
 def test_settings_mirror_runconfig():
-    """Keys and defaults of `settings` are RunConfig's (model.rank comes from the variant)."""
+    """Keys and defaults of `settings` are RunConfig's, except those set per run: model.rank (the
+    variant), pretrain.preset (`pretraining`) and finetune.loss (`finetune_losses`)."""
     schema = yaml.safe_load(Path(SCHEMA).read_text())
     defaults = RunConfig().to_dict()
     for section in ("model", "pretrain", "finetune", "eval"):
         properties = schema["$defs"][section]["properties"]
-        fields = {f.name for f in dataclasses.fields(type(getattr(RunConfig(), section)))} - {"rank"}
+        fields = {f.name for f in dataclasses.fields(type(getattr(RunConfig(), section)))} - PER_RUN
         assert set(properties) == fields, section
         for key, sub in properties.items():
             expected = defaults[section][key]
@@ -150,8 +156,11 @@ def error_lines(output):
     ("settings:\n  finetune:\n    epoch: 3\n",
      "config: unknown key settings.finetune.epoch; did you mean 'epochs'?"),
     ("rankz: [8]\n", "config: unknown key rankz; did you mean 'ranks'?"),
-    ("settings:\n  finetune:\n    loss: mse\n",
-     "config: settings.finetune.loss = 'mse': expected one of bce, ce"),
+    ("finetune_losses: [mse]\n", "config: finetune_losses[0] = 'mse': expected one of bce, ce"),
+    ("settings:\n  finetune:\n    loss: ce\n",
+     "config: unknown key settings.finetune.loss; it is a study axis now: set `finetune_losses`"),
+    ("settings:\n  pretrain:\n    preset: paper\n",
+     "config: unknown key settings.pretrain.preset; it is a study axis now: set `pretraining`"),
     ("seeds: [zero]\n", "config: seeds[0] = 'zero': expected a value of type integer"),
     ("datasets:\n  raw: {source: synthetic}\n", "config: datasets: the name 'raw' is not allowed"),
     ("settings:\n  finetune:\n    early_stopping_metric: AUC\n",

@@ -161,7 +161,7 @@ def test_slurm_profile_requests_a_gpu_per_training_job(workdir):
     if "gpu" not in gres:
         pytest.skip(f"the SLURM node has no GPU gres ({gres or 'none'}); bash tests/slurm_fake_gpu.sh adds fake ones")
     config = write_config(workdir, {**TINY, "seeds": [0], "device": "cuda"})
-    target = "results/tiny/full/seed0/pretrain.pt"
+    target = "results/tiny/seed-full/seed0/pretrain.pt"
     profiles = [("profiles/slurm", "gres/gpu=1")]
     if "shard" in gres:
         profiles.append((slurm_profile_with(workdir, ["gpu", "gres"]), "gres/shard=1"))
@@ -172,7 +172,7 @@ def test_slurm_profile_requests_a_gpu_per_training_job(workdir):
         jobs = slurm_job_ids(out)
         assert jobs.get("pretrain_model"), out[-3000:]
         if result.returncode != 0:  # no CUDA on the node: the job fails, saying so
-            log = (workdir / "logs/results/tiny/full/seed0/pretrain.log").read_text()
+            log = (workdir / "logs/results/tiny/seed-full/seed0/pretrain.log").read_text()
             assert "CUDA is not available" in log, log[-2000:]
         tres = alloc_tres([i for ids in jobs.values() for i in ids])
         for job in jobs["pretrain_model"]:

@@ -21,12 +21,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ("workflow", "config", "profiles", "scripts", "s3rec", "environment.yml")
 
-# The whole study in miniature: every rule, two seeds, variants none, full, r4.
+# The whole study in miniature: every rule, two seeds, both axes (presets seed and paper, losses
+# bce and ce), the study folder. Runs: none; seed-full, seed-r4, paper-full; x 2 seeds x 2 losses.
 TINY = {
     "run_on": ["tiny"],
     "datasets": {"tiny": {"source": "synthetic", "users": 300, "items": 200, "attributes": 20, "seed": 0}},
     "ranks": [4],
     "seeds": [0, 1],
+    "pretraining": {"seed": "all", "paper": ["full"]},
+    "finetune_losses": ["bce", "ce"],
+    "study_dir": "study",
     "device": "cpu",
     "settings": {"model": {"hidden_size": 16}, "pretrain": {"epochs": 1},
                  "finetune": {"epochs": 2, "patience": 2}},
@@ -92,13 +96,16 @@ def test_dry_run_of_the_default_study(workdir):
 
 
 def test_dry_run_passes_settings_and_checkpoints(workdir):
-    result = run_snakemake(workdir, "-n", "--printshellcmds", "results/synthetic/r16/seed1/metrics.json")
+    result = run_snakemake(workdir, "-n", "--printshellcmds", "results/synthetic/seed-r16/seed1/bce/metrics.json")
     out = result.stdout
-    assert "--pretrained results/synthetic/r16/seed1/pretrain.pt" in out
+    assert "--variant r16 --seed 1 --out-dir results/synthetic/seed-r16/seed1/bce" in out
+    assert "--pretrained results/synthetic/seed-r16/seed1/pretrain.pt" in out
     settings = json.loads(re.search(r"scripts/finetune.py .*--settings '(\{.*?\})'", out).group(1))
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())["settings"]
     assert settings["finetune"]["epochs"] == default["finetune"]["epochs"]
-    assert settings["pretrain"]["preset"] == default["pretrain"]["preset"]
+    assert settings["pretrain"]["preset"] == "seed" and settings["finetune"]["loss"] == "bce"  # the axes
+    pretrain = json.loads(re.search(r"scripts/pretrain.py .*--settings '(\{.*?\})'", out).group(1))
+    assert pretrain["pretrain"]["preset"] == "seed" and "finetune" not in pretrain
     assert settings["finetune"]["weight_decay"] == 0.0  # a schema default, passed explicitly
     assert "aap_weight" not in settings["pretrain"]  # null in the config: the preset decides
 
@@ -114,8 +121,14 @@ def test_dry_run_of_beauty():
     result = run_snakemake(REPO, "-n", "--nolock", "--configfile", "config/beauty.yaml")
     out = result.stdout + result.stderr
     counts = job_counts(out)
-    # none, full, r8, r16, r32 and authors, three seeds each; one import of the authors' model
-    assert "Nothing to be done" in out or (counts["finetune_model"] == 18 and counts["pretrain_model"] == 12)
+    # Pretrained: seed-full, seed-r8, seed-r16, seed-r32, paper-full, paper-r16; finetuned: those,
+    # none and authors; three seeds each, finetuned with bce and with ce; one authors' import.
+    if "Nothing to be done" not in out:
+        assert counts["pretrain_model"] <= 6 * 3 and counts["finetune_model"] <= 8 * 3 * 2
+    planned_runs = run_snakemake(REPO, "-n", "--nolock", "--configfile", "config/beauty.yaml", "--forceall")
+    counts = job_counts(planned_runs.stdout + planned_runs.stderr)
+    assert counts["pretrain_model"] == 6 * 3 and counts["finetune_model"] == 8 * 3 * 2
+    assert counts["export_finetuning"] == 8 * 3 * 2 and counts["report_study"] == 1
 
 
 def documented_commands():
@@ -158,6 +171,16 @@ def test_a_target_after_configfile_is_read_as_a_config_file(workdir):
     assert planned(workdir, "--configfile", "config/config.yaml", "--", "all")["finetune_model"] == 10
 
 
+@pytest.mark.parametrize("pretraining, message", [
+    ({"seed": ["full", "r12"]}, "pretraining.seed: variant 'r12' is neither full nor a rank of `ranks`"),
+    ({"sed": "all"}, "config: pretraining"),
+])
+def test_a_bad_pretraining_axis_is_named(workdir, pretraining, message):
+    config = {"pretraining": pretraining}
+    result = run_snakemake(workdir, "-n", "--configfile", write_config(workdir, config), check=False)
+    assert result.returncode != 0 and message in result.stdout + result.stderr
+
+
 def test_missing_input_file_says_where_to_get_it(workdir):
     config = {"run_on": ["mine"], "datasets": {"mine": {"source": "s3rec", "sequences": "data/Mine.txt",
                                                         "attributes": "data/Mine_item2attributes.json"}}}
@@ -179,6 +202,7 @@ def test_authors_checkpoint_adds_the_authors_variant(workdir):
     counts = job_counts(out)
     assert counts["import_authors_checkpoint"] == 1
     assert counts["finetune_model"] == 6 * 2 and counts["pretrain_model"] == 4 * 2  # + authors; not pretrained
+    assert "--out-dir results/mine/authors/seed1/bce --pretrained results/mine/authors/pretrain.pt" in out
     assert ("scripts/import_checkpoint.py --authors Mine-epochs-150.pt --data resources/mine"
             " --out results/mine/authors/pretrain.pt --variant authors") in out
     finetune = re.search(r"scripts/finetune.py --data resources/mine --variant authors --seed 1 (.*)", out).group(1)
@@ -193,22 +217,31 @@ def test_authors_checkpoint_adds_the_authors_variant(workdir):
     assert result.returncode != 0 and "datasets.mine.authors_checkpoint: 'missing.pt' does not exist" in result.stdout
 
 
-def expected_outputs(dataset, variants, seeds):
+def expected_outputs(dataset, pretrainings, finetunings, seeds, losses):
     files = [f"resources/{dataset}/{name}" for name in ("sequences.parquet", "item_attributes.parquet", "stats.json")]
-    for variant in variants:
-        for seed in seeds:
-            run = f"results/{dataset}/{variant}/seed{seed}"
-            names = ["finetune.pt", "finetune_history.csv", "metrics.json", "ranks.parquet"]
-            if variant != "none":
-                names += ["pretrain.pt", "pretrain_history.csv", "pretrain_run.json"]
-            files += [f"{run}/{name}" for name in names]
-            files += [f"logs/{run}/finetune.log", f"logs/benchmarks/{run}/finetune.tsv"]
-    files += [f"results/{dataset}/popularity/{name}" for name in ("metrics.json", "ranks.parquet")]
-    files += [f"results/{dataset}/report/tables/{t}.{ext}" for t in ("results", "difference")
-              for ext in ("csv", "md", "tex")]
-    files += [f"results/{dataset}/report/figures/{f}.{ext}" for ext in ("png", "pdf") for f in (
-        "accuracy_vs_rank", "params_vs_accuracy", "pretrain_losses", "finetune_validation", "head_spectra",
-        "data_distributions")]
+    for seed in seeds:
+        for pretraining in pretrainings:
+            run = f"results/{dataset}/{pretraining}/seed{seed}"
+            files += [f"{run}/{name}" for name in ("pretrain.pt", "pretrain_history.csv", "pretrain_run.json")]
+            files += [f"logs/{run}/pretrain.log", f"logs/benchmarks/{run}/pretrain.tsv"]
+            study = f"study/{dataset}/{pretraining}/seed{seed}"
+            files += [f"{study}/{name}" for name in ("pretrain_history.csv", "pretrain_run.json", "heads.pt")]
+        for start in finetunings:
+            for loss in losses:
+                run = f"results/{dataset}/{start}/seed{seed}/{loss}"
+                files += [f"{run}/{name}" for name in ("finetune.pt", "finetune_history.csv", "metrics.json",
+                                                       "ranks.parquet")]
+                files += [f"logs/{run}/finetune.log", f"logs/benchmarks/{run}/finetune.tsv"]
+                study = f"study/{dataset}/{start}/seed{seed}/{loss}"
+                files += [f"{study}/{name}" for name in ("finetune_history.csv", "metrics.json", "ranks.parquet")]
+    for root in ("results", "study"):
+        files += [f"{root}/{dataset}/popularity/{name}" for name in ("metrics.json", "ranks.parquet")]
+        files += [f"{root}/{dataset}/report/tables/{t}.{ext}" for t in ("results", "difference")
+                  for ext in ("csv", "md", "tex")]
+        files += [f"{root}/{dataset}/report/figures/{f}.{ext}" for ext in ("png", "pdf") for f in (
+            "accuracy_vs_rank", "params_vs_accuracy", "pretrain_losses", "finetune_validation", "head_spectra")]
+    files += [f"results/{dataset}/report/figures/data_distributions.{ext}" for ext in ("png", "pdf")]
+    files += [f"study/{dataset}/plan.json", f"study/{dataset}/report/runs.md"]
     return files
 
 
@@ -218,15 +251,21 @@ def metric_values(workdir, dataset="tiny"):
             for path in sorted((workdir / "results" / dataset).glob("**/metrics.json"))}
 
 
+STARTS = ["none", "seed-full", "seed-r4", "paper-full"]  # what TINY finetunes
+
+
 @pytest.mark.slow
 def test_end_to_end_tiny_study_and_reruns(workdir):
     tiny = write_config(workdir, TINY)
     first = run_snakemake(workdir, "--cores", "2", "--configfile", tiny)
-    missing = [f for f in expected_outputs("tiny", ["none", "full", "r4"], [0, 1]) if not (workdir / f).exists()]
+    missing = [f for f in expected_outputs("tiny", ["seed-full", "seed-r4", "paper-full"], STARTS, [0, 1],
+                                           ["bce", "ce"]) if not (workdir / f).exists()]
     assert not missing
-    # No screen-filling lines (rule all used to print its ~100 inputs twice).
-    longest = max((first.stdout + first.stderr).splitlines(), key=len)
-    assert len(longest) < 1200, longest[:200]
+    # Rule all's lines stay short: it used to print its ~100 inputs twice (the jobs that gather
+    # every run, like aggregate_results, list their inputs as snakemake does).
+    block = (first.stdout + first.stderr).split("localrule all:", 1)[1].split("\n\n", 1)[0]
+    longest = max(block.splitlines(), key=len)
+    assert len(longest) < 1500, longest[:200]
     # Every log says what it did, with timestamps.
     for figure in ("accuracy_vs_rank", "params_vs_accuracy", "pretrain_losses", "finetune_validation",
                    "head_spectra", "data_distributions"):
@@ -234,30 +273,55 @@ def test_end_to_end_tiny_study_and_reruns(workdir):
         assert re.match(r"\d\d:\d\d:\d\d INFO", log) and " drew " in log and "done in" in log, figure
     popularity_log = (workdir / "logs/results/tiny/popularity/rank_popularity.log").read_text()
     assert re.match(r"\d\d:\d\d:\d\d INFO", popularity_log)
+    # Each run was trained with its preset and loss.
+    for start in STARTS:
+        for loss in ("bce", "ce"):
+            result = json.loads((workdir / f"results/tiny/{start}/seed1/{loss}/metrics.json").read_text())
+            assert result["finetune"]["loss"] == loss and result["seed"] == 1
+            preset = result["config"].get("pretrain", {}).get("preset")
+            assert preset == (None if start == "none" else start.split("-")[0])
     # The tiny runs end at their 2-epoch cap: marked in the tables, CPU time reported.
     results_md = (workdir / "results/tiny/report/tables/results.md").read_text()
-    assert "| none† |" in results_md and "† Finetuning ended at the epoch cap (2 epochs)" in results_md
+    assert "† Finetuning ended at the epoch cap (2 epochs)" in results_md
     assert "CPU time (s), pretrain + finetune" in results_md
     assert "runs_at_cap" in (workdir / "results/tiny/report/tables/results.csv").read_text().splitlines()[0]
-    table = (workdir / "results/tiny/report/tables/results.md").read_text()
-    for variant in ("none†", "full†", "r4†", "popularity"):
-        assert f"| {variant} |" in table
+    for start in STARTS:
+        for loss in ("bce", "ce"):
+            assert re.search(rf"\| {loss} +\| {start}† +\|", results_md), (start, loss)
+    assert re.search(r"\| popularity +\|", results_md)
     assert r"\toprule" in (workdir / "results/tiny/report/tables/difference.tex").read_text()
+    # The study folder's report is the results/ report, from the copied small files alone, and
+    # scripts/report_study.py remakes its tables byte for byte without results/.
+    for table in ("results", "difference"):
+        for ext in ("csv", "md", "tex"):
+            made = (workdir / f"study/tiny/report/tables/{table}.{ext}").read_bytes()
+            assert made == (workdir / f"results/tiny/report/tables/{table}.{ext}").read_bytes(), (table, ext)
+    assert "none" in (workdir / "study/tiny/report/runs.md").read_text()
+    study_report = {path: path.read_bytes() for path in sorted((workdir / "study/tiny/report").rglob("*.*"))}
+    shutil.rmtree(workdir / "study/tiny/report")
+    shutil.move(workdir / "results", workdir / "results.away")
+    env = {**os.environ, "PYTHONPATH": str(workdir)}
+    subprocess.run([sys.executable, "scripts/report_study.py", "study/tiny"], cwd=workdir, env=env, check=True,
+                   capture_output=True, timeout=300)
+    remade = {path: path.read_bytes() for path in sorted((workdir / "study/tiny/report").rglob("*.*"))}
+    assert remade.keys() == study_report.keys()
+    assert [path.name for path in remade if remade[path] != study_report[path]] == []
+    shutil.move(workdir / "results.away", workdir / "results")
 
     # A second invocation has nothing to do.
     assert "Nothing to be done" in run_snakemake(workdir, "-n", "--configfile", tiny).stdout
 
     # A deleted metrics.json reruns its finetuning job and what reads it, nothing upstream.
-    (workdir / "results/tiny/r4/seed0/metrics.json").unlink()
+    (workdir / "results/tiny/seed-r4/seed0/bce/metrics.json").unlink()
     assert planned(workdir, "--configfile", tiny) == {
         "finetune_model": 1, "aggregate_results": 1, "plot_accuracy_vs_rank": 1, "plot_params_vs_accuracy": 1,
-        "plot_finetune_validation": 1, "all": 1}
+        "plot_finetune_validation": 1, "export_finetuning": 1, "report_study": 1, "all": 1}
     run_snakemake(workdir, "--cores", "2", "--configfile", tiny)
-    assert (workdir / "results/tiny/r4/seed0/metrics.json").exists()
+    assert (workdir / "results/tiny/seed-r4/seed0/bce/metrics.json").exists()
     assert "Nothing to be done" in run_snakemake(workdir, "-n", "--configfile", tiny).stdout
 
     # A deleted file that no report reads (finetune.pt) is made again too, by its job.
-    finetuned = workdir / "results/tiny/full/seed1/finetune.pt"
+    finetuned = workdir / "results/tiny/seed-full/seed1/ce/finetune.pt"
     shutil.copy2(finetuned, workdir / "kept.pt")
     finetuned.unlink()
     assert planned(workdir, "--configfile", tiny)["finetune_model"] == 1
@@ -270,17 +334,19 @@ def test_end_to_end_tiny_study_and_reruns(workdir):
         f.write("# edited\n")
     assert planned(workdir, "--configfile", tiny) == {
         "rank_popularity": 1, "aggregate_results": 1, "plot_accuracy_vs_rank": 1, "plot_params_vs_accuracy": 1,
-        "all": 1}
+        "export_popularity": 1, "report_study": 1, "all": 1}
     run_snakemake(workdir, "--cores", "2", "--configfile", tiny)
 
     # Changed settings rerun the jobs that take them: bootstrap settings the tables and the one
-    # figure drawing their intervals, finetuning settings the finetuning jobs but not pretraining.
+    # figure drawing their intervals (and the study's plan and report), finetuning settings the
+    # finetuning jobs but not pretraining.
     more = write_config(workdir, {**TINY, "report": {"bootstrap_samples": 300}}, "more.yaml")
     changed = planned(workdir, "--configfile", more)
-    assert changed == {"aggregate_results": 1, "plot_accuracy_vs_rank": 1, "all": 1}
+    assert changed == {"aggregate_results": 1, "plot_accuracy_vs_rank": 1, "study_plan": 1, "report_study": 1,
+                       "all": 1}
     settings = {**TINY["settings"], "finetune": {"epochs": 3, "patience": 2}}
     changed = planned(workdir, "--configfile", write_config(workdir, {**TINY, "settings": settings}, "more.yaml"))
-    assert changed["finetune_model"] == 6 and "pretrain_model" not in changed
+    assert changed["finetune_model"] == 16 and "pretrain_model" not in changed
 
     # `snakemake report` (tables and figures from finished runs) and the HTML report.
     run_snakemake(workdir, "report", "--cores", "2", "--configfile", tiny)
@@ -333,7 +399,7 @@ def test_slurm_profile(tmp_path):
     reason = slurm_available()
     if reason:
         pytest.skip(reason)
-    config = {**TINY, "seeds": [0]}
+    config = {**TINY, "seeds": [0], "pretraining": {"seed": "all"}, "finetune_losses": ["bce"], "study_dir": None}
     results = {}
     for mode in ("local", "slurm"):
         workdir = tmp_path / mode

@@ -11,6 +11,13 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
+# Settings that became study axes (top-level keys): where a config that sets them should.
+MOVED_KEYS = {
+    "settings.pretrain.preset": "`pretraining` (e.g. pretraining: {paper: all})",
+    "settings.finetune.loss": "`finetune_losses` (e.g. finetune_losses: [ce])",
+}
+
+
 def config_error_message(error):
     """Two lines from a jsonschema ValidationError: key path, bad value, what was expected.
 
@@ -27,6 +34,8 @@ def config_error_message(error):
         close = difflib.get_close_matches(unknown, allowed, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         full = f"{key}.{unknown}" if error.absolute_path else unknown
+        if full in MOVED_KEYS:
+            hint = f"; it is a study axis now: set {MOVED_KEYS[full]}"
         return (f"config: unknown key {full}{hint}\n"
                 f"  allowed under {key}: {', '.join(allowed)}{where}")
     if error.validator == "required":
@@ -61,8 +70,11 @@ except WorkflowError as error:
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_-]+",
-    variant=r"none|full|authors|r\d+",
+    preset=r"[a-z]+",
+    variant=r"full|r\d+",
+    pretraining=r"none|authors|[a-z]+-(?:full|r\d+)",
     seed=r"\d+",
+    loss=r"[a-z]+",
 
 
 # Where to get the raw files of each source, for the message about a missing file.
@@ -93,16 +105,30 @@ def authors_checkpoint(dataset):
     return config["datasets"].get(dataset, {}).get("authors_checkpoint")
 
 
-def variants(dataset):
-    """none (no pretraining), full (dense heads), one r<rank> per configured rank, and `authors`
-    (finetuned from the authors' checkpoint) when the data set names one."""
+def preset_variants(preset):
+    """The variants pretrained with a preset: `all` = full and r<rank> of every rank."""
+    chosen = config["pretraining"][preset]
+    return ["full"] + [f"r{rank}" for rank in config["ranks"]] if chosen == "all" else chosen
+
+
+def pretrainings(dataset):
+    """<preset>-<variant> of every pretraining this workflow runs, e.g. seed-full, paper-r16."""
+    return [f"{preset}-{variant}" for preset in config["pretraining"] for variant in preset_variants(preset)]
+
+
+def finetunings(dataset):
+    """What each finetuning starts from: none (no pretraining, the SASRec control), every
+    pretraining, and `authors` (the authors' checkpoint) when the data set names one."""
     extra = ["authors"] if authors_checkpoint(dataset) else []
-    return ["none", "full"] + [f"r{rank}" for rank in config["ranks"]] + extra
+    return ["none"] + pretrainings(dataset) + extra
 
 
-def pretrained_variants(dataset):
-    """The variants this workflow pretrains (with pretrain_model): full and the ranks."""
-    return [variant for variant in variants(dataset) if variant not in ("none", "authors")]
+def split_pretraining(pretraining):
+    """(preset, variant) of a label: seed-r16 -> (seed, r16); none and authors -> (None, label)."""
+    if pretraining in ("none", "authors"):
+        return None, pretraining
+    preset, variant = pretraining.split("-", 1)
+    return preset, variant
 
 
 def dataset_spec(name):
@@ -149,6 +175,14 @@ def check_raw_files(name):
 
 def check_config():
     """Consistency the schema cannot express; runs once, at parse time."""
+    known = [f"r{rank}" for rank in config["ranks"]]
+    for preset, chosen in config["pretraining"].items():
+        unknown = [variant for variant in (chosen if chosen != "all" else []) if variant not in ["full"] + known]
+        if unknown:
+            raise WorkflowError(
+                f"pretraining.{preset}: variant {unknown[0]!r} is neither full nor a rank of `ranks` "
+                f"({', '.join(known) or 'none'})"
+            )
     hidden = config["settings"]["model"]["hidden_size"]
     too_large = [rank for rank in config["ranks"] if rank > hidden]
     if too_large:
@@ -239,15 +273,30 @@ check_gpu_slots()
 # ---------------------------------------------------------------- paths
 
 
-def run_files(dataset, filename, variant_list=None):
-    """results/<dataset>/<variant>/seed<seed>/<filename> (one name or a list) of every run."""
+def pretrain_runs(dataset):
+    """results/<dataset>/<preset>-<variant>/seed<seed> of every pretraining."""
     return expand(
-        "results/{dataset}/{variant}/seed{seed}/{filename}",
+        "results/{dataset}/{pretraining}/seed{seed}",
         dataset=dataset,
-        variant=variant_list or variants(dataset),
+        pretraining=pretrainings(dataset),
         seed=config["seeds"],
-        filename=filename,
     )
+
+
+def finetune_runs(dataset):
+    """results/<dataset>/<pretraining>/seed<seed>/<loss> of every finetuning."""
+    return expand(
+        "results/{dataset}/{pretraining}/seed{seed}/{loss}",
+        dataset=dataset,
+        pretraining=finetunings(dataset),
+        seed=config["seeds"],
+        loss=config["finetune_losses"],
+    )
+
+
+def in_runs(runs, names):
+    """<run>/<name> for every run and name."""
+    return [f"{run}/{name}" for run in runs for name in names]
 
 
 def authors_import(dataset):
@@ -284,10 +333,6 @@ def report_files(dataset):
     )
 
 
-def study_report_files():
-    return [path for name in config["run_on"] for path in report_files(name)]
-
-
 PRETRAIN_FILES = ["pretrain.pt", "pretrain_history.csv", "pretrain_run.json"]
 FINETUNE_FILES = [
     "finetune.pt",
@@ -295,18 +340,53 @@ FINETUNE_FILES = [
     "metrics.json",
     "ranks.parquet",
 ]
+POPULARITY_FILES = ["metrics.json", "ranks.parquet"]
+
+# ------------------------------------------------- the tracked study folder (config study_dir)
+# Each finished run's small files are copied to <study_dir>/<dataset>/, in the layout of
+# results/<dataset>/ (pretrain.pt becomes heads.pt: only the pretraining heads, for the spectra),
+# and the study report is built there from them alone: `python scripts/report_study.py
+# <study_dir>/<dataset>` remakes it on a fresh clone, without results/.
+STUDY_FIGURES = [figure for figure in FIGURES if figure != "data_distributions"]  # needs resources/
+
+
+def study_root():
+    return config["study_dir"] or "study"  # the rules' prefix even when unset (study.smk)
+
+
+def study_dir(dataset):
+    return f"{study_root()}/{dataset}"
+
+
+def study_path(results_path):
+    """The study folder's copy of a results/ path."""
+    return study_root() + results_path.removeprefix("results")
+
+
+def study_report(dataset):
+    """The study report: tables, figures and runs.md, built from the study folder alone."""
+    folder = f"{study_dir(dataset)}/report"
+    return (
+        [f"{folder}/runs.md"]
+        + expand("{folder}/tables/{table}.{ext}", folder=folder, table=TABLES, ext=["csv", "md", "tex"])
+        + expand("{folder}/figures/{figure}.{ext}", folder=folder, figure=STUDY_FIGURES, ext=["png", "pdf"])
+    )
+
+
+def study_report_files():
+    """Tables and figures of every data set of run_on; with study_dir, also the study report
+    (its runs.md stands for all of it: rule report_study writes every file at once)."""
+    files = [path for name in config["run_on"] for path in report_files(name)]
+    if config["study_dir"]:
+        files += [f"{study_dir(name)}/report/runs.md" for name in config["run_on"]]
+    return files
 
 
 def job_outputs(dataset):
     """The outputs of every training job of a data set, one list per job."""
-    jobs = []
-    for variant in variants(dataset):
-        for seed in config["seeds"]:
-            run = f"results/{dataset}/{variant}/seed{seed}"
-            if variant in pretrained_variants(dataset):
-                jobs.append([f"{run}/{name}" for name in PRETRAIN_FILES])
-            jobs.append([f"{run}/{name}" for name in FINETUNE_FILES])
-    jobs.append([f"results/{dataset}/popularity/{name}" for name in ("metrics.json", "ranks.parquet")])
+    jobs = [[f"{run}/{name}" for name in PRETRAIN_FILES] for run in pretrain_runs(dataset)]
+    jobs += [[f"{run}/{name}" for name in FINETUNE_FILES] for run in finetune_runs(dataset)]
+    jobs.append([f"results/{dataset}/popularity/{name}" for name in POPULARITY_FILES])
     return jobs
 
 
@@ -348,13 +428,13 @@ def prepared_data(wildcards):
 
 
 def pretrained_checkpoint(wildcards):
-    """pretrain.pt of the same data set, variant and seed; the one import for `authors` (any
-    seed); nothing for `none`."""
-    if wildcards.variant == "none":
+    """pretrain.pt of the same data set, pretraining and seed; the one import for `authors`
+    (any seed); nothing for `none`."""
+    if wildcards.pretraining == "none":
         return []
-    if wildcards.variant == "authors":
+    if wildcards.pretraining == "authors":
         return f"results/{wildcards.dataset}/authors/pretrain.pt"
-    return f"results/{wildcards.dataset}/{wildcards.variant}/seed{wildcards.seed}/pretrain.pt"
+    return f"results/{wildcards.dataset}/{wildcards.pretraining}/seed{wildcards.seed}/pretrain.pt"
 
 
 def authors_checkpoint_file(wildcards):
@@ -368,36 +448,30 @@ def authors_checkpoint_file(wildcards):
 
 
 def dataset_metrics(wildcards):
-    """metrics.json of every run of a data set, then of the popularity baseline."""
-    return run_files(wildcards.dataset, "metrics.json") + [
+    """metrics.json of every finetuning of a data set, then of the popularity baseline."""
+    return in_runs(finetune_runs(wildcards.dataset), ["metrics.json"]) + [
         f"results/{wildcards.dataset}/popularity/metrics.json"
     ]
 
 
 def dataset_ranks(wildcards):
-    return run_files(wildcards.dataset, "ranks.parquet") + [
+    return in_runs(finetune_runs(wildcards.dataset), ["ranks.parquet"]) + [
         f"results/{wildcards.dataset}/popularity/ranks.parquet"
     ]
 
 
 def pretrain_histories(wildcards):
-    """pretrain_history.csv and pretrain_run.json (task weights) of every pretrained run."""
-    return run_files(
-        wildcards.dataset,
-        ["pretrain_history.csv", "pretrain_run.json"],
-        pretrained_variants(wildcards.dataset),
-    )
+    """pretrain_history.csv and pretrain_run.json (task weights) of every pretraining."""
+    return in_runs(pretrain_runs(wildcards.dataset), ["pretrain_history.csv", "pretrain_run.json"])
 
 
 def finetune_histories(wildcards):
-    """finetune_history.csv and metrics.json (best epoch, how it stopped) of every run."""
-    return run_files(wildcards.dataset, ["finetune_history.csv", "metrics.json"])
+    """finetune_history.csv and metrics.json (best epoch, how it stopped) of every finetuning."""
+    return in_runs(finetune_runs(wildcards.dataset), ["finetune_history.csv", "metrics.json"])
 
 
 def pretrain_checkpoints(wildcards):
-    return run_files(
-        wildcards.dataset, "pretrain.pt", pretrained_variants(wildcards.dataset)
-    ) + authors_import(wildcards.dataset)
+    return in_runs(pretrain_runs(wildcards.dataset), ["pretrain.pt"]) + authors_import(wildcards.dataset)
 
 
 def differences_and_metrics(wildcards):
@@ -407,39 +481,88 @@ def differences_and_metrics(wildcards):
     ] + dataset_metrics(wildcards)
 
 
+def study_inputs(wildcards):
+    """The plan and one file of each export job (which writes its files together): enough to
+    order and rerun the study report, while snakemake's job lines stay short."""
+    dataset = wildcards.dataset
+    return (
+        [f"{study_dir(dataset)}/plan.json"]
+        + in_runs(map(study_path, pretrain_runs(dataset)), ["pretrain_run.json"])
+        + in_runs(map(study_path, finetune_runs(dataset)), ["metrics.json"])
+        + ([f"{study_dir(dataset)}/authors/heads.pt"] if authors_checkpoint(dataset) else [])
+        + [f"{study_dir(dataset)}/popularity/metrics.json"]
+    )
+
+
 # ---------------------------------------------------------------- params
 
 
-def settings_json(sections):
-    """Shell-quoted --settings JSON of config sections. Null values are left out, so that
-    RunConfig decides them (the pretraining preset's loss weights)."""
+def settings_sections(sections):
+    """Config sections for --settings. Null values are left out, so that RunConfig decides them
+    (the pretraining preset's loss weights)."""
     settings = config["settings"]
-    chosen = {
+    return {
         section: {k: v for k, v in settings[section].items() if v is not None}
         for section in sections
     }
-    return shlex.quote(json.dumps(chosen, sort_keys=True))
+
+
+def settings_json(settings):
+    """Shell-quoted JSON."""
+    return shlex.quote(json.dumps(settings, sort_keys=True))
 
 
 def pretrain_settings(wildcards):
-    return settings_json(["model", "pretrain"])
+    """model and pretrain sections, with the preset of the pretraining (a study axis)."""
+    settings = settings_sections(["model", "pretrain"])
+    settings["pretrain"]["preset"] = wildcards.preset
+    return settings_json(settings)
 
 
 def finetune_settings(wildcards):
-    """The pretraining section too for variants pretrained here, so metrics.json records it
-    (not for `none`, never pretrained, nor `authors`, pretrained by the authors' code)."""
-    if wildcards.variant in ("none", "authors"):
-        return settings_json(["model", "finetune", "eval"])
-    return settings_json(["model", "pretrain", "finetune", "eval"])
+    """model, finetune and eval sections with the loss (a study axis); the pretraining section
+    too for what was pretrained here, so that metrics.json records it (not for `none`, never
+    pretrained, nor `authors`, pretrained by the authors' code)."""
+    preset, _ = split_pretraining(wildcards.pretraining)
+    sections = ["model", "finetune", "eval"] + (["pretrain"] if preset else [])
+    settings = settings_sections(sections)
+    settings["finetune"]["loss"] = wildcards.loss
+    if preset:
+        settings["pretrain"]["preset"] = preset
+    return settings_json(settings)
 
 
 def eval_settings(wildcards):
-    return settings_json(["eval"])
+    return settings_json(settings_sections(["eval"]))
 
 
 def pretrained_argument(wildcards):
     path = pretrained_checkpoint(wildcards)
     return f"--pretrained {path}" if path else ""
+
+
+def finetune_variant(wildcards):
+    """--variant of scripts/finetune.py: none, authors, full or r<rank>."""
+    return split_pretraining(wildcards.pretraining)[1]
+
+
+def study_plan(wildcards):
+    """--runs JSON of scripts/export_study.py plan: every planned pretraining and finetuning."""
+    dataset = wildcards.dataset
+    plan = {
+        "pretrainings": [
+            {"pretraining": p, "seed": s} for p in pretrainings(dataset) for s in config["seeds"]
+        ],
+        "finetunings": [
+            {"pretraining": p, "seed": s, "loss": loss}
+            for p in finetunings(dataset)
+            for s in config["seeds"]
+            for loss in config["finetune_losses"]
+        ],
+        "authors": bool(authors_checkpoint(dataset)),
+        "popularity": True,
+    }
+    return settings_json(plan)
 
 
 def prepare_arguments(wildcards):

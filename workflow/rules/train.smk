@@ -3,21 +3,20 @@ rule pretrain_model:
         unpack(prepared_data),
         script="scripts/pretrain.py",
     output:
-        model="results/{dataset}/{variant}/seed{seed}/pretrain.pt",
-        history="results/{dataset}/{variant}/seed{seed}/pretrain_history.csv",
-        run="results/{dataset}/{variant}/seed{seed}/pretrain_run.json",
+        model="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.pt",
+        history="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_history.csv",
+        run="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_run.json",
     log:
-        "logs/results/{dataset}/{variant}/seed{seed}/pretrain.log",
+        "logs/results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.log",
     benchmark:
-        "logs/benchmarks/results/{dataset}/{variant}/seed{seed}/pretrain.tsv"
-    wildcard_constraints:
-        variant=r"full|r\d+",
+        "logs/benchmarks/results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.tsv"
     conda:
         "../../environment.yml"
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=240,
+        # 100 epochs of Beauty on one CPU core: ~2 h (seed preset), ~3.5 h (paper, padded)
+        runtime=480,
         **gpu_resources(),  # gpu=1 with device cuda[:N] only (common.smk, GPU)
     params:
         data=subpath(input.sequences, parent=True),
@@ -36,14 +35,14 @@ rule finetune_model:
         script="scripts/finetune.py",
         pretrained=pretrained_checkpoint,
     output:
-        model="results/{dataset}/{variant}/seed{seed}/finetune.pt",
-        history="results/{dataset}/{variant}/seed{seed}/finetune_history.csv",
-        metrics="results/{dataset}/{variant}/seed{seed}/metrics.json",
-        ranks="results/{dataset}/{variant}/seed{seed}/ranks.parquet",
+        model="results/{dataset}/{pretraining}/seed{seed}/{loss}/finetune.pt",
+        history="results/{dataset}/{pretraining}/seed{seed}/{loss}/finetune_history.csv",
+        metrics="results/{dataset}/{pretraining}/seed{seed}/{loss}/metrics.json",
+        ranks="results/{dataset}/{pretraining}/seed{seed}/{loss}/ranks.parquet",
     log:
-        "logs/results/{dataset}/{variant}/seed{seed}/finetune.log",
+        "logs/results/{dataset}/{pretraining}/seed{seed}/{loss}/finetune.log",
     benchmark:
-        "logs/benchmarks/results/{dataset}/{variant}/seed{seed}/finetune.tsv"
+        "logs/benchmarks/results/{dataset}/{pretraining}/seed{seed}/{loss}/finetune.tsv"
     conda:
         "../../environment.yml"
     threads: 1
@@ -55,10 +54,11 @@ rule finetune_model:
         data=subpath(input.sequences, parent=True),
         out_dir=subpath(output.metrics, parent=True),
         pretrained=pretrained_argument,
+        variant=finetune_variant,
         settings=finetune_settings,
         device=config["device"],
     shell:
-        "python {input.script} --data {params.data} --variant {wildcards.variant}"
+        "python {input.script} --data {params.data} --variant {params.variant}"
         " --seed {wildcards.seed} --out-dir {params.out_dir} {params.pretrained}"
         " --settings {params.settings} --device {params.device} --threads {threads}"
         " > {log} 2>&1"
