@@ -1,0 +1,503 @@
+"""Rebuild a study's report from its tracked folder alone: no training, no results/.
+
+    python scripts/report_study.py study/<dataset>
+
+STUDY_DIR is what the workflow's export rules fill (scripts/export_study.py), results/<dataset>/
+reduced to the small files:
+    plan.json                                    what the study is meant to hold (export_study.py plan)
+    <pretraining>/seed<S>/pretrain_history.csv, pretrain_run.json, heads.pt
+    <pretraining or none>/seed<S>/<loss>/finetune_history.csv, metrics.json, ranks.parquet
+    authors/heads.pt                             the authors' checkpoint's heads (when planned)
+    popularity/metrics.json, ranks.parquet
+    (<pretraining> = <preset>-<variant> or authors; <loss> = bce | ce)
+It writes STUDY_DIR/report/:
+    runs.md             which planned runs are there, which are missing or incomplete (a run
+                        lacking one of its files), which are extra (not in the plan), and the
+                        wall and CPU time the runs recorded, per device
+    tables/             scripts/aggregate.py on every complete run's metrics.json (+ popularity)
+    figures/<figure>.png, .pdf   scripts/plot_report.py: accuracy_vs_rank, params_vs_accuracy,
+                        pretrain_losses, finetune_validation, head_spectra (data_distributions
+                        needs the prepared data set and is not part of the study report)
+with the report settings of plan.json. Inputs are sorted, so the order of files on disk does not
+matter, and a second run writes the same bytes (PDFs: SOURCE_DATE_EPOCH is set to 0 unless
+given). An incomplete run is left out of the tables and figures; a figure whose inputs are all
+absent is skipped with a warning (and an old copy of it removed). Every output is written to a
+temporary name and renamed. Exit status 1 when a table or figure failed (the others are still
+made; the log says why), 2 on bad input (plan.json, a run file of another data set or seed).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import NamedTuple
+
+from s3rec import runtime
+
+log = logging.getLogger("s3rec")
+SCRIPTS = Path(__file__).resolve().parent
+
+PRETRAIN_FILES = ("pretrain_history.csv", "pretrain_run.json", "heads.pt")
+FINETUNE_FILES = ("finetune_history.csv", "metrics.json", "ranks.parquet")
+POPULARITY_FILES = ("metrics.json", "ranks.parquet")
+AUTHORS_FILES = ("heads.pt",)
+TABLE_FILES = [f"{table}.{ext}" for table in ("results", "difference") for ext in ("csv", "md", "tex")]
+FIGURES = ("accuracy_vs_rank", "params_vs_accuracy", "pretrain_losses", "finetune_validation", "head_spectra")
+FIGURE_FORMATS = ("png", "pdf")
+
+
+def load_script(name: str):
+    """A file of scripts/ as a module (scripts/ is no package): to call its main(argv)."""
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+export = load_script("export_study")  # the plan's checks, LOSSES and the pretraining grammar
+
+
+# ---------------------------------------------------------------- what the folder holds
+
+
+class Run(NamedTuple):
+    """One run of the study: kind is finetuning, pretraining, authors or popularity. Sorting by
+    sort_key gives the report's order: pretrainings, authors, finetunings, popularity."""
+    sort_key: tuple
+    kind: str
+    pretraining: str | None = None
+    seed: int | None = None
+    loss: str | None = None
+
+    @property
+    def folder(self) -> Path:
+        """The run's folder, relative to the study folder."""
+        if self.kind in ("authors", "popularity"):
+            return Path(self.kind)
+        folder = Path(self.pretraining) / f"seed{self.seed}"
+        return folder / self.loss if self.kind == "finetuning" else folder
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return {"finetuning": FINETUNE_FILES, "pretraining": PRETRAIN_FILES, "authors": AUTHORS_FILES,
+                "popularity": POPULARITY_FILES}[self.kind]
+
+
+KIND_ORDER = {"pretraining": 0, "authors": 1, "finetuning": 2, "popularity": 3}
+
+
+def make_run(kind: str, pretraining: str | None = None, seed: int | None = None, loss: str | None = None) -> Run:
+    order = export.pretraining_order(pretraining) if pretraining else (0, "", 0)
+    return Run((KIND_ORDER[kind], order, seed or 0, loss or ""), kind, pretraining, seed, loss)
+
+
+def run_of_file(relative: Path) -> Run | None:
+    """The run a file of the study folder belongs to (the grammar above), None for other files."""
+    parts, name = relative.parts[:-1], relative.name
+    seed = re.fullmatch(r"seed(0|[1-9][0-9]*)", parts[1]) if len(parts) >= 2 else None
+    if parts == ("popularity",) and name in POPULARITY_FILES:
+        return make_run("popularity")
+    if parts == ("authors",) and name in AUTHORS_FILES:
+        return make_run("authors")
+    if len(parts) == 2 and seed and export.PRETRAINING.match(parts[0]) and name in PRETRAIN_FILES:
+        return make_run("pretraining", parts[0], int(seed[1]))
+    if (len(parts) == 3 and seed and name in FINETUNE_FILES and parts[2] in export.LOSSES
+            and (parts[0] in ("none", "authors") or export.PRETRAINING.match(parts[0]))):
+        return make_run("finetuning", parts[0], int(seed[1]), parts[2])
+    return None
+
+
+class Study:
+    """The study folder against its plan."""
+
+    def __init__(self, folder: Path, plan: dict, planned: list[Run], present: dict[Run, set[str]],
+                 unrecognised: list[Path]):
+        # (no dataclass: scripts are loaded by path, outside sys.modules, where dataclasses fail)
+        self.folder, self.plan, self.planned = folder, plan, planned
+        self.present = present  # run -> names of its files that are there
+        self.unrecognised = unrecognised  # files that fit no run, relative to the folder
+
+    def complete(self, run: Run) -> bool:
+        return set(run.files) <= self.present.get(run, set())
+
+    def status(self, run: Run) -> str:
+        if self.complete(run):
+            return "present"
+        return "incomplete" if run in self.present else "missing"
+
+    def runs(self, kind: str, complete: bool = True) -> list[Run]:
+        """Runs of a kind, planned or not, sorted; by default only complete ones."""
+        return sorted(r for r in set(self.planned) | set(self.present)
+                      if r.kind == kind and (self.complete(r) or not complete))
+
+    def path(self, run: Run, name: str) -> Path:
+        return self.folder / run.folder / name
+
+    @property
+    def extra(self) -> list[Run]:
+        return sorted(set(self.present) - set(self.planned))
+
+
+def read_plan(folder: Path) -> dict:
+    """plan.json, checked by the rules export_study.py writes it with."""
+    path = folder / "plan.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: is {folder} a study folder "
+                                "(scripts/export_study.py plan writes it)?")
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    expected = {"version", "dataset", "finetunings", "pretrainings", "authors", "popularity", "report"}
+    if not isinstance(plan, dict) or set(plan) != expected:
+        keys = sorted(plan) if isinstance(plan, dict) else type(plan).__name__
+        raise ValueError(f"{path}: expected an object with the keys {sorted(expected)}, got {keys}")
+    if plan["version"] != export.PLAN_VERSION:
+        raise ValueError(f"{path}: version {plan['version']!r}; this script reads version {export.PLAN_VERSION}")
+    if not isinstance(plan["report"], dict) or not isinstance(plan["report"].get("tables"), dict):
+        raise ValueError(f"{path}: report.tables: expected an object (scripts/aggregate.py's --settings)")
+    unknown = sorted(set(plan["report"]["tables"]) - set(load_script("aggregate").DEFAULTS))
+    if unknown:
+        raise ValueError(f"{path}: report.tables: unknown key {unknown[0]!r}; expected keys of "
+                         f"scripts/aggregate.py's --settings: {sorted(load_script('aggregate').DEFAULTS)}")
+    runs = {k: plan[k] for k in ("finetunings", "pretrainings", "authors", "popularity")}
+    checked = export.make_plan(plan["dataset"], runs, plan["report"]["tables"], source=str(path))
+    if plan["report"].get("figures") != checked["report"]["figures"]:
+        log.warning("%s: report.figures %s differs from what report.tables gives (%s): using report.figures",
+                    path, plan["report"].get("figures"), checked["report"]["figures"])
+        checked["report"]["figures"] = plan["report"]["figures"]
+    return checked
+
+
+def planned_runs(plan: dict) -> list[Run]:
+    runs = [make_run("finetuning", f["pretraining"], f["seed"], f["loss"]) for f in plan["finetunings"]]
+    runs += [make_run("pretraining", p["pretraining"], p["seed"]) for p in plan["pretrainings"]]
+    runs += [make_run("authors")] if plan["authors"] else []
+    runs += [make_run("popularity")] if plan["popularity"] else []
+    return sorted(runs)
+
+
+def scan(folder: Path) -> Study:
+    """Every file of the study folder (but plan.json and report/), sorted into runs."""
+    plan = read_plan(folder)
+    present: dict[Run, set[str]] = defaultdict(set)
+    unrecognised = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder)
+        if relative.parts[0] == "report" or relative == Path("plan.json"):
+            continue
+        run = run_of_file(relative)
+        if run is None:
+            unrecognised.append(relative)
+        else:
+            present[run].add(relative.name)
+    study = Study(folder, plan, planned_runs(plan), dict(present), unrecognised)
+    check_identity(study)
+    return study
+
+
+def check_identity(study: Study) -> None:
+    """A metrics.json or pretrain_run.json must be of the plan's data set and of its folder's seed
+    (and loss): a file copied into the wrong folder would otherwise be reported as another run."""
+    for run in sorted(study.present):
+        for name in ("metrics.json", "pretrain_run.json"):
+            if name not in study.present[run]:
+                continue
+            path = study.path(run, name)
+            try:
+                recorded = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: not valid JSON ({error})") from None
+            if recorded.get("dataset") != study.plan["dataset"]:
+                raise ValueError(f"{path}: data set {recorded.get('dataset')!r}, but the plan "
+                                 f"({study.folder / 'plan.json'}) is of {study.plan['dataset']!r}")
+            if run.seed is not None and recorded.get("seed") not in (run.seed, None):
+                raise ValueError(f"{path}: seed {recorded.get('seed')!r}, but its folder says seed{run.seed}")
+            loss = (recorded.get("finetune") or {}).get("loss")
+            if run.loss is not None and loss not in (run.loss, None):
+                raise ValueError(f"{path}: finetuning loss {loss!r}, but its folder says {run.loss}")
+
+
+# ---------------------------------------------------------------- runs.md
+
+
+def label(run: Run) -> str:
+    return {"finetuning": f"finetuning {run.folder.as_posix()}", "pretraining": f"pretraining {run.folder.as_posix()}",
+            "authors": "the authors' checkpoint (authors/heads.pt)", "popularity": "popularity"}[run.kind]
+
+
+def cell(study: Study, run: Run) -> str:
+    status = study.status(run)
+    planned = run in study.planned
+    if status == "missing":
+        return "missing" if planned else "–"
+    mark = "✓" if status == "present" else "incomplete"
+    return mark if planned else f"{mark} (extra)"
+
+
+def grid(study: Study, runs: list[Run], title: str) -> list[str]:
+    """A markdown table: pretraining × seed, a cell per run."""
+    rows = sorted({r.pretraining for r in runs}, key=export.pretraining_order)
+    seeds = sorted({r.seed for r in runs})
+    by_key = {(r.pretraining, r.seed): r for r in runs}
+    lines = [f"### {title}", "", "| pretraining | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|" + "---|" * len(seeds)]
+    for pretraining in rows:
+        cells = [cell(study, by_key[(pretraining, s)]) if (pretraining, s) in by_key else "–" for s in seeds]
+        lines.append(f"| {pretraining} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def execution_of(recorded: dict) -> tuple[str, str]:
+    """(device, threads) as recorded in a run file's `execution`."""
+    execution = recorded.get("execution") or {}
+    device = str(execution.get("device") or "not recorded")
+    if execution.get("gpu"):
+        device += f" ({execution['gpu']})"
+    threads = execution.get("threads")
+    return device, str(threads) if threads is not None else "not recorded"
+
+
+def seconds_of(recorded: dict, key: str, stage: str | None) -> float | None:
+    value = recorded.get(key)
+    if stage is not None:
+        value = value.get(stage) if isinstance(value, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def time_rows(study: Study) -> list[dict]:
+    """One row per complete run with a time of its own: pretrainings (pretrain_run.json), finetunings
+    and popularity (metrics.json, finetune part only: its pretrain part is the pretraining's, counted
+    once in pretrain_run.json, not once per finetuning)."""
+    rows = []
+    for kind, name, stage in (("pretraining", "pretrain_run.json", None), ("finetuning", "metrics.json", "finetune"),
+                              ("popularity", "metrics.json", "finetune")):
+        for run in study.runs(kind):
+            recorded = json.loads(study.path(run, name).read_text(encoding="utf-8"))
+            device, threads = execution_of(recorded)
+            rows.append({"device": device, "threads": threads, "stage": kind,
+                         "wall": seconds_of(recorded, "wall_seconds", stage),
+                         "cpu": seconds_of(recorded, "cpu_seconds", stage)})
+    return rows
+
+
+def format_seconds(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "not recorded"
+    total = sum(known)
+    text = f"{total:,.0f} s = {total / 3600:.2f} h"
+    return text + (f" ({len(values) - len(known)} runs not recorded)" if len(known) < len(values) else "")
+
+
+def time_table(rows: list[dict]) -> list[str]:
+    """Wall and CPU time per device, threads and stage, then per device."""
+    if not rows:
+        return ["No complete run: no time recorded.", ""]
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["device"], row["threads"], row["stage"])].append(row)
+        groups[(row["device"], "all", "all")].append(row)
+    stage_order = {"pretraining": 0, "finetuning": 1, "popularity": 2, "all": 3}
+    lines = ["| device | threads | stage | runs | wall time | CPU time |", "|---|---|---|---|---|---|"]
+    for (device, threads, stage) in sorted(groups, key=lambda g: (g[0], stage_order[g[2]], g[1])):
+        members = groups[(device, threads, stage)]
+        name = "**total**" if stage == "all" else stage
+        wall, cpu = format_seconds([m["wall"] for m in members]), format_seconds([m["cpu"] for m in members])
+        lines.append(f"| {device} | {'' if stage == 'all' else threads} | {name} | {len(members)} | {wall} | {cpu} |")
+    return lines + [""]
+
+
+def runs_markdown(study: Study) -> str:
+    """runs.md: a grid per loss (and for pretrainings), counts, problems, time per device."""
+    plan = study.plan
+    finetunings = [r for r in study.planned if r.kind == "finetuning"]
+    pretrainings = [r for r in study.planned if r.kind == "pretraining"]
+    done = lambda runs: sum(study.complete(r) for r in runs)  # noqa: E731
+    references = [r for r in study.planned if r.kind in ("authors", "popularity")]
+    lines = [f"# Runs of the study {plan['dataset']}", "",
+             "Made by `python scripts/report_study.py` from this folder and its plan.json.", "",
+             f"**{done(finetunings)} of {len(finetunings)} finetunings, {done(pretrainings)} of {len(pretrainings)} "
+             f"pretrainings**" + "".join(f", {label(r)}: {study.status(r)}" for r in references) + ".", "",
+             "✓ = all its files are here; missing = planned, not here; incomplete = some of its files are "
+             "missing (left out of the tables and figures); (extra) = here but not in the plan; – = neither.", ""]
+    all_finetunings = sorted(set(finetunings) | {r for r in study.present if r.kind == "finetuning"})
+    for loss in [loss for loss in export.LOSSES if any(r.loss == loss for r in all_finetunings)]:
+        lines += grid(study, [r for r in all_finetunings if r.loss == loss], f"Finetunings, loss {loss}")
+    all_pretrainings = sorted(set(pretrainings) | {r for r in study.present if r.kind == "pretraining"})
+    if all_pretrainings:
+        lines += grid(study, all_pretrainings, "Pretrainings")
+    problems = [("Missing", [r for r in study.planned if study.status(r) == "missing"], lambda r: ""),
+                ("Incomplete", sorted(r for r in study.present if study.status(r) == "incomplete"),
+                 lambda r: f": no {', '.join(n for n in r.files if n not in study.present[r])}"),
+                ("Extra (not in the plan)", [r for r in study.extra], lambda r: "")]
+    for title, runs, detail in problems:
+        if runs:
+            lines += [f"## {title}", ""] + [f"- {label(r)}{detail(r)}" for r in runs] + [""]
+    if study.unrecognised:
+        lines += ["## Other files (fit no run of the layout)", ""]
+        lines += [f"- {p.as_posix()}" for p in study.unrecognised] + [""]
+    lines += ["## Time per device", "",
+              "Wall-clock and process CPU seconds the complete runs recorded: pretrainings from "
+              "pretrain_run.json, finetunings (evaluation included) and popularity from metrics.json.", ""]
+    lines += time_table(time_rows(study))
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def log_problems(study: Study) -> None:
+    for status in ("missing", "incomplete"):
+        runs = [r for r in sorted(set(study.planned) | set(study.present)) if study.status(r) == status]
+        if runs:
+            log.warning("%d %s run(s): %s", len(runs), status, "; ".join(r.folder.as_posix() for r in runs))
+    if study.extra:
+        log.warning("%d run(s) not in the plan (listed as extra): %s", len(study.extra),
+                    "; ".join(r.folder.as_posix() for r in study.extra))
+    if study.unrecognised:
+        log.warning("%d file(s) fit no run of the layout: %s", len(study.unrecognised),
+                    "; ".join(p.as_posix() for p in study.unrecognised))
+
+
+def write_text(path: Path, text: str) -> None:
+    # runtime.atomic_write: the project's one temporary-file-then-rename writer
+    runtime.atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- tables and figures
+
+
+def metrics_files(study: Study) -> list[Path]:
+    """metrics.json of every complete finetuning (planned or extra), then popularity's."""
+    return [study.path(r, "metrics.json") for kind in ("finetuning", "popularity") for r in study.runs(kind)]
+
+
+def remove_stale(paths: list[Path], why: str) -> None:
+    for path in paths:
+        if path.exists():
+            path.unlink()
+            log.warning("removed %s: %s", path, why)
+
+
+def make_tables(study: Study, out_dir: Path) -> bool:
+    """scripts/aggregate.py into a temporary folder, then each file renamed into out_dir."""
+    metrics = metrics_files(study)
+    if not metrics:
+        log.warning("tables skipped: no complete finetuning or popularity run")
+        remove_stale([out_dir / name for name in TABLE_FILES], "no run to tabulate")
+        return False
+    scratch = out_dir.parent / f".tables.{secrets.token_hex(4)}.tmp"
+    try:
+        argv = ["--metrics", *map(str, metrics), "--out-dir", str(scratch),
+                "--settings", json.dumps(study.plan["report"]["tables"], sort_keys=True)]
+        log.info("tables: scripts/aggregate.py on %d metrics.json files", len(metrics))
+        load_script("aggregate").main(argv)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path in sorted(scratch.iterdir()):
+            os.replace(path, out_dir / path.name)
+        log.info("tables: wrote %s", ", ".join(str(out_dir / name) for name in sorted(os.listdir(out_dir))))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return True
+
+
+def figure_inputs(study: Study, difference: Path | None) -> dict[str, list[Path]]:
+    """Each figure's --inputs (scripts/plot_report.py), sorted; empty when nothing to draw.
+    `difference` is the difference.csv made in this run (None: no tables were made)."""
+    finetunings, pretrainings = study.runs("finetuning"), study.runs("pretraining")
+    metrics = metrics_files(study)
+    heads = [study.path(r, "heads.pt") for r in pretrainings + study.runs("authors")]
+    return {
+        "accuracy_vs_rank": [difference] + metrics if metrics and difference else [],
+        "params_vs_accuracy": metrics,
+        "pretrain_losses": [study.path(r, name) for r in pretrainings
+                            for name in ("pretrain_history.csv", "pretrain_run.json")],
+        "finetune_validation": [study.path(r, name) for r in finetunings
+                                for name in ("finetune_history.csv", "metrics.json")],
+        "head_spectra": heads,
+    }
+
+
+def make_figure(figure: str, inputs: list[Path], out_dir: Path, settings: dict) -> None:
+    """scripts/plot_report.py FIGURE into temporary files (suffix kept: it picks the format), renamed."""
+    token = secrets.token_hex(4)
+    scratch = [out_dir / f".{figure}.{token}.tmp.{fmt}" for fmt in FIGURE_FORMATS]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        load_script("plot_report").main([figure, "--inputs", *map(str, inputs), "--out", *map(str, scratch),
+                                         "--settings", json.dumps(settings, sort_keys=True)])
+        for path, fmt in zip(scratch, FIGURE_FORMATS):
+            os.replace(path, out_dir / f"{figure}.{fmt}")
+    finally:
+        for path in scratch:
+            path.unlink(missing_ok=True)
+        if "matplotlib.pyplot" in sys.modules:  # five figures in one process: free each
+            sys.modules["matplotlib.pyplot"].close("all")
+
+
+def make_report(study: Study) -> list[str]:
+    """runs.md, tables, figures; returns the names of the steps that failed."""
+    report = study.folder / "report"
+    write_text(report / "runs.md", runs_markdown(study))
+    log.info("wrote %s", report / "runs.md")
+    failed = []
+    tables = report / "tables"
+    try:
+        made = make_tables(study, tables)
+    except (Exception, SystemExit):  # noqa: BLE001 - the figures that need no table are still made
+        log.exception("tables failed")  # (SystemExit: aggregate.py's own clear errors)
+        failed, made = ["tables"], False
+    # PDFs carry their creation date unless SOURCE_DATE_EPOCH fixes it: fixed, reruns give the same bytes.
+    os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
+    settings = study.plan["report"]["figures"]
+    for figure, inputs in figure_inputs(study, tables / "difference.csv" if made else None).items():
+        outputs = [report / "figures" / f"{figure}.{fmt}" for fmt in FIGURE_FORMATS]
+        if figure == "accuracy_vs_rank" and "tables" in failed:
+            log.warning("figure %s skipped: it draws the difference table, which failed", figure)
+            continue  # its old copy stays, as the old tables do
+        if not inputs:
+            log.warning("figure %s skipped: none of its inputs is in %s", figure, study.folder)
+            remove_stale(outputs, f"figure {figure} has no inputs")
+            continue
+        started = time.perf_counter()
+        try:
+            make_figure(figure, inputs, report / "figures", settings)
+            log.info("figure %s from %d files in %.1f s: %s", figure, len(inputs), time.perf_counter() - started,
+                     ", ".join(map(str, outputs)))
+        except (Exception, SystemExit):  # noqa: BLE001 - one broken figure must not cost the others
+            log.exception("figure %s failed", figure)
+            failed.append(figure)
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study_dir", type=Path, help="the study folder of one data set, e.g. study/beauty")
+    args = parser.parse_args(argv)
+    runtime.setup_logging()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    with runtime.clear_errors():
+        if not args.study_dir.is_dir():
+            raise FileNotFoundError(f"study folder {args.study_dir} does not exist")
+        study = scan(args.study_dir)
+    log.info("study %s in %s: %d planned runs, %d run folders found", study.plan["dataset"], args.study_dir,
+             len(study.planned), len(study.present))
+    log_problems(study)
+    with runtime.clear_errors():
+        failed = make_report(study)
+    if failed:
+        log.error("failed: %s (see the errors above); the rest of %s is up to date", ", ".join(failed),
+                  args.study_dir / "report")
+    log.info("done in %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
