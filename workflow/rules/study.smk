@@ -115,17 +115,7 @@ rule report_study:
         code=REPORT_CODE + ["scripts/aggregate.py", "scripts/plot_report.py", "scripts/export_study.py"],
         study=study_inputs,
     output:
-        runs=f"{STUDY}/{{dataset}}/report/runs.md",
-        tables=expand(
-            f"{STUDY}/{{{{dataset}}}}/report/tables/{{table}}.{{ext}}",
-            table=TABLES,
-            ext=["csv", "md", "tex"],
-        ),
-        figures=expand(
-            f"{STUDY}/{{{{dataset}}}}/report/figures/{{figure}}.{{ext}}",
-            figure=STUDY_FIGURES,
-            ext=["png", "pdf"],
-        ),
+        study_report("{dataset}"),
     log:
         "logs/study/{dataset}/report_study.log",
     conda:
