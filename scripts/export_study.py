@@ -54,11 +54,11 @@ from pathlib import Path
 import torch
 
 from s3rec import runtime
+from s3rec.report import LOSSES, pretraining_order  # the report's order and losses
 
 log = logging.getLogger("s3rec")
 
 PLAN_VERSION = 1
-LOSSES = ("bce", "ce")
 PRETRAINING = re.compile(r"^(?P<preset>[A-Za-z0-9_]+)-(?P<variant>full|r(?P<rank>[1-9][0-9]*))$")
 FIGURE_SETTINGS = ("metric", "split", "protocols")  # what scripts/plot_report.py reads
 
@@ -140,16 +140,6 @@ def save_heads(checkpoint: dict, out: Path) -> None:
 
 
 # ---------------------------------------------------------------- plan
-
-
-def pretraining_order(pretraining: str) -> tuple:
-    """none, then <preset>-full, <preset>-r<small> .. r<large> per preset, then authors."""
-    if pretraining == "none":
-        return (0, "", 0)
-    if pretraining == "authors":
-        return (2, "", 0)
-    match = PRETRAINING.match(pretraining)
-    return (1, match["preset"], int(match["rank"]) if match["rank"] else 0)
 
 
 def check_run(entry, index: int, kind: str, source: str) -> dict:

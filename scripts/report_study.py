@@ -41,7 +41,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
-from s3rec import runtime
+from s3rec import report, runtime
 
 log = logging.getLogger("s3rec")
 SCRIPTS = Path(__file__).resolve().parent
@@ -63,7 +63,7 @@ def load_script(name: str):
     return module
 
 
-export = load_script("export_study")  # the plan's checks, LOSSES and the pretraining grammar
+export = load_script("export_study")  # the plan's checks and the pretraining grammar
 
 
 # ---------------------------------------------------------------- what the folder holds
@@ -96,7 +96,7 @@ KIND_ORDER = {"pretraining": 0, "authors": 1, "finetuning": 2, "popularity": 3}
 
 
 def make_run(kind: str, pretraining: str | None = None, seed: int | None = None, loss: str | None = None) -> Run:
-    order = export.pretraining_order(pretraining) if pretraining else (0, "", 0)
+    order = report.pretraining_order(pretraining) if pretraining else ()
     return Run((KIND_ORDER[kind], order, seed or 0, loss or ""), kind, pretraining, seed, loss)
 
 
@@ -110,7 +110,7 @@ def run_of_file(relative: Path) -> Run | None:
         return make_run("authors")
     if len(parts) == 2 and seed and export.PRETRAINING.match(parts[0]) and name in PRETRAIN_FILES:
         return make_run("pretraining", parts[0], int(seed[1]))
-    if (len(parts) == 3 and seed and name in FINETUNE_FILES and parts[2] in export.LOSSES
+    if (len(parts) == 3 and seed and name in FINETUNE_FILES and parts[2] in report.LOSSES
             and (parts[0] in ("none", "authors") or export.PRETRAINING.match(parts[0]))):
         return make_run("finetuning", parts[0], int(seed[1]), parts[2])
     return None
@@ -246,7 +246,7 @@ def cell(study: Study, run: Run) -> str:
 
 def grid(study: Study, runs: list[Run], title: str) -> list[str]:
     """A markdown table: pretraining × seed, a cell per run."""
-    rows = sorted({r.pretraining for r in runs}, key=export.pretraining_order)
+    rows = sorted({r.pretraining for r in runs}, key=report.pretraining_order)
     seeds = sorted({r.seed for r in runs})
     by_key = {(r.pretraining, r.seed): r for r in runs}
     lines = [f"### {title}", "", "| pretraining | " + " | ".join(f"seed {s}" for s in seeds) + " |",
@@ -331,7 +331,7 @@ def runs_markdown(study: Study) -> str:
              "✓ = all its files are here; missing = planned, not here; incomplete = some of its files are "
              "missing (left out of the tables and figures); (extra) = here but not in the plan; – = neither.", ""]
     all_finetunings = sorted(set(finetunings) | {r for r in study.present if r.kind == "finetuning"})
-    for loss in [loss for loss in export.LOSSES if any(r.loss == loss for r in all_finetunings)]:
+    for loss in [loss for loss in report.LOSSES if any(r.loss == loss for r in all_finetunings)]:
         lines += grid(study, [r for r in all_finetunings if r.loss == loss], f"Finetunings, loss {loss}")
     all_pretrainings = sorted(set(pretrainings) | {r for r in study.present if r.kind == "pretraining"})
     if all_pretrainings:
