@@ -353,6 +353,24 @@ def head_spectrum(state_dict: dict, head: str) -> np.ndarray | None:
     return None
 
 
+def rank_energy(spectrum: Sequence[float], ranks: Iterable[int]) -> dict[int, float]:
+    """Share of ‖W‖²_F that the best rank-r approximation of W keeps, per r: Σ_{i≤r} σᵢ² / Σ σᵢ².
+
+    By Eckart–Young this is the most a rank-r factorisation U Vᵀ can keep of a dense head's
+    learned W, and 1 − it is the squared relative Frobenius error of that best approximation.
+    `spectrum` holds W's singular values (any order); r at or past their number gives 1.
+    """
+    squares = np.sort(np.asarray(spectrum, dtype=np.float64) ** 2)[::-1]
+    total = squares.sum()
+    if total <= 0:
+        raise ValueError("rank_energy: the spectrum is all zero; W has no energy to share")
+    kept = np.cumsum(squares) / total
+    ranks = [int(r) for r in ranks]
+    if any(r < 1 for r in ranks):
+        raise ValueError(f"rank_energy: ranks must be >= 1, got {ranks}")
+    return {r: float(kept[min(r, len(kept)) - 1]) for r in ranks}
+
+
 # ---------------------------------------------------------------- summaries
 
 

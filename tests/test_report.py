@@ -415,3 +415,55 @@ def test_aggregate_is_byte_identical_for_inputs_in_any_order_and_logs_left_out_p
     assert results.columns[:4] == ["loss", "pretraining", "preset", "variant"]
     difference = (tmp_path / "tables0" / "difference.md").read_text()
     assert "| bce | seed-r8 − seed-full |" in difference and "| ce | paper-full − none |" in difference
+
+
+def test_rank_energy_is_the_eckart_young_share_of_the_squared_norm():
+    # σ = 3, 2, 1, 0.5 (given out of order): σ² = 9, 4, 1, 0.25, total 14.25
+    energy = report.rank_energy([1.0, 3.0, 0.5, 2.0], [1, 2, 3, 4, 8])
+    assert energy == pytest.approx({1: 9 / 14.25, 2: 13 / 14.25, 3: 14 / 14.25, 4: 1.0, 8: 1.0})
+    # the same as the squared error of the best rank-r approximation, computed directly
+    rng = np.random.default_rng(1)
+    weight = rng.normal(size=(6, 6))
+    u, s, vt = np.linalg.svd(weight)
+    best2 = (u[:, :2] * s[:2]) @ vt[:2]
+    error = np.linalg.norm(weight - best2) ** 2 / np.linalg.norm(weight) ** 2
+    assert report.rank_energy(report.head_spectrum({"heads.aap.weight": weight}, "aap"), [2])[2] == \
+        pytest.approx(1 - error)
+    with pytest.raises(ValueError, match="ranks must be >= 1"):
+        report.rank_energy([1.0], [0])
+    with pytest.raises(ValueError, match="all zero"):
+        report.rank_energy([0.0, 0.0], [1])
+
+
+def test_head_energy_benchmark_reports_dense_heads_per_pretraining(tmp_path, capsys):
+    import importlib.util
+
+    import torch
+
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location("head_energy", REPO / "benchmarks" / "head_energy.py")
+    head_energy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(head_energy)
+
+    def save(pretraining, seed, state):
+        folder = tmp_path / "toy" / pretraining / f"seed{seed}"
+        folder.mkdir(parents=True)
+        torch.save({"state_dict": state}, folder / "heads.pt")
+        return folder / "heads.pt"
+
+    files = [save("seed-full", seed, {"heads.aap.weight": torch.diag(torch.tensor(sigma)),
+                                      "heads.map.weight": torch.eye(4)})
+             for seed, sigma in ((0, [2.0, 1.0, 1.0, 0.0]), (1, [1.0, 1.0, 1.0, 1.0]))]
+    files.append(save("seed-r2", 0, {"heads.aap.U": torch.ones(4, 2), "heads.aap.V": torch.ones(4, 2)}))
+    assert head_energy.main([*map(str, files), "--ranks", "1", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {(r["pretraining"], r["seed"], r["head"]) for r in out["runs"]} == \
+        {("seed-full", 0, "aap"), ("seed-full", 0, "map"), ("seed-full", 1, "aap"), ("seed-full", 1, "map")}
+    aap = next(s for s in out["summary"] if s["head"] == "aap")
+    # seed 0: σ² = 4, 1, 1, 0 -> r1 4/6, r2 5/6; seed 1: r1 1/4, r2 2/4
+    assert aap["files"] == 2
+    assert aap["r1"]["mean"] == pytest.approx((4 / 6 + 1 / 4) / 2, abs=1e-4)
+    assert aap["r2"]["mean"] == pytest.approx((5 / 6 + 2 / 4) / 2, abs=1e-4)
+    assert aap["r2"]["std"] == pytest.approx(np.std([5 / 6, 2 / 4], ddof=1), abs=1e-4)
+    with pytest.raises(SystemExit):  # a low-rank head alone: nothing to report, a clear error
+        head_energy.main([str(files[2])])

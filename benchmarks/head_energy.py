@@ -1,0 +1,66 @@
+"""How much of each learned dense AAP/MAP head a rank-r factorisation could keep.
+
+    python benchmarks/head_energy.py study/beauty/*/seed*/heads.pt study/beauty/authors/heads.pt \
+        [--ranks 8 16 32] [--heads aap map]
+
+For every dense head weight W in the given heads.pt (or pretrain.pt) files: the share of
+‖W‖²_F that its best rank-r approximation keeps (Eckart–Young: Σ_{i≤r} σᵢ² / Σ σᵢ²), the upper
+bound on what W = U Vᵀ with U, V ∈ ℝ^{d×r} can represent of what the dense head learned.
+Low-rank heads are skipped (their W has rank r by construction). Prints one JSON object: each
+file's values and, per pretraining, the mean and std over its seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from s3rec import report, runtime
+
+
+def energies(path: Path, heads: list[str], ranks: list[int]) -> list[dict]:
+    saved = runtime.load_torch(path)
+    state = saved.get("state_dict", saved)
+    pretraining, seed, _ = report.run_of_path(path)
+    rows = []
+    for head in heads:
+        if not any(key.endswith(f"heads.{head}.weight") for key in state):
+            continue  # absent, or low rank
+        kept = report.rank_energy(report.head_spectrum(state, head), ranks)
+        rows.append({"file": str(path), "pretraining": pretraining, "seed": seed, "head": head,
+                     "energy": {str(r): round(v, 4) for r, v in kept.items()}})
+    return rows
+
+
+def summary(rows: list[dict], ranks: list[int]) -> list[dict]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["pretraining"], row["head"]), []).append(row)
+    out = []
+    for (pretraining, head), members in groups.items():
+        entry = {"pretraining": pretraining, "head": head, "files": len(members)}
+        for r in map(str, ranks):
+            values = np.array([m["energy"][r] for m in members])
+            entry[f"r{r}"] = {"mean": round(float(values.mean()), 4),
+                              "std": round(float(values.std(ddof=1)), 4) if len(values) > 1 else None}
+        out.append(entry)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("files", nargs="+", type=Path, help="heads.pt or pretrain.pt files")
+    parser.add_argument("--ranks", nargs="+", type=int, default=[8, 16, 32])
+    parser.add_argument("--heads", nargs="+", default=["aap", "map"])
+    args = parser.parse_args(argv)
+    rows = [row for path in args.files for row in energies(path, args.heads, args.ranks)]
+    if not rows:
+        parser.error("no dense head among the given files (low-rank heads are skipped)")
+    print(json.dumps({"ranks": args.ranks, "runs": rows, "summary": summary(rows, args.ranks)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
