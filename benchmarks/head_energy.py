@@ -30,7 +30,7 @@ def energies(path: Path, heads: list[str], ranks: list[int]) -> list[dict]:
             continue  # absent, or low rank
         kept = report.rank_energy(report.head_spectrum(state, head), ranks)
         rows.append({"file": str(path), "pretraining": pretraining, "seed": seed, "head": head,
-                     "energy": {str(r): round(v, 4) for r, v in kept.items()}})
+                     "energy": {str(r): v for r, v in kept.items()}})
     return rows
 
 
@@ -43,10 +43,21 @@ def summary(rows: list[dict], ranks: list[int]) -> list[dict]:
         entry = {"pretraining": pretraining, "head": head, "files": len(members)}
         for r in map(str, ranks):
             values = np.array([m["energy"][r] for m in members])
-            entry[f"r{r}"] = {"mean": round(float(values.mean()), 4),
-                              "std": round(float(values.std(ddof=1)), 4) if len(values) > 1 else None}
+            entry[f"r{r}"] = {"mean": float(values.mean()),
+                              "std": float(values.std(ddof=1)) if len(values) > 1 else None}
         out.append(entry)
     return out
+
+
+def rounded(value, digits: int = 4):
+    """Floats rounded to `digits` for printing, only after every mean and std is taken."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row for path in args.files for row in energies(path, args.heads, args.ranks)]
     if not rows:
         parser.error("no dense head among the given files (low-rank heads are skipped)")
-    print(json.dumps({"ranks": args.ranks, "runs": rows, "summary": summary(rows, args.ranks)}, indent=1))
+    result = {"ranks": args.ranks, "runs": rows, "summary": summary(rows, args.ranks)}
+    print(json.dumps(rounded(result), indent=1))
     return 0
 
 

@@ -436,14 +436,9 @@ def test_rank_energy_is_the_eckart_young_share_of_the_squared_norm():
 
 
 def test_head_energy_benchmark_reports_dense_heads_per_pretraining(tmp_path, capsys):
-    import importlib.util
-
     import torch
 
-    from conftest import REPO
-    spec = importlib.util.spec_from_file_location("head_energy", REPO / "benchmarks" / "head_energy.py")
-    head_energy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(head_energy)
+    head_energy = load_script("head_energy", folder="benchmarks")
 
     def save(pretraining, seed, state):
         folder = tmp_path / "toy" / pretraining / f"seed{seed}"
