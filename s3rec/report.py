@@ -13,6 +13,8 @@ e.g. seed-full, paper-r16), `authors` (the S3Rec authors' released checkpoint) o
   pretrainings finetuned with the same loss (each rank against its preset's `full`; `full`
   against `none` and against `authors`) with a bootstrap interval over users (and seeds),
   paired: both are scored on the same users (and the same seeds) in every resample.
+- `variance_components`: how a paired difference varies between seeds, between users and in
+  their interaction, and so how many seeds an interval of a given width needs.
 - `run_of_path` / `dataset_of`: the path grammar of history and checkpoint files, which carry
   no labels of their own.
 - `to_markdown` / `to_latex`: render a string table (LaTeX with booktabs rules).
@@ -24,7 +26,9 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import polars as pl
@@ -577,6 +581,53 @@ def _select(values: np.ndarray, seeds: np.ndarray, users: np.ndarray, keep_seeds
             keep_users: np.ndarray) -> np.ndarray:
     """Rows of `keep_seeds` and columns of `keep_users` (both sorted subsets) of a (S, U) matrix."""
     return values[np.searchsorted(seeds, keep_seeds)][:, np.searchsorted(users, keep_users)]
+
+
+
+@dataclass(frozen=True)
+class VarianceComponents:
+    """The variances of a (seeds, users) matrix of paired differences, d[s, u] = μ + a[s] + b[u] + e[s, u].
+
+    `seed` (var a): how far one seed's mean difference wanders; shrinks as 1/seeds.
+    `user` (var b): the part of a user's difference that repeats on every seed; with the users
+    fixed by the data set it does not shrink with more seeds, so it sets a floor on the interval.
+    `residual` (var e): seed × user interaction; shrinks as 1/(seeds · users).
+    """
+    seeds: int
+    users: int
+    seed: float
+    user: float
+    residual: float
+
+    def half_width(self, seeds: int, confidence: float = 0.95) -> float:
+        """Normal-approximation half-width of the interval of the mean over `seeds` seeds and the users."""
+        z = NormalDist().inv_cdf(0.5 + confidence / 2)
+        return z * math.sqrt(self.seed / seeds + self.user / self.users + self.residual / (seeds * self.users))
+
+    def seeds_for(self, half_width: float, confidence: float = 0.95) -> int | None:
+        """The fewest seeds whose half-width is at most `half_width`; None when the users' floor
+        (infinitely many seeds) is already wider."""
+        z = NormalDist().inv_cdf(0.5 + confidence / 2)
+        room = (half_width / z) ** 2 - self.user / self.users
+        if room <= 0:
+            return None
+        return max(1, math.ceil((self.seed + self.residual / self.users) / room))
+
+
+def variance_components(difference: np.ndarray) -> VarianceComponents:
+    """Two-way ANOVA without replication (seeds × users), method of moments, negative estimates
+    set to 0. Needs two seeds at least: with one, seed and user variation cannot be told apart."""
+    d = np.asarray(difference, dtype=np.float64)
+    num_seeds, num_users = d.shape
+    if num_seeds < 2 or num_users < 2:
+        raise ValueError(f"variance components need at least 2 seeds and 2 users, got {d.shape}")
+    grand, seed_means, user_means = d.mean(), d.mean(axis=1), d.mean(axis=0)
+    ms_seed = num_users * ((seed_means - grand) ** 2).sum() / (num_seeds - 1)
+    ms_user = num_seeds * ((user_means - grand) ** 2).sum() / (num_users - 1)
+    interaction = d - seed_means[:, None] - user_means[None, :] + grand
+    ms_residual = (interaction ** 2).sum() / ((num_seeds - 1) * (num_users - 1))
+    return VarianceComponents(seeds=num_seeds, users=num_users, seed=max(0.0, (ms_seed - ms_residual) / num_users),
+                              user=max(0.0, (ms_user - ms_residual) / num_seeds), residual=ms_residual)
 
 
 DIFFERENCE_SCHEMA = {

@@ -462,3 +462,58 @@ def test_head_energy_benchmark_reports_dense_heads_per_pretraining(tmp_path, cap
     assert aap["r2"]["std"] == pytest.approx(np.std([5 / 6, 2 / 4], ddof=1), abs=1e-4)
     with pytest.raises(SystemExit):  # a low-rank head alone: nothing to report, a clear error
         head_energy.main([str(files[2])])
+
+
+def test_variance_components_on_a_hand_computed_two_by_three_table():
+    # grand mean 11/3, seed means 3 and 13/3, user means 2, 3, 6: MS seed 8/3, MS user 26/3,
+    # MS residual 4/3 / 2 = 2/3 -> seed (8/3 - 2/3) / 3 users, user (26/3 - 2/3) / 2 seeds
+    parts = report.variance_components([[1.0, 3.0, 5.0], [3.0, 3.0, 7.0]])
+    assert (parts.seeds, parts.users) == (2, 3)
+    assert parts.seed == pytest.approx(2 / 3) and parts.user == pytest.approx(4.0)
+    assert parts.residual == pytest.approx(2 / 3)
+    z = 1.959963984540054
+    assert parts.half_width(2) == pytest.approx(z * np.sqrt(2 / 3 / 2 + 4 / 3 + 2 / 3 / 6))
+    assert parts.half_width(np.inf) == pytest.approx(z * np.sqrt(4 / 3))  # the users' floor
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        report.variance_components(np.ones((1, 5)))
+
+
+def test_variance_components_recover_planted_spreads_and_size_the_seeds():
+    rng = np.random.default_rng(5)
+    seeds, users = 400, 500
+    planted = {"seed": 0.5, "user": 2.0, "residual": 1.0}  # standard deviations
+    d = (0.3 + planted["seed"] * rng.standard_normal((seeds, 1)) + planted["user"] * rng.standard_normal((1, users))
+         + planted["residual"] * rng.standard_normal((seeds, users)))
+    parts = report.variance_components(d)
+    for name, sd in planted.items():
+        assert np.sqrt(getattr(parts, name)) == pytest.approx(sd, rel=0.1)
+    # the same difference on every seed: all of it is the users'
+    per_user = rng.standard_normal(users)
+    same = report.variance_components(np.tile(per_user, (3, 1)))
+    assert same.seed == pytest.approx(0.0, abs=1e-20) and same.residual == pytest.approx(0.0, abs=1e-20)
+    assert same.user == pytest.approx(per_user.var(ddof=1))
+    floor = parts.half_width(np.inf)
+    assert parts.seeds_for(floor) is None and parts.seeds_for(0.5 * floor) is None
+    for target in (1.05 * floor, 1.5 * floor, 3 * floor, 100 * floor):
+        n = parts.seeds_for(target)
+        assert parts.half_width(n) <= target and (n == 1 or parts.half_width(n - 1) > target)
+
+
+def test_seeds_needed_benchmark_sizes_each_comparison_with_two_seeds(tmp_path, capsys):
+    seeds_needed = load_script("seeds_needed", folder="benchmarks")
+    rng = np.random.default_rng(7)
+    base = rng.integers(1, 30, size=300)
+    paths = [write_run(tmp_path, label, seed, "bce", 0.1, np.maximum(base + rng.integers(-3, 4, size=300) - shift, 1))
+             for label, shift in (("seed-full", 0), ("seed-r16", 2)) for seed in (0, 1)]
+    paths.append(write_run(tmp_path, "seed-r8", 0, "bce", 0.1, base))  # one seed: skipped, said so
+    assert seeds_needed.main([*map(str, paths), "--protocols", "full", "--target", "0.05"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    [row] = out["comparisons"]
+    assert (row["pretraining"], row["reference"], row["seeds"], row["users"]) == ("seed-r16", "seed-full", 2, 300)
+    assert row["floor_half_width"] < row["half_width"]
+    assert row["half_width_share"] == pytest.approx(row["half_width"] / row["reference_mean"])
+    n = row["seeds_for_target"]
+    assert n is None or n >= 1
+    assert len(out["skipped"]) == 1 and out["skipped"][0].startswith("seed-r8 − seed-full (bce, full)")
+    with pytest.raises(SystemExit):  # one seed everywhere: nothing to size, a clear error
+        seeds_needed.main([str(paths[0]), str(paths[-1])])
