@@ -25,8 +25,12 @@ from s3rec import report
 
 
 def comparison(ranks, loss: str, pretraining: str, reference: str, protocol: str, split: str, metric: str,
-               target: float) -> dict:
+               target: float) -> dict | None:
+    """The sizing of one comparison; None when it has one common seed (seed and user variation
+    cannot be told apart)."""
     difference = report.paired_difference(ranks, loss, pretraining, reference, protocol, split, metric)
+    if difference.shape[0] < 2:
+        return None
     reference_mean = float(report.user_scores(ranks, loss, reference, protocol, split, metric)[2].mean())
     parts = report.variance_components(difference)
     now, floor = parts.half_width(parts.seeds), parts.half_width(math.inf)
@@ -53,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     rows, skipped = [], []
     for loss, pretraining, reference in report.comparison_pairs(ranks)[0]:
         for protocol in args.protocols:
-            try:
-                rows.append(comparison(ranks, loss, pretraining, reference, protocol, args.split, args.metric,
-                                       args.target))
-            except ValueError as error:  # one common seed: seeds and users cannot be told apart
-                skipped.append(f"{pretraining} − {reference} ({loss}, {protocol}): {error}")
+            row = comparison(ranks, loss, pretraining, reference, protocol, args.split, args.metric, args.target)
+            if row is None:
+                skipped.append(f"{pretraining} − {reference} ({loss}, {protocol}): one common seed")
+            else:
+                rows.append(row)
     if not rows:
         parser.error("no comparison with two common seeds or more among the given runs")
     print(json.dumps({"target_share": args.target, "metric": args.metric, "split": args.split,

@@ -583,6 +583,10 @@ def _select(values: np.ndarray, seeds: np.ndarray, users: np.ndarray, keep_seeds
     return values[np.searchsorted(seeds, keep_seeds)][:, np.searchsorted(users, keep_users)]
 
 
+def _normal_quantile(confidence: float) -> float:
+    """z of a two-sided normal interval at `confidence` (1.96 at 0.95)."""
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
 
 @dataclass(frozen=True)
 class VarianceComponents:
@@ -601,14 +605,12 @@ class VarianceComponents:
 
     def half_width(self, seeds: int, confidence: float = 0.95) -> float:
         """Normal-approximation half-width of the interval of the mean over `seeds` seeds and the users."""
-        z = NormalDist().inv_cdf(0.5 + confidence / 2)
-        return z * math.sqrt(self.seed / seeds + self.user / self.users + self.residual / (seeds * self.users))
+        return _normal_quantile(confidence) * math.sqrt(self.seed / seeds + self.user / self.users + self.residual / (seeds * self.users))
 
     def seeds_for(self, half_width: float, confidence: float = 0.95) -> int | None:
         """The fewest seeds whose half-width is at most `half_width`; None when the users' floor
         (infinitely many seeds) is already wider."""
-        z = NormalDist().inv_cdf(0.5 + confidence / 2)
-        room = (half_width / z) ** 2 - self.user / self.users
+        room = (half_width / _normal_quantile(confidence)) ** 2 - self.user / self.users
         if room <= 0:
             return None
         return max(1, math.ceil((self.seed + self.residual / self.users) / room))
