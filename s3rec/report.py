@@ -605,7 +605,8 @@ class VarianceComponents:
 
     def half_width(self, seeds: int, confidence: float = 0.95) -> float:
         """Normal-approximation half-width of the interval of the mean over `seeds` seeds and the users."""
-        return _normal_quantile(confidence) * math.sqrt(self.seed / seeds + self.user / self.users + self.residual / (seeds * self.users))
+        variance = self.seed / seeds + self.user / self.users + self.residual / (seeds * self.users)
+        return _normal_quantile(confidence) * math.sqrt(variance)
 
     def seeds_for(self, half_width: float, confidence: float = 0.95) -> int | None:
         """The fewest seeds whose half-width is at most `half_width`; None when the users' floor
