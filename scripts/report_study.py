@@ -284,7 +284,10 @@ def time_rows(study: Study) -> list[dict]:
         for run in study.runs(kind):
             recorded = json.loads(study.path(run, name).read_text(encoding="utf-8"))
             device, threads = execution_of(recorded)
-            rows.append({"device": device, "threads": threads, "stage": kind,
+            epochs = recorded.get("epochs")
+            rows.append({"run": run.folder.as_posix(), "order": run.sort_key,
+                         "device": device, "threads": threads, "stage": kind,
+                         "epochs": epochs if isinstance(epochs, int) and epochs > 0 else None,
                          "wall": seconds_of(recorded, "wall_seconds", stage),
                          "cpu": seconds_of(recorded, "cpu_seconds", stage)})
     return rows
@@ -314,6 +317,22 @@ def time_table(rows: list[dict]) -> list[str]:
         name = "**total**" if stage == "all" else stage
         wall, cpu = format_seconds([m["wall"] for m in members]), format_seconds([m["cpu"] for m in members])
         lines.append(f"| {device} | {'' if stage == 'all' else threads} | {name} | {len(members)} | {wall} | {cpu} |")
+    return lines + [""]
+
+
+def pretraining_times(rows: list[dict]) -> list[str]:
+    """One line per complete pretraining: the cost of each run, which the totals hide (sessions may
+    run on machines of different speed, so the spread says how far times compare)."""
+    rows = [row for row in rows if row["stage"] == "pretraining"]
+    if not rows:
+        return []
+    number = lambda value, digits=0: "not recorded" if value is None else f"{value:,.{digits}f}"  # noqa: E731
+    lines = ["### Each pretraining", "", "| run | device | threads | epochs | wall s | CPU s | wall s per epoch |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for row in sorted(rows, key=lambda r: r["order"]):
+        per_epoch = row["wall"] / row["epochs"] if row["wall"] is not None and row["epochs"] else None
+        lines.append(f"| {row['run']} | {row['device']} | {row['threads']} | {number(row['epochs'])} | "
+                     f"{number(row['wall'])} | {number(row['cpu'])} | {number(per_epoch, 1)} |")
     return lines + [""]
 
 
@@ -349,7 +368,8 @@ def runs_markdown(study: Study) -> str:
     lines += ["## Time per device", "",
               "Wall-clock and process CPU seconds the complete runs recorded: pretrainings from "
               "pretrain_run.json, finetunings (evaluation included) and popularity from metrics.json.", ""]
-    lines += time_table(time_rows(study))
+    rows = time_rows(study)
+    lines += time_table(rows) + pretraining_times(rows)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

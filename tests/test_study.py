@@ -178,7 +178,7 @@ def fake_finetuning(folder, variant, seed, device="cpu", wall=30.0, cpu=25.0, da
 
 
 def fake_pretraining(folder, variant, seed, wall=100.0, cpu=90.0):
-    write_json(folder / "pretrain_run.json", {"dataset": "toy", "variant": variant, "seed": seed,
+    write_json(folder / "pretrain_run.json", {"dataset": "toy", "variant": variant, "seed": seed, "epochs": 4,
                                               "wall_seconds": wall, "cpu_seconds": cpu,
                                               "execution": {"device": "cuda:0", "gpu": "NVIDIA H100", "threads": 1}})
     (folder / "pretrain_history.csv").write_text("epoch,loss,aap,mip,map,sp\n1,1.0,0.2,0.3,0.2,0.3\n")
@@ -223,6 +223,10 @@ def test_runs_md_lists_present_missing_incomplete_and_extra_runs(fabricated_stud
     assert "| cuda:0 | 1 | finetuning | 1 | 3,600 s = 1.00 h | 3,000 s = 0.83 h |" in text
     assert "| cuda:0 (NVIDIA H100) | 1 | pretraining | 1 | 100 s = 0.03 h | 90 s = 0.03 h |" in text
     assert "| cpu |  | **total** | 6 | 180 s = 0.05 h | 150 s = 0.04 h |" in text  # 5 finetunings + popularity
+    # each complete pretraining on its own line (seed1 lacks heads.pt: incomplete, not listed)
+    assert ("### Each pretraining\n\n| run | device | threads | epochs | wall s | CPU s | wall s per epoch |\n"
+            "|---|---|---|---:|---:|---:|---:|\n"
+            "| seed-full/seed0 | cuda:0 (NVIDIA H100) | 1 | 4 | 100 | 90 | 25.0 |\n") in text
     assert str(fabricated_study) not in text  # paths relative to the study: the same on every clone
     report_study.log_problems(study)
     assert "2 missing run(s): authors; none/seed1/bce" in caplog.text
