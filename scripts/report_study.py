@@ -285,8 +285,7 @@ def time_rows(study: Study) -> list[dict]:
             recorded = json.loads(study.path(run, name).read_text(encoding="utf-8"))
             device, threads = execution_of(recorded)
             epochs = recorded.get("epochs")
-            rows.append({"run": run.folder.as_posix(), "order": run.sort_key,
-                         "device": device, "threads": threads, "stage": kind,
+            rows.append({"run": run.folder.as_posix(), "device": device, "threads": threads, "stage": kind,
                          "epochs": epochs if isinstance(epochs, int) and epochs > 0 else None,
                          "wall": seconds_of(recorded, "wall_seconds", stage),
                          "cpu": seconds_of(recorded, "cpu_seconds", stage)})
@@ -329,7 +328,7 @@ def pretraining_times(rows: list[dict]) -> list[str]:
     number = lambda value, digits=0: "not recorded" if value is None else f"{value:,.{digits}f}"  # noqa: E731
     lines = ["### Each pretraining", "", "| run | device | threads | epochs | wall s | CPU s | wall s per epoch |",
              "|---|---|---|---:|---:|---:|---:|"]
-    for row in sorted(rows, key=lambda r: r["order"]):
+    for row in rows:  # time_rows keeps study.runs' order, the report's
         per_epoch = row["wall"] / row["epochs"] if row["wall"] is not None and row["epochs"] else None
         lines.append(f"| {row['run']} | {row['device']} | {row['threads']} | {number(row['epochs'])} | "
                      f"{number(row['wall'])} | {number(row['cpu'])} | {number(per_epoch, 1)} |")
