@@ -189,7 +189,14 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def save_torch(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save through an open file: given a path, torch names the archive's inner folder after
+    the file, here atomic_write's random temporary name, so equal contents would give different
+    bytes, and a finetuning run (which checks its pretrained file's digest to resume) would start
+    over after that file was merely rewritten."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    atomic_write(path, write)
 
 
 def save_frame(path: Path, frame) -> None:

@@ -42,7 +42,6 @@ alphabetical), authors; then by seed and loss. Pretrainings likewise.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import re
@@ -131,11 +130,7 @@ def heads_checkpoint(path: Path) -> dict:
 
 
 def save_heads(checkpoint: dict, out: Path) -> None:
-    """torch.save into memory first: saved to a path, torch names the archive's folder after the
-    file, here the random temporary name, and the bytes would differ from export to export."""
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    runtime.atomic_write(out, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+    runtime.save_torch(out, checkpoint)  # the same bytes from export to export
     log.info("wrote %s (%d bytes)", out, out.stat().st_size)
 
 

@@ -132,6 +132,25 @@ def test_imported_checkpoint_finetunes_with_any_seed(tiny_data, tmp_path):
         assert result["config"]["pretrain"]["preset"] == "paper" and result["config"]["pretrain"]["epochs"] == 7
 
 
+def test_a_finetuning_resumes_after_its_import_is_rewritten(tiny_data, tmp_path, caplog):
+    # The workflow re-imports whenever the authors' file looks newer (a fresh copy of ../shared);
+    # equal contents must give equal bytes, or the finetuning's checkpoint no longer matches its input.
+    data = load_dataset(tiny_data)
+    torch.save(authors_state_dict(data.num_items, data.num_attributes), tmp_path / "Tiny-epochs-7.pt")
+    out, settings = tmp_path / "authors" / "pretrain.pt", {"model": {"hidden_size": D}}
+    import_checkpoint(tmp_path / "Tiny-epochs-7.pt", tiny_data, out, variant="authors", settings=settings)
+    first = out.read_bytes()
+    cfg = runs.resolve_config({**settings, "finetune": {"epochs": 3, "patience": 3}, "eval": {"sampled_negatives": 10}},
+                              "authors", 0, device="cpu")
+    assert runs.finetune(tiny_data, tmp_path / "seed0", cfg, "authors", pretrained=out, stop_after=1) is None
+    import_checkpoint(tmp_path / "Tiny-epochs-7.pt", tiny_data, out, variant="authors", settings=settings)
+    assert out.read_bytes() == first
+    with caplog.at_level("INFO", logger="s3rec"):
+        assert runs.finetune(tiny_data, tmp_path / "seed0", cfg, "authors", pretrained=out) is not None
+    assert "resuming from" in caplog.text and "after epoch 1" in caplog.text
+    assert "ignoring checkpoint" not in caplog.text
+
+
 def test_a_checkpoint_of_other_data_or_garbage_is_a_one_line_error(tiny_data, tmp_path):
     data = load_dataset(tiny_data)
     torch.save(authors_state_dict(data.num_items + 5, data.num_attributes), tmp_path / "Other-epochs-150.pt")
