@@ -192,6 +192,16 @@ def test_success_replaces_previous_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Toy.txt", "Toy_item2attributes.json", "out"]
 
 
+def test_preparing_again_writes_the_same_bytes(tmp_path):
+    """Runs resume only when their inputs' bytes are unchanged (runtime.digest); Snakemake re-prepares
+    whenever the raw files look newer, so equal raw data must give byte-equal prepared files."""
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    out = prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_write_failure_leaves_nothing(tmp_path, monkeypatch):
     """A crash half-way through writing removes the temporary directory."""
     seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
