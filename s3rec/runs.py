@@ -124,6 +124,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     device = runtime.choose_device(cfg.device)
     runtime.set_threads(cfg.threads)
     execution = runtime.describe_execution(device)
+    provenance = runtime.provenance()  # now: the code this process loaded, though the checkout may move on
     log.info("finetuning %s seed %d on %s", variant, cfg.seed, execution)
     dataset = load_dataset(data_dir)
     split = leave_one_out(dataset.sequences)
@@ -192,7 +193,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
         "finetune": {"loss": f.loss, "negatives_exclude_heldout": f.negatives_exclude_heldout,
                      "batching": f.batching, "early_stopping_metric": f.early_stopping_metric},
         "execution": execution | peak_memory(device), "config": recorded_config(cfg, pretraining["pretrain"]),
-        "provenance": runtime.provenance(),
+        "provenance": provenance,
     }
     runtime.save_torch(out_dir / "finetune.pt", {"config": cfg.to_dict(), "variant": variant,
                                                 "best_epoch": state.best_epoch, "state_dict": state.best_state})
@@ -228,6 +229,7 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     device = runtime.choose_device(cfg.device)
     runtime.set_threads(cfg.threads)
     execution = runtime.describe_execution(device)
+    provenance = runtime.provenance()  # now: the code this process loaded, though the checkout may move on
     log.info("pretraining %s seed %d on %s", variant, cfg.seed, execution)
     dataset = load_dataset(data_dir)
     split = leave_one_out(dataset.sequences)
@@ -269,7 +271,7 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     run = {"dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "epochs": state.epoch,
            "instances": len(instances), "parameters": counts, "wall_seconds": seconds, "cpu_seconds": cpu,
            "execution": execution | peak_memory(device), "config": cfg.to_dict(),
-           "provenance": runtime.provenance()}
+           "provenance": provenance}
     runtime.write_json(out_dir / "pretrain_run.json", run)
     runtime.save_torch(out_dir / "pretrain.pt", {"config": cfg.to_dict(), "variant": variant, "seed": cfg.seed,
                                                 "data_digest": data_digest, "epoch": state.epoch,

@@ -76,6 +76,24 @@ def test_scripts_pretrain_then_finetune(tiny_data, tmp_path):
     assert set(ranks.columns) == {"user_id", "split", "protocol", "rank"}
 
 
+def test_provenance_names_the_code_a_run_started_with(tiny_data, tmp_path, monkeypatch):
+    # A study run takes hours; commits made meanwhile must not be recorded as the code that ran.
+    head = {"sha": "started-at"}
+    monkeypatch.setattr(runtime, "git_sha", lambda: head["sha"])
+    train = runs.run_epochs
+
+    def commit_while_training(**kwargs):
+        head["sha"] = "committed-later"
+        return train(**kwargs)
+
+    monkeypatch.setattr(runs, "run_epochs", commit_while_training)
+    assert pretrain(tiny_data, tmp_path)["provenance"]["git_sha"] == "started-at"
+    head["sha"] = "started-at"
+    cfg = runs.resolve_config(SETTINGS, "r4", 0, device="cpu")
+    result = runs.finetune(tiny_data, tmp_path / "bce", cfg, "r4", pretrained=tmp_path / "pretrain.pt")
+    assert result["provenance"]["git_sha"] == "started-at"
+
+
 def test_script_reports_a_config_typo_by_name(tiny_data, tmp_path, caplog):
     args = ["--data", str(tiny_data), "--variant", "full", "--out-dir", str(tmp_path),
             "--settings", '{"pretrain": {"epochz": 1}}']
