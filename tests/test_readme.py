@@ -1,0 +1,104 @@
+"""README's Beauty tables quote the committed study: the results and difference tables its report
+(study/beauty/report/tables/*.csv), the head-energy table its heads.pt files.
+
+The report regenerates byte for byte from the committed runs (tests/test_study.py); this pins the
+last link, README, so that a number in it cannot drift from the runs it claims to come from
+(it caught two head energies rounded twice, 0.36154 written as 0.361)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from scripts_import import load_script
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ROOT / "study" / "beauty" / "report" / "tables"
+pytestmark = pytest.mark.skipif(not (TABLES / "results.csv").exists(), reason="no committed Beauty study report")
+
+
+def readme_table(first_header_cells: list[str]) -> list[dict[str, str]]:
+    """The rows of the README table whose header starts with these cells, as dicts by header."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        cells = split_row(line)
+        if cells[: len(first_header_cells)] == first_header_cells:
+            rows = []
+            for body in lines[i + 2:]:  # past the |---| line
+                if not body.startswith("|"):
+                    break
+                rows.append(dict(zip(cells, split_row(body))))
+            return rows
+    raise AssertionError(f"README.md has no table with header {first_header_cells}")
+
+
+def split_row(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")] if line.startswith("|") else []
+
+
+def read_csv(name: str) -> list[dict[str, str]]:
+    with open(TABLES / name, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def mean_std(row: dict[str, str]) -> str:
+    """README's form: "0.0306 ± 0.0010" with several seeds, "0.0310" with one."""
+    mean = f"{float(row['mean']):.4f}"
+    return mean if int(row["seeds"]) == 1 else f"{mean} ± {float(row['std']):.4f}"
+
+
+def signed(x: str) -> str:
+    return f"{float(x):+.4f}".replace("-", "−")
+
+
+def test_readme_results_table_quotes_the_report():
+    report = {(r["loss"], r["pretraining"], r["protocol"], r["metric"]): r for r in read_csv("results.csv")}
+    rows = readme_table(["finetuning", "pretraining", "seeds"])
+    assert len(rows) == len({(r["loss"], r["pretraining"]) for r in report.values()})
+    columns = {"NDCG@10 full": ("full", "NDCG@10"), "HR@10 full": ("full", "HR@10"),
+                "NDCG@10 sampled": ("sampled", "NDCG@10")}
+    for row in rows:
+        loss = "" if row["finetuning"] == "–" else row["finetuning"]
+        for column, (protocol, metric) in columns.items():
+            key = (loss, row["pretraining"], protocol, metric)
+            assert key in report, f"README row {key} is not in results.csv"
+            assert row[column] == mean_std(report[key]), (key, column)
+        quoted = report[(loss, row["pretraining"], "full", "NDCG@10")]
+        assert row["head params"] == f"{int(quoted['heads_params']):,}", row["pretraining"]
+        assert row["total params"] == f"{int(quoted['total_params']):,}", row["pretraining"]
+        if row["seeds"] != "–":
+            assert int(row["seeds"]) == int(quoted["seeds"]), row["pretraining"]
+        cpu = row["pretrain CPU s"].split(" ")[0]  # "16,919 (2 threads)"
+        if cpu not in ("–", "0"):
+            assert cpu == f"{float(quoted['pretrain_cpu_seconds']):,.0f}", (loss, row["pretraining"])
+
+
+def test_readme_difference_table_quotes_the_report():
+    report = {(r["loss"], f"{r['pretraining']} − {r['reference']}", r["protocol"]): r
+              for r in read_csv("difference.csv") if r["metric"] == "NDCG@10"}
+    rows = readme_table(["finetuning", "comparison", "seeds"])
+    assert len(rows) == len(report) // 2
+    for row in rows:
+        for column, protocol in (("full ranking", "full"), ("sampled", "sampled")):
+            quoted = report[(row["finetuning"], row["comparison"], protocol)]
+            expected = f"{signed(quoted['difference'])} [{signed(quoted['ci_low'])}, {signed(quoted['ci_high'])}]"
+            assert row[column] == expected, (row["finetuning"], row["comparison"], protocol)
+            assert len(row["seeds"].split(",")) == int(quoted["seeds"]), row["comparison"]
+
+
+def test_readme_head_energy_table_quotes_the_committed_heads():
+    """The table of ‖W‖² kept at rank 8 / 16 / 32, remade from the committed heads.pt files."""
+    head_energy = load_script("head_energy", "benchmarks")
+    rows = readme_table(["dense head"])
+    header = list(rows[0])[1:]  # e.g. "`seed-full` (3 seeds)", "`paper-full` (seed 0)", "`authors`"
+    for column in header:
+        pretraining = column.split("`")[1]
+        pattern = "authors/heads.pt" if pretraining == "authors" else f"{pretraining}/seed*/heads.pt"
+        files = sorted((ROOT / "study" / "beauty").glob(pattern))
+        if "(" in column:  # "(3 seeds)" or "(seed 0)": how many seeds the column averages
+            assert len(files) == (int(column.split("(")[1].split()[0]) if "seeds" in column else 1), column
+        for row in rows:
+            head = row["dense head"].lower()
+            kept = [head_energy.energies(path, [head], [8, 16, 32])[0]["energy"] for path in files]
+            means = [sum(k[str(r)] for k in kept) / len(kept) for r in (8, 16, 32)]
+            assert row[column] == " / ".join(f"{m:.3f}" for m in means), (column, head)
