@@ -100,6 +100,7 @@ def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
     """
     state = resume(checkpoint, config, model, optimizer)
     done_now = 0
+    loop_start = time.perf_counter()
     while state.epoch < epochs and not (patience and state.bad_epochs >= patience):
         epoch = state.epoch + 1
         runtime.release_free_memory()  # the last epoch's fragments (see there)
@@ -122,13 +123,27 @@ def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
                 state.bad_epochs += 1
         state.history.append(row)
         state.epoch = epoch
-        log.info("epoch %d/%d %s", epoch, epochs, " ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k != "epoch"))
         runtime.save_frame(history_path, pl.DataFrame(state.history))
         save(checkpoint, config, model, optimizer, state)
         done_now += 1
+        log.info("epoch %d/%d %s%s", epoch, epochs, " ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k != "epoch"),
+                 time_left(time.perf_counter() - loop_start, done_now, epochs - epoch,
+                           patience - state.bad_epochs if validate is not None and patience else None))
         if stop_after is not None and done_now >= stop_after:
             break
     return state
+
+
+def time_left(seconds: float, epochs_done: int, epochs_left: int, patience_left: int | None) -> str:
+    """The epoch log line's estimate, at this invocation's mean time per epoch (training,
+    validation and checkpoint): " eta=2h05m"; with early stopping an upper bound, " eta<=2h05m",
+    and how soon the run may stop instead. Nothing after the last epoch."""
+    if epochs_left <= 0 or epochs_done <= 0 or patience_left == 0:
+        return ""
+    hours, minutes = divmod(round(seconds / epochs_done * epochs_left / 60), 60)
+    if patience_left is None:
+        return f" eta={hours}h{minutes:02d}m"
+    return f" eta<={hours}h{minutes:02d}m (or stops after {patience_left} epochs without a better score)"
 
 
 def _fmt(value) -> str:

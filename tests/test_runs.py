@@ -11,6 +11,7 @@ import torch
 from s3rec import runs, runtime
 from s3rec.data import write_prepared
 from s3rec.synthetic import SyntheticSpec, generate
+from s3rec.training import time_left
 from scripts_import import load_script
 
 SETTINGS = {"model": {"hidden_size": 16, "num_heads": 2, "max_len": 12},
@@ -92,6 +93,26 @@ def test_provenance_names_the_code_a_run_started_with(tiny_data, tmp_path, monke
     cfg = runs.resolve_config(SETTINGS, "r4", 0, device="cpu")
     result = runs.finetune(tiny_data, tmp_path / "bce", cfg, "r4", pretrained=tmp_path / "pretrain.pt")
     assert result["provenance"]["git_sha"] == "started-at"
+
+
+def test_epoch_lines_say_how_long_the_rest_takes(tiny_data, tmp_path, caplog):
+    caplog.set_level("INFO", logger="s3rec")
+    pretrain(tiny_data, tmp_path / "pre")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert lines[0].startswith("epoch 1/2 ") and " eta=0h00m" in lines[0]
+    assert lines[1].startswith("epoch 2/2 ") and "eta" not in lines[1]
+    caplog.clear()
+    cfg = runs.resolve_config(SETTINGS, "r4", 0, device="cpu")
+    runs.finetune(tiny_data, tmp_path / "bce", cfg, "r4", pretrained=tmp_path / "pre" / "pretrain.pt")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert "eta<=0h00m (or stops after " in lines[0] and "eta" not in lines[-1]
+
+
+def test_time_left_is_the_mean_epoch_time_the_remaining_epochs():
+    assert time_left(600.0, 2, 25, None) == " eta=2h05m"  # 300 s an epoch, 25 left
+    assert time_left(600.0, 2, 25, 7) == " eta<=2h05m (or stops after 7 epochs without a better score)"
+    assert time_left(600.0, 2, 0, None) == ""  # the last epoch
+    assert time_left(600.0, 2, 25, 0) == ""  # early stopping ends the run now
 
 
 def test_script_reports_a_config_typo_by_name(tiny_data, tmp_path, caplog):
