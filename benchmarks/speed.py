@@ -91,8 +91,9 @@ def timed_epoch(step, batches, limit: int | None, device="cpu", ready=lambda: No
             "seconds_per_epoch": round(seconds * total / len(used), 2), "extrapolated": len(used) < total}
 
 
-def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device, batching: str,
-                       count_flops: bool = True, ready=lambda: None) -> dict:
+def pretrain_steps(dataset, split, kind: str, device, batching: str) -> tuple:
+    """(step, an epoch's batches, instances, seconds to build the batches): dense heads, the
+    `paper` preset's batches of 100, as runs.pretrain makes them."""
     cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"}})
     heldout = np.stack([split.valid_target, split.test_target], axis=1)
     instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
@@ -111,6 +112,12 @@ def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device, bat
         loss.backward()
         optimizer.step()
 
+    return step, batches, instances, build_seconds
+
+
+def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device, batching: str,
+                       count_flops: bool = True, ready=lambda: None) -> dict:
+    step, batches, instances, build_seconds = pretrain_steps(dataset, split, kind, device, batching)
     result = timed_epoch(step, batches, limit, device, ready)
     result["seconds_per_epoch"] = round(result["seconds_per_epoch"] + build_seconds, 2)
     result.update(instances=len(instances), batching=batching, batch_construction_seconds=round(build_seconds, 2))
@@ -149,7 +156,8 @@ def matmul_peak_gflops(device, size: int = 1024, repeats: int = 20) -> float:
     return round(2 * size**3 * repeats / (time.perf_counter() - start) / 1e9, 2)
 
 
-def finetune_benchmark(dataset, split, limit: int | None, device, batching: str) -> dict:
+def finetune_steps(dataset, split, device, batching: str) -> tuple:
+    """(step, an epoch's batches, the encoder): bce finetuning in batches of 256."""
     cfg = RunConfig()
     encoder = Encoder(cfg.model, dataset.num_items).to(device)
     optimizer = adam(encoder.parameters(), lr=1e-3, weight_decay=0.0)
@@ -162,6 +170,11 @@ def finetune_benchmark(dataset, split, limit: int | None, device, batching: str)
         loss.backward()
         optimizer.step()
 
+    return step, batches, encoder
+
+
+def finetune_benchmark(dataset, split, limit: int | None, device, batching: str) -> dict:
+    step, batches, encoder = finetune_steps(dataset, split, device, batching)
     result = timed_epoch(step, batches, limit, device)
     encoder.eval()
     score = score_function(encoder, device)
