@@ -19,14 +19,16 @@ bucketed10='{"finetune": {"batching": "bucketed", "early_stopping_metric": "NDCG
 # arm: variant, settings (defaults: padded batches, early stopping on NDCG@20, bce)
 declare -A variant=(
   [none_padded_ndcg20]=none [none_bucketed_ndcg10]=none [none_bucketed_ndcg20]=none [none_padded_ndcg10]=none
-  [authors_bce]=authors [authors_ce]=authors)
+  [authors_bce]=authors [authors_ce]=authors [none_authors_negatives]=none)
 declare -A settings=(
   [none_padded_ndcg20]='{}' [none_bucketed_ndcg10]=$bucketed10
   [none_bucketed_ndcg20]='{"finetune": {"batching": "bucketed"}}'
   [none_padded_ndcg10]='{"finetune": {"early_stopping_metric": "NDCG@10"}}'
-  [authors_bce]='{}' [authors_ce]='{"finetune": {"loss": "ce"}}')
+  [authors_bce]='{}' [authors_ce]='{"finetune": {"loss": "ce"}}'
+  [none_authors_negatives]='{"finetune": {"negatives_exclude_heldout": true}}')
 arms=("$@")
-[ ${#arms[@]} -gt 0 ] || arms=(authors_bce none_padded_ndcg20 none_bucketed_ndcg10 authors_ce none_bucketed_ndcg20 none_padded_ndcg10)
+[ ${#arms[@]} -gt 0 ] || arms=(authors_bce none_padded_ndcg20 none_bucketed_ndcg10 authors_ce none_bucketed_ndcg20 none_padded_ndcg10
+                                none_authors_negatives)
 
 for seed in 0 1 2; do
   for arm in "${arms[@]}"; do

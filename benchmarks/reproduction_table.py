@@ -1,9 +1,12 @@
 """Summarise reproduction runs: one row per arm (a folder of seed*/metrics.json), mean ± std over seeds.
 
     python benchmarks/reproduction_table.py results/reproduction [--json]
+    python benchmarks/reproduction_table.py results/reproduction --paired ARM REFERENCE
 
 Prints a Markdown table of test full-ranking NDCG@10 and HR@10, sampled-99 NDCG@10, best
 epoch / epochs run, and CPU minutes per run; `--json` prints the per-seed values instead.
+`--paired` prints ARM − REFERENCE in test NDCG@10, per user over their common seeds, with the
+study report's 95 % paired bootstrap interval (users and seeds resampled), per protocol.
 """
 from __future__ import annotations
 
@@ -11,6 +14,12 @@ import argparse
 import json
 import statistics
 from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from s3rec.metrics import per_user_metric
+from s3rec.report import paired_bootstrap
 
 
 def load_arms(root: Path) -> dict[str, list[dict]]:
@@ -32,6 +41,33 @@ def summary(runs: list[dict]) -> dict:
             "cpu_minutes": [round(r.get("cpu_seconds", {}).get("finetune", float("nan")) / 60, 1) for r in runs]}
 
 
+def test_ndcg(run: Path, protocol: str) -> tuple[np.ndarray, np.ndarray]:
+    """(user ids, per-user test NDCG@10) of one run folder's ranks.parquet, users sorted by id."""
+    ranks = pl.read_parquet(run / "ranks.parquet").filter(
+        (pl.col("split") == "test") & (pl.col("protocol") == protocol)).sort("user_id")
+    return ranks["user_id"].to_numpy(), per_user_metric(ranks["rank"].to_numpy(), "NDCG@10")
+
+
+def user_difference(run: Path, reference: Path, protocol: str) -> np.ndarray:
+    users, values = test_ndcg(run, protocol)
+    reference_users, reference_values = test_ndcg(reference, protocol)
+    if not np.array_equal(users, reference_users):
+        raise SystemExit(f"reproduction_table: {run} and {reference} ranked different users")
+    return values - reference_values
+
+
+def paired(root: Path, arm: str, reference: str) -> dict:
+    seeds = sorted({p.parent.name for p in (root / arm).glob("seed*/ranks.parquet")}
+                   & {p.parent.name for p in (root / reference).glob("seed*/ranks.parquet")})
+    if not seeds:
+        raise SystemExit(f"reproduction_table: {arm} and {reference} under {root} share no seed with ranks.parquet")
+    result = {"arm": arm, "reference": reference, "seeds": seeds}
+    for protocol in ("full", "sampled"):
+        difference = np.stack([user_difference(root / arm / s, root / reference / s, protocol) for s in seeds])
+        result[protocol] = dict(zip(("difference", "ci_low", "ci_high"), paired_bootstrap(difference)))
+    return result
+
+
 def mean_std(values: list[float]) -> str:
     if not values:
         return "–"
@@ -40,11 +76,19 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--paired", nargs=2, metavar=("ARM", "REFERENCE"))
+    args = parser.parse_args(argv)
+    if args.paired:
+        result = paired(args.root, *args.paired)
+        print(json.dumps(result, indent=1) if args.json else " ".join(
+            [f"{result['arm']} − {result['reference']}, seeds {', '.join(result['seeds'])}:"]
+            + [f"{p} {d['difference']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+               for p, d in result.items() if p in ("full", "sampled")]))
+        return
     arms = {arm: summary(runs) for arm, runs in load_arms(args.root).items()}
     if args.json:
         print(json.dumps(arms, indent=1))

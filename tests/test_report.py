@@ -517,3 +517,25 @@ def test_seeds_needed_benchmark_sizes_each_comparison_with_two_seeds(tmp_path, c
     assert len(out["skipped"]) == 1 and out["skipped"][0].startswith("seed-r8 − seed-full (bce, full)")
     with pytest.raises(SystemExit):  # one seed everywhere: nothing to size, a clear error
         seeds_needed.main([str(paths[0]), str(paths[-1])])
+
+
+def test_reproduction_table_pairs_two_arms_user_by_user(tmp_path, capsys):
+    """An arm whose every user ranks its target first (NDCG@10 1) against one that ranks it third
+    (1/log2(4) = 0.5): the paired difference is 0.5 on every user, so its interval is [0.5, 0.5]."""
+    for arm, rank in (("better", 1), ("reference", 3)):
+        for seed in (0, 1):
+            run = tmp_path / arm / f"seed{seed}"
+            run.mkdir(parents=True)
+            pl.DataFrame({"user_id": [1, 2, 3, 1, 2, 3], "split": ["test"] * 6,
+                          "protocol": ["full"] * 3 + ["sampled"] * 3, "rank": [rank] * 6},
+                         schema={"user_id": pl.Int32, "split": pl.Utf8, "protocol": pl.Utf8, "rank": pl.Int32}
+                         ).write_parquet(run / "ranks.parquet")
+    reproduction_table = load_script("reproduction_table", folder="benchmarks")
+    reproduction_table.main([str(tmp_path), "--paired", "better", "reference", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["seeds"] == ["seed0", "seed1"]
+    for protocol in ("full", "sampled"):
+        assert result[protocol] == pytest.approx({"difference": 0.5, "ci_low": 0.5, "ci_high": 0.5})
+    reproduction_table.main([str(tmp_path), "--paired", "better", "reference"])
+    assert capsys.readouterr().out.strip() == ("better − reference, seeds seed0, seed1: "
+                                               "full +0.5000 [+0.5000, +0.5000] sampled +0.5000 [+0.5000, +0.5000]")
