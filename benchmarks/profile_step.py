@@ -4,6 +4,7 @@
     python benchmarks/profile_step.py --what finetune --threads 1  # bce finetuning step, batch 256
     python benchmarks/profile_step.py --device cuda               # adds each op's GPU time
     python benchmarks/profile_step.py --data resources/beauty     # a prepared data set
+    python benchmarks/profile_step.py --shapes                    # one row per op and input shapes
 
 The step is benchmarks/speed.py's: dense heads, the `paper` preset's padded batches of 100
 (finetuning: bce, batch 256), on Beauty (../shared/data/s3rec) or, when that is absent,
@@ -30,7 +31,7 @@ from s3rec import runtime
 from s3rec.data import leave_one_out, load_dataset
 
 
-def profile_steps(step, batches: list, steps: int, warmup: int, device, top: int) -> dict:
+def profile_steps(step, batches: list, steps: int, warmup: int, device, top: int, shapes: bool = False) -> dict:
     """Time `steps` steps, then profile as many more (an epoch shorter than that is cycled)."""
     batches = [batches[i % len(batches)] for i in range(warmup + 2 * steps)]
     for batch in batches[:warmup]:
@@ -43,11 +44,11 @@ def profile_steps(step, batches: list, steps: int, warmup: int, device, top: int
     step_ms = (time.perf_counter() - start) / steps * 1e3
     cuda = torch.device(device).type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=shapes) as prof:
         for batch in batches[warmup + steps:warmup + 2 * steps]:
             step(batch)
         speed.synchronize(device)
-    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0 or (cuda and e.self_device_time_total > 0)]
+    events = [e for e in prof.key_averages(group_by_input_shape=shapes) if e.self_cpu_time_total > 0 or (cuda and e.self_device_time_total > 0)]
     host_total = sum(e.self_cpu_time_total for e in events)
     events.sort(key=lambda e: -(e.self_device_time_total if cuda else e.self_cpu_time_total))
     ops = []
@@ -55,6 +56,8 @@ def profile_steps(step, batches: list, steps: int, warmup: int, device, top: int
         op = {"op": e.key, "calls_per_step": round(e.count / steps, 2),
               "host_ms_per_step": round(e.self_cpu_time_total / 1e3 / steps, 3),
               "host_share": round(e.self_cpu_time_total / host_total, 4)}
+        if shapes:
+            op["input_shapes"] = str(e.input_shapes)
         if cuda:
             op["device_ms_per_step"] = round(e.self_device_time_total / 1e3 / steps, 3)
         ops.append(op)
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batching", default="padded", choices=["padded", "bucketed"])
+    parser.add_argument("--shapes", action="store_true", help="split each op by its input shapes")
     args = parser.parse_args(argv)
     runtime.set_threads(args.threads)
     device = runtime.choose_device(args.device)
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         step, batches, _ = speed.finetune_steps(dataset, split, device, args.batching)
     report = {"dataset": name, "what": args.what, "batching": args.batching,
               **runtime.describe_execution(device), "machine": speed.machine(),
-              **profile_steps(step, batches, args.steps, args.warmup, device, args.top)}
+              **profile_steps(step, batches, args.steps, args.warmup, device, args.top, args.shapes)}
     json.dump(report, sys.stdout, indent=1)
     print()
     return 0

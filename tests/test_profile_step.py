@@ -27,3 +27,17 @@ def test_profile_step_lists_the_ops_with_the_most_time(what, tmp_path, capsys, m
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1
     assert {"aten::mm", "aten::addmm", "aten::bmm"} & {op["op"] for op in report["ops"]}, report["ops"]
 
+
+
+def test_profile_step_splits_ops_by_input_shape(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    data = tmp_path / "tiny"
+    write_prepared(generate(SyntheticSpec(users=300, items=60, attributes=8, seed=3, max_length=15)), data)
+    profile_step = load_script("profile_step", folder="benchmarks")
+    assert profile_step.main(["--data", str(data), "--steps", "2", "--warmup", "1", "--threads", "1",
+                              "--device", "cpu", "--top", "1000", "--shapes"]) == 0
+    ops = json.loads(capsys.readouterr().out)["ops"]
+    assert all("input_shapes" in op for op in ops)
+    # the gradient of the embedding lookups arrives as (positions, d = 64) rows, one entry per shape
+    backward = [op["input_shapes"] for op in ops if op["op"] == "aten::embedding_dense_backward"]
+    assert len(backward) > 1 and all(", 64]" in shapes for shapes in backward), backward
