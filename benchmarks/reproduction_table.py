@@ -15,11 +15,9 @@ import json
 import statistics
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
-from s3rec.metrics import per_user_metric
-from s3rec.report import paired_bootstrap
+from s3rec.report import paired_bootstrap, paired_difference
 
 
 def load_arms(root: Path) -> dict[str, list[dict]]:
@@ -41,19 +39,10 @@ def summary(runs: list[dict]) -> dict:
             "cpu_minutes": [round(r.get("cpu_seconds", {}).get("finetune", float("nan")) / 60, 1) for r in runs]}
 
 
-def test_ndcg(run: Path, protocol: str) -> tuple[np.ndarray, np.ndarray]:
-    """(user ids, per-user test NDCG@10) of one run folder's ranks.parquet, users sorted by id."""
-    ranks = pl.read_parquet(run / "ranks.parquet").filter(
-        (pl.col("split") == "test") & (pl.col("protocol") == protocol)).sort("user_id")
-    return ranks["user_id"].to_numpy(), per_user_metric(ranks["rank"].to_numpy(), "NDCG@10")
-
-
-def user_difference(run: Path, reference: Path, protocol: str) -> np.ndarray:
-    users, values = test_ndcg(run, protocol)
-    reference_users, reference_values = test_ndcg(reference, protocol)
-    if not np.array_equal(users, reference_users):
-        raise SystemExit(f"reproduction_table: {run} and {reference} ranked different users")
-    return values - reference_values
+def arm_ranks(root: Path, arm: str, seeds: list[str]) -> pl.DataFrame:
+    """The seeds' ranks.parquet of one arm, labelled as the study report labels a run's ranks."""
+    return pl.concat([pl.read_parquet(root / arm / seed / "ranks.parquet").with_columns(
+        loss=pl.lit(""), pretraining=pl.lit(arm), seed=pl.lit(int(seed.removeprefix("seed")))) for seed in seeds])
 
 
 def paired(root: Path, arm: str, reference: str) -> dict:
@@ -61,9 +50,10 @@ def paired(root: Path, arm: str, reference: str) -> dict:
                    & {p.parent.name for p in (root / reference).glob("seed*/ranks.parquet")})
     if not seeds:
         raise SystemExit(f"reproduction_table: {arm} and {reference} under {root} share no seed with ranks.parquet")
+    ranks = pl.concat([arm_ranks(root, arm, seeds), arm_ranks(root, reference, seeds)])
     result = {"arm": arm, "reference": reference, "seeds": seeds}
     for protocol in ("full", "sampled"):
-        difference = np.stack([user_difference(root / arm / s, root / reference / s, protocol) for s in seeds])
+        difference = paired_difference(ranks, "", arm, reference, protocol, "test", "NDCG@10")
         result[protocol] = dict(zip(("difference", "ci_low", "ci_high"), paired_bootstrap(difference)))
     return result
 

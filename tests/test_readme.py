@@ -9,7 +9,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import polars as pl
 import pytest
+
+from s3rec import report
 from scripts_import import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,48 +45,51 @@ def read_csv(name: str) -> list[dict[str, str]]:
 
 
 def mean_std(row: dict[str, str]) -> str:
-    """README's form: "0.0306 ± 0.0010" with several seeds, "0.0310" with one."""
-    mean = f"{float(row['mean']):.4f}"
-    return mean if int(row["seeds"]) == 1 else f"{mean} ± {float(row['std']):.4f}"
+    """The report's form: "0.0306 ± 0.0010" with several seeds, "0.0310" with one."""
+    return report.format_mean_std(float(row["mean"]), float(row["std"]) if int(row["seeds"]) > 1 else None)
 
 
-def signed(x: str) -> str:
-    return f"{float(x):+.4f}".replace("-", "−")
+def formatted_differences() -> dict[tuple[str, str], dict[str, str]]:
+    """difference.csv's NDCG@10 rows formatted by the report ('+0.0015 [-0.0004, +0.0036]' a
+    protocol), by (finetuning, comparison), with README's minus sign."""
+    frame = pl.read_csv(TABLES / "difference.csv").filter(pl.col("metric") == "NDCG@10")
+    table = report.format_difference_table(frame)
+    return {(r["Finetuning"], r["Comparison"]): {k: v.replace("-", "−") for k, v in r.items()}
+            for r in table.iter_rows(named=True)}
 
 
 def test_readme_results_table_quotes_the_report():
-    report = {(r["loss"], r["pretraining"], r["protocol"], r["metric"]): r for r in read_csv("results.csv")}
+    summary = {(r["loss"], r["pretraining"], r["protocol"], r["metric"]): r for r in read_csv("results.csv")}
     rows = readme_table(["finetuning", "pretraining", "seeds"])
-    assert len(rows) == len({(r["loss"], r["pretraining"]) for r in report.values()})
+    assert len(rows) == len({(r["loss"], r["pretraining"]) for r in summary.values()})
     columns = {"NDCG@10 full": ("full", "NDCG@10"), "HR@10 full": ("full", "HR@10"),
                 "NDCG@10 sampled": ("sampled", "NDCG@10")}
     for row in rows:
         loss = "" if row["finetuning"] == "–" else row["finetuning"]
         for column, (protocol, metric) in columns.items():
             key = (loss, row["pretraining"], protocol, metric)
-            assert key in report, f"README row {key} is not in results.csv"
-            assert row[column] == mean_std(report[key]), (key, column)
-        quoted = report[(loss, row["pretraining"], "full", "NDCG@10")]
+            assert key in summary, f"README row {key} is not in results.csv"
+            assert row[column] == mean_std(summary[key]), (key, column)
+        quoted = summary[(loss, row["pretraining"], "full", "NDCG@10")]
         assert row["head params"] == f"{int(quoted['heads_params']):,}", row["pretraining"]
         assert row["total params"] == f"{int(quoted['total_params']):,}", row["pretraining"]
         if row["seeds"] != "–":
             assert int(row["seeds"]) == int(quoted["seeds"]), row["pretraining"]
         cpu = row["pretrain CPU s"].split(" ")[0]  # "16,919 (2 threads)"
         if cpu not in ("–", "0"):
-            assert cpu == f"{float(quoted['pretrain_cpu_seconds']):,.0f}", (loss, row["pretraining"])
+            assert cpu == report.format_seconds(float(quoted["pretrain_cpu_seconds"])), (loss, row["pretraining"])
 
 
 def test_readme_difference_table_quotes_the_report():
-    report = {(r["loss"], f"{r['pretraining']} − {r['reference']}", r["protocol"]): r
-              for r in read_csv("difference.csv") if r["metric"] == "NDCG@10"}
+    seeds = {(r["loss"], f"{r['pretraining']} − {r['reference']}"): int(r["seeds"]) for r in read_csv("difference.csv")}
+    quoted = formatted_differences()
     rows = readme_table(["finetuning", "comparison", "seeds"])
-    assert len(rows) == len(report) // 2
+    assert len(rows) == len(quoted)
     for row in rows:
-        for column, protocol in (("full ranking", "full"), ("sampled", "sampled")):
-            quoted = report[(row["finetuning"], row["comparison"], protocol)]
-            expected = f"{signed(quoted['difference'])} [{signed(quoted['ci_low'])}, {signed(quoted['ci_high'])}]"
-            assert row[column] == expected, (row["finetuning"], row["comparison"], protocol)
-            assert len(row["seeds"].split(",")) == int(quoted["seeds"]), row["comparison"]
+        key = (row["finetuning"], row["comparison"])
+        for column in ("full ranking", "sampled"):  # README's headers are the report's protocol labels
+            assert row[column] == quoted[key][f"ΔNDCG@10, {column} [95% CI]"], (*key, column)
+        assert len(row["seeds"].split(",")) == seeds[key], row["comparison"]
 
 
 def test_readme_head_energy_table_quotes_the_committed_heads():
