@@ -80,7 +80,10 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     batching: str = "padded"  # the authors' random batches padded to max_len; or "bucketed"
     # The authors' run_finetune_full.py stops on the last score get_full_sort_score returns, NDCG@20.
-    early_stopping_metric: str = "NDCG@20"  # validation full-ranking metric
+    early_stopping_metric: str = "NDCG@20"  # validation metric
+    # The protocol that metric is taken from: "full" as run_finetune_full.py, or "sampled" as the
+    # authors' run_finetune_sample.py (which stops on the sampled MRR).
+    early_stopping_protocol: str = "full"
     patience: int = 10  # epochs without improvement of early_stopping_metric before stopping
 
 
@@ -92,6 +95,9 @@ class EvalConfig:
     # Fixed apart from the run seed so that every variant and seed ranks against the same
     # 99 negatives per user: differences between runs are then paired, user by user.
     negatives_seed: int = 2020
+    # "seeded": drawn with negatives_seed; "file": the prepared data set's sampled_negatives.parquet,
+    # e.g. the authors' own <Name>_sample.txt (prepare_data.py --negatives): their exact protocol.
+    negatives: str = "seeded"
     batch_size: int = 256  # users per scoring batch: a (256 x items) score matrix stays cheap to allocate
 
 
@@ -187,6 +193,13 @@ def validate(cfg: RunConfig) -> None:
             raise ValueError(f"{key}: expected padded or bucketed, got {batching!r}")
     if f.early_stopping_metric not in METRICS_FULL:
         raise ValueError(f"finetune.early_stopping_metric: expected one of {list(METRICS_FULL)}, got {f.early_stopping_metric!r}")
+    if f.early_stopping_protocol not in ("full", "sampled"):
+        raise ValueError(f"finetune.early_stopping_protocol: expected full or sampled, got {f.early_stopping_protocol!r}")
+    if f.early_stopping_protocol == "sampled" and "sampled" not in cfg.eval.protocols:
+        raise ValueError("finetune.early_stopping_protocol: sampled needs 'sampled' in eval.protocols "
+                         f"(its negatives), got {list(cfg.eval.protocols)}")
+    if cfg.eval.negatives not in ("seeded", "file"):
+        raise ValueError(f"eval.negatives: expected seeded or file, got {cfg.eval.negatives!r}")
     for key, number in (("pretrain.epochs", p.epochs), ("pretrain.batch_size", p.batch_size),
                         ("finetune.epochs", f.epochs), ("finetune.batch_size", f.batch_size),
                         ("finetune.patience", f.patience), ("eval.batch_size", cfg.eval.batch_size)):

@@ -1,7 +1,8 @@
 """The prepared data set on disk: its schema, loading, writing, and the leave-one-out split.
 
 A prepared data set is a directory holding `sequences.parquet`, `item_attributes.parquet`
-and `stats.json` (plus id maps for raw Amazon input); see resources/README.md. Every
+and `stats.json` (plus id maps for raw Amazon input, and the authors' sampled-protocol
+negatives when given); see resources/README.md. Every
 reader of raw input (`read_s3rec` here, `s3rec.amazon`, `s3rec.synthetic`) returns a
 `Prepared`, and `write_prepared` is the only code that writes the directory.
 """
@@ -33,6 +34,9 @@ ATTRIBUTES_FILE = "item_attributes.parquet"
 STATS_FILE = "stats.json"
 SEQUENCES_SCHEMA = {"user_id": pl.Int32, "items": pl.List(pl.Int32)}
 ATTRIBUTES_SCHEMA = {"item_id": pl.Int32, "attributes": pl.List(pl.Int32)}
+# The sampled protocol's negatives read from the authors' <Name>_sample.txt (eval.negatives: file)
+NEGATIVES_FILE = "sampled_negatives.parquet"
+NEGATIVES_SCHEMA = {"user_id": pl.Int32, "negatives": pl.List(pl.Int32)}
 # Every file `write_prepared` may write, with its parquet schema (None: stats.json). A
 # directory holding nothing but these (and staging folders of a killed run) is a previous
 # output and may be replaced; anything else in it is never deleted.
@@ -40,6 +44,7 @@ OUTPUT_FILES: dict[str, dict[str, pl.DataType] | None] = {
     SEQUENCES_FILE: SEQUENCES_SCHEMA,
     ATTRIBUTES_FILE: ATTRIBUTES_SCHEMA,
     STATS_FILE: None,
+    NEGATIVES_FILE: NEGATIVES_SCHEMA,
     "user_map.parquet": {"user_id": pl.Int32, "original": pl.String},
     "item_map.parquet": {"item_id": pl.Int32, "original": pl.String},
     "attribute_map.parquet": {"attribute_id": pl.Int32, "original": pl.String},
@@ -119,6 +124,22 @@ def load_dataset(directory: str | Path) -> Dataset:
     )
 
 
+def load_sampled_negatives(directory: str | Path, user_ids: np.ndarray) -> np.ndarray:
+    """(U, n) int32: the prepared `sampled_negatives.parquet`, one row per user of `user_ids`, in
+    that order (what `read_s3rec_negatives` checked against the sequences when it was prepared)."""
+    path = Path(directory) / NEGATIVES_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; eval.negatives: file needs the data set prepared with "
+                        "--negatives <Name>_sample.txt (datasets.<name>.negatives in the workflow)")
+    frame = _read_checked(path, NEGATIVES_SCHEMA)
+    if not np.array_equal(frame["user_id"].to_numpy(), user_ids):
+        raise DataError(f"{path}: user_id: expected the users of {SEQUENCES_FILE}, in its order")
+    rows, _ = _split_lists(frame["negatives"], path)
+    if len({len(row) for row in rows}) > 1:
+        raise DataError(f"{path}: negatives: expected the same number of negatives for every user")
+    return np.stack(rows).astype(np.int32)
+
+
 def _read_checked(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: file not found; expected a prepared data set (scripts/prepare_data.py)")
@@ -162,6 +183,7 @@ class Prepared:
     dropped: dict[str, int] = field(default_factory=dict)  # what was dropped, and why
     parameters: dict[str, Any] = field(default_factory=dict)  # how it was made
     id_maps: dict[str, pl.DataFrame] = field(default_factory=dict)  # file name -> map
+    sampled_negatives: np.ndarray | None = None  # (U, n) per user in user_ids order, or None
 
     @property
     def num_items(self) -> int:
@@ -201,6 +223,8 @@ def stats_of(prepared: Prepared) -> dict[str, Any]:
         "max_length": int(lengths.max()),
         "items_without_attributes": sum(len(a) == 0 for a in prepared.item_attributes[1:]),
         "items_without_interactions": items_without_interactions(prepared),
+        **({} if prepared.sampled_negatives is None
+           else {"sampled_negatives_per_user": int(prepared.sampled_negatives.shape[1])}),
         "dropped": prepared.dropped,
         "parameters": prepared.parameters,
     }
@@ -242,6 +266,8 @@ def write_prepared(prepared: Prepared, out: str | Path, force: bool = False) -> 
         _attributes_frame(prepared).write_parquet(staging / ATTRIBUTES_FILE)
         for name, frame in prepared.id_maps.items():
             frame.write_parquet(staging / name)
+        if prepared.sampled_negatives is not None:
+            _negatives_frame(prepared).write_parquet(staging / NEGATIVES_FILE)
         (staging / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
         _install(staging, out)
     except BaseException:
@@ -376,6 +402,16 @@ def _sequences_frame(prepared: Prepared) -> pl.DataFrame:
     )
 
 
+def _negatives_frame(prepared: Prepared) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "user_id": pl.Series(np.asarray(prepared.user_ids, dtype=np.int32)),
+            "negatives": pl.Series(prepared.sampled_negatives.astype(np.int32).tolist(), dtype=pl.List(pl.Int32)),
+        },
+        schema=NEGATIVES_SCHEMA,
+    )
+
+
 def _attributes_frame(prepared: Prepared) -> pl.DataFrame:
     return pl.DataFrame(
         {
@@ -464,8 +500,10 @@ def attribute_sets(raw: dict[int, list[int]], num_items: int) -> tuple[list[np.n
 # --- the S3Rec authors' release (/work/shared/data/s3rec/README.md) ---------------------
 
 
-def read_s3rec(sequences_path: str | Path, attributes_path: str | Path) -> Prepared:
-    """Read `<Name>.txt` + `<Name>_item2attributes.json`, keeping the authors' ids.
+def read_s3rec(sequences_path: str | Path, attributes_path: str | Path,
+               negatives_path: str | Path | None = None) -> Prepared:
+    """Read `<Name>.txt` + `<Name>_item2attributes.json`, keeping the authors' ids, and with
+    `negatives_path` their sampled-protocol negatives `<Name>_sample.txt` (read_s3rec_negatives).
 
     The items are the ids of the sequences, as in the authors' loader (item_size = the
     largest item id in the sequences + 2): they must be exactly 1..M, M the largest, so
@@ -517,7 +555,62 @@ def read_s3rec(sequences_path: str | Path, attributes_path: str | Path) -> Prepa
                  "attribute_entries_for_unseen_items": len(unseen)},
         parameters={"sequences": Path(sequences_path).name, "attributes": Path(attributes_path).name},
     )
-    return drop_short_users(prepared, str(sequences_path))
+    prepared = drop_short_users(prepared, str(sequences_path))
+    if negatives_path is not None:
+        prepared.sampled_negatives, skipped = read_s3rec_negatives(
+            Path(negatives_path), prepared.user_ids, prepared.sequences, set(user_ids), num_items)
+        prepared.parameters["negatives"] = Path(negatives_path).name
+        prepared.dropped["negatives_of_short_users"] = skipped
+    return prepared
+
+
+def read_s3rec_negatives(path: Path, user_ids: np.ndarray, sequences: list[np.ndarray], all_users: set[int],
+                         num_items: int) -> tuple[np.ndarray, int]:
+    """The authors' `<Name>_sample.txt`: per line `user_id neg_1 ... neg_n`, the items their sampled
+    protocol ranks the target against (the same for validation and test). Returns (U, n) int32 in
+    the order of `user_ids` (the kept users) and how many lines were skipped because their user
+    was dropped as too short. Every kept user needs exactly one line of n distinct item ids in
+    1..num_items, none of them in that user's sequence (a negative the user has would make the
+    protocol rank a positive as a negative); anything else is a DataError naming the line."""
+    row_of = {int(user): row for row, user in enumerate(user_ids)}
+    negatives: list[np.ndarray | None] = [None] * len(user_ids)
+    seen: dict[int, int] = {}
+    width, skipped = None, 0
+    for lineno, line in numbered_lines(path):
+        fields = line.split()
+        if not all(_is_int(f) for f in fields):
+            bad = next(f for f in fields if not _is_int(f))
+            raise DataError(f"{path}:{lineno}: expected 'user_id item_id ...' of integers, got {bad!r}")
+        user, items = int(fields[0]), np.asarray([int(f) for f in fields[1:]], dtype=np.int64)
+        if user in seen:
+            raise DataError(f"{path}:{lineno}: user {user} already on line {seen[user]}")
+        seen[user] = lineno
+        if user not in all_users:
+            raise DataError(f"{path}:{lineno}: user {user} is not a user of the sequences file")
+        if user not in row_of:
+            skipped += 1  # dropped as too short for leave-one-out: it is not evaluated
+            continue
+        width = len(items) if width is None else width
+        if len(items) != width or not width:
+            raise DataError(f"{path}:{lineno}: expected {width or 'at least one'} negatives (as on the first line), "
+                            f"got {len(items)}")
+        if items.min() < 1 or items.max() > num_items:
+            raise DataError(f"{path}:{lineno}: expected item ids in 1..{num_items}, got "
+                            f"{int(items.min() if items.min() < 1 else items.max())}")
+        if len(np.unique(items)) != width:
+            raise DataError(f"{path}:{lineno}: expected {width} distinct items, got a repeated one")
+        owned = np.intersect1d(items, sequences[row_of[user]])
+        if len(owned):
+            raise DataError(f"{path}:{lineno}: item {int(owned[0])} is in user {user}'s sequence; "
+                            "expected negatives the user never interacted with")
+        negatives[row_of[user]] = items
+    missing = [int(user_ids[row]) for row, value in enumerate(negatives) if value is None]
+    if missing:
+        raise DataError(f"{path}: no line for user {missing[0]} ({len(missing)} users missing); "
+                        "expected one line per user of the sequences file")
+    if skipped:
+        log.info("skipped the negatives of %d users dropped as too short", skipped)
+    return np.stack(negatives).astype(np.int32), skipped
 
 
 def _read_s3rec_sequences(path: Path) -> tuple[list[int], list[np.ndarray]]:

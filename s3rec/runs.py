@@ -16,9 +16,9 @@ import torch
 from s3rec import runtime
 from s3rec.batching import chunk_bounds
 from s3rec.config import HEAD_NAMES, RunConfig, parse_variant
-from s3rec.data import ATTRIBUTES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset
+from s3rec.data import ATTRIBUTES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset, load_sampled_negatives
 from s3rec.encoder import Encoder
-from s3rec.evaluation import check_sampled_protocol, draw_negatives, evaluate, full_ranking_ranks
+from s3rec.evaluation import check_sampled_protocol, draw_negatives, evaluate, full_ranking_ranks, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
 from s3rec.finetuning import score_function, step_loss
 from s3rec.heads import make_head, parameter_count
@@ -90,6 +90,20 @@ def data_files(data_dir: Path) -> list[Path]:
     return [Path(data_dir) / name for name in (SEQUENCES_FILE, ATTRIBUTES_FILE)]
 
 
+def sampled_negatives(data_dir: Path, dataset: Dataset, cfg: RunConfig) -> np.ndarray | None:
+    """The sampled protocol's (U, n) negatives: drawn with eval.negatives_seed, or read from the
+    data set's sampled_negatives.parquet (eval.negatives: file); None without that protocol."""
+    if "sampled" not in cfg.eval.protocols:
+        return None
+    if cfg.eval.negatives == "seeded":
+        return draw_negatives(dataset.sequences, dataset.user_ids, dataset.num_items, cfg.eval)
+    negatives = load_sampled_negatives(data_dir, dataset.user_ids)
+    if negatives.shape[1] != cfg.eval.sampled_negatives:
+        raise ValueError(f"{Path(data_dir) / 'sampled_negatives.parquet'} holds {negatives.shape[1]} negatives per "
+                         f"user, but eval.sampled_negatives is {cfg.eval.sampled_negatives}")
+    return negatives
+
+
 def excluded_negatives(dataset: Dataset, split, include_heldout: bool) -> list[np.ndarray]:
     return dataset.sequences if include_heldout else split.train
 
@@ -128,7 +142,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     log.info("finetuning %s seed %d on %s", variant, cfg.seed, execution)
     dataset = load_dataset(data_dir)
     split = leave_one_out(dataset.sequences)
-    negatives = draw_negatives(dataset.sequences, dataset.user_ids, dataset.num_items, cfg.eval)  # fails before training
+    negatives = sampled_negatives(data_dir, dataset, cfg)  # fails before training
     runtime.epoch_generators(cfg.seed, 0)  # the initial weights depend on the seed alone
     encoder = Encoder(cfg.model, dataset.num_items)
     data_digest = runtime.digest(data_files(data_dir))
@@ -155,9 +169,13 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
 
     def validate():
         start = time.process_time()
-        ranks = full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items,
-                                   exclude_history=cfg.eval.exclude_history, batch_size=cfg.eval.batch_size)
-        metrics = metrics_from_ranks(ranks)
+        if f.early_stopping_protocol == "sampled":
+            ranks = sampled_ranks(score, split.train, split.valid_target, negatives, batch_size=cfg.eval.batch_size)
+            metrics = metrics_from_ranks(ranks, num_candidates=negatives.shape[1] + 1)
+        else:
+            ranks = full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items,
+                                       exclude_history=cfg.eval.exclude_history, batch_size=cfg.eval.batch_size)
+            metrics = metrics_from_ranks(ranks)
         # becomes the history column valid_cpu_seconds
         return metrics[f.early_stopping_metric], metrics | {"cpu_seconds": time.process_time() - start}
 
@@ -191,7 +209,8 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
                         "finetune": history_sum(state.history, "cpu_seconds", "valid_cpu_seconds")
                         + time.process_time() - evaluation_cpu},
         "finetune": {"loss": f.loss, "negatives_exclude_heldout": f.negatives_exclude_heldout,
-                     "batching": f.batching, "early_stopping_metric": f.early_stopping_metric},
+                     "batching": f.batching, "early_stopping_metric": f.early_stopping_metric,
+                     "early_stopping_protocol": f.early_stopping_protocol},
         "execution": execution | peak_memory(device), "config": recorded_config(cfg, pretraining["pretrain"]),
         "provenance": provenance,
     }
@@ -205,10 +224,20 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     return result
 
 
+# Config keys added after runs of the study were checkpointed, with the value that does what the
+# code did before them. At that value a key is left out of a run's identity, so a checkpoint
+# written before it existed still resumes (a pretraining checkpoint holds days of CPU time).
+LATER_KEYS = {("eval", "negatives"): "seeded", ("finetune", "early_stopping_protocol"): "full"}
+
+
 def run_identity(cfg: RunConfig) -> dict:
     """What a resumed run must share with its checkpoint: everything but where it executes, so a
     run stopped on one machine resumes on another with other threads or another device."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in ("device", "threads")}
+    identity = {k: v for k, v in cfg.to_dict().items() if k not in ("device", "threads")}
+    for (section, key), before in LATER_KEYS.items():
+        if identity[section].get(key) == before:
+            del identity[section][key]
+    return identity
 
 
 def recorded_config(cfg: RunConfig, pretrain: dict | None) -> dict:
@@ -234,7 +263,10 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     dataset = load_dataset(data_dir)
     split = leave_one_out(dataset.sequences)
     if "sampled" in cfg.eval.protocols:  # the finetuning's evaluation would fail: say so before pretraining
-        check_sampled_protocol(dataset.sequences, dataset.num_items, cfg.eval.sampled_negatives, dataset.user_ids)
+        if cfg.eval.negatives == "seeded":
+            check_sampled_protocol(dataset.sequences, dataset.num_items, cfg.eval.sampled_negatives, dataset.user_ids)
+        else:
+            sampled_negatives(data_dir, dataset, cfg)
     p = cfg.pretrain
     heldout = np.stack([split.valid_target, split.test_target], axis=1)  # never a negative (leakage rule)
     instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,

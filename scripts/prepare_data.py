@@ -2,10 +2,12 @@
 
     python scripts/prepare_data.py --format synthetic --users 2000 --items 500 --attributes 60 --seed 0 --out DIR
     python scripts/prepare_data.py --format s3rec --sequences Beauty.txt --attributes Beauty_item2attributes.json --out DIR
+    python scripts/prepare_data.py --format s3rec --sequences LastFM.txt --attributes LastFM_item2attributes.json \
+        --negatives LastFM_sample.txt --out DIR
     python scripts/prepare_data.py --format amazon --reviews reviews_Beauty_5.json.gz --meta meta_Beauty.json.gz --out DIR
 
 Writes DIR/sequences.parquet, DIR/item_attributes.parquet and DIR/stats.json (and id maps
-for amazon); see resources/README.md.
+for amazon, and DIR/sampled_negatives.parquet with --negatives); see resources/README.md.
 
 DIR must be missing (it is created), empty, or hold only a previous output of this script;
 that output is then replaced. A DIR holding anything else, or an --out that is a file, is
@@ -49,6 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     s3rec.add_argument("--sequences", help="<Name>.txt: 'user_id item ...' per line")
     # --attributes is a file for s3rec and a count for synthetic; checked below.
     s3rec.add_argument("--attributes", help="s3rec: <Name>_item2attributes.json; synthetic: number of attributes")
+    s3rec.add_argument("--negatives", help="optional <Name>_sample.txt: 'user_id neg ...' per line, the authors' "
+                                           "sampled-protocol negatives (used with eval.negatives: file)")
     amazon = parser.add_argument_group("amazon (raw 2014 files, .json or .json.gz)")
     amazon.add_argument("--reviews", help="reviews_X_5.json[.gz], one JSON review per line")
     amazon.add_argument("--meta", help="meta_X.json[.gz], one Python-literal dict per line")
@@ -61,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     missing = [f"--{name}" for name in REQUIRED[args.format] if getattr(args, name) is None]
     if missing:
         parser.error(f"--format {args.format} needs {', '.join(missing)}")
+    if args.negatives is not None and args.format != "s3rec":
+        parser.error("--negatives is read with --format s3rec only (the authors' <Name>_sample.txt)")
     if args.format == "synthetic":
         try:
             args.attributes = SyntheticSpec.attributes if args.attributes is None else int(args.attributes)
@@ -71,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build(args: argparse.Namespace) -> Prepared:
     if args.format == "s3rec":
-        return read_s3rec(args.sequences, args.attributes)
+        return read_s3rec(args.sequences, args.attributes, args.negatives)
     if args.format == "amazon":
         return read_amazon(args.reviews, args.meta, k_core=args.k_core)
     return generate(SyntheticSpec(users=args.users, items=args.items, attributes=args.attributes, seed=args.seed))

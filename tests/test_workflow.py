@@ -217,6 +217,24 @@ def test_authors_checkpoint_adds_the_authors_variant(workdir):
     assert result.returncode != 0 and "datasets.mine.authors_checkpoint: 'missing.pt' does not exist" in result.stdout
 
 
+def test_a_negatives_file_reaches_prepare_data_and_eval_file_needs_one(workdir):
+    """datasets.<name>.negatives: the authors' <Name>_sample.txt, an input of prepare_data."""
+    for name in ("Mine.txt", "Mine_item2attributes.json", "Mine_sample.txt"):
+        (workdir / name).write_text("placeholder")  # only their existence is checked when planning
+    spec = {"source": "s3rec", "sequences": "Mine.txt", "attributes": "Mine_item2attributes.json"}
+    config = {"run_on": ["mine"], "datasets": {"mine": {**spec, "negatives": "Mine_sample.txt"}},
+              "settings": {"eval": {"negatives": "file"}}}
+    out = run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", write_config(workdir, config)).stdout
+    assert ("scripts/prepare_data.py --format s3rec --sequences Mine.txt --attributes Mine_item2attributes.json"
+            " --negatives Mine_sample.txt --out resources/mine") in out
+    settings = json.loads(re.search(r"scripts/finetune.py .*--settings '(\{.*?\})'", out).group(1))
+    assert settings["eval"]["negatives"] == "file"
+    config["datasets"]["mine"] = spec  # no negatives file, but runs told to use one: stopped at once
+    result = run_snakemake(workdir, "-n", "--configfile", write_config(workdir, config), check=False)
+    assert result.returncode != 0
+    assert "settings.eval.negatives is file, but datasets.mine has no `negatives` file" in result.stdout + result.stderr
+
+
 def expected_outputs(dataset, pretrainings, finetunings, seeds, losses):
     files = [f"resources/{dataset}/{name}" for name in ("sequences.parquet", "item_attributes.parquet", "stats.json")]
     for seed in seeds:

@@ -92,7 +92,7 @@ SOURCE_HINTS = {
 }
 RAW_FILES = {
     "synthetic": (),
-    "s3rec": ("sequences", "attributes"),
+    "s3rec": ("sequences", "attributes", "negatives"),  # negatives: optional
     "amazon": ("reviews", "meta"),
 }
 
@@ -152,7 +152,7 @@ def download_spec(path):
 def raw_files(name):
     """{argument: path} of the raw files a data set is prepared from."""
     spec = dataset_spec(name)
-    return {kind: spec[kind] for kind in RAW_FILES[spec["source"]]}
+    return {kind: spec[kind] for kind in RAW_FILES[spec["source"]] if spec.get(kind)}
 
 
 def check_raw_files(name):
@@ -189,8 +189,14 @@ def check_config():
         raise WorkflowError(
             f"ranks: rank {too_large[0]} exceeds settings.model.hidden_size = {hidden}"
         )
+    from_file = config["settings"].get("eval", {}).get("negatives") == "file"
     for name in config["run_on"]:
         check_raw_files(name)
+        if from_file and not dataset_spec(name).get("negatives"):
+            raise WorkflowError(
+                f"settings.eval.negatives is file, but datasets.{name} has no `negatives` file "
+                "(the authors' <Name>_sample.txt); set it, or use eval.negatives: seeded"
+            )
         authors = authors_checkpoint(name)
         if authors and not Path(authors).is_file():
             raise WorkflowError(
@@ -574,6 +580,8 @@ def prepare_arguments(wildcards):
         args += ["--attributes", spec["attributes"], "--seed", spec["seed"]]
     elif source == "s3rec":
         args = ["--sequences", spec["sequences"], "--attributes", spec["attributes"]]
+        if spec.get("negatives"):
+            args += ["--negatives", spec["negatives"]]
     else:
         args = [
             "--reviews",
