@@ -2,9 +2,12 @@
 
     python benchmarks/reproduction_table.py results/reproduction [--json]
     python benchmarks/reproduction_table.py results/reproduction --paired ARM REFERENCE
+    python benchmarks/reproduction_table.py results/reproduction --sampled [ARM ...]
 
 Prints a Markdown table of test full-ranking NDCG@10 and HR@10, sampled-99 NDCG@10, best
 epoch / epochs run, and CPU minutes per run; `--json` prints the per-seed values instead.
+`--sampled` prints the sampled protocol's test metrics in the columns of the authors' tables
+(HR@1, HR@5, NDCG@5, HR@10, NDCG@10, MRR), for the ARMs given or every arm.
 `--paired` prints ARM − REFERENCE in test NDCG@10, per user over their common seeds, with the
 study report's 95 % paired bootstrap interval (users and seeds resampled), per protocol.
 """
@@ -58,6 +61,21 @@ def paired(root: Path, arm: str, reference: str) -> dict:
     return result
 
 
+SAMPLED_COLUMNS = ("HR@1", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")  # the authors' README tables
+
+
+def sampled_table(arms: dict[str, list[dict]], chosen: list[str]) -> list[str]:
+    unknown = [arm for arm in chosen if arm not in arms]
+    if unknown:
+        raise SystemExit(f"reproduction_table: no runs of arm {unknown[0]!r}; arms: {', '.join(arms)}")
+    lines = ["| arm | seeds | " + " | ".join(SAMPLED_COLUMNS) + " |", "|---|---|" + "---:|" * len(SAMPLED_COLUMNS)]
+    for arm in chosen or arms:
+        runs = [r for r in arms[arm] if "sampled" in r["metrics"]]
+        cells = [mean_std([r["metrics"]["sampled"]["test"][m] for r in runs]) for m in SAMPLED_COLUMNS]
+        lines.append(f"| {arm} | {','.join(str(r['seed']) for r in runs)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def mean_std(values: list[float]) -> str:
     if not values:
         return "–"
@@ -71,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", type=Path)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--paired", nargs=2, metavar=("ARM", "REFERENCE"))
+    parser.add_argument("--sampled", nargs="*", metavar="ARM")
     args = parser.parse_args(argv)
     if args.paired:
         result = paired(args.root, *args.paired)
@@ -78,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
             [f"{result['arm']} − {result['reference']}, seeds {', '.join(result['seeds'])}:"]
             + [f"{p} {d['difference']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
                for p, d in result.items() if p in ("full", "sampled")]))
+        return
+    if args.sampled is not None:
+        print("\n".join(sampled_table(load_arms(args.root), args.sampled)))
         return
     arms = {arm: summary(runs) for arm, runs in load_arms(args.root).items()}
     if args.json:

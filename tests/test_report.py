@@ -539,3 +539,19 @@ def test_reproduction_table_pairs_two_arms_user_by_user(tmp_path, capsys):
     reproduction_table.main([str(tmp_path), "--paired", "better", "reference"])
     assert capsys.readouterr().out.strip() == ("better − reference, seeds seed0, seed1: "
                                                "full +0.5000 [+0.5000, +0.5000] sampled +0.5000 [+0.5000, +0.5000]")
+
+
+def test_reproduction_table_sampled_columns_are_the_authors(tmp_path, capsys):
+    for seed, mrr in ((0, 0.30), (1, 0.34)):
+        run = tmp_path / "lastfm_none_sampled" / f"seed{seed}"
+        run.mkdir(parents=True)
+        sampled = {m: 0.5 for m in ("HR@1", "HR@5", "NDCG@5", "HR@10", "NDCG@10")} | {"MRR": mrr}
+        (run / "metrics.json").write_text(json.dumps({"seed": seed, "metrics": {"sampled": {"test": sampled}}}))
+    reproduction_table = load_script("reproduction_table", folder="benchmarks")
+    reproduction_table.main([str(tmp_path), "--sampled"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| arm | seeds | HR@1 | HR@5 | NDCG@5 | HR@10 | NDCG@10 | MRR |"
+    assert lines[2] == ("| lastfm_none_sampled | 0,1 | 0.5000 ± 0.0000 | 0.5000 ± 0.0000 | 0.5000 ± 0.0000 "
+                        "| 0.5000 ± 0.0000 | 0.5000 ± 0.0000 | 0.3200 ± 0.0283 |")
+    with pytest.raises(SystemExit, match="no runs of arm 'missing'"):
+        reproduction_table.main([str(tmp_path), "--sampled", "missing"])
