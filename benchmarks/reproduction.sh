@@ -2,7 +2,8 @@
 # Reproduction against the S3Rec authors (README, "Reproduction"): finetuning arms of SASRec
 # (`none`) and of the authors' released checkpoints, one single-threaded run at a time. Beauty
 # arms use this project's protocols; the lastfm_* arms the authors' exact sampled protocol
-# (their LastFM_sample.txt negatives, early stopping on the sampled MRR as run_finetune_sample.py).
+# (their LastFM_sample.txt negatives, early stopping on the sampled MRR as run_finetune_sample.py);
+# lastfm_none_sampled_patience30 waits 30 epochs instead of 10 (SASRec plateaus early on LastFM).
 # Runs are resumable and skipped once their metrics.json exists, so the script can be stopped
 # and started again. Summarise with: python benchmarks/reproduction_table.py OUT
 #
@@ -27,7 +28,7 @@ bucketed10='{"finetune": {"batching": "bucketed", "early_stopping_metric": "NDCG
 declare -A variant=(
   [none_padded_ndcg20]=none [none_bucketed_ndcg10]=none [none_bucketed_ndcg20]=none [none_padded_ndcg10]=none
   [authors_bce]=authors [authors_ce]=authors [none_authors_negatives]=none
-  [lastfm_none_sampled]=none [lastfm_authors_sampled]=authors)
+  [lastfm_none_sampled]=none [lastfm_authors_sampled]=authors [lastfm_none_sampled_patience30]=none)
 authors_sampled='{"eval": {"negatives": "file"}, "finetune": {"early_stopping_protocol": "sampled", "early_stopping_metric": "MRR"}}'
 declare -A settings=(
   [none_padded_ndcg20]='{}' [none_bucketed_ndcg10]=$bucketed10
@@ -35,10 +36,11 @@ declare -A settings=(
   [none_padded_ndcg10]='{"finetune": {"early_stopping_metric": "NDCG@10"}}'
   [authors_bce]='{}' [authors_ce]='{"finetune": {"loss": "ce"}}'
   [none_authors_negatives]='{"finetune": {"negatives_exclude_heldout": true}}'
-  [lastfm_none_sampled]=$authors_sampled [lastfm_authors_sampled]=$authors_sampled)
+  [lastfm_none_sampled]=$authors_sampled [lastfm_authors_sampled]=$authors_sampled
+  [lastfm_none_sampled_patience30]='{"eval": {"negatives": "file"}, "finetune": {"early_stopping_protocol": "sampled", "early_stopping_metric": "MRR", "patience": 30}}')
 arms=("$@")
 [ ${#arms[@]} -gt 0 ] || arms=(authors_bce none_padded_ndcg20 none_bucketed_ndcg10 authors_ce none_bucketed_ndcg20 none_padded_ndcg10
-                                none_authors_negatives lastfm_none_sampled lastfm_authors_sampled)
+                                none_authors_negatives lastfm_none_sampled lastfm_authors_sampled lastfm_none_sampled_patience30)
 
 for arm in "${arms[@]}"; do
   [ -n "${variant[$arm]:-}" ] || { echo "reproduction.sh: unknown arm $arm" >&2; exit 2; }

@@ -226,7 +226,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
 
 # Config keys added after runs of the study were checkpointed, with the value that does what the
 # code did before them. At that value a key is left out of a run's identity, so a checkpoint
-# written before it existed still resumes (a pretraining checkpoint holds days of CPU time).
+# written before it existed still resumes (a Beauty pretraining checkpoint holds hours of CPU time).
 LATER_KEYS = {("eval", "negatives"): "seeded", ("finetune", "early_stopping_protocol"): "full"}
 
 
