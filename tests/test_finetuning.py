@@ -121,7 +121,7 @@ def test_training_writes_every_output_and_is_deterministic(tiny_data, tmp_path):
     assert set(saved["metrics"]) == {"full", "sampled"}
     assert set(saved["metrics"]["sampled"]["test"]) >= {"HR@10", "NDCG@10", "MRR", "AUC"}
     assert saved["finetune"] == {"loss": "bce", "negatives_exclude_heldout": False, "batching": "padded",
-                                 "early_stopping_metric": "NDCG@20"}
+                                 "early_stopping_metric": "NDCG@20", "early_stopping_protocol": "full"}
     assert saved["parameters"]["heads"] == {}
     assert "pretrain" not in saved["config"]  # `none` was never pretrained
     assert saved["execution"]["device"] == "cpu" and saved["execution"]["threads"] >= 1
