@@ -574,17 +574,9 @@ def read_s3rec_negatives(path: Path, user_ids: np.ndarray, sequences: list[np.nd
     protocol rank a positive as a negative); anything else is a DataError naming the line."""
     row_of = {int(user): row for row, user in enumerate(user_ids)}
     negatives: list[np.ndarray | None] = [None] * len(user_ids)
-    seen: dict[int, int] = {}
     width, skipped = None, 0
-    for lineno, line in numbered_lines(path):
-        fields = line.split()
-        if not all(_is_int(f) for f in fields):
-            bad = next(f for f in fields if not _is_int(f))
-            raise DataError(f"{path}:{lineno}: expected 'user_id item_id ...' of integers, got {bad!r}")
-        user, items = int(fields[0]), np.asarray([int(f) for f in fields[1:]], dtype=np.int64)
-        if user in seen:
-            raise DataError(f"{path}:{lineno}: user {user} already on line {seen[user]}")
-        seen[user] = lineno
+    for lineno, user, ids in _user_lines(path):
+        items = np.asarray(ids, dtype=np.int64)
         if user not in all_users:
             raise DataError(f"{path}:{lineno}: user {user} is not a user of the sequences file")
         if user not in row_of:
@@ -613,9 +605,9 @@ def read_s3rec_negatives(path: Path, user_ids: np.ndarray, sequences: list[np.nd
     return np.stack(negatives).astype(np.int32), skipped
 
 
-def _read_s3rec_sequences(path: Path) -> tuple[list[int], list[np.ndarray]]:
-    user_ids: list[int] = []
-    sequences: list[np.ndarray] = []
+def _user_lines(path: Path) -> Iterator[tuple[int, int, list[int]]]:
+    """(line number, user id, the ids after it) of a 'user_id item_id ...' file (the authors'
+    sequences and negatives): integers only, each user on one line."""
     seen: dict[int, int] = {}
     for lineno, line in numbered_lines(path):
         fields = line.split()
@@ -626,13 +618,20 @@ def _read_s3rec_sequences(path: Path) -> tuple[list[int], list[np.ndarray]]:
             raise DataError(
                 f"{path}:{lineno}: expected 'user_id item_id ...' of integers, got {bad!r}"
             ) from None
-        if min(ids) < 1:
-            raise DataError(f"{path}:{lineno}: expected ids >= 1 (0 is padding), got {min(ids)}")
         if ids[0] in seen:
             raise DataError(f"{path}:{lineno}: user {ids[0]} already on line {seen[ids[0]]}")
         seen[ids[0]] = lineno
-        user_ids.append(ids[0])
-        sequences.append(np.asarray(ids[1:], dtype=np.int32))
+        yield lineno, ids[0], ids[1:]
+
+
+def _read_s3rec_sequences(path: Path) -> tuple[list[int], list[np.ndarray]]:
+    user_ids: list[int] = []
+    sequences: list[np.ndarray] = []
+    for lineno, user, items in _user_lines(path):
+        if min(user, *items) < 1:
+            raise DataError(f"{path}:{lineno}: expected ids >= 1 (0 is padding), got {min(user, *items)}")
+        user_ids.append(user)
+        sequences.append(np.asarray(items, dtype=np.int32))
     return user_ids, sequences
 
 

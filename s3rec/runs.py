@@ -16,7 +16,8 @@ import torch
 from s3rec import runtime
 from s3rec.batching import chunk_bounds
 from s3rec.config import HEAD_NAMES, RunConfig, parse_variant
-from s3rec.data import ATTRIBUTES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset, load_sampled_negatives
+from s3rec.data import (ATTRIBUTES_FILE, NEGATIVES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset,
+                        load_sampled_negatives)
 from s3rec.encoder import Encoder
 from s3rec.evaluation import check_sampled_protocol, draw_negatives, evaluate, full_ranking_ranks, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
@@ -99,7 +100,7 @@ def sampled_negatives(data_dir: Path, dataset: Dataset, cfg: RunConfig) -> np.nd
         return draw_negatives(dataset.sequences, dataset.user_ids, dataset.num_items, cfg.eval)
     negatives = load_sampled_negatives(data_dir, dataset.user_ids)
     if negatives.shape[1] != cfg.eval.sampled_negatives:
-        raise ValueError(f"{Path(data_dir) / 'sampled_negatives.parquet'} holds {negatives.shape[1]} negatives per "
+        raise ValueError(f"{Path(data_dir) / NEGATIVES_FILE} holds {negatives.shape[1]} negatives per "
                          f"user, but eval.sampled_negatives is {cfg.eval.sampled_negatives}")
     return negatives
 
