@@ -1,0 +1,130 @@
+"""One model, two full-ranking evaluators: this project's and the authors' full-sort code.
+
+    python benchmarks/authors_ranking.py --data resources/beauty MODEL [MODEL ...] [--threads 1]
+
+MODEL is a finetuned model: this project's finetune.pt, or a state dict in the authors' layout
+(what their run_finetune_full.py saves as Finetune_full-<Data>-<ckp>.pt). Each is scored on the
+validation and test splits twice, from the same scores:
+
+- `ours`: s3rec.evaluation (README "Evaluation"): the target ranked among items 1..M, the
+  user's earlier items left out of the ranking, except the target itself; ties pessimistic.
+- `authors`: what their FinetuneTrainer does (read from their trainers.py, re-implemented
+  here): every row of the item table is a candidate, padding (0) and [MASK] (M + 1) included;
+  the earlier items' scores are *set to 0*, not removed (a target the user had before scores 0
+  too); the top 20 come from numpy's argpartition and argsort on float32 scores, as theirs.
+
+Prints one JSON object: per model and split, NDCG@10/20 and HR@10/20 of each evaluator, and
+the users where the two can disagree (target among the earlier items; target scoring below 0,
+where the zeroed items and the padding row outrank it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from s3rec import runtime
+from s3rec.authors import convert_state_dict
+from s3rec.batching import pad_left
+from s3rec.config import ModelConfig
+from s3rec.data import leave_one_out, load_dataset
+from s3rec.encoder import Encoder
+from s3rec.evaluation import full_ranking_ranks
+from s3rec.metrics import metrics_from_ranks
+
+TOP = 20  # their full-sort keeps the top 20 only
+KS = (10, 20)
+
+
+def load_encoder(path: Path, num_items: int) -> Encoder:
+    saved = runtime.load_torch(path)
+    if isinstance(saved, dict) and "state_dict" in saved:  # this project's finetune.pt
+        state, model = saved["state_dict"], saved["config"]["model"]
+    else:  # the authors' S3RecModel state dict: keep the encoder's tensors
+        prefix = "encoder."
+        state = {k[len(prefix):]: v for k, v in convert_state_dict(saved).items() if k.startswith(prefix)}
+        layers = {key.split(".")[1] for key in state if key.startswith("layers.")}
+        model = {"hidden_size": int(state["item_embeddings.weight"].shape[1]), "num_layers": len(layers),
+                 "max_len": int(state["position_embeddings.weight"].shape[0])}
+    encoder = Encoder(ModelConfig(**model), num_items)
+    encoder.load_state_dict(state, strict=True)
+    return encoder.eval()
+
+
+@torch.no_grad()
+def all_scores(encoder: Encoder, histories: list[np.ndarray], batch_size: int = 256):
+    """(B, M + 2) float32 scores of every row of the item table, batch by batch."""
+    for start in range(0, len(histories), batch_size):
+        rows = histories[start:start + batch_size]
+        length = min(max(len(h) for h in rows), encoder.cfg.max_len)
+        _, last = encoder.forward_ends(torch.from_numpy(pad_left(rows, length)), causal=True)
+        yield start, (last @ encoder.item_embeddings.weight.T).numpy()
+
+
+def authors_positions(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
+    """0-based position of each target in their top-20 list, TOP where it is not in it."""
+    scores = scores.copy()
+    for row, history in enumerate(histories):
+        scores[row, history] = 0  # their `rating_pred[train_matrix > 0] = 0`
+    top = np.argpartition(scores, -TOP)[:, -TOP:]
+    order = np.argsort(scores[np.arange(len(scores))[:, None], top])[:, ::-1]
+    ranked = top[np.arange(len(scores))[:, None], order]
+    hit = ranked == targets[:, None]
+    return np.where(hit.any(1), hit.argmax(1), TOP)
+
+
+def evaluate(encoder: Encoder, histories: list[np.ndarray], targets: np.ndarray, num_items: int) -> dict:
+    ours = full_ranking_ranks(_score_fn(encoder, num_items), histories, targets, num_items)
+    positions = np.empty(len(targets), dtype=np.int64)
+    below_zero = 0
+    for start, scores in all_scores(encoder, histories):
+        index = slice(start, start + len(scores))
+        positions[index] = authors_positions(scores, histories[index], targets[index])
+        below_zero += int((scores[np.arange(len(scores)), targets[index]] < 0).sum())
+    theirs = {}
+    for k in KS:
+        hit = positions < k
+        theirs[f"NDCG@{k}"] = float(np.where(hit, 1 / np.log2(positions + 2.0), 0).mean())
+        theirs[f"HR@{k}"] = float(hit.mean())
+    ours_metrics = metrics_from_ranks(ours)
+    repeats = int(sum(t in set(h.tolist()) for h, t in zip(histories, targets)))
+    return {"ours": {m: ours_metrics[m] for k in KS for m in (f"NDCG@{k}", f"HR@{k}")}, "authors": theirs,
+            "users": len(targets), "target_in_history": repeats, "target_scores_below_0": below_zero}
+
+
+def _score_fn(encoder: Encoder, num_items: int):
+    def score(histories: list[np.ndarray]) -> torch.Tensor:
+        scores = next(all_scores(encoder, histories, batch_size=len(histories)))[1]
+        return torch.from_numpy(scores[:, : num_items + 1])
+    return score
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument("--data", type=Path, required=True, help="a prepared data set (scripts/prepare_data.py)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    runtime.set_threads(args.threads)
+    started = time.perf_counter()
+    dataset = load_dataset(args.data)
+    split = leave_one_out(dataset.sequences)
+    valid = np.asarray(split.valid_target)
+    inputs = {"valid": (list(split.train), valid),
+              "test": ([np.concatenate([t, valid[i:i + 1]]) for i, t in enumerate(split.train)],
+                       np.asarray(split.test_target))}
+    report = {}
+    for path in args.models:
+        encoder = load_encoder(path, dataset.num_items)
+        report[str(path)] = {name: evaluate(encoder, h, t, dataset.num_items) for name, (h, t) in inputs.items()}
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

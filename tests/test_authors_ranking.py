@@ -1,0 +1,79 @@
+"""benchmarks/authors_ranking.py: the authors' full-sort ranking re-implemented, on hand cases and
+on one model saved in both layouts."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from s3rec import runtime
+from s3rec.authors import convert_state_dict
+from s3rec.data import leave_one_out, load_dataset, write_prepared
+from s3rec.encoder import Encoder
+from s3rec.config import ModelConfig
+from s3rec.evaluation import full_ranking_ranks
+from s3rec.finetuning import score_function
+from s3rec.metrics import metrics_from_ranks
+from s3rec.synthetic import SyntheticSpec, generate
+from scripts_import import load_script
+from test_authors import D, authors_state_dict
+
+authors_ranking = load_script("authors_ranking", folder="benchmarks")
+
+
+def scores_row(**items: float) -> np.ndarray:
+    """25 columns (padding 0, items 1..23, [MASK] 24): -1 but where given (i<n>=score); padding 0."""
+    row = np.full((1, 25), -1.0, dtype=np.float32)
+    row[0, 0] = 0.0
+    for name, value in items.items():
+        row[0, int(name[1:])] = value
+    return row
+
+
+def test_history_items_are_zeroed_not_removed():
+    above = {f"i{n}": 0.6 + 0.1 * (n - 10) for n in range(10, 16)}  # six items above the target
+    row = scores_row(i3=2.0, i7=1.0, i5=0.5, **above)
+    # target 5 after history [3, 7]: 3 and 7 drop to 0, below it; the six items stay above it
+    assert authors_ranking.authors_positions(row, [np.array([3, 7])], np.array([5])).tolist() == [6]
+    # target 3 is itself in the history: its 2.0 becomes 0, behind the six and item 5 (0.5), tied
+    # with item 7 and the padding row; this project ranks it by its own score instead (rank 1)
+    position = authors_ranking.authors_positions(row, [np.array([3, 7])], np.array([3]))[0]
+    assert position in (7, 8, 9)
+    ours = full_ranking_ranks(lambda h: torch.from_numpy(row[:, :24]), [np.array([3, 7])], np.array([3]), 23)
+    assert ours.tolist() == [1]
+
+
+def test_a_target_below_zero_loses_to_the_padding_and_mask_rows():
+    # 18 items at 0.1 and the padding row (0) and [MASK] (0.05) above a target at -0.5: 20 rows
+    row = scores_row(i5=-0.5, i24=0.05, **{f"i{n}": 0.1 for n in range(6, 24)})
+    assert authors_ranking.authors_positions(row, [np.array([1])], np.array([5])).tolist() == [authors_ranking.TOP]
+    # this project ranks among items 1..M only: 18 items above it, history item 1 left out
+    ours = full_ranking_ranks(lambda h: torch.from_numpy(row[:, :24]), [np.array([1])], np.array([5]), 23)
+    assert ours.tolist() == [19]
+
+
+def test_both_layouts_of_one_model_give_one_report(tmp_path, capsys):
+    data = tmp_path / "tiny"
+    write_prepared(generate(SyntheticSpec(users=80, items=30, attributes=7, seed=5, max_length=15)), data)
+    dataset = load_dataset(data)
+    theirs = authors_state_dict(dataset.num_items, dataset.num_attributes)
+    torch.save(theirs, tmp_path / "Finetune_full-Tiny-0.pt")
+    state = {k.removeprefix("encoder."): v for k, v in convert_state_dict(theirs).items() if k.startswith("encoder.")}
+    config = {"model": {"hidden_size": D}}
+    runtime.save_torch(tmp_path / "finetune.pt", {"config": config, "variant": "none", "best_epoch": 1, "state_dict": state})
+
+    assert authors_ranking.main(["--data", str(data), str(tmp_path / "Finetune_full-Tiny-0.pt"),
+                                 str(tmp_path / "finetune.pt")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    first, second = (report[str(tmp_path / name)] for name in ("Finetune_full-Tiny-0.pt", "finetune.pt"))
+    assert first == second
+
+    # `ours` is the evaluation finetune.py reports
+    encoder = Encoder(ModelConfig(hidden_size=D), dataset.num_items)
+    encoder.load_state_dict(state)
+    split = leave_one_out(dataset.sequences)
+    ranks = full_ranking_ranks(score_function(encoder.eval(), torch.device("cpu")), split.train,
+                               split.valid_target, dataset.num_items)
+    assert first["valid"]["ours"]["NDCG@10"] == metrics_from_ranks(ranks)["NDCG@10"]
+    assert first["valid"]["users"] == 80 and 0 <= first["valid"]["target_scores_below_0"] <= 80
