@@ -4,7 +4,7 @@
 
 MODEL is a finetuned model: this project's finetune.pt, or a state dict in the authors' layout
 (what their run_finetune_full.py saves as Finetune_full-<Data>-<ckp>.pt). Each is scored on the
-validation and test splits twice, from the same scores:
+validation and test splits twice, by the same weights:
 
 - `ours`: s3rec.evaluation (README "Evaluation"): the target ranked among items 1..M, the
   user's earlier items left out of the ranking, except the target itself; ties pessimistic.
@@ -33,7 +33,8 @@ from s3rec.batching import pad_left
 from s3rec.config import ModelConfig
 from s3rec.data import leave_one_out, load_dataset
 from s3rec.encoder import Encoder
-from s3rec.evaluation import full_ranking_ranks
+from s3rec.evaluation import SPLITS, full_ranking_ranks, split_inputs
+from s3rec.finetuning import score_function
 from s3rec.metrics import metrics_from_ranks
 
 TOP = 20  # their full-sort keeps the top 20 only
@@ -57,7 +58,8 @@ def load_encoder(path: Path, num_items: int) -> Encoder:
 
 @torch.no_grad()
 def all_scores(encoder: Encoder, histories: list[np.ndarray], batch_size: int = 256):
-    """(B, M + 2) float32 scores of every row of the item table, batch by batch."""
+    """(B, M + 2) float32 scores of every row of the item table, batch by batch. Like
+    s3rec.finetuning.score_function, but with the [MASK] row, which their ranking includes."""
     for start in range(0, len(histories), batch_size):
         rows = histories[start:start + batch_size]
         length = min(max(len(h) for h in rows), encoder.cfg.max_len)
@@ -78,7 +80,9 @@ def authors_positions(scores: np.ndarray, histories: list[np.ndarray], targets: 
 
 
 def evaluate(encoder: Encoder, histories: list[np.ndarray], targets: np.ndarray, num_items: int) -> dict:
-    ours = full_ranking_ranks(_score_fn(encoder, num_items), histories, targets, num_items)
+    """`ours` is exactly the ranking finetune.py reports (score_function, full_ranking_ranks, which
+    batches users its own way); `authors` ranks a second pass's scores, which include [MASK]."""
+    ours = full_ranking_ranks(score_function(encoder, torch.device("cpu")), histories, targets, num_items)
     positions = np.empty(len(targets), dtype=np.int64)
     below_zero = 0
     for start, scores in all_scores(encoder, histories):
@@ -96,13 +100,6 @@ def evaluate(encoder: Encoder, histories: list[np.ndarray], targets: np.ndarray,
             "users": len(targets), "target_in_history": repeats, "target_scores_below_0": below_zero}
 
 
-def _score_fn(encoder: Encoder, num_items: int):
-    def score(histories: list[np.ndarray]) -> torch.Tensor:
-        scores = next(all_scores(encoder, histories, batch_size=len(histories)))[1]
-        return torch.from_numpy(scores[:, : num_items + 1])
-    return score
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", type=Path)
@@ -113,14 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     dataset = load_dataset(args.data)
     split = leave_one_out(dataset.sequences)
-    valid = np.asarray(split.valid_target)
-    inputs = {"valid": (list(split.train), valid),
-              "test": ([np.concatenate([t, valid[i:i + 1]]) for i, t in enumerate(split.train)],
-                       np.asarray(split.test_target))}
     report = {}
     for path in args.models:
         encoder = load_encoder(path, dataset.num_items)
-        report[str(path)] = {name: evaluate(encoder, h, t, dataset.num_items) for name, (h, t) in inputs.items()}
+        report[str(path)] = {name: evaluate(encoder, *split_inputs(split, name), dataset.num_items) for name in SPLITS}
     report["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=1))
     return 0

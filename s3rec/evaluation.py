@@ -161,7 +161,7 @@ def evaluate(
     metrics: dict[str, dict[str, dict[str, float]]] = {protocol: {} for protocol in cfg.protocols}
     frames = []
     for name in splits:
-        histories, targets = _split_inputs(split, name)
+        histories, targets = split_inputs(split, name)
         ranks = _rank_all(score_fn, histories, targets, num_items, cfg.exclude_history, negatives,
                           cfg.batch_size, protocols=cfg.protocols)
         for protocol in cfg.protocols:
@@ -178,7 +178,7 @@ def evaluate(
     return metrics, frame
 
 
-def _split_inputs(split: Any, name: str) -> tuple[list[np.ndarray], np.ndarray]:
+def split_inputs(split: Any, name: str) -> tuple[list[np.ndarray], np.ndarray]:
     """Histories and targets of one split: the held-out valid item joins the test history."""
     if name == "valid":
         return list(split.train), np.asarray(split.valid_target)
