@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -233,6 +234,28 @@ def test_a_negatives_file_reaches_prepare_data_and_eval_file_needs_one(workdir):
     result = run_snakemake(workdir, "-n", "--configfile", write_config(workdir, config), check=False)
     assert result.returncode != 0
     assert "settings.eval.negatives is file, but datasets.mine has no `negatives` file" in result.stdout + result.stderr
+
+
+def test_data_with_new_mtimes_but_the_same_bytes_reruns_nothing(workdir):
+    """A data file over snakemake's default checksum limit (1 MB; Beauty.txt is 1.09 MB) copied
+    again with a new mtime: the workflow profile's max-checksum-file-size makes snakemake compare
+    its checksum, so prepare_data (and every pretraining after it) is not rerun; new bytes are."""
+    rng = np.random.default_rng(0)
+    lines = (" ".join(map(str, [user, *rng.integers(1, 2001, 10)])) for user in range(1, 25_001))
+    sequences = workdir / "Mine.txt"
+    sequences.write_text("\n".join(lines) + "\n")
+    assert sequences.stat().st_size > 1_000_000
+    (workdir / "Mine_item2attributes.json").write_text(json.dumps({str(i): [i % 7 + 1] for i in range(1, 2001)}))
+    config = write_config(workdir, {"run_on": ["mine"], "datasets": {"mine": {
+        "source": "s3rec", "sequences": "Mine.txt", "attributes": "Mine_item2attributes.json"}}})
+    target = "resources/mine/stats.json"
+    run_snakemake(workdir, target, "--cores", "1", "--configfile", config)
+    time.sleep(0.01)
+    os.utime(sequences)  # touched: newer than the prepared files, bytes unchanged
+    assert "Nothing to be done" in run_snakemake(workdir, target, "-n", "--configfile", config).stdout
+    with open(sequences, "a") as f:
+        f.write("25001 1 2 3 4 5\n")
+    assert planned(workdir, target, "--configfile", config) == {"prepare_data": 1}
 
 
 def expected_outputs(dataset, pretrainings, finetunings, seeds, losses):
