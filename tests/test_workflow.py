@@ -250,7 +250,7 @@ def test_data_with_new_mtimes_but_the_same_bytes_reruns_nothing(workdir):
         "source": "s3rec", "sequences": "Mine.txt", "attributes": "Mine_item2attributes.json"}}})
     target = "resources/mine/stats.json"
     run_snakemake(workdir, target, "--cores", "1", "--configfile", config)
-    time.sleep(0.01)
+    time.sleep(1)  # a visibly newer mtime, also where mtimes have whole seconds
     os.utime(sequences)  # touched: newer than the prepared files, bytes unchanged
     assert "Nothing to be done" in run_snakemake(workdir, target, "-n", "--configfile", config).stdout
     with open(sequences, "a") as f:
