@@ -12,6 +12,9 @@ attribute logits cover 1..num_attributes only.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +25,7 @@ from s3rec.heads import make_head
 from s3rec.pretrain_batches import Batch
 
 LOSS_NAMES = HEAD_NAMES  # ("aap", "mip", "map", "sp"); forward also returns "loss", the weighted total
+SATURATED_PAIR_LOSS = math.log(2)  # softplus(0): the sigmoid_difference loss of a pair with sigma(s+) = sigma(s-)
 
 
 class PretrainModel(nn.Module):
@@ -89,3 +93,17 @@ def step_losses(model: PretrainModel, chunks: list[Batch]) -> dict[str, torch.Te
     """The losses of one optimisation step computed in chunks: sums, so the chunks' losses add up."""
     per_chunk = [model(chunk) for chunk in chunks]
     return {name: sum(losses[name] for losses in per_chunk) for name in per_chunk[0]}
+
+
+def segment_head_stalled(sp_losses: Sequence[float], pair_loss: str, epochs: int = 3, tolerance: float = 5e-4) -> bool:
+    """Whether SP's per-instance loss has sat at ln 2 for the last `epochs` epochs under the
+    authors' sigmoid_difference loss: sigma(s+) = sigma(s-) on every pair, which in practice means
+    both scores saturated (sigma ~ 0 or 1), where that loss has no gradient and the head never
+    recovers. Seen on Beauty: `paper-full` seed 2, every SP score near -53 from epoch 1; the run goes
+    on as pretraining without SP. SP scores one pair per instance, so its per-instance loss is
+    exactly ln 2 then (MIP sums several pairs per instance: no such fixed value). A learning head
+    leaves ln 2 within two or three epochs. The logsigmoid loss keeps a gradient on the wrong side
+    and is never flagged."""
+    if pair_loss != "sigmoid_difference" or len(sp_losses) < epochs:
+        return False
+    return all(abs(loss - SATURATED_PAIR_LOSS) < tolerance for loss in sp_losses[-epochs:])

@@ -26,7 +26,7 @@ from s3rec.heads import make_head, parameter_count
 from s3rec.metrics import metrics_from_ranks
 from s3rec.pretrain_batches import build_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
-from s3rec.pretraining import LOSS_NAMES, PretrainModel, step_losses
+from s3rec.pretraining import LOSS_NAMES, PretrainModel, segment_head_stalled, step_losses
 from s3rec.training import adam, run_epochs
 
 log = logging.getLogger("s3rec")
@@ -252,6 +252,15 @@ def recorded_config(cfg: RunConfig, pretrain: dict | None) -> dict:
     return config
 
 
+def warn_if_segment_head_stalled(sp_losses: list[float], sp_loss: float, pair_loss: str) -> None:
+    """Append this epoch's SP loss; warn once, the epoch SP is first found stalled at ln 2."""
+    sp_losses.append(sp_loss)
+    if segment_head_stalled(sp_losses, pair_loss) and not segment_head_stalled(sp_losses[:-1], pair_loss):
+        log.warning("the SP loss has been ln 2 (%.4f) for three epochs in a row: the segment head's scores have most "
+                    "likely saturated, where pair_loss sigmoid_difference (the authors') has no gradient; "
+                    "this run goes on as pretraining without SP (pair_loss logsigmoid cannot stall this way)", sp_loss)
+
+
 def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_after: int | None = None) -> dict | None:
     """Self-supervised pretraining for a fixed number of epochs (no early stopping, as the authors)."""
     if not parse_variant(variant)[0]:
@@ -277,6 +286,8 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
     optimizer = adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
 
+    sp_losses: list[float] = []  # this process's epochs (after a resume, the ones since)
+
     @timed
     def train_epoch(rng):
         sums = dict.fromkeys(("loss", *LOSS_NAMES), 0.0)
@@ -288,7 +299,9 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
             optimizer.step()
             for name in sums:  # detached sums: no device synchronisation per step
                 sums[name] += losses[name].detach().double()
-        return {name: float(value) / len(instances) for name, value in sums.items()} | {"instances": len(instances)}
+        row = {name: float(value) / len(instances) for name, value in sums.items()}
+        warn_if_segment_head_stalled(sp_losses, row["sp"], p.pair_loss)
+        return row | {"instances": len(instances)}
 
     out_dir = Path(out_dir)
     data_digest = runtime.digest(data_files(data_dir))

@@ -12,8 +12,9 @@ reduced to the small files:
     (<pretraining> = <preset>-<variant> or authors; <loss> = bce | ce)
 It writes STUDY_DIR/report/:
     runs.md             which planned runs are there, which are missing or incomplete (a run
-                        lacking one of its files), which are extra (not in the plan), and the
-                        wall and CPU time the runs recorded, per device
+                        lacking one of its files), which are extra (not in the plan), which
+                        pretrainings' SP loss stalled at ln 2, and the wall and CPU time the
+                        runs recorded, per device
     tables/             scripts/aggregate.py on every complete run's metrics.json (+ popularity)
     figures/<figure>.png, .pdf   scripts/plot_report.py: accuracy_vs_rank, params_vs_accuracy,
                         pretrain_losses, finetune_validation, head_spectra (data_distributions
@@ -28,6 +29,7 @@ made; the log says why), 2 on bad input (plan.json, a run file of another data s
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import json
 import logging
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from s3rec import report, runtime
+from s3rec.pretraining import segment_head_stalled
 
 log = logging.getLogger("s3rec")
 SCRIPTS = Path(__file__).resolve().parent
@@ -364,12 +367,38 @@ def runs_markdown(study: Study) -> str:
     if study.unrecognised:
         lines += ["## Other files (fit no run of the layout)", ""]
         lines += [f"- {p.as_posix()}" for p in study.unrecognised] + [""]
+    lines += pretraining_checks(study)
     lines += ["## Time per device", "",
               "Wall-clock and process CPU seconds the complete runs recorded: pretrainings from "
               "pretrain_run.json, finetunings (evaluation included) and popularity from metrics.json.", ""]
     rows = time_rows(study)
     lines += time_table(rows) + pretraining_times(rows)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def stalled_segment_heads(study: Study) -> list[tuple[Run, float]]:
+    """Complete pretrainings whose SP loss ended stalled at ln 2 (pretraining.segment_head_stalled),
+    with their last epoch's SP loss."""
+    stalled = []
+    for run in study.runs("pretraining"):
+        recorded = json.loads(study.path(run, "pretrain_run.json").read_text(encoding="utf-8"))
+        pair_loss = ((recorded.get("config") or {}).get("pretrain") or {}).get("pair_loss", "")
+        with study.path(run, "pretrain_history.csv").open(encoding="utf-8", newline="") as file:
+            sp_losses = [float(row["sp"]) for row in csv.DictReader(file) if row.get("sp")]
+        if segment_head_stalled(sp_losses, pair_loss):
+            stalled.append((run, sp_losses[-1]))
+    return stalled
+
+
+def pretraining_checks(study: Study) -> list[str]:
+    stalled = stalled_segment_heads(study)
+    lines = ["## Pretraining checks", "",
+             "SP stalled: the SP loss sat at ln 2 = 0.6931 over the last three epochs, under the authors' "
+             "sigmoid_difference pair loss: the head's scores saturated, where that loss has no gradient, "
+             "so the run pretrained without SP (`s3rec.pretraining.segment_head_stalled`).", ""]
+    if not stalled:
+        return lines + [f"None of the {len(study.runs('pretraining'))} complete pretrainings.", ""]
+    return lines + [f"- {label(run)}: SP stalled (last epoch's SP loss {loss:.4f})" for run, loss in stalled] + [""]
 
 
 def log_problems(study: Study) -> None:
@@ -380,6 +409,10 @@ def log_problems(study: Study) -> None:
     if study.extra:
         log.warning("%d run(s) not in the plan (listed as extra): %s", len(study.extra),
                     "; ".join(r.folder.as_posix() for r in study.extra))
+    stalled = stalled_segment_heads(study)
+    if stalled:
+        log.warning("%d pretraining(s) with SP stalled at ln 2 (see runs.md): %s", len(stalled),
+                    "; ".join(run.folder.as_posix() for run, _ in stalled))
     if study.unrecognised:
         log.warning("%d file(s) fit no run of the layout: %s", len(study.unrecognised),
                     "; ".join(p.as_posix() for p in study.unrecognised))

@@ -4,11 +4,14 @@ Checked: instance counts and contents; masking (last position always, rate elsew
 negatives and SP segments never touch a user's sequence / any held-out item; segment layouts;
 attribute targets; padding invariance; which parameters each loss reaches; the batched losses
 against a plain per-position reference (both pair losses, dense and low-rank heads);
-determinism; and that a few dozen training steps lower the loss.
+determinism; that a few dozen training steps lower the loss; and the SP stall check (the
+authors' pair loss has no gradient once the scores saturate).
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 
 import numpy as np
 import pytest
@@ -26,7 +29,8 @@ from s3rec.pretrain_batches import (
     iterate_batches,
     sample_negatives,
 )
-from s3rec.pretraining import LOSS_NAMES, PretrainModel, step_losses
+from s3rec.pretraining import LOSS_NAMES, PretrainModel, segment_head_stalled, step_losses
+from s3rec.runs import warn_if_segment_head_stalled
 from conftest import shared_data_or_skip
 
 NUM_ITEMS, NUM_ATTRIBUTES = 60, 12
@@ -421,3 +425,54 @@ def test_training_lowers_the_loss(instances):
             step_losses(model, step)["loss"].backward()
             optimizer.step()
     assert held_out_loss() < 0.8 * before
+
+
+# ---------------------------------------------------------------- SP stalled at ln 2
+
+def test_the_authors_pair_loss_has_no_gradient_once_both_scores_saturate():
+    """Why a stalled SP head never recovers: with sigma(s+) = sigma(s-) ~ 0 the sigmoid_difference loss
+    is ln 2 per pair and its gradient vanishes; logsigmoid still pulls s+ up."""
+    gradients = {}
+    for pair_loss in ("sigmoid_difference", "logsigmoid"):
+        model = PretrainModel(make_cfg(pair_loss), NUM_ITEMS, NUM_ATTRIBUTES)
+        positive = torch.tensor([-53.0, -40.0], requires_grad=True)  # SP scores seen in a stalled Beauty run
+        negative = torch.tensor([-54.0, -45.0], requires_grad=True)
+        loss = model.pair_loss(positive, negative)
+        loss.backward()
+        gradients[pair_loss] = positive.grad
+        if pair_loss == "sigmoid_difference":
+            assert loss.item() == pytest.approx(2 * math.log(2), abs=1e-6)  # float32
+    assert gradients["sigmoid_difference"].abs().max() < 1e-15
+    assert (gradients["logsigmoid"] < -0.99).all()  # d softplus(-s)/ds ~ -1 far on the wrong side
+
+
+# SP losses per epoch from Beauty pretrainings with the paper preset: two that learn
+# (paper-full seed 0 and paper-r16 seed 0, both near ln 2 for two epochs) and one that stalled.
+LEARNING = [[0.6935, 0.6933, 0.6679, 0.6311, 0.5935, 0.582], [0.6936, 0.6932, 0.656, 0.6114, 0.5974, 0.5888]]
+STALLED = [0.6935, 0.6931, 0.6932, 0.6931, 0.6931, 0.6931]
+
+
+def test_segment_head_stalled_flags_only_three_epochs_at_ln2_under_the_authors_loss():
+    for losses in LEARNING:
+        assert not any(segment_head_stalled(losses[:n], "sigmoid_difference") for n in range(len(losses) + 1))
+    assert [segment_head_stalled(STALLED[:n], "sigmoid_difference") for n in range(1, 7)] == [
+        False, False, True, True, True, True]
+    assert not segment_head_stalled(STALLED, "logsigmoid")  # that loss cannot stall this way
+    assert not segment_head_stalled(STALLED[:3] + [0.69], "sigmoid_difference")  # left ln 2 again
+
+
+def test_a_stalled_segment_head_is_logged_once(caplog):
+    seen: list[float] = []
+    with caplog.at_level(logging.WARNING, logger="s3rec"):
+        for loss in STALLED:
+            warn_if_segment_head_stalled(seen, loss, "sigmoid_difference")
+    assert seen == STALLED
+    warnings = [r for r in caplog.records if "SP loss has been ln 2" in r.getMessage()]
+    assert len(warnings) == 1 and "pretraining without SP" in warnings[0].getMessage()
+    caplog.clear()
+    seen = []
+    with caplog.at_level(logging.WARNING, logger="s3rec"):
+        for loss in LEARNING[0]:
+            warn_if_segment_head_stalled(seen, loss, "sigmoid_difference")
+    assert len(seen) == len(LEARNING[0]) and not caplog.records
+

@@ -111,6 +111,32 @@ def test_heads_of_a_checkpoint_without_heads_is_an_error(tmp_path, caplog):
     assert not (tmp_path / "heads.pt").exists()
 
 
+# ---------------------------------------------------------------- benchmarks/segment_scores.py
+
+
+def test_segment_scores_of_a_pretraining_and_of_its_state_file(pretrained, tiny_data, tmp_path, capsys):  # noqa: F811
+    segment_scores = load_script("segment_scores", folder="benchmarks")
+    checkpoint = runtime.load_torch(pretrained / "pretrain.pt")
+    # the same weights as a running job's pretrain.state.pt, with an SP head that scores every pair 0
+    state = {k: (torch.zeros_like(v) if k.startswith("heads.sp.") else v) for k, v in checkpoint["state_dict"].items()}
+    state_file = tmp_path / "pretrain.state.pt"
+    torch.save({"config": {"config": checkpoint["config"], "variant": "r4", "inputs": "x"}, "model": state,
+                "optimizer": {}, "loop": {"epoch": 3}}, state_file)
+    assert segment_scores.main([str(pretrained / "pretrain.pt"), str(state_file), "--data", str(tiny_data),
+                                "--instances", "32"]) == 0
+    trained, zeroed = json.loads(capsys.readouterr().out)["checkpoints"]
+    assert trained["epoch"] == checkpoint["epoch"] and trained["instances"] == zeroed["instances"] == 32
+    assert 0 <= trained["saturated_share"] <= 1 and trained["s_pos"]["std"] > 0
+    # scores of 0: sigma = 1/2 on both sides, nothing saturated; logsigmoid loss 2 ln 2 per pair
+    assert zeroed["epoch"] == 3 and zeroed["pair_loss"] == "logsigmoid"
+    assert zeroed["s_pos"] == zeroed["s_neg"] == {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
+    assert zeroed["saturated_share"] == 0.0 and zeroed["sp_loss"] == pytest.approx(2 * np.log(2), rel=1e-6)
+    bad = tmp_path / "finetune.pt"
+    torch.save({"model": {}}, bad)
+    with pytest.raises(ValueError, match="neither a pretrain.pt"):
+        segment_scores.load_checkpoint(bad)
+
+
 # ---------------------------------------------------------------- export: plan
 
 
@@ -177,11 +203,13 @@ def fake_finetuning(folder, variant, seed, device="cpu", wall=30.0, cpu=25.0, da
     (folder / "finetune_history.csv").write_text("epoch,loss,valid_NDCG@10\n1,0.5,0.1\n")
 
 
-def fake_pretraining(folder, variant, seed, wall=100.0, cpu=90.0):
+def fake_pretraining(folder, variant, seed, wall=100.0, cpu=90.0, sp=(0.3,), pair_loss="logsigmoid"):
     write_json(folder / "pretrain_run.json", {"dataset": "toy", "variant": variant, "seed": seed, "epochs": 4,
                                               "wall_seconds": wall, "cpu_seconds": cpu,
-                                              "execution": {"device": "cuda:0", "gpu": "NVIDIA H100", "threads": 1}})
-    (folder / "pretrain_history.csv").write_text("epoch,loss,aap,mip,map,sp\n1,1.0,0.2,0.3,0.2,0.3\n")
+                                              "execution": {"device": "cuda:0", "gpu": "NVIDIA H100", "threads": 1},
+                                              "config": {"pretrain": {"pair_loss": pair_loss}}})
+    rows = "".join(f"{epoch},1.0,0.2,0.3,0.2,{loss}\n" for epoch, loss in enumerate(sp, 1))
+    (folder / "pretrain_history.csv").write_text("epoch,loss,aap,mip,map,sp\n" + rows)
     torch.save({"variant": variant, "state_dict": {"heads.aap.weight": torch.eye(4)}}, folder / "heads.pt")
 
 
@@ -232,6 +260,23 @@ def test_runs_md_lists_present_missing_incomplete_and_extra_runs(fabricated_stud
     assert "2 missing run(s): authors; none/seed1/bce" in caplog.text
     assert "1 incomplete run(s): seed-full/seed1" in caplog.text
     assert "not in the plan (listed as extra): seed-r4/seed0/ce" in caplog.text
+
+
+def test_runs_md_flags_pretrainings_whose_sp_loss_stalled_at_ln2(fabricated_study, caplog):
+    text = report_study.runs_markdown(report_study.scan(fabricated_study))
+    assert "## Pretraining checks" in text and "None of the 1 complete pretrainings." in text
+    stalled = [0.6935, 0.6931, 0.6932, 0.6931]
+    fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, sp=stalled, pair_loss="sigmoid_difference")
+    study = report_study.scan(fabricated_study)
+    assert "- pretraining seed-full/seed0: SP stalled (last epoch's SP loss 0.6931)" in report_study.runs_markdown(study)
+    report_study.log_problems(study)
+    assert "1 pretraining(s) with SP stalled at ln 2 (see runs.md): seed-full/seed0" in caplog.text
+    # the same losses under logsigmoid, or an SP loss that left ln 2, are not flagged
+    fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, sp=stalled, pair_loss="logsigmoid")
+    assert "None of the 1" in report_study.runs_markdown(report_study.scan(fabricated_study))
+    fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, sp=stalled + [0.66],
+                     pair_loss="sigmoid_difference")
+    assert "None of the 1" in report_study.runs_markdown(report_study.scan(fabricated_study))
 
 
 def test_only_complete_runs_feed_the_tables_and_figures(fabricated_study):
