@@ -95,15 +95,33 @@ def step_losses(model: PretrainModel, chunks: list[Batch]) -> dict[str, torch.Te
     return {name: sum(losses[name] for losses in per_chunk) for name in per_chunk[0]}
 
 
-def segment_head_stalled(sp_losses: Sequence[float], pair_loss: str, epochs: int = 3, tolerance: float = 5e-4) -> bool:
-    """Whether SP's per-instance loss has sat at ln 2 for the last `epochs` epochs under the
-    authors' sigmoid_difference loss: sigma(s+) = sigma(s-) on every pair, which in practice means
-    both scores saturated (sigma ~ 0 or 1), where that loss has no gradient and the head never
-    recovers. Seen on Beauty: `paper-full` seed 2, every SP score near -53 from epoch 1; the run goes
-    on as pretraining without SP. SP scores one pair per instance, so its per-instance loss is
+def stalled_spans(sp_losses: Sequence[float], pair_loss: str, epochs: int = 3,
+                  tolerance: float = 5e-4) -> list[tuple[int, int]]:
+    """(first, last) epoch, counted from 1, of every stretch of at least `epochs` epochs in which
+    SP's per-instance loss sat at ln 2 under the authors' sigmoid_difference loss.
+
+    ln 2 means sigma(s+) = sigma(s-) on every pair: in practice both scores saturated (sigma ~ 0
+    or 1), where that loss has next to no gradient, so the SP head stops learning. It is not
+    always for good: on Beauty `paper-full` seed 2 sat there in epochs 1-21 (every SP score
+    near -54 at epoch 21) and then learned (0.55 by epoch 25), as the encoder, trained by the
+    other losses, moved its scores. SP scores one pair per instance, so its per-instance loss is
     exactly ln 2 then (MIP sums several pairs per instance: no such fixed value). A learning head
-    leaves ln 2 within two or three epochs. The logsigmoid loss keeps a gradient on the wrong side
-    and is never flagged."""
-    if pair_loss != "sigmoid_difference" or len(sp_losses) < epochs:
-        return False
-    return all(abs(loss - SATURATED_PAIR_LOSS) < tolerance for loss in sp_losses[-epochs:])
+    leaves ln 2 within two or three epochs. The logsigmoid loss keeps a gradient on the wrong
+    side and is never flagged."""
+    if pair_loss != "sigmoid_difference":
+        return []
+    spans, first = [], None
+    for epoch, loss in enumerate([*sp_losses, math.inf], 1):  # the sentinel closes a last stretch
+        if abs(loss - SATURATED_PAIR_LOSS) < tolerance:
+            first = epoch if first is None else first
+            continue
+        if first is not None and epoch - first >= epochs:
+            spans.append((first, epoch - 1))
+        first = None
+    return spans
+
+
+def segment_head_stalled(sp_losses: Sequence[float], pair_loss: str, epochs: int = 3, tolerance: float = 5e-4) -> bool:
+    """Whether SP's loss has sat at ln 2 for (at least) the last `epochs` epochs (stalled_spans)."""
+    spans = stalled_spans(sp_losses, pair_loss, epochs, tolerance)
+    return bool(spans) and spans[-1][1] == len(sp_losses)

@@ -257,8 +257,9 @@ def warn_if_segment_head_stalled(sp_losses: list[float], sp_loss: float, pair_lo
     sp_losses.append(sp_loss)
     if segment_head_stalled(sp_losses, pair_loss) and not segment_head_stalled(sp_losses[:-1], pair_loss):
         log.warning("the SP loss has been ln 2 (%.4f) for three epochs in a row: the segment head's scores have most "
-                    "likely saturated, where pair_loss sigmoid_difference (the authors') has no gradient; "
-                    "this run goes on as pretraining without SP (pair_loss logsigmoid cannot stall this way)", sp_loss)
+                    "likely saturated, where pair_loss sigmoid_difference (the authors') has next to no gradient; SP "
+                    "learns nothing until the encoder moves its scores out (pair_loss logsigmoid cannot stall this way)",
+                    sp_loss)
 
 
 def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_after: int | None = None) -> dict | None:

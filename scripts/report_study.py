@@ -13,7 +13,7 @@ reduced to the small files:
 It writes STUDY_DIR/report/:
     runs.md             which planned runs are there, which are missing or incomplete (a run
                         lacking one of its files), which are extra (not in the plan), which
-                        pretrainings' SP loss stalled at ln 2, and the wall and CPU time the
+                        pretrainings' SP loss stalled at ln 2 and when, and the wall and CPU time the
                         runs recorded, per device
     tables/             scripts/aggregate.py on every complete run's metrics.json (+ popularity)
     figures/<figure>.png, .pdf   scripts/plot_report.py: accuracy_vs_rank, params_vs_accuracy,
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from s3rec import report, runtime
-from s3rec.pretraining import segment_head_stalled
+from s3rec.pretraining import stalled_spans
 
 log = logging.getLogger("s3rec")
 SCRIPTS = Path(__file__).resolve().parent
@@ -376,29 +376,31 @@ def runs_markdown(study: Study) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def stalled_segment_heads(study: Study) -> list[tuple[Run, float]]:
-    """Complete pretrainings whose SP loss ended stalled at ln 2 (pretraining.segment_head_stalled),
-    with their last epoch's SP loss."""
+def stalled_segment_heads(study: Study) -> list[tuple[Run, list[tuple[int, int]], float]]:
+    """Complete pretrainings whose SP loss sat at ln 2 for three epochs or more
+    (pretraining.stalled_spans): the run, those stretches of epochs, its last epoch's SP loss."""
     stalled = []
     for run in study.runs("pretraining"):
         recorded = json.loads(study.path(run, "pretrain_run.json").read_text(encoding="utf-8"))
         pair_loss = ((recorded.get("config") or {}).get("pretrain") or {}).get("pair_loss", "")
         with study.path(run, "pretrain_history.csv").open(encoding="utf-8", newline="") as file:
             sp_losses = [float(row["sp"]) for row in csv.DictReader(file) if row.get("sp")]
-        if segment_head_stalled(sp_losses, pair_loss):
-            stalled.append((run, sp_losses[-1]))
+        spans = stalled_spans(sp_losses, pair_loss)
+        if spans:
+            stalled.append((run, spans, sp_losses[-1]))
     return stalled
 
 
 def pretraining_checks(study: Study) -> list[str]:
     stalled = stalled_segment_heads(study)
     lines = ["## Pretraining checks", "",
-             "SP stalled: the SP loss sat at ln 2 = 0.6931 over the last three epochs, under the authors' "
-             "sigmoid_difference pair loss: the head's scores saturated, where that loss has no gradient, "
-             "so the run pretrained without SP (`s3rec.pretraining.segment_head_stalled`).", ""]
+             "SP stalled: the SP loss sat at ln 2 = 0.6931 for three epochs or more under the authors' "
+             "sigmoid_difference pair loss: the head's scores saturated, where that loss has next to no "
+             "gradient, and SP learned nothing in those epochs (`s3rec.pretraining.stalled_spans`).", ""]
     if not stalled:
         return lines + [f"None of the {len(study.runs('pretraining'))} complete pretrainings.", ""]
-    return lines + [f"- {label(run)}: SP stalled (last epoch's SP loss {loss:.4f})" for run, loss in stalled] + [""]
+    return lines + [f"- {label(run)}: SP stalled in epochs {', '.join(f'{a}–{b}' for a, b in spans)} "
+                    f"(last epoch's SP loss {loss:.4f})" for run, spans, loss in stalled] + [""]
 
 
 def log_problems(study: Study) -> None:
@@ -412,7 +414,7 @@ def log_problems(study: Study) -> None:
     stalled = stalled_segment_heads(study)
     if stalled:
         log.warning("%d pretraining(s) with SP stalled at ln 2 (see runs.md): %s", len(stalled),
-                    "; ".join(run.folder.as_posix() for run, _ in stalled))
+                    "; ".join(run.folder.as_posix() for run, _, _ in stalled))
     if study.unrecognised:
         log.warning("%d file(s) fit no run of the layout: %s", len(study.unrecognised),
                     "; ".join(p.as_posix() for p in study.unrecognised))

@@ -5,7 +5,7 @@ negatives and SP segments never touch a user's sequence / any held-out item; seg
 attribute targets; padding invariance; which parameters each loss reaches; the batched losses
 against a plain per-position reference (both pair losses, dense and low-rank heads);
 determinism; that a few dozen training steps lower the loss; and the SP stall check (the
-authors' pair loss has no gradient once the scores saturate).
+authors' pair loss has next to no gradient once the scores saturate).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from s3rec.pretrain_batches import (
     iterate_batches,
     sample_negatives,
 )
-from s3rec.pretraining import LOSS_NAMES, PretrainModel, segment_head_stalled, step_losses
+from s3rec.pretraining import LOSS_NAMES, PretrainModel, segment_head_stalled, stalled_spans, step_losses
 from s3rec.runs import warn_if_segment_head_stalled
 from conftest import shared_data_or_skip
 
@@ -430,8 +430,8 @@ def test_training_lowers_the_loss(instances):
 # ---------------------------------------------------------------- SP stalled at ln 2
 
 def test_the_authors_pair_loss_has_no_gradient_once_both_scores_saturate():
-    """Why a stalled SP head never recovers: with sigma(s+) = sigma(s-) ~ 0 the sigmoid_difference loss
-    is ln 2 per pair and its gradient vanishes; logsigmoid still pulls s+ up."""
+    """Why an SP head stalls: with sigma(s+) = sigma(s-) ~ 0 the sigmoid_difference loss is ln 2 per
+    pair and its gradient all but vanishes; logsigmoid still pulls s+ up."""
     gradients = {}
     for pair_loss in ("sigmoid_difference", "logsigmoid"):
         model = PretrainModel(make_cfg(pair_loss), NUM_ITEMS, NUM_ATTRIBUTES)
@@ -447,18 +447,24 @@ def test_the_authors_pair_loss_has_no_gradient_once_both_scores_saturate():
 
 
 # SP losses per epoch from Beauty pretrainings with the paper preset: two that learn
-# (paper-full seed 0 and paper-r16 seed 0, both near ln 2 for two epochs) and one that stalled.
+# (paper-full seed 0 and paper-r16 seed 0, both near ln 2 for two epochs) and one that stalled
+# (paper-full seed 2: ln 2 in epochs 1-21, then it learned).
 LEARNING = [[0.6935, 0.6933, 0.6679, 0.6311, 0.5935, 0.582], [0.6936, 0.6932, 0.656, 0.6114, 0.5974, 0.5888]]
 STALLED = [0.6935, 0.6931, 0.6932, 0.6931, 0.6931, 0.6931]
+RECOVERED = [0.6935] + [0.6931] * 20 + [0.6652, 0.5719, 0.5644]
 
 
 def test_segment_head_stalled_flags_only_three_epochs_at_ln2_under_the_authors_loss():
     for losses in LEARNING:
         assert not any(segment_head_stalled(losses[:n], "sigmoid_difference") for n in range(len(losses) + 1))
+        assert stalled_spans(losses, "sigmoid_difference") == []
     assert [segment_head_stalled(STALLED[:n], "sigmoid_difference") for n in range(1, 7)] == [
         False, False, True, True, True, True]
     assert not segment_head_stalled(STALLED, "logsigmoid")  # that loss cannot stall this way
-    assert not segment_head_stalled(STALLED[:3] + [0.69], "sigmoid_difference")  # left ln 2 again
+    assert stalled_spans(STALLED, "logsigmoid") == []
+    assert not segment_head_stalled(RECOVERED, "sigmoid_difference")  # it left ln 2 again ...
+    assert stalled_spans(RECOVERED, "sigmoid_difference") == [(1, 21)]  # ... but had stalled
+    assert stalled_spans(STALLED + [0.6] + STALLED[:2] + [0.6] + STALLED[:3], "sigmoid_difference") == [(1, 6), (11, 13)]
 
 
 def test_a_stalled_segment_head_is_logged_once(caplog):
@@ -468,7 +474,7 @@ def test_a_stalled_segment_head_is_logged_once(caplog):
             warn_if_segment_head_stalled(seen, loss, "sigmoid_difference")
     assert seen == STALLED
     warnings = [r for r in caplog.records if "SP loss has been ln 2" in r.getMessage()]
-    assert len(warnings) == 1 and "pretraining without SP" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "learns nothing until" in warnings[0].getMessage()
     caplog.clear()
     seen = []
     with caplog.at_level(logging.WARNING, logger="s3rec"):

@@ -268,14 +268,17 @@ def test_runs_md_flags_pretrainings_whose_sp_loss_stalled_at_ln2(fabricated_stud
     stalled = [0.6935, 0.6931, 0.6932, 0.6931]
     fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, sp=stalled, pair_loss="sigmoid_difference")
     study = report_study.scan(fabricated_study)
-    assert "- pretraining seed-full/seed0: SP stalled (last epoch's SP loss 0.6931)" in report_study.runs_markdown(study)
+    text = report_study.runs_markdown(study)
+    assert "- pretraining seed-full/seed0: SP stalled in epochs 1–4 (last epoch's SP loss 0.6931)" in text
     report_study.log_problems(study)
     assert "1 pretraining(s) with SP stalled at ln 2 (see runs.md): seed-full/seed0" in caplog.text
-    # the same losses under logsigmoid, or an SP loss that left ln 2, are not flagged
-    fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, sp=stalled, pair_loss="logsigmoid")
-    assert "None of the 1" in report_study.runs_markdown(report_study.scan(fabricated_study))
-    fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, sp=stalled + [0.66],
+    # a stall the run left behind is listed too, with its epochs
+    fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, sp=stalled + [0.66, 0.6931],
                      pair_loss="sigmoid_difference")
+    text = report_study.runs_markdown(report_study.scan(fabricated_study))
+    assert "- pretraining seed-full/seed0: SP stalled in epochs 1–4 (last epoch's SP loss 0.6931)" in text
+    # the same losses under logsigmoid are not flagged
+    fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, sp=stalled, pair_loss="logsigmoid")
     assert "None of the 1" in report_study.runs_markdown(report_study.scan(fabricated_study))
 
 
