@@ -62,9 +62,7 @@ def segment_scores(path: Path, data_dir: Path, instances: int, seed: int) -> dic
     positive, negative = [], []
     with torch.no_grad():
         for chunk in chunks:
-            inputs = torch.cat([chunk.masked_items, chunk.masked_segments, chunk.pos_segments, chunk.neg_segments])
-            _, ends = model.encoder.forward_ends(inputs, causal=False, num_full=chunk.num_instances)
-            context, pos_segment, neg_segment = ends.split(chunk.num_instances)
+            _, context, pos_segment, neg_segment = model.encode(chunk)
             positive.append(model.heads["sp"].score_pairs(context, pos_segment))
             negative.append(model.heads["sp"].score_pairs(context, neg_segment))
         positive, negative = torch.cat(positive), torch.cat(negative)

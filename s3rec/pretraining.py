@@ -40,14 +40,17 @@ class PretrainModel(nn.Module):
             {name: make_head(d, cfg.model.rank if name in cfg.model.low_rank_heads else None, std) for name in HEAD_NAMES}
         )
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(item_states (B, L, d), context, pos_segment, neg_segment (B, d) each: the state at the
+        sequence end). The authors' four encoder passes (masked items, segment context, positive and
+        negative segment) share one call: rows are independent, so this is the same computation."""
         B = batch.num_instances
-        # The authors' four encoder passes (masked items, segment context, positive and negative
-        # segment) share one call: rows are independent, so this is the same computation.
         inputs = torch.cat([batch.masked_items, batch.masked_segments, batch.pos_segments, batch.neg_segments])
         item_states, ends = self.encoder.forward_ends(inputs, causal=False, num_full=B)  # (B, L, d), (3B, d)
-        context, pos_segment, neg_segment = ends.split(B)  # (B, d) each: the state at the sequence end
+        return (item_states, *ends.split(B))
 
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        item_states, context, pos_segment, neg_segment = self.encode(batch)
         real_states = item_states.flatten(0, 1).index_select(0, batch.real_positions)  # (R, d), row-major
         losses = self.attribute_losses(real_states, batch)
         masked_positions = batch.real_positions.index_select(0, batch.masked_rows)  # (K,) flat indices
