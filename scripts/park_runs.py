@@ -1,0 +1,180 @@
+"""Carry a study's unfinished runs from one machine to the next through git.
+
+    python scripts/park_runs.py park beauty      # results/beauty -> study/unfinished/beauty (commit it)
+    python scripts/park_runs.py restore beauty   # study/unfinished/beauty -> results/beauty (then snakemake)
+
+A `paper` pretraining of the Beauty study takes about 5 h on one CPU thread, longer than a
+session, and the machine may be replaced between sessions. Its per-epoch checkpoint
+(pretrain.state.pt) lives in the untracked results/ and would be lost with the machine, and so
+would a finished pretrain.pt whose finetunings have not run yet. `park` copies what an
+unfinished run of the plan (study/<dataset>/plan.json) would need to continue:
+
+  a pretraining whose own files or a finetuning of it are not yet in study/<dataset>/:
+      pretrain.state.pt (mid-run), or pretrain.pt + pretrain_history.csv + pretrain_run.json (done)
+  a finetuning whose metrics.json is not yet in study/<dataset>/:  <loss>/finetune.state.pt
+
+to the same relative path under study/unfinished/<dataset>/, and deletes the parked files of
+runs that have since finished (their files are in study/<dataset>/), and a parked
+pretrain.state.pt once results/ holds that pretraining's pretrain.pt. It never deletes a
+parked file because results/ lacks it: on a fresh machine, before `restore`, results/ is empty.
+
+`restore` copies each parked file back into results/ unless results/ already holds it; a
+parked *.state.pt also replaces one of an earlier epoch. The resumed run checks the
+checkpoint's config and input digest as always (s3rec.training.resume) and starts from epoch 1
+when they differ, so a stale parked checkpoint cannot leak into a run. Snakemake must then run
+with `--rerun-triggers input` (the study's command), which does not rerun a job because its
+restored output is older than an input rebuilt on this machine.
+
+Every copy goes through a temporary file and a rename; the log lists each file copied, kept or
+deleted, with the epoch of a checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from s3rec import runtime
+
+log = logging.getLogger("s3rec")
+
+PRETRAINING_STATE = "pretrain.state.pt"
+PRETRAINING_DONE = ("pretrain.pt", "pretrain_history.csv", "pretrain_run.json")
+FINETUNING_STATE = "finetune.state.pt"
+
+
+def read_plan(study: Path) -> dict:
+    path = study / "plan.json"
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no study plan (made by the workflow's study_plan rule, "
+                                "scripts/export_study.py plan)") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    for key in ("pretrainings", "finetunings"):
+        if not isinstance(plan, dict) or not isinstance(plan.get(key), list):
+            raise ValueError(f"{path}: expected an object with a `{key}` list")
+    return plan
+
+
+def run_folder(entry: dict) -> Path:
+    return Path(entry["pretraining"]) / f"seed{entry['seed']}"
+
+
+def unfinished_files(plan: dict, study: Path) -> tuple[set[Path], set[Path]]:
+    """(files an unfinished run may need, parked files of finished runs), relative to the data set folder."""
+    exported = lambda relative: (study / relative).is_file()  # noqa: E731
+    wanted, finished = set(), set()
+    for entry in plan["finetunings"]:
+        state = run_folder(entry) / entry["loss"] / FINETUNING_STATE
+        (finished if exported(run_folder(entry) / entry["loss"] / "metrics.json") else wanted).add(state)
+    for entry in plan["pretrainings"]:
+        folder = run_folder(entry)
+        losses = [f["loss"] for f in plan["finetunings"] if run_folder(f) == folder]
+        done = exported(folder / "pretrain_run.json") and all(exported(folder / loss / "metrics.json") for loss in losses)
+        files = {folder / name for name in (PRETRAINING_STATE, *PRETRAINING_DONE)}
+        (finished if done else wanted).update(files)
+    return wanted, finished
+
+
+def epoch_of(path: Path) -> int:
+    """The epochs a training checkpoint (s3rec.training.save) has completed."""
+    saved = runtime.load_torch(path)
+    if not (isinstance(saved, dict) and isinstance(saved.get("loop"), dict) and "epoch" in saved["loop"]):
+        raise ValueError(f"{path}: not a training checkpoint of s3rec.training (expected a dict with loop.epoch)")
+    return int(saved["loop"]["epoch"])
+
+
+def copy(source: Path, target: Path) -> None:
+    runtime.atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def describe(path: Path) -> str:
+    epoch = f", after epoch {epoch_of(path)}" if path.name.endswith(".state.pt") else ""
+    return f"{path} ({path.stat().st_size:,} bytes{epoch})"
+
+
+def remove(path: Path, root: Path, why: str) -> None:
+    path.unlink()
+    log.info("deleted %s: %s", path, why)
+    for folder in path.parents:  # the run folders it leaves empty, up to the parking folder
+        if folder == root or any(folder.iterdir()):
+            break
+        folder.rmdir()
+
+
+def park(results: Path, study: Path, parking: Path) -> dict:
+    wanted, finished = unfinished_files(read_plan(study), study)
+    counts = dict.fromkeys(("copied", "unchanged", "deleted"), 0)
+    for relative in sorted(wanted):
+        source, target = results / relative, parking / relative
+        if not source.is_file():
+            continue
+        pretrained = (results / relative.parent / "pretrain.pt").is_file()
+        if relative.name == PRETRAINING_STATE and pretrained:
+            continue  # a finished pretraining's leftover state is not needed (runs.pretrain deletes it)
+        if relative.name in PRETRAINING_DONE and not pretrained:
+            continue  # a running pretraining's history CSV: its state holds the history
+        if target.is_file() and filecmp.cmp(source, target, shallow=False):
+            counts["unchanged"] += 1
+            continue
+        copy(source, target)
+        log.info("parked %s", describe(target))
+        counts["copied"] += 1
+    for relative in sorted(finished):
+        if (parking / relative).is_file():
+            remove(parking / relative, parking, "its run has finished and is in " + str(study))
+            counts["deleted"] += 1
+    for relative in sorted(wanted):
+        state = parking / relative
+        if relative.name == PRETRAINING_STATE and state.is_file() and (parking / relative.parent / "pretrain.pt").is_file():
+            remove(state, parking, "the pretraining has finished (pretrain.pt is parked)")
+            counts["deleted"] += 1
+    return counts
+
+
+def restore(parking: Path, results: Path) -> dict:
+    counts = dict.fromkeys(("restored", "kept"), 0)
+    for source in sorted(p for p in parking.rglob("*") if p.is_file()):
+        target = results / source.relative_to(parking)
+        if target.is_file():
+            newer = source.name.endswith(".state.pt") and epoch_of(source) > epoch_of(target)
+            if not newer:
+                log.info("kept %s; not restoring %s", describe(target), describe(source))
+                counts["kept"] += 1
+                continue
+        copy(source, target)
+        log.info("restored %s", describe(target))
+        counts["restored"] += 1
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("park", "restore"))
+    parser.add_argument("dataset", help="the study's data set (e.g. beauty)")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="the workflow's results folder")
+    parser.add_argument("--study", type=Path, default=Path("study"), help="the study folder (config: study_dir)")
+    args = parser.parse_args(argv)
+    runtime.setup_logging()
+    started = time.perf_counter()
+    results, study = args.results / args.dataset, args.study / args.dataset
+    parking = args.study / "unfinished" / args.dataset
+    with runtime.clear_errors():
+        if args.command == "park":
+            counts = park(results, study, parking)
+        else:
+            counts = restore(parking, results)
+    log.info("%s %s: %s in %.1f s", args.command, args.dataset,
+             ", ".join(f"{n} {what}" for what, n in counts.items()), time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""scripts/park_runs.py: unfinished runs carried to a fresh machine through the tracked study folder.
+
+Checked: a pretraining interrupted on one "machine", parked, its results deleted, restored and
+continued ends exactly where an uninterrupted one does; what is parked at each stage of a run
+(mid-pretraining, pretrained but not finetuned, finished); that parking on an empty results/
+(a fresh machine) deletes nothing; that restore never replaces a later checkpoint; bad plans."""
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+import torch
+
+from s3rec import runs, runtime
+from s3rec.data import write_prepared
+from s3rec.synthetic import SyntheticSpec, generate
+from scripts_import import load_script
+
+park_runs = load_script("park_runs")
+export_study = load_script("export_study")
+
+SETTINGS = {"model": {"hidden_size": 16, "num_heads": 2, "max_len": 12},
+            "pretrain": {"epochs": 2, "batch_size": 32}, "eval": {"sampled_negatives": 20}}
+RUN = "seed-r4/seed0"  # the pretraining of the plan below, as a folder
+
+
+@pytest.fixture
+def layout(tmp_path):
+    """A study of one pretraining (seed-r4, seed 0) finetuned with bce and ce: (results, study, parking)."""
+    study = tmp_path / "study" / "tiny"
+    runs_ = [{"pretraining": "seed-r4", "seed": 0, "loss": loss} for loss in ("bce", "ce")]
+    export_study.write_plan(export_study.make_plan("tiny", runs_, {}), study / "plan.json")
+    return tmp_path / "results" / "tiny", study, tmp_path / "study" / "unfinished" / "tiny"
+
+
+def checkpoint(path, epoch: int) -> None:
+    runtime.save_torch(path, {"config": {}, "model": {}, "optimizer": {}, "loop": {"epoch": epoch}})
+
+
+def files(folder) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def main(command, tmp_path):
+    return park_runs.main([command, "tiny", "--results", str(tmp_path / "results"), "--study", str(tmp_path / "study")])
+
+
+def test_a_parked_and_restored_pretraining_ends_where_an_uninterrupted_one_does(layout, tmp_path):
+    results, _, parking = layout
+    data = tmp_path / "data"
+    write_prepared(generate(SyntheticSpec(users=60, items=40, attributes=8, seed=5, max_length=15)), data)
+    cfg = runs.resolve_config(SETTINGS, "r4", 0, device="cpu")
+    runs.pretrain(data, tmp_path / "whole", cfg, "r4")
+    assert runs.pretrain(data, results / RUN, cfg, "r4", stop_after=1) is None
+    main("park", tmp_path)
+    assert files(parking) == [f"{RUN}/pretrain.state.pt"]
+    shutil.rmtree(tmp_path / "results")  # the machine is gone; the parked file was committed
+    main("restore", tmp_path)
+    assert runs.pretrain(data, results / RUN, cfg, "r4") is not None
+    whole = runtime.load_torch(tmp_path / "whole" / "pretrain.pt")["state_dict"]
+    parts = runtime.load_torch(results / RUN / "pretrain.pt")["state_dict"]
+    assert all(torch.equal(whole[k], parts[k]) for k in whole)
+
+
+def test_what_is_parked_follows_the_run_until_it_is_in_the_study(layout, tmp_path):
+    results, study, parking = layout
+    checkpoint(results / RUN / "pretrain.state.pt", 3)
+    main("park", tmp_path)
+    assert files(parking) == [f"{RUN}/pretrain.state.pt"]
+
+    (results / RUN / "pretrain.state.pt").unlink()  # pretraining done: runs.pretrain deletes its state
+    for name in ("pretrain.pt", "pretrain_history.csv", "pretrain_run.json"):
+        (results / RUN / name).write_text(name)
+    checkpoint(results / RUN / "ce" / "finetune.state.pt", 2)
+    main("park", tmp_path)
+    assert files(parking) == [f"{RUN}/ce/finetune.state.pt", f"{RUN}/pretrain.pt",
+                              f"{RUN}/pretrain_history.csv", f"{RUN}/pretrain_run.json"]
+
+    for name in ("pretrain_run.json", "bce/metrics.json", "ce/metrics.json"):  # every run exported
+        (study / RUN / name).parent.mkdir(parents=True, exist_ok=True)
+        (study / RUN / name).write_text("{}")
+    main("park", tmp_path)
+    assert files(parking) == [] and not (parking / "seed-r4").exists()
+
+
+def test_parking_on_a_fresh_machine_deletes_nothing(layout, tmp_path):
+    results, _, parking = layout
+    checkpoint(parking / RUN / "pretrain.state.pt", 5)
+    main("park", tmp_path)  # results/ is empty: nothing to copy, nothing finished
+    assert files(parking) == [f"{RUN}/pretrain.state.pt"]
+    assert not results.exists()
+
+
+def test_restore_replaces_an_earlier_checkpoint_and_keeps_a_later_one(layout, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    results, _, parking = layout
+    checkpoint(parking / RUN / "pretrain.state.pt", 5)
+    checkpoint(parking / RUN / "bce" / "finetune.state.pt", 5)
+    checkpoint(results / RUN / "pretrain.state.pt", 3)
+    checkpoint(results / RUN / "bce" / "finetune.state.pt", 7)
+    main("restore", tmp_path)
+    assert runtime.load_torch(results / RUN / "pretrain.state.pt")["loop"]["epoch"] == 5
+    assert runtime.load_torch(results / RUN / "bce" / "finetune.state.pt")["loop"]["epoch"] == 7
+    assert "after epoch 7" in caplog.text and "1 restored, 1 kept" in caplog.text
+
+
+def test_a_missing_or_bad_plan_is_a_clear_error(tmp_path, caplog):
+    with pytest.raises(SystemExit) as exit_:
+        main("park", tmp_path)
+    assert exit_.value.code == 2 and "plan.json: no study plan" in caplog.text
+    (tmp_path / "study" / "tiny").mkdir(parents=True)
+    (tmp_path / "study" / "tiny" / "plan.json").write_text('{"finetunings": []}')
+    with pytest.raises(SystemExit):
+        main("park", tmp_path)
+    assert "expected an object with a `pretrainings` list" in caplog.text
