@@ -23,7 +23,7 @@ import torch
 from s3rec import runtime
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset
-from s3rec.pretrain_batches import build_batch, build_instances
+from s3rec.pretrain_batches import build_batch, split_instances
 from s3rec.pretraining import LOSS_NAMES, PretrainModel
 
 
@@ -82,9 +82,7 @@ def main() -> None:
     runtime.set_threads(args.threads)
     dataset = load_dataset(args.data)
     split = leave_one_out(dataset.sequences)
-    heldout = np.stack([split.valid_target, split.test_target], axis=1)
-    instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
-                                max_len=50, heldout=heldout)
+    instances = split_instances(dataset, split, max_len=50)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(instances))[: 100 * args.batches]
     batches = [build_batch(instances, order[i:i + 100], rng, mask_prob=0.2) for i in range(0, len(order), 100)]

@@ -28,7 +28,7 @@ from compare_pretraining import load_model  # noqa: E402
 from s3rec import runtime  # noqa: E402
 from s3rec.config import RunConfig  # noqa: E402
 from s3rec.data import leave_one_out, load_dataset  # noqa: E402
-from s3rec.pretrain_batches import build_instances, iterate_batches  # noqa: E402
+from s3rec.pretrain_batches import iterate_batches, split_instances  # noqa: E402
 from s3rec.pretraining import LOSS_NAMES, PretrainModel, step_losses  # noqa: E402
 from s3rec.training import adam  # noqa: E402
 
@@ -52,9 +52,7 @@ def main() -> None:
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes)
     model.load_state_dict(loaded.state_dict())
     optimizer = adam(model.parameters(), lr=args.lr, weight_decay=0.0)
-    heldout = np.stack([split.valid_target, split.test_target], axis=1)
-    instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
-                                max_len=cfg.model.max_len, heldout=heldout)
+    instances = split_instances(dataset, split, max_len=cfg.model.max_len)
     steps = iterate_batches(instances, 100, np.random.default_rng(args.seed), mask_prob=cfg.pretrain.mask_prob,
                             batching="padded")
     torch.manual_seed(args.seed)

@@ -26,7 +26,7 @@ import torch
 from s3rec import runtime
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset
-from s3rec.pretrain_batches import build_instances, iterate_batches
+from s3rec.pretrain_batches import iterate_batches, split_instances
 from s3rec.pretraining import PretrainModel
 
 SATURATED = 1e-4
@@ -51,9 +51,7 @@ def segment_scores(path: Path, data_dir: Path, instances: int, seed: int) -> dic
     cfg, state_dict, epoch = load_checkpoint(path)
     dataset = load_dataset(data_dir)
     split = leave_one_out(dataset.sequences)
-    heldout = np.stack([split.valid_target, split.test_target], axis=1)
-    corpus = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
-                             max_len=cfg.model.max_len, kind=cfg.pretrain.instances, heldout=heldout)
+    corpus = split_instances(dataset, split, max_len=cfg.model.max_len, kind=cfg.pretrain.instances)
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes)
     model.load_state_dict(state_dict)
     model.eval()

@@ -34,7 +34,7 @@ from s3rec.encoder import Encoder
 from s3rec.evaluation import full_ranking_ranks, sample_negatives, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
 from s3rec.finetuning import score_function, step_loss
-from s3rec.pretrain_batches import build_instances
+from s3rec.pretrain_batches import split_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import PretrainModel, step_losses
 from s3rec.training import adam
@@ -95,9 +95,7 @@ def pretrain_steps(dataset, split, kind: str, device, batching: str) -> tuple:
     """(step, an epoch's batches, instances, seconds to build the batches): dense heads, the
     `paper` preset's batches of 100, as runs.pretrain makes them."""
     cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"}})
-    heldout = np.stack([split.valid_target, split.test_target], axis=1)
-    instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
-                                max_len=cfg.model.max_len, kind=kind, heldout=heldout)
+    instances = split_instances(dataset, split, max_len=cfg.model.max_len, kind=kind)
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
     optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
     rng = np.random.default_rng(0)

@@ -140,6 +140,15 @@ def build_instances(
     )
 
 
+def split_instances(dataset, split, *, max_len: int, kind: str = "prefixes") -> PretrainInstances:
+    """The pretraining instances of a data set's leave-one-out split (s3rec.data), as a run builds
+    them: over the training parts, each user's validation and test items never drawn as MIP
+    negatives (the leakage rule)."""
+    heldout = np.stack([split.valid_target, split.test_target], axis=1)
+    return build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
+                           max_len=max_len, kind=kind, heldout=heldout)
+
+
 def _excluded_keys(items, lengths, heldout, num_items) -> np.ndarray:
     users = np.repeat(np.arange(len(lengths)), lengths)
     if heldout is not None:

@@ -24,7 +24,7 @@ from s3rec.finetuning import iterate_batches as finetune_batches
 from s3rec.finetuning import score_function, step_loss
 from s3rec.heads import make_head, parameter_count
 from s3rec.metrics import metrics_from_ranks
-from s3rec.pretrain_batches import build_instances
+from s3rec.pretrain_batches import split_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import LOSS_NAMES, PretrainModel, segment_head_stalled, step_losses
 from s3rec.training import adam, run_epochs
@@ -279,9 +279,7 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
         else:
             sampled_negatives(data_dir, dataset, cfg)
     p = cfg.pretrain
-    heldout = np.stack([split.valid_target, split.test_target], axis=1)  # never a negative (leakage rule)
-    instances = build_instances(split.train, dataset.item_attributes, dataset.num_items, dataset.num_attributes,
-                                max_len=cfg.model.max_len, kind=p.instances, heldout=heldout)
+    instances = split_instances(dataset, split, max_len=cfg.model.max_len, kind=p.instances)
     log.info("%d pretraining instances (%s) from %d users", len(instances), p.instances, len(split.train))
     runtime.epoch_generators(cfg.seed, 0)
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import types
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 
 from s3rec import runtime
 from s3rec.config import RunConfig
+from s3rec.data import leave_one_out
 from s3rec.batching import bucketed_batches
 from s3rec.pretrain_batches import (
     Batch,
@@ -28,6 +30,7 @@ from s3rec.pretrain_batches import (
     grid_positions,
     iterate_batches,
     sample_negatives,
+    split_instances,
 )
 from s3rec.pretraining import LOSS_NAMES, PretrainModel, segment_head_stalled, stalled_spans, step_losses
 from s3rec.runs import warn_if_segment_head_stalled
@@ -145,6 +148,17 @@ def test_heldout_argument_is_what_keeps_heldout_items_out_of_negatives(corpus):
     users = np.repeat(np.arange(len(train)), 200)
     draws = sample_negatives(leaky, users, np.random.default_rng(0))
     assert (draws[:, None] == heldout[users]).any(1).any()  # without `heldout` they do occur
+
+
+def test_split_instances_keep_each_users_validation_and_test_items_out_of_negatives():
+    """What runs.pretrain and the benchmarks build from a data set: the split's held-out items
+    are passed on (a user with 3 of 5 items has only the two training items' complement left)."""
+    sequences = [np.array([1, 2, 3, 4, 5]), np.array([5, 4, 3, 2, 1])]
+    dataset = types.SimpleNamespace(item_attributes=[np.zeros(0, np.int64)] * 8, num_items=7, num_attributes=1)
+    split = leave_one_out(sequences)
+    inst = split_instances(dataset, split, max_len=50)
+    draws = sample_negatives(inst, np.repeat([0, 1], 300), np.random.default_rng(0))
+    assert set(draws[:300]) == {6, 7} and set(draws[300:]) == {6, 7}
 
 
 def test_negative_sampling_terminates_when_one_item_is_left():
