@@ -1,7 +1,7 @@
 """Carry a study's unfinished runs from one machine to the next through git.
 
     python scripts/park_runs.py park beauty      # results/beauty -> study/unfinished/beauty (commit it)
-    python scripts/park_runs.py restore beauty   # study/unfinished/beauty -> results/beauty (then snakemake)
+    python scripts/park_runs.py restore beauty   # study/unfinished/beauty -> results/beauty (after the data)
 
 A `paper` pretraining of the Beauty study takes about 5 h on one CPU thread, longer than a
 session, and the machine may be replaced between sessions. Its per-epoch checkpoint
@@ -19,11 +19,13 @@ pretrain.state.pt once results/ holds that pretraining's pretrain.pt. It never d
 parked file because results/ lacks it: on a fresh machine, before `restore`, results/ is empty.
 
 `restore` copies each parked file back into results/ unless results/ already holds it; a
-parked *.state.pt also replaces one of an earlier epoch. The resumed run checks the
-checkpoint's config and input digest as always (s3rec.training.resume) and starts from epoch 1
-when they differ, so a stale parked checkpoint cannot leak into a run. Snakemake must then run
-with `--rerun-triggers input` (the study's command), which does not rerun a job because its
-restored output is older than an input rebuilt on this machine.
+parked *.state.pt also replaces one of an earlier epoch. It needs the prepared data
+(resources/<dataset>/stats.json) to exist already: on a fresh machine snakemake has no record
+of the restored files and compares modification times, so data prepared after the restore
+would be newer than a restored pretrain.pt, and snakemake would run that pretraining again
+(deleting the pretrain.pt first). The resumed run checks the checkpoint's config and input
+digest as always (s3rec.training.resume) and starts from epoch 1 when they differ, so a stale
+parked checkpoint cannot leak into a run.
 
 Every copy goes through a temporary file and a rename; the log lists each file copied, kept or
 deleted, with the epoch of a checkpoint.
@@ -139,7 +141,12 @@ def park(results: Path, study: Path, parking: Path) -> dict:
     return counts
 
 
-def restore(parking: Path, results: Path) -> dict:
+def restore(parking: Path, results: Path, data: Path) -> dict:
+    if not (data / "stats.json").is_file():
+        raise FileNotFoundError(
+            f"restore: no prepared data at {data} (stats.json): make it first, e.g. snakemake --configfile "
+            f"config/{results.name}.yaml -- {data}/stats.json, then restore; restored files must be newer than the "
+            "data, or snakemake runs their pretrainings again")
     counts = dict.fromkeys(("restored", "kept"), 0)
     for source in sorted(p for p in parking.rglob("*") if p.is_file()):
         target = results / source.relative_to(parking)
@@ -161,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dataset", help="the study's data set (e.g. beauty)")
     parser.add_argument("--results", type=Path, default=Path("results"), help="the workflow's results folder")
     parser.add_argument("--study", type=Path, default=Path("study"), help="the study folder (config: study_dir)")
+    parser.add_argument("--resources", type=Path, default=Path("resources"), help="the prepared data's folder")
     args = parser.parse_args(argv)
     runtime.setup_logging()
     started = time.perf_counter()
@@ -170,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "park":
             counts = park(results, study, parking)
         else:
-            counts = restore(parking, results)
+            counts = restore(parking, results, args.resources / args.dataset)
     log.info("%s %s: %s in %.1f s", args.command, args.dataset,
              ", ".join(f"{n} {what}" for what, n in counts.items()), time.perf_counter() - started)
     return 0

@@ -31,6 +31,8 @@ def layout(tmp_path):
     study = tmp_path / "study" / "tiny"
     runs_ = [{"pretraining": "seed-r4", "seed": 0, "loss": loss} for loss in ("bce", "ce")]
     export_study.write_plan(export_study.make_plan("tiny", runs_, {}), study / "plan.json")
+    (tmp_path / "resources" / "tiny").mkdir(parents=True)
+    (tmp_path / "resources" / "tiny" / "stats.json").write_text("{}")  # the prepared data restore checks for
     return tmp_path / "results" / "tiny", study, tmp_path / "study" / "unfinished" / "tiny"
 
 
@@ -43,12 +45,14 @@ def files(folder) -> list[str]:
 
 
 def main(command, tmp_path):
-    return park_runs.main([command, "tiny", "--results", str(tmp_path / "results"), "--study", str(tmp_path / "study")])
+    return park_runs.main([command, "tiny", "--results", str(tmp_path / "results"), "--study", str(tmp_path / "study"),
+                           "--resources", str(tmp_path / "resources")])
 
 
 def test_a_parked_and_restored_pretraining_ends_where_an_uninterrupted_one_does(layout, tmp_path):
     results, _, parking = layout
-    data = tmp_path / "data"
+    data = tmp_path / "resources" / "tiny"
+    (data / "stats.json").unlink()  # the fixture's stand-in; write_prepared writes the real one
     write_prepared(generate(SyntheticSpec(users=60, items=40, attributes=8, seed=5, max_length=15)), data)
     cfg = runs.resolve_config(SETTINGS, "r4", 0, device="cpu")
     runs.pretrain(data, tmp_path / "whole", cfg, "r4")
@@ -114,3 +118,15 @@ def test_a_missing_or_bad_plan_is_a_clear_error(tmp_path, caplog):
     with pytest.raises(SystemExit):
         main("park", tmp_path)
     assert "expected an object with a `pretrainings` list" in caplog.text
+
+
+def test_restore_before_the_data_is_made_is_refused(layout, tmp_path, caplog):
+    """Data made after the restore would be newer than a restored pretrain.pt: snakemake would rerun it."""
+    _, _, parking = layout
+    (parking / RUN).mkdir(parents=True)
+    (parking / RUN / "pretrain.pt").write_text("x")
+    shutil.rmtree(tmp_path / "resources")
+    with pytest.raises(SystemExit):
+        main("restore", tmp_path)
+    assert "no prepared data at" in caplog.text and "make it first" in caplog.text
+    assert not (tmp_path / "results").exists()

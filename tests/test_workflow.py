@@ -258,6 +258,29 @@ def test_data_with_new_mtimes_but_the_same_bytes_reruns_nothing(workdir):
     assert planned(workdir, target, "--configfile", config) == {"prepare_data": 1}
 
 
+@pytest.mark.slow
+def test_a_parked_pretraining_is_not_rerun_on_a_fresh_machine(workdir):
+    """README's procedure for a study moving machines: park; on a fresh machine (only the tracked
+    study/ is left) make the data, restore, then the study: a pretraining that had finished is
+    not run again, its finetuning runs from the restored pretrain.pt. (Data made after the
+    restore would be newer than the restored pretrain.pt, and snakemake, with no record of it on
+    this machine, would rerun the pretraining; restore refuses to run before the data exist.)"""
+    tiny = write_config(workdir, {**TINY, "seeds": [0]})
+    pretrained = "results/tiny/seed-full/seed0/pretrain.pt"
+    run_snakemake(workdir, "--cores", "1", "--configfile", tiny, "--", pretrained, "study/tiny/plan.json")
+    park = [sys.executable, "scripts/park_runs.py"]
+    subprocess.run([*park, "park", "tiny"], cwd=workdir, check=True, capture_output=True)
+    assert (workdir / "study/unfinished/tiny/seed-full/seed0/pretrain.pt").is_file()
+    for folder in ("results", "resources", ".snakemake", "logs"):
+        shutil.rmtree(workdir / folder)
+    run_snakemake(workdir, "--cores", "1", "--configfile", tiny, "--", "resources/tiny/stats.json")
+    subprocess.run([*park, "restore", "tiny"], cwd=workdir, check=True, capture_output=True)
+    finetuning = ("--configfile", tiny, "--", "results/tiny/seed-full/seed0/bce/metrics.json")
+    assert planned(workdir, *finetuning) == {"finetune_model": 1}
+    run_snakemake(workdir, "--cores", "1", *finetuning)
+    assert (workdir / "results/tiny/seed-full/seed0/bce/metrics.json").is_file()
+
+
 def expected_outputs(dataset, pretrainings, finetunings, seeds, losses):
     files = [f"resources/{dataset}/{name}" for name in ("sequences.parquet", "item_attributes.parquet", "stats.json")]
     for seed in seeds:
