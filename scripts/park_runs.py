@@ -7,15 +7,16 @@ A `paper` pretraining of the Beauty study takes about 5 h on one CPU thread, lon
 session, and the machine may be replaced between sessions. Its per-epoch checkpoint
 (pretrain.state.pt) lives in the untracked results/ and would be lost with the machine, and so
 would a finished pretrain.pt whose finetunings have not run yet. `park` copies what an
-unfinished run of the plan (study/<dataset>/plan.json) would need to continue:
+unfinished run of the plan (study/<dataset>/plan.json) would need to continue, a run being
+finished when study/<dataset>/ holds all its files (as runs.md counts them, scripts/report_study.py):
 
-  a pretraining whose own files or a finetuning of it are not yet in study/<dataset>/:
+  a pretraining not finished, or with a finetuning not finished:
       pretrain.state.pt (mid-run), or pretrain.pt + pretrain_history.csv + pretrain_run.json (done)
-  a finetuning whose metrics.json is not yet in study/<dataset>/:  <loss>/finetune.state.pt
+  a finetuning not finished:  <loss>/finetune.state.pt
 
 to the same relative path under study/unfinished/<dataset>/, and deletes the parked files of
-runs that have since finished (their files are in study/<dataset>/), and a parked
-pretrain.state.pt once results/ holds that pretraining's pretrain.pt. It never deletes a
+runs that have since finished, and a parked pretrain.state.pt once that pretraining's
+pretrain.pt is parked (the pretraining has ended). It never deletes a
 parked file because results/ lacks it: on a fresh machine, before `restore`, results/ is empty.
 
 `restore` copies each parked file back into results/ unless results/ already holds it; a
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import json
+import importlib.util
 import logging
 import shutil
 import sys
@@ -50,38 +51,29 @@ PRETRAINING_DONE = ("pretrain.pt", "pretrain_history.csv", "pretrain_run.json")
 FINETUNING_STATE = "finetune.state.pt"
 
 
-def read_plan(study: Path) -> dict:
-    path = study / "plan.json"
-    try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no study plan (made by the workflow's study_plan rule, "
-                                "scripts/export_study.py plan)") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    for key in ("pretrainings", "finetunings"):
-        if not isinstance(plan, dict) or not isinstance(plan.get(key), list):
-            raise ValueError(f"{path}: expected an object with a `{key}` list")
-    return plan
+def load_script(name: str):
+    """A file of scripts/ as a module (scripts/ is no package), as report_study.py loads its neighbours."""
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", Path(__file__).resolve().parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def run_folder(entry: dict) -> Path:
-    return Path(entry["pretraining"]) / f"seed{entry['seed']}"
+report_study = load_script("report_study")  # the plan's checks, and which runs the study folder holds complete
 
 
-def unfinished_files(plan: dict, study: Path) -> tuple[set[Path], set[Path]]:
-    """(files an unfinished run may need, parked files of finished runs), relative to the data set folder."""
-    exported = lambda relative: (study / relative).is_file()  # noqa: E731
+def unfinished_files(study) -> tuple[set[Path], set[Path]]:
+    """(files an unfinished run may need, parked files of finished runs), relative to the data set
+    folder, for a report_study.Study: a run is finished when the study folder holds it complete, a
+    pretraining when also every finetuning of it is."""
     wanted, finished = set(), set()
-    for entry in plan["finetunings"]:
-        state = run_folder(entry) / entry["loss"] / FINETUNING_STATE
-        (finished if exported(run_folder(entry) / entry["loss"] / "metrics.json") else wanted).add(state)
-    for entry in plan["pretrainings"]:
-        folder = run_folder(entry)
-        losses = [f["loss"] for f in plan["finetunings"] if run_folder(f) == folder]
-        done = exported(folder / "pretrain_run.json") and all(exported(folder / loss / "metrics.json") for loss in losses)
-        files = {folder / name for name in (PRETRAINING_STATE, *PRETRAINING_DONE)}
-        (finished if done else wanted).update(files)
+    finetunings = [r for r in study.planned if r.kind == "finetuning"]
+    for run in finetunings:
+        (finished if study.complete(run) else wanted).add(run.folder / FINETUNING_STATE)
+    for run in (r for r in study.planned if r.kind == "pretraining"):
+        own = [f for f in finetunings if f.folder.parent == run.folder]
+        done = study.complete(run) and all(study.complete(f) for f in own)
+        (finished if done else wanted).update(run.folder / name for name in (PRETRAINING_STATE, *PRETRAINING_DONE))
     return wanted, finished
 
 
@@ -112,7 +104,7 @@ def remove(path: Path, root: Path, why: str) -> None:
 
 
 def park(results: Path, study: Path, parking: Path) -> dict:
-    wanted, finished = unfinished_files(read_plan(study), study)
+    wanted, finished = unfinished_files(report_study.scan(study))
     counts = dict.fromkeys(("copied", "unchanged", "deleted"), 0)
     for relative in sorted(wanted):
         source, target = results / relative, parking / relative

@@ -81,9 +81,11 @@ def test_what_is_parked_follows_the_run_until_it_is_in_the_study(layout, tmp_pat
     assert files(parking) == [f"{RUN}/ce/finetune.state.pt", f"{RUN}/pretrain.pt",
                               f"{RUN}/pretrain_history.csv", f"{RUN}/pretrain_run.json"]
 
-    for name in ("pretrain_run.json", "bce/metrics.json", "ce/metrics.json"):  # every run exported
+    exported = ["pretrain_history.csv", "pretrain_run.json", "heads.pt"] + [  # every run's files in the study
+        f"{loss}/{name}" for loss in ("bce", "ce") for name in ("finetune_history.csv", "metrics.json", "ranks.parquet")]
+    for name in exported:
         (study / RUN / name).parent.mkdir(parents=True, exist_ok=True)
-        (study / RUN / name).write_text("{}")
+        (study / RUN / name).write_text('{"dataset": "tiny", "seed": 0}')
     main("park", tmp_path)
     assert files(parking) == [] and not (parking / "seed-r4").exists()
 
@@ -112,12 +114,12 @@ def test_restore_replaces_an_earlier_checkpoint_and_keeps_a_later_one(layout, tm
 def test_a_missing_or_bad_plan_is_a_clear_error(tmp_path, caplog):
     with pytest.raises(SystemExit) as exit_:
         main("park", tmp_path)
-    assert exit_.value.code == 2 and "plan.json: no study plan" in caplog.text
+    assert exit_.value.code == 2 and "plan.json does not exist" in caplog.text
     (tmp_path / "study" / "tiny").mkdir(parents=True)
     (tmp_path / "study" / "tiny" / "plan.json").write_text('{"finetunings": []}')
     with pytest.raises(SystemExit):
         main("park", tmp_path)
-    assert "expected an object with a `pretrainings` list" in caplog.text
+    assert "plan.json: expected an object with the keys" in caplog.text
 
 
 def test_restore_before_the_data_is_made_is_refused(layout, tmp_path, caplog):

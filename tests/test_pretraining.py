@@ -152,7 +152,8 @@ def test_heldout_argument_is_what_keeps_heldout_items_out_of_negatives(corpus):
 
 def test_split_instances_keep_each_users_validation_and_test_items_out_of_negatives():
     """What runs.pretrain and the benchmarks build from a data set: the split's held-out items
-    are passed on (a user with 3 of 5 items has only the two training items' complement left)."""
+    are passed on: of 7 items, each user's training part holds 3 and its held-out items 2, so
+    only items 6 and 7 may be drawn (4 and 5, held out, would be without them)."""
     sequences = [np.array([1, 2, 3, 4, 5]), np.array([5, 4, 3, 2, 1])]
     dataset = types.SimpleNamespace(item_attributes=[np.zeros(0, np.int64)] * 8, num_items=7, num_attributes=1)
     split = leave_one_out(sequences)
