@@ -9,8 +9,8 @@ epochs per hour (N x 3600 / the slowest worker's epoch), against N = 1.
     python benchmarks/jobs_per_device.py --device cpu --threads 1 --jobs 1 2 --batches 100
 
 On a GPU this answers how many training jobs to put on one card (the `gpu` slots of the
-workflow's profiles, README "On a GPU"). Data: ../shared/data/s3rec/Beauty, else
-generated data of Beauty's size (speed.py).
+workflow's profiles, README "On a GPU"). Data: Beauty from --source, else from
+../shared/data/s3rec, else generated data of Beauty's size (speed.py).
 """
 from __future__ import annotations
 
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process")
     parser.add_argument("--batches", type=int, default=300, help="timed batches per process (extrapolated to an epoch)")
     parser.add_argument("--batching", default="padded", choices=["padded", "bucketed"])
+    parser.add_argument("--source", type=Path, default=None,
+                        help="folder with Beauty.txt and Beauty_item2attributes.json (default: ../shared's)")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     device = runtime.choose_device(args.device)
     args.device = str(device)
     with tempfile.TemporaryDirectory() as tmp:
-        name, data = speed.prepare(Path(tmp))
+        name, data = speed.prepare(Path(tmp), args.source)
         runs = [run_jobs(args, jobs, data) for jobs in args.jobs]
     single = next((r["epochs_per_hour"] for r in runs if r["jobs"] == 1), None)
     for r in runs:

@@ -4,6 +4,7 @@
     python benchmarks/profile_step.py --what finetune --threads 1  # bce finetuning step, batch 256
     python benchmarks/profile_step.py --device cuda               # adds each op's GPU time
     python benchmarks/profile_step.py --data resources/beauty     # a prepared data set
+    python benchmarks/profile_step.py --source DIR                # Beauty.txt and its attributes from DIR
     python benchmarks/profile_step.py --shapes                    # one row per op and input shapes
 
 The step is benchmarks/speed.py's: dense heads, the `paper` preset's padded batches of 100
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--what", choices=["pretrain", "finetune"], default="pretrain")
     parser.add_argument("--data", type=Path, default=None, help="a prepared data set (default: Beauty or its size)")
+    parser.add_argument("--source", type=Path, default=None,
+                        help="folder with the authors' Beauty.txt and its attributes (default: ../shared's)")
     parser.add_argument("--steps", type=int, default=30, help="steps timed, then as many profiled")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--top", type=int, default=15, help="how many ops to list")
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     if args.data is None:
         with tempfile.TemporaryDirectory() as tmp:
-            name, path = speed.prepare(Path(tmp))
+            name, path = speed.prepare(Path(tmp), args.source)
             dataset = load_dataset(path)
     else:
         name, dataset = str(args.data), load_dataset(args.data)

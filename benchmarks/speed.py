@@ -9,6 +9,12 @@ step against a fp32 matmul peak measured in the same run.
     python benchmarks/speed.py                      # whole epochs
     python benchmarks/speed.py --batches 200        # time 200 batches and extrapolate (said in the output)
     python benchmarks/speed.py --device cuda        # the same on a GPU, plus its name and peak memory
+    python benchmarks/speed.py --source DIR         # Beauty.txt and its attributes from DIR
+    python benchmarks/speed.py --compile reduce-overhead   # the encoder through torch.compile
+
+`--compile MODE` runs the encoder through torch.compile (dynamic shapes; with
+`reduce-overhead`, as CUDA graphs): a measurement of whether compiling pays, not how runs
+train. Its warm-up (compiling, recording graphs) is reported apart from the timed batches.
 """
 from __future__ import annotations
 
@@ -40,12 +46,19 @@ from s3rec.pretraining import PretrainModel, step_losses
 from s3rec.training import adam
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "s3rec"
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
-def prepare(workdir: Path) -> tuple[str, Path]:
+def prepare(workdir: Path, source: Path | None = None) -> tuple[str, Path]:
+    """Beauty prepared under `workdir`, from `source` (a folder holding the authors' Beauty.txt
+    and Beauty_item2attributes.json; an error if they are not there), else from ../shared when
+    present, else generated data of Beauty's size."""
     out = workdir / "data"
-    if (SHARED / "Beauty.txt").exists():
-        write_prepared(read_s3rec(SHARED / "Beauty.txt", SHARED / "Beauty_item2attributes.json"), out)
+    if source is not None and not (Path(source) / "Beauty.txt").is_file():
+        raise SystemExit(f"--source {source}: expected Beauty.txt and Beauty_item2attributes.json there")
+    folder = Path(source) if source is not None else SHARED
+    if (folder / "Beauty.txt").exists():
+        write_prepared(read_s3rec(folder / "Beauty.txt", folder / "Beauty_item2attributes.json"), out)
         return "beauty", out
     write_prepared(beauty_sized(seed=0), out)
     return "generated, Beauty's size", out
@@ -73,14 +86,33 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_epoch(step, batches, limit: int | None, device="cpu", ready=lambda: None) -> dict:
+def compile_encoder(encoder: Encoder, mode: str) -> None:
+    """Route the encoder's two entry points through torch.compile (`mode` "none": leave it).
+    Dynamic shapes, because a batch's length varies; the heads and losses stay eager."""
+    if mode == "none":
+        return
+    for name in ("forward", "forward_ends"):
+        setattr(encoder, name, torch.compile(getattr(encoder, name), mode=mode, dynamic=True))
+
+
+def new_step(compile_mode: str) -> None:
+    """Tell torch a new training step begins: CUDA graphs (reduce-overhead) may then reuse the
+    previous step's output memory. Nothing to do when not compiling."""
+    if compile_mode != "none":
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+def timed_epoch(step, batches, limit: int | None, device="cpu", ready=lambda: None, warmup: int = 3) -> dict:
     """Run `step` over the batches (all, or the first `limit`) and extrapolate when partial.
+    The last `warmup` batches run first, untimed (first calls allocate, pick kernels, compile).
     `ready()` is called between the warm-up and the timed part (benchmarks/jobs_per_device.py waits there)."""
     total = len(batches)
     used = batches[:limit] if limit else batches
-    for batch in batches[-3:]:  # warm-up: first calls allocate and pick kernels
+    start = time.perf_counter()
+    for batch in batches[-warmup:]:
         step(batch)
     synchronize(device)
+    warmup_seconds = time.perf_counter() - start
     ready()
     start = time.perf_counter()
     for batch in used:
@@ -88,15 +120,17 @@ def timed_epoch(step, batches, limit: int | None, device="cpu", ready=lambda: No
     synchronize(device)
     seconds = time.perf_counter() - start
     return {"batches": total, "timed_batches": len(used), "seconds_timed": round(seconds, 3),
-            "seconds_per_epoch": round(seconds * total / len(used), 2), "extrapolated": len(used) < total}
+            "seconds_per_epoch": round(seconds * total / len(used), 2), "extrapolated": len(used) < total,
+            "warmup_batches": min(warmup, total), "warmup_seconds": round(warmup_seconds, 2)}
 
 
-def pretrain_steps(dataset, split, kind: str, device, batching: str) -> tuple:
+def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mode: str = "none") -> tuple:
     """(step, an epoch's batches, instances, seconds to build the batches): dense heads, the
     `paper` preset's batches of 100, as runs.pretrain makes them."""
     cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"}})
     instances = split_instances(dataset, split, max_len=cfg.model.max_len, kind=kind)
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
+    compile_encoder(model.encoder, compile_mode)
     optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
@@ -105,6 +139,7 @@ def pretrain_steps(dataset, split, kind: str, device, batching: str) -> tuple:
     build_seconds = time.perf_counter() - start
 
     def step(batch):
+        new_step(compile_mode)
         loss = step_losses(model, [chunk.to(device) for chunk in batch])["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -114,14 +149,20 @@ def pretrain_steps(dataset, split, kind: str, device, batching: str) -> tuple:
 
 
 def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device, batching: str,
-                       count_flops: bool = True, ready=lambda: None) -> dict:
-    step, batches, instances, build_seconds = pretrain_steps(dataset, split, kind, device, batching)
-    result = timed_epoch(step, batches, limit, device, ready)
+                       count_flops: bool = True, ready=lambda: None, compile_mode: str = "none") -> dict:
+    step, batches, instances, build_seconds = pretrain_steps(dataset, split, kind, device, batching, compile_mode)
+    result = timed_epoch(step, batches, limit, device, ready, warmup_batches(compile_mode))
     result["seconds_per_epoch"] = round(result["seconds_per_epoch"] + build_seconds, 2)
     result.update(instances=len(instances), batching=batching, batch_construction_seconds=round(build_seconds, 2))
-    if kind == "prefixes" and count_flops:
+    if kind == "prefixes" and count_flops and compile_mode == "none":  # the counter does not see into compiled code
         result["gflops"] = achieved_gflops(step, batches[:200], device)
     return result
+
+
+def warmup_batches(compile_mode: str) -> int:
+    """Untimed batches first: 3, or, when compiling, 100, so that most batch lengths have been
+    compiled (and, with CUDA graphs, recorded) before the clock starts."""
+    return 3 if compile_mode == "none" else 100
 
 
 def achieved_gflops(step, batches, device) -> dict:
@@ -154,15 +195,17 @@ def matmul_peak_gflops(device, size: int = 1024, repeats: int = 20) -> float:
     return round(2 * size**3 * repeats / (time.perf_counter() - start) / 1e9, 2)
 
 
-def finetune_steps(dataset, split, device, batching: str) -> tuple:
+def finetune_steps(dataset, split, device, batching: str, compile_mode: str = "none") -> tuple:
     """(step, an epoch's batches, the encoder): bce finetuning in batches of 256."""
     cfg = RunConfig()
     encoder = Encoder(cfg.model, dataset.num_items).to(device)
+    compile_encoder(encoder, compile_mode)
     optimizer = adam(encoder.parameters(), lr=1e-3, weight_decay=0.0)
     batches = list(finetune_batches(split.train, split.train, dataset.num_items, 50, 256, np.random.default_rng(0),
                                     batching, chunk_bounds(device)))
 
     def step(batch):
+        new_step(compile_mode)
         loss = step_loss(encoder, [chunk.to(device) for chunk in batch], "bce")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -171,20 +214,25 @@ def finetune_steps(dataset, split, device, batching: str) -> tuple:
     return step, batches, encoder
 
 
-def finetune_benchmark(dataset, split, limit: int | None, device, batching: str) -> dict:
-    step, batches, encoder = finetune_steps(dataset, split, device, batching)
-    result = timed_epoch(step, batches, limit, device)
+def finetune_benchmark(dataset, split, limit: int | None, device, batching: str, compile_mode: str = "none") -> dict:
+    step, batches, encoder = finetune_steps(dataset, split, device, batching, compile_mode)
+    result = timed_epoch(step, batches, limit, device, warmup=warmup_batches(compile_mode))
     encoder.eval()
     score = score_function(encoder, device)
-    start = time.perf_counter()
-    full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items, exclude_history=True, batch_size=RunConfig().eval.batch_size)
-    full_seconds = time.perf_counter() - start
+    eval_size = RunConfig().eval.batch_size
     negatives = sample_negatives(dataset.sequences, dataset.num_items, n=99, seed=0)
-    start = time.perf_counter()
-    sampled_ranks(score, split.train, split.valid_target, negatives, batch_size=RunConfig().eval.batch_size)
-    sampled_seconds = time.perf_counter() - start
-    return {"finetune_epoch": result, "full_ranking_eval_seconds": round(full_seconds, 3),
-            "sampled_eval_seconds": round(sampled_seconds, 3), "users": len(split.train)}
+    passes = {"full": lambda: full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items,
+                                                 exclude_history=True, batch_size=eval_size),
+              "sampled": lambda: sampled_ranks(score, split.train, split.valid_target, negatives, batch_size=eval_size)}
+    seconds = {}
+    for name, evaluate in passes.items():
+        if compile_mode != "none":
+            evaluate()  # untimed: compiles (and records) the evaluation's shapes
+        start = time.perf_counter()
+        evaluate()  # returns ranks on the host: the device has finished
+        seconds[name] = round(time.perf_counter() - start, 3)
+    return {"finetune_epoch": result, "full_ranking_eval_seconds": seconds["full"],
+            "sampled_eval_seconds": seconds["sampled"], "users": len(split.train)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,22 +243,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batching", default="padded", choices=["padded", "bucketed"],
                         help="training batch layout (s3rec/batching.py); padded is the finetuning default")
     parser.add_argument("--skip-sequences", action="store_true", help="skip the instances=sequences epoch")
+    parser.add_argument("--source", type=Path, default=None,
+                        help="folder with Beauty.txt and Beauty_item2attributes.json (default: ../shared's)")
+    parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
+                        help="run the encoder through torch.compile in this mode (default: eager)")
     args = parser.parse_args(argv)
     threads = runtime.set_threads(args.threads)
     device = runtime.choose_device(args.device)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        name, path = prepare(Path(tmp))
+        name, path = prepare(Path(tmp), args.source)
         dataset = load_dataset(path)
     split = leave_one_out(dataset.sequences)
     report = {"dataset": name, **runtime.describe_execution(device), "machine": machine(),
-              "matmul_peak_gflop_per_s": matmul_peak_gflops(device)}
-    report["pretrain_prefixes"] = pretrain_benchmark(dataset, split, "prefixes", args.batches, device, args.batching)
+              "compile": args.compile, "matmul_peak_gflop_per_s": matmul_peak_gflops(device)}
+    report["pretrain_prefixes"] = pretrain_benchmark(dataset, split, "prefixes", args.batches, device, args.batching,
+                                                     compile_mode=args.compile)
     if not args.skip_sequences:
-        report["pretrain_sequences"] = pretrain_benchmark(dataset, split, "sequences", args.batches, device, args.batching)
-    report.update(finetune_benchmark(dataset, split, args.batches, device, args.batching))
-    gflops = report["pretrain_prefixes"]["gflops"]["pretrain_step_gflop_per_s"]
-    report["pretrain_fraction_of_matmul_peak"] = round(gflops / report["matmul_peak_gflop_per_s"], 3)
+        report["pretrain_sequences"] = pretrain_benchmark(dataset, split, "sequences", args.batches, device,
+                                                          args.batching, compile_mode=args.compile)
+    report.update(finetune_benchmark(dataset, split, args.batches, device, args.batching, args.compile))
+    if "gflops" in report["pretrain_prefixes"]:
+        gflops = report["pretrain_prefixes"]["gflops"]["pretrain_step_gflop_per_s"]
+        report["pretrain_fraction_of_matmul_peak"] = round(gflops / report["matmul_peak_gflop_per_s"], 3)
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if device.type == "cuda":
         report["peak_gpu_mib"] = runtime.peak_device_memory_mib(device)

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Issue 10's checks on a GPU machine in one call, within a deadline: the CUDA tests, the speed
+# benchmark (eager, then the encoder under torch.compile), N concurrent pretraining jobs on the
+# card, and a profile of a step. Each step's JSON lands in $OUT; a step that fails or runs out
+# of time is logged and the next one still runs.
+#
+# Here:   bash benchmarks/device_bundle.sh     (polars wheel + Beauty into .device/, git-ignored)
+# There:  the device tool's run, carry [".device"], timeout_s 500:
+#           bash benchmarks/device_check.sh                 # every step, in priority order
+#           bash benchmarks/device_check.sh speed jobs      # only these steps (a rerun)
+# Anywhere without a GPU, for a rehearsal: DEVICE=cpu BATCHES=5 JOBS="1 2" bash benchmarks/device_check.sh
+#
+# Environment: OUT (default benchmarks/out/device), DEVICE (cuda), DEADLINE (seconds for the
+# whole script, default 450), BATCHES (timed batches per epoch, 300), JOBS ("1 2 4 8"),
+# COMPILE (torch.compile mode of the compile step, reduce-overhead).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/out/device}
+DEVICE=${DEVICE:-cuda}
+DEADLINE=${DEADLINE:-450}
+BATCHES=${BATCHES:-300}
+JOBS=${JOBS:-1 2 4 8}
+COMPILE=${COMPILE:-reduce-overhead}
+mkdir -p "$OUT"
+LOG="$OUT/device_check.log"
+START=$SECONDS
+export PYTHONUNBUFFERED=1
+
+say() { echo "[$(date -u +%H:%M:%S) +$(( SECONDS - START ))s] $*" | tee -a "$LOG"; }
+
+# The machine reaches no registry: where polars is missing, install the carried wheels where
+# Python finds them (where it is installed, as in the project's venv, leave it be).
+site=/tmp/s3rec-site
+if ! python3 -c "import polars" 2> /dev/null && compgen -G ".device/wheels/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+    .device/wheels/*.whl >> "$LOG" 2>&1 || { say "could not install .device/wheels"; exit 1; }
+fi
+export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}"
+SOURCE=()
+[ -f .device/data/Beauty.txt ] && SOURCE=(--source .device/data)
+
+# step NAME LIMIT_S OUTPUT COMMAND...: run it with its stdout in $OUT/OUTPUT (stderr in the log),
+# unless less than LIMIT_S of the deadline is left.
+step() {
+  local name=$1 limit=$2 output=$3; shift 3
+  local left=$(( DEADLINE - (SECONDS - START) ))
+  if [ "$left" -lt "$limit" ]; then
+    say "$name: skipped, ${left}s left of the deadline and it may take ${limit}s"; return
+  fi
+  say "$name: $*"
+  local began=$SECONDS
+  timeout "$limit" "$@" > "$OUT/$output" 2>> "$LOG"
+  local rc=$?
+  say "$name: rc $rc in $(( SECONDS - began ))s$( [ "$rc" = 124 ] && echo " (timed out)")"
+}
+
+environment() {
+  { date -u; uname -a; nvidia-smi 2>&1 | head -20
+    python3 -c 'import sys, torch, numpy, polars, pyarrow
+print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda,
+      "numpy", numpy.__version__, "polars", polars.__version__, "pyarrow", pyarrow.__version__)
+print("gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)'
+    git log --oneline -1 2>/dev/null; } 2>&1
+}
+
+run_step() {
+  case $1 in
+    env) say "env"; environment > "$OUT/env.txt"; cat "$OUT/env.txt" >> "$LOG" ;;
+    tests) step tests 150 pytest.log python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+             tests/test_host_sync.py ;;
+    speed) step speed 150 speed.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
+             --batches "$BATCHES" "${SOURCE[@]}" ;;
+    jobs) step jobs 180 jobs.json python3 benchmarks/jobs_per_device.py --device "$DEVICE" --threads 2 \
+            --jobs $JOBS --batches "$BATCHES" "${SOURCE[@]}" ;;
+    profile) step profile 90 profile.json python3 benchmarks/profile_step.py --device "$DEVICE" --threads 4 \
+               "${SOURCE[@]}" ;;
+    compile) step compile 200 speed-compile.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
+               --batches "$BATCHES" --skip-sequences --compile "$COMPILE" "${SOURCE[@]}" ;;
+    *) say "unknown step $1 (env, tests, speed, jobs, profile, compile)"; exit 2 ;;
+  esac
+}
+
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(env tests speed jobs profile compile)
+for name in "${steps[@]}"; do run_step "$name"; done
+say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
