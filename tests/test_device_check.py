@@ -49,6 +49,7 @@ def test_speed_names_a_source_folder_without_beauty(tmp_path, monkeypatch):
         speed.prepare(tmp_path / "work", source=tmp_path)
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning")  # torch.compile's own imports
 def test_compiled_encoder_computes_what_the_eager_one_does(monkeypatch):
     """benchmarks/speed.py --compile: the same states through torch.compile (dropout off)."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 
 import pytest
 import yaml
 
-from test_workflow import (REPO, TINY, run_snakemake, slurm_available, slurm_job_ids,  # noqa: F401
+from test_workflow import (REPO, TINY, run_snakemake, sacct_fields, slurm_available, slurm_job_ids,  # noqa: F401
                            workdir, write_config)
 
 TRAINING = {"pretrain_model", "finetune_model"}
@@ -133,18 +132,13 @@ def slurm_gres() -> str:
     return out.strip()
 
 
-def alloc_tres(job_ids, attempts=15) -> dict[str, str]:
-    """{job id: AllocTRES} from sacct, polled (slurmdbd records lag)."""
-    tres = {}
-    for _ in range(attempts):
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State,AllocTRES", "-j", ",".join(job_ids)],
-                             capture_output=True, text=True, timeout=30).stdout
-        rows = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
-        tres = {job: alloc for job, state, alloc in rows if state not in ("PENDING", "RUNNING")}
-        if all(tres.get(job) for job in job_ids):
-            break
-        time.sleep(2)
-    return tres
+def alloc_tres(job_ids) -> dict[str, str]:
+    """{job id: AllocTRES} of the jobs that have ended, polled until every job has ended with one."""
+    def ended(row):
+        return row["State"] not in ("PENDING", "RUNNING")
+    rows = sacct_fields(job_ids, ["State", "AllocTRES"],
+                        lambda rows: all(j in rows and ended(rows[j]) and rows[j]["AllocTRES"] for j in job_ids))
+    return {job: row["AllocTRES"] for job, row in rows.items() if ended(row)}
 
 
 @pytest.mark.slurm

@@ -444,17 +444,26 @@ def slurm_job_ids(snakemake_output: str) -> dict[str, list[str]]:
     return jobs
 
 
-def sacct_states(job_ids, attempts=10) -> dict[str, str]:
-    """{job id: state} from sacct, polled because slurmdbd records lag a little."""
-    states = {}
+def sacct_fields(job_ids, fields: list[str], ready, attempts=15) -> dict[str, dict[str, str]]:
+    """{job id: {field: value}} from sacct (the jobs, not their steps), polled until
+    `ready(rows)` holds or the attempts run out, because slurmdbd records lag a little."""
+    rows: dict[str, dict[str, str]] = {}
     for _ in range(attempts):
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", ",".join(["JobID", *fields]), "-j", ",".join(job_ids)],
                              capture_output=True, text=True, timeout=30).stdout
-        states = dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
-        if all(states.get(j, "").startswith("COMPLETED") for j in job_ids):
+        values = [line.split("|") for line in out.splitlines()]
+        rows = {v[0]: dict(zip(fields, v[1:])) for v in values if len(v) == len(fields) + 1}
+        if ready(rows):
             break
         time.sleep(2)
-    return states
+    return rows
+
+
+def sacct_states(job_ids) -> dict[str, str]:
+    """{job id: state}, polled until every job has COMPLETED (or the attempts run out)."""
+    rows = sacct_fields(job_ids, ["State"],
+                        lambda rows: all(rows.get(j, {}).get("State", "").startswith("COMPLETED") for j in job_ids))
+    return {job: row["State"] for job, row in rows.items()}
 
 
 @pytest.mark.slurm
