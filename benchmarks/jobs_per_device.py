@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process")
     parser.add_argument("--batches", type=int, default=300, help="timed batches per process (extrapolated to an epoch)")
     parser.add_argument("--batching", default="padded", choices=["padded", "bucketed"])
-    parser.add_argument("--source", type=Path, default=None,
-                        help="folder with Beauty.txt and Beauty_item2attributes.json (default: ../shared's)")
+    speed.add_source_argument(parser)
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)

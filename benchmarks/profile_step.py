@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--what", choices=["pretrain", "finetune"], default="pretrain")
     parser.add_argument("--data", type=Path, default=None, help="a prepared data set (default: Beauty or its size)")
-    parser.add_argument("--source", type=Path, default=None,
-                        help="folder with the authors' Beauty.txt and its attributes (default: ../shared's)")
+    speed.add_source_argument(parser)
     parser.add_argument("--steps", type=int, default=30, help="steps timed, then as many profiled")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--top", type=int, default=15, help="how many ops to list")

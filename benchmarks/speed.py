@@ -64,6 +64,12 @@ def prepare(workdir: Path, source: Path | None = None) -> tuple[str, Path]:
     return "generated, Beauty's size", out
 
 
+def add_source_argument(parser: argparse.ArgumentParser) -> None:
+    """--source, for every benchmark that prepares Beauty with `prepare`."""
+    parser.add_argument("--source", type=Path, default=None,
+                        help="folder with the authors' Beauty.txt and Beauty_item2attributes.json (default: ../shared's)")
+
+
 def beauty_sized(seed: int) -> Prepared:
     """Random data of Beauty's size and shape (22,363 users, 12,101 items, 637 attributes,
     lengths >= 5 with mean ~8.9, Zipf popularity, ~3.7 attributes per item). Speed depends on
@@ -243,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batching", default="padded", choices=["padded", "bucketed"],
                         help="training batch layout (s3rec/batching.py); padded is the finetuning default")
     parser.add_argument("--skip-sequences", action="store_true", help="skip the instances=sequences epoch")
-    parser.add_argument("--source", type=Path, default=None,
-                        help="folder with Beauty.txt and Beauty_item2attributes.json (default: ../shared's)")
+    add_source_argument(parser)
     parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
                         help="run the encoder through torch.compile in this mode (default: eager)")
     args = parser.parse_args(argv)

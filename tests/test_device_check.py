@@ -16,8 +16,8 @@ from scripts_import import load_script
 SCRIPT = REPO / "benchmarks" / "device_check.sh"
 
 
-def device_check(tmp_path, *steps: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "DEVICE": "cpu", "DEADLINE": "300"}
+def device_check(tmp_path, *steps: str, out: str = "out", deadline: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OUT": str(tmp_path / out), "DEVICE": "cpu", "DEADLINE": str(deadline)}
     return subprocess.run(["bash", str(SCRIPT), *steps], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
 
@@ -36,8 +36,7 @@ def test_device_check_runs_the_steps_asked_for_and_logs_them(tmp_path):
 def test_device_check_refuses_an_unknown_step_and_skips_what_the_deadline_leaves_no_time_for(tmp_path):
     done = device_check(tmp_path, "tset")
     assert done.returncode == 2 and "unknown step tset" in done.stdout
-    env = {**os.environ, "OUT": str(tmp_path / "late"), "DEVICE": "cpu", "DEADLINE": "10"}
-    done = subprocess.run(["bash", str(SCRIPT), "speed"], env=env, capture_output=True, text=True, timeout=60)
+    done = device_check(tmp_path, "speed", out="late", deadline=10)
     assert done.returncode == 0 and "speed: skipped, " in done.stdout, done.stdout
     assert not (tmp_path / "late" / "speed.json").exists()
 
