@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 10's checks on a GPU machine in one call, within a deadline: the CUDA tests, the speed
-# benchmark (eager, then the encoder under torch.compile), N concurrent pretraining jobs on the
-# card, and a profile of a step. Each step's JSON lands in $OUT; a step that fails or runs out
+# benchmark (eager; then fixed-shape pretraining steps compiled whole, as CUDA graphs), N
+# concurrent pretraining jobs on the card, a profile of a step, and the encoder alone under
+# torch.compile. Each step's JSON lands in $OUT; a step that fails or runs out
 # of time is logged and the next one still runs.
 #
 # Here:   bash benchmarks/device_bundle.sh     (polars wheel + Beauty into .device/, git-ignored)
@@ -12,7 +13,7 @@
 #
 # Environment: OUT (default benchmarks/out/device), DEVICE (cuda), DEADLINE (seconds for the
 # whole script, default 450), BATCHES (timed batches per epoch, 300), JOBS ("1 2 4 8"),
-# COMPILE (torch.compile mode of the compile step, reduce-overhead).
+# COMPILE (torch.compile mode of the grid and compile steps, reduce-overhead).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out/device}
@@ -74,13 +75,15 @@ run_step() {
             --jobs $JOBS --batches "$BATCHES" "${SOURCE[@]}" ;;
     profile) step profile 90 profile.json python3 benchmarks/profile_step.py --device "$DEVICE" --threads 4 \
                "${SOURCE[@]}" ;;
+    grid) step grid 200 speed-grid.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
+            --batches "$BATCHES" --skip-sequences --fixed-shapes --compile "$COMPILE" "${SOURCE[@]}" ;;
     compile) step compile 200 speed-compile.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
                --batches "$BATCHES" --skip-sequences --compile "$COMPILE" "${SOURCE[@]}" ;;
-    *) say "unknown step $1 (env, tests, speed, jobs, profile, compile)"; exit 2 ;;
+    *) say "unknown step $1 (env, tests, speed, grid, jobs, profile, compile)"; exit 2 ;;
   esac
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(env tests speed jobs profile compile)
+[ ${#steps[@]} -gt 0 ] || steps=(env tests speed grid jobs profile compile)
 for name in "${steps[@]}"; do run_step "$name"; done
 say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

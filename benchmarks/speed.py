@@ -11,10 +11,15 @@ step against a fp32 matmul peak measured in the same run.
     python benchmarks/speed.py --device cuda        # the same on a GPU, plus its name and peak memory
     python benchmarks/speed.py --source DIR         # Beauty.txt and its attributes from DIR
     python benchmarks/speed.py --compile reduce-overhead   # the encoder through torch.compile
+    python benchmarks/speed.py --fixed-shapes --compile reduce-overhead   # a whole pretraining step
 
 `--compile MODE` runs the encoder through torch.compile (dynamic shapes; with
 `reduce-overhead`, as CUDA graphs): a measurement of whether compiling pays, not how runs
 train. Its warm-up (compiling, recording graphs) is reported apart from the timed batches.
+`--fixed-shapes` gives every pretraining step the same shapes: one batch of 100 padded to
+max_len, losses at every position, weighted (PretrainModel.grid_forward). With `--compile`,
+the whole loss, forward and backward, is then one graph (on a GPU, with reduce-overhead,
+replayed as CUDA graphs) instead of the encoder alone.
 """
 from __future__ import annotations
 
@@ -40,7 +45,7 @@ from s3rec.encoder import Encoder
 from s3rec.evaluation import full_ranking_ranks, sample_negatives, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
 from s3rec.finetuning import score_function, step_loss
-from s3rec.pretrain_batches import split_instances
+from s3rec.pretrain_batches import item_attribute_table, split_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import PretrainModel, step_losses
 from s3rec.training import adam
@@ -130,23 +135,36 @@ def timed_epoch(step, batches, limit: int | None, device="cpu", ready=lambda: No
             "warmup_batches": min(warmup, total), "warmup_seconds": round(warmup_seconds, 2)}
 
 
-def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mode: str = "none") -> tuple:
+def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mode: str = "none",
+                   fixed_shapes: bool = False) -> tuple:
     """(step, an epoch's batches, instances, seconds to build the batches): dense heads, the
-    `paper` preset's batches of 100, as runs.pretrain makes them."""
+    `paper` preset's batches of 100, as runs.pretrain makes them (with `fixed_shapes`: padded
+    to max_len, one chunk a step, losses by grid_forward)."""
     cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"}})
     instances = split_instances(dataset, split, max_len=cfg.model.max_len, kind=kind)
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
-    compile_encoder(model.encoder, compile_mode)
+    losses = step_losses
+    if fixed_shapes:
+        table = item_attribute_table(instances).to(device)
+        grid = model.grid_forward if compile_mode == "none" else torch.compile(
+            model.grid_forward, mode=compile_mode, fullgraph=True, dynamic=False)
+
+        def losses(model, chunks):
+            (batch,) = chunks  # bounds=(): one chunk a step
+            return grid(batch, table)
+    else:
+        compile_encoder(model.encoder, compile_mode)
     optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     batches = list(pretrain_batches(instances, 100, rng, mask_prob=0.2, batching=batching,
-                                    bounds=chunk_bounds(device)))  # steps of chunks, as runs.pretrain makes them
-    build_seconds = time.perf_counter() - start
+                                    bounds=() if fixed_shapes else chunk_bounds(device),
+                                    length=cfg.model.max_len if fixed_shapes else None))
+    build_seconds = time.perf_counter() - start  # steps of chunks, as runs.pretrain makes them
 
     def step(batch):
         new_step(compile_mode)
-        loss = step_losses(model, [chunk.to(device) for chunk in batch])["loss"]
+        loss = losses(model, [chunk.to(device) for chunk in batch])["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -155,11 +173,14 @@ def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mod
 
 
 def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device, batching: str,
-                       count_flops: bool = True, ready=lambda: None, compile_mode: str = "none") -> dict:
-    step, batches, instances, build_seconds = pretrain_steps(dataset, split, kind, device, batching, compile_mode)
+                       count_flops: bool = True, ready=lambda: None, compile_mode: str = "none",
+                       fixed_shapes: bool = False) -> dict:
+    step, batches, instances, build_seconds = pretrain_steps(dataset, split, kind, device, batching, compile_mode,
+                                                             fixed_shapes)
     result = timed_epoch(step, batches, limit, device, ready, warmup_batches(compile_mode))
     result["seconds_per_epoch"] = round(result["seconds_per_epoch"] + build_seconds, 2)
-    result.update(instances=len(instances), batching=batching, batch_construction_seconds=round(build_seconds, 2))
+    result.update(instances=len(instances), batching=batching, fixed_shapes=fixed_shapes,
+                  batch_construction_seconds=round(build_seconds, 2))
     if kind == "prefixes" and count_flops and compile_mode == "none":  # the counter does not see into compiled code
         result["gflops"] = achieved_gflops(step, batches[:200], device)
     return result
@@ -252,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     add_source_argument(parser)
     parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
                         help="run the encoder through torch.compile in this mode (default: eager)")
+    parser.add_argument("--fixed-shapes", action="store_true",
+                        help="pretraining steps of one shape (batches padded to max_len, grid_forward); "
+                             "with --compile, the whole loss is compiled")
     args = parser.parse_args(argv)
     threads = runtime.set_threads(args.threads)
     device = runtime.choose_device(args.device)
@@ -263,10 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     report = {"dataset": name, **runtime.describe_execution(device), "machine": machine(),
               "compile": args.compile, "matmul_peak_gflop_per_s": matmul_peak_gflops(device)}
     report["pretrain_prefixes"] = pretrain_benchmark(dataset, split, "prefixes", args.batches, device, args.batching,
-                                                     compile_mode=args.compile)
+                                                     compile_mode=args.compile, fixed_shapes=args.fixed_shapes)
     if not args.skip_sequences:
         report["pretrain_sequences"] = pretrain_benchmark(dataset, split, "sequences", args.batches, device,
-                                                          args.batching, compile_mode=args.compile)
+                                                          args.batching, compile_mode=args.compile,
+                                                          fixed_shapes=args.fixed_shapes)
     report.update(finetune_benchmark(dataset, split, args.batches, device, args.batching, args.compile))
     if "gflops" in report["pretrain_prefixes"]:
         gflops = report["pretrain_prefixes"]["gflops"]["pretrain_step_gflop_per_s"]

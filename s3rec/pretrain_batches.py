@@ -164,18 +164,23 @@ def _excluded_keys(items, lengths, heldout, num_items) -> np.ndarray:
 
 def iterate_batches(
     instances: PretrainInstances, batch_size: int, generator: np.random.Generator, *, mask_prob: float,
-    batching: str = "bucketed", bounds: tuple[int, ...] = CHUNK_BOUNDS,
+    batching: str = "bucketed", bounds: tuple[int, ...] = CHUNK_BOUNDS, length: int | None = None,
 ) -> Iterator[list[Batch]]:
     """One epoch of steps in the `batching` layout (s3rec.batching), each a list of chunk batches
-    whose (summed) losses add up to the step's loss."""
+    whose (summed) losses add up to the step's loss; `length`: see build_batch."""
     for step in training_batches(instances.lengths, batch_size, generator, batching, bounds):
-        yield [build_batch(instances, chunk, generator, mask_prob=mask_prob) for chunk in step]
+        yield [build_batch(instances, chunk, generator, mask_prob=mask_prob, length=length) for chunk in step]
 
 
 def build_batch(
-    instances: PretrainInstances, index: np.ndarray, generator: np.random.Generator, *, mask_prob: float
+    instances: PretrainInstances, index: np.ndarray, generator: np.random.Generator, *, mask_prob: float,
+    length: int | None = None,
 ) -> Batch:
-    """Masks, negatives and segments for instances[index], vectorised over the batch."""
+    """Masks, negatives and segments for instances[index], vectorised over the batch.
+
+    `length`: left-pad the batch to this many columns (at least its longest instance) after
+    everything is drawn, so that every batch has the same shape: the same draws, the same
+    losses (padding changes no real position's state), for PretrainModel.grid_forward."""
     inst, rng = instances, generator
     user, end = inst.user[index], inst.end[index]
     n = end - inst.start[index]  # (B,) instance lengths
@@ -194,6 +199,12 @@ def build_batch(
 
     masked_segments, pos_segments, neg_segments = _segments(inst, items, real, n, offset, rng)
     attribute_rows, attribute_ids = _attribute_pairs(inst, items[real])
+    if length is not None:  # after the draws, which are made at the batch's own length
+        if length < L:
+            raise ValueError(f"length: the batch has an instance of {L} items, longer than {length}")
+        items, masked, masked_items, negative_items, masked_segments, pos_segments, neg_segments = (
+            np.pad(m, ((0, 0), (length - L, 0))) for m in
+            (items, masked, masked_items, negative_items, masked_segments, pos_segments, neg_segments))
     return Batch(
         users=torch.from_numpy(user),
         items=torch.from_numpy(items),
@@ -207,6 +218,15 @@ def build_batch(
         **grid_positions(items, masked),
         num_instances=B,
     )
+
+
+def item_attribute_table(instances: PretrainInstances) -> torch.Tensor:
+    """(num_items + 2, num_attributes) uint8: row i is item i's attributes as 0/1 (rows 0,
+    padding, and num_items + 1, [MASK], are empty): PretrainModel.grid_forward's targets."""
+    counts = np.diff(instances.attribute_offsets)
+    table = np.zeros((instances.num_items + 2, instances.num_attributes), dtype=np.uint8)
+    table[np.repeat(np.arange(len(counts)), counts), instances.attribute_values - 1] = 1
+    return torch.from_numpy(table)
 
 
 def sample_negatives(instances: PretrainInstances, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -54,11 +54,39 @@ class PretrainModel(nn.Module):
         real_states = item_states.flatten(0, 1).index_select(0, batch.real_positions)  # (R, d), row-major
         losses = self.attribute_losses(real_states, batch)
         masked_positions = batch.real_positions.index_select(0, batch.masked_rows)  # (K,) flat indices
-        losses["mip"] = self.mip_loss(real_states.index_select(0, batch.masked_rows),
-                                      batch.items.flatten().index_select(0, masked_positions),
-                                      batch.negative_items.flatten().index_select(0, masked_positions))
-        sp = self.heads["sp"]
-        losses["sp"] = self.pair_loss(sp.score_pairs(context, pos_segment), sp.score_pairs(context, neg_segment))
+        losses["mip"] = self.mip_terms(real_states.index_select(0, batch.masked_rows),
+                                       batch.items.flatten().index_select(0, masked_positions),
+                                       batch.negative_items.flatten().index_select(0, masked_positions)).sum()
+        losses["sp"] = self.segment_loss(context, pos_segment, neg_segment)
+        return self.with_total(losses)
+
+    def grid_forward(self, batch: Batch, item_attributes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """forward()'s losses computed at every position of the (B, L) grid, each position
+        weighted 1 where it counts and 0 where it does not, instead of gathered at the positions
+        that count. Every intermediate shape is then fixed by (B, L), and nothing is built on the
+        host but the six id matrices: with batches padded to max_len (build_batch's `length`), one
+        step has the shapes of the next, as CUDA graphs need. On a GPU the extra positions are
+        nearly free; on a CPU they cost their arithmetic, so forward() stays the default.
+
+        item_attributes: (num_items + 2, A) 0/1, item_attribute_table(); it replaces the
+        batch's attribute pairs, whose number varies from batch to batch."""
+        item_states, context, pos_segment, neg_segment = self.encode(batch)
+        states = item_states.flatten(0, 1)  # (B * L, d)
+        items = batch.items.flatten()
+        masked = (batch.masked_items.flatten() == self.encoder.mask_id).to(states.dtype)  # masked positions are real
+        unmasked = (items != 0).to(states.dtype) - masked
+        attributes = self.attribute_embeddings.weight[1:]
+        targets = item_attributes.index_select(0, items).to(states.dtype)  # (B * L, A)
+        losses = {}
+        for name, weight in (("aap", unmasked), ("map", masked)):
+            logits = self.heads[name].score_all(states, attributes)
+            losses[name] = F.binary_cross_entropy_with_logits(logits, targets, weight=weight[:, None], reduction="sum")
+        losses["mip"] = (self.mip_terms(states, items, batch.negative_items.flatten()) * masked).sum()
+        losses["sp"] = self.segment_loss(context, pos_segment, neg_segment)
+        return self.with_total(losses)
+
+    def with_total(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`losses` and their weighted sum, "loss"."""
         p = self.cfg.pretrain
         losses["loss"] = (
             p.aap_weight * losses["aap"] + p.mip_weight * losses["mip"]
@@ -78,18 +106,26 @@ class PretrainModel(nn.Module):
             losses[name] = F.binary_cross_entropy_with_logits(logits, targets.index_select(0, rows), reduction="sum")
         return losses
 
-    def mip_loss(self, states: torch.Tensor, true_items: torch.Tensor, negative_items: torch.Tensor) -> torch.Tensor:
-        """states: (K, d) at the masked positions; items: (K,)."""
+    def mip_terms(self, states: torch.Tensor, true_items: torch.Tensor, negative_items: torch.Tensor) -> torch.Tensor:
+        """(K,) MIP loss of each state (K, d) with its true and its negative item (K,)."""
         embed, mip = self.encoder.item_embeddings, self.heads["mip"]
-        return self.pair_loss(mip.score_pairs(states, embed(true_items)), mip.score_pairs(states, embed(negative_items)))
+        return self.pair_terms(mip.score_pairs(states, embed(true_items)), mip.score_pairs(states, embed(negative_items)))
+
+    def segment_loss(self, context: torch.Tensor, pos_segment: torch.Tensor, neg_segment: torch.Tensor) -> torch.Tensor:
+        sp = self.heads["sp"]
+        return self.pair_loss(sp.score_pairs(context, pos_segment), sp.score_pairs(context, neg_segment))
 
     def pair_loss(self, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
         """Summed loss of (positive, negative) score pairs, both written from logits."""
+        return self.pair_terms(positive, negative).sum()
+
+    def pair_terms(self, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+        """The loss of each (positive, negative) score pair."""
         if self.cfg.pretrain.pair_loss == "logsigmoid":
             # -[log s(s+) + log(1 - s(s-))]
-            return (F.softplus(-positive) + F.softplus(negative)).sum()
+            return F.softplus(-positive) + F.softplus(negative)
         # The authors: BCE(s(s(s+) - s(s-)), 1), the difference of already-squashed scores.
-        return F.softplus(-(torch.sigmoid(positive) - torch.sigmoid(negative))).sum()
+        return F.softplus(-(torch.sigmoid(positive) - torch.sigmoid(negative)))
 
 
 def step_losses(model: PretrainModel, chunks: list[Batch]) -> dict[str, torch.Tensor]:

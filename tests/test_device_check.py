@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 
+import numpy as np
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounter
 
 from conftest import REPO
 from s3rec.config import RunConfig
 from s3rec.encoder import Encoder
+from s3rec.pretrain_batches import build_instances, item_attribute_table, iterate_batches
+from s3rec.pretraining import PretrainModel
 from scripts_import import load_script
 
 SCRIPT = REPO / "benchmarks" / "device_check.sh"
@@ -67,3 +71,26 @@ def test_compiled_encoder_computes_what_the_eager_one_does(monkeypatch):
             for got, want in zip(compiled.forward_ends(items, causal=False, num_full=2),
                                  eager.forward_ends(items, causal=False, num_full=2)):
                 torch.testing.assert_close(got, want)
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning")
+def test_a_fixed_shape_step_is_one_graph_for_every_full_batch():
+    """speed.py --fixed-shapes --compile: the whole loss traces as one graph (fullgraph: no
+    break), and batches padded to max_len never make it trace again, except the epoch's last,
+    smaller batch; what CUDA graphs need to replay one recording a step."""
+    rng = np.random.default_rng(0)
+    train = [rng.choice(40, size=n, replace=False) + 1 for n in rng.integers(2, 15, size=30)]
+    item_attributes = [np.zeros(0, np.int64)] + [np.sort(rng.choice(6, size=2, replace=False) + 1) for _ in range(40)]
+    cfg = RunConfig.from_dict({"model": {"hidden_size": 16, "num_heads": 2, "max_len": 12}})
+    instances = build_instances(train, item_attributes, 40, 6, max_len=cfg.model.max_len)
+    model = PretrainModel(cfg, 40, 6).eval()  # dropout off: eager and compiled compare exactly
+    table = item_attribute_table(instances)
+    counter = CompileCounter()
+    compiled = torch.compile(model.grid_forward, backend=counter, fullgraph=True, dynamic=False)
+    steps = list(iterate_batches(instances, 16, np.random.default_rng(1), mask_prob=0.2, batching="padded",
+                                 bounds=(), length=cfg.model.max_len))
+    assert len(steps) > 3 and steps[-1][0].num_instances < 16
+    for (batch,) in steps:
+        assert batch.items.shape[1] == cfg.model.max_len
+        torch.testing.assert_close(compiled(batch, table)["loss"], model.grid_forward(batch, table)["loss"])
+    assert counter.frame_count == 2  # the full batches' shape and the last batch's

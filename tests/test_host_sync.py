@@ -17,7 +17,7 @@ from s3rec.config import RunConfig
 from s3rec.encoder import Encoder
 from s3rec.finetuning import iterate_batches as finetune_batches
 from s3rec.finetuning import step_loss
-from s3rec.pretrain_batches import build_instances
+from s3rec.pretrain_batches import build_instances, item_attribute_table
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import PretrainModel, step_losses
 from s3rec.training import adam
@@ -86,6 +86,24 @@ def test_a_pretraining_step_does_not_synchronise():
             losses["loss"].backward()
             optimizer.step()
         assert recorder.found == [], f"{preset}: {recorder.found}"
+
+
+def test_a_fixed_shape_pretraining_step_does_not_synchronise():
+    """PretrainModel.grid_forward on a batch padded to max_len (benchmarks/speed.py --fixed-shapes)."""
+    train, item_attributes, items, attributes = corpus()
+    cfg = config("paper", None)
+    model = PretrainModel(cfg, items, attributes)
+    optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
+    instances = build_instances(train, item_attributes, items, attributes, max_len=cfg.model.max_len)
+    table = item_attribute_table(instances)
+    (batch,) = next(pretrain_batches(instances, 16, np.random.default_rng(0), mask_prob=0.2, batching="padded",
+                                     bounds=(), length=cfg.model.max_len))
+    with SyncRecorder() as recorder:
+        loss = model.grid_forward(batch.to("cpu"), table)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    assert recorder.found == []
 
 
 def test_a_finetuning_step_does_not_synchronise():

@@ -28,6 +28,7 @@ from s3rec.pretrain_batches import (
     build_batch,
     build_instances,
     grid_positions,
+    item_attribute_table,
     iterate_batches,
     sample_negatives,
     split_instances,
@@ -379,6 +380,55 @@ def test_batched_losses_match_a_plain_reference(corpus, instances, pair_loss, ra
     assert set(got) == {*LOSS_NAMES, "loss"}
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_a_batch_padded_to_a_fixed_length_draws_the_same_and_only_adds_padding(instances):
+    index = np.arange(0, len(instances), 7)
+    plain = build_batch(instances, index, np.random.default_rng(5), mask_prob=0.3)
+    padded = build_batch(instances, index, np.random.default_rng(5), mask_prob=0.3, length=MAX_LEN + 4)
+    assert padded.items.shape == (len(index), MAX_LEN + 4) and plain.items.shape == (len(index), MAX_LEN)
+    for name in MATRICES:
+        matrix = getattr(padded, name)
+        assert (matrix[:, :4] == 0).all() and torch.equal(matrix[:, 4:], getattr(plain, name)), name
+    for name in ("attribute_rows", "attribute_ids", "unmasked_rows", "masked_rows"):
+        assert torch.equal(getattr(padded, name), getattr(plain, name)), name
+    states = torch.randn(len(index), MAX_LEN, 3)  # the real positions are the same grid cells
+    assert torch.equal(F.pad(states, (0, 0, 4, 0)).flatten(0, 1)[padded.real_positions],
+                       states.flatten(0, 1)[plain.real_positions])
+    with pytest.raises(ValueError, match="longer than 9"):
+        build_batch(instances, index, np.random.default_rng(5), mask_prob=0.3, length=MAX_LEN - 1)
+
+
+def test_the_item_attribute_table_holds_each_items_attributes(corpus, instances):
+    table = item_attribute_table(instances)
+    assert table.shape == (NUM_ITEMS + 2, NUM_ATTRIBUTES) and table.dtype == torch.uint8
+    for item, attributes in enumerate(corpus[2]):
+        assert torch.equal(torch.nonzero(table[item]).flatten() + 1, torch.as_tensor(attributes, dtype=torch.int64))
+    assert not table[MASK].any()
+
+
+@pytest.mark.parametrize("pair_loss", ["logsigmoid", "sigmoid_difference"])
+@pytest.mark.parametrize("rank", [None, 4])
+def test_grid_losses_and_gradients_are_the_gathered_ones(instances, pair_loss, rank):
+    """grid_forward (every position, weighted) against forward (gathered), on one batch padded
+    to the model's max_len as the fixed-shape path pads it."""
+    model = PretrainModel(make_cfg(pair_loss, rank), NUM_ITEMS, NUM_ATTRIBUTES).double().eval()
+    for head in model.heads.values():
+        torch.nn.init.normal_(head.bias, std=0.1)
+    table = item_attribute_table(instances)
+    b = build_batch(instances, np.arange(0, len(instances), 7), np.random.default_rng(2), mask_prob=0.3,
+                    length=model.cfg.model.max_len)
+    gathered = model(b)
+    gathered["loss"].backward()
+    want = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    grid = model.grid_forward(b, table)
+    grid["loss"].backward()
+    assert set(grid) == set(gathered)
+    for name in grid:
+        torch.testing.assert_close(grid[name], gathered[name], rtol=1e-10, atol=1e-10, msg=name)
+    for (name, p), w in zip(model.named_parameters(), want):
+        torch.testing.assert_close(p.grad, w, rtol=1e-8, atol=1e-12, msg=name)
 
 
 def test_same_seed_same_batches_and_losses(instances):
