@@ -157,10 +157,11 @@ def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mod
     optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
+    # steps of chunks, as runs.pretrain makes them (fixed shapes: one chunk, padded to max_len)
     batches = list(pretrain_batches(instances, 100, rng, mask_prob=0.2, batching=batching,
                                     bounds=() if fixed_shapes else chunk_bounds(device),
                                     length=cfg.model.max_len if fixed_shapes else None))
-    build_seconds = time.perf_counter() - start  # steps of chunks, as runs.pretrain makes them
+    build_seconds = time.perf_counter() - start
 
     def step(batch):
         new_step(compile_mode)

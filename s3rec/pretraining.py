@@ -63,10 +63,12 @@ class PretrainModel(nn.Module):
     def grid_forward(self, batch: Batch, item_attributes: torch.Tensor) -> dict[str, torch.Tensor]:
         """forward()'s losses computed at every position of the (B, L) grid, each position
         weighted 1 where it counts and 0 where it does not, instead of gathered at the positions
-        that count. Every intermediate shape is then fixed by (B, L), and nothing is built on the
-        host but the six id matrices: with batches padded to max_len (build_batch's `length`), one
-        step has the shapes of the next, as CUDA graphs need. On a GPU the extra positions are
-        nearly free; on a CPU they cost their arithmetic, so forward() stays the default.
+        that count. Every intermediate shape is then fixed by (B, L), and of the batch it reads
+        only the six id matrices (build_batch still makes the index fields, which go unused
+        here): with batches padded to max_len (build_batch's `length`), one step has the shapes
+        of the next, as CUDA graphs need. The extra positions cost arithmetic (about 5x a
+        step's FLOPs on Beauty, 3x its CPU time): forward() stays the default until a GPU shows
+        that one replayed graph gains more (benchmarks/speed.py --fixed-shapes; not yet measured).
 
         item_attributes: (num_items + 2, A) 0/1, item_attribute_table(); it replaces the
         batch's attribute pairs, whose number varies from batch to batch."""
