@@ -47,7 +47,7 @@ from s3rec.finetuning import iterate_batches as finetune_batches
 from s3rec.finetuning import score_function, step_loss
 from s3rec.pretrain_batches import item_attribute_table, split_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
-from s3rec.pretraining import PretrainModel, step_losses
+from s3rec.pretraining import PretrainModel, compiled_step_losses, step_losses
 from s3rec.training import adam
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "s3rec"
@@ -146,12 +146,12 @@ def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mod
     losses = step_losses
     if fixed_shapes:
         table = item_attribute_table(instances).to(device)
-        grid = model.grid_forward if compile_mode == "none" else torch.compile(
-            model.grid_forward, mode=compile_mode, fullgraph=True, dynamic=False)
+        # compiled: the step runs.pretrain takes with RunConfig.compile
+        compiled = None if compile_mode == "none" else compiled_step_losses(model, table, compile_mode)
 
         def losses(model, chunks):
             (batch,) = chunks  # bounds=(): one chunk a step
-            return grid(batch, table)
+            return model.grid_forward(batch, table) if compiled is None else compiled(chunks)
     else:
         compile_encoder(model.encoder, compile_mode)
     optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)

@@ -110,6 +110,12 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     threads: int | None = None  # torch intra-op threads; None = SLURM_CPUS_PER_TASK or torch default
+    # How pretraining steps execute; like device and threads, not what they compute. "none": the
+    # eager step, losses gathered where they count. Another value: batches padded to max_len,
+    # losses by PretrainModel.grid_forward (the same losses, tested), the whole loss compiled as
+    # one graph with this torch.compile mode ("reduce-overhead": replayed as CUDA graphs; "eager":
+    # traced, then run uncompiled, a cheap check of the traced path on a CPU). See COMPILE_MODES.
+    compile: str = "none"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "RunConfig":
@@ -205,10 +211,14 @@ def validate(cfg: RunConfig) -> None:
                         ("finetune.patience", f.patience), ("eval.batch_size", cfg.eval.batch_size)):
         if number < 1:
             raise ValueError(f"{key}: expected a positive integer, got {number}")
+    if cfg.compile not in COMPILE_MODES:
+        raise ValueError(f"compile: expected one of {', '.join(COMPILE_MODES)}, got {cfg.compile!r}")
     bad = set(cfg.eval.protocols) - {"full", "sampled"}
     if bad:
         raise ValueError(f"eval.protocols: unknown protocol {sorted(bad)[0]!r}; expected full, sampled")
 
+
+COMPILE_MODES = ("none", "eager", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 
 VARIANT_PATTERN = re.compile(r"^(none|full|authors|r[1-9][0-9]*)$")
 

@@ -136,6 +136,24 @@ def step_losses(model: PretrainModel, chunks: list[Batch]) -> dict[str, torch.Te
     return {name: sum(losses[name] for losses in per_chunk) for name in per_chunk[0]}
 
 
+def compiled_step_losses(model: PretrainModel, item_attributes: torch.Tensor, mode: str):
+    """step_losses' counterpart for fixed-shape steps (one chunk, padded to max_len): the losses
+    by model.grid_forward, compiled whole with torch.compile `mode` ("eager": dynamo's eager
+    backend, traced but not compiled). fullgraph: a graph break is an error, not a silent slow
+    path; dynamic=False: a static graph per shape (an epoch has two: the full batches and the
+    last one). The losses are outputs of CUDA graphs under "reduce-overhead": read or copy them
+    before the next step, which overwrites them."""
+    options = {"backend": "eager"} if mode == "eager" else {"mode": mode}
+    grid = torch.compile(model.grid_forward, fullgraph=True, dynamic=False, **options)
+
+    def losses(chunks: list[Batch]) -> dict[str, torch.Tensor]:
+        (batch,) = chunks  # one chunk a step: iterate_batches(..., bounds=())
+        torch.compiler.cudagraph_mark_step_begin()  # this step may reuse the last one's graph memory
+        return grid(batch, item_attributes)
+
+    return losses
+
+
 def stalled_spans(sp_losses: Sequence[float], pair_loss: str, epochs: int = 3,
                   tolerance: float = 5e-4) -> list[tuple[int, int]]:
     """(first, last) epoch, counted from 1, of every stretch of at least `epochs` epochs in which

@@ -15,7 +15,7 @@ import torch
 
 from s3rec import runtime
 from s3rec.batching import chunk_bounds
-from s3rec.config import HEAD_NAMES, RunConfig, parse_variant
+from s3rec.config import HEAD_NAMES, RunConfig, parse_variant, validate
 from s3rec.data import (ATTRIBUTES_FILE, NEGATIVES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset,
                         load_sampled_negatives)
 from s3rec.encoder import Encoder
@@ -24,16 +24,16 @@ from s3rec.finetuning import iterate_batches as finetune_batches
 from s3rec.finetuning import score_function, step_loss
 from s3rec.heads import make_head, parameter_count
 from s3rec.metrics import metrics_from_ranks
-from s3rec.pretrain_batches import split_instances
+from s3rec.pretrain_batches import PretrainInstances, item_attribute_table, split_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
-from s3rec.pretraining import LOSS_NAMES, PretrainModel, segment_head_stalled, step_losses
+from s3rec.pretraining import LOSS_NAMES, PretrainModel, compiled_step_losses, segment_head_stalled, step_losses
 from s3rec.training import adam, run_epochs
 
 log = logging.getLogger("s3rec")
 
 
 def resolve_config(settings: dict | None, variant: str, seed: int, device: str | None = None,
-                   threads: int | None = None) -> RunConfig:
+                   threads: int | None = None, compile: str | None = None) -> RunConfig:
     """Settings from the workflow, then the variant's rank, the seed and execution flags."""
     cfg = RunConfig.from_dict(settings)
     _, cfg.model.rank = parse_variant(variant)
@@ -42,6 +42,8 @@ def resolve_config(settings: dict | None, variant: str, seed: int, device: str |
     cfg.seed = seed
     cfg.device = device or cfg.device
     cfg.threads = threads if threads is not None else cfg.threads
+    cfg.compile = compile or cfg.compile
+    validate(cfg)  # the flags too
     return cfg
 
 
@@ -231,10 +233,14 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
 LATER_KEYS = {("eval", "negatives"): "seeded", ("finetune", "early_stopping_protocol"): "full"}
 
 
+EXECUTION_KEYS = ("device", "threads", "compile")  # where and how a run computes, not what
+
+
 def run_identity(cfg: RunConfig) -> dict:
-    """What a resumed run must share with its checkpoint: everything but where it executes, so a
-    run stopped on one machine resumes on another with other threads or another device."""
-    identity = {k: v for k, v in cfg.to_dict().items() if k not in ("device", "threads")}
+    """What a resumed run must share with its checkpoint: everything but where and how it
+    executes, so a run stopped on one machine resumes on another with other threads, another
+    device or another compile mode."""
+    identity = {k: v for k, v in cfg.to_dict().items() if k not in EXECUTION_KEYS}
     for (section, key), before in LATER_KEYS.items():
         if identity[section].get(key) == before:
             del identity[section][key]
@@ -262,6 +268,19 @@ def warn_if_segment_head_stalled(sp_losses: list[float], sp_loss: float, pair_lo
                     sp_loss)
 
 
+def pretraining_steps(model: PretrainModel, instances: PretrainInstances, cfg: RunConfig, device) -> tuple:
+    """(the losses of a step's chunks, iterate_batches' layout arguments), by cfg.compile.
+    "none": chunks of similar length, each padded to its longest (CPU; one chunk on a GPU).
+    A compile mode: one chunk padded to max_len, whatever the batch (the same draws: tested),
+    losses by the compiled grid_forward; its first steps compile (the first epoch is slower)."""
+    if cfg.compile == "none":
+        return (lambda chunks: step_losses(model, chunks)), {"bounds": chunk_bounds(device)}
+    log.info("pretraining steps padded to max_len %d, the whole loss compiled (torch.compile %s)",
+             cfg.model.max_len, cfg.compile)
+    table = item_attribute_table(instances).to(device)
+    return compiled_step_losses(model, table, cfg.compile), {"bounds": (), "length": cfg.model.max_len}
+
+
 def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_after: int | None = None) -> dict | None:
     """Self-supervised pretraining for a fixed number of epochs (no early stopping, as the authors)."""
     if not parse_variant(variant)[0]:
@@ -285,14 +304,15 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
     optimizer = adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
 
+    losses_of, layout = pretraining_steps(model, instances, cfg, device)
     sp_losses: list[float] = []  # this process's epochs (after a resume, the ones since)
 
     @timed
     def train_epoch(rng):
         sums = dict.fromkeys(("loss", *LOSS_NAMES), 0.0)
         for step in pretrain_batches(instances, p.batch_size, rng, mask_prob=p.mask_prob, batching=p.batching,
-                                     bounds=chunk_bounds(device)):
-            losses = step_losses(model, [chunk.to(device) for chunk in step])
+                                     **layout):
+            losses = losses_of([chunk.to(device) for chunk in step])
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             optimizer.step()

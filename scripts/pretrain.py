@@ -9,15 +9,19 @@ import argparse
 import sys
 
 from s3rec import runs, runtime
+from s3rec.config import COMPILE_MODES
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     runs.add_run_arguments(parser)
+    parser.add_argument("--compile", default=None, choices=COMPILE_MODES,
+                        help="fixed-shape steps, the whole loss through torch.compile in this mode "
+                             "(RunConfig.compile; default none: the eager step)")
     args = parser.parse_args(argv)
     runtime.setup_logging()
     with runtime.clear_errors():
-        cfg = runs.resolve_config(args.settings, args.variant, args.seed, args.device, args.threads)
+        cfg = runs.resolve_config(args.settings, args.variant, args.seed, args.device, args.threads, args.compile)
         runs.pretrain(args.data, args.out_dir, cfg, args.variant)
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -19,7 +20,7 @@ from s3rec.finetuning import iterate_batches as finetune_batches
 from s3rec.finetuning import score_function, step_loss
 from s3rec.pretrain_batches import build_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
-from s3rec.pretraining import PretrainModel, step_losses
+from s3rec.pretraining import LOSS_NAMES, PretrainModel, step_losses
 from s3rec.training import adam
 from test_runs import SETTINGS as RUN_SETTINGS
 from test_runs import tiny_data  # noqa: F401  (a fixture)
@@ -156,3 +157,20 @@ def test_packed_copies_arrive_intact(dataset):
             assert torch.equal(getattr(moved, name).cpu(), value), name
             assert getattr(moved, name).device.type == "cuda"
     assert runtime.peak_device_memory_mib(CUDA) > 0
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning")
+def test_a_traced_fixed_shape_cuda_run_trains_as_the_cpu_step(tiny_data, tmp_path, monkeypatch):
+    """compile: eager on CUDA (the fixed-shape step traced whole, the table on the device, no
+    compiler, so it costs seconds here; device_check.sh's grid step times reduce-overhead):
+    two epochs give the CPU eager step's losses. Dropout off; the CPU step as on a GPU, one
+    chunk a step, so that both draw the same masks, negatives and segments."""
+    settings = {**SETTINGS, "model": {**SETTINGS["model"], "hidden_dropout": 0.0, "attention_dropout": 0.0},
+                "pretrain": {**SETTINGS["pretrain"], "batching": "padded"}}
+    monkeypatch.setattr(runs, "chunk_bounds", lambda device: ())
+    losses = {}
+    for device, mode in (("cpu", "none"), ("cuda", "eager")):
+        cfg = runs.resolve_config(settings, "r4", 0, device=device, compile=mode)
+        runs.pretrain(tiny_data, tmp_path / mode, cfg, "r4")
+        losses[mode] = pl.read_csv(tmp_path / mode / "pretrain_history.csv").select("loss", *LOSS_NAMES).to_numpy()
+    np.testing.assert_allclose(losses["eager"], losses["none"], rtol=1e-4, atol=1e-5)

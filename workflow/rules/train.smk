@@ -23,10 +23,11 @@ rule pretrain_model:
         out_dir=subpath(output.model, parent=True),
         settings=pretrain_settings,
         device=config["device"],
+        compile=config["compile"],
     shell:
         "python {input.script} --data {params.data} --variant {wildcards.variant}"
         " --seed {wildcards.seed} --out-dir {params.out_dir} --settings {params.settings}"
-        " --device {params.device} --threads {threads} > {log} 2>&1"
+        " --device {params.device} --threads {threads} --compile {params.compile} > {log} 2>&1"
 
 
 rule finetune_model:
