@@ -75,7 +75,7 @@ run_step() {
             --jobs $JOBS --batches "$BATCHES" "${SOURCE[@]}" ;;
     profile) step profile 90 profile.json python3 benchmarks/profile_step.py --device "$DEVICE" --threads 4 \
                "${SOURCE[@]}" ;;
-    grid) step grid 200 speed-grid.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
+    grid) step grid 260 speed-grid.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
             --batches "$BATCHES" --skip-sequences --fixed-shapes --compile "$COMPILE" "${SOURCE[@]}" ;;
     compile) step compile 200 speed-compile.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
                --batches "$BATCHES" --skip-sequences --compile "$COMPILE" "${SOURCE[@]}" ;;
