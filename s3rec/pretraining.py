@@ -140,9 +140,9 @@ def compiled_step_losses(model: PretrainModel, item_attributes: torch.Tensor, mo
     """step_losses' counterpart for fixed-shape steps (one chunk, padded to max_len): the losses
     by model.grid_forward, compiled whole with torch.compile `mode` ("eager": dynamo's eager
     backend, traced but not compiled). fullgraph: a graph break is an error, not a silent slow
-    path; dynamic=False: a static graph per shape (an epoch has at most two: the full batches and the
-    last one). The losses are outputs of CUDA graphs under "reduce-overhead": read or copy them
-    before the next step, which overwrites them."""
+    path; dynamic=False: a static graph per shape (an epoch has at most two: the full batches
+    and the last one). The losses are outputs of CUDA graphs under "reduce-overhead": read or
+    copy them before the next step, which overwrites them."""
     options = {"backend": "eager"} if mode == "eager" else {"mode": mode}
     grid = torch.compile(model.grid_forward, fullgraph=True, dynamic=False, **options)
 
