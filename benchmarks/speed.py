@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from s3rec import runtime
+from s3rec import runs, runtime
 from s3rec.batching import chunk_bounds
 from s3rec.config import RunConfig
 from s3rec.data import Prepared, leave_one_out, load_dataset, read_s3rec, write_prepared
@@ -45,9 +45,9 @@ from s3rec.encoder import Encoder
 from s3rec.evaluation import full_ranking_ranks, sample_negatives, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
 from s3rec.finetuning import score_function, step_loss
-from s3rec.pretrain_batches import item_attribute_table, split_instances
+from s3rec.pretrain_batches import split_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
-from s3rec.pretraining import PretrainModel, compiled_step_losses, step_losses
+from s3rec.pretraining import PretrainModel
 from s3rec.training import adam
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "s3rec"
@@ -138,34 +138,26 @@ def timed_epoch(step, batches, limit: int | None, device="cpu", ready=lambda: No
 def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mode: str = "none",
                    fixed_shapes: bool = False) -> tuple:
     """(step, an epoch's batches, instances, seconds to build the batches): dense heads, the
-    `paper` preset's batches of 100, as runs.pretrain makes them (with `fixed_shapes`: padded
-    to max_len, one chunk a step, losses by grid_forward)."""
-    cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"}})
+    `paper` preset's batches of 100, steps as runs.pretrain makes them (runs.pretraining_steps;
+    with `fixed_shapes`, as with RunConfig.compile: padded to max_len, one chunk a step, losses
+    by grid_forward, compiled whole in `compile_mode`, or not with "none")."""
+    cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"},
+                               "compile": compile_mode if fixed_shapes else "none"})
     instances = split_instances(dataset, split, max_len=cfg.model.max_len, kind=kind)
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
-    losses = step_losses
-    if fixed_shapes:
-        table = item_attribute_table(instances).to(device)
-        # compiled: the step runs.pretrain takes with RunConfig.compile
-        compiled = None if compile_mode == "none" else compiled_step_losses(model, table, compile_mode)
-
-        def losses(model, chunks):
-            (batch,) = chunks  # bounds=(): one chunk a step
-            return model.grid_forward(batch, table) if compiled is None else compiled(chunks)
-    else:
+    losses_of, layout = runs.pretraining_steps(model, instances, cfg, device, fixed_shapes)
+    if not fixed_shapes:
         compile_encoder(model.encoder, compile_mode)
     optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
-    # steps of chunks, as runs.pretrain makes them (fixed shapes: one chunk, padded to max_len)
-    batches = list(pretrain_batches(instances, 100, rng, mask_prob=0.2, batching=batching,
-                                    bounds=() if fixed_shapes else chunk_bounds(device),
-                                    length=cfg.model.max_len if fixed_shapes else None))
+    batches = list(pretrain_batches(instances, 100, rng, mask_prob=0.2, batching=batching, **layout))
     build_seconds = time.perf_counter() - start
 
     def step(batch):
-        new_step(compile_mode)
-        loss = losses(model, [chunk.to(device) for chunk in batch])["loss"]
+        if not fixed_shapes:  # fixed-shape steps mark their own
+            new_step(compile_mode)
+        loss = losses_of([chunk.to(device) for chunk in batch])["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

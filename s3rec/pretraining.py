@@ -67,8 +67,8 @@ class PretrainModel(nn.Module):
         only the six id matrices (build_batch still makes the index fields, which go unused
         here): with batches padded to max_len (build_batch's `length`), one step has the shapes
         of the next, as CUDA graphs need. The extra positions cost arithmetic (about 5x a
-        step's FLOPs on Beauty, 3x its CPU time): forward() stays the default until a GPU shows
-        that one replayed graph gains more (benchmarks/speed.py --fixed-shapes; not yet measured).
+        step's FLOPs on Beauty, 3x its CPU time): runs take it only with RunConfig.compile, off
+        until a GPU shows that one replayed graph gains more (speed.py --fixed-shapes; not yet measured).
 
         item_attributes: (num_items + 2, A) 0/1, item_attribute_table(); it replaces the
         batch's attribute pairs, whose number varies from batch to batch."""
@@ -136,19 +136,23 @@ def step_losses(model: PretrainModel, chunks: list[Batch]) -> dict[str, torch.Te
     return {name: sum(losses[name] for losses in per_chunk) for name in per_chunk[0]}
 
 
-def compiled_step_losses(model: PretrainModel, item_attributes: torch.Tensor, mode: str):
+def fixed_shape_step_losses(model: PretrainModel, item_attributes: torch.Tensor, mode: str):
     """step_losses' counterpart for fixed-shape steps (one chunk, padded to max_len): the losses
-    by model.grid_forward, compiled whole with torch.compile `mode` ("eager": dynamo's eager
-    backend, traced but not compiled). fullgraph: a graph break is an error, not a silent slow
+    by model.grid_forward, uncompiled (`mode` "none", a benchmark's measure of its arithmetic) or
+    compiled whole with torch.compile `mode` ("eager": dynamo's eager backend, traced but not
+    compiled). fullgraph: a graph break is an error, not a silent slow
     path; dynamic=False: a static graph per shape (an epoch has at most two: the full batches
     and the last one). The losses are outputs of CUDA graphs under "reduce-overhead": read or
     copy them before the next step, which overwrites them."""
-    options = {"backend": "eager"} if mode == "eager" else {"mode": mode}
-    grid = torch.compile(model.grid_forward, fullgraph=True, dynamic=False, **options)
+    grid = model.grid_forward
+    if mode != "none":
+        options = {"backend": "eager"} if mode == "eager" else {"mode": mode}
+        grid = torch.compile(grid, fullgraph=True, dynamic=False, **options)
 
     def losses(chunks: list[Batch]) -> dict[str, torch.Tensor]:
         (batch,) = chunks  # one chunk a step: iterate_batches(..., bounds=())
-        torch.compiler.cudagraph_mark_step_begin()  # this step may reuse the last one's graph memory
+        if mode != "none":
+            torch.compiler.cudagraph_mark_step_begin()  # this step may reuse the last one's graph memory
         return grid(batch, item_attributes)
 
     return losses

@@ -26,7 +26,7 @@ from s3rec.heads import make_head, parameter_count
 from s3rec.metrics import metrics_from_ranks
 from s3rec.pretrain_batches import PretrainInstances, item_attribute_table, split_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
-from s3rec.pretraining import LOSS_NAMES, PretrainModel, compiled_step_losses, segment_head_stalled, step_losses
+from s3rec.pretraining import LOSS_NAMES, PretrainModel, fixed_shape_step_losses, segment_head_stalled, step_losses
 from s3rec.training import adam, run_epochs
 
 log = logging.getLogger("s3rec")
@@ -268,17 +268,19 @@ def warn_if_segment_head_stalled(sp_losses: list[float], sp_loss: float, pair_lo
                     sp_loss)
 
 
-def pretraining_steps(model: PretrainModel, instances: PretrainInstances, cfg: RunConfig, device) -> tuple:
-    """(the losses of a step's chunks, iterate_batches' layout arguments), by cfg.compile.
-    "none": chunks of similar length, each padded to its longest (CPU; one chunk on a GPU).
-    A compile mode: one chunk padded to max_len, whatever the batch (the same draws: tested),
-    losses by the compiled grid_forward; its first steps compile (the first epoch is slower)."""
-    if cfg.compile == "none":
+def pretraining_steps(model: PretrainModel, instances: PretrainInstances, cfg: RunConfig, device,
+                      fixed_shapes: bool | None = None) -> tuple:
+    """(the losses of a step's chunks, iterate_batches' layout arguments). Gathered steps:
+    chunks of similar length, each padded to its longest (CPU; one chunk on a GPU). Fixed-shape
+    steps (by default, whenever cfg.compile is not "none"): one chunk padded to max_len, whatever
+    the batch (the same draws: tested), losses by grid_forward compiled with cfg.compile; its
+    first steps compile (the first epoch is slower). benchmarks/speed.py times both."""
+    if not (cfg.compile != "none" if fixed_shapes is None else fixed_shapes):
         return (lambda chunks: step_losses(model, chunks)), {"bounds": chunk_bounds(device)}
-    log.info("pretraining steps padded to max_len %d, the whole loss compiled (torch.compile %s)",
-             cfg.model.max_len, cfg.compile)
+    log.info("pretraining steps padded to max_len %d, the whole loss %s", cfg.model.max_len,
+             f"compiled (torch.compile {cfg.compile})" if cfg.compile != "none" else "uncompiled")
     table = item_attribute_table(instances).to(device)
-    return compiled_step_losses(model, table, cfg.compile), {"bounds": (), "length": cfg.model.max_len}
+    return fixed_shape_step_losses(model, table, cfg.compile), {"bounds": (), "length": cfg.model.max_len}
 
 
 def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_after: int | None = None) -> dict | None:

@@ -94,3 +94,20 @@ def test_a_fixed_shape_step_is_one_graph_for_every_full_batch():
         assert batch.items.shape[1] == cfg.model.max_len
         torch.testing.assert_close(compiled(batch, table)["loss"], model.grid_forward(batch, table)["loss"])
     assert counter.frame_count == 2  # the full batches' shape and the last batch's
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning")
+@pytest.mark.parametrize("mode", ["none", "eager"])
+def test_speed_times_the_fixed_shape_step_of_the_runs(tmp_path, monkeypatch, mode):
+    """speed.py --fixed-shapes [--compile MODE] builds its steps with runs.pretraining_steps: one
+    chunk a step, padded to max_len, and the step trains."""
+    from s3rec.data import leave_one_out, load_dataset, write_prepared
+    from s3rec.synthetic import SyntheticSpec, generate
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    speed = load_script("speed", folder="benchmarks")
+    write_prepared(generate(SyntheticSpec(users=40, items=200, attributes=5, seed=1)), tmp_path / "data")
+    dataset = load_dataset(tmp_path / "data")
+    step, batches, _, _ = speed.pretrain_steps(dataset, leave_one_out(dataset.sequences), "prefixes", "cpu",
+                                               "padded", compile_mode=mode, fixed_shapes=True)
+    assert all(len(chunks) == 1 and chunks[0].items.shape[1] == 50 for chunks in batches)  # the paper's max_len
+    step(batches[0])
