@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Issue 10's checks on a GPU machine in one call, within a deadline: the CUDA tests, the speed
-# benchmark (eager; then fixed-shape pretraining steps compiled whole, as CUDA graphs), N
-# concurrent pretraining jobs on the card, a profile of a step, and the encoder alone under
-# torch.compile. Each step's JSON lands in $OUT; a step that fails or runs out
-# of time is logged and the next one still runs.
+# benchmark (eager; fixed-shape steps replayed as CUDA graphs, compile cuda-graph), a real
+# pretraining run on Beauty under cuda-graph, N concurrent pretraining jobs on the card (eager and
+# cuda-graph), a profile of a step, and torch.compile (the whole fixed-shape loss under
+# reduce-overhead; the encoder alone). Each step's JSON lands in $OUT; a step that fails or
+# runs out of time is logged and the next one still runs.
 #
 # Here:   bash benchmarks/device_bundle.sh     (polars wheel + Beauty into .device/, git-ignored)
 # There:  the device tool's run, carry [".device"], timeout_s 500:
 #           bash benchmarks/device_check.sh                 # every step, in priority order
-#           bash benchmarks/device_check.sh speed jobs      # only these steps (a rerun)
+#           bash benchmarks/device_check.sh graph run       # only these steps (a rerun)
 # Anywhere without a GPU, for a rehearsal: DEVICE=cpu BATCHES=5 JOBS="1 2" bash benchmarks/device_check.sh
 #
 # Environment: OUT (default benchmarks/out/device), DEVICE (cuda), DEADLINE (seconds for the
 # whole script, default 450), BATCHES (timed batches per epoch, 300), JOBS ("1 2 4 8"),
-# COMPILE (torch.compile mode of the grid and compile steps, reduce-overhead).
+# COMPILE (torch.compile mode of the grid and compile steps, reduce-overhead), RUN_EPOCHS (3: epochs of
+# the run step), RUN_COMPILE (its --compile, cuda-graph).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out/device}
@@ -22,6 +24,7 @@ DEADLINE=${DEADLINE:-450}
 BATCHES=${BATCHES:-300}
 JOBS=${JOBS:-1 2 4 8}
 COMPILE=${COMPILE:-reduce-overhead}
+RUN_COMPILE=${RUN_COMPILE:-cuda-graph}
 mkdir -p "$OUT"
 LOG="$OUT/device_check.log"
 START=$SECONDS
@@ -64,6 +67,23 @@ print("gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else Non
     git log --oneline -1 2>/dev/null; } 2>&1
 }
 
+# pretraining_run MODE: Beauty prepared by scripts/prepare_data.py, then scripts/pretrain.py for
+# RUN_EPOCHS epochs (paper preset, dense heads) with --compile MODE, as a workflow job runs it;
+# prints pretrain_run.json, and its epoch history goes to $OUT.
+pretraining_run() {
+  local data=/tmp/s3rec-beauty run=/tmp/s3rec-run-$1
+  [ -d "$data" ] || python3 scripts/prepare_data.py --format s3rec --sequences .device/data/Beauty.txt \
+    --attributes .device/data/Beauty_item2attributes.json --out "$data" >&2 || return 1
+  rm -rf "$run"
+  python3 scripts/pretrain.py --data "$data" --variant full --seed 0 --out-dir "$run" --device "$DEVICE" \
+    --threads 4 --compile "$1" --settings "{\"pretrain\": {\"epochs\": ${RUN_EPOCHS:-3}, \"preset\": \"paper\"}}" >&2 \
+    || return 1
+  cp "$run/pretrain_history.csv" "$OUT/run-$1-history.csv"
+  cat "$run/pretrain_run.json"
+}
+export -f pretraining_run
+export DEVICE OUT
+
 run_step() {
   case $1 in
     env) say "env"; environment > "$OUT/env.txt"; cat "$OUT/env.txt" >> "$LOG" ;;
@@ -75,15 +95,20 @@ run_step() {
             --jobs $JOBS --batches "$BATCHES" "${SOURCE[@]}" ;;
     profile) step profile 90 profile.json python3 benchmarks/profile_step.py --device "$DEVICE" --threads 4 \
                "${SOURCE[@]}" ;;
+    graph) step graph 120 speed-cuda-graph.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
+             --batches "$BATCHES" --skip-sequences --fixed-shapes --compile cuda-graph "${SOURCE[@]}" ;;
+    run) step run 150 "run-$RUN_COMPILE.json" bash -c "pretraining_run $RUN_COMPILE" ;;
+    graphjobs) step graphjobs 180 jobs-cuda-graph.json python3 benchmarks/jobs_per_device.py --device "$DEVICE" \
+                 --threads 2 --jobs $JOBS --batches "$BATCHES" --fixed-shapes --compile cuda-graph "${SOURCE[@]}" ;;
     grid) step grid 260 speed-grid.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
             --batches "$BATCHES" --skip-sequences --fixed-shapes --compile "$COMPILE" "${SOURCE[@]}" ;;
     compile) step compile 200 speed-compile.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
                --batches "$BATCHES" --skip-sequences --compile "$COMPILE" "${SOURCE[@]}" ;;
-    *) say "unknown step $1 (env, tests, speed, grid, jobs, profile, compile)"; exit 2 ;;
+    *) say "unknown step $1 (env, tests, speed, graph, run, jobs, graphjobs, profile, grid, compile)"; exit 2 ;;
   esac
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(env tests speed grid jobs profile compile)
+[ ${#steps[@]} -gt 0 ] || steps=(env tests speed graph run jobs graphjobs profile grid compile)
 for name in "${steps[@]}"; do run_step "$name"; done
 say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

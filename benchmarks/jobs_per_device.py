@@ -6,6 +6,7 @@ batches at once. Prints one JSON object: per N, each worker's seconds per epoch 
 epochs per hour (N x 3600 / the slowest worker's epoch), against N = 1.
 
     python benchmarks/jobs_per_device.py --device cuda --jobs 1 2 4 8 --batches 300
+    python benchmarks/jobs_per_device.py --device cuda --jobs 1 4 --fixed-shapes --compile cuda-graph
     python benchmarks/jobs_per_device.py --device cpu --threads 1 --jobs 1 2 --batches 100
 
 On a GPU this answers how many training jobs to put on one card (the `gpu` slots of the
@@ -43,7 +44,8 @@ def worker(args) -> int:
             time.sleep(0.01)
 
     result = speed.pretrain_benchmark(dataset, split, "prefixes", args.batches, device, args.batching,
-                                      count_flops=False, ready=ready)
+                                      count_flops=False, ready=ready, compile_mode=args.compile,
+                                      fixed_shapes=args.fixed_shapes)
     result["peak_gpu_mib"] = runtime.peak_device_memory_mib(device)
     json.dump(result, sys.stdout)
     return 0
@@ -53,7 +55,8 @@ def run_jobs(args, jobs: int, data: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         command = [sys.executable, __file__, "--worker", "0", "--data", str(data), "--workdir", tmp,
-                   "--device", args.device, "--batches", str(args.batches), "--batching", args.batching]
+                   "--device", args.device, "--batches", str(args.batches), "--batching", args.batching,
+                   "--compile", args.compile, *(["--fixed-shapes"] if args.fixed_shapes else [])]
         if args.threads:
             command += ["--threads", str(args.threads)]
         processes = []
@@ -82,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process")
     parser.add_argument("--batches", type=int, default=300, help="timed batches per process (extrapolated to an epoch)")
     parser.add_argument("--batching", default="padded", choices=["padded", "bucketed"])
+    parser.add_argument("--fixed-shapes", action="store_true", help="the steps speed.py --fixed-shapes times")
+    parser.add_argument("--compile", default="none", choices=speed.COMPILE_MODES,
+                        help="as speed.py --compile (cuda-graph only with --fixed-shapes)")
     speed.add_source_argument(parser)
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
@@ -91,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args)
     if any(n < 1 for n in args.jobs):
         parser.error("--jobs: every number of processes must be at least 1")
+    if args.compile == "cuda-graph" and not args.fixed_shapes:
+        parser.error("--compile cuda-graph records fixed-shape steps: add --fixed-shapes")
     runtime.set_threads(args.threads)  # so that the report's "threads" is each worker's
     device = runtime.choose_device(args.device)
     args.device = str(device)
@@ -101,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs:
         r["speedup_over_one_job"] = round(r["epochs_per_hour"] / single, 2) if single else None
     report = {"dataset": name, **runtime.describe_execution(device), "machine": speed.machine(),
-              "batching": args.batching, "timed_batches_per_job": args.batches, "runs": runs}
+              "batching": args.batching, "fixed_shapes": args.fixed_shapes, "compile": args.compile,
+              "timed_batches_per_job": args.batches, "runs": runs}
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0

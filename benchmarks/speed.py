@@ -12,6 +12,7 @@ step against a fp32 matmul peak measured in the same run.
     python benchmarks/speed.py --source DIR         # Beauty.txt and its attributes from DIR
     python benchmarks/speed.py --compile reduce-overhead   # the encoder through torch.compile
     python benchmarks/speed.py --fixed-shapes --compile reduce-overhead   # a whole pretraining step
+    python benchmarks/speed.py --fixed-shapes --compile cuda-graph   # each step replayed as a CUDA graph
 
 `--compile MODE` runs the encoder through torch.compile (dynamic shapes; with
 `reduce-overhead`, as CUDA graphs): a measurement of whether compiling pays, not how runs
@@ -19,7 +20,8 @@ train. Its warm-up (compiling, recording graphs) is reported apart from the time
 `--fixed-shapes` gives every pretraining step the same shapes: one batch of 100 padded to
 max_len, losses at every position, weighted (PretrainModel.grid_forward). With `--compile`,
 the whole loss, forward and backward, is then one graph (on a GPU, with reduce-overhead,
-replayed as CUDA graphs) instead of the encoder alone.
+replayed as CUDA graphs) instead of the encoder alone; `--compile cuda-graph` records the whole
+step, Adam included, as a CUDA graph without torch.compile (s3rec/cuda_graphs.py; CUDA only).
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ from s3rec.pretraining import PretrainModel
 from s3rec.training import adam
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "s3rec"
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "cuda-graph")
 
 
 def prepare(workdir: Path, source: Path | None = None) -> tuple[str, Path]:
@@ -140,15 +142,16 @@ def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mod
     """(step, an epoch's batches, instances, seconds to build the batches): dense heads, the
     `paper` preset's batches of 100, steps as runs.pretrain makes them (runs.pretraining_steps;
     with `fixed_shapes`, as with RunConfig.compile: padded to max_len, one chunk a step, losses
-    by grid_forward, compiled whole in `compile_mode`, or not with "none")."""
+    by grid_forward, compiled whole in `compile_mode`, or not with "none"; "cuda-graph": each
+    step replayed as a CUDA graph)."""
     cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"},
                                "compile": compile_mode if fixed_shapes else "none"})
     instances = split_instances(dataset, split, max_len=cfg.model.max_len, kind=kind)
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
-    losses_of, layout = runs.pretraining_steps(model, instances, cfg, device, fixed_shapes)
+    optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
+    train_step, layout = runs.pretraining_steps(model, optimizer, instances, cfg, device, fixed_shapes)
     if not fixed_shapes:
         compile_encoder(model.encoder, compile_mode)
-    optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     batches = list(pretrain_batches(instances, 100, rng, mask_prob=0.2, batching=batching, **layout))
@@ -157,10 +160,7 @@ def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mod
     def step(batch):
         if not fixed_shapes:  # fixed-shape steps mark their own
             new_step(compile_mode)
-        loss = losses_of([chunk.to(device) for chunk in batch])["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step([chunk.to(device) for chunk in batch])
 
     return step, batches, instances, build_seconds
 
@@ -181,8 +181,9 @@ def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device, bat
 
 def warmup_batches(compile_mode: str) -> int:
     """Untimed batches first: 3, or, when compiling, 100, so that most batch lengths have been
-    compiled (and, with CUDA graphs, recorded) before the clock starts."""
-    return 3 if compile_mode == "none" else 100
+    compiled (and, with CUDA graphs, recorded) before the clock starts. "cuda-graph" steps have
+    two shapes, both among the last 3 batches (the last one is short)."""
+    return 3 if compile_mode in ("none", "cuda-graph") else 100
 
 
 def achieved_gflops(step, batches, device) -> dict:
@@ -265,11 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-sequences", action="store_true", help="skip the instances=sequences epoch")
     add_source_argument(parser)
     parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
-                        help="run the encoder through torch.compile in this mode (default: eager)")
+                        help="run the encoder through torch.compile in this mode (default: eager); with "
+                             "--fixed-shapes the whole loss, or, cuda-graph (only with it), the whole step "
+                             "replayed as a CUDA graph")
     parser.add_argument("--fixed-shapes", action="store_true",
                         help="pretraining steps of one shape (batches padded to max_len, grid_forward); "
                              "with --compile, the whole loss is compiled")
     args = parser.parse_args(argv)
+    if args.compile == "cuda-graph" and not args.fixed_shapes:
+        parser.error("--compile cuda-graph records fixed-shape steps: add --fixed-shapes")
     threads = runtime.set_threads(args.threads)
     device = runtime.choose_device(args.device)
     torch.manual_seed(0)
@@ -285,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         report["pretrain_sequences"] = pretrain_benchmark(dataset, split, "sequences", args.batches, device,
                                                           args.batching, compile_mode=args.compile,
                                                           fixed_shapes=args.fixed_shapes)
-    report.update(finetune_benchmark(dataset, split, args.batches, device, args.batching, args.compile))
+    report.update(finetune_benchmark(dataset, split, args.batches, device, args.batching,
+                                     "none" if args.compile == "cuda-graph" else args.compile))
     if "gflops" in report["pretrain_prefixes"]:
         gflops = report["pretrain_prefixes"]["gflops"]["pretrain_step_gflop_per_s"]
         report["pretrain_fraction_of_matmul_peak"] = round(gflops / report["matmul_peak_gflop_per_s"], 3)

@@ -114,7 +114,9 @@ class RunConfig:
     # eager step, losses gathered where they count. Another value: batches padded to max_len,
     # losses by PretrainModel.grid_forward (the same losses, tested), the whole loss compiled as
     # one graph with this torch.compile mode ("reduce-overhead": replayed as CUDA graphs; "eager":
-    # traced, then run uncompiled, a cheap check of the traced path on a CPU). See COMPILE_MODES.
+    # traced, then run uncompiled, a cheap check of the traced path on a CPU), or, with
+    # "cuda-graph" (CUDA only), the whole step, Adam included, recorded once and replayed
+    # without torch.compile (s3rec/cuda_graphs.py). See COMPILE_MODES.
     compile: str = "none"
 
     @classmethod
@@ -218,7 +220,8 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"eval.protocols: unknown protocol {sorted(bad)[0]!r}; expected full, sampled")
 
 
-COMPILE_MODES = ("none", "eager", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
+COMPILE_MODES = ("none", "eager", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune",
+                 "cuda-graph")
 
 VARIANT_PATTERN = re.compile(r"^(none|full|authors|r[1-9][0-9]*)$")
 

@@ -101,7 +101,9 @@ class PretrainModel(nn.Module):
         real_states: (R, d), the states at batch.real_positions."""
         attributes = self.attribute_embeddings.weight[1:]  # (A, d); 0 is padding
         targets = real_states.new_zeros(len(real_states), len(attributes))  # (R, A) multi-hot
-        targets[batch.attribute_rows, batch.attribute_ids - 1] = 1.0
+        # The value a tensor on the device: with a Python 1.0, index_put_ copies it to the GPU
+        # with a blocking copy, which made every CUDA step wait (tests/test_cuda.py, on an H200).
+        targets.index_put_((batch.attribute_rows, batch.attribute_ids - 1), targets.new_ones(()))
         losses = {}
         for name, rows in (("aap", batch.unmasked_rows), ("map", batch.masked_rows)):
             logits = self.heads[name].score_all(real_states.index_select(0, rows), attributes)  # (N, A)

@@ -16,6 +16,7 @@ import torch
 from s3rec import runtime
 from s3rec.batching import chunk_bounds
 from s3rec.config import HEAD_NAMES, RunConfig, parse_variant, validate
+from s3rec.cuda_graphs import GraphedSteps
 from s3rec.data import (ATTRIBUTES_FILE, NEGATIVES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset,
                         load_sampled_negatives)
 from s3rec.encoder import Encoder
@@ -268,19 +269,40 @@ def warn_if_segment_head_stalled(sp_losses: list[float], sp_loss: float, pair_lo
                     sp_loss)
 
 
-def pretraining_steps(model: PretrainModel, instances: PretrainInstances, cfg: RunConfig, device,
-                      fixed_shapes: bool | None = None) -> tuple:
-    """(the losses of a step's chunks, iterate_batches' layout arguments). Gathered steps:
-    chunks of similar length, each padded to its longest (CPU; one chunk on a GPU). Fixed-shape
-    steps (by default, whenever cfg.compile is not "none"): one chunk padded to max_len, whatever
-    the batch (the same draws: tested), losses by grid_forward compiled with cfg.compile; its
-    first steps compile (the first epoch is slower). benchmarks/speed.py times both."""
+def pretraining_steps(model: PretrainModel, optimizer: torch.optim.Optimizer, instances: PretrainInstances,
+                      cfg: RunConfig, device, fixed_shapes: bool | None = None) -> tuple:
+    """(train_step(a step's chunks, on the device) -> its losses, having updated the model;
+    iterate_batches' layout arguments). Gathered steps: chunks of similar length, each padded to
+    its longest (CPU; one chunk on a GPU). Fixed-shape steps (by default, whenever cfg.compile
+    is not "none"): one chunk padded to max_len, whatever the batch (the same draws: tested),
+    losses by grid_forward, compiled whole with cfg.compile (its first steps compile: the first
+    epoch is slower), or, with "cuda-graph", the whole step recorded as a CUDA graph and
+    replayed (s3rec/cuda_graphs.py). benchmarks/speed.py times them all."""
     if not (cfg.compile != "none" if fixed_shapes is None else fixed_shapes):
-        return (lambda chunks: step_losses(model, chunks)), {"bounds": chunk_bounds(device)}
+        return optimizer_steps(lambda chunks: step_losses(model, chunks), optimizer), {"bounds": chunk_bounds(device)}
+    layout = {"bounds": (), "length": cfg.model.max_len}
+    table = item_attribute_table(instances).to(device)
+    if cfg.compile == "cuda-graph":
+        if torch.device(device).type != "cuda":
+            raise ValueError(f"compile: cuda-graph records CUDA graphs and needs a CUDA device; this run is on "
+                             f"{device} (device: cuda, or another compile mode)")
+        log.info("pretraining steps padded to max_len %d, each step replayed as a CUDA graph", cfg.model.max_len)
+        return GraphedSteps(model, optimizer, table), layout
     log.info("pretraining steps padded to max_len %d, the whole loss %s", cfg.model.max_len,
              f"compiled (torch.compile {cfg.compile})" if cfg.compile != "none" else "uncompiled")
-    table = item_attribute_table(instances).to(device)
-    return fixed_shape_step_losses(model, table, cfg.compile), {"bounds": (), "length": cfg.model.max_len}
+    return optimizer_steps(fixed_shape_step_losses(model, table, cfg.compile), optimizer), layout
+
+
+def optimizer_steps(losses_of, optimizer: torch.optim.Optimizer):
+    """train_step(chunks) -> losses: the losses, their gradients and one optimizer step."""
+    def train_step(chunks):
+        losses = losses_of(chunks)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        return losses
+
+    return train_step
 
 
 def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_after: int | None = None) -> dict | None:
@@ -306,7 +328,7 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
     optimizer = adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
 
-    losses_of, layout = pretraining_steps(model, instances, cfg, device)
+    train_step, layout = pretraining_steps(model, optimizer, instances, cfg, device)
     sp_losses: list[float] = []  # this process's epochs (after a resume, the ones since)
 
     @timed
@@ -314,10 +336,7 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
         sums = dict.fromkeys(("loss", *LOSS_NAMES), 0.0)
         for step in pretrain_batches(instances, p.batch_size, rng, mask_prob=p.mask_prob, batching=p.batching,
                                      **layout):
-            losses = losses_of([chunk.to(device) for chunk in step])
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            optimizer.step()
+            losses = train_step([chunk.to(device) for chunk in step])
             for name in sums:  # detached sums: no device synchronisation per step
                 sums[name] += losses[name].detach().double()
         row = {name: float(value) / len(instances) for name, value in sums.items()}

@@ -16,8 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     runs.add_run_arguments(parser)
     parser.add_argument("--compile", default=None, choices=COMPILE_MODES,
-                        help="fixed-shape steps, the whole loss through torch.compile in this mode "
-                             "(RunConfig.compile; default none: the eager step)")
+                        help="fixed-shape steps, the whole loss through torch.compile in this mode, or "
+                             "cuda-graph: each step replayed as a CUDA graph (RunConfig.compile; default none: "
+                             "the eager step)")
     args = parser.parse_args(argv)
     runtime.setup_logging()
     with runtime.clear_errors():

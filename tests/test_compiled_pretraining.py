@@ -90,6 +90,15 @@ def test_a_compile_mode_is_checked():
         load_script("pretrain").main(["--data", "x", "--variant", "r4", "--out-dir", "y", "--compile", "fast"])
 
 
+def test_cuda_graph_steps_need_a_cuda_device(tiny_data, tmp_path):
+    """compile: cuda-graph (s3rec/cuda_graphs.py; tests/test_cuda.py runs it): a clear error on a
+    CPU, before any epoch, and nothing written."""
+    with pytest.raises(ValueError, match="compile: cuda-graph records CUDA graphs and needs a CUDA device; this run "
+                                         "is on cpu"):
+        pretrain(tiny_data, tmp_path / "run", "cuda-graph")
+    assert not (tmp_path / "run" / "pretrain_history.csv").exists()
+
+
 @pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning")
 def test_the_script_takes_compile_and_records_it(tiny_data, tmp_path):
     out = tmp_path / "run"

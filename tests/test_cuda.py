@@ -174,3 +174,71 @@ def test_a_traced_fixed_shape_cuda_run_trains_as_the_cpu_step(tiny_data, tmp_pat
         runs.pretrain(tiny_data, tmp_path / mode, cfg, "r4")
         losses[mode] = pl.read_csv(tmp_path / mode / "pretrain_history.csv").select("loss", *LOSS_NAMES).to_numpy()
     np.testing.assert_allclose(losses["eager"], losses["none"], rtol=1e-4, atol=1e-5)
+
+
+def graph_and_eager_training(dataset, epochs=2):
+    """Per mode ("none": the eager fixed-shape step; "cuda-graph"): every step's losses over
+    `epochs` epochs of batches of 32 (the last one short: two graphs), the model and the step
+    function, from the same initial model and the same random state; dropout on. Also a full
+    batch on the device."""
+    data, split = dataset
+    instances = build_instances(split.train, data.item_attributes, data.num_items, data.num_attributes,
+                                max_len=config().model.max_len)
+    assert len(instances) % 32, "the test wants a short last batch"
+    results = {}
+    for mode in ("none", "cuda-graph"):
+        cfg = RunConfig.from_dict({**SETTINGS, "compile": mode})
+        torch.manual_seed(0)
+        model = PretrainModel(cfg, data.num_items, data.num_attributes).to(CUDA)
+        optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
+        train_step, layout = runs.pretraining_steps(model, optimizer, instances, cfg, CUDA, fixed_shapes=True)
+        steps, full_batch = [], None
+        for epoch in range(epochs):
+            torch.manual_seed(100 + epoch)  # as runtime.epoch_generators does between epochs
+            for step in pretrain_batches(instances, 32, np.random.default_rng(epoch), mask_prob=0.2,
+                                         batching="padded", **layout):
+                chunks = [chunk.to(CUDA) for chunk in step]
+                full_batch = chunks if full_batch is None and step[0].num_instances == 32 else full_batch
+                losses = train_step(chunks)
+                steps.append(torch.stack([losses[name].detach() for name in ("loss", *LOSS_NAMES)]).cpu())
+        results[mode] = (torch.stack(steps), model, train_step)
+    return results, full_batch
+
+
+def test_cuda_graph_steps_train_as_the_eager_fixed_shape_steps(dataset):
+    """compile: cuda-graph. The recorded steps replay the eager step's kernels, dropout draws
+    included (torch's graph-safe random state), and the eager warm-up before recording is undone:
+    the same losses at every step and the same weights after two epochs. Replays never make the
+    host wait."""
+    results, full_batch = graph_and_eager_training(dataset)
+    (eager, eager_model, _), (graphed, graphed_model, train_step) = results["none"], results["cuda-graph"]
+    assert len(train_step.graphs) == 2  # the full batches' shape and the last one's
+    torch.testing.assert_close(graphed, eager, rtol=1e-5, atol=1e-5)
+    for (name, want), got in zip(eager_model.state_dict().items(), graphed_model.state_dict().values()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=name)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        train_step(full_batch)  # its shape's graph is recorded: a copy and a replay
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def run_pretrain(data, out, compile, stop_after=None):
+    cfg = runs.resolve_config(SETTINGS, "r4", 0, device="cuda", compile=compile)
+    return runs.pretrain(data, out, cfg, "r4", stop_after=stop_after)
+
+
+def test_a_cuda_graph_run_resumes_and_takes_an_eager_checkpoint(tiny_data, tmp_path):
+    whole = run_pretrain(tiny_data, tmp_path / "whole", "cuda-graph")
+    assert whole["config"]["compile"] == "cuda-graph"
+    assert run_pretrain(tiny_data, tmp_path / "parts", "cuda-graph", stop_after=1) is None
+    run_pretrain(tiny_data, tmp_path / "parts", "cuda-graph")
+    a = runtime.load_torch(tmp_path / "whole" / "pretrain.pt")["state_dict"]
+    b = runtime.load_torch(tmp_path / "parts" / "pretrain.pt")["state_dict"]
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6, msg=name)
+    # an eager run's checkpoint (Adam not capturable) goes on under cuda-graph
+    assert run_pretrain(tiny_data, tmp_path / "mixed", "none", stop_after=1) is None
+    run_pretrain(tiny_data, tmp_path / "mixed", "cuda-graph")
+    assert len(pl.read_csv(tmp_path / "mixed" / "pretrain_history.csv")) == SETTINGS["pretrain"]["epochs"]

@@ -45,6 +45,14 @@ def test_device_check_refuses_an_unknown_step_and_skips_what_the_deadline_leaves
     assert not (tmp_path / "late" / "speed.json").exists()
 
 
+def test_the_benchmarks_take_cuda_graph_only_with_fixed_shapes(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    for name in ("speed", "jobs_per_device"):
+        with pytest.raises(SystemExit):
+            load_script(name, folder="benchmarks").main(["--compile", "cuda-graph"])
+        assert "--compile cuda-graph records fixed-shape steps: add --fixed-shapes" in capsys.readouterr().err
+
+
 def test_speed_names_a_source_folder_without_beauty(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     speed = load_script("speed", folder="benchmarks")
