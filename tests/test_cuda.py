@@ -14,7 +14,7 @@ import torch
 from s3rec import runs, runtime
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset
-from s3rec.encoder import Encoder
+from s3rec.encoder import Dropout, Encoder, SelfAttention
 from s3rec.evaluation import full_ranking_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
 from s3rec.finetuning import score_function, step_loss
@@ -242,3 +242,23 @@ def test_a_cuda_graph_run_resumes_and_takes_an_eager_checkpoint(tiny_data, tmp_p
     assert run_pretrain(tiny_data, tmp_path / "mixed", "none", stop_after=1) is None
     run_pretrain(tiny_data, tmp_path / "mixed", "cuda-graph")
     assert len(pl.read_csv(tmp_path / "mixed" / "pretrain_history.csv")) == SETTINGS["pretrain"]["epochs"]
+
+
+def test_dropout_on_cuda_keeps_the_distribution_of_the_cpu_dropout():
+    """On a GPU, Dropout is F.dropout and attention dropout is SDPA's (fewer kernels): the same
+    distribution as the CPU's uniform-threshold dropout. Kept values are scaled by 1/(1-p),
+    a fraction p is zero; dropped attention weights average out to the undropped output."""
+    torch.manual_seed(0)
+    dropped = Dropout(0.3).train()(torch.ones(1000, 1000, device=CUDA))
+    assert abs((dropped == 0).float().mean().item() - 0.3) < 0.003
+    torch.testing.assert_close(dropped[dropped != 0], torch.full_like(dropped[dropped != 0], 1 / 0.7))
+    attention = SelfAttention(config().model).to(CUDA)
+    attention.attention_dropout.p = 0.3
+    q, k, v = (torch.randn(1, 2, 8, 4, device=CUDA).expand(20000, 2, 8, 4) for _ in range(3))
+    allowed = torch.ones(20000, 1, 8, 8, dtype=torch.bool, device=CUDA)
+    attention.eval()
+    want = attention.attend(q[:1], k[:1], v[:1], allowed[:1])
+    attention.train()
+    draws = attention.attend(q, k, v, allowed)
+    assert not torch.allclose(draws[0], want[0])  # dropout did drop
+    torch.testing.assert_close(draws.mean(0, keepdim=True), want, rtol=0.0, atol=0.03)
