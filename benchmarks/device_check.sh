@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 10's checks on a GPU machine in one call, within a deadline: the CUDA tests, the speed
-# benchmark (eager; fixed-shape steps replayed as CUDA graphs, compile cuda-graph), a real
+# benchmark (fixed-shape steps replayed as CUDA graphs, compile cuda-graph; the same with the
+# loss compiled by inductor first, an experiment; eager), a real
 # pretraining run on Beauty under cuda-graph, N concurrent pretraining jobs on the card (eager and
 # cuda-graph), a profile of a step, and torch.compile (the whole fixed-shape loss under
 # reduce-overhead; the encoder alone). Each step's JSON lands in $OUT; a step that fails or
@@ -97,6 +98,9 @@ run_step() {
                "${SOURCE[@]}" ;;
     graph) step graph 120 speed-cuda-graph.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
              --batches "$BATCHES" --skip-sequences --fixed-shapes --compile cuda-graph "${SOURCE[@]}" ;;
+    graphinductor) step graphinductor 240 speed-cuda-graph-inductor.json python3 benchmarks/speed.py \
+                     --device "$DEVICE" --threads 4 --batches "$BATCHES" --skip-sequences --fixed-shapes \
+                     --compile cuda-graph-inductor "${SOURCE[@]}" ;;
     run) step run 150 "run-$RUN_COMPILE.json" bash -c "pretraining_run $RUN_COMPILE" ;;
     graphjobs) step graphjobs 180 jobs-cuda-graph.json python3 benchmarks/jobs_per_device.py --device "$DEVICE" \
                  --threads 2 --jobs $JOBS --batches "$BATCHES" --fixed-shapes --compile cuda-graph "${SOURCE[@]}" ;;
@@ -104,11 +108,11 @@ run_step() {
             --batches "$BATCHES" --skip-sequences --fixed-shapes --compile "$COMPILE" "${SOURCE[@]}" ;;
     compile) step compile 200 speed-compile.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
                --batches "$BATCHES" --skip-sequences --compile "$COMPILE" "${SOURCE[@]}" ;;
-    *) say "unknown step $1 (env, tests, speed, graph, run, jobs, graphjobs, profile, grid, compile)"; exit 2 ;;
+    *) say "unknown step $1 (env, tests, speed, graph, graphinductor, run, jobs, graphjobs, profile, grid, compile)"; exit 2 ;;
   esac
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(env tests speed graph run jobs graphjobs profile grid compile)
+[ ${#steps[@]} -gt 0 ] || steps=(env tests graph graphinductor speed run jobs graphjobs profile grid compile)
 for name in "${steps[@]}"; do run_step "$name"; done
 say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

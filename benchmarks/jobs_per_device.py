@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args)
     if any(n < 1 for n in args.jobs):
         parser.error("--jobs: every number of processes must be at least 1")
-    if args.compile == "cuda-graph" and not args.fixed_shapes:
-        parser.error("--compile cuda-graph records fixed-shape steps: add --fixed-shapes")
+    if args.compile in speed.GRAPH_MODES and not args.fixed_shapes:
+        parser.error(f"--compile {args.compile} records fixed-shape steps: add --fixed-shapes")
     runtime.set_threads(args.threads)  # so that the report's "threads" is each worker's
     device = runtime.choose_device(args.device)
     args.device = str(device)

@@ -13,6 +13,7 @@ step against a fp32 matmul peak measured in the same run.
     python benchmarks/speed.py --compile reduce-overhead   # the encoder through torch.compile
     python benchmarks/speed.py --fixed-shapes --compile reduce-overhead   # a whole pretraining step
     python benchmarks/speed.py --fixed-shapes --compile cuda-graph   # each step replayed as a CUDA graph
+    python benchmarks/speed.py --fixed-shapes --compile cuda-graph-inductor   # its loss compiled first (an experiment)
 
 `--compile MODE` runs the encoder through torch.compile (dynamic shapes; with
 `reduce-overhead`, as CUDA graphs): a measurement of whether compiling pays, not how runs
@@ -53,7 +54,9 @@ from s3rec.pretraining import PretrainModel
 from s3rec.training import adam
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "s3rec"
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "cuda-graph")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "cuda-graph",
+                 "cuda-graph-inductor")
+GRAPH_MODES = ("cuda-graph", "cuda-graph-inductor")  # each step replayed as a CUDA graph (--fixed-shapes only)
 
 
 def prepare(workdir: Path, source: Path | None = None) -> tuple[str, Path]:
@@ -108,6 +111,15 @@ def compile_encoder(encoder: Encoder, mode: str) -> None:
         setattr(encoder, name, torch.compile(getattr(encoder, name), mode=mode, dynamic=True))
 
 
+def inductor_losses(model: PretrainModel):
+    """An experiment, not a run mode: grid_forward compiled by inductor (fused kernels, no CUDA
+    graphs of its own), for GraphedSteps to record: fewer, larger kernels in the replayed graph,
+    since a graphed step's time goes to its ~500 kernels, not to their arithmetic
+    (benchmarks/gpu/h200-2026-12-04). Inductor draws dropout masks its own way (the same
+    distribution, other numbers): tests/test_cuda.py compares the losses with dropout off."""
+    return torch.compile(model.grid_forward, fullgraph=True, dynamic=False)
+
+
 def new_step(compile_mode: str) -> None:
     """Tell torch a new training step begins: CUDA graphs (reduce-overhead) may then reuse the
     previous step's output memory. Nothing to do when not compiling."""
@@ -144,12 +156,15 @@ def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mod
     with `fixed_shapes`, as with RunConfig.compile: padded to max_len, one chunk a step, losses
     by grid_forward, compiled whole in `compile_mode`, or not with "none"; "cuda-graph": each
     step replayed as a CUDA graph)."""
+    run_mode = "cuda-graph" if compile_mode == "cuda-graph-inductor" else compile_mode
     cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"},
-                               "compile": compile_mode if fixed_shapes else "none"})
+                               "compile": run_mode if fixed_shapes else "none"})
     instances = split_instances(dataset, split, max_len=cfg.model.max_len, kind=kind)
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
     optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
     train_step, layout = runs.pretraining_steps(model, optimizer, instances, cfg, device, fixed_shapes)
+    if compile_mode == "cuda-graph-inductor":
+        train_step.losses_of = inductor_losses(model)
     if not fixed_shapes:
         compile_encoder(model.encoder, compile_mode)
     rng = np.random.default_rng(0)
@@ -183,7 +198,7 @@ def warmup_batches(compile_mode: str) -> int:
     """Untimed batches first: 3, or, when compiling, 100, so that most batch lengths have been
     compiled (and, with CUDA graphs, recorded) before the clock starts. "cuda-graph" steps have
     two shapes, both among the last 3 batches (the last one is short)."""
-    return 3 if compile_mode in ("none", "cuda-graph") else 100
+    return 3 if compile_mode in ("none", *GRAPH_MODES) else 100
 
 
 def achieved_gflops(step, batches, device) -> dict:
@@ -273,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="pretraining steps of one shape (batches padded to max_len, grid_forward); "
                              "with --compile, the whole loss is compiled")
     args = parser.parse_args(argv)
-    if args.compile == "cuda-graph" and not args.fixed_shapes:
-        parser.error("--compile cuda-graph records fixed-shape steps: add --fixed-shapes")
+    if args.compile in GRAPH_MODES and not args.fixed_shapes:
+        parser.error(f"--compile {args.compile} records fixed-shape steps: add --fixed-shapes")
     threads = runtime.set_threads(args.threads)
     device = runtime.choose_device(args.device)
     torch.manual_seed(0)
@@ -291,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           args.batching, compile_mode=args.compile,
                                                           fixed_shapes=args.fixed_shapes)
     report.update(finetune_benchmark(dataset, split, args.batches, device, args.batching,
-                                     "none" if args.compile == "cuda-graph" else args.compile))
+                                     "none" if args.compile in GRAPH_MODES else args.compile))
     if "gflops" in report["pretrain_prefixes"]:
         gflops = report["pretrain_prefixes"]["gflops"]["pretrain_step_gflop_per_s"]
         report["pretrain_fraction_of_matmul_peak"] = round(gflops / report["matmul_peak_gflop_per_s"], 3)

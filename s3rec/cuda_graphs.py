@@ -32,8 +32,12 @@ class GraphedSteps:
     on the device, replayed from the graph recorded for its shape (recorded on first sight).
     The losses are the graph's output tensors: read them before the next step overwrites them."""
 
-    def __init__(self, model: PretrainModel, optimizer: torch.optim.Optimizer, item_attributes: torch.Tensor):
+    def __init__(self, model: PretrainModel, optimizer: torch.optim.Optimizer, item_attributes: torch.Tensor,
+                 losses_of=None):
+        """`losses_of(batch, item_attributes)`: the step's losses, by default model.grid_forward
+        (benchmarks/speed.py also records it compiled, `--compile cuda-graph-inductor`)."""
         self.model, self.optimizer, self.item_attributes = model, optimizer, item_attributes
+        self.losses_of = losses_of or model.grid_forward
         self.graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Batch, dict[str, torch.Tensor]]] = {}
 
     def __call__(self, chunks: list[Batch]) -> dict[str, torch.Tensor]:
@@ -48,7 +52,7 @@ class GraphedSteps:
         return losses
 
     def eager_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        losses = self.model.grid_forward(batch, self.item_attributes)
+        losses = self.losses_of(batch, self.item_attributes)
         self.optimizer.zero_grad(set_to_none=True)  # the backward writes fresh gradients (in the graph's memory)
         losses["loss"].backward()
         self.optimizer.step()

@@ -176,22 +176,24 @@ def test_a_traced_fixed_shape_cuda_run_trains_as_the_cpu_step(tiny_data, tmp_pat
     np.testing.assert_allclose(losses["eager"], losses["none"], rtol=1e-4, atol=1e-5)
 
 
-def graph_and_eager_training(dataset, epochs=2):
+def graph_and_eager_training(dataset, epochs=2, settings=SETTINGS, losses_of=None):
     """Per mode ("none": the eager fixed-shape step; "cuda-graph"): every step's losses over
     `epochs` epochs of batches of 32 (the last one short: two graphs), the model and the step
-    function, from the same initial model and the same random state; dropout on. Also a full
-    batch on the device."""
+    function, from the same initial model and the same random state. Also a full batch on the
+    device. `losses_of(model)`: the graphed step's loss function (default: grid_forward)."""
     data, split = dataset
     instances = build_instances(split.train, data.item_attributes, data.num_items, data.num_attributes,
                                 max_len=config().model.max_len)
     assert len(instances) % 32, "the test wants a short last batch"
     results = {}
     for mode in ("none", "cuda-graph"):
-        cfg = RunConfig.from_dict({**SETTINGS, "compile": mode})
+        cfg = RunConfig.from_dict({**settings, "compile": mode})
         torch.manual_seed(0)
         model = PretrainModel(cfg, data.num_items, data.num_attributes).to(CUDA)
         optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
         train_step, layout = runs.pretraining_steps(model, optimizer, instances, cfg, CUDA, fixed_shapes=True)
+        if mode == "cuda-graph" and losses_of is not None:
+            train_step.losses_of = losses_of(model)
         steps, full_batch = [], None
         for epoch in range(epochs):
             torch.manual_seed(100 + epoch)  # as runtime.epoch_generators does between epochs
@@ -262,3 +264,18 @@ def test_dropout_on_cuda_keeps_the_distribution_of_the_cpu_dropout():
     draws = attention.attend(q, k, v, allowed)
     assert not torch.allclose(draws[0], want[0])  # dropout did drop
     torch.testing.assert_close(draws.mean(0, keepdim=True), want, rtol=0.0, atol=0.03)
+
+
+def test_a_graph_of_the_inductor_compiled_loss_trains_as_the_eager_step(dataset):
+    """speed.py --compile cuda-graph-inductor (an experiment): inductor's fused kernels inside
+    the recorded step. Dropout off, as inductor draws its masks its own way; fused kernels add
+    in another order, hence the looser tolerance."""
+    from scripts_import import load_script
+    speed = load_script("speed", folder="benchmarks")
+    settings = {**SETTINGS, "model": {**SETTINGS["model"], "hidden_dropout": 0.0, "attention_dropout": 0.0}}
+    results, _ = graph_and_eager_training(dataset, settings=settings, losses_of=speed.inductor_losses)
+    (eager, eager_model, _), (graphed, graphed_model, train_step) = results["none"], results["cuda-graph"]
+    assert len(train_step.graphs) == 2
+    torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-4)
+    for (name, want), got in zip(eager_model.state_dict().items(), graphed_model.state_dict().values()):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5, msg=name)

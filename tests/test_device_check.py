@@ -45,12 +45,20 @@ def test_device_check_refuses_an_unknown_step_and_skips_what_the_deadline_leaves
     assert not (tmp_path / "late" / "speed.json").exists()
 
 
-def test_the_benchmarks_take_cuda_graph_only_with_fixed_shapes(monkeypatch, capsys):
+@pytest.mark.parametrize("mode", ["cuda-graph", "cuda-graph-inductor"])
+def test_the_benchmarks_take_cuda_graphs_only_with_fixed_shapes_on_cuda(tmp_path, monkeypatch, capsys, mode):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     for name in ("speed", "jobs_per_device"):
         with pytest.raises(SystemExit):
-            load_script(name, folder="benchmarks").main(["--compile", "cuda-graph"])
-        assert "--compile cuda-graph records fixed-shape steps: add --fixed-shapes" in capsys.readouterr().err
+            load_script(name, folder="benchmarks").main(["--compile", mode])
+        assert f"--compile {mode} records fixed-shape steps: add --fixed-shapes" in capsys.readouterr().err
+    from s3rec.data import leave_one_out, load_dataset, write_prepared
+    from s3rec.synthetic import SyntheticSpec, generate
+    write_prepared(generate(SyntheticSpec(users=40, items=200, attributes=5, seed=1)), tmp_path / "data")
+    dataset = load_dataset(tmp_path / "data")
+    with pytest.raises(ValueError, match="compile: cuda-graph records CUDA graphs and needs a CUDA device"):
+        load_script("speed", folder="benchmarks").pretrain_steps(dataset, leave_one_out(dataset.sequences), "prefixes",
+                                                                 "cpu", "padded", compile_mode=mode, fixed_shapes=True)
 
 
 def test_speed_names_a_source_folder_without_beauty(tmp_path, monkeypatch):
