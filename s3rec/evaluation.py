@@ -207,7 +207,11 @@ def _rank_all(
         raise ValueError("the sampled protocol needs negatives")
     if negatives is not None and (negatives == targets[:, None]).any():
         raise ValueError("a sampled negative equals its user's target")
-    ranks = {protocol: np.zeros(len(targets), dtype=np.int32) for protocol in protocols}
+    # Per batch: the ranks (numpy, or a tensor where the scores are) and whether a target scored
+    # NaN. Both are read after the last batch: on a GPU, reading them per batch would make the
+    # host wait for each batch's scores instead of queueing the next one's.
+    parts: dict[str, list] = {protocol: [] for protocol in protocols}
+    nan_targets = []
     for index, scores in _scored_batches(score_fn, histories, batch_size):
         width = num_items + 1 if num_items is not None else scores.shape[-1] if scores.ndim else 0
         if tuple(scores.shape) != (len(index), width):
@@ -215,24 +219,37 @@ def _rank_all(
             raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected {expected}")
         target = torch.as_tensor(targets[index], device=scores.device)
         target_scores = scores.gather(1, target[:, None])  # (B, 1)
-        if torch.isnan(target_scores).any():
-            raise ValueError("score_fn returned NaN for a target item")
+        nan_targets.append(torch.isnan(target_scores).any())
         if "full" in protocols:
             excluded = None
             if exclude_history:
                 excluded = _history_pairs([histories[i] for i in index], targets[index], num_items)
-            ranks["full"][index] = _full_ranks(scores, target_scores, excluded)
+            parts["full"].append((index, _full_ranks(scores, target_scores, excluded)))
         if "sampled" in protocols:
             candidates = torch.as_tensor(negatives[index].astype(np.int64), device=scores.device)
             negative_scores = scores.gather(1, candidates)  # (B, n)
-            ranks["sampled"][index] = 1 + _count_per_row(negative_scores >= target_scores)
+            parts["sampled"].append((index, 1 + _count_per_row(negative_scores >= target_scores)))
+    if nan_targets and bool(torch.stack(nan_targets).any()):
+        raise ValueError("score_fn returned NaN for a target item")
+    return {protocol: _gathered(batches, len(targets)) for protocol, batches in parts.items()}
+
+
+def _gathered(batches: list[tuple[np.ndarray, np.ndarray | torch.Tensor]], size: int) -> np.ndarray:
+    """(size,) int32 ranks from (user indices, ranks) per batch; device tensors travel in one copy."""
+    ranks = np.zeros(size, dtype=np.int32)
+    if not batches:
+        return ranks
+    index = np.concatenate([i for i, _ in batches])
+    values = [r for _, r in batches]
+    ranks[index] = (torch.cat(values).cpu().numpy() if torch.is_tensor(values[0]) else np.concatenate(values))
     return ranks
 
 
 def _full_ranks(
     scores: torch.Tensor, target_scores: torch.Tensor, excluded: tuple[np.ndarray, np.ndarray] | None
-) -> np.ndarray:
-    """1 + #(other ranked items scoring >= target), without writing into `scores`.
+) -> np.ndarray | torch.Tensor:
+    """1 + #(other ranked items scoring >= target), without writing into `scores` (numpy on a
+    CPU, a tensor on the scores' device elsewhere).
 
     Counting over the whole row includes the target itself (the "1 +") and column 0; the
     padding column and the excluded history items are then subtracted. Subtracting rather than
@@ -250,20 +267,21 @@ def _full_ranks(
 
 
 def _full_counts_on_device(at_least: torch.Tensor, excluded: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    """_full_ranks' count where the scores are (a GPU): only the (B,) counts come back to the host,
-    not the (B, num_items + 1) scores, and no op waits for the device before the last copy."""
+    """_full_ranks' count where the scores are (a GPU): (B,) counts on the device, which
+    _rank_all copies to the host once for all batches; the (B, num_items + 1) scores stay there."""
     count = at_least.sum(1) - at_least[:, 0].long()
     if excluded is not None:
         rows, items = (torch.as_tensor(a, device=at_least.device) for a in excluded)
         count.index_add_(0, rows, -at_least[rows, items].long())
-    return count.cpu().numpy()
+    return count
 
 
-def _count_per_row(mask: torch.Tensor) -> np.ndarray:
-    """Number of True per row. On CPU numpy's count_nonzero is ~4x faster than torch's bool sum."""
+def _count_per_row(mask: torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Number of True per row: numpy on a CPU (count_nonzero is ~4x faster than torch's bool
+    sum), a tensor on the mask's device elsewhere (copied to the host after the last batch)."""
     if mask.device.type == "cpu":
         return np.count_nonzero(mask.numpy(), axis=1)
-    return mask.sum(1).cpu().numpy()
+    return mask.sum(1)
 
 
 def _scored_batches(

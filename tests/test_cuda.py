@@ -15,7 +15,7 @@ from s3rec import runs, runtime
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset
 from s3rec.encoder import Dropout, Encoder, SelfAttention
-from s3rec.evaluation import full_ranking_ranks
+from s3rec.evaluation import full_ranking_ranks, sample_negatives, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
 from s3rec.finetuning import score_function, step_loss
 from s3rec.pretrain_batches import build_instances
@@ -115,16 +115,21 @@ def test_training_steps_never_wait_for_the_gpu(dataset):
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_full_ranking_on_cuda_gives_the_cpu_ranks(dataset):
+def test_full_and_sampled_ranking_on_cuda_give_the_cpu_ranks(dataset):
+    """The ranks stay on the device until the last batch (one copy), full and sampled alike."""
     data, split = dataset
     torch.manual_seed(0)
     encoder = Encoder(config().model, data.num_items).double().eval()  # float64: no rank flips by rounding
-    want = full_ranking_ranks(score_function(encoder, torch.device("cpu")), split.train, split.valid_target,
-                              data.num_items, batch_size=16)
-    encoder.to(CUDA)
-    got = full_ranking_ranks(score_function(encoder, CUDA), split.train, split.valid_target, data.num_items,
-                             batch_size=16)
-    np.testing.assert_array_equal(got, want)
+    negatives = sample_negatives(data.sequences, data.num_items, n=10, seed=0)
+    ranks = {}
+    for name, device in (("cpu", torch.device("cpu")), ("cuda", CUDA)):
+        encoder.to(device)
+        ranks[name] = (
+            full_ranking_ranks(score_function(encoder, device), split.train, split.valid_target, data.num_items,
+                               batch_size=16),
+            sampled_ranks(score_function(encoder, device), split.train, split.valid_target, negatives, batch_size=16))
+    for got, want in zip(ranks["cuda"], ranks["cpu"]):
+        np.testing.assert_array_equal(got, want)
 
 
 def run_finetune(data, out, stop_after=None):
