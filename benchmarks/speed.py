@@ -41,14 +41,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from s3rec import runs, runtime
-from s3rec.batching import chunk_bounds
 from s3rec.config import RunConfig
 from s3rec.data import Prepared, leave_one_out, load_dataset, read_s3rec, write_prepared
 from s3rec.encoder import Encoder
 from s3rec.evaluation import full_ranking_ranks, sample_negatives, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
-from s3rec.finetuning import score_function, step_loss
-from s3rec.pretrain_batches import split_instances
+from s3rec.finetuning import score_function
+from s3rec.pretrain_batches import item_attribute_table, split_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import PretrainModel
 from s3rec.training import adam
@@ -111,13 +110,14 @@ def compile_encoder(encoder: Encoder, mode: str) -> None:
         setattr(encoder, name, torch.compile(getattr(encoder, name), mode=mode, dynamic=True))
 
 
-def inductor_losses(model: PretrainModel):
+def inductor_losses(model: PretrainModel, item_attributes: torch.Tensor):
     """An experiment, not a run mode: grid_forward compiled by inductor (fused kernels, no CUDA
     graphs of its own), for GraphedSteps to record: fewer, larger kernels in the replayed graph,
     since a graphed step's time goes to its ~500 kernels, not to their arithmetic
     (benchmarks/gpu/h200-2026-12-04). Inductor draws dropout masks its own way (the same
     distribution, other numbers): tests/test_cuda.py compares the losses with dropout off."""
-    return torch.compile(model.grid_forward, fullgraph=True, dynamic=False)
+    compiled = torch.compile(model.grid_forward, fullgraph=True, dynamic=False)
+    return lambda batch: compiled(batch, item_attributes)
 
 
 def new_step(compile_mode: str) -> None:
@@ -164,7 +164,7 @@ def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mod
     optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
     train_step, layout = runs.pretraining_steps(model, optimizer, instances, cfg, device, fixed_shapes)
     if compile_mode == "cuda-graph-inductor":
-        train_step.losses_of = inductor_losses(model)
+        train_step.losses_of = inductor_losses(model, item_attribute_table(instances).to(device))
     if not fixed_shapes:
         compile_encoder(model.encoder, compile_mode)
     rng = np.random.default_rng(0)
@@ -232,21 +232,28 @@ def matmul_peak_gflops(device, size: int = 1024, repeats: int = 20) -> float:
 
 
 def finetune_steps(dataset, split, device, batching: str, compile_mode: str = "none") -> tuple:
-    """(step, an epoch's batches, the encoder): bce finetuning in batches of 256."""
-    cfg = RunConfig()
+    """(step, an epoch's batches, the encoder): bce finetuning in batches of 256, the steps as
+    runs.finetune makes them (runs.finetuning_steps; GRAPH_MODES: fixed shapes, replayed as
+    CUDA graphs), or with the encoder through torch.compile in `compile_mode`."""
+    graphed = compile_mode in GRAPH_MODES
+    cfg = RunConfig.from_dict({"finetune": {"loss": "bce"}, "compile": "cuda-graph" if graphed else "none"})
     encoder = Encoder(cfg.model, dataset.num_items).to(device)
-    compile_encoder(encoder, compile_mode)
+    if not graphed:
+        compile_encoder(encoder, compile_mode)
     optimizer = adam(encoder.parameters(), lr=1e-3, weight_decay=0.0)
+    train_step, layout = runs.finetuning_steps(encoder, optimizer, cfg, device)
     batches = list(finetune_batches(split.train, split.train, dataset.num_items, 50, 256, np.random.default_rng(0),
-                                    batching, chunk_bounds(device)))
+                                    batching, **layout))
 
     def step(batch):
-        new_step(compile_mode)
-        loss = step_loss(encoder, [chunk.to(device) for chunk in batch], "bce")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if not graphed:
+            new_step(compile_mode)
+        train_step([chunk.to(device) for chunk in batch])
 
+    if graphed:  # record every shape of the epoch before the clock starts (a few target-slot counts)
+        for shapes in {tuple(tuple(t.shape) for t in vars(chunk).values()): batch
+                       for batch in batches for chunk in batch}.values():
+            step(shapes)
     return step, batches, encoder
 
 
@@ -306,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           args.batching, compile_mode=args.compile,
                                                           fixed_shapes=args.fixed_shapes)
     report.update(finetune_benchmark(dataset, split, args.batches, device, args.batching,
-                                     "none" if args.compile in GRAPH_MODES else args.compile))
+                                     "cuda-graph" if args.compile in GRAPH_MODES else args.compile))
     if "gflops" in report["pretrain_prefixes"]:
         gflops = report["pretrain_prefixes"]["gflops"]["pretrain_step_gflop_per_s"]
         report["pretrain_fraction_of_matmul_peak"] = round(gflops / report["matmul_peak_gflop_per_s"], 3)

@@ -1,12 +1,13 @@
-"""Pretraining steps replayed as CUDA graphs (RunConfig.compile "cuda-graph").
+"""Training steps replayed as CUDA graphs (RunConfig.compile "cuda-graph").
 
 On a GPU the eager step is paced by the host: on an H200 a Beauty step took 12 ms while its
 kernels ran about 4 ms (benchmarks/gpu/h200-2026-12-04), hundreds of launches a step. A CUDA
 graph records a whole step once, forward, backward and the Adam update, and replays it with
-one launch. A graph fixes every shape and every address, hence fixed-shape steps
-(PretrainModel.grid_forward on batches padded to max_len: one graph for an epoch's full
-batches, one for its last), each batch copied into the graph's own input tensors, and an
-Adam whose step count stays on the device (`capturable`).
+one launch. A graph fixes every shape and every address, hence fixed-shape steps (pretraining:
+PretrainModel.grid_forward on batches padded to max_len, one graph for an epoch's full batches,
+one for its last; finetuning: finetuning.fixed_shape_loss, a graph per number of target slots),
+each batch copied into the graph's own input tensors, and an Adam whose step count stays on the
+device (`capturable`).
 
 Recording needs eager steps first (cuBLAS picks its workspaces, Adam makes its state); they
 run on the recorded batch and are then undone, parameters, optimizer state and the CUDA random
@@ -20,49 +21,46 @@ import dataclasses
 
 import torch
 
-from s3rec.pretrain_batches import Batch
-from s3rec.pretraining import PretrainModel
-
+# The batch fields each step reads (the rest of a batch is not copied into the graph's inputs)
 GRID_INPUTS = ("items", "masked_items", "negative_items", "masked_segments", "pos_segments", "neg_segments")
+NEXT_ITEM_INPUTS = ("inputs", "targets", "negatives", "target_positions", "target_weights")
 WARMUP_STEPS = 2  # eager steps before recording (torch's own examples take a few)
 
 
 class GraphedSteps:
     """step([batch]) -> losses: one training step of `model` by `optimizer` on a batch already
-    on the device, replayed from the graph recorded for its shape (recorded on first sight).
-    The losses are the graph's output tensors: read them before the next step overwrites them."""
+    on the device, replayed from the graph recorded for its shapes (recorded on first sight).
+    `losses_of(batch)` gives the step's losses, "loss" the one to minimise; it reads only the
+    batch fields named in `inputs`. The losses are the graph's output tensors: read them before
+    the next step overwrites them."""
 
-    def __init__(self, model: PretrainModel, optimizer: torch.optim.Optimizer, item_attributes: torch.Tensor,
-                 losses_of=None):
-        """`losses_of(batch, item_attributes)`: the step's losses, by default model.grid_forward
-        (benchmarks/speed.py also records it compiled, `--compile cuda-graph-inductor`)."""
-        self.model, self.optimizer, self.item_attributes = model, optimizer, item_attributes
-        self.losses_of = losses_of or model.grid_forward
-        self.graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Batch, dict[str, torch.Tensor]]] = {}
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, losses_of, inputs: tuple[str, ...]):
+        self.model, self.optimizer, self.losses_of, self.inputs = model, optimizer, losses_of, inputs
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, object, dict[str, torch.Tensor]]] = {}
 
-    def __call__(self, chunks: list[Batch]) -> dict[str, torch.Tensor]:
+    def __call__(self, chunks: list) -> dict[str, torch.Tensor]:
         (batch,) = chunks  # one chunk a step: iterate_batches(..., bounds=())
-        shape = tuple(batch.items.shape)
-        if shape not in self.graphs:
-            self.graphs[shape] = self.record(batch)
-        graph, inputs, losses = self.graphs[shape]
-        for name in GRID_INPUTS:
+        shapes = tuple(tuple(getattr(batch, name).shape) for name in self.inputs)
+        if shapes not in self.graphs:
+            self.graphs[shapes] = self.record(batch)
+        graph, inputs, losses = self.graphs[shapes]
+        for name in self.inputs:
             getattr(inputs, name).copy_(getattr(batch, name))
         graph.replay()
         return losses
 
-    def eager_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        losses = self.losses_of(batch, self.item_attributes)
+    def eager_step(self, batch) -> dict[str, torch.Tensor]:
+        losses = self.losses_of(batch)
         self.optimizer.zero_grad(set_to_none=True)  # the backward writes fresh gradients (in the graph's memory)
         losses["loss"].backward()
         self.optimizer.step()
         return losses
 
-    def record(self, batch: Batch):
-        """(the graph of a step on `batch`'s shape, its input batch, its output losses)."""
+    def record(self, batch):
+        """(the graph of a step on `batch`'s shapes, its input batch, its output losses)."""
         for group in self.optimizer.param_groups:  # set here: loading a checkpoint replaces the groups
             group["capturable"] = True
-        inputs = dataclasses.replace(batch, **{name: getattr(batch, name).clone() for name in GRID_INPUTS})
+        inputs = dataclasses.replace(batch, **{name: getattr(batch, name).clone() for name in self.inputs})
         saved = self.snapshot()
         side = torch.cuda.Stream()  # warm-up off the default stream, as torch's CUDA-graph notes ask
         side.wait_stream(torch.cuda.current_stream())

@@ -9,6 +9,10 @@ Losses
   averaged over target positions. Negatives avoid the user's training part; with
   `negatives_exclude_heldout` also the validation and test items (the authors' choice).
 - "ce": softmax over all real items (padding and [MASK] excluded), averaged over positions.
+
+Fixed-shape steps (RunConfig.compile "cuda-graph", recorded as CUDA graphs): each batch, drawn as
+always, is then padded to max_len columns and its target positions to a multiple of
+TARGET_SLOTS, the extra slots weighted 0 (fixed_shape_loss: the same loss, tested).
 """
 from __future__ import annotations
 
@@ -24,6 +28,9 @@ from s3rec.batching import CHUNK_BOUNDS, pad_left, training_batches
 from s3rec.encoder import Encoder
 
 
+TARGET_SLOTS = 1024  # fixed-shape batches hold their target positions in multiples of this
+
+
 @dataclass
 class NextItemBatch:
     inputs: torch.Tensor  # (B, L) left-padded item ids
@@ -33,11 +40,14 @@ class NextItemBatch:
     # loss gathers with them rather than with the mask targets > 0, which would make the host wait
     # for the GPU (see tests/test_host_sync.py).
     target_positions: torch.Tensor  # (N,)
+    # 1.0 per target position; fixed-shape batches pad the positions with slots of weight 0.
+    target_weights: torch.Tensor  # (N,) float32
 
     @classmethod
     def of(cls, inputs: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> "NextItemBatch":
         """A batch of host tensors, its target positions taken from `targets`."""
-        return cls(inputs, targets, negatives, torch.from_numpy(np.flatnonzero(targets.numpy().ravel() > 0)))
+        positions = torch.from_numpy(np.flatnonzero(targets.numpy().ravel() > 0))
+        return cls(inputs, targets, negatives, positions, torch.ones(len(positions)))
 
     def to(self, device) -> "NextItemBatch":
         return NextItemBatch(**runtime.to_device(vars(self), device))
@@ -71,14 +81,29 @@ def make_batch(users: np.ndarray, train: list[np.ndarray], excluded: list[np.nda
     return NextItemBatch.of(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(negatives))
 
 
+def fixed_shape(batch: NextItemBatch, length: int, slots: int = TARGET_SLOTS) -> NextItemBatch:
+    """`batch` left-padded to `length` columns, its target positions (now shifted) padded to a
+    multiple of `slots` with position 0 at weight 0: few shapes an epoch, the same draws."""
+    extra = length - batch.inputs.shape[1]
+    inputs, targets, negatives = (F.pad(t, (extra, 0)) for t in (batch.inputs, batch.targets, batch.negatives))
+    positions = np.flatnonzero(targets.numpy().ravel() > 0)
+    capacity = -(-max(len(positions), 1) // slots) * slots
+    weights = np.zeros(capacity, dtype=np.float32)
+    weights[: len(positions)] = 1.0
+    positions = np.concatenate([positions, np.zeros(capacity - len(positions), dtype=positions.dtype)])
+    return NextItemBatch(inputs, targets, negatives, torch.from_numpy(positions), torch.from_numpy(weights))
+
+
 def iterate_batches(train: list[np.ndarray], excluded: list[np.ndarray], num_items: int, max_len: int,
                     batch_size: int, rng: np.random.Generator, batching: str = "bucketed",
-                    bounds: tuple[int, ...] = CHUNK_BOUNDS) -> Iterator[list[NextItemBatch]]:
-    """One epoch of steps in the `batching` layout (s3rec.batching): each a list of chunk batches."""
+                    bounds: tuple[int, ...] = CHUNK_BOUNDS, fixed_shapes: bool = False) -> Iterator[list[NextItemBatch]]:
+    """One epoch of steps in the `batching` layout (s3rec.batching): each a list of chunk batches.
+    With `fixed_shapes`, each batch padded by fixed_shape (pass bounds=(): one chunk a step)."""
     users = trainable_users(train)
     lengths = np.minimum(np.array([len(train[u]) for u in users]), max_len + 1)
     for step in training_batches(lengths, batch_size, rng, batching, bounds):
-        yield [make_batch(users[chunk], train, excluded, num_items, max_len, rng) for chunk in step]
+        batches = [make_batch(users[chunk], train, excluded, num_items, max_len, rng) for chunk in step]
+        yield [fixed_shape(batch, max_len) for batch in batches] if fixed_shapes else batches
 
 
 def next_item_loss(encoder: Encoder, batch: NextItemBatch, loss: str) -> torch.Tensor:
@@ -104,6 +129,24 @@ def next_item_loss_sum(encoder: Encoder, batch: NextItemBatch, loss: str) -> tor
     positive = (states * table[targets]).sum(-1)
     negative = (states * table[batch.negatives.flatten().index_select(0, where)]).sum(-1)
     return (F.softplus(-positive) + F.softplus(negative)).sum()
+
+
+def fixed_shape_loss(encoder: Encoder, batch: NextItemBatch, loss: str) -> torch.Tensor:
+    """step_loss of one fixed-shape batch: the weighted mean over its target slots, every
+    shape fixed by the batch's (B, max_len) and its number of slots, the divisor computed on
+    the device (a CUDA graph replays it for every batch of that shape)."""
+    states = encoder(batch.inputs, causal=True).flatten(0, 1).index_select(0, batch.target_positions)  # (C, d)
+    targets = batch.targets.flatten().index_select(0, batch.target_positions)  # (C,); 0 in empty slots
+    weights = batch.target_weights
+    table = encoder.item_embeddings.weight
+    if loss == "ce":
+        logits = states @ table[1:encoder.num_items + 1].T  # (C, M)
+        terms = F.cross_entropy(logits, targets.clamp(min=1) - 1, reduction="none")  # empty slots: any class
+    else:
+        positive = (states * table[targets]).sum(-1)
+        negative = (states * table[batch.negatives.flatten().index_select(0, batch.target_positions)]).sum(-1)
+        terms = F.softplus(-positive) + F.softplus(negative)
+    return (terms * weights).sum() / weights.sum()
 
 
 def score_function(encoder: Encoder, device: torch.device):

@@ -5,6 +5,7 @@ main output (pretrain.pt, metrics.json), so its presence means the run finished.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -16,13 +17,13 @@ import torch
 from s3rec import runtime
 from s3rec.batching import chunk_bounds
 from s3rec.config import HEAD_NAMES, RunConfig, parse_variant, validate
-from s3rec.cuda_graphs import GraphedSteps
+from s3rec.cuda_graphs import GRID_INPUTS, NEXT_ITEM_INPUTS, GraphedSteps
 from s3rec.data import (ATTRIBUTES_FILE, NEGATIVES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset,
                         load_sampled_negatives)
 from s3rec.encoder import Encoder
 from s3rec.evaluation import check_sampled_protocol, draw_negatives, evaluate, full_ranking_ranks, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
-from s3rec.finetuning import score_function, step_loss
+from s3rec.finetuning import fixed_shape_loss, score_function, step_loss
 from s3rec.heads import make_head, parameter_count
 from s3rec.metrics import metrics_from_ranks
 from s3rec.pretrain_batches import PretrainInstances, item_attribute_table, split_instances
@@ -157,16 +158,14 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     optimizer = adam(encoder.parameters(), lr=f.lr, weight_decay=f.weight_decay)
     excluded = excluded_negatives(dataset, split, f.negatives_exclude_heldout)
     score = score_function(encoder, device)
+    train_step, layout = finetuning_steps(encoder, optimizer, cfg, device)
 
     @timed
     def train_epoch(rng):
         total, count, instances = 0.0, 0, 0
         for step in finetune_batches(split.train, excluded, dataset.num_items, cfg.model.max_len, f.batch_size, rng,
-                                     f.batching, chunk_bounds(device)):
-            loss = step_loss(encoder, [chunk.to(device) for chunk in step], f.loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+                                     f.batching, **layout):
+            loss = train_step([chunk.to(device) for chunk in step])["loss"]
             # detached sums: no device synchronisation per step (it matters on CUDA)
             total, count, instances = total + loss.detach().double(), count + 1, instances + sum(len(c.inputs) for c in step)
         return {"loss": float(total) / max(count, 1), "instances": instances}
@@ -283,14 +282,34 @@ def pretraining_steps(model: PretrainModel, optimizer: torch.optim.Optimizer, in
     layout = {"bounds": (), "length": cfg.model.max_len}
     table = item_attribute_table(instances).to(device)
     if cfg.compile == "cuda-graph":
-        if torch.device(device).type != "cuda":
-            raise ValueError(f"compile: cuda-graph records CUDA graphs and needs a CUDA device; this run is on "
-                             f"{device} (device: cuda, or another compile mode)")
+        check_cuda_graphs(device)
         log.info("pretraining steps padded to max_len %d, each step replayed as a CUDA graph", cfg.model.max_len)
-        return GraphedSteps(model, optimizer, table), layout
+        return GraphedSteps(model, optimizer, functools.partial(model.grid_forward, item_attributes=table),
+                            GRID_INPUTS), layout
     log.info("pretraining steps padded to max_len %d, the whole loss %s", cfg.model.max_len,
              f"compiled (torch.compile {cfg.compile})" if cfg.compile != "none" else "uncompiled")
     return optimizer_steps(fixed_shape_step_losses(model, table, cfg.compile), optimizer), layout
+
+
+def finetuning_steps(encoder: Encoder, optimizer: torch.optim.Optimizer, cfg: RunConfig, device) -> tuple:
+    """(train_step(a step's chunks, on the device) -> {"loss": ...}, having updated the encoder;
+    finetuning.iterate_batches' layout arguments). With compile "cuda-graph" each step is
+    padded to fixed shapes (finetuning.fixed_shape) and replayed as a CUDA graph; any other
+    mode trains the eager step (torch.compile modes apply to pretraining only)."""
+    loss = cfg.finetune.loss
+    if cfg.compile != "cuda-graph":
+        return (optimizer_steps(lambda chunks: {"loss": step_loss(encoder, chunks, loss)}, optimizer),
+                {"bounds": chunk_bounds(device)})
+    check_cuda_graphs(device)
+    log.info("finetuning steps padded to max_len %d, each step replayed as a CUDA graph", cfg.model.max_len)
+    return (GraphedSteps(encoder, optimizer, lambda batch: {"loss": fixed_shape_loss(encoder, batch, loss)},
+                         NEXT_ITEM_INPUTS), {"bounds": (), "fixed_shapes": True})
+
+
+def check_cuda_graphs(device) -> None:
+    if torch.device(device).type != "cuda":
+        raise ValueError(f"compile: cuda-graph records CUDA graphs and needs a CUDA device; this run is on "
+                         f"{device} (device: cuda, or another compile mode)")
 
 
 def optimizer_steps(losses_of, optimizer: torch.optim.Optimizer):

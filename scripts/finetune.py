@@ -10,16 +10,20 @@ import sys
 from pathlib import Path
 
 from s3rec import runs, runtime
+from s3rec.config import COMPILE_MODES
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     runs.add_run_arguments(parser)
     parser.add_argument("--pretrained", type=Path, default=None, help="pretrain.pt of the same variant and seed")
+    parser.add_argument("--compile", default=None, choices=COMPILE_MODES,
+                        help="cuda-graph: each fixed-shape step replayed as a CUDA graph; other modes train the "
+                             "eager step (RunConfig.compile; default none)")
     args = parser.parse_args(argv)
     runtime.setup_logging()
     with runtime.clear_errors():
-        cfg = runs.resolve_config(args.settings, args.variant, args.seed, args.device, args.threads)
+        cfg = runs.resolve_config(args.settings, args.variant, args.seed, args.device, args.threads, args.compile)
         runs.finetune(args.data, args.out_dir, cfg, args.variant, pretrained=args.pretrained)
     return 0
 

@@ -108,7 +108,7 @@ def test_the_script_takes_compile_and_records_it(tiny_data, tmp_path):
     assert run["config"]["compile"] == "eager" and run["epochs"] == 2
 
 
-def test_the_workflow_passes_compile_to_the_pretraining_jobs(workdir):
+def test_the_workflow_passes_compile_to_the_training_jobs(workdir):
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     assert schema["properties"]["compile"]["enum"] == list(COMPILE_MODES)
     assert yaml.safe_load((REPO / "config/config.yaml").read_text())["compile"] == "none"
@@ -116,8 +116,24 @@ def test_the_workflow_passes_compile_to_the_pretraining_jobs(workdir):
         result = run_snakemake(workdir, "-n", "--printshellcmds", "--configfile",
                                write_config(workdir, {**TINY, "compile": mode}))
         commands = [line for line in result.stdout.splitlines() if line.startswith("Shell command: python ")]
-        pretraining = [line for line in commands if "scripts/pretrain.py" in line]
-        assert pretraining and all(f"--compile {mode} " in line for line in pretraining)
-        assert not [line for line in commands if "--compile" in line and line not in pretraining]
+        training = [line for line in commands if "scripts/pretrain.py" in line or "scripts/finetune.py" in line]
+        assert {"pretrain", "finetune"} <= {line.split("scripts/")[1].split(".py")[0] for line in training}
+        assert all(f"--compile {mode} " in line for line in training)
+        assert not [line for line in commands if "--compile" in line and line not in training]
     bad = run_snakemake(workdir, "-n", "--configfile", write_config(workdir, {**TINY, "compile": "fast"}), check=False)
     assert bad.returncode != 0 and "compile" in bad.stdout + bad.stderr
+
+
+def test_finetuning_takes_cuda_graph_on_cuda_only_and_trains_the_eager_step_under_other_modes(tiny_data, tmp_path):
+    """compile reaches finetuning too (scripts/finetune.py --compile): cuda-graph records its
+    steps (tests/test_cuda.py), and is an error on a CPU before anything is written; the
+    torch.compile modes leave finetuning eager, and the run records the mode."""
+    settings = {**SETTINGS, "finetune": {"epochs": 1, "batch_size": 32}}
+    cfg = runs.resolve_config(settings, "none", 0, device="cpu", compile="cuda-graph")
+    with pytest.raises(ValueError, match="compile: cuda-graph records CUDA graphs and needs a CUDA device"):
+        runs.finetune(tiny_data, tmp_path / "graph", cfg, "none")
+    assert not (tmp_path / "graph").exists()
+    out = tmp_path / "eager"
+    load_script("finetune").main(["--data", str(tiny_data), "--variant", "none", "--seed", "0", "--out-dir", str(out),
+                                  "--settings", json.dumps(settings), "--device", "cpu", "--compile", "default"])
+    assert json.loads((out / "metrics.json").read_text())["config"]["compile"] == "default"

@@ -17,8 +17,8 @@ from s3rec.data import leave_one_out, load_dataset
 from s3rec.encoder import Dropout, Encoder, SelfAttention
 from s3rec.evaluation import full_ranking_ranks, sample_negatives, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
-from s3rec.finetuning import score_function, step_loss
-from s3rec.pretrain_batches import build_instances
+from s3rec.finetuning import fixed_shape_loss, score_function, step_loss
+from s3rec.pretrain_batches import build_instances, item_attribute_table
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import LOSS_NAMES, PretrainModel, step_losses
 from s3rec.training import adam
@@ -132,8 +132,8 @@ def test_full_and_sampled_ranking_on_cuda_give_the_cpu_ranks(dataset):
         np.testing.assert_array_equal(got, want)
 
 
-def run_finetune(data, out, stop_after=None):
-    cfg = runs.resolve_config(SETTINGS, "none", 0, device="cuda")
+def run_finetune(data, out, stop_after=None, compile=None):
+    cfg = runs.resolve_config(SETTINGS, "none", 0, device="cuda", compile=compile)
     return runs.finetune(data, out, cfg, "none", stop_after=stop_after)
 
 
@@ -185,7 +185,8 @@ def graph_and_eager_training(dataset, epochs=2, settings=SETTINGS, losses_of=Non
     """Per mode ("none": the eager fixed-shape step; "cuda-graph"): every step's losses over
     `epochs` epochs of batches of 32 (the last one short: two graphs), the model and the step
     function, from the same initial model and the same random state. Also a full batch on the
-    device. `losses_of(model)`: the graphed step's loss function (default: grid_forward)."""
+    device. `losses_of(model, item_attributes)`: the graphed step's loss function (default:
+    grid_forward)."""
     data, split = dataset
     instances = build_instances(split.train, data.item_attributes, data.num_items, data.num_attributes,
                                 max_len=config().model.max_len)
@@ -198,7 +199,7 @@ def graph_and_eager_training(dataset, epochs=2, settings=SETTINGS, losses_of=Non
         optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
         train_step, layout = runs.pretraining_steps(model, optimizer, instances, cfg, CUDA, fixed_shapes=True)
         if mode == "cuda-graph" and losses_of is not None:
-            train_step.losses_of = losses_of(model)
+            train_step.losses_of = losses_of(model, item_attribute_table(instances).to(CUDA))
         steps, full_batch = [], None
         for epoch in range(epochs):
             torch.manual_seed(100 + epoch)  # as runtime.epoch_generators does between epochs
@@ -284,3 +285,45 @@ def test_a_graph_of_the_inductor_compiled_loss_trains_as_the_eager_step(dataset)
     torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-4)
     for (name, want), got in zip(eager_model.state_dict().items(), graphed_model.state_dict().values()):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+def test_cuda_graph_finetuning_steps_train_as_the_eager_fixed_shape_steps(dataset, loss):
+    """compile: cuda-graph in finetuning: the recorded steps (a graph per batch shape and number
+    of target slots) give the eager fixed-shape step's losses at every step, dropout on."""
+    data, split = dataset
+    max_len = config().model.max_len
+    results = {}
+    for graphed in (False, True):
+        torch.manual_seed(0)
+        encoder = Encoder(config().model, data.num_items).to(CUDA)
+        optimizer = adam(encoder.parameters(), lr=1e-3, weight_decay=0.0)
+        if graphed:
+            cfg = RunConfig.from_dict({**SETTINGS, "finetune": {**SETTINGS["finetune"], "loss": loss},
+                                       "compile": "cuda-graph"})
+            train_step, layout = runs.finetuning_steps(encoder, optimizer, cfg, CUDA)
+        else:
+            train_step = runs.optimizer_steps(lambda chunks: {"loss": fixed_shape_loss(encoder, chunks[0], loss)},
+                                              optimizer)
+            layout = {"bounds": (), "fixed_shapes": True}
+        losses = []
+        for epoch in range(2):
+            torch.manual_seed(100 + epoch)
+            for step in finetune_batches(split.train, split.train, data.num_items, max_len, 16,
+                                         np.random.default_rng(epoch), "padded", **layout):
+                losses.append(train_step([chunk.to(CUDA) for chunk in step])["loss"].detach().cpu())
+        results[graphed] = (torch.stack(losses), encoder)
+    assert len(train_step.graphs) == 2  # the full batches and the last one (one slot count here)
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-6)
+    for (name, want), got in zip(results[False][1].state_dict().items(), results[True][1].state_dict().values()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_cuda_graph_finetuning_run_resumes_to_the_uninterrupted_result(tiny_data, tmp_path):
+    whole = run_finetune(tiny_data, tmp_path / "whole", compile="cuda-graph")
+    assert run_finetune(tiny_data, tmp_path / "parts", stop_after=1, compile="cuda-graph") is None
+    resumed = run_finetune(tiny_data, tmp_path / "parts", compile="cuda-graph")
+    assert resumed["best_epoch"] == whole["best_epoch"] and whole["config"]["compile"] == "cuda-graph"
+    for split in ("valid", "test"):
+        for name, value in whole["metrics"]["full"][split].items():
+            assert resumed["metrics"]["full"][split][name] == pytest.approx(value, abs=1e-3), (split, name)

@@ -12,7 +12,8 @@ from s3rec.config import ModelConfig
 from s3rec.data import write_prepared
 from s3rec.encoder import Encoder
 from s3rec.batching import CHUNK_BOUNDS, bucketed_batches, chunk_bounds, training_batches
-from s3rec.finetuning import NextItemBatch, iterate_batches, make_batch, next_item_loss, step_loss
+from s3rec.finetuning import (TARGET_SLOTS, NextItemBatch, fixed_shape, fixed_shape_loss, iterate_batches, make_batch,
+                              next_item_loss, step_loss)
 from s3rec.synthetic import SyntheticSpec, generate
 
 SMALL_MODEL = {"hidden_size": 16, "num_heads": 2, "max_len": 12}
@@ -181,6 +182,44 @@ def test_a_padded_step_in_chunks_has_the_loss_and_gradient_of_the_batch_padded_t
     torch.testing.assert_close(chunked, want)
     for got, expected in zip(chunk_grads, (p.grad for p in encoder.parameters())):
         torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+def test_a_fixed_shape_step_has_the_loss_and_gradient_of_the_eager_step(loss):
+    """compile: cuda-graph's finetuning batches (fixed_shape: padded to max_len, target slots in
+    multiples, the empty ones weighted 0) draw what the eager step draws and give its loss."""
+    train = [np.arange(1, n + 1) % 19 + 1 for n in (3, 7, 12, 16, 40, 2, 9)]
+    encoder = Encoder(ModelConfig(**SMALL_MODEL), 20).double().eval()
+    eager = list(iterate_batches(train, train, 20, 12, 4, np.random.default_rng(0), "padded", ()))
+    fixed = list(iterate_batches(train, train, 20, 12, 4, np.random.default_rng(0), "padded", (), fixed_shapes=True))
+    assert len(eager) == len(fixed) == 2
+    for (step,), (batch,) in zip(eager, fixed):
+        assert batch.inputs.shape == (len(step.inputs), 12) and len(batch.target_positions) == TARGET_SLOTS
+        want = step_loss(encoder, [step], loss)
+        want.backward()
+        want_grads = [p.grad.clone() for p in encoder.parameters()]
+        encoder.zero_grad()
+        got = fixed_shape_loss(encoder, fixed_shape(step, 12, slots=16), loss)
+        got.backward()
+        torch.testing.assert_close(got, want)
+        for name, (p, expected) in zip(dict(encoder.named_parameters()), zip(encoder.parameters(), want_grads)):
+            torch.testing.assert_close(p.grad, expected, msg=name)
+        encoder.zero_grad()
+        torch.testing.assert_close(fixed_shape_loss(encoder, batch, loss), want.detach())  # TARGET_SLOTS
+
+
+def test_fixed_shape_batches_keep_the_draws_and_shift_the_target_positions():
+    train = [np.arange(1, n + 1) % 19 + 1 for n in (3, 7, 12)]
+    (step,) = next(iterate_batches(train, train, 20, 12, 3, np.random.default_rng(0), "padded", ()))
+    batch = fixed_shape(step, 12, slots=8)
+    extra = 12 - step.inputs.shape[1]
+    for name in ("inputs", "targets", "negatives"):
+        assert torch.equal(getattr(batch, name)[:, extra:], getattr(step, name))
+        assert not getattr(batch, name)[:, :extra].any()
+    n = len(step.target_positions)
+    assert len(batch.target_positions) == -(-n // 8) * 8 and batch.target_weights.sum() == n
+    assert torch.equal(batch.targets.flatten()[batch.target_positions[:n]], step.targets.flatten()[step.target_positions])
+    assert not batch.target_positions[n:].any() and not batch.target_weights[n:].any()
 
 
 def test_interrupted_run_resumes_to_the_same_metrics(tiny_data, tmp_path):

@@ -58,11 +58,12 @@ rule finetune_model:
         variant=finetune_variant,
         settings=finetune_settings,
         device=config["device"],
+        compile=config["compile"],
     shell:
         "python {input.script} --data {params.data} --variant {params.variant}"
         " --seed {wildcards.seed} --out-dir {params.out_dir} {params.pretrained}"
         " --settings {params.settings} --device {params.device} --threads {threads}"
-        " > {log} 2>&1"
+        " --compile {params.compile} > {log} 2>&1"
 
 
 rule import_authors_checkpoint:
