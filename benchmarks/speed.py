@@ -47,7 +47,7 @@ from s3rec.encoder import Encoder
 from s3rec.evaluation import full_ranking_ranks, sample_negatives, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
 from s3rec.finetuning import score_function
-from s3rec.pretrain_batches import item_attribute_table, split_instances
+from s3rec.pretrain_batches import split_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import PretrainModel
 from s3rec.training import adam
@@ -110,14 +110,14 @@ def compile_encoder(encoder: Encoder, mode: str) -> None:
         setattr(encoder, name, torch.compile(getattr(encoder, name), mode=mode, dynamic=True))
 
 
-def inductor_losses(model: PretrainModel, item_attributes: torch.Tensor):
-    """An experiment, not a run mode: grid_forward compiled by inductor (fused kernels, no CUDA
-    graphs of its own), for GraphedSteps to record: fewer, larger kernels in the replayed graph,
+def inductor_losses(losses_of):
+    """An experiment, not a run mode: a GraphedSteps loss function (grid_forward with its
+    attribute table) compiled by inductor (fused kernels, no CUDA graphs of its own), for
+    GraphedSteps to record: fewer, larger kernels in the replayed graph,
     since a graphed step's time goes to its ~500 kernels, not to their arithmetic
     (benchmarks/gpu/h200-2026-12-04). Inductor draws dropout masks its own way (the same
     distribution, other numbers): tests/test_cuda.py compares the losses with dropout off."""
-    compiled = torch.compile(model.grid_forward, fullgraph=True, dynamic=False)
-    return lambda batch: compiled(batch, item_attributes)
+    return torch.compile(losses_of, fullgraph=True, dynamic=False)
 
 
 def new_step(compile_mode: str) -> None:
@@ -164,7 +164,7 @@ def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mod
     optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
     train_step, layout = runs.pretraining_steps(model, optimizer, instances, cfg, device, fixed_shapes)
     if compile_mode == "cuda-graph-inductor":
-        train_step.losses_of = inductor_losses(model, item_attribute_table(instances).to(device))
+        train_step.losses_of = inductor_losses(train_step.losses_of)
     if not fixed_shapes:
         compile_encoder(model.encoder, compile_mode)
     rng = np.random.default_rng(0)
@@ -251,9 +251,8 @@ def finetune_steps(dataset, split, device, batching: str, compile_mode: str = "n
         train_step([chunk.to(device) for chunk in batch])
 
     if graphed:  # record every shape of the epoch before the clock starts (a few target-slot counts)
-        for shapes in {tuple(tuple(t.shape) for t in vars(chunk).values()): batch
-                       for batch in batches for chunk in batch}.values():
-            step(shapes)
+        for batch in {train_step.shapes_of(chunk): batch for batch in batches for chunk in batch}.values():
+            step(batch)
     return step, batches, encoder
 
 
@@ -312,8 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         report["pretrain_sequences"] = pretrain_benchmark(dataset, split, "sequences", args.batches, device,
                                                           args.batching, compile_mode=args.compile,
                                                           fixed_shapes=args.fixed_shapes)
-    report.update(finetune_benchmark(dataset, split, args.batches, device, args.batching,
-                                     "cuda-graph" if args.compile in GRAPH_MODES else args.compile))
+    report.update(finetune_benchmark(dataset, split, args.batches, device, args.batching, args.compile))
     if "gflops" in report["pretrain_prefixes"]:
         gflops = report["pretrain_prefixes"]["gflops"]["pretrain_step_gflop_per_s"]
         report["pretrain_fraction_of_matmul_peak"] = round(gflops / report["matmul_peak_gflop_per_s"], 3)

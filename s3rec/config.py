@@ -110,9 +110,10 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     threads: int | None = None  # torch intra-op threads; None = SLURM_CPUS_PER_TASK or torch default
-    # How pretraining steps execute; like device and threads, not what they compute. "none": the
-    # eager step, losses gathered where they count. Another value: batches padded to max_len,
-    # losses by PretrainModel.grid_forward (the same losses, tested), the whole loss compiled as
+    # How training steps execute; like device and threads, not what they compute. Finetuning
+    # takes only "cuda-graph" (fixed-shape steps, see finetuning.py) and is eager otherwise.
+    # Pretraining: "none", the eager step, losses gathered where they count; another value,
+    # batches padded to max_len, losses by PretrainModel.grid_forward (the same losses, tested), the whole loss compiled as
     # one graph with this torch.compile mode ("reduce-overhead": replayed as CUDA graphs; "eager":
     # traced, then run uncompiled, a cheap check of the traced path on a CPU), or, with
     # "cuda-graph" (CUDA only), the whole step, Adam included, recorded once and replayed

@@ -40,7 +40,7 @@ class GraphedSteps:
 
     def __call__(self, chunks: list) -> dict[str, torch.Tensor]:
         (batch,) = chunks  # one chunk a step: iterate_batches(..., bounds=())
-        shapes = tuple(tuple(getattr(batch, name).shape) for name in self.inputs)
+        shapes = self.shapes_of(batch)
         if shapes not in self.graphs:
             self.graphs[shapes] = self.record(batch)
         graph, inputs, losses = self.graphs[shapes]
@@ -48,6 +48,10 @@ class GraphedSteps:
             getattr(inputs, name).copy_(getattr(batch, name))
         graph.replay()
         return losses
+
+    def shapes_of(self, batch) -> tuple:
+        """What selects a batch's graph: the shapes of the fields the step reads."""
+        return tuple(tuple(getattr(batch, name).shape) for name in self.inputs)
 
     def eager_step(self, batch) -> dict[str, torch.Tensor]:
         losses = self.losses_of(batch)

@@ -40,14 +40,15 @@ class NextItemBatch:
     # loss gathers with them rather than with the mask targets > 0, which would make the host wait
     # for the GPU (see tests/test_host_sync.py).
     target_positions: torch.Tensor  # (N,)
-    # 1.0 per target position; fixed-shape batches pad the positions with slots of weight 0.
-    target_weights: torch.Tensor  # (N,) float32
+    # 1 per target position; fixed-shape batches pad the positions with slots of weight 0. int64,
+    # as the other fields: a batch still travels to a GPU as one packed copy (runtime.to_device).
+    target_weights: torch.Tensor  # (N,) int64
 
     @classmethod
     def of(cls, inputs: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> "NextItemBatch":
         """A batch of host tensors, its target positions taken from `targets`."""
         positions = torch.from_numpy(np.flatnonzero(targets.numpy().ravel() > 0))
-        return cls(inputs, targets, negatives, positions, torch.ones(len(positions)))
+        return cls(inputs, targets, negatives, positions, torch.ones(len(positions), dtype=torch.int64))
 
     def to(self, device) -> "NextItemBatch":
         return NextItemBatch(**runtime.to_device(vars(self), device))
@@ -88,7 +89,7 @@ def fixed_shape(batch: NextItemBatch, length: int, slots: int = TARGET_SLOTS) ->
     inputs, targets, negatives = (F.pad(t, (extra, 0)) for t in (batch.inputs, batch.targets, batch.negatives))
     positions = np.flatnonzero(targets.numpy().ravel() > 0)
     capacity = -(-max(len(positions), 1) // slots) * slots
-    weights = np.zeros(capacity, dtype=np.float32)
+    weights = np.zeros(capacity, dtype=np.int64)
     weights[: len(positions)] = 1.0
     positions = np.concatenate([positions, np.zeros(capacity - len(positions), dtype=positions.dtype)])
     return NextItemBatch(inputs, targets, negatives, torch.from_numpy(positions), torch.from_numpy(weights))
@@ -118,35 +119,42 @@ def step_loss(encoder: Encoder, chunks: list[NextItemBatch], loss: str) -> torch
 
 
 def next_item_loss_sum(encoder: Encoder, batch: NextItemBatch, loss: str) -> torch.Tensor:
-    states = encoder(batch.inputs, causal=True)  # (B, L, d)
-    where = batch.target_positions
-    states = states.flatten(0, 1).index_select(0, where)  # (N, d): only positions with a next item
-    targets = batch.targets.flatten().index_select(0, where)  # (N,)
-    table = encoder.item_embeddings.weight
+    states, targets = states_at_targets(encoder, batch)  # (N, d), (N,): only positions with a next item
     if loss == "ce":
-        logits = states @ table[1:encoder.num_items + 1].T  # (N, M): real items only
-        return F.cross_entropy(logits, targets - 1, reduction="sum")
-    positive = (states * table[targets]).sum(-1)
-    negative = (states * table[batch.negatives.flatten().index_select(0, where)]).sum(-1)
-    return (F.softplus(-positive) + F.softplus(negative)).sum()
+        return F.cross_entropy(item_logits(encoder, states), targets - 1, reduction="sum")
+    return bce_terms(encoder, batch, states, targets).sum()
 
 
 def fixed_shape_loss(encoder: Encoder, batch: NextItemBatch, loss: str) -> torch.Tensor:
     """step_loss of one fixed-shape batch: the weighted mean over its target slots, every
     shape fixed by the batch's (B, max_len) and its number of slots, the divisor computed on
     the device (a CUDA graph replays it for every batch of that shape)."""
-    states = encoder(batch.inputs, causal=True).flatten(0, 1).index_select(0, batch.target_positions)  # (C, d)
-    targets = batch.targets.flatten().index_select(0, batch.target_positions)  # (C,); 0 in empty slots
-    weights = batch.target_weights
-    table = encoder.item_embeddings.weight
-    if loss == "ce":
-        logits = states @ table[1:encoder.num_items + 1].T  # (C, M)
-        terms = F.cross_entropy(logits, targets.clamp(min=1) - 1, reduction="none")  # empty slots: any class
+    states, targets = states_at_targets(encoder, batch)  # (C, d), (C,); target 0 in empty slots
+    if loss == "ce":  # empty slots: any class, weighted 0
+        terms = F.cross_entropy(item_logits(encoder, states), targets.clamp(min=1) - 1, reduction="none")
     else:
-        positive = (states * table[targets]).sum(-1)
-        negative = (states * table[batch.negatives.flatten().index_select(0, batch.target_positions)]).sum(-1)
-        terms = F.softplus(-positive) + F.softplus(negative)
+        terms = bce_terms(encoder, batch, states, targets)
+    weights = batch.target_weights.to(terms.dtype)
     return (terms * weights).sum() / weights.sum()
+
+
+def states_at_targets(encoder: Encoder, batch: NextItemBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The causal states and the next items at the batch's target positions."""
+    states = encoder(batch.inputs, causal=True).flatten(0, 1).index_select(0, batch.target_positions)
+    return states, batch.targets.flatten().index_select(0, batch.target_positions)
+
+
+def item_logits(encoder: Encoder, states: torch.Tensor) -> torch.Tensor:
+    """(N, M) scores of every real item (padding and [MASK] excluded)."""
+    return states @ encoder.item_embeddings.weight[1:encoder.num_items + 1].T
+
+
+def bce_terms(encoder: Encoder, batch: NextItemBatch, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(N,) -[log s(h.e+) + log(1 - s(h.e-))] at the batch's target positions."""
+    table = encoder.item_embeddings.weight
+    positive = (states * table[targets]).sum(-1)
+    negative = (states * table[batch.negatives.flatten().index_select(0, batch.target_positions)]).sum(-1)
+    return F.softplus(-positive) + F.softplus(negative)
 
 
 def score_function(encoder: Encoder, device: torch.device):

@@ -18,7 +18,7 @@ from s3rec.encoder import Dropout, Encoder, SelfAttention
 from s3rec.evaluation import full_ranking_ranks, sample_negatives, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
 from s3rec.finetuning import fixed_shape_loss, score_function, step_loss
-from s3rec.pretrain_batches import build_instances, item_attribute_table
+from s3rec.pretrain_batches import build_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import LOSS_NAMES, PretrainModel, step_losses
 from s3rec.training import adam
@@ -185,8 +185,7 @@ def graph_and_eager_training(dataset, epochs=2, settings=SETTINGS, losses_of=Non
     """Per mode ("none": the eager fixed-shape step; "cuda-graph"): every step's losses over
     `epochs` epochs of batches of 32 (the last one short: two graphs), the model and the step
     function, from the same initial model and the same random state. Also a full batch on the
-    device. `losses_of(model, item_attributes)`: the graphed step's loss function (default:
-    grid_forward)."""
+    device. `losses_of(step's loss function)`: another loss function for the graphed step."""
     data, split = dataset
     instances = build_instances(split.train, data.item_attributes, data.num_items, data.num_attributes,
                                 max_len=config().model.max_len)
@@ -199,7 +198,7 @@ def graph_and_eager_training(dataset, epochs=2, settings=SETTINGS, losses_of=Non
         optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
         train_step, layout = runs.pretraining_steps(model, optimizer, instances, cfg, CUDA, fixed_shapes=True)
         if mode == "cuda-graph" and losses_of is not None:
-            train_step.losses_of = losses_of(model, item_attribute_table(instances).to(CUDA))
+            train_step.losses_of = losses_of(train_step.losses_of)
         steps, full_batch = [], None
         for epoch in range(epochs):
             torch.manual_seed(100 + epoch)  # as runtime.epoch_generators does between epochs
