@@ -28,6 +28,7 @@ import torch
 from s3rec.config import EvalConfig
 from s3rec.metrics import metrics_from_ranks
 from s3rec.pairs import contains, pair_keys
+from s3rec.runtime import to_device
 
 ScoreFn = Callable[[list[np.ndarray]], torch.Tensor]
 PROTOCOLS = ("full", "sampled")
@@ -207,9 +208,19 @@ def _rank_all(
         raise ValueError("the sampled protocol needs negatives")
     if negatives is not None and (negatives == targets[:, None]).any():
         raise ValueError("a sampled negative equals its user's target")
-    # Per batch: the ranks (numpy, or a tensor where the scores are) and whether a target scored
-    # NaN. Both are read after the last batch: on a GPU, reading them per batch would make the
-    # host wait for each batch's scores instead of queueing the next one's.
+    parts, nan_targets = _batch_ranks(score_fn, histories, targets, num_items, exclude_history, negatives,
+                                      batch_size, protocols)
+    if nan_targets and bool(torch.stack(nan_targets).any()):
+        raise ValueError("score_fn returned NaN for a target item")
+    return {protocol: _gathered(batches, len(targets)) for protocol, batches in parts.items()}
+
+
+def _batch_ranks(score_fn, histories, targets, num_items, exclude_history, negatives, batch_size,
+                 protocols) -> tuple[dict[str, list], list[torch.Tensor]]:
+    """Per protocol, (user indices, ranks) per batch, and per batch whether a target scored NaN.
+    Ranks are numpy, or tensors where the scores are; _rank_all reads both after the last
+    batch, because on a GPU reading them per batch would make the host wait for each batch's
+    scores instead of queueing the next one's (tested: this loop never synchronises)."""
     parts: dict[str, list] = {protocol: [] for protocol in protocols}
     nan_targets = []
     for index, scores in _scored_batches(score_fn, histories, batch_size):
@@ -217,21 +228,17 @@ def _rank_all(
         if tuple(scores.shape) != (len(index), width):
             expected = (len(index), width)
             raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected {expected}")
-        target = torch.as_tensor(targets[index], device=scores.device)
-        target_scores = scores.gather(1, target[:, None])  # (B, 1)
+        batch = _batch_indices(index, histories, targets, num_items, negatives, protocols, exclude_history,
+                               scores.device)
+        target_scores = scores.gather(1, batch["target"][:, None])  # (B, 1)
         nan_targets.append(torch.isnan(target_scores).any())
         if "full" in protocols:
-            excluded = None
-            if exclude_history:
-                excluded = _history_pairs([histories[i] for i in index], targets[index], num_items)
+            excluded = (batch["rows"], batch["items"]) if exclude_history else None
             parts["full"].append((index, _full_ranks(scores, target_scores, excluded)))
         if "sampled" in protocols:
-            candidates = torch.as_tensor(negatives[index].astype(np.int64), device=scores.device)
-            negative_scores = scores.gather(1, candidates)  # (B, n)
+            negative_scores = scores.gather(1, batch["candidates"])  # (B, n)
             parts["sampled"].append((index, 1 + _count_per_row(negative_scores >= target_scores)))
-    if nan_targets and bool(torch.stack(nan_targets).any()):
-        raise ValueError("score_fn returned NaN for a target item")
-    return {protocol: _gathered(batches, len(targets)) for protocol, batches in parts.items()}
+    return parts, nan_targets
 
 
 def _gathered(batches: list[tuple[np.ndarray, np.ndarray | torch.Tensor]], size: int) -> np.ndarray:
@@ -245,11 +252,27 @@ def _gathered(batches: list[tuple[np.ndarray, np.ndarray | torch.Tensor]], size:
     return ranks
 
 
+def _batch_indices(index: np.ndarray, histories, targets: np.ndarray, num_items: int | None,
+                   negatives: np.ndarray | None, protocols: Sequence[str], exclude_history: bool,
+                   device: torch.device) -> dict[str, torch.Tensor]:
+    """One batch's int64 index tensors on the scores' device: targets (B,), the excluded history
+    pairs (rows, items) and the sampled candidates (B, n). On a GPU they travel as one copy
+    from pinned memory that does not make the host wait (runtime.to_device); a plain copy per
+    tensor would wait each time for the GPU to finish the batches queued before it."""
+    host = {"target": torch.from_numpy(targets[index])}
+    if "full" in protocols and exclude_history:
+        rows, items = _history_pairs([histories[i] for i in index], targets[index], num_items)
+        host |= {"rows": torch.from_numpy(rows), "items": torch.from_numpy(items)}
+    if "sampled" in protocols:
+        host["candidates"] = torch.from_numpy(negatives[index].astype(np.int64))
+    return to_device(host, device)
+
+
 def _full_ranks(
-    scores: torch.Tensor, target_scores: torch.Tensor, excluded: tuple[np.ndarray, np.ndarray] | None
+    scores: torch.Tensor, target_scores: torch.Tensor, excluded: tuple[torch.Tensor, torch.Tensor] | None
 ) -> np.ndarray | torch.Tensor:
     """1 + #(other ranked items scoring >= target), without writing into `scores` (numpy on a
-    CPU, a tensor on the scores' device elsewhere).
+    CPU, a tensor on the scores' device elsewhere). `excluded`: (rows, items) on that device.
 
     Counting over the whole row includes the target itself (the "1 +") and column 0; the
     padding column and the excluded history items are then subtracted. Subtracting rather than
@@ -261,17 +284,16 @@ def _full_ranks(
     count = _count_per_row(at_least) - at_least[:, 0].numpy()
     if excluded is not None:
         rows, items = excluded
-        count -= np.bincount(rows[at_least[torch.from_numpy(rows), torch.from_numpy(items)].numpy()],
-                             minlength=len(scores))
+        count -= np.bincount(rows.numpy()[at_least[rows, items].numpy()], minlength=len(scores))
     return count
 
 
-def _full_counts_on_device(at_least: torch.Tensor, excluded: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+def _full_counts_on_device(at_least: torch.Tensor, excluded: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
     """_full_ranks' count where the scores are (a GPU): (B,) counts on the device, which
     _rank_all copies to the host once for all batches; the (B, num_items + 1) scores stay there."""
     count = at_least.sum(1) - at_least[:, 0].long()
     if excluded is not None:
-        rows, items = (torch.as_tensor(a, device=at_least.device) for a in excluded)
+        rows, items = excluded
         count.index_add_(0, rows, -at_least[rows, items].long())
     return count
 

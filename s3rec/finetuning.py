@@ -164,7 +164,8 @@ def score_function(encoder: Encoder, device: torch.device):
     @torch.no_grad()
     def score(histories: list[np.ndarray]) -> torch.Tensor:
         length = min(max(len(h) for h in histories), max_len)
-        inputs = torch.from_numpy(pad_left(histories, length)).to(device)
+        # one copy from pinned memory that does not wait for the GPU to finish the previous batch
+        inputs = runtime.to_device({"inputs": torch.from_numpy(pad_left(histories, length))}, device)["inputs"]
         _, last = encoder.forward_ends(inputs, causal=True)  # (B, d): state after the whole history
         # stays on the model's device: ranking there moves (B,) ranks back, not (B, num_items + 1) scores
         return (last @ encoder.item_embeddings.weight[: encoder.num_items + 1].T).float()

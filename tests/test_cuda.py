@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import torch
 
-from s3rec import runs, runtime
+from s3rec import evaluation, runs, runtime
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset
 from s3rec.encoder import Dropout, Encoder, SelfAttention
@@ -130,6 +130,29 @@ def test_full_and_sampled_ranking_on_cuda_give_the_cpu_ranks(dataset):
             sampled_ranks(score_function(encoder, device), split.train, split.valid_target, negatives, batch_size=16))
     for got, want in zip(ranks["cuda"], ranks["cpu"]):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_ranking_pass_never_makes_the_host_wait_before_its_last_batch(dataset):
+    """Validation runs every finetuning epoch: each batch's histories, targets, excluded
+    history items and sampled candidates travel without a blocking copy, and nothing is read
+    back until _rank_all gathers the ranks (one copy, after the loop)."""
+    data, split = dataset
+    encoder = Encoder(config().model, data.num_items).to(CUDA).eval()
+    negatives = sample_negatives(data.sequences, data.num_items, n=10, seed=0)
+    targets = np.asarray(split.valid_target, dtype=np.int64)
+
+    def ranking_loop():
+        return evaluation._batch_ranks(score_function(encoder, CUDA), split.train, targets, data.num_items, True,
+                                       negatives, 16, ("full", "sampled"))
+
+    ranking_loop()  # warm-up: pinned and device caches
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        parts, nan_targets = ranking_loop()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len(nan_targets) == len(parts["full"]) == len(parts["sampled"]) > 1
 
 
 def run_finetune(data, out, stop_after=None, compile=None):

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from s3rec import evaluation
 from s3rec.config import RunConfig
 from s3rec.encoder import Encoder
 from s3rec.finetuning import iterate_batches as finetune_batches
-from s3rec.finetuning import step_loss
+from s3rec.finetuning import score_function, step_loss
 from s3rec.pretrain_batches import build_instances, item_attribute_table
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import PretrainModel, step_losses
@@ -119,3 +120,20 @@ def test_a_finetuning_step_does_not_synchronise():
             loss.backward()
             optimizer.step()
         assert recorder.found == [], f"{loss_name}: {recorder.found}"
+
+
+def test_a_ranking_pass_does_not_synchronise_before_its_last_batch(monkeypatch):
+    """evaluation._batch_ranks counting as it does on a GPU (torch, not numpy): no op whose
+    output size depends on values, nothing read back; the ranks are read once, after it."""
+    train, _, items, _ = corpus()
+    monkeypatch.setattr(evaluation, "_full_ranks",
+                        lambda scores, target, excluded: evaluation._full_counts_on_device(scores >= target, excluded))
+    monkeypatch.setattr(evaluation, "_count_per_row", lambda mask: mask.sum(1))
+    encoder = Encoder(config("paper", None).model, items).eval()
+    histories, targets = [s[:-1] for s in train], np.array([s[-1] for s in train])
+    negatives = evaluation.sample_negatives(train, items, n=5, seed=0)
+    with SyncRecorder() as recorder:
+        parts, nan_targets = evaluation._batch_ranks(score_function(encoder, "cpu"), histories, targets, items, True,
+                                                     negatives, 16, ("full", "sampled"))
+    assert recorder.found == []
+    assert len(parts["full"]) == len(parts["sampled"]) == len(nan_targets) == 3
