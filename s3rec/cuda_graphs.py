@@ -75,7 +75,10 @@ class GraphedSteps:
         self.restore(saved)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            losses = self.eager_step(inputs)
+            # detached: a loss that keeps its autograd graph alive keeps the parameters'
+            # AccumulateGrad nodes too, made on this recording's stream, and the next shape's
+            # warm-up (on its own stream) would then accumulate across streams (torch warns)
+            losses = {name: loss.detach() for name, loss in self.eager_step(inputs).items()}
         self.restore(saved)  # recording runs nothing; the random state, put back all the same
         return graph, inputs, losses
 
