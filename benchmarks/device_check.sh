@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Issue 10's checks on a GPU machine in one call, within a deadline: the CUDA tests, the speed
-# benchmark (fixed-shape steps replayed as CUDA graphs, compile cuda-graph; the same with the
-# loss compiled by inductor first, an experiment; eager), a real
-# pretraining run on Beauty under cuda-graph, N concurrent pretraining jobs on the card (eager and
-# cuda-graph), a profile of a step, and torch.compile (the whole fixed-shape loss under
-# reduce-overhead; the encoder alone). Each step's JSON lands in $OUT; a step that fails or
-# runs out of time is logged and the next one still runs.
+# Issue 10's checks on a GPU machine in one call, within a deadline: the CUDA tests, N graphed
+# pretraining runs in one process on N streams (runs_per_process.py), the speed benchmark
+# (fixed-shape steps replayed as CUDA graphs, compile cuda-graph; the same with the loss
+# compiled by inductor first, an experiment; eager), a real pretraining run on Beauty under
+# cuda-graph, N concurrent pretraining jobs on the card (eager and cuda-graph; under CUDA MPS
+# only when `mpsjobs` is named), a profile of a step, and torch.compile (the whole fixed-shape
+# loss under reduce-overhead; the encoder alone). Each step's JSON lands in $OUT; a step that
+# fails or runs out of time is logged and the next one still runs.
 #
 # Here:   bash benchmarks/device_bundle.sh     (polars wheel + Beauty into .device/, git-ignored)
 # There:  the device tool's run, carry [".device"], timeout_s 500:
@@ -15,6 +16,7 @@
 #
 # Environment: OUT (default benchmarks/out/device), DEVICE (cuda), DEADLINE (seconds for the
 # whole script, default 450), BATCHES (timed batches per epoch, 300), JOBS ("1 2 4 8"),
+# STREAM_RUNS (runs in one process of the streams step, "1 2 3 4 6"),
 # COMPILE (torch.compile mode of the grid and compile steps, reduce-overhead), RUN_EPOCHS (3: epochs of
 # the run step), RUN_COMPILE (its --compile, cuda-graph).
 set -uo pipefail
@@ -24,6 +26,7 @@ DEVICE=${DEVICE:-cuda}
 DEADLINE=${DEADLINE:-450}
 BATCHES=${BATCHES:-300}
 JOBS=${JOBS:-1 2 4 8}
+STREAM_RUNS=${STREAM_RUNS:-1 2 3 4 6}
 COMPILE=${COMPILE:-reduce-overhead}
 RUN_COMPILE=${RUN_COMPILE:-cuda-graph}
 mkdir -p "$OUT"
@@ -85,6 +88,20 @@ pretraining_run() {
 export -f pretraining_run
 export DEVICE OUT
 
+# mps_jobs: graphjobs under CUDA MPS (processes' kernels share the card instead of taking turns),
+# a control daemon of this user's own, pipes in /tmp, quit afterwards. Only when asked by name.
+mps_jobs() {
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/s3rec-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/s3rec-mps/log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if ! nvidia-cuda-mps-control -d >> "$LOG" 2>&1; then
+    say "mpsjobs: could not start an MPS control daemon, skipped"; return
+  fi
+  step mpsjobs 180 jobs-cuda-graph-mps.json python3 benchmarks/jobs_per_device.py --device "$DEVICE" \
+    --threads 2 --jobs $JOBS --batches "$BATCHES" --fixed-shapes --compile cuda-graph "${SOURCE[@]}"
+  echo quit | nvidia-cuda-mps-control >> "$LOG" 2>&1
+  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+}
+
 run_step() {
   case $1 in
     env) say "env"; environment > "$OUT/env.txt"; cat "$OUT/env.txt" >> "$LOG" ;;
@@ -102,17 +119,20 @@ run_step() {
                      --device "$DEVICE" --threads 4 --batches "$BATCHES" --skip-sequences --fixed-shapes \
                      --compile cuda-graph-inductor "${SOURCE[@]}" ;;
     run) step run 150 "run-$RUN_COMPILE.json" bash -c "pretraining_run $RUN_COMPILE" ;;
+    streams) step streams 200 runs-per-process.json python3 benchmarks/runs_per_process.py --device "$DEVICE" \
+               --threads 4 --runs $STREAM_RUNS --batches "$BATCHES" "${SOURCE[@]}" ;;
+    mpsjobs) mps_jobs ;;
     graphjobs) step graphjobs 180 jobs-cuda-graph.json python3 benchmarks/jobs_per_device.py --device "$DEVICE" \
                  --threads 2 --jobs $JOBS --batches "$BATCHES" --fixed-shapes --compile cuda-graph "${SOURCE[@]}" ;;
     grid) step grid 260 speed-grid.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
             --batches "$BATCHES" --skip-sequences --fixed-shapes --compile "$COMPILE" "${SOURCE[@]}" ;;
     compile) step compile 200 speed-compile.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
                --batches "$BATCHES" --skip-sequences --compile "$COMPILE" "${SOURCE[@]}" ;;
-    *) say "unknown step $1 (env, tests, speed, graph, graphinductor, run, jobs, graphjobs, profile, grid, compile)"; exit 2 ;;
+    *) say "unknown step $1 (env, tests, speed, graph, streams, graphinductor, run, jobs, graphjobs, mpsjobs, profile, grid, compile)"; exit 2 ;;
   esac
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(env tests graph graphinductor speed run jobs graphjobs profile grid compile)
+[ ${#steps[@]} -gt 0 ] || steps=(env tests streams graph graphinductor speed run jobs graphjobs profile grid compile)
 for name in "${steps[@]}"; do run_step "$name"; done
 say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

@@ -1,0 +1,141 @@
+"""Several pretraining runs in one process, each on its own CUDA stream: epochs per hour in total.
+
+A graphed pretraining step (compile cuda-graph) leaves an H200 mostly idle: ~500 small kernels
+one after another, 2.9 ms a step, whatever else is asked of the card; N processes on one card
+take turns (time-slicing) and add almost nothing (benchmarks/gpu/h200-2026-12-04: 664 epochs
+an hour for one graphed job, 738 for eight). Graphs replayed on different streams of one
+process may run at the same time. This measures it: N runs (own seed, model, optimizer, batch
+draws, graphs) step in turn, each step's batch drawn on the host as a run draws it, copied
+and replayed on the run's stream; the host never waits for the GPU until the end.
+
+    python benchmarks/runs_per_process.py --device cuda --runs 1 2 3 4 6 8 --batches 300
+    python benchmarks/runs_per_process.py --device cpu --threads 2 --runs 1 2 --batches 20  # a rehearsal
+
+The runs share torch's default CUDA generator, so replays that overlap may read each other's
+dropout offsets (the same distribution, but draws no longer independent between runs): a
+throughput figure, not yet a way to train. A run mode would give each run its own generator
+state (CUDAGraph.register_generator_state).
+
+On a CPU (no streams, no graphs) the runs step eagerly (fixed shapes, compile none), one after
+another: that checks the script, not a speed. Prints one JSON object: per N, the seconds a
+round of N steps takes, each run's epoch (extrapolated from --batches steps: the epoch's
+batches x the seconds per round), and the epochs per hour of all N together, against N = 1.
+Data: Beauty from --source, else from ../shared/data/s3rec, else generated data of Beauty's
+size (speed.py).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import speed  # noqa: E402  (a sibling script, not a package)
+
+from s3rec import runs, runtime  # noqa: E402
+from s3rec.config import RunConfig  # noqa: E402
+from s3rec.data import leave_one_out, load_dataset  # noqa: E402
+from s3rec.pretrain_batches import iterate_batches, split_instances  # noqa: E402
+from s3rec.pretraining import PretrainModel  # noqa: E402
+from s3rec.training import adam  # noqa: E402
+
+BATCH_SIZE = 100  # the paper's pretraining batch (speed.py's)
+WARMUP = 3  # an epoch's last steps, untimed: both of its shapes recorded (the last batch is short)
+
+
+class Run:
+    """One run's training step, batch layout, batch draws and stream (None on a CPU)."""
+
+    def __init__(self, train_step, layout: dict, rng: np.random.Generator, stream):
+        self.train_step, self.layout, self.rng, self.stream = train_step, layout, rng, stream
+
+    def on_stream(self):
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def step(self, batch, device) -> None:
+        with self.on_stream():
+            self.train_step([chunk.to(device) for chunk in batch])
+
+
+def new_run(dataset, instances, seed: int, device) -> Run:
+    """A run as scripts/pretrain.py makes it (paper preset, dense heads, fixed-shape steps;
+    cuda-graph on a GPU), seeded with `seed`."""
+    mode = "cuda-graph" if device.type == "cuda" else "none"
+    cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": "prefixes", "preset": "paper"},
+                               "compile": mode})
+    torch.manual_seed(seed)
+    model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
+    optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
+    train_step, layout = runs.pretraining_steps(model, optimizer, instances, cfg, device, fixed_shapes=True)
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    return Run(train_step, layout, np.random.default_rng(seed), stream)
+
+
+def draws(run: Run, instances):
+    return iterate_batches(instances, BATCH_SIZE, run.rng, mask_prob=0.2, batching="padded", **run.layout)
+
+
+def measure(count: int, dataset, instances, limit: int, device) -> dict:
+    """`count` runs stepping in turn for `limit` steps each (after an untimed warm-up)."""
+    group = [new_run(dataset, instances, seed, device) for seed in range(count)]
+    for run in group:  # warm-up: the last steps of a whole epoch record both shapes
+        for batch in collections.deque(draws(run, instances), maxlen=WARMUP):
+            run.step(batch, device)
+    speed.synchronize(device)
+    epochs = [draws(run, instances) for run in group]
+    start = time.perf_counter()
+    for _ in range(limit):
+        for run, batches in zip(group, epochs):
+            run.step(next(batches), device)  # drawn here, as a run draws it: host work between replays
+    speed.synchronize(device)
+    seconds = time.perf_counter() - start
+    steps_per_epoch = -(-len(instances) // BATCH_SIZE)
+    epoch = seconds / limit * steps_per_epoch
+    return {"runs": count, "seconds_per_round": round(seconds / limit, 5), "seconds_per_epoch": round(epoch, 2),
+            "epochs_per_hour": round(count * 3600 / epoch, 1), "peak_gpu_mib": runtime.peak_device_memory_mib(device)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, nargs="+", default=[1, 2, 4], help="numbers of runs in the process")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--batches", type=int, default=300, help="timed steps per run (extrapolated to an epoch)")
+    parser.add_argument("--data", type=Path, default=None, help="a prepared data set instead of Beauty (tests)")
+    speed.add_source_argument(parser)
+    args = parser.parse_args(argv)
+    if any(n < 1 for n in args.runs) or args.batches < 1:
+        parser.error("--runs and --batches: every number must be at least 1")
+    runtime.set_threads(args.threads)
+    device = runtime.choose_device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        name, path = ("given", args.data) if args.data else speed.prepare(Path(tmp), args.source)
+        dataset = load_dataset(path)
+    split = leave_one_out(dataset.sequences)
+    instances = split_instances(dataset, split, max_len=RunConfig().model.max_len, kind="prefixes")
+    steps_per_epoch = -(-len(instances) // BATCH_SIZE)
+    if args.batches >= steps_per_epoch:
+        parser.error(f"--batches {args.batches}: an epoch has {steps_per_epoch} steps; time fewer (the last, "
+                     f"short one is recorded in the warm-up)")
+    measured = [measure(n, dataset, instances, args.batches, device) for n in args.runs]
+    single = next((m["epochs_per_hour"] for m in measured if m["runs"] == 1), None)
+    for m in measured:
+        m["speedup_over_one_run"] = round(m["epochs_per_hour"] / single, 2) if single else None
+    report = {"dataset": name, **runtime.describe_execution(device), "machine": speed.machine(),
+              "compile": "cuda-graph" if device.type == "cuda" else "none", "streams": device.type == "cuda",
+              "steps_per_epoch": steps_per_epoch, "timed_steps_per_run": args.batches, "results": measured}
+    json.dump(report, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

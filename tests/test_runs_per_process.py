@@ -1,0 +1,44 @@
+"""benchmarks/runs_per_process.py rehearsed on CPU with a tiny generated data set: it runs N
+runs in one process and reports epochs per hour per N (on a GPU each run has its own stream;
+here they step eagerly one after another, so only the bookkeeping is checked)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import REPO
+from s3rec.data import write_prepared
+from s3rec.synthetic import SyntheticSpec, generate
+from scripts_import import load_script
+
+
+@pytest.fixture
+def runs_per_process(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # it imports speed.py beside it
+    return load_script("runs_per_process", folder="benchmarks")
+
+
+def test_runs_per_process_reports_each_number_of_runs(runs_per_process, tmp_path, capsys):
+    data = tmp_path / "tiny"
+    write_prepared(generate(SyntheticSpec(users=300, items=60, attributes=8, seed=3, max_length=15)), data)
+    assert runs_per_process.main(["--device", "cpu", "--threads", "1", "--runs", "1", "2", "--batches", "2",
+                                  "--data", str(data)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["device"], report["streams"], report["compile"]) == ("cpu", False, "none")
+    steps = report["steps_per_epoch"]  # the prefix instances of 300 users' training parts, in batches of 100
+    assert 3 < steps < 60
+    one, two = report["results"]
+    assert (one["runs"], two["runs"], one["speedup_over_one_run"]) == (1, 2, 1.0)
+    for result in (one, two):  # an epoch: steps_per_epoch rounds; all runs together: runs epochs a round
+        assert result["seconds_per_epoch"] == pytest.approx(steps * result["seconds_per_round"], abs=0.01)
+        assert result["epochs_per_hour"] == pytest.approx(result["runs"] * 3600 / result["seconds_per_epoch"],
+                                                          rel=0.01)
+
+
+def test_runs_per_process_refuses_to_time_more_steps_than_an_epoch_has(runs_per_process, tmp_path, capsys):
+    data = tmp_path / "tiny"
+    write_prepared(generate(SyntheticSpec(users=40, items=60, attributes=8, seed=3, max_length=6)), data)
+    with pytest.raises(SystemExit):
+        runs_per_process.main(["--device", "cpu", "--runs", "1", "--batches", "50", "--data", str(data)])
+    assert "--batches 50: an epoch has " in capsys.readouterr().err
