@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from s3rec import runtime
 from s3rec.batching import CHUNK_BOUNDS, pad_left, training_batches
 from s3rec.encoder import Encoder
+from s3rec.pairs import contains, pair_keys
 
 
 TARGET_SLOTS = 1024  # fixed-shape batches hold their target positions in multiples of this
@@ -63,11 +64,17 @@ def sample_negatives(targets: np.ndarray, excluded: np.ndarray, num_items: int,
                      rng: np.random.Generator) -> np.ndarray:
     """One uniform item per target position, never in that row's `excluded` (B, S) set (0 = none)."""
     negatives = rng.integers(1, num_items + 1, size=targets.shape)
-    while True:
-        clash = (negatives[:, :, None] == excluded[:, None, :]).any(-1) & (targets > 0)
-        if not clash.any():
+    rows = np.repeat(np.arange(len(targets)), targets.shape[1])  # each flat position's row
+    # the excluded items as (row, item) keys, sorted (each row sorted: its keys follow the previous
+    # row's): a binary search per draw instead of a (B, L, S) comparison. 0 never matches a draw.
+    owned = pair_keys(np.arange(len(targets))[:, None], np.sort(excluded, axis=1), num_items).ravel()
+    flat = negatives.reshape(-1)  # a view: redraws land in `negatives`
+    pending = np.flatnonzero(targets.reshape(-1) > 0)  # in order: redraws are assigned row by row
+    while True:  # only the draws that clashed are checked again
+        pending = pending[contains(owned, pair_keys(rows[pending], flat[pending], num_items))]
+        if not len(pending):
             break
-        negatives[clash] = rng.integers(1, num_items + 1, size=int(clash.sum()))
+        flat[pending] = rng.integers(1, num_items + 1, size=len(pending))
     return np.where(targets > 0, negatives, 0)
 
 

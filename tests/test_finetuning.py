@@ -13,7 +13,7 @@ from s3rec.data import write_prepared
 from s3rec.encoder import Encoder
 from s3rec.batching import CHUNK_BOUNDS, bucketed_batches, chunk_bounds, training_batches
 from s3rec.finetuning import (TARGET_SLOTS, NextItemBatch, fixed_shape, fixed_shape_loss, iterate_batches, make_batch,
-                              next_item_loss, step_loss)
+                              next_item_loss, sample_negatives, step_loss)
 from s3rec.synthetic import SyntheticSpec, generate
 
 SMALL_MODEL = {"hidden_size": 16, "num_heads": 2, "max_len": 12}
@@ -43,6 +43,29 @@ def test_bucketed_batches_cover_every_instance_once():
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
     spread = np.mean([np.ptp(lengths[b]) for b in batches])
     assert spread < 20  # sorted within chunks: far less than the 48 of random batches
+
+
+def test_negatives_are_drawn_as_by_redrawing_every_clash_in_place():
+    """sample_negatives searches sorted keys and checks again only what clashed: the same draws,
+    in the same order, as the plain rule (draw all, redraw every clash, until none is left),
+    and the generator left in the same state."""
+    def redraw_every_clash(targets, excluded, num_items, rng):
+        negatives = rng.integers(1, num_items + 1, size=targets.shape)
+        while True:
+            clash = (negatives[:, :, None] == excluded[:, None, :]).any(-1) & (targets > 0)
+            if not clash.any():
+                return np.where(targets > 0, negatives, 0)
+            negatives[clash] = rng.integers(1, num_items + 1, size=int(clash.sum()))
+
+    cases = np.random.default_rng(1)
+    for seed in range(300):
+        rows, columns, width, num_items = (int(x) for x in cases.integers((1, 1, 1, 10), (7, 9, 10, 20)))
+        targets = cases.integers(0, num_items + 1, size=(rows, columns))  # 0: no target there
+        excluded = cases.integers(0, num_items + 1, size=(rows, width))  # 0: padding; repeats allowed
+        got, want = np.random.default_rng(seed), np.random.default_rng(seed)
+        np.testing.assert_array_equal(sample_negatives(targets, excluded, num_items, got),
+                                      redraw_every_clash(targets, excluded, num_items, want))
+        assert got.integers(1 << 30) == want.integers(1 << 30)
 
 
 def test_batch_targets_are_the_next_items_and_negatives_avoid_the_training_part():
