@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "pretrain":
         step, batches, _, _ = speed.pretrain_steps(dataset, split, "prefixes", device, args.batching)
     else:
-        step, batches, _ = speed.finetune_steps(dataset, split, device, args.batching)
+        step, batches, _, _ = speed.finetune_steps(dataset, split, device, args.batching)
     report = {"dataset": name, "what": args.what, "batching": args.batching,
               **runtime.describe_execution(device), "machine": speed.machine(),
               **profile_steps(step, batches, args.steps, args.warmup, device, args.top, args.shapes)}

@@ -232,9 +232,10 @@ def matmul_peak_gflops(device, size: int = 1024, repeats: int = 20) -> float:
 
 
 def finetune_steps(dataset, split, device, batching: str, compile_mode: str = "none") -> tuple:
-    """(step, an epoch's batches, the encoder): bce finetuning in batches of 256, the steps as
-    runs.finetune makes them (runs.finetuning_steps; GRAPH_MODES: fixed shapes, replayed as
-    CUDA graphs), or with the encoder through torch.compile in `compile_mode`."""
+    """(step, an epoch's batches, the encoder, seconds to build the batches): bce finetuning in
+    batches of 256, the steps as runs.finetune makes them (runs.finetuning_steps; GRAPH_MODES:
+    fixed shapes, replayed as CUDA graphs), or with the encoder through torch.compile in
+    `compile_mode`."""
     graphed = compile_mode in GRAPH_MODES
     cfg = RunConfig.from_dict({"finetune": {"loss": "bce"}, "compile": "cuda-graph" if graphed else "none"})
     encoder = Encoder(cfg.model, dataset.num_items).to(device)
@@ -242,8 +243,10 @@ def finetune_steps(dataset, split, device, batching: str, compile_mode: str = "n
         compile_encoder(encoder, compile_mode)
     optimizer = adam(encoder.parameters(), lr=1e-3, weight_decay=0.0)
     train_step, layout = runs.finetuning_steps(encoder, optimizer, cfg, device)
+    start = time.perf_counter()
     batches = list(finetune_batches(split.train, split.train, dataset.num_items, 50, 256, np.random.default_rng(0),
                                     batching, **layout))
+    build_seconds = time.perf_counter() - start
 
     def step(batch):
         if not graphed:
@@ -253,12 +256,16 @@ def finetune_steps(dataset, split, device, batching: str, compile_mode: str = "n
     if graphed:  # record every shape of the epoch before the clock starts (a few target-slot counts)
         for batch in {train_step.shapes_of(chunk): batch for batch in batches for chunk in batch}.values():
             step(batch)
-    return step, batches, encoder
+    return step, batches, encoder, build_seconds
 
 
 def finetune_benchmark(dataset, split, limit: int | None, device, batching: str, compile_mode: str = "none") -> dict:
-    step, batches, encoder = finetune_steps(dataset, split, device, batching, compile_mode)
+    """A finetuning epoch (its batch construction included, as in the pretraining epoch and in a
+    run, which draws each batch before its step), then a full-ranking and a sampled pass."""
+    step, batches, encoder, build_seconds = finetune_steps(dataset, split, device, batching, compile_mode)
     result = timed_epoch(step, batches, limit, device, warmup=warmup_batches(compile_mode))
+    result["seconds_per_epoch"] = round(result["seconds_per_epoch"] + build_seconds, 2)
+    result["batch_construction_seconds"] = round(build_seconds, 2)
     encoder.eval()
     score = score_function(encoder, device)
     eval_size = RunConfig().eval.batch_size
