@@ -396,5 +396,5 @@ def add_run_arguments(parser) -> None:
     parser.add_argument("--out-dir", required=True, type=Path, help="run folder, e.g. results/<data>/<variant>/seed0")
     parser.add_argument("--settings", type=json.loads, default={},
                         help="JSON object with RunConfig sections, e.g. '{\"finetune\": {\"loss\": \"ce\"}}'")
-    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or cuda:any (the node's least-used card)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: SLURM_CPUS_PER_TASK or all)")

@@ -20,15 +20,27 @@ from typing import Any
 import numpy as np
 import torch
 
+from s3rec import cards
+
 log = logging.getLogger("s3rec")
 
 
 def choose_device(name: str = "auto") -> torch.device:
+    """The torch device a run computes on: "auto" (CUDA when present, else the CPU), "cpu",
+    "cuda", "cuda:N", or "cuda:any", the card of this node that the fewest running jobs hold
+    (s3rec/cards.py). A numbered card also becomes the current one, which torch's CUDA graphs,
+    streams and random state use when not given a device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
-    return torch.device(name)
+    if name == "cuda:any":
+        count = torch.cuda.device_count()
+        name = f"cuda:{cards.claim_card(count) if count > 1 else 0}"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    return device
 
 
 def set_threads(threads: int | None) -> int:

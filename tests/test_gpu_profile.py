@@ -1,5 +1,5 @@
-"""GPU jobs: the training rules take a `gpu` resource only when `device` is cuda or cuda:N;
-profiles/gpu lets 4 local training jobs share one card; profiles/slurm asks SLURM for a GPU per
+"""GPU jobs: the training rules take a `gpu` resource only when `device` is cuda, cuda:N or
+cuda:any; profiles/gpu lets 4 local training jobs share the node's cards (cuda:any); profiles/slurm asks SLURM for a GPU per
 job (`sbatch --gpus=1`) or, with its commented shard lines, for one shard of a shared card.
 
 Planning is checked with `snakemake -n` on the tiny study of test_workflow.py. The SLURM test
@@ -52,7 +52,7 @@ def assert_gpu_on_training_jobs_only(jobs, value="1"):
                 assert "gpu" not in job, (rule, job)
 
 
-@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "cuda:any"])
 def test_training_jobs_take_a_gpu_on_cuda(workdir, device):
     assert_gpu_on_training_jobs_only(plan(workdir, device=device))
 
@@ -66,13 +66,13 @@ def test_no_job_takes_a_gpu_on_cpu_or_auto(workdir, device):
 
 def test_gpu_profile_puts_the_training_jobs_on_cuda_with_4_slots(workdir):
     profile = yaml.safe_load((REPO / "profiles/gpu/config.yaml").read_text())
-    assert profile["config"] == ["device=cuda"] and profile["resources"] == ["gpu=4"]
+    assert profile["config"] == ["device=cuda:any"] and profile["resources"] == ["gpu=4"]
     # TINY says device cpu: the profile's --config wins over the config file.
     tiny = write_config(workdir, TINY)
     result = run_snakemake(workdir, "-n", "--printshellcmds", "--profile", "profiles/gpu", "--configfile", tiny)
     out = result.stdout + result.stderr
     assert_gpu_on_training_jobs_only(planned_resources(out))
-    assert "--device cuda " in out and "--device cpu" not in out
+    assert "--device cuda:any " in out and "--device cpu" not in out
     # Another slot count on the command line.
     run_snakemake(workdir, "-n", "--profile", "profiles/gpu", "--resources", "gpu=8", "--configfile", tiny)
 

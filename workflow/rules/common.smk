@@ -212,9 +212,10 @@ check_config()
 
 # ---------------------------------------------------------------- GPU
 # A training job (pretrain_model, finetune_model) declares the resource `gpu: 1` only when
-# `device` is cuda or cuda:N. What one unit means depends on the executor:
-#   local:  a slot of `--resources gpu=N`; profiles/gpu gives gpu=4, i.e. at most 4 training jobs
-#           at once on the node's card (device cuda = the first card; one card per local run).
+# `device` is cuda, cuda:N or cuda:any. What one unit means depends on the executor:
+#   local:  a slot of `--resources gpu=N`: at most N training jobs at once on the node; with
+#           cuda:any (profiles/gpu) each job takes the card the fewest jobs hold (s3rec/cards.py),
+#           so gpu=4 per card spreads them evenly; cuda = the first card, cuda:N card N.
 #   SLURM:  snakemake-executor-plugin-slurm turns `gpu: 1` into `sbatch --gpus=1`, a whole card
 #           per job (`gpu_model` -> --gpus=<model>:1; a shared card: gpu 0 and gres "shard:1").
 # With cpu or auto no job declares it, so CPU runs are scheduled exactly as before.
@@ -223,7 +224,7 @@ GPU_REQUESTS = ("gpu", "gpu_model", "gres")  # what makes the SLURM plugin ask f
 
 
 def uses_cuda():
-    return re.fullmatch(r"cuda(:[0-9]+)?", config["device"]) is not None
+    return re.fullmatch(r"cuda(:([0-9]+|any))?", config["device"]) is not None
 
 
 def gpu_resources():
@@ -244,13 +245,13 @@ def resource_value(resources, name):
 
 def check_gpu_slots():
     """GPU slots (`--resources gpu=N`, profiles/gpu) only make sense with a CUDA device: the
-    profile's device=cuda is lost when a --config on the command line replaces its `config`."""
+    profile's device=cuda:any is lost when a --config on the command line replaces its `config`."""
     slots = resource_value(workflow.resource_settings.resources, "gpu")
     if slots is not None and not uses_cuda():
         raise WorkflowError(
             f"config: device = {config['device']!r} with --resources gpu={slots} (GPU slots, "
-            "profiles/gpu): training jobs take a GPU slot only with device cuda or cuda:N\n"
-            "  a --config on the command line replaces the profile's: add device=cuda to it "
+            "profiles/gpu): training jobs take a GPU slot only with device cuda, cuda:N or cuda:any\n"
+            "  a --config on the command line replaces the profile's: add device=cuda:any to it "
             "(config/README.md)"
         )
 

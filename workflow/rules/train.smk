@@ -17,7 +17,7 @@ rule pretrain_model:
         mem_mb=4000,
         # 100 epochs of Beauty on one CPU core: ~2 h (seed preset), ~3.5 h (paper, padded)
         runtime=480,
-        **gpu_resources(),  # gpu=1 with device cuda[:N] only (common.smk, GPU)
+        **gpu_resources(),  # gpu=1 with a cuda device only (common.smk, GPU)
     params:
         data=subpath(input.sequences, parent=True),
         out_dir=subpath(output.model, parent=True),
@@ -50,7 +50,7 @@ rule finetune_model:
     resources:
         mem_mb=4000,
         runtime=240,
-        **gpu_resources(),  # gpu=1 with device cuda[:N] only (common.smk, GPU)
+        **gpu_resources(),  # gpu=1 with a cuda device only (common.smk, GPU)
     params:
         data=subpath(input.sequences, parent=True),
         out_dir=subpath(output.metrics, parent=True),

@@ -1,0 +1,82 @@
+"""device cuda:any: each training job claims the card of its node that the fewest running jobs
+hold (s3rec/cards.py). Jobs are separate processes here, as under snakemake; no GPU needed."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from s3rec import cards, runtime
+
+# A job: claim one of `count` cards, print it, hold it until its standard input closes.
+JOB = ("import sys; from s3rec.cards import claim_card; "
+       "print(claim_card(int(sys.argv[1]), sys.argv[2]), claim_card(int(sys.argv[1]), sys.argv[2]), flush=True); "
+       "sys.stdin.read()")
+
+
+def start_job(count, folder):
+    return subprocess.Popen([sys.executable, "-c", JOB, str(count), str(folder)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def card_of(job) -> int:
+    first, second = job.stdout.readline().split()
+    assert first == second  # claiming again in the same process keeps its card
+    return int(first)
+
+
+def end(jobs):
+    for job in jobs:
+        job.stdin.close()
+        job.wait(timeout=30)
+
+
+def test_jobs_started_one_after_another_take_the_least_held_card(tmp_path):
+    jobs, claimed = [], []
+    try:
+        for _ in range(5):
+            jobs.append(start_job(2, tmp_path))
+            claimed.append(card_of(jobs[-1]))  # waits until it has claimed
+        assert claimed == [0, 1, 0, 1, 0]
+        # a job on card 1 ends (killed: its lock goes with it); the next job takes its place
+        ended = jobs.pop(1)
+        ended.kill()
+        ended.wait(timeout=30)
+        jobs.append(start_job(2, tmp_path))
+        assert card_of(jobs[-1]) == 1
+        assert not (tmp_path / f"card1.pid{ended.pid}").exists()  # the dead job's file was cleared
+        assert len(list(tmp_path.glob("card*.pid*"))) == 5
+    finally:
+        end(jobs)
+
+
+def test_jobs_started_together_spread_evenly(tmp_path):
+    jobs = [start_job(4, tmp_path) for _ in range(8)]
+    try:
+        claimed = sorted(card_of(job) for job in jobs)
+    finally:
+        end(jobs)
+    assert claimed == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert cards.live_claims(tmp_path, 4) == [0, 0, 0, 0]  # every job ended: no live claim left
+    assert list(tmp_path.glob("card*")) == []
+
+
+def test_cuda_any_claims_a_card_and_makes_it_current(monkeypatch):
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(cards, "claim_card", lambda count: count - 1)
+    assert runtime.choose_device("cuda:any") == torch.device("cuda:2")
+    assert chosen == [torch.device("cuda:2")]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # one visible card: no claim
+    monkeypatch.setattr(cards, "claim_card", lambda count: pytest.fail("claimed with one card"))
+    assert runtime.choose_device("cuda:any") == torch.device("cuda:0")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_any_without_cuda_is_an_error():
+    with pytest.raises(RuntimeError, match="'cuda:any' requested but CUDA is not available"):
+        runtime.choose_device("cuda:any")
