@@ -18,7 +18,7 @@
 # whole script, default 450), BATCHES (timed batches per epoch, 300), JOBS ("1 2 4 8"),
 # STREAM_RUNS (runs in one process of the streams step, "1 2 3 4 6"),
 # COMPILE (torch.compile mode of the grid and compile steps, reduce-overhead), RUN_EPOCHS (3: epochs of
-# the run step), RUN_COMPILE (its --compile, cuda-graph).
+# the run step), RUN_COMPILE (its --compile, cuda-graph), FT_EPOCHS (4: epochs of each finetune run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out/device}
@@ -85,7 +85,22 @@ pretraining_run() {
   cp "$run/pretrain_history.csv" "$OUT/run-$1-history.csv"
   cat "$run/pretrain_run.json"
 }
-export -f pretraining_run
+
+# finetuning_run MODE: scripts/finetune.py on the same Beauty, variant none (SASRec from scratch),
+# FT_EPOCHS epochs with the paper's finetuning (bce, batch 256), validation after each, --compile
+# MODE; prints finetune's metrics.json, and its epoch history (seconds, valid_seconds) goes to $OUT.
+finetuning_run() {
+  local data=/tmp/s3rec-beauty run=/tmp/s3rec-finetune-$1
+  [ -d "$data" ] || python3 scripts/prepare_data.py --format s3rec --sequences .device/data/Beauty.txt \
+    --attributes .device/data/Beauty_item2attributes.json --out "$data" >&2 || return 1
+  rm -rf "$run"
+  python3 scripts/finetune.py --data "$data" --variant none --seed 0 --out-dir "$run" --device "$DEVICE" \
+    --threads 4 --compile "$1" --settings "{\"finetune\": {\"epochs\": ${FT_EPOCHS:-4}, \"batch_size\": 256, \"lr\": 0.001}}" >&2 \
+    || return 1
+  cp "$run/finetune_history.csv" "$OUT/finetune-$1-history.csv"
+  cat "$run/metrics.json"
+}
+export -f pretraining_run finetuning_run
 export DEVICE OUT
 
 # mps_jobs: graphjobs under CUDA MPS (processes' kernels share the card instead of taking turns),
@@ -119,6 +134,7 @@ run_step() {
                      --device "$DEVICE" --threads 4 --batches "$BATCHES" --skip-sequences --fixed-shapes \
                      --compile cuda-graph-inductor "${SOURCE[@]}" ;;
     run) step run 150 "run-$RUN_COMPILE.json" bash -c "pretraining_run $RUN_COMPILE" ;;
+    finetune) step finetune 150 finetune-runs.log bash -c "finetuning_run cuda-graph; finetuning_run none" ;;
     streams) step streams 200 runs-per-process.json python3 benchmarks/runs_per_process.py --device "$DEVICE" \
                --threads 4 --runs $STREAM_RUNS --batches "$BATCHES" "${SOURCE[@]}" ;;
     mpsjobs) mps_jobs ;;
@@ -128,11 +144,11 @@ run_step() {
             --batches "$BATCHES" --skip-sequences --fixed-shapes --compile "$COMPILE" "${SOURCE[@]}" ;;
     compile) step compile 200 speed-compile.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
                --batches "$BATCHES" --skip-sequences --compile "$COMPILE" "${SOURCE[@]}" ;;
-    *) say "unknown step $1 (env, tests, speed, graph, streams, graphinductor, run, jobs, graphjobs, mpsjobs, profile, grid, compile)"; exit 2 ;;
+    *) say "unknown step $1 (env, tests, speed, graph, streams, graphinductor, run, finetune, jobs, graphjobs, mpsjobs, profile, grid, compile)"; exit 2 ;;
   esac
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(env tests streams graph graphinductor speed run jobs graphjobs profile grid compile)
+[ ${#steps[@]} -gt 0 ] || steps=(env tests streams graph finetune graphinductor speed run jobs graphjobs profile grid compile)
 for name in "${steps[@]}"; do run_step "$name"; done
 say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
