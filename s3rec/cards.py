@@ -36,12 +36,20 @@ def default_folder() -> Path:
 def claim_card(count: int, folder: Path | None = None) -> int:
     """Index of the card (of `count` visible ones) with the fewest live claims, lowest first on
     ties, now claimed by this process until it ends (a second call returns the same card)."""
-    global _claim
     if count < 1:
         raise ValueError(f"no card to claim among {count}")
     if _claim is not None:
         return _claim[0]
     folder = Path(folder) if folder is not None else default_folder()
+    try:
+        return _claim_in(folder, count)
+    except OSError as error:  # an unwritable temp dir, a file system without flock
+        raise RuntimeError(f"device cuda:any: cannot claim a card through lock files in {folder} ({error}); "
+                           f"name a card instead (cuda:N)") from error
+
+
+def _claim_in(folder: Path, count: int) -> int:
+    global _claim
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "choose.lock", "a") as chooser:
         fcntl.flock(chooser, fcntl.LOCK_EX)  # released when the file closes

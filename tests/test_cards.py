@@ -80,3 +80,10 @@ def test_cuda_any_claims_a_card_and_makes_it_current(monkeypatch):
 def test_cuda_any_without_cuda_is_an_error():
     with pytest.raises(RuntimeError, match="'cuda:any' requested but CUDA is not available"):
         runtime.choose_device("cuda:any")
+
+
+def test_a_folder_that_cannot_hold_claims_is_a_clear_error(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(RuntimeError, match=r"device cuda:any: cannot claim a card through lock files in .*file.*cuda:N"):
+        cards.claim_card(2, blocked / "cards")
