@@ -74,6 +74,9 @@ def test_cuda_any_claims_a_card_and_makes_it_current(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # one visible card: no claim
     monkeypatch.setattr(cards, "claim_card", lambda count: pytest.fail("claimed with one card"))
     assert runtime.choose_device("cuda:any") == torch.device("cuda:0")
+    assert runtime.choose_device("cuda:1") == torch.device("cuda:1")  # a named card is made current too
+    assert runtime.choose_device("cuda") == torch.device("cuda")  # the current card: left as it is
+    assert chosen == [torch.device("cuda:2"), torch.device("cuda:0"), torch.device("cuda:1")]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
