@@ -85,6 +85,8 @@ def draws(run: Run, instances):
 
 def measure(count: int, dataset, instances, limit: int, device) -> dict:
     """`count` runs stepping in turn for `limit` steps each (after an untimed warm-up)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # each N's own peak
     group = [new_run(dataset, instances, seed, device) for seed in range(count)]
     for run in group:  # warm-up: the last steps of a whole epoch record both shapes
         for batch in collections.deque(draws(run, instances), maxlen=WARMUP):
