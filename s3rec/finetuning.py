@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from s3rec import runtime
 from s3rec.batching import CHUNK_BOUNDS, pad_left, training_batches
 from s3rec.encoder import Encoder
-from s3rec.pairs import contains, pair_keys
+from s3rec.pairs import pair_keys, redraw_owned
 
 
 TARGET_SLOTS = 1024  # fixed-shape batches hold their target positions in multiples of this
@@ -68,13 +68,8 @@ def sample_negatives(targets: np.ndarray, excluded: np.ndarray, num_items: int,
     # the excluded items as (row, item) keys, sorted (each row sorted: its keys follow the previous
     # row's): a binary search per draw instead of a (B, L, S) comparison. 0 never matches a draw.
     owned = pair_keys(np.arange(len(targets))[:, None], np.sort(excluded, axis=1), num_items).ravel()
-    flat = negatives.reshape(-1)  # a view: redraws land in `negatives`
-    pending = np.flatnonzero(targets.reshape(-1) > 0)  # in order: redraws are assigned row by row
-    while True:  # only the draws that clashed are checked again
-        pending = pending[contains(owned, pair_keys(rows[pending], flat[pending], num_items))]
-        if not len(pending):
-            break
-        flat[pending] = rng.integers(1, num_items + 1, size=len(pending))
+    # only target positions are checked, row by row; reshape(-1) is a view: redraws land in `negatives`
+    redraw_owned(owned, rows, negatives.reshape(-1), num_items, rng, pending=np.flatnonzero(targets.reshape(-1) > 0))
     return np.where(targets > 0, negatives, 0)
 
 

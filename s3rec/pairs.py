@@ -13,6 +13,19 @@ def pair_keys(rows: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarray
     return np.asarray(rows, dtype=np.int64) * (num_items + 1) + items
 
 
+def redraw_owned(owned: np.ndarray, rows: np.ndarray, draws: np.ndarray, num_items: int,
+                 rng: np.random.Generator, pending: np.ndarray | None = None) -> np.ndarray:
+    """`draws` (1-d, changed in place) with every entry whose (row, draw) pair is in `owned`
+    (sorted keys) drawn again, uniformly from 1..num_items, until none is; only the entries just
+    redrawn are checked again. `pending`: the increasing indices to check (default: all), which
+    is also the order in which the redraws are assigned."""
+    pending = np.arange(len(draws)) if pending is None else pending
+    while len(pending):
+        pending = pending[contains(owned, pair_keys(rows[pending], draws[pending], num_items))]
+        draws[pending] = rng.integers(1, num_items + 1, size=len(pending))  # none left: draws nothing
+    return draws
+
+
 def contains(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Mask of `queries` found in `sorted_keys`; binary search is ~5x faster than np.isin here."""
     if sorted_keys.size == 0:

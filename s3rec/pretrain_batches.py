@@ -31,7 +31,7 @@ import torch
 
 from s3rec import runtime
 from s3rec.batching import CHUNK_BOUNDS, training_batches
-from s3rec.pairs import contains, pair_keys
+from s3rec.pairs import pair_keys, redraw_owned
 
 
 @dataclass(frozen=True)
@@ -242,12 +242,7 @@ def sample_negatives(instances: PretrainInstances, users: np.ndarray, rng: np.ra
     """One uniform item in 1..num_items per entry of `users`, outside that user's excluded set.
     Draw all at once, then redraw only the rejected ones (few: sequences are short)."""
     draws = rng.integers(1, instances.num_items + 1, size=len(users))
-    rejected = np.arange(len(users))
-    while len(rejected):
-        keys = pair_keys(users[rejected], draws[rejected], instances.num_items)
-        rejected = rejected[contains(instances.excluded, keys)]
-        draws[rejected] = rng.integers(1, instances.num_items + 1, size=len(rejected))
-    return draws
+    return redraw_owned(instances.excluded, users, draws, instances.num_items, rng)
 
 
 def _segments(inst, items, real, n, offset, rng):
