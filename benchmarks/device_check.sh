@@ -71,36 +71,32 @@ print("gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else Non
     git log --oneline -1 2>/dev/null; } 2>&1
 }
 
-# pretraining_run MODE: Beauty prepared by scripts/prepare_data.py, then scripts/pretrain.py for
-# RUN_EPOCHS epochs (paper preset, dense heads) with --compile MODE, as a workflow job runs it;
-# prints pretrain_run.json, and its epoch history goes to $OUT.
+# training_run KIND VARIANT MODE SETTINGS RESULT: Beauty prepared once by scripts/prepare_data.py,
+# then scripts/KIND.py (pretrain or finetune) of VARIANT, seed 0, with --compile MODE and
+# --settings SETTINGS, as a workflow job runs it; prints the run's RESULT file, and its epoch
+# history goes to $OUT/KIND-MODE-history.csv.
+training_run() {
+  local kind=$1 variant=$2 mode=$3 settings=$4 result=$5 data=/tmp/s3rec-beauty run=/tmp/s3rec-$1-$3
+  [ -d "$data" ] || python3 scripts/prepare_data.py --format s3rec --sequences .device/data/Beauty.txt \
+    --attributes .device/data/Beauty_item2attributes.json --out "$data" >&2 || return 1
+  rm -rf "$run"
+  python3 "scripts/$kind.py" --data "$data" --variant "$variant" --seed 0 --out-dir "$run" --device "$DEVICE" \
+    --threads 4 --compile "$mode" --settings "$settings" >&2 || return 1
+  cp "$run/${kind}_history.csv" "$OUT/$kind-$mode-history.csv"
+  cat "$run/$result"
+}
+# pretraining_run MODE: RUN_EPOCHS epochs of the paper preset, dense heads.
 pretraining_run() {
-  local data=/tmp/s3rec-beauty run=/tmp/s3rec-run-$1
-  [ -d "$data" ] || python3 scripts/prepare_data.py --format s3rec --sequences .device/data/Beauty.txt \
-    --attributes .device/data/Beauty_item2attributes.json --out "$data" >&2 || return 1
-  rm -rf "$run"
-  python3 scripts/pretrain.py --data "$data" --variant full --seed 0 --out-dir "$run" --device "$DEVICE" \
-    --threads 4 --compile "$1" --settings "{\"pretrain\": {\"epochs\": ${RUN_EPOCHS:-3}, \"preset\": \"paper\"}}" >&2 \
-    || return 1
-  cp "$run/pretrain_history.csv" "$OUT/run-$1-history.csv"
-  cat "$run/pretrain_run.json"
+  training_run pretrain full "$1" "{\"pretrain\": {\"epochs\": ${RUN_EPOCHS:-3}, \"preset\": \"paper\"}}" \
+    pretrain_run.json
 }
-
-# finetuning_run MODE: scripts/finetune.py on the same Beauty, variant none (SASRec from scratch),
-# FT_EPOCHS epochs with the paper's finetuning (bce, batch 256), validation after each, --compile
-# MODE; prints finetune's metrics.json, and its epoch history (seconds, valid_seconds) goes to $OUT.
+# finetuning_run MODE: SASRec from scratch (variant none), FT_EPOCHS epochs of the paper's
+# finetuning (bce, batch 256), validation after each (history: seconds, valid_seconds).
 finetuning_run() {
-  local data=/tmp/s3rec-beauty run=/tmp/s3rec-finetune-$1
-  [ -d "$data" ] || python3 scripts/prepare_data.py --format s3rec --sequences .device/data/Beauty.txt \
-    --attributes .device/data/Beauty_item2attributes.json --out "$data" >&2 || return 1
-  rm -rf "$run"
-  python3 scripts/finetune.py --data "$data" --variant none --seed 0 --out-dir "$run" --device "$DEVICE" \
-    --threads 4 --compile "$1" --settings "{\"finetune\": {\"epochs\": ${FT_EPOCHS:-4}, \"batch_size\": 256, \"lr\": 0.001}}" >&2 \
-    || return 1
-  cp "$run/finetune_history.csv" "$OUT/finetune-$1-history.csv"
-  cat "$run/metrics.json"
+  training_run finetune none "$1" "{\"finetune\": {\"epochs\": ${FT_EPOCHS:-4}, \"batch_size\": 256, \"lr\": 0.001}}" \
+    metrics.json
 }
-export -f pretraining_run finetuning_run
+export -f training_run pretraining_run finetuning_run
 export DEVICE OUT
 
 # mps_jobs: graphjobs under CUDA MPS (processes' kernels share the card instead of taking turns),
