@@ -40,14 +40,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed  # noqa: E402  (a sibling script, not a package)
 
-from s3rec import runs, runtime  # noqa: E402
+from s3rec import runtime  # noqa: E402
 from s3rec.config import RunConfig  # noqa: E402
 from s3rec.data import leave_one_out, load_dataset  # noqa: E402
-from s3rec.pretrain_batches import iterate_batches, split_instances  # noqa: E402
-from s3rec.pretraining import PretrainModel  # noqa: E402
-from s3rec.training import adam  # noqa: E402
+from s3rec.pretrain_batches import split_instances  # noqa: E402
 
-BATCH_SIZE = 100  # the paper's pretraining batch (speed.py's)
 WARMUP = 3  # an epoch's last steps, untimed: both of its shapes recorded (the last batch is short)
 
 
@@ -68,22 +65,18 @@ class Run:
 def new_run(dataset, instances, seed: int, device) -> Run:
     """A run as scripts/pretrain.py makes it (paper preset, dense heads, fixed-shape steps;
     cuda-graph on a GPU), seeded with `seed`."""
-    mode = "cuda-graph" if device.type == "cuda" else "none"
-    cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": "prefixes", "preset": "paper"},
-                               "compile": mode})
     torch.manual_seed(seed)
-    model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
-    optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
-    train_step, layout = runs.pretraining_steps(model, optimizer, instances, cfg, device, fixed_shapes=True)
+    mode = "cuda-graph" if device.type == "cuda" else "none"
+    train_step, layout = speed.pretraining_step(dataset, instances, "prefixes", device, mode, fixed_shapes=True)
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
     return Run(train_step, layout, np.random.default_rng(seed), stream)
 
 
 def draws(run: Run, instances):
-    return iterate_batches(instances, BATCH_SIZE, run.rng, mask_prob=0.2, batching="padded", **run.layout)
+    return speed.pretrain_draws(instances, run.rng, run.layout)
 
 
-def measure(count: int, dataset, instances, limit: int, device) -> dict:
+def measure(count: int, dataset, instances, limit: int, device, steps_per_epoch: int) -> dict:
     """`count` runs stepping in turn for `limit` steps each (after an untimed warm-up)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # each N's own peak
@@ -99,7 +92,6 @@ def measure(count: int, dataset, instances, limit: int, device) -> dict:
             run.step(next(batches), device)  # drawn here, as a run draws it: host work between replays
     speed.synchronize(device)
     seconds = time.perf_counter() - start
-    steps_per_epoch = -(-len(instances) // BATCH_SIZE)
     epoch = seconds / limit * steps_per_epoch
     return {"runs": count, "seconds_per_round": round(seconds / limit, 5), "seconds_per_epoch": round(epoch, 2),
             "epochs_per_hour": round(count * 3600 / epoch, 1), "peak_gpu_mib": runtime.peak_device_memory_mib(device)}
@@ -123,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_dataset(path)
     split = leave_one_out(dataset.sequences)
     instances = split_instances(dataset, split, max_len=RunConfig().model.max_len, kind="prefixes")
-    steps_per_epoch = -(-len(instances) // BATCH_SIZE)
+    steps_per_epoch = -(-len(instances) // speed.PRETRAIN_BATCH)
     if args.batches >= steps_per_epoch:
         parser.error(f"--batches {args.batches}: an epoch has {steps_per_epoch} steps; time fewer (the last, "
                      f"short one is recorded in the warm-up)")
-    measured = [measure(n, dataset, instances, args.batches, device) for n in args.runs]
+    measured = [measure(n, dataset, instances, args.batches, device, steps_per_epoch) for n in args.runs]
     single = next((m["epochs_per_hour"] for m in measured if m["runs"] == 1), None)
     for m in measured:
         m["speedup_over_one_run"] = round(m["epochs_per_hour"] / single, 2) if single else None

@@ -55,6 +55,7 @@ from s3rec.training import adam
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "s3rec"
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "cuda-graph",
                  "cuda-graph-inductor")
+PRETRAIN_BATCH = 100  # the paper preset's pretraining batch
 GRAPH_MODES = ("cuda-graph", "cuda-graph-inductor")  # each step replayed as a CUDA graph (--fixed-shapes only)
 
 
@@ -156,20 +157,10 @@ def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mod
     with `fixed_shapes`, as with RunConfig.compile: padded to max_len, one chunk a step, losses
     by grid_forward, compiled whole in `compile_mode`, or not with "none"; "cuda-graph": each
     step replayed as a CUDA graph)."""
-    run_mode = "cuda-graph" if compile_mode == "cuda-graph-inductor" else compile_mode
-    cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"},
-                               "compile": run_mode if fixed_shapes else "none"})
-    instances = split_instances(dataset, split, max_len=cfg.model.max_len, kind=kind)
-    model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
-    optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
-    train_step, layout = runs.pretraining_steps(model, optimizer, instances, cfg, device, fixed_shapes)
-    if compile_mode == "cuda-graph-inductor":
-        train_step.losses_of = inductor_losses(train_step.losses_of)
-    if not fixed_shapes:
-        compile_encoder(model.encoder, compile_mode)
-    rng = np.random.default_rng(0)
+    instances = split_instances(dataset, split, max_len=RunConfig().model.max_len, kind=kind)
+    train_step, layout = pretraining_step(dataset, instances, kind, device, compile_mode, fixed_shapes)
     start = time.perf_counter()
-    batches = list(pretrain_batches(instances, 100, rng, mask_prob=0.2, batching=batching, **layout))
+    batches = list(pretrain_draws(instances, np.random.default_rng(0), layout, batching))
     build_seconds = time.perf_counter() - start
 
     def step(batch):
@@ -178,6 +169,28 @@ def pretrain_steps(dataset, split, kind: str, device, batching: str, compile_mod
         train_step([chunk.to(device) for chunk in batch])
 
     return step, batches, instances, build_seconds
+
+
+def pretraining_step(dataset, instances, kind: str, device, compile_mode: str = "none",
+                     fixed_shapes: bool = False) -> tuple:
+    """(train_step, layout) of a new dense-head model of the `paper` preset, its step as
+    pretrain_steps says (from torch's current random state)."""
+    run_mode = "cuda-graph" if compile_mode == "cuda-graph-inductor" else compile_mode
+    cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"},
+                               "compile": run_mode if fixed_shapes else "none"})
+    model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
+    optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
+    train_step, layout = runs.pretraining_steps(model, optimizer, instances, cfg, device, fixed_shapes)
+    if compile_mode == "cuda-graph-inductor":
+        train_step.losses_of = inductor_losses(train_step.losses_of)
+    if not fixed_shapes:
+        compile_encoder(model.encoder, compile_mode)
+    return train_step, layout
+
+
+def pretrain_draws(instances, rng: np.random.Generator, layout: dict, batching: str = "padded"):
+    """An epoch of the paper preset's pretraining batches (100, mask probability 0.2), drawn lazily."""
+    return pretrain_batches(instances, PRETRAIN_BATCH, rng, mask_prob=0.2, batching=batching, **layout)
 
 
 def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device, batching: str,
