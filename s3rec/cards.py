@@ -87,6 +87,4 @@ def is_held(path: Path) -> bool:
             fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
-    except FileNotFoundError:
-        return False
     return False
