@@ -1,6 +1,7 @@
 """benchmarks/runs_per_process.py rehearsed on CPU with a tiny generated data set: it runs N
 runs in one process and reports epochs per hour per N (on a GPU each run has its own stream;
-here they step eagerly one after another, so only the bookkeeping is checked)."""
+here they step eagerly one after another, so only the bookkeeping is checked). Also benchmarks/batch_drawing.py, which times the host's
+batch drawing alone."""
 from __future__ import annotations
 
 import json
@@ -42,3 +43,16 @@ def test_runs_per_process_refuses_to_time_more_steps_than_an_epoch_has(runs_per_
     with pytest.raises(SystemExit):
         runs_per_process.main(["--device", "cpu", "--runs", "1", "--batches", "50", "--data", str(data)])
     assert "--batches 50: an epoch has " in capsys.readouterr().err
+
+
+def test_batch_drawing_times_each_layout(tmp_path, capsys, monkeypatch):
+    """benchmarks/batch_drawing.py: an epoch of each kind of batches, drawn and counted."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    data = tmp_path / "tiny"
+    write_prepared(generate(SyntheticSpec(users=300, items=60, attributes=8, seed=3, max_length=15)), data)
+    assert load_script("batch_drawing", folder="benchmarks").main(["--repeats", "2", "--data", str(data)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for name in ("pretrain_fixed_shapes", "pretrain_chunks", "finetune_fixed_shapes", "finetune_chunks"):
+        assert len(report[name]["seconds"]) == 2 and report[name]["best_seconds"] == min(report[name]["seconds"])
+    assert report["finetune_chunks"]["steps"] == report["finetune_fixed_shapes"]["steps"] == 2  # 300 users, 256 a batch
+    assert report["pretrain_chunks"]["steps"] == report["pretrain_fixed_shapes"]["steps"] > 3

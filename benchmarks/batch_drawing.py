@@ -1,0 +1,69 @@
+"""Host time to draw one epoch of training batches (the host's share of a GPU step): prints JSON.
+
+Pretraining (prefix instances, batches of 100) and finetuning (batches of 256, the workflow's
+excluded items: each user's training part), each as a run draws them on a GPU (fixed shapes:
+one chunk a step padded to max_len) and on a CPU (length chunks); best and all of --repeats
+epochs, each from its own seed. No model runs.
+
+    python benchmarks/batch_drawing.py [--repeats 3] [--source DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import speed  # noqa: E402  (a sibling script, not a package)
+
+from s3rec import runtime  # noqa: E402
+from s3rec.batching import CHUNK_BOUNDS  # noqa: E402
+from s3rec.config import RunConfig  # noqa: E402
+from s3rec.data import leave_one_out, load_dataset  # noqa: E402
+from s3rec.finetuning import iterate_batches as finetune_batches  # noqa: E402
+from s3rec.pretrain_batches import split_instances  # noqa: E402
+
+
+def timed(draw_epoch, repeats: int) -> dict:
+    seconds = []
+    for seed in range(repeats):
+        start = time.perf_counter()
+        steps = sum(1 for _ in draw_epoch(np.random.default_rng(seed)))
+        seconds.append(round(time.perf_counter() - start, 3))
+    return {"steps": steps, "best_seconds": min(seconds), "seconds": seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=None, help="a prepared data set instead of Beauty (tests)")
+    speed.add_source_argument(parser)
+    args = parser.parse_args(argv)
+    runtime.set_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        name, path = ("given", args.data) if args.data else speed.prepare(Path(tmp), args.source)
+        dataset = load_dataset(path)
+    split = leave_one_out(dataset.sequences)
+    max_len = RunConfig().model.max_len
+    instances = split_instances(dataset, split, max_len=max_len, kind="prefixes")
+    layouts = {"fixed_shapes": {"bounds": (), "length": max_len}, "chunks": {"bounds": CHUNK_BOUNDS}}
+    report = {"dataset": name, "machine": speed.machine()}
+    for layout, pretrain_layout in layouts.items():
+        report[f"pretrain_{layout}"] = timed(lambda rng: speed.pretrain_draws(instances, rng, pretrain_layout),
+                                             args.repeats)
+        finetune_layout = {"bounds": (), "fixed_shapes": True} if layout == "fixed_shapes" else {}
+        report[f"finetune_{layout}"] = timed(
+            lambda rng: finetune_batches(split.train, split.train, dataset.num_items, max_len, 256, rng, "padded",
+                                         **finetune_layout), args.repeats)
+    json.dump(report, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
