@@ -1,6 +1,15 @@
 """Shared fixtures. Tests build their own small data; tests that need ../shared skip without it."""
 from __future__ import annotations
 
+import atexit
+import functools
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,3 +34,40 @@ def shared_data_or_skip() -> Path:
     if not (SHARED_DATA / "Beauty.txt").exists():
         pytest.skip(f"needs the authors' data set at {SHARED_DATA} (../shared beside the repo)")
     return SHARED_DATA
+
+
+def slurm_available() -> str | None:
+    """None when a SLURM cluster answers, else the reason to skip."""
+    if not shutil.which("sbatch") or not shutil.which("sinfo"):
+        return "no SLURM here (sbatch/sinfo not on PATH; start one with ../shared/slurm-local/start-slurm.sh)"
+    try:
+        state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 20 s"
+    if state.returncode != 0 or not re.search(r"idle|mix|alloc", state.stdout):
+        return f"SLURM does not answer or has no usable node: {state.stderr.strip() or state.stdout.strip()}"
+    return None
+
+
+@functools.cache
+def _silent_scontrol_dir() -> str | None:
+    """A folder holding an `scontrol` that fails at once, where SLURM's client is installed but
+    no controller answers; else None. Why: snakemake's SLURM executor plugin runs `scontrol show
+    config` whenever snakemake starts (to word a help text), and against a controller that is
+    down that waits 9 s, in every one of the tests' ~40 snakemake calls. A test that does use
+    SLURM skips in that case anyway (slurm_available)."""
+    if not shutil.which("scontrol") or slurm_available() is None:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="s3rec-tests-scontrol-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    stub = folder / "scontrol"
+    stub.write_text("#!/bin/sh\necho 'scontrol: no SLURM controller answers (stub of the tests)' >&2\nexit 1\n")
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    return str(folder)
+
+
+def snakemake_env(**extra: str) -> dict[str, str]:
+    """The environment of a snakemake subprocess: this Python's bin folder first on PATH (its
+    jobs run this venv's python), plus the failing `scontrol` where no controller answers."""
+    folders = [str(Path(sys.executable).parent), _silent_scontrol_dir(), os.environ["PATH"]]
+    return {**os.environ, **extra, "PATH": os.pathsep.join(f for f in folders if f)}

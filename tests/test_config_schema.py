@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
+from conftest import snakemake_env
 from s3rec.config import PRESETS, RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,8 +31,7 @@ def check(config):
 
 
 def snakemake(*args, cwd=REPO):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=snakemake_env(), capture_output=True,
                           text=True, timeout=300)
 
 

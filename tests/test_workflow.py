@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import slurm_available, snakemake_env
+
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ("workflow", "config", "profiles", "scripts", "s3rec", "environment.yml")
 
@@ -40,9 +42,7 @@ TINY = {
 
 
 def run_snakemake(cwd, *args, check=True, timeout=900):
-    env = {**os.environ, "PYTHONPATH": str(cwd),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=snakemake_env(PYTHONPATH=str(cwd)), capture_output=True,
                             text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
@@ -420,19 +420,6 @@ def test_end_to_end_tiny_study_and_reruns(workdir):
 
 
 # ---------------------------------------------------------------- SLURM
-
-
-def slurm_available() -> str | None:
-    """None when a SLURM cluster answers, else the reason to skip."""
-    if not shutil.which("sbatch") or not shutil.which("sinfo"):
-        return "no SLURM here (sbatch/sinfo not on PATH; start one with ../shared/slurm-local/start-slurm.sh)"
-    try:
-        state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        return "sinfo did not answer within 20 s"
-    if state.returncode != 0 or not re.search(r"idle|mix|alloc", state.stdout):
-        return f"SLURM does not answer or has no usable node: {state.stderr.strip() or state.stdout.strip()}"
-    return None
 
 
 def slurm_job_ids(snakemake_output: str) -> dict[str, list[str]]:
