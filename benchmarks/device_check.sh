@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 10's checks on a GPU machine in one call, within a deadline: the CUDA tests, N graphed
-# pretraining runs in one process on N streams (runs_per_process.py), the speed benchmark
+# pretraining runs in one process on N streams and stacked into one step (runs_per_process.py), the speed benchmark
 # (fixed-shape steps replayed as CUDA graphs, compile cuda-graph; the same with the loss
 # compiled by inductor first, an experiment; eager), a real pretraining run on Beauty under
 # cuda-graph, N concurrent pretraining jobs on the card (eager and cuda-graph; under CUDA MPS
@@ -16,7 +16,7 @@
 #
 # Environment: OUT (default benchmarks/out/device), DEVICE (cuda), DEADLINE (seconds for the
 # whole script, default 450), BATCHES (timed batches per epoch, 300), JOBS ("1 2 4 8"),
-# STREAM_RUNS (runs in one process of the streams step, "1 2 3 4 6"),
+# STREAM_RUNS (runs in one process of the streams step, "1 2 3 4 6"), STACKED_RUNS (of the stacked step, "1 2 4 8"),
 # COMPILE (torch.compile mode of the grid and compile steps, reduce-overhead), RUN_EPOCHS (3: epochs of
 # the run step), RUN_COMPILE (its --compile, cuda-graph), FT_EPOCHS (4: epochs of each finetune run).
 set -uo pipefail
@@ -27,6 +27,7 @@ DEADLINE=${DEADLINE:-450}
 BATCHES=${BATCHES:-300}
 JOBS=${JOBS:-1 2 4 8}
 STREAM_RUNS=${STREAM_RUNS:-1 2 3 4 6}
+STACKED_RUNS=${STACKED_RUNS:-1 2 4 8}
 COMPILE=${COMPILE:-reduce-overhead}
 RUN_COMPILE=${RUN_COMPILE:-cuda-graph}
 mkdir -p "$OUT"
@@ -133,6 +134,8 @@ run_step() {
     finetune) step finetune 150 finetune-runs.log bash -c "finetuning_run cuda-graph; finetuning_run none" ;;
     streams) step streams 200 runs-per-process.json python3 benchmarks/runs_per_process.py --device "$DEVICE" \
                --threads 4 --runs $STREAM_RUNS --batches "$BATCHES" "${SOURCE[@]}" ;;
+    stacked) step stacked 200 runs-stacked.json python3 benchmarks/runs_per_process.py --device "$DEVICE" \
+               --threads 4 --mode stacked --runs $STACKED_RUNS --batches "$BATCHES" "${SOURCE[@]}" ;;
     mpsjobs) mps_jobs ;;
     graphjobs) step graphjobs 180 jobs-cuda-graph.json python3 benchmarks/jobs_per_device.py --device "$DEVICE" \
                  --threads 2 --jobs $JOBS --batches "$BATCHES" --fixed-shapes --compile cuda-graph "${SOURCE[@]}" ;;
@@ -140,11 +143,11 @@ run_step() {
             --batches "$BATCHES" --skip-sequences --fixed-shapes --compile "$COMPILE" "${SOURCE[@]}" ;;
     compile) step compile 200 speed-compile.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
                --batches "$BATCHES" --skip-sequences --compile "$COMPILE" "${SOURCE[@]}" ;;
-    *) say "unknown step $1 (env, tests, speed, graph, streams, graphinductor, run, finetune, jobs, graphjobs, mpsjobs, profile, grid, compile)"; exit 2 ;;
+    *) say "unknown step $1 (env, tests, speed, graph, streams, stacked, graphinductor, run, finetune, jobs, graphjobs, mpsjobs, profile, grid, compile)"; exit 2 ;;
   esac
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(env tests streams graph finetune graphinductor speed run jobs graphjobs profile grid compile)
+[ ${#steps[@]} -gt 0 ] || steps=(env tests streams stacked graph finetune graphinductor speed run jobs graphjobs profile grid compile)
 for name in "${steps[@]}"; do run_step "$name"; done
 say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

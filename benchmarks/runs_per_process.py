@@ -1,4 +1,4 @@
-"""Several pretraining runs in one process, each on its own CUDA stream: epochs per hour in total.
+"""Several pretraining runs in one process: epochs per hour in total, in two ways.
 
 A graphed pretraining step (compile cuda-graph) leaves an H200 mostly idle: ~500 small kernels
 one after another, 2.9 ms a step, whatever else is asked of the card; N processes on one card
@@ -9,12 +9,22 @@ draws, graphs) step in turn, each step's batch drawn on the host as a run draws 
 and replayed on the run's stream; the host never waits for the GPU until the end.
 
     python benchmarks/runs_per_process.py --device cuda --runs 1 2 3 4 6 8 --batches 300
+    python benchmarks/runs_per_process.py --device cuda --mode stacked --runs 1 2 4 8 --batches 300
     python benchmarks/runs_per_process.py --device cpu --threads 2 --runs 1 2 --batches 20  # a rehearsal
 
 The runs share torch's default CUDA generator, so replays that overlap may read each other's
 dropout offsets (the same distribution, but draws no longer independent between runs): a
 throughput figure, not yet a way to train. A run mode would give each run its own generator
 state (CUDAGraph.register_generator_state).
+
+--mode stacked (the issue's "several seeds inside one process, stacked weights, torch.func"):
+the N runs' weights stacked along a first axis and their losses computed by torch.func.vmap,
+each run on its own batch with its own dropout draws, one step (and, on a GPU, one graph) for
+all N: as many kernels as one run's step, each N times wider. Adam is elementwise, so one Adam
+over the stacked weights is N runs' Adams. tests/test_runs_per_process.py checks on a CPU that
+the stacked losses and gradients are each run's own (dropout off). If the GPU's fused attention
+has no vmap rule, the step falls back to attention spelled out (matmul, softmax, dropout, as on
+a CPU; the same distribution); the JSON's "attention" says which ran.
 
 On a CPU (no streams, no graphs) the runs step eagerly (fixed shapes, compile none), one after
 another: that checks the script, not a speed. Prints one JSON object: per N, the seconds a
@@ -28,6 +38,9 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import copy
+import dataclasses
+import functools
 import json
 import sys
 import tempfile
@@ -36,14 +49,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed  # noqa: E402  (a sibling script, not a package)
 
 from s3rec import runtime  # noqa: E402
 from s3rec.config import RunConfig  # noqa: E402
+from s3rec.cuda_graphs import GRID_INPUTS, GraphedSteps  # noqa: E402
 from s3rec.data import leave_one_out, load_dataset  # noqa: E402
-from s3rec.pretrain_batches import split_instances  # noqa: E402
+from s3rec.encoder import SelfAttention  # noqa: E402
+from s3rec.pretrain_batches import Batch, item_attribute_table, split_instances  # noqa: E402
+from s3rec.pretraining import PretrainModel  # noqa: E402
+from s3rec.runs import optimizer_steps  # noqa: E402
+from s3rec.training import adam  # noqa: E402
 
 WARMUP = 3  # an epoch's last steps, untimed: both of its shapes recorded (the last batch is short)
 
@@ -76,6 +96,139 @@ def draws(run: Run, instances):
     return speed.pretrain_draws(instances, run.rng, run.layout)
 
 
+@dataclasses.dataclass
+class StackedBatch:
+    """The fixed-shape fields grid_forward reads, of N runs' batches: each (N, B, L)."""
+
+    items: torch.Tensor
+    masked_items: torch.Tensor
+    negative_items: torch.Tensor
+    masked_segments: torch.Tensor
+    pos_segments: torch.Tensor
+    neg_segments: torch.Tensor
+
+    @classmethod
+    def of(cls, batches: list[Batch]) -> "StackedBatch":
+        return cls(**{name: torch.stack([getattr(b, name) for b in batches]) for name in GRID_INPUTS})
+
+    def to(self, device) -> "StackedBatch":
+        return StackedBatch(**runtime.to_device(dataclasses.asdict(self), device))
+
+
+class GridLoss(torch.nn.Module):
+    """A PretrainModel whose forward is grid_forward (functional_call calls forward)."""
+
+    def __init__(self, model: PretrainModel, table: torch.Tensor):
+        super().__init__()
+        self.model, self.table = model, table
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.model.grid_forward(batch, self.table)
+
+
+class StackedRuns(torch.nn.Module):
+    """N PretrainModels of one shape as one module: each weight stacked to (N, ...), the N runs'
+    losses by vmap over (weights, batch). losses(stacked batch)["loss"] is the sum of the runs'
+    losses, whose gradient with respect to run i's weights is run i's own gradient."""
+
+    def __init__(self, models: list[PretrainModel], table: torch.Tensor):
+        super().__init__()
+        weights, buffers = stack_module_state(models)
+        if buffers:
+            raise ValueError(f"StackedRuns stacks parameters only; the model has buffers {list(buffers)}")
+        self.names = [f"model.{name}" for name in weights]
+        self.weights = torch.nn.ParameterList(torch.nn.Parameter(w.detach()) for w in weights.values())
+        # not a submodule: it lends functional_call its code, not its (meta) parameters
+        self.__dict__["template"] = GridLoss(copy.deepcopy(models[0]).to("meta"), table).train(models[0].training)
+        self.empty = torch.zeros(0, dtype=torch.long, device=table.device)
+
+    def run_losses(self, weights: tuple[torch.Tensor, ...], fields: dict[str, torch.Tensor]) -> dict:
+        """One run's losses (inside vmap): its weights and its batch's (B, L) fields."""
+        batch = Batch(users=self.empty, attribute_rows=self.empty, attribute_ids=self.empty,
+                      real_positions=self.empty, unmasked_rows=self.empty, masked_rows=self.empty,
+                      num_instances=fields["items"].shape[0], **fields)  # grid_forward reads none of the empties
+        return functional_call(self.template, dict(zip(self.names, weights)), (batch,))
+
+    def losses(self, batch: StackedBatch) -> dict[str, torch.Tensor]:
+        per_run = vmap(self.run_losses, randomness="different")(tuple(self.weights), dataclasses.asdict(batch))
+        return {"loss": per_run["loss"].sum(), "per_run": per_run["loss"]}
+
+
+def spelled_out_attention(attention: SelfAttention, q, k, v, allowed) -> torch.Tensor:
+    """SelfAttention.attend as on a CPU (matmul, softmax, dropout): what vmap can batch."""
+    p = attention.attention_dropout.p if attention.training else 0.0
+    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    return F.dropout(weights, p, training=p > 0) @ v
+
+
+class StackedRun:
+    """`count` runs (own seed, weights, batch draws) trained as one stacked step: Run's interface."""
+
+    def __init__(self, dataset, instances, count: int, device):
+        cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": "prefixes", "preset": "paper"}})
+        models = []
+        for seed in range(count):
+            torch.manual_seed(seed)
+            models.append(PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device))
+        self.stacked = StackedRuns(models, item_attribute_table(instances).to(device))
+        self.optimizer = adam(self.stacked.parameters(), lr=1e-3, weight_decay=0.0)
+        self.layout = {"bounds": (), "length": cfg.model.max_len}
+        self.rngs = [np.random.default_rng(seed) for seed in range(count)]
+        self.attention = "fused" if device.type == "cuda" else "spelled out"
+        self.graphed = device.type == "cuda"
+        self.train_step = None
+
+    def epochs(self, instances):
+        """One iterator of stacked batches: the runs' own draws, step by step."""
+        return map(lambda *chunks: [StackedBatch.of([c for (c,) in chunks])],
+                   *(speed.pretrain_draws(instances, rng, self.layout) for rng in self.rngs))
+
+    def step(self, batch, device) -> None:
+        if self.train_step is None:
+            self.train_step = self.make_step([chunk.to(device) for chunk in batch])
+        self.train_step([chunk.to(device) for chunk in batch])
+
+    def make_step(self, first: list[StackedBatch]):
+        if self.attention == "fused":
+            try:  # the fused attention kernel, dropout on, forward and backward under vmap: torch may lack a rule
+                weights = list(self.stacked.parameters())
+                torch.autograd.grad(self.stacked.losses(first[0])["loss"], weights)  # the weights stay as they are
+            except (RuntimeError, NotImplementedError) as error:
+                print(f"stacked: fused attention under vmap failed ({str(error).splitlines()[0]}); "
+                      f"attention spelled out instead", file=sys.stderr)
+                self.attention = "spelled out"
+                for module in self.stacked.template.modules():
+                    if isinstance(module, SelfAttention):
+                        module.attend = functools.partial(spelled_out_attention, module)
+        if self.graphed:
+            return GraphedSteps(self.stacked, self.optimizer, self.stacked.losses, GRID_INPUTS)
+        return optimizer_steps(lambda chunks: self.stacked.losses(chunks[0]), self.optimizer)
+
+
+def measure_stacked(count: int, dataset, instances, limit: int, device, steps_per_epoch: int) -> dict:
+    """`count` runs stacked into one step, for `limit` steps (after an untimed warm-up)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    run = StackedRun(dataset, instances, count, device)
+    for batch in collections.deque(run.epochs(instances), maxlen=WARMUP):  # both shapes recorded
+        run.step(batch, device)
+    speed.synchronize(device)
+    batches = run.epochs(instances)
+    start = time.perf_counter()
+    for _ in range(limit):
+        run.step(next(batches), device)
+    speed.synchronize(device)
+    return {**rates(count, time.perf_counter() - start, limit, steps_per_epoch, device),
+            "attention": run.attention}
+
+
+def rates(count: int, seconds: float, limit: int, steps_per_epoch: int, device) -> dict:
+    epoch = seconds / limit * steps_per_epoch
+    return {"runs": count, "seconds_per_round": round(seconds / limit, 5), "seconds_per_epoch": round(epoch, 2),
+            "epochs_per_hour": round(count * 3600 / epoch, 1), "peak_gpu_mib": runtime.peak_device_memory_mib(device)}
+
+
 def measure(count: int, dataset, instances, limit: int, device, steps_per_epoch: int) -> dict:
     """`count` runs stepping in turn for `limit` steps each (after an untimed warm-up)."""
     if device.type == "cuda":
@@ -91,15 +244,14 @@ def measure(count: int, dataset, instances, limit: int, device, steps_per_epoch:
         for run, batches in zip(group, epochs):
             run.step(next(batches), device)  # drawn here, as a run draws it: host work between replays
     speed.synchronize(device)
-    seconds = time.perf_counter() - start
-    epoch = seconds / limit * steps_per_epoch
-    return {"runs": count, "seconds_per_round": round(seconds / limit, 5), "seconds_per_epoch": round(epoch, 2),
-            "epochs_per_hour": round(count * 3600 / epoch, 1), "peak_gpu_mib": runtime.peak_device_memory_mib(device)}
+    return rates(count, time.perf_counter() - start, limit, steps_per_epoch, device)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, nargs="+", default=[1, 2, 4], help="numbers of runs in the process")
+    parser.add_argument("--mode", choices=("streams", "stacked"), default="streams",
+                        help="runs on their own streams, or stacked into one step (vmap)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--batches", type=int, default=300, help="timed steps per run (extrapolated to an epoch)")
@@ -119,12 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.batches >= steps_per_epoch:
         parser.error(f"--batches {args.batches}: an epoch has {steps_per_epoch} steps; time fewer (the last, "
                      f"short one is recorded in the warm-up)")
-    measured = [measure(n, dataset, instances, args.batches, device, steps_per_epoch) for n in args.runs]
+    how = measure_stacked if args.mode == "stacked" else measure
+    measured = [how(n, dataset, instances, args.batches, device, steps_per_epoch) for n in args.runs]
     single = next((m["epochs_per_hour"] for m in measured if m["runs"] == 1), None)
     for m in measured:
         m["speedup_over_one_run"] = round(m["epochs_per_hour"] / single, 2) if single else None
-    report = {"dataset": name, **runtime.describe_execution(device), "machine": speed.machine(),
-              "compile": "cuda-graph" if device.type == "cuda" else "none", "streams": device.type == "cuda",
+    report = {"dataset": name, **runtime.describe_execution(device), "machine": speed.machine(), "mode": args.mode,
+              "compile": "cuda-graph" if device.type == "cuda" else "none",
+              "streams": device.type == "cuda" and args.mode == "streams",
               "steps_per_epoch": steps_per_epoch, "timed_steps_per_run": args.batches, "results": measured}
     json.dump(report, sys.stdout, indent=2)
     print()

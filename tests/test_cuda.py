@@ -354,3 +354,45 @@ def test_a_cuda_graph_finetuning_run_resumes_to_the_uninterrupted_result(tiny_da
     for split in ("valid", "test"):
         for name, value in whole["metrics"]["full"][split].items():
             assert resumed["metrics"]["full"][split][name] == pytest.approx(value, abs=1e-3), (split, name)
+
+
+def test_stacked_runs_replayed_as_a_cuda_graph_train_as_the_eager_stacked_step(dataset):
+    """benchmarks/runs_per_process.py --mode stacked: two runs' weights stacked, their losses by
+    vmap, the step recorded by GraphedSteps; its replays give the eager stacked step's per-run
+    losses and weights (dropout off: the comparison is of the recording, tests/test_runs_per_process.py
+    compares the stacked step with each run's own). With dropout on, the fused attention runs
+    under vmap or the benchmark's fallback does; either way the runs' losses are finite."""
+    from scripts_import import load_script
+    from s3rec.cuda_graphs import GRID_INPUTS, GraphedSteps
+    from s3rec.pretrain_batches import item_attribute_table
+    stacked_mode = load_script("runs_per_process", folder="benchmarks")
+    data, split = dataset
+    settings = {**SETTINGS, "model": {**SETTINGS["model"], "hidden_dropout": 0.0, "attention_dropout": 0.0}}
+    cfg = RunConfig.from_dict(settings)
+    instances = build_instances(split.train, data.item_attributes, data.num_items, data.num_attributes,
+                                max_len=cfg.model.max_len)
+    table = item_attribute_table(instances).to(CUDA)
+    draws = [pretrain_batches(instances, 32, np.random.default_rng(seed), mask_prob=0.2, batching="padded",
+                              bounds=(), length=cfg.model.max_len) for seed in (0, 1)]
+    batches = [stacked_mode.StackedBatch.of([a, b]).to(CUDA) for (a,), (b,), _ in zip(*draws, range(4))]
+
+    def train(graphed: bool):
+        torch.manual_seed(0)
+        stacked = stacked_mode.StackedRuns([PretrainModel(cfg, data.num_items, data.num_attributes).to(CUDA)
+                                            for _ in range(2)], table)
+        optimizer = adam(stacked.parameters(), lr=1e-3, weight_decay=0.0)
+        step = (GraphedSteps(stacked, optimizer, stacked.losses, GRID_INPUTS) if graphed
+                else runs.optimizer_steps(lambda chunks: stacked.losses(chunks[0]), optimizer))
+        return torch.stack([step([batch])["per_run"].detach().clone() for batch in batches]), stacked
+
+    (eager, eager_runs), (graphed, graphed_runs) = train(False), train(True)
+    assert not torch.equal(eager[:, 0], eager[:, 1])  # two runs, two seeds, two batches
+    torch.testing.assert_close(graphed, eager, rtol=1e-5, atol=1e-5)
+    for want, got in zip(eager_runs.parameters(), graphed_runs.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+    run = stacked_mode.StackedRun(data, instances, 2, CUDA)  # dropout on (the paper preset's model)
+    for batch, _ in zip(run.epochs(instances), range(3)):
+        run.step(batch, CUDA)
+    assert run.attention in ("fused", "spelled out")
+    assert torch.isfinite(run.train_step([batch[0].to(CUDA)])["per_run"]).all()

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from conftest import REPO
 from s3rec.data import write_prepared
+from s3rec.pretrain_batches import Batch
 from s3rec.synthetic import SyntheticSpec, generate
 from scripts_import import load_script
 
@@ -56,3 +58,53 @@ def test_batch_drawing_times_each_layout(tmp_path, capsys, monkeypatch):
         assert len(report[name]["seconds"]) == 2 and report[name]["best_seconds"] == min(report[name]["seconds"])
     assert report["finetune_chunks"]["steps"] == report["finetune_fixed_shapes"]["steps"] == 2  # 300 users, 256 a batch
     assert report["pretrain_chunks"]["steps"] == report["pretrain_fixed_shapes"]["steps"] > 3
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # CPU attention under vmap, dropout off
+def test_stacked_runs_are_each_runs_own_losses_and_gradients(runs_per_process):
+    """--mode stacked computes what N separate runs compute: each run's losses of its own batch,
+    and, from the summed loss, each run's own gradients (dropout off; double precision)."""
+    from s3rec.config import RunConfig
+    from s3rec.pretraining import PretrainModel
+
+    torch.manual_seed(0)
+    count, size, length, items, attributes = 3, 6, 12, 40, 9
+    cfg = RunConfig.from_dict({"model": {"rank": None, "max_len": length}, "pretrain": {"preset": "paper"}})
+    models = [PretrainModel(cfg, items, attributes).double().eval() for _ in range(count)]
+    table = (torch.rand(items + 2, attributes) < 0.3).double()
+
+    def ids(top):
+        x = torch.randint(1, top + 1, (count, size, length))
+        x[:, :, : length // 3] = 0  # left padding
+        return x
+
+    stacked = runs_per_process.StackedBatch(items=ids(items), masked_items=ids(items + 1), negative_items=ids(items),
+                                            masked_segments=ids(items + 1), pos_segments=ids(items + 1),
+                                            neg_segments=ids(items + 1))
+    runs = runs_per_process.StackedRuns(models, table)
+    assert sum(w.numel() for w in runs.parameters()) == count * sum(p.numel() for p in models[0].parameters())
+    losses = runs.losses(stacked)
+    losses["loss"].backward()
+    empty = torch.zeros(0, dtype=torch.long)
+    for i, model in enumerate(models):
+        fields = {name: getattr(stacked, name)[i] for name in ("items", "masked_items", "negative_items",
+                                                                "masked_segments", "pos_segments", "neg_segments")}
+        batch = Batch(users=empty, attribute_rows=empty, attribute_ids=empty, real_positions=empty,
+                      unmasked_rows=empty, masked_rows=empty, num_instances=size, **fields)
+        own = model.grid_forward(batch, table)["loss"]
+        own.backward()
+        assert losses["per_run"][i].item() == pytest.approx(own.item(), rel=1e-12)
+        for weight, (name, parameter) in zip(runs.weights, model.named_parameters()):
+            torch.testing.assert_close(weight.grad[i], parameter.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_stacked_mode_reports_each_number_of_runs(runs_per_process, tmp_path, capsys):
+    data = tmp_path / "tiny"
+    write_prepared(generate(SyntheticSpec(users=300, items=60, attributes=8, seed=3, max_length=15)), data)
+    assert runs_per_process.main(["--device", "cpu", "--threads", "1", "--mode", "stacked", "--runs", "1", "3",
+                                  "--batches", "2", "--data", str(data)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["mode"], report["streams"]) == ("stacked", False)
+    one, three = report["results"]
+    assert (one["runs"], three["runs"], one["attention"]) == (1, 3, "spelled out")
+    assert three["epochs_per_hour"] == pytest.approx(3 * 3600 / three["seconds_per_epoch"], rel=0.01)
