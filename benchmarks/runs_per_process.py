@@ -24,7 +24,8 @@ all N: as many kernels as one run's step, each N times wider. Adam is elementwis
 over the stacked weights is N runs' Adams. tests/test_runs_per_process.py checks on a CPU that
 the stacked losses and gradients are each run's own (dropout off). If the GPU's fused attention
 has no vmap rule, the step falls back to attention spelled out (matmul, softmax, dropout, as on
-a CPU; the same distribution); the JSON's "attention" says which ran.
+a CPU; the same distribution); the JSON's "attention" says which ran, and "vmap_fallbacks" the
+ops that vmap could only run once per run (slower; the same values).
 
 On a CPU (no streams, no graphs) the runs step eagerly (fixed shapes, compile none), one after
 another: that checks the script, not a speed. Prints one JSON object: per N, the seconds a
@@ -42,9 +43,11 @@ import copy
 import dataclasses
 import functools
 import json
+import re
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -190,20 +193,33 @@ class StackedRun:
         self.train_step([chunk.to(device) for chunk in batch])
 
     def make_step(self, first: list[StackedBatch]):
-        if self.attention == "fused":
-            try:  # the fused attention kernel, dropout on, forward and backward under vmap: torch may lack a rule
-                weights = list(self.stacked.parameters())
-                torch.autograd.grad(self.stacked.losses(first[0])["loss"], weights)  # the weights stay as they are
-            except (RuntimeError, NotImplementedError) as error:
-                print(f"stacked: fused attention under vmap failed ({str(error).splitlines()[0]}); "
-                      f"attention spelled out instead", file=sys.stderr)
-                self.attention = "spelled out"
-                for module in self.stacked.template.modules():
-                    if isinstance(module, SelfAttention):
-                        module.attend = functools.partial(spelled_out_attention, module)
+        """The stacked step, after a probe (forward and backward, the weights left as they are) of
+        whether vmap batches every op: an op without a vmap rule runs once per run (torch warns
+        of it, and vmap_fallbacks lists it); the fused attention with dropout may have no rule at
+        all (an error), and then the attention is spelled out."""
+        try:
+            self.vmap_fallbacks = self.probe(first[0])
+        except (RuntimeError, NotImplementedError) as error:
+            if self.attention != "fused":
+                raise
+            print(f"stacked: fused attention under vmap failed ({str(error).splitlines()[0]}); "
+                  f"attention spelled out instead", file=sys.stderr)
+            self.attention = "spelled out"
+            for module in self.stacked.template.modules():
+                if isinstance(module, SelfAttention):
+                    module.attend = functools.partial(spelled_out_attention, module)
+            self.vmap_fallbacks = self.probe(first[0])
         if self.graphed:
             return GraphedSteps(self.stacked, self.optimizer, self.stacked.losses, GRID_INPUTS)
         return optimizer_steps(lambda chunks: self.stacked.losses(chunks[0]), self.optimizer)
+
+    def probe(self, batch: StackedBatch) -> list[str]:
+        """The ops that vmap ran once per run in a stacked forward and backward (no weight changes)."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.autograd.grad(self.stacked.losses(batch)["loss"], list(self.stacked.parameters()))
+        return sorted({match.group(1) for w in caught
+                       if (match := re.search(r"batching rule for (\S+?)\.? ", str(w.message)))})
 
 
 def measure_stacked(count: int, dataset, instances, limit: int, device, steps_per_epoch: int) -> dict:
@@ -220,7 +236,7 @@ def measure_stacked(count: int, dataset, instances, limit: int, device, steps_pe
         run.step(next(batches), device)
     speed.synchronize(device)
     return {**rates(count, time.perf_counter() - start, limit, steps_per_epoch, device),
-            "attention": run.attention}
+            "attention": run.attention, "vmap_fallbacks": run.vmap_fallbacks}
 
 
 def rates(count: int, seconds: float, limit: int, steps_per_epoch: int, device) -> dict:

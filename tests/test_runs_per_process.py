@@ -107,4 +107,20 @@ def test_stacked_mode_reports_each_number_of_runs(runs_per_process, tmp_path, ca
     assert (report["mode"], report["streams"]) == ("stacked", False)
     one, three = report["results"]
     assert (one["runs"], three["runs"], one["attention"]) == (1, 3, "spelled out")
+    assert one["vmap_fallbacks"] == three["vmap_fallbacks"] == []  # dropout on: the CPU attends by matmul
     assert three["epochs_per_hour"] == pytest.approx(3 * 3600 / three["seconds_per_epoch"], rel=0.01)
+
+
+def test_the_stacked_probe_names_the_ops_vmap_runs_once_per_run(runs_per_process, tmp_path):
+    """Without dropout the CPU attends with SDPA, which vmap has no rule for: the probe names it."""
+    data = tmp_path / "tiny"
+    write_prepared(generate(SyntheticSpec(users=200, items=60, attributes=8, seed=3, max_length=15)), data)
+    from s3rec.data import leave_one_out, load_dataset
+    from s3rec.pretrain_batches import split_instances
+    dataset = load_dataset(data)
+    instances = split_instances(dataset, leave_one_out(dataset.sequences), max_len=50)
+    run = runs_per_process.StackedRun(dataset, instances, 2, torch.device("cpu"))
+    (batch,) = next(run.epochs(instances))
+    assert run.probe(batch) == []
+    run.stacked.template.eval()
+    assert [op for op in run.probe(batch) if "scaled_dot_product" in op] != []
