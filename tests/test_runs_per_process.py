@@ -12,6 +12,7 @@ import torch
 from conftest import REPO
 from s3rec.data import write_prepared
 from s3rec.pretrain_batches import Batch
+from s3rec.training import adam
 from s3rec.synthetic import SyntheticSpec, generate
 from scripts_import import load_script
 
@@ -63,7 +64,7 @@ def test_batch_drawing_times_each_layout(tmp_path, capsys, monkeypatch):
 @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # CPU attention under vmap, dropout off
 def test_stacked_runs_are_each_runs_own_losses_and_gradients(runs_per_process):
     """--mode stacked computes what N separate runs compute: each run's losses of its own batch,
-    and, from the summed loss, each run's own gradients (dropout off; double precision)."""
+    and, from the summed loss, each run's own gradients and Adam step (dropout off; double precision)."""
     from s3rec.config import RunConfig
     from s3rec.pretraining import PretrainModel
 
@@ -96,6 +97,12 @@ def test_stacked_runs_are_each_runs_own_losses_and_gradients(runs_per_process):
         assert losses["per_run"][i].item() == pytest.approx(own.item(), rel=1e-12)
         for weight, (name, parameter) in zip(runs.weights, model.named_parameters()):
             torch.testing.assert_close(weight.grad[i], parameter.grad, rtol=1e-10, atol=1e-12, msg=name)
+    # one Adam over the stacked weights is each run's own Adam (it is elementwise)
+    adam(runs.parameters(), lr=1e-3, weight_decay=0.0).step()
+    for i, model in enumerate(models):
+        adam(model.parameters(), lr=1e-3, weight_decay=0.0).step()
+        for weight, (name, parameter) in zip(runs.weights, model.named_parameters()):
+            torch.testing.assert_close(weight[i], parameter, rtol=1e-12, atol=1e-14, msg=name)
 
 
 def test_stacked_mode_reports_each_number_of_runs(runs_per_process, tmp_path, capsys):
