@@ -36,8 +36,10 @@ def shared_data_or_skip() -> Path:
     return SHARED_DATA
 
 
+@functools.cache
 def slurm_available() -> str | None:
-    """None when a SLURM cluster answers, else the reason to skip."""
+    """None when a SLURM cluster answers, else the reason to skip. Asked once a session: against
+    a stopped controller, sinfo takes 9 s to give up."""
     if not shutil.which("sbatch") or not shutil.which("sinfo"):
         return "no SLURM here (sbatch/sinfo not on PATH; start one with ../shared/slurm-local/start-slurm.sh)"
     try:
