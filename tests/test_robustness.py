@@ -37,6 +37,8 @@ def _unreadable_files(tmp_path) -> dict[str, bytes]:
 
 
 # 6: an unreadable .pt is a clear ValueError naming the file, never torch's weights_only advice.
+# (One of the files is a plain pickle, on which torch warns before it fails.)
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_load_torch_rejects_unreadable_files_with_a_clear_message(tmp_path):
     for name, content in _unreadable_files(tmp_path).items():
         path = tmp_path / f"{name}.pt"
