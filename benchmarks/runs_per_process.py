@@ -24,8 +24,8 @@ all N: as many kernels as one run's step, each N times wider. Adam is elementwis
 over the stacked weights is N runs' Adams. tests/test_runs_per_process.py checks on a CPU that
 the stacked losses and gradients are each run's own (dropout off). If the GPU's fused attention
 has no vmap rule, the step falls back to attention spelled out (matmul, softmax, dropout, as on
-a CPU; the same distribution); the JSON's "attention" says which ran, and "vmap_fallbacks" the
-ops that vmap could only run once per run (slower; the same values).
+a CPU; the same distribution; "attention_spelled_out" in the JSON), and "vmap_fallbacks" lists
+the ops that vmap could only run once per run (slower; the same values).
 
 On a CPU (no streams, no graphs) the runs step eagerly (fixed shapes, compile none), one after
 another: that checks the script, not a speed. Prints one JSON object: per N, the seconds a
@@ -144,6 +144,7 @@ class StackedRuns(torch.nn.Module):
         # not a submodule: it lends functional_call its code, not its (meta) parameters
         self.__dict__["template"] = GridLoss(copy.deepcopy(models[0]).to("meta"), table).train(models[0].training)
         self.empty = torch.zeros(0, dtype=torch.long, device=table.device)
+        self.attention_spelled_out = False
 
     def run_losses(self, weights: tuple[torch.Tensor, ...], fields: dict[str, torch.Tensor]) -> dict:
         """One run's losses (inside vmap): its weights and its batch's (B, L) fields."""
@@ -155,6 +156,32 @@ class StackedRuns(torch.nn.Module):
     def losses(self, batch: StackedBatch) -> dict[str, torch.Tensor]:
         per_run = vmap(self.run_losses, randomness="different")(tuple(self.weights), dataclasses.asdict(batch))
         return {"loss": per_run["loss"].sum(), "per_run": per_run["loss"]}
+
+    def prepare(self, batch: StackedBatch) -> list[str]:
+        """Probe a stacked forward and backward on `batch` (the weights left as they are) and return
+        the ops vmap could only run once per run (torch warns of each). The fused attention with
+        dropout may have no vmap rule at all (an error): then the attention is spelled out
+        (attention_spelled_out) and probed again."""
+        try:
+            return self.probe(batch)
+        except (RuntimeError, NotImplementedError) as error:
+            if self.attention_spelled_out:
+                raise
+            print(f"stacked: the attention failed under vmap ({str(error).splitlines()[0]}); "
+                  f"spelled out instead", file=sys.stderr)
+            self.attention_spelled_out = True
+            for module in self.template.modules():
+                if isinstance(module, SelfAttention):
+                    module.attend = functools.partial(spelled_out_attention, module)
+            return self.probe(batch)
+
+    def probe(self, batch: StackedBatch) -> list[str]:
+        """The ops that vmap ran once per run in a stacked forward and backward (no weight changes)."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.autograd.grad(self.losses(batch)["loss"], list(self.parameters()))
+        return sorted({match.group(1) for w in caught
+                       if (match := re.search(r"batching rule for (\S+?)\.? ", str(w.message)))})
 
 
 def spelled_out_attention(attention: SelfAttention, q, k, v, allowed) -> torch.Tensor:
@@ -178,7 +205,6 @@ class StackedRun:
         self.optimizer = adam(self.stacked.parameters(), lr=1e-3, weight_decay=0.0)
         self.layout = {"bounds": (), "length": cfg.model.max_len}
         self.rngs = [np.random.default_rng(seed) for seed in range(count)]
-        self.attention = "fused" if device.type == "cuda" else "spelled out"
         self.graphed = device.type == "cuda"
         self.train_step = None
 
@@ -193,33 +219,10 @@ class StackedRun:
         self.train_step([chunk.to(device) for chunk in batch])
 
     def make_step(self, first: list[StackedBatch]):
-        """The stacked step, after a probe (forward and backward, the weights left as they are) of
-        whether vmap batches every op: an op without a vmap rule runs once per run (torch warns
-        of it, and vmap_fallbacks lists it); the fused attention with dropout may have no rule at
-        all (an error), and then the attention is spelled out."""
-        try:
-            self.vmap_fallbacks = self.probe(first[0])
-        except (RuntimeError, NotImplementedError) as error:
-            if self.attention != "fused":
-                raise
-            print(f"stacked: fused attention under vmap failed ({str(error).splitlines()[0]}); "
-                  f"attention spelled out instead", file=sys.stderr)
-            self.attention = "spelled out"
-            for module in self.stacked.template.modules():
-                if isinstance(module, SelfAttention):
-                    module.attend = functools.partial(spelled_out_attention, module)
-            self.vmap_fallbacks = self.probe(first[0])
+        self.vmap_fallbacks = self.stacked.prepare(first[0])
         if self.graphed:
             return GraphedSteps(self.stacked, self.optimizer, self.stacked.losses, GRID_INPUTS)
         return optimizer_steps(lambda chunks: self.stacked.losses(chunks[0]), self.optimizer)
-
-    def probe(self, batch: StackedBatch) -> list[str]:
-        """The ops that vmap ran once per run in a stacked forward and backward (no weight changes)."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.autograd.grad(self.stacked.losses(batch)["loss"], list(self.stacked.parameters()))
-        return sorted({match.group(1) for w in caught
-                       if (match := re.search(r"batching rule for (\S+?)\.? ", str(w.message)))})
 
 
 def measure_stacked(count: int, dataset, instances, limit: int, device, steps_per_epoch: int) -> dict:
@@ -236,7 +239,7 @@ def measure_stacked(count: int, dataset, instances, limit: int, device, steps_pe
         run.step(next(batches), device)
     speed.synchronize(device)
     return {**rates(count, time.perf_counter() - start, limit, steps_per_epoch, device),
-            "attention": run.attention, "vmap_fallbacks": run.vmap_fallbacks}
+            "attention_spelled_out": run.stacked.attention_spelled_out, "vmap_fallbacks": run.vmap_fallbacks}
 
 
 def rates(count: int, seconds: float, limit: int, steps_per_epoch: int, device) -> dict:

@@ -113,7 +113,7 @@ def test_stacked_mode_reports_each_number_of_runs(runs_per_process, tmp_path, ca
     report = json.loads(capsys.readouterr().out)
     assert (report["mode"], report["streams"]) == ("stacked", False)
     one, three = report["results"]
-    assert (one["runs"], three["runs"], one["attention"]) == (1, 3, "spelled out")
+    assert (one["runs"], three["runs"], one["attention_spelled_out"]) == (1, 3, False)
     assert one["vmap_fallbacks"] == three["vmap_fallbacks"] == []  # dropout on: the CPU attends by matmul
     assert three["epochs_per_hour"] == pytest.approx(3 * 3600 / three["seconds_per_epoch"], rel=0.01)
 
@@ -128,6 +128,34 @@ def test_the_stacked_probe_names_the_ops_vmap_runs_once_per_run(runs_per_process
     instances = split_instances(dataset, leave_one_out(dataset.sequences), max_len=50)
     run = runs_per_process.StackedRun(dataset, instances, 2, torch.device("cpu"))
     (batch,) = next(run.epochs(instances))
-    assert run.probe(batch) == []
+    assert run.stacked.prepare(batch) == [] and not run.stacked.attention_spelled_out
     run.stacked.template.eval()
-    assert [op for op in run.probe(batch) if "scaled_dot_product" in op] != []
+    assert [op for op in run.stacked.probe(batch) if "scaled_dot_product" in op] != []
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # SDPA under vmap, dropout off
+def test_where_the_attention_fails_under_vmap_the_stacked_step_spells_it_out(runs_per_process, tmp_path, capsys):
+    """The fallback for a GPU whose fused attention has no vmap rule: rehearsed by making the
+    attention fail; the spelled-out attention gives the same losses (dropout off)."""
+    data = tmp_path / "tiny"
+    write_prepared(generate(SyntheticSpec(users=200, items=60, attributes=8, seed=3, max_length=15)), data)
+    from s3rec.data import leave_one_out, load_dataset
+    from s3rec.encoder import SelfAttention
+    from s3rec.pretrain_batches import split_instances
+    dataset = load_dataset(data)
+    instances = split_instances(dataset, leave_one_out(dataset.sequences), max_len=50)
+    run = runs_per_process.StackedRun(dataset, instances, 2, torch.device("cpu"))
+    (batch,) = next(run.epochs(instances))
+    stacked = run.stacked
+    stacked.template.eval()
+    want = stacked.losses(batch)["per_run"]
+
+    def no_rule(*args):
+        raise RuntimeError("vmap: no batching rule for this attention (a rehearsal)")
+
+    for module in stacked.template.modules():
+        if isinstance(module, SelfAttention):
+            module.attend = no_rule
+    assert stacked.prepare(batch) == [] and stacked.attention_spelled_out
+    assert "the attention failed under vmap (vmap: no batching rule" in capsys.readouterr().err
+    torch.testing.assert_close(stacked.losses(batch)["per_run"], want)
