@@ -23,8 +23,8 @@ each run on its own batch with its own dropout draws, one step (and, on a GPU, o
 all N: as many kernels as one run's step, each N times wider. Adam is elementwise, so one Adam
 over the stacked weights is N runs' Adams. tests/test_runs_per_process.py checks on a CPU that
 the stacked losses and gradients are each run's own (dropout off). If the GPU's fused attention
-has no vmap rule, the step falls back to attention spelled out (matmul, softmax, dropout, as on
-a CPU; the same distribution; "attention_spelled_out" in the JSON), and "vmap_fallbacks" lists
+has no vmap rule, the step falls back to attention spelled out (SelfAttention.attend_spelled_out,
+as on a CPU: the same distribution; "attention_spelled_out" in the JSON), and "vmap_fallbacks" lists
 the ops that vmap could only run once per run (slower; the same values).
 
 On a CPU (no streams, no graphs) the runs step eagerly (fixed shapes, compile none), one after
@@ -41,7 +41,6 @@ import collections
 import contextlib
 import copy
 import dataclasses
-import functools
 import json
 import re
 import sys
@@ -52,7 +51,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -118,6 +116,13 @@ class StackedBatch:
         return StackedBatch(**runtime.to_device(dataclasses.asdict(self), device))
 
 
+def grid_batch(fields: dict[str, torch.Tensor], empty: torch.Tensor) -> Batch:
+    """A Batch of the (B, L) fields grid_forward reads (GRID_INPUTS); the index fields, which it
+    does not read, `empty`."""
+    return Batch(users=empty, attribute_rows=empty, attribute_ids=empty, real_positions=empty,
+                 unmasked_rows=empty, masked_rows=empty, num_instances=fields["items"].shape[0], **fields)
+
+
 class GridLoss(torch.nn.Module):
     """A PretrainModel whose forward is grid_forward (functional_call calls forward)."""
 
@@ -148,10 +153,7 @@ class StackedRuns(torch.nn.Module):
 
     def run_losses(self, weights: tuple[torch.Tensor, ...], fields: dict[str, torch.Tensor]) -> dict:
         """One run's losses (inside vmap): its weights and its batch's (B, L) fields."""
-        batch = Batch(users=self.empty, attribute_rows=self.empty, attribute_ids=self.empty,
-                      real_positions=self.empty, unmasked_rows=self.empty, masked_rows=self.empty,
-                      num_instances=fields["items"].shape[0], **fields)  # grid_forward reads none of the empties
-        return functional_call(self.template, dict(zip(self.names, weights)), (batch,))
+        return functional_call(self.template, dict(zip(self.names, weights)), (grid_batch(fields, self.empty),))
 
     def losses(self, batch: StackedBatch) -> dict[str, torch.Tensor]:
         per_run = vmap(self.run_losses, randomness="different")(tuple(self.weights), dataclasses.asdict(batch))
@@ -172,7 +174,7 @@ class StackedRuns(torch.nn.Module):
             self.attention_spelled_out = True
             for module in self.template.modules():
                 if isinstance(module, SelfAttention):
-                    module.attend = functools.partial(spelled_out_attention, module)
+                    module.attend = module.attend_spelled_out
             return self.probe(batch)
 
     def probe(self, batch: StackedBatch) -> list[str]:
@@ -184,26 +186,17 @@ class StackedRuns(torch.nn.Module):
                        if (match := re.search(r"batching rule for (\S+?)\.? ", str(w.message)))})
 
 
-def spelled_out_attention(attention: SelfAttention, q, k, v, allowed) -> torch.Tensor:
-    """SelfAttention.attend as on a CPU (matmul, softmax, dropout): what vmap can batch."""
-    p = attention.attention_dropout.p if attention.training else 0.0
-    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
-    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-    return F.dropout(weights, p, training=p > 0) @ v
-
-
 class StackedRun:
     """`count` runs (own seed, weights, batch draws) trained as one stacked step: Run's interface."""
 
     def __init__(self, dataset, instances, count: int, device):
-        cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": "prefixes", "preset": "paper"}})
         models = []
         for seed in range(count):
             torch.manual_seed(seed)
-            models.append(PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device))
+            models.append(speed.paper_model(dataset, "prefixes", device))
         self.stacked = StackedRuns(models, item_attribute_table(instances).to(device))
         self.optimizer = adam(self.stacked.parameters(), lr=1e-3, weight_decay=0.0)
-        self.layout = {"bounds": (), "length": cfg.model.max_len}
+        self.layout = {"bounds": (), "length": models[0].cfg.model.max_len}
         self.rngs = [np.random.default_rng(seed) for seed in range(count)]
         self.graphed = device.type == "cuda"
         self.train_step = None
@@ -214,9 +207,10 @@ class StackedRun:
                    *(speed.pretrain_draws(instances, rng, self.layout) for rng in self.rngs))
 
     def step(self, batch, device) -> None:
+        chunks = [chunk.to(device) for chunk in batch]
         if self.train_step is None:
-            self.train_step = self.make_step([chunk.to(device) for chunk in batch])
-        self.train_step([chunk.to(device) for chunk in batch])
+            self.train_step = self.make_step(chunks)
+        self.train_step(chunks)
 
     def make_step(self, first: list[StackedBatch]):
         self.vmap_fallbacks = self.stacked.prepare(first[0])

@@ -176,16 +176,22 @@ def pretraining_step(dataset, instances, kind: str, device, compile_mode: str = 
     """(train_step, layout) of a new dense-head model of the `paper` preset, its step as
     pretrain_steps says (from torch's current random state)."""
     run_mode = "cuda-graph" if compile_mode == "cuda-graph-inductor" else compile_mode
-    cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"},
-                               "compile": run_mode if fixed_shapes else "none"})
-    model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
+    model = paper_model(dataset, kind, device, run_mode if fixed_shapes else "none")
     optimizer = adam(model.parameters(), lr=1e-3, weight_decay=0.0)
-    train_step, layout = runs.pretraining_steps(model, optimizer, instances, cfg, device, fixed_shapes)
+    train_step, layout = runs.pretraining_steps(model, optimizer, instances, model.cfg, device, fixed_shapes)
     if compile_mode == "cuda-graph-inductor":
         train_step.losses_of = inductor_losses(train_step.losses_of)
     if not fixed_shapes:
         compile_encoder(model.encoder, compile_mode)
     return train_step, layout
+
+
+def paper_model(dataset, kind: str, device, compile_mode: str = "none") -> PretrainModel:
+    """A new dense-head model of the `paper` preset (its config: model.cfg), from torch's
+    current random state."""
+    cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"instances": kind, "preset": "paper"},
+                               "compile": compile_mode})
+    return PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
 
 
 def pretrain_draws(instances, rng: np.random.Generator, layout: dict, batching: str = "padded"):

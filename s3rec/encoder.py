@@ -69,10 +69,14 @@ class SelfAttention(nn.Module):
             # Spelled out so that the attention weights go through the fast dropout; SDPA's own
             # dropout falls back to this same computation with Bernoulli sampling on CPU. On a
             # GPU, SDPA drops the same weights inside its fused kernel.
-            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
-            weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-            return self.attention_dropout(weights) @ v
+            return self.attend_spelled_out(q, k, v, allowed)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+
+    def attend_spelled_out(self, q, k, v, allowed) -> torch.Tensor:
+        """attend() as matmul, softmax and dropout: the same distribution as SDPA's."""
+        scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+        weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        return self.attention_dropout(weights) @ v
 
 
 class FeedForward(nn.Module):

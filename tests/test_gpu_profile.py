@@ -15,7 +15,8 @@ import subprocess
 import pytest
 import yaml
 
-from test_workflow import (REPO, TINY, run_snakemake, sacct_fields, slurm_available, slurm_job_ids,  # noqa: F401
+from conftest import slurm_available
+from test_workflow import (REPO, TINY, run_snakemake, sacct_fields, slurm_job_ids,  # noqa: F401
                            workdir, write_config)
 
 TRAINING = {"pretrain_model", "finetune_model"}

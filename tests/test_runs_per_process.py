@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from conftest import REPO
-from s3rec.data import write_prepared
-from s3rec.pretrain_batches import Batch
-from s3rec.training import adam
+from s3rec.cuda_graphs import GRID_INPUTS
+from s3rec.data import leave_one_out, load_dataset, write_prepared
+from s3rec.encoder import SelfAttention
+from s3rec.pretrain_batches import split_instances
 from s3rec.synthetic import SyntheticSpec, generate
+from s3rec.training import adam
 from scripts_import import load_script
 
 
@@ -86,13 +88,9 @@ def test_stacked_runs_are_each_runs_own_losses_and_gradients(runs_per_process):
     assert sum(w.numel() for w in runs.parameters()) == count * sum(p.numel() for p in models[0].parameters())
     losses = runs.losses(stacked)
     losses["loss"].backward()
-    empty = torch.zeros(0, dtype=torch.long)
     for i, model in enumerate(models):
-        fields = {name: getattr(stacked, name)[i] for name in ("items", "masked_items", "negative_items",
-                                                                "masked_segments", "pos_segments", "neg_segments")}
-        batch = Batch(users=empty, attribute_rows=empty, attribute_ids=empty, real_positions=empty,
-                      unmasked_rows=empty, masked_rows=empty, num_instances=size, **fields)
-        own = model.grid_forward(batch, table)["loss"]
+        fields = {name: getattr(stacked, name)[i] for name in GRID_INPUTS}
+        own = model.grid_forward(runs_per_process.grid_batch(fields, torch.zeros(0, dtype=torch.long)), table)["loss"]
         own.backward()
         assert losses["per_run"][i].item() == pytest.approx(own.item(), rel=1e-12)
         for weight, (name, parameter) in zip(runs.weights, model.named_parameters()):
@@ -118,35 +116,31 @@ def test_stacked_mode_reports_each_number_of_runs(runs_per_process, tmp_path, ca
     assert three["epochs_per_hour"] == pytest.approx(3 * 3600 / three["seconds_per_epoch"], rel=0.01)
 
 
-def test_the_stacked_probe_names_the_ops_vmap_runs_once_per_run(runs_per_process, tmp_path):
-    """Without dropout the CPU attends with SDPA, which vmap has no rule for: the probe names it."""
+@pytest.fixture
+def stacked_and_batch(runs_per_process, tmp_path):
+    """Two stacked runs (StackedRuns) on a tiny data set, and their first stacked batch."""
     data = tmp_path / "tiny"
     write_prepared(generate(SyntheticSpec(users=200, items=60, attributes=8, seed=3, max_length=15)), data)
-    from s3rec.data import leave_one_out, load_dataset
-    from s3rec.pretrain_batches import split_instances
     dataset = load_dataset(data)
     instances = split_instances(dataset, leave_one_out(dataset.sequences), max_len=50)
     run = runs_per_process.StackedRun(dataset, instances, 2, torch.device("cpu"))
     (batch,) = next(run.epochs(instances))
-    assert run.stacked.prepare(batch) == [] and not run.stacked.attention_spelled_out
-    run.stacked.template.eval()
-    assert [op for op in run.stacked.probe(batch) if "scaled_dot_product" in op] != []
+    return run.stacked, batch
+
+
+def test_the_stacked_probe_names_the_ops_vmap_runs_once_per_run(stacked_and_batch):
+    """Without dropout the CPU attends with SDPA, which vmap has no rule for: the probe names it."""
+    stacked, batch = stacked_and_batch
+    assert stacked.prepare(batch) == [] and not stacked.attention_spelled_out
+    stacked.template.eval()
+    assert [op for op in stacked.probe(batch) if "scaled_dot_product" in op] != []
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # SDPA under vmap, dropout off
-def test_where_the_attention_fails_under_vmap_the_stacked_step_spells_it_out(runs_per_process, tmp_path, capsys):
+def test_where_the_attention_fails_under_vmap_the_stacked_step_spells_it_out(stacked_and_batch, capsys):
     """The fallback for a GPU whose fused attention has no vmap rule: rehearsed by making the
     attention fail; the spelled-out attention gives the same losses (dropout off)."""
-    data = tmp_path / "tiny"
-    write_prepared(generate(SyntheticSpec(users=200, items=60, attributes=8, seed=3, max_length=15)), data)
-    from s3rec.data import leave_one_out, load_dataset
-    from s3rec.encoder import SelfAttention
-    from s3rec.pretrain_batches import split_instances
-    dataset = load_dataset(data)
-    instances = split_instances(dataset, leave_one_out(dataset.sequences), max_len=50)
-    run = runs_per_process.StackedRun(dataset, instances, 2, torch.device("cpu"))
-    (batch,) = next(run.epochs(instances))
-    stacked = run.stacked
+    stacked, batch = stacked_and_batch
     stacked.template.eval()
     want = stacked.losses(batch)["per_run"]
 
