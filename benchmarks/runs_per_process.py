@@ -18,14 +18,13 @@ throughput figure, not yet a way to train. A run mode would give each run its ow
 state (CUDAGraph.register_generator_state).
 
 --mode stacked (the issue's "several seeds inside one process, stacked weights, torch.func"):
+s3rec/stacked.py's StackedRuns, what scripts/pretrain.py trains with several --seed values:
 the N runs' weights stacked along a first axis and their losses computed by torch.func.vmap,
 each run on its own batch with its own dropout draws, one step (and, on a GPU, one graph) for
-all N: as many kernels as one run's step, each N times wider. Adam is elementwise, so one Adam
-over the stacked weights is N runs' Adams. tests/test_runs_per_process.py checks on a CPU that
-the stacked losses and gradients are each run's own (dropout off). If the GPU's fused attention
-has no vmap rule, the step falls back to attention spelled out (SelfAttention.attend_spelled_out,
-as on a CPU: the same distribution; "attention_spelled_out" in the JSON), and "vmap_fallbacks" lists
-the ops that vmap could only run once per run (slower; the same values).
+all N: as many kernels as one run's step, each N times wider. If the GPU's fused attention has
+no vmap rule, the step falls back to attention spelled out ("attention_spelled_out" in the
+JSON), and "vmap_fallbacks" lists the ops that vmap could only run once per run (slower; the
+same values).
 
 On a CPU (no streams, no graphs) the runs step eagerly (fixed shapes, compile none), one after
 another: that checks the script, not a speed. Prints one JSON object: per N, the seconds a
@@ -39,31 +38,23 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import copy
-import dataclasses
 import json
-import re
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.func import functional_call, stack_module_state, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed  # noqa: E402  (a sibling script, not a package)
 
 from s3rec import runtime  # noqa: E402
 from s3rec.config import RunConfig  # noqa: E402
-from s3rec.cuda_graphs import GRID_INPUTS, GraphedSteps  # noqa: E402
 from s3rec.data import leave_one_out, load_dataset  # noqa: E402
-from s3rec.encoder import SelfAttention  # noqa: E402
-from s3rec.pretrain_batches import Batch, item_attribute_table, split_instances  # noqa: E402
-from s3rec.pretraining import PretrainModel  # noqa: E402
-from s3rec.runs import optimizer_steps  # noqa: E402
+from s3rec.pretrain_batches import item_attribute_table, split_instances  # noqa: E402
+from s3rec.stacked import StackedBatch, StackedRuns, stacked_steps  # noqa: E402
 from s3rec.training import adam  # noqa: E402
 
 WARMUP = 3  # an epoch's last steps, untimed: both of its shapes recorded (the last batch is short)
@@ -97,95 +88,6 @@ def draws(run: Run, instances):
     return speed.pretrain_draws(instances, run.rng, run.layout)
 
 
-@dataclasses.dataclass
-class StackedBatch:
-    """The fixed-shape fields grid_forward reads, of N runs' batches: each (N, B, L)."""
-
-    items: torch.Tensor
-    masked_items: torch.Tensor
-    negative_items: torch.Tensor
-    masked_segments: torch.Tensor
-    pos_segments: torch.Tensor
-    neg_segments: torch.Tensor
-
-    @classmethod
-    def of(cls, batches: list[Batch]) -> "StackedBatch":
-        return cls(**{name: torch.stack([getattr(b, name) for b in batches]) for name in GRID_INPUTS})
-
-    def to(self, device) -> "StackedBatch":
-        return StackedBatch(**runtime.to_device(dataclasses.asdict(self), device))
-
-
-def grid_batch(fields: dict[str, torch.Tensor], empty: torch.Tensor) -> Batch:
-    """A Batch of the (B, L) fields grid_forward reads (GRID_INPUTS); the index fields, which it
-    does not read, `empty`."""
-    return Batch(users=empty, attribute_rows=empty, attribute_ids=empty, real_positions=empty,
-                 unmasked_rows=empty, masked_rows=empty, num_instances=fields["items"].shape[0], **fields)
-
-
-class GridLoss(torch.nn.Module):
-    """A PretrainModel whose forward is grid_forward (functional_call calls forward)."""
-
-    def __init__(self, model: PretrainModel, table: torch.Tensor):
-        super().__init__()
-        self.model, self.table = model, table
-
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.model.grid_forward(batch, self.table)
-
-
-class StackedRuns(torch.nn.Module):
-    """N PretrainModels of one shape as one module: each weight stacked to (N, ...), the N runs'
-    losses by vmap over (weights, batch). losses(stacked batch)["loss"] is the sum of the runs'
-    losses, whose gradient with respect to run i's weights is run i's own gradient."""
-
-    def __init__(self, models: list[PretrainModel], table: torch.Tensor):
-        super().__init__()
-        weights, buffers = stack_module_state(models)
-        if buffers:
-            raise ValueError(f"StackedRuns stacks parameters only; the model has buffers {list(buffers)}")
-        self.names = [f"model.{name}" for name in weights]
-        self.weights = torch.nn.ParameterList(torch.nn.Parameter(w.detach()) for w in weights.values())
-        # not a submodule: it lends functional_call its code, not its (meta) parameters
-        self.__dict__["template"] = GridLoss(copy.deepcopy(models[0]).to("meta"), table).train(models[0].training)
-        self.empty = torch.zeros(0, dtype=torch.long, device=table.device)
-        self.attention_spelled_out = False
-
-    def run_losses(self, weights: tuple[torch.Tensor, ...], fields: dict[str, torch.Tensor]) -> dict:
-        """One run's losses (inside vmap): its weights and its batch's (B, L) fields."""
-        return functional_call(self.template, dict(zip(self.names, weights)), (grid_batch(fields, self.empty),))
-
-    def losses(self, batch: StackedBatch) -> dict[str, torch.Tensor]:
-        per_run = vmap(self.run_losses, randomness="different")(tuple(self.weights), dataclasses.asdict(batch))
-        return {"loss": per_run["loss"].sum(), "per_run": per_run["loss"]}
-
-    def prepare(self, batch: StackedBatch) -> list[str]:
-        """Probe a stacked forward and backward on `batch` (the weights left as they are) and return
-        the ops vmap could only run once per run (torch warns of each). The fused attention with
-        dropout may have no vmap rule at all (an error): then the attention is spelled out
-        (attention_spelled_out) and probed again."""
-        try:
-            return self.probe(batch)
-        except (RuntimeError, NotImplementedError) as error:
-            if self.attention_spelled_out:
-                raise
-            print(f"stacked: the attention failed under vmap ({str(error).splitlines()[0]}); "
-                  f"spelled out instead", file=sys.stderr)
-            self.attention_spelled_out = True
-            for module in self.template.modules():
-                if isinstance(module, SelfAttention):
-                    module.attend = module.attend_spelled_out
-            return self.probe(batch)
-
-    def probe(self, batch: StackedBatch) -> list[str]:
-        """The ops that vmap ran once per run in a stacked forward and backward (no weight changes)."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.autograd.grad(self.losses(batch)["loss"], list(self.parameters()))
-        return sorted({match.group(1) for w in caught
-                       if (match := re.search(r"batching rule for (\S+?)\.? ", str(w.message)))})
-
-
 class StackedRun:
     """`count` runs (own seed, weights, batch draws) trained as one stacked step: Run's interface."""
 
@@ -209,14 +111,9 @@ class StackedRun:
     def step(self, batch, device) -> None:
         chunks = [chunk.to(device) for chunk in batch]
         if self.train_step is None:
-            self.train_step = self.make_step(chunks)
+            self.train_step = stacked_steps(self.stacked, self.optimizer, chunks[0],
+                                            "cuda-graph" if self.graphed else "none")
         self.train_step(chunks)
-
-    def make_step(self, first: list[StackedBatch]):
-        self.vmap_fallbacks = self.stacked.prepare(first[0])
-        if self.graphed:
-            return GraphedSteps(self.stacked, self.optimizer, self.stacked.losses, GRID_INPUTS)
-        return optimizer_steps(lambda chunks: self.stacked.losses(chunks[0]), self.optimizer)
 
 
 def measure_stacked(count: int, dataset, instances, limit: int, device, steps_per_epoch: int) -> dict:
@@ -233,7 +130,8 @@ def measure_stacked(count: int, dataset, instances, limit: int, device, steps_pe
         run.step(next(batches), device)
     speed.synchronize(device)
     return {**rates(count, time.perf_counter() - start, limit, steps_per_epoch, device),
-            "attention_spelled_out": run.stacked.attention_spelled_out, "vmap_fallbacks": run.vmap_fallbacks}
+            "attention_spelled_out": run.stacked.attention_spelled_out,
+            "vmap_fallbacks": run.stacked.vmap_fallbacks}
 
 
 def rates(count: int, seconds: float, limit: int, steps_per_epoch: int, device) -> dict:

@@ -5,6 +5,7 @@ main output (pretrain.pt, metrics.json), so its presence means the run finished.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -326,23 +327,8 @@ def optimizer_steps(losses_of, optimizer: torch.optim.Optimizer):
 
 def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_after: int | None = None) -> dict | None:
     """Self-supervised pretraining for a fixed number of epochs (no early stopping, as the authors)."""
-    if not parse_variant(variant)[0]:
-        raise ValueError(f"variant {variant!r} is not pretrained")
-    device = runtime.choose_device(cfg.device)
-    runtime.set_threads(cfg.threads)
-    execution = runtime.describe_execution(device)
-    provenance = runtime.provenance()  # now: the code this process loaded, though the checkout may move on
-    log.info("pretraining %s seed %d on %s", variant, cfg.seed, execution)
-    dataset = load_dataset(data_dir)
-    split = leave_one_out(dataset.sequences)
-    if "sampled" in cfg.eval.protocols:  # the finetuning's evaluation would fail: say so before pretraining
-        if cfg.eval.negatives == "seeded":
-            check_sampled_protocol(dataset.sequences, dataset.num_items, cfg.eval.sampled_negatives, dataset.user_ids)
-        else:
-            sampled_negatives(data_dir, dataset, cfg)
-    p = cfg.pretrain
-    instances = split_instances(dataset, split, max_len=cfg.model.max_len, kind=p.instances)
-    log.info("%d pretraining instances (%s) from %d users", len(instances), p.instances, len(split.train))
+    setup = pretraining_setup(data_dir, cfg, variant, f"seed {cfg.seed}")
+    device, dataset, instances, p = setup.device, setup.dataset, setup.instances, cfg.pretrain
     runtime.epoch_generators(cfg.seed, 0)
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
     optimizer = adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
@@ -363,37 +349,86 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
         return row | {"instances": len(instances)}
 
     out_dir = Path(out_dir)
-    data_digest = runtime.digest(data_files(data_dir))
-    identity = {"config": run_identity(cfg), "variant": variant, "inputs": data_digest}
+    identity = {"config": run_identity(cfg), "variant": variant, "inputs": setup.data_digest}
     state = run_epochs(model=model, optimizer=optimizer, epochs=p.epochs, seed=cfg.seed, train_epoch=train_epoch,
                        checkpoint=out_dir / "pretrain.state.pt", config=identity,
                        history_path=out_dir / "pretrain_history.csv", stop_after=stop_after)
     if state.epoch < p.epochs:
         return None
-    seconds = sum(row["seconds"] for row in state.history)
-    cpu = history_sum(state.history, "cpu_seconds")
-    counts = parameter_counts(cfg, dataset.num_items, dataset.num_attributes, pretrained=True)
-    run = {"dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "epochs": state.epoch,
-           "instances": len(instances), "parameters": counts, "wall_seconds": seconds, "cpu_seconds": cpu,
-           "execution": execution | peak_memory(device), "config": cfg.to_dict(),
-           "provenance": provenance}
-    runtime.write_json(out_dir / "pretrain_run.json", run)
-    runtime.save_torch(out_dir / "pretrain.pt", {"config": cfg.to_dict(), "variant": variant, "seed": cfg.seed,
-                                                "data_digest": data_digest, "epoch": state.epoch,
-                                                "wall_seconds": seconds, "cpu_seconds": cpu,
-                                                "state_dict": model.state_dict()})
+    run = write_pretrained(out_dir, cfg, variant, setup, state.history, model.state_dict())
     (out_dir / "pretrain.state.pt").unlink(missing_ok=True)
-    log.info("pretrained %d epochs in %.1f s; last losses %s", state.epoch, seconds,
-             {k: round(v, 4) for k, v in state.history[-1].items() if k in LOSS_NAMES or k == "loss"})
     return run
 
 
-def add_run_arguments(parser) -> None:
-    """The command-line arguments pretrain.py and finetune.py share (see CONTRACTS.md)."""
+@dataclasses.dataclass
+class PretrainingSetup:
+    """What every pretraining run starts from: its device, data and instances, and what its
+    files record of them."""
+
+    device: torch.device
+    execution: dict
+    provenance: dict
+    dataset_name: str  # the --data folder's name
+    dataset: Dataset
+    instances: PretrainInstances
+    data_digest: str
+
+
+def pretraining_setup(data_dir: Path, cfg: RunConfig, variant: str, label: str) -> PretrainingSetup:
+    """Device, threads, the data set and its pretraining instances; the checks that would
+    otherwise fail only after pretraining (the finetuning's sampled protocol)."""
+    if not parse_variant(variant)[0]:
+        raise ValueError(f"variant {variant!r} is not pretrained")
+    device = runtime.choose_device(cfg.device)
+    runtime.set_threads(cfg.threads)
+    execution = runtime.describe_execution(device)
+    provenance = runtime.provenance()  # now: the code this process loaded, though the checkout may move on
+    log.info("pretraining %s %s on %s", variant, label, execution)
+    dataset = load_dataset(data_dir)
+    split = leave_one_out(dataset.sequences)
+    if "sampled" in cfg.eval.protocols:  # the finetuning's evaluation would fail: say so before pretraining
+        if cfg.eval.negatives == "seeded":
+            check_sampled_protocol(dataset.sequences, dataset.num_items, cfg.eval.sampled_negatives, dataset.user_ids)
+        else:
+            sampled_negatives(data_dir, dataset, cfg)
+    p = cfg.pretrain
+    instances = split_instances(dataset, split, max_len=cfg.model.max_len, kind=p.instances)
+    log.info("%d pretraining instances (%s) from %d users", len(instances), p.instances, len(split.train))
+    return PretrainingSetup(device, execution, provenance, Path(data_dir).name, dataset, instances,
+                            runtime.digest(data_files(data_dir)))
+
+
+def write_pretrained(out_dir: Path, cfg: RunConfig, variant: str, setup: PretrainingSetup, history: list[dict],
+                     state_dict: dict, **extra) -> dict:
+    """A finished pretraining's pretrain_run.json and pretrain.pt (written last: its presence
+    means the run finished); `extra` goes into both."""
+    seconds = sum(row["seconds"] for row in history)
+    cpu = history_sum(history, "cpu_seconds")
+    counts = parameter_counts(cfg, setup.dataset.num_items, setup.dataset.num_attributes, pretrained=True)
+    run = {"dataset": setup.dataset_name, "variant": variant, "seed": cfg.seed, "epochs": len(history),
+           "instances": len(setup.instances), "parameters": counts, "wall_seconds": seconds, "cpu_seconds": cpu,
+           "execution": setup.execution | peak_memory(setup.device), "config": cfg.to_dict(),
+           "provenance": setup.provenance, **extra}
+    runtime.write_json(out_dir / "pretrain_run.json", run)
+    runtime.save_torch(out_dir / "pretrain.pt", {"config": cfg.to_dict(), "variant": variant, "seed": cfg.seed,
+                                                "data_digest": setup.data_digest, "epoch": len(history),
+                                                "wall_seconds": seconds, "cpu_seconds": cpu,
+                                                "state_dict": state_dict, **extra})
+    last = history[-1]
+    log.info("pretrained seed %d, %d epochs in %.1f s; last losses %s", cfg.seed, len(history), seconds,
+             {name: round(last[name], 4) for name in ("loss", *LOSS_NAMES)})
+    return run
+
+
+def add_run_arguments(parser, several_seeds: bool = False) -> None:
+    """The command-line arguments pretrain.py and finetune.py share (see CONTRACTS.md); with
+    `several_seeds`, --seed and --out-dir take one value or several, pair by pair."""
+    several = {"nargs": "+"} if several_seeds else {}
     parser.add_argument("--data", required=True, type=Path, help="prepared data set folder (resources/<name>)")
     parser.add_argument("--variant", required=True, help="none, full or r<rank>, e.g. r16")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", required=True, type=Path, help="run folder, e.g. results/<data>/<variant>/seed0")
+    parser.add_argument("--seed", type=int, default=[0] if several_seeds else 0, **several)
+    parser.add_argument("--out-dir", required=True, type=Path, **several,
+                        help="run folder, e.g. results/<data>/<variant>/seed0" + (" (one per seed)" if several else ""))
     parser.add_argument("--settings", type=json.loads, default={},
                         help="JSON object with RunConfig sections, e.g. '{\"finetune\": {\"loss\": \"ce\"}}'")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or cuda:any (the node's least-used card)")

@@ -77,15 +77,20 @@ def peak_rss_mib() -> float | None:
     return round(kib / 1024, 1)
 
 
-def epoch_generators(seed: int, epoch: int) -> np.random.Generator:
+def epoch_generators(seed: int | tuple[int, ...], epoch: int):
     """Seeds torch's global RNG (dropout) and returns a numpy RNG, both from (seed, epoch) alone.
 
     Deriving every epoch's randomness from (seed, epoch) makes a run resumed after epoch k draw
     exactly what an uninterrupted run draws, without saving RNG states in checkpoints.
+    Several seeds trained as one (s3rec/stacked.py): a list of numpy RNGs, each the one its seed
+    alone would get, and torch seeded from (seeds..., epoch); a tuple of one seed is that seed.
     """
-    sequence = np.random.SeedSequence([seed, epoch])
+    seeds = seed if isinstance(seed, tuple) else (seed,)
+    sequence = np.random.SeedSequence([*seeds, epoch])
     torch.manual_seed(int(sequence.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
-    return np.random.default_rng(sequence)
+    if not isinstance(seed, tuple):
+        return np.random.default_rng(sequence)
+    return [np.random.default_rng(np.random.SeedSequence([s, epoch])) for s in seeds]
 
 
 def describe_execution(device: torch.device | str) -> dict[str, Any]:

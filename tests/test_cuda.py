@@ -357,12 +357,13 @@ def test_a_cuda_graph_finetuning_run_resumes_to_the_uninterrupted_result(tiny_da
 
 
 def test_stacked_runs_replayed_as_a_cuda_graph_train_as_the_eager_stacked_step(dataset):
-    """benchmarks/runs_per_process.py --mode stacked: two runs' weights stacked, their losses by
-    vmap, the step recorded by GraphedSteps; its replays give the eager stacked step's per-run
-    losses and weights (dropout off: the comparison is of the recording, tests/test_runs_per_process.py
-    compares the stacked step with each run's own). With dropout on, the benchmark's run trains
-    (with the fused attention, or spelled out where vmap cannot batch it) to finite losses."""
+    """s3rec/stacked.py: two runs' weights stacked, their losses by vmap, the step recorded by
+    GraphedSteps; its replays give the eager stacked step's per-run losses and weights (dropout
+    off: the comparison is of the recording, tests/test_stacked.py compares the stacked step
+    with each run's own). With dropout on, the benchmark's run trains (with the fused
+    attention, or spelled out where vmap cannot batch it) to finite losses."""
     from scripts_import import load_script
+    from s3rec import stacked as stacking
     from s3rec.cuda_graphs import GRID_INPUTS, GraphedSteps
     from s3rec.pretrain_batches import item_attribute_table
     stacked_mode = load_script("runs_per_process", folder="benchmarks")
@@ -374,17 +375,17 @@ def test_stacked_runs_replayed_as_a_cuda_graph_train_as_the_eager_stacked_step(d
     table = item_attribute_table(instances).to(CUDA)
     draws = [pretrain_batches(instances, 32, np.random.default_rng(seed), mask_prob=0.2, batching="padded",
                               bounds=(), length=cfg.model.max_len) for seed in (0, 1)]
-    batches = [stacked_mode.StackedBatch.of([a, b]).to(CUDA) for (a,), (b,), _ in zip(*draws, range(4))]
+    batches = [stacking.StackedBatch.of([a, b]).to(CUDA) for (a,), (b,), _ in zip(*draws, range(4))]
 
     def train(graphed: bool):
         torch.manual_seed(0)
-        stacked = stacked_mode.StackedRuns([PretrainModel(cfg, data.num_items, data.num_attributes).to(CUDA)
-                                            for _ in range(2)], table)
-        stacked.prepare(batches[0])  # as the benchmark: the attention spelled out where vmap cannot batch it
+        stacked = stacking.StackedRuns([PretrainModel(cfg, data.num_items, data.num_attributes).to(CUDA)
+                                        for _ in range(2)], table)
+        stacked.prepare(batches[0])  # as a run: the attention spelled out where vmap cannot batch it
         optimizer = adam(stacked.parameters(), lr=1e-3, weight_decay=0.0)
         step = (GraphedSteps(stacked, optimizer, stacked.losses, GRID_INPUTS) if graphed
                 else runs.optimizer_steps(lambda chunks: stacked.losses(chunks[0]), optimizer))
-        return torch.stack([step([batch])["per_run"].detach().clone() for batch in batches]), stacked
+        return torch.stack([step([batch])["per_run_loss"].detach().clone() for batch in batches]), stacked
 
     (eager, eager_runs), (graphed, graphed_runs) = train(False), train(True)
     assert not torch.equal(eager[:, 0], eager[:, 1])  # two runs, two seeds, two batches
@@ -395,4 +396,34 @@ def test_stacked_runs_replayed_as_a_cuda_graph_train_as_the_eager_stacked_step(d
     run = stacked_mode.StackedRun(data, instances, 2, CUDA)  # dropout on (the paper preset's model)
     for batch, _ in zip(run.epochs(instances), range(3)):
         run.step(batch, CUDA)
-    assert torch.isfinite(run.train_step([batch[0].to(CUDA)])["per_run"]).all()
+    assert torch.isfinite(run.train_step([batch[0].to(CUDA)])["per_run_loss"]).all()
+
+
+def test_a_stacked_cuda_graph_run_trains_each_seed_as_its_own_and_resumes(tiny_data, tmp_path):
+    """pretrain_seeds_per_job on a GPU: seeds 0 and 1 stacked under cuda-graph end where each
+    seed's own cuda-graph run ends (dropout off: the same draws, one chunk a step on a GPU);
+    with dropout on, a group stopped after an epoch and resumed ends where a whole one does."""
+    from s3rec import stacked
+    no_dropout = {**SETTINGS, "model": {**SETTINGS["model"], "hidden_dropout": 0.0, "attention_dropout": 0.0}}
+
+    def group(settings, out, stop_after=None):
+        cfg = runs.resolve_config(settings, "r4", 0, device="cuda", compile="cuda-graph")
+        return stacked.pretrain_stacked(tiny_data, [out / "s0", out / "s1"], cfg, "r4", [0, 1], stop_after=stop_after)
+
+    def weights(folder):
+        return runtime.load_torch(folder / "pretrain.pt")["state_dict"]
+
+    group(no_dropout, tmp_path / "group")
+    for seed in (0, 1):
+        cfg = runs.resolve_config(no_dropout, "r4", seed, device="cuda", compile="cuda-graph")
+        runs.pretrain(tiny_data, tmp_path / f"alone{seed}", cfg, "r4")
+        mine, alone = weights(tmp_path / "group" / f"s{seed}"), weights(tmp_path / f"alone{seed}")
+        for name in mine:
+            torch.testing.assert_close(mine[name], alone[name], rtol=1e-3, atol=1e-4, msg=name)
+    assert group(SETTINGS, tmp_path / "parts", stop_after=1) is None
+    group(SETTINGS, tmp_path / "parts")
+    group(SETTINGS, tmp_path / "whole")
+    for seed in ("s0", "s1"):
+        a, b = weights(tmp_path / "whole" / seed), weights(tmp_path / "parts" / seed)
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -1,0 +1,241 @@
+"""Several seeds of one variant pretrained as one model: weights stacked, losses by vmap.
+
+On a GPU a pretraining step is paced by its number of kernels, not their size (an H200 ran a
+graphed Beauty step in 2.9 ms, the card mostly idle; benchmarks/gpu/). Stacking N runs' weights
+along a first axis and computing their losses with torch.func.vmap gives one step with one
+run's number of kernels, each N times wider; benchmarks/runs_per_process.py --mode stacked
+measures what that buys. Adam is elementwise, so one Adam over the stacked weights is the N
+runs' own Adams, and the summed loss's gradient with respect to run i's weights is run i's own
+gradient (tests/test_stacked.py).
+
+What a stacked run shares with the same seed trained alone (runs.pretrain): its initial
+weights, its batch, mask, negative and segment draws (each seed keeps its own numpy stream,
+runtime.epoch_generators), its optimizer and the losses of a batch. What differs: the dropout
+draws (one torch stream for the group, vmap's randomness="different": the same distribution,
+other samples) and the step's form (batches padded to max_len, losses by grid_forward, as under
+any compile mode). So seed s trained in a group is another sample of the same training
+distribution, not the run seed s alone would be; its files say which group it was in
+(`stacked_seeds`). Resumable as any run: the group's checkpoint holds every seed's state.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import polars as pl
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from s3rec import runs, runtime
+from s3rec.config import RunConfig
+from s3rec.cuda_graphs import GRID_INPUTS, GraphedSteps
+from s3rec.encoder import SelfAttention
+from s3rec.pretrain_batches import Batch, item_attribute_table
+from s3rec.pretrain_batches import iterate_batches as pretrain_batches
+from s3rec.pretraining import LOSS_NAMES, PretrainModel
+from s3rec.training import adam, run_epochs
+
+log = logging.getLogger("s3rec")
+
+# compile modes a stacked run takes: the eager step, or the step recorded as a CUDA graph
+# (torch.compile of a vmapped loss is untested here)
+STACKED_COMPILE_MODES = ("none", "cuda-graph")
+LOSSES = ("loss", *LOSS_NAMES)
+GROUP_CHECKPOINT = "pretrain_stacked.state.pt"  # in the first seed's folder, with the group's history:
+GROUP_HISTORY = "pretrain_stacked_history.csv"
+
+
+@dataclasses.dataclass
+class StackedBatch:
+    """The fixed-shape fields grid_forward reads, of N runs' batches: each (N, B, L)."""
+
+    items: torch.Tensor
+    masked_items: torch.Tensor
+    negative_items: torch.Tensor
+    masked_segments: torch.Tensor
+    pos_segments: torch.Tensor
+    neg_segments: torch.Tensor
+
+    @classmethod
+    def of(cls, batches: list[Batch]) -> "StackedBatch":
+        return cls(**{name: torch.stack([getattr(b, name) for b in batches]) for name in GRID_INPUTS})
+
+    def to(self, device) -> "StackedBatch":
+        return StackedBatch(**runtime.to_device(dataclasses.asdict(self), device))
+
+
+def grid_batch(fields: dict[str, torch.Tensor], empty: torch.Tensor) -> Batch:
+    """A Batch of the (B, L) fields grid_forward reads (GRID_INPUTS); the index fields, which it
+    does not read, `empty`."""
+    return Batch(users=empty, attribute_rows=empty, attribute_ids=empty, real_positions=empty,
+                 unmasked_rows=empty, masked_rows=empty, num_instances=fields["items"].shape[0], **fields)
+
+
+class GridLoss(torch.nn.Module):
+    """A PretrainModel whose forward is grid_forward (functional_call calls forward)."""
+
+    def __init__(self, model: PretrainModel, table: torch.Tensor):
+        super().__init__()
+        self.model, self.table = model, table
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.model.grid_forward(batch, self.table)
+
+
+class StackedRuns(torch.nn.Module):
+    """N PretrainModels of one shape as one module: each weight stacked to (N, ...), the N runs'
+    losses by vmap over (weights, batch). losses(stacked batch)["loss"] is the sum of the runs'
+    losses, whose gradient with respect to run i's weights is run i's own gradient;
+    "per_run_<name>" holds each run's loss <name> (N,)."""
+
+    def __init__(self, models: list[PretrainModel], table: torch.Tensor):
+        super().__init__()
+        weights, buffers = stack_module_state(models)
+        if buffers:
+            raise ValueError(f"StackedRuns stacks parameters only; the model has buffers {list(buffers)}")
+        self.names = list(weights)
+        self.weights = torch.nn.ParameterList(torch.nn.Parameter(w.detach()) for w in weights.values())
+        # not a submodule: it lends functional_call its code, not its (meta) parameters
+        self.__dict__["template"] = GridLoss(copy.deepcopy(models[0]).to("meta"), table).train(models[0].training)
+        self.empty = torch.zeros(0, dtype=torch.long, device=table.device)
+        self.attention_spelled_out = False
+        self.vmap_fallbacks: list[str] = []  # prepare()'s finding
+
+    def train(self, mode: bool = True) -> "StackedRuns":
+        self.template.train(mode)  # dropout is the template's
+        return super().train(mode)
+
+    def run_losses(self, weights: tuple[torch.Tensor, ...], fields: dict[str, torch.Tensor]) -> dict:
+        """One run's losses (inside vmap): its weights and its batch's (B, L) fields."""
+        named = {f"model.{name}": weight for name, weight in zip(self.names, weights)}
+        return functional_call(self.template, named, (grid_batch(fields, self.empty),))
+
+    def losses(self, batch: StackedBatch) -> dict[str, torch.Tensor]:
+        per_run = vmap(self.run_losses, randomness="different")(tuple(self.weights), dataclasses.asdict(batch))
+        return {"loss": per_run["loss"].sum(), **{f"per_run_{name}": per_run[name] for name in LOSSES}}
+
+    def run_state_dict(self, index: int) -> dict[str, torch.Tensor]:
+        """Run `index`'s weights as its PretrainModel's state_dict."""
+        return {name: weight[index].detach().clone() for name, weight in zip(self.names, self.weights)}
+
+    def prepare(self, batch: StackedBatch) -> list[str]:
+        """Probe a stacked forward and backward on `batch` (weights and random state left as they
+        are) and return the ops vmap could only run once per run (torch warns of each: slower,
+        the same values). The fused attention with dropout may have no vmap rule at all (an
+        error): then the attention is spelled out (attention_spelled_out) and probed again."""
+        try:
+            self.vmap_fallbacks = self.probe(batch)
+            return self.vmap_fallbacks
+        except (RuntimeError, NotImplementedError) as error:
+            if self.attention_spelled_out:
+                raise
+            log.warning("stacked runs: the attention failed under vmap (%s); spelled out instead (the same "
+                        "distribution)", str(error).splitlines()[0])
+            self.attention_spelled_out = True
+            for module in self.template.modules():
+                if isinstance(module, SelfAttention):
+                    module.attend = module.attend_spelled_out
+            self.vmap_fallbacks = self.probe(batch)
+            return self.vmap_fallbacks
+
+    def probe(self, batch: StackedBatch) -> list[str]:
+        """The ops that vmap ran once per run in a stacked forward and backward (no weight changes;
+        the random state put back, so that a probed run draws what an unprobed one draws)."""
+        devices = [batch.items.device] if batch.items.is_cuda else []
+        with warnings.catch_warnings(record=True) as caught, torch.random.fork_rng(devices=devices):
+            warnings.simplefilter("always")
+            torch.autograd.grad(self.losses(batch)["loss"], list(self.parameters()))
+        return sorted({match.group(1) for w in caught
+                       if (match := re.search(r"batching rule for (\S+?)\.? ", str(w.message)))})
+
+
+def stacked_steps(stacked: StackedRuns, optimizer: torch.optim.Optimizer, first: StackedBatch, compile: str):
+    """train_step([stacked batch]) -> losses, having updated every run: prepared on the first
+    batch, then eager or (compile cuda-graph) replayed as a CUDA graph."""
+    fallbacks = stacked.prepare(first)
+    if fallbacks:
+        log.warning("stacked runs: vmap runs %s once per run (slower; the same values)", ", ".join(fallbacks))
+    if compile == "cuda-graph":
+        runs.check_cuda_graphs(first.items.device)
+        return GraphedSteps(stacked, optimizer, stacked.losses, GRID_INPUTS)
+    return runs.optimizer_steps(lambda chunks: stacked.losses(chunks[0]), optimizer)
+
+
+def pretrain_stacked(data_dir: Path, out_dirs: list[Path], cfg: RunConfig, variant: str, seeds: list[int],
+                     stop_after: int | None = None) -> list[dict] | None:
+    """Pretrain `seeds` of one variant as one stacked model; each seed's pretrain.pt,
+    pretrain_history.csv and pretrain_run.json in its out_dir, as runs.pretrain writes them
+    (plus `stacked_seeds`). None while epochs are left (stop_after)."""
+    seeds, out_dirs = tuple(seeds), [Path(d) for d in out_dirs]
+    if len(seeds) != len(out_dirs) or len(set(seeds)) != len(seeds) or len(set(out_dirs)) != len(out_dirs):
+        raise ValueError(f"stacked pretraining: expected as many distinct seeds as distinct out dirs, got seeds "
+                         f"{list(seeds)} and out dirs {[str(d) for d in out_dirs]}")
+    if cfg.compile not in STACKED_COMPILE_MODES:
+        raise ValueError(f"compile {cfg.compile!r}: stacked pretraining takes {' or '.join(STACKED_COMPILE_MODES)}")
+    if cfg.pretrain.batching != "padded":
+        raise ValueError(f"pretrain.batching {cfg.pretrain.batching!r}: stacked pretraining needs padded batches (the "
+                         "authors' random batches: every seed's step then has the same size, bucketed ones do not)")
+    setup = runs.pretraining_setup(data_dir, cfg, variant, f"seeds {', '.join(map(str, seeds))}, stacked")
+    device, instances, p = setup.device, setup.instances, cfg.pretrain
+    configs = [dataclasses.replace(cfg, seed=seed) for seed in seeds]
+    models = []
+    for run_cfg in configs:  # each seed's initial weights, as runs.pretrain makes them
+        runtime.epoch_generators(run_cfg.seed, 0)
+        models.append(PretrainModel(run_cfg, setup.dataset.num_items, setup.dataset.num_attributes).to(device))
+    stacked = StackedRuns(models, item_attribute_table(instances).to(device))
+    del models
+    optimizer = adam(stacked.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    layout = {"bounds": (), "length": cfg.model.max_len}
+    train_step = None
+    sp_losses: list[list[float]] = [[] for _ in seeds]
+
+    @runs.timed
+    def train_epoch(rngs):
+        nonlocal train_step
+        sums = torch.zeros(len(LOSSES), len(seeds), dtype=torch.float64, device=device)
+        draws = (pretrain_batches(instances, p.batch_size, rng, mask_prob=p.mask_prob, batching=p.batching, **layout)
+                 for rng in rngs)
+        for steps in zip(*draws, strict=True):  # the seeds' batches of this step, one chunk each
+            batch = StackedBatch.of([chunk for (chunk,) in steps]).to(device)
+            if train_step is None:
+                train_step = stacked_steps(stacked, optimizer, batch, cfg.compile)
+            losses = train_step([batch])
+            sums += torch.stack([losses[f"per_run_{name}"].detach() for name in LOSSES]).double()
+        means = (sums / len(instances)).tolist()
+        row = {f"seed{seed}_{name}": means[j][i] for i, seed in enumerate(seeds) for j, name in enumerate(LOSSES)}
+        for i, seed in enumerate(seeds):
+            runs.warn_if_segment_head_stalled(sp_losses[i], row[f"seed{seed}_sp"], p.pair_loss)
+        return row | {"instances": len(instances) * len(seeds)}
+
+    identity = {"config": runs.run_identity(cfg), "variant": variant, "inputs": setup.data_digest,
+                "stacked_seeds": list(seeds)}
+    checkpoint = out_dirs[0] / GROUP_CHECKPOINT
+    state = run_epochs(model=stacked, optimizer=optimizer, epochs=p.epochs, seed=seeds, train_epoch=train_epoch,
+                       checkpoint=checkpoint, config=identity, history_path=out_dirs[0] / GROUP_HISTORY,
+                       stop_after=stop_after)
+    if state.epoch < p.epochs:
+        return None
+    written = []
+    for index, (run_cfg, out_dir) in enumerate(zip(configs, out_dirs)):
+        history = [run_row(row, run_cfg.seed, len(seeds)) for row in state.history]
+        runtime.save_frame(out_dir / "pretrain_history.csv", pl.DataFrame(history))
+        group = {"seeds": list(seeds), "wall_seconds": runs.history_sum(state.history, "seconds"),
+                 "cpu_seconds": runs.history_sum(state.history, "cpu_seconds")}
+        written.append(runs.write_pretrained(out_dir, run_cfg, variant, setup, history, stacked.run_state_dict(index),
+                                             stacked=group))
+    checkpoint.unlink(missing_ok=True)
+    return written
+
+
+def run_row(row: dict, seed: int, count: int) -> dict:
+    """A group's epoch row as seed `seed`'s own: its losses, and its share (1/count) of the
+    group's seconds, so that summing a run's seconds gives what it cost."""
+    own = {name: row[f"seed{seed}_{name}"] for name in LOSSES}
+    seconds, cpu = row["seconds"] / count, row["cpu_seconds"] / count
+    instances = row["instances"] // count
+    return {"epoch": row["epoch"], **own, "instances": instances, "cpu_seconds": cpu, "seconds": seconds,
+            "instances_per_s": instances / max(seconds, 1e-9)}

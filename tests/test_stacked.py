@@ -1,0 +1,208 @@
+"""s3rec/stacked.py: several seeds of one variant pretrained as one stacked model (vmap).
+
+The stacked step is each run's own step (losses, gradients, Adam); a stacked pretraining of
+seeds 0 and 1 ends where each seed's own run ends when both draw the same batches; it is
+deterministic and resumable; and it refuses what it cannot do, by name."""
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+import torch
+
+from s3rec import runs, runtime, stacked
+from s3rec.config import RunConfig
+from s3rec.cuda_graphs import GRID_INPUTS
+from s3rec.data import leave_one_out, load_dataset, write_prepared
+from s3rec.encoder import SelfAttention
+from s3rec.pretrain_batches import item_attribute_table, split_instances
+from s3rec.pretrain_batches import iterate_batches as pretrain_batches
+from s3rec.pretraining import PretrainModel
+from s3rec.synthetic import SyntheticSpec, generate
+from s3rec.training import adam
+from scripts_import import load_script
+
+# CPU attention without dropout is SDPA, which vmap runs once per run (torch warns; the same values)
+pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+
+SETTINGS = {"model": {"hidden_size": 16, "num_heads": 2, "max_len": 12},
+            "pretrain": {"epochs": 2, "batch_size": 32, "batching": "padded"},
+            "finetune": {"epochs": 1, "batch_size": 32},
+            "eval": {"sampled_negatives": 20}}
+NO_DROPOUT = {**SETTINGS, "model": {**SETTINGS["model"], "hidden_dropout": 0.0, "attention_dropout": 0.0}}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    write_prepared(generate(SyntheticSpec(users=60, items=40, attributes=8, seed=5, max_length=15)), out)
+    return out
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    return runtime.load_torch(folder / "pretrain.pt")["state_dict"]
+
+
+def largest_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[name] - b[name]).abs().max().item() for name in a)
+
+
+def test_stacked_runs_are_each_runs_own_losses_and_gradients():
+    """The stacked step computes what N separate runs compute: each run's losses of its own
+    batch, and, from the summed loss, each run's own gradients and Adam step (dropout off;
+    double precision)."""
+    torch.manual_seed(0)
+    count, size, length, items, attributes = 3, 6, 12, 40, 9
+    cfg = RunConfig.from_dict({"model": {"rank": None, "max_len": length}, "pretrain": {"preset": "paper"}})
+    models = [PretrainModel(cfg, items, attributes).double().eval() for _ in range(count)]
+    table = (torch.rand(items + 2, attributes) < 0.3).double()
+
+    def ids(top):
+        x = torch.randint(1, top + 1, (count, size, length))
+        x[:, :, : length // 3] = 0  # left padding
+        return x
+
+    batch = stacked.StackedBatch(items=ids(items), masked_items=ids(items + 1), negative_items=ids(items),
+                                 masked_segments=ids(items + 1), pos_segments=ids(items + 1),
+                                 neg_segments=ids(items + 1))
+    runs_ = stacked.StackedRuns(models, table)
+    assert sum(w.numel() for w in runs_.parameters()) == count * sum(p.numel() for p in models[0].parameters())
+    losses = runs_.losses(batch)
+    losses["loss"].backward()
+    for i, model in enumerate(models):
+        fields = {name: getattr(batch, name)[i] for name in GRID_INPUTS}
+        own = model.grid_forward(stacked.grid_batch(fields, torch.zeros(0, dtype=torch.long)), table)
+        own["loss"].backward()
+        for name in stacked.LOSSES:
+            assert losses[f"per_run_{name}"][i].item() == pytest.approx(own[name].item(), rel=1e-12), name
+        for weight, (name, parameter) in zip(runs_.weights, model.named_parameters()):
+            torch.testing.assert_close(weight.grad[i], parameter.grad, rtol=1e-10, atol=1e-12, msg=name)
+    # one Adam over the stacked weights is each run's own Adam (it is elementwise)
+    adam(runs_.parameters(), lr=1e-3, weight_decay=0.0).step()
+    for i, model in enumerate(models):
+        adam(model.parameters(), lr=1e-3, weight_decay=0.0).step()
+        for name, parameter in model.named_parameters():
+            torch.testing.assert_close(runs_.run_state_dict(i)[name], parameter.detach(), rtol=1e-12, atol=1e-14,
+                                       msg=name)
+
+
+@pytest.fixture
+def stacked_and_batch(tiny_data):
+    """Two stacked runs of the paper's model on the tiny data set, and their first stacked batch."""
+    dataset = load_dataset(tiny_data)
+    instances = split_instances(dataset, leave_one_out(dataset.sequences), max_len=50)
+    cfg = RunConfig.from_dict({"model": {"rank": None}, "pretrain": {"preset": "paper"}})
+    models = [PretrainModel(cfg, dataset.num_items, dataset.num_attributes) for _ in range(2)]
+    draws = [pretrain_batches(instances, 32, runtime.epoch_generators(seed, 1), mask_prob=0.2, batching="padded",
+                              bounds=(), length=50) for seed in (0, 1)]
+    (first,), (second,) = next(zip(*draws))
+    return stacked.StackedRuns(models, item_attribute_table(instances)), stacked.StackedBatch.of([first, second])
+
+
+def test_the_stacked_probe_names_the_ops_vmap_runs_once_per_run(stacked_and_batch):
+    """With dropout the CPU attends by matmul (nothing to name); without, with SDPA, which vmap
+    has no rule for: the probe names it. The probe changes no weight and no random state."""
+    runs_, batch = stacked_and_batch
+    before = [w.detach().clone() for w in runs_.weights]
+    state = torch.get_rng_state()
+    assert runs_.prepare(batch) == runs_.vmap_fallbacks == [] and not runs_.attention_spelled_out
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(a, b) for a, b in zip(before, runs_.weights))
+    runs_.eval()
+    assert [op for op in runs_.probe(batch) if "scaled_dot_product" in op] != []
+
+
+def test_where_the_attention_fails_under_vmap_the_stacked_step_spells_it_out(stacked_and_batch, caplog):
+    """The fallback for a GPU whose fused attention has no vmap rule: rehearsed by making the
+    attention fail; the spelled-out attention gives the same losses (dropout off)."""
+    runs_, batch = stacked_and_batch
+    runs_.eval()
+    want = runs_.losses(batch)["per_run_loss"]
+
+    def no_rule(*args):
+        raise RuntimeError("vmap: no batching rule for this attention (a rehearsal)")
+
+    for module in runs_.template.modules():
+        if isinstance(module, SelfAttention):
+            module.attend = no_rule
+    assert runs_.prepare(batch) == [] and runs_.attention_spelled_out
+    assert "the attention failed under vmap (vmap: no batching rule" in caplog.text
+    torch.testing.assert_close(runs_.losses(batch)["per_run_loss"], want)
+
+
+def test_stacked_pretraining_ends_where_each_seeds_own_run_ends(tiny_data, tmp_path, monkeypatch):
+    """Seeds 0 and 1 stacked against each trained alone (dropout off; one chunk a step, as on a
+    GPU, so that a lone run draws its batches as the stacked one does): the same weights to
+    float32's rounding after two epochs, the same losses; swapping the seeds would be far off."""
+    cfg = runs.resolve_config(NO_DROPOUT, "r4", 0, device="cpu")
+    written = stacked.pretrain_stacked(tiny_data, [tmp_path / "g0", tmp_path / "g1"], cfg, "r4", [0, 1])
+    monkeypatch.setattr(runs, "chunk_bounds", lambda device: ())
+    for seed in (0, 1):
+        runs.pretrain(tiny_data, tmp_path / f"alone{seed}", runs.resolve_config(NO_DROPOUT, "r4", seed, device="cpu"),
+                      "r4")
+    for seed in (0, 1):
+        assert largest_difference(weights(tmp_path / f"g{seed}"), weights(tmp_path / f"alone{seed}")) < 1e-4
+        assert largest_difference(weights(tmp_path / f"g{seed}"), weights(tmp_path / f"alone{1 - seed}")) > 0.1
+        mine = pl.read_csv(tmp_path / f"g{seed}" / "pretrain_history.csv")
+        alone = pl.read_csv(tmp_path / f"alone{seed}" / "pretrain_history.csv")
+        assert mine.columns == alone.columns
+        for name in stacked.LOSSES:
+            assert mine[name].to_list() == pytest.approx(alone[name].to_list(), rel=1e-5), name
+    group = pl.read_csv(tmp_path / "g0" / stacked.GROUP_HISTORY)
+    for seed, run in zip((0, 1), written):  # each run's seconds: its share of the group's
+        assert run["seed"] == seed and run["stacked"]["seeds"] == [0, 1]
+        assert run["wall_seconds"] == pytest.approx(group["seconds"].sum() / 2)
+        assert run["stacked"]["wall_seconds"] == pytest.approx(group["seconds"].sum())
+        saved = runtime.load_torch(tmp_path / f"g{seed}" / "pretrain.pt")
+        assert (saved["seed"], saved["config"]["seed"], saved["stacked"]["seeds"]) == (seed, seed, [0, 1])
+    assert not (tmp_path / "g0" / stacked.GROUP_CHECKPOINT).exists()
+
+
+def test_stacked_pretraining_is_deterministic_resumable_and_finetunes_per_seed(tiny_data, tmp_path):
+    """Dropout on: an interrupted and resumed group ends exactly where an uninterrupted one does;
+    through scripts/pretrain.py (several --seed), whose seed-1 checkpoint finetune.py takes."""
+    def script(out, *extra):
+        args = ["--data", str(tiny_data), "--variant", "r4", "--seed", "0", "1", "--out-dir", str(out / "s0"),
+                str(out / "s1"), "--settings", json.dumps(SETTINGS), "--device", "cpu", "--threads", "1"]
+        return load_script("pretrain").main(args + list(extra))
+
+    assert script(tmp_path / "whole") == 0
+    cfg = runs.resolve_config(SETTINGS, "r4", 0, device="cpu")
+    parts = [tmp_path / "parts" / "s0", tmp_path / "parts" / "s1"]
+    assert stacked.pretrain_stacked(tiny_data, parts, cfg, "r4", [0, 1], stop_after=1) is None
+    assert (parts[0] / stacked.GROUP_CHECKPOINT).exists() and not (parts[1] / "pretrain.pt").exists()
+    assert len(stacked.pretrain_stacked(tiny_data, parts, cfg, "r4", [0, 1])) == 2
+    for seed in ("s0", "s1"):
+        a, b = weights(tmp_path / "whole" / seed), weights(tmp_path / "parts" / seed)
+        assert all(torch.equal(a[name], b[name]) for name in a), seed
+    assert largest_difference(weights(tmp_path / "whole" / "s0"), weights(tmp_path / "whole" / "s1")) > 0.1
+
+    out = tmp_path / "whole" / "s1"
+    finetune = ["--data", str(tiny_data), "--variant", "r4", "--seed", "1", "--out-dir", str(out),
+                "--settings", json.dumps(SETTINGS), "--device", "cpu", "--threads", "1",
+                "--pretrained", str(out / "pretrain.pt")]
+    assert load_script("finetune").main(finetune) == 0
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"pretrain": {**SETTINGS["pretrain"], "batching": "bucketed"}}, "stacked pretraining needs padded batches"),
+    ({"compile": "eager"}, "compile 'eager': stacked pretraining takes none or cuda-graph"),
+])
+def test_stacked_pretraining_refuses_what_it_cannot_do(tiny_data, tmp_path, change, message):
+    cfg = runs.resolve_config({**SETTINGS, **{k: v for k, v in change.items() if k != "compile"}}, "r4", 0,
+                              device="cpu", compile=change.get("compile"))
+    with pytest.raises(ValueError, match=message):
+        stacked.pretrain_stacked(tiny_data, [tmp_path / "a", tmp_path / "b"], cfg, "r4", [0, 1])
+    with pytest.raises(ValueError, match="as many distinct seeds as distinct out dirs"):
+        stacked.pretrain_stacked(tiny_data, [tmp_path / "a", tmp_path / "a"], cfg, "r4", [0, 1])
+    assert not (tmp_path / "a").exists()
+
+
+def test_the_script_wants_one_folder_per_seed(tiny_data, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        load_script("pretrain").main(["--data", str(tiny_data), "--variant", "r4", "--seed", "0", "1",
+                                      "--out-dir", str(tmp_path / "a")])
+    assert "one folder per seed, got 2 seeds and 1 folders" in capsys.readouterr().err
