@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 10's checks on a GPU machine in one call, within a deadline: the CUDA tests, N graphed
-# pretraining runs in one process on N streams and stacked into one step (runs_per_process.py), the speed benchmark
+# pretraining runs in one process on N streams and stacked into one step (runs_per_process.py), a
+# real stacked pretraining of three seeds on Beauty (scripts/pretrain.py --seed 0 1 2), the speed benchmark
 # (fixed-shape steps replayed as CUDA graphs, compile cuda-graph; the same with the loss
 # compiled by inductor first, an experiment; eager), a real pretraining run on Beauty under
 # cuda-graph, N concurrent pretraining jobs on the card (eager and cuda-graph; under CUDA MPS
@@ -18,7 +19,8 @@
 # whole script, default 450), BATCHES (timed batches per epoch, 300), JOBS ("1 2 4 8"),
 # STREAM_RUNS (runs in one process of the streams step, "1 2 3 4 6"), STACKED_RUNS (of the stacked step, "1 2 4 8"),
 # COMPILE (torch.compile mode of the grid and compile steps, reduce-overhead), RUN_EPOCHS (3: epochs of
-# the run step), RUN_COMPILE (its --compile, cuda-graph), FT_EPOCHS (4: epochs of each finetune run).
+# the run and stackedrun steps), RUN_COMPILE (their --compile, cuda-graph), STACK_SEEDS (the seeds of
+# stackedrun, "0 1 2"), FT_EPOCHS (4: epochs of each finetune run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out/device}
@@ -30,6 +32,7 @@ STREAM_RUNS=${STREAM_RUNS:-1 2 3 4 6}
 STACKED_RUNS=${STACKED_RUNS:-1 2 4 8}
 COMPILE=${COMPILE:-reduce-overhead}
 RUN_COMPILE=${RUN_COMPILE:-cuda-graph}
+STACK_SEEDS=${STACK_SEEDS:-0 1 2}
 mkdir -p "$OUT"
 LOG="$OUT/device_check.log"
 START=$SECONDS
@@ -78,13 +81,30 @@ print("gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else Non
 # history goes to $OUT/KIND-MODE-history.csv.
 training_run() {
   local kind=$1 variant=$2 mode=$3 settings=$4 result=$5 data=/tmp/s3rec-beauty run=/tmp/s3rec-$1-$3
-  [ -d "$data" ] || python3 scripts/prepare_data.py --format s3rec --sequences .device/data/Beauty.txt \
-    --attributes .device/data/Beauty_item2attributes.json --out "$data" >&2 || return 1
+  prepare_beauty "$data" || return 1
   rm -rf "$run"
   python3 "scripts/$kind.py" --data "$data" --variant "$variant" --seed 0 --out-dir "$run" --device "$DEVICE" \
     --threads 4 --compile "$mode" --settings "$settings" >&2 || return 1
   cp "$run/${kind}_history.csv" "$OUT/$kind-$mode-history.csv"
   cat "$run/$result"
+}
+prepare_beauty() {
+  [ -d "$1" ] || python3 scripts/prepare_data.py --format s3rec --sequences .device/data/Beauty.txt \
+    --attributes .device/data/Beauty_item2attributes.json --out "$1" >&2
+}
+# stacked_run MODE: seeds STACK_SEEDS pretrained as one stacked model (scripts/pretrain.py with several
+# --seed, as the workflow's pretrain_stacked runs it), RUN_EPOCHS epochs of the paper preset, dense
+# heads; prints seed 0's pretrain_run.json, the group's epochs go to $OUT/pretrain-stacked-MODE-history.csv.
+stacked_run() {
+  local data=/tmp/s3rec-beauty run=/tmp/s3rec-stacked-$1 dirs=() seed
+  prepare_beauty "$data" || return 1
+  rm -rf "$run"
+  for seed in $STACK_SEEDS; do dirs+=("$run/seed$seed"); done
+  python3 scripts/pretrain.py --data "$data" --variant full --seed $STACK_SEEDS --out-dir "${dirs[@]}" \
+    --device "$DEVICE" --threads 4 --compile "$1" \
+    --settings "{\"pretrain\": {\"epochs\": ${RUN_EPOCHS:-3}, \"preset\": \"paper\"}}" >&2 || return 1
+  cp "${dirs[0]}/pretrain_stacked_history.csv" "$OUT/pretrain-stacked-$1-history.csv"
+  cat "${dirs[0]}/pretrain_run.json"
 }
 # pretraining_run MODE: RUN_EPOCHS epochs of the paper preset, dense heads.
 pretraining_run() {
@@ -97,8 +117,8 @@ finetuning_run() {
   training_run finetune none "$1" "{\"finetune\": {\"epochs\": ${FT_EPOCHS:-4}, \"batch_size\": 256, \"lr\": 0.001}}" \
     metrics.json
 }
-export -f training_run pretraining_run finetuning_run
-export DEVICE OUT
+export -f prepare_beauty training_run stacked_run pretraining_run finetuning_run
+export DEVICE OUT STACK_SEEDS
 
 # mps_jobs: graphjobs under CUDA MPS (processes' kernels share the card instead of taking turns),
 # a control daemon of this user's own, pipes in /tmp, quit afterwards. Only when asked by name.
@@ -131,6 +151,7 @@ run_step() {
                      --device "$DEVICE" --threads 4 --batches "$BATCHES" --skip-sequences --fixed-shapes \
                      --compile cuda-graph-inductor "${SOURCE[@]}" ;;
     run) step run 150 "run-$RUN_COMPILE.json" bash -c "pretraining_run $RUN_COMPILE" ;;
+    stackedrun) step stackedrun 200 "run-stacked-$RUN_COMPILE.json" bash -c "stacked_run $RUN_COMPILE" ;;
     finetune) step finetune 150 finetune-runs.log bash -c "finetuning_run cuda-graph; finetuning_run none" ;;
     streams) step streams 200 runs-per-process.json python3 benchmarks/runs_per_process.py --device "$DEVICE" \
                --threads 4 --runs $STREAM_RUNS --batches "$BATCHES" "${SOURCE[@]}" ;;
@@ -143,11 +164,11 @@ run_step() {
             --batches "$BATCHES" --skip-sequences --fixed-shapes --compile "$COMPILE" "${SOURCE[@]}" ;;
     compile) step compile 200 speed-compile.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
                --batches "$BATCHES" --skip-sequences --compile "$COMPILE" "${SOURCE[@]}" ;;
-    *) say "unknown step $1 (env, tests, speed, graph, streams, stacked, graphinductor, run, finetune, jobs, graphjobs, mpsjobs, profile, grid, compile)"; exit 2 ;;
+    *) say "unknown step $1 (env, tests, speed, graph, streams, stacked, stackedrun, graphinductor, run, finetune, jobs, graphjobs, mpsjobs, profile, grid, compile)"; exit 2 ;;
   esac
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(env tests streams stacked graph finetune graphinductor speed run jobs graphjobs profile grid compile)
+[ ${#steps[@]} -gt 0 ] || steps=(env tests streams stacked stackedrun graph finetune graphinductor speed run jobs graphjobs profile grid compile)
 for name in "${steps[@]}"; do run_step "$name"; done
 say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

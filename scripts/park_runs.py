@@ -28,6 +28,11 @@ would be newer than a restored pretrain.pt, and snakemake would run that pretrai
 digest as always (s3rec.training.resume) and starts from epoch 1 when they differ, so a stale
 parked checkpoint cannot leak into a run.
 
+Groups of seeds pretrained as one (config pretrain_seeds_per_job > 1, results/<dataset>/
+<pretraining>/stacked-seeds<group>/) are not parked: made for a GPU node, where a group's 100
+epochs take minutes, they must finish where they started (on a fresh machine snakemake would
+run the group again, its seeds' restored pretrain.pt or not); `park` names each one it leaves.
+
 Every copy goes through a temporary file and a rename; the log lists each file copied, kept or
 deleted, with the epoch of a checkpoint.
 """
@@ -104,6 +109,10 @@ def remove(path: Path, root: Path, why: str) -> None:
 
 
 def park(results: Path, study: Path, parking: Path) -> dict:
+    for group in sorted(results.glob("*/stacked-seeds*")):  # pretrain_seeds_per_job > 1
+        log.warning("not parked: %s, a group of seeds pretrained as one (pretrain_seeds_per_job): its "
+                    "pretrainings must finish on the machine they started on (on a fresh one snakemake runs the "
+                    "group again, restored files or not)", group)
     wanted, finished = unfinished_files(report_study.scan(study))
     counts = dict.fromkeys(("copied", "unchanged", "deleted"), 0)
     for relative in sorted(wanted):

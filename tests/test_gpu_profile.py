@@ -65,6 +65,19 @@ def test_no_job_takes_a_gpu_on_cpu_or_auto(workdir, device):
     assert not [job for resources in jobs.values() for job in resources if "gpu" in job]
 
 
+def test_stacked_pretraining_takes_a_gpu_and_the_slurm_profiles_size(workdir):
+    """pretrain_seeds_per_job 2: pretrain_stacked takes a GPU on cuda like pretrain_model, the
+    SLURM profile sizes it; unstack_pretraining (a copy, run locally) takes nothing."""
+    stacked = {**TINY, "device": "cuda", "pretrain_seeds_per_job": 2,
+               "settings": {**TINY["settings"], "pretrain": {"epochs": 1, "batching": "padded"}}}
+    result = run_snakemake(workdir, "-n", "--profile", "profiles/slurm", "--configfile", write_config(workdir, stacked))
+    jobs = planned_resources(result.stdout + result.stderr)
+    assert "pretrain_model" not in jobs and jobs["unstack_pretraining"]
+    assert {(job.get("gpu"), job.get("mem_mb"), job.get("runtime")) for job in jobs["pretrain_stacked"]} == {
+        ("1", "8000", "720")}
+    assert not [job for job in jobs["unstack_pretraining"] if "gpu" in job]
+
+
 def test_gpu_profile_puts_the_training_jobs_on_cuda_with_4_slots(workdir):
     profile = yaml.safe_load((REPO / "profiles/gpu/config.yaml").read_text())
     assert profile["config"] == ["device=cuda:any"] and profile["resources"] == ["gpu=4"]

@@ -132,3 +132,15 @@ def test_restore_before_the_data_is_made_is_refused(layout, tmp_path, caplog):
         main("restore", tmp_path)
     assert "no prepared data at" in caplog.text and "make it first" in caplog.text
     assert not (tmp_path / "results").exists()
+
+
+def test_a_stacked_group_is_named_as_not_parked(layout, tmp_path, caplog):
+    """A group of seeds pretrained as one (pretrain_seeds_per_job) must finish where it started:
+    park says so, naming the group, and copies nothing of it."""
+    results, _, parking = layout
+    group = results / "seed-r4" / "stacked-seeds0-1"
+    checkpoint(group / "seed0" / "pretrain_stacked.state.pt", 1)
+    with caplog.at_level(logging.INFO, logger="s3rec"):
+        main("park", tmp_path)
+    assert f"not parked: {group}, a group of seeds pretrained as one" in caplog.text
+    assert files(parking) == []

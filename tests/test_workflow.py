@@ -281,6 +281,47 @@ def test_a_parked_pretraining_is_not_rerun_on_a_fresh_machine(workdir):
     assert (workdir / "results/tiny/seed-full/seed0/bce/metrics.json").is_file()
 
 
+STACKED = {**TINY, "seeds": [0, 1, 2], "pretrain_seeds_per_job": 2,
+           "settings": {**TINY["settings"], "pretrain": {"epochs": 1, "batching": "padded"}}}
+
+
+def test_dry_run_of_stacked_seeds(workdir):
+    """pretrain_seeds_per_job 2 over seeds 0, 1, 2: a pretrain_stacked job for seeds 0-1 and one
+    for seed 2, per pretraining; each seed's files copied to its folder by unstack_pretraining."""
+    result = run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", write_config(workdir, STACKED))
+    counts = job_counts(result.stdout + result.stderr)
+    assert "pretrain_model" not in counts
+    assert counts["pretrain_stacked"] == 3 * 2 and counts["unstack_pretraining"] == 3 * 3
+    assert counts["finetune_model"] == 4 * 3 * 2
+    group = "results/tiny/seed-r4/stacked-seeds0-1"
+    assert f"--variant r4 --seed 0 1 --out-dir {group}/seed0 {group}/seed1 --settings" in result.stdout
+    assert "--variant r4 --seed 2 --out-dir results/tiny/seed-r4/stacked-seeds2/seed2 --settings" in result.stdout
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"settings": {"pretrain": {"epochs": 1}}}, "which needs settings.pretrain.batching: padded (got None)"),
+    ({"compile": "eager"}, "which takes compile none or cuda-graph, not 'eager'"),
+])
+def test_stacked_seeds_refuse_what_they_cannot_train(workdir, change, message):
+    result = run_snakemake(workdir, "-n", "--configfile", write_config(workdir, {**STACKED, **change}), check=False)
+    assert result.returncode != 0 and message in result.stdout + result.stderr
+
+
+def test_stacked_seeds_train_finetune_and_rerun_nothing(workdir):
+    """A real stacked job (seeds 0 and 1 of seed-r4) up to seed 1's finetuning; the copied files
+    are up to date: a second run has nothing to do."""
+    stacked = write_config(workdir, STACKED)
+    target = ("--configfile", stacked, "--", "results/tiny/seed-r4/seed1/bce/metrics.json")
+    assert planned(workdir, *target) == {"prepare_data": 1, "pretrain_stacked": 1, "unstack_pretraining": 1,
+                                         "finetune_model": 1}
+    run_snakemake(workdir, "--cores", "1", *target)
+    run = json.loads((workdir / "results/tiny/seed-r4/seed1/pretrain_run.json").read_text())
+    assert (run["seed"], run["stacked"]["seeds"]) == (1, [0, 1])
+    assert json.loads((workdir / "results/tiny/seed-r4/seed1/bce/metrics.json").read_text())["seed"] == 1
+    assert (workdir / "results/tiny/seed-r4/stacked-seeds0-1/seed0/pretrain.pt").is_file()
+    assert "Nothing to be done" in "".join(run_snakemake(workdir, "-n", *target).stdout.splitlines(True))
+
+
 def expected_outputs(dataset, pretrainings, finetunings, seeds, losses):
     files = [f"resources/{dataset}/{name}" for name in ("sequences.parquet", "item_attributes.parquet", "stats.json")]
     for seed in seeds:

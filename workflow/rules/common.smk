@@ -74,6 +74,7 @@ wildcard_constraints:
     variant=r"full|r\d+",
     pretraining=r"none|authors|[a-z]+-(?:full|r\d+)",
     seed=r"\d+",
+    seeds=r"\d+(?:-\d+)*",
     loss=r"[a-z]+",
 
 
@@ -189,6 +190,19 @@ def check_config():
         raise WorkflowError(
             f"ranks: rank {too_large[0]} exceeds settings.model.hidden_size = {hidden}"
         )
+    if stacked_pretraining():
+        batching = config["settings"].get("pretrain", {}).get("batching")
+        if batching != "padded":
+            raise WorkflowError(
+                f"pretrain_seeds_per_job: {config['pretrain_seeds_per_job']} stacks seeds, which needs "
+                f"settings.pretrain.batching: padded (got {batching!r}): every seed's step must have "
+                "the same size"
+            )
+        if config["compile"] not in ("none", "cuda-graph"):
+            raise WorkflowError(
+                f"pretrain_seeds_per_job: {config['pretrain_seeds_per_job']} stacks seeds, which "
+                f"takes compile none or cuda-graph, not {config['compile']!r}"
+            )
     from_file = config["settings"].get("eval", {}).get("negatives") == "file"
     for name in config["run_on"]:
         check_raw_files(name)
@@ -207,6 +221,21 @@ def check_config():
             )
 
 
+def stacked_pretraining():
+    return config["pretrain_seeds_per_job"] > 1
+
+
+def seed_groups():
+    """The seeds in groups of pretrain_seeds_per_job, in config order (the last may be smaller)."""
+    size, seeds = config["pretrain_seeds_per_job"], config["seeds"]
+    return [seeds[i : i + size] for i in range(0, len(seeds), size)]
+
+
+def seed_group(seed):
+    """Seed `seed`'s group as its folder name's part, e.g. 0-1-2."""
+    return next("-".join(map(str, g)) for g in seed_groups() if int(seed) in g)
+
+
 check_config()
 
 
@@ -219,7 +248,7 @@ check_config()
 #   SLURM:  snakemake-executor-plugin-slurm turns `gpu: 1` into `sbatch --gpus=1`, a whole card
 #           per job (`gpu_model` -> --gpus=<model>:1; a shared card: gpu 0 and gres "shard:1").
 # With cpu or auto no job declares it, so CPU runs are scheduled exactly as before.
-TRAINING_RULES = ("pretrain_model", "finetune_model")
+TRAINING_RULES = ("pretrain_stacked" if stacked_pretraining() else "pretrain_model", "finetune_model")
 GPU_REQUESTS = ("gpu", "gpu_model", "gres")  # what makes the SLURM plugin ask for a GPU
 
 

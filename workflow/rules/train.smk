@@ -1,33 +1,91 @@
-rule pretrain_model:
-    input:
-        unpack(prepared_data),
-        script="scripts/pretrain.py",
-    output:
-        model="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.pt",
-        history="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_history.csv",
-        run="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_run.json",
-    log:
-        "logs/results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.log",
-    benchmark:
-        "logs/benchmarks/results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.tsv"
-    conda:
-        "../../environment.yml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        # 100 epochs of Beauty on one CPU core: ~2 h (seed preset), ~3.5 h (paper, padded)
-        runtime=480,
-        **gpu_resources(),  # gpu=1 with a cuda device only (common.smk, GPU)
-    params:
-        data=subpath(input.sequences, parent=True),
-        out_dir=subpath(output.model, parent=True),
-        settings=pretrain_settings,
-        device=config["device"],
-        compile=config["compile"],
-    shell:
-        "python {input.script} --data {params.data} --variant {wildcards.variant}"
-        " --seed {wildcards.seed} --out-dir {params.out_dir} --settings {params.settings}"
-        " --device {params.device} --threads {threads} --compile {params.compile} > {log} 2>&1"
+# A pretraining job per seed (pretrain_model), or, with pretrain_seeds_per_job > 1, a job per
+# group of seeds trained as one stacked model (pretrain_stacked, into
+# results/{dataset}/{preset}-{variant}/stacked-seeds{group}/seed{seed}/), whose files
+# unstack_pretraining copies to each seed's own folder: everything downstream reads the same paths.
+if not stacked_pretraining():
+
+    rule pretrain_model:
+        input:
+            unpack(prepared_data),
+            script="scripts/pretrain.py",
+        output:
+            model="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.pt",
+            history="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_history.csv",
+            run="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_run.json",
+        log:
+            "logs/results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.log",
+        benchmark:
+            "logs/benchmarks/results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.tsv"
+        conda:
+            "../../environment.yml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            # 100 epochs of Beauty on one CPU core: ~2 h (seed preset), ~3.5 h (paper, padded)
+            runtime=480,
+            **gpu_resources(),  # gpu=1 with a cuda device only (common.smk, GPU)
+        params:
+            data=subpath(input.sequences, parent=True),
+            out_dir=subpath(output.model, parent=True),
+            settings=pretrain_settings,
+            device=config["device"],
+            compile=config["compile"],
+        shell:
+            "python {input.script} --data {params.data} --variant {wildcards.variant}"
+            " --seed {wildcards.seed} --out-dir {params.out_dir} --settings {params.settings}"
+            " --device {params.device} --threads {threads} --compile {params.compile} > {log} 2>&1"
+
+else:
+
+    rule pretrain_stacked:
+        input:
+            unpack(prepared_data),
+            script="scripts/pretrain.py",
+        output:
+            done=touch("results/{dataset}/{preset}-{variant}/stacked-seeds{seeds}/pretrained"),
+        log:
+            "logs/results/{dataset}/{preset}-{variant}/stacked-seeds{seeds}/pretrain.log",
+        benchmark:
+            "logs/benchmarks/results/{dataset}/{preset}-{variant}/stacked-seeds{seeds}/pretrain.tsv"
+        conda:
+            "../../environment.yml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=lambda wildcards: 480 * len(wildcards.seeds.split("-")),  # on a CPU: seeds one after another
+            **gpu_resources(),
+        params:
+            data=subpath(input.sequences, parent=True),
+            seeds=lambda wildcards: wildcards.seeds.replace("-", " "),
+            out_dirs=lambda wildcards, output: " ".join(
+                f"{Path(output.done).parent}/seed{seed}" for seed in wildcards.seeds.split("-")
+            ),
+            settings=pretrain_settings,
+            device=config["device"],
+            compile=config["compile"],
+        shell:
+            "python {input.script} --data {params.data} --variant {wildcards.variant}"
+            " --seed {params.seeds} --out-dir {params.out_dirs} --settings {params.settings}"
+            " --device {params.device} --threads {threads} --compile {params.compile} > {log} 2>&1"
+
+    rule unstack_pretraining:
+        """A seed's files from its group's pretrain_stacked job, copied to the seed's own folder."""
+        input:
+            done=lambda wildcards: (
+                f"results/{wildcards.dataset}/{wildcards.preset}-{wildcards.variant}/"
+                f"stacked-seeds{seed_group(wildcards.seed)}/pretrained"
+            ),
+        output:
+            model="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.pt",
+            history="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_history.csv",
+            run="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_run.json",
+        localrule: True
+        params:
+            source=lambda wildcards, input: f"{Path(input.done).parent}/seed{wildcards.seed}",
+        shell:
+            "cp {params.source}/pretrain_history.csv {output.history}"
+            " && cp {params.source}/pretrain_run.json {output.run}"
+            " && cp {params.source}/pretrain.pt {output.model}"
 
 
 rule finetune_model:
