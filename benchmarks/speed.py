@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.compile in GRAPH_MODES and not args.fixed_shapes:
         parser.error(f"--compile {args.compile} records fixed-shape steps: add --fixed-shapes")
-    threads = runtime.set_threads(args.threads)
+    runtime.set_threads(args.threads)
     device = runtime.choose_device(args.device)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,7 +22,6 @@ import torch
 
 from s3rec import runs, runtime
 from s3rec.authors import check_shapes, convert_state_dict
-from s3rec.config import RunConfig
 from s3rec.data import load_dataset
 from s3rec.pretraining import PretrainModel
 
