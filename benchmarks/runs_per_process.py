@@ -29,7 +29,10 @@ same values).
 On a CPU (no streams, no graphs) the runs step eagerly (fixed shapes, compile none), one after
 another: that checks the script, not a speed. Prints one JSON object: per N, the seconds a
 round of N steps takes, each run's epoch (extrapolated from --batches steps: the epoch's
-batches x the seconds per round), and the epochs per hour of all N together, against N = 1.
+batches x the seconds per round), and the epochs per hour of all N together, against N = 1;
+and the host's part of a round spent drawing the N batches (host_drawing_seconds_per_round:
+near seconds_per_round, the host sets the pace; about 0.8 ms a Beauty batch on the CPUs
+measured so far, benchmarks/batch_drawing.py).
 Data: Beauty from --source, else from ../shared/data/s3rec, else generated data of Beauty's
 size (speed.py).
 """
@@ -125,11 +128,18 @@ def measure_stacked(count: int, dataset, instances, limit: int, device, steps_pe
         run.step(batch, device)
     speed.synchronize(device)
     batches = run.epochs(instances)
+    drawing = 0.0
     start = time.perf_counter()
     for _ in range(limit):
-        run.step(next(batches), device)
+        began = time.perf_counter()
+        batch = next(batches)
+        drawing += time.perf_counter() - began
+        run.step(batch, device)
     speed.synchronize(device)
+    # The host draws every run's batch for each step; where this is near seconds_per_round, the
+    # host, not the GPU, sets the pace (the GPU replays the last step meanwhile).
     return {**rates(count, time.perf_counter() - start, limit, steps_per_epoch, device),
+            "host_drawing_seconds_per_round": round(drawing / limit, 5),
             "attention_spelled_out": run.stacked.attention_spelled_out,
             "vmap_fallbacks": run.stacked.vmap_fallbacks}
 
@@ -150,12 +160,17 @@ def measure(count: int, dataset, instances, limit: int, device, steps_per_epoch:
             run.step(batch, device)
     speed.synchronize(device)
     epochs = [draws(run, instances) for run in group]
+    drawing = 0.0
     start = time.perf_counter()
     for _ in range(limit):
         for run, batches in zip(group, epochs):
-            run.step(next(batches), device)  # drawn here, as a run draws it: host work between replays
+            began = time.perf_counter()
+            batch = next(batches)  # drawn here, as a run draws it: host work between replays
+            drawing += time.perf_counter() - began
+            run.step(batch, device)
     speed.synchronize(device)
-    return rates(count, time.perf_counter() - start, limit, steps_per_epoch, device)
+    return {**rates(count, time.perf_counter() - start, limit, steps_per_epoch, device),
+            "host_drawing_seconds_per_round": round(drawing / limit, 5)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ def test_runs_per_process_reports_each_number_of_runs(runs_per_process, tmp_path
         assert result["seconds_per_epoch"] == pytest.approx(steps * result["seconds_per_round"], abs=0.01)
         assert result["epochs_per_hour"] == pytest.approx(result["runs"] * 3600 / result["seconds_per_epoch"],
                                                           rel=0.01)
+        assert 0 < result["host_drawing_seconds_per_round"] < result["seconds_per_round"]
 
 
 def test_runs_per_process_refuses_to_time_more_steps_than_an_epoch_has(runs_per_process, tmp_path, capsys):
@@ -69,3 +70,4 @@ def test_stacked_mode_reports_each_number_of_runs(runs_per_process, tmp_path, ca
     assert (one["runs"], three["runs"], one["attention_spelled_out"]) == (1, 3, False)
     assert one["vmap_fallbacks"] == three["vmap_fallbacks"] == []  # dropout on: the CPU attends by matmul
     assert three["epochs_per_hour"] == pytest.approx(3 * 3600 / three["seconds_per_epoch"], rel=0.01)
+    assert 0 < three["host_drawing_seconds_per_round"] < three["seconds_per_round"]
