@@ -525,3 +525,30 @@ def test_slurm_profile(tmp_path):
     assert all(states.get(i, "").startswith("COMPLETED") for i in ids), states
     assert len(results["slurm"]) == 4  # none, full, r4 and popularity
     assert results["slurm"] == results["local"]  # deterministic on CPU: identical metrics
+
+
+def test_slurm_profile_runs_a_stacked_group(tmp_path):
+    """pretrain_seeds_per_job through profiles/slurm: the group is one SLURM job, the copy runs
+    locally, and seed 1's finetuning gives the metrics of the same target run locally."""
+    reason = slurm_available()
+    if reason:
+        pytest.skip(reason)
+    target = "results/tiny/seed-r4/seed1/bce/metrics.json"
+    results = {}
+    for mode in ("local", "slurm"):
+        workdir = tmp_path / mode
+        workdir.mkdir()
+        for name in COPIED:
+            source = REPO / name
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / name)
+        stacked = write_config(workdir, STACKED)
+        executor = ("--cores", "2") if mode == "local" else ("--profile", "profiles/slurm", "--jobs", "2")
+        result = run_snakemake(workdir, *executor, "--configfile", stacked, "--", target, timeout=1500)
+        results[mode] = json.loads((workdir / target).read_text())["metrics"]
+    jobs = slurm_job_ids(result.stdout + result.stderr)
+    assert jobs.get("pretrain_stacked") and jobs.get("finetune_model") and not jobs.get("unstack_pretraining"), jobs
+    ids = [i for ids in jobs.values() for i in ids]
+    states = sacct_states(ids)
+    assert all(states.get(i, "").startswith("COMPLETED") for i in ids), states
+    assert results["slurm"] == results["local"]
+
