@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import functools
 import json
 import sys
 import tempfile
@@ -57,7 +58,7 @@ from s3rec import runtime  # noqa: E402
 from s3rec.config import RunConfig  # noqa: E402
 from s3rec.data import leave_one_out, load_dataset  # noqa: E402
 from s3rec.pretrain_batches import item_attribute_table, split_instances  # noqa: E402
-from s3rec.stacked import StackedBatch, StackedRuns, stacked_steps  # noqa: E402
+from s3rec.stacked import StackedBatch, StackedRuns, seed_steps, stacked_steps  # noqa: E402
 from s3rec.training import adam  # noqa: E402
 
 WARMUP = 3  # an epoch's last steps, untimed: both of its shapes recorded (the last batch is short)
@@ -94,22 +95,24 @@ def draws(run: Run, instances):
 class StackedRun:
     """`count` runs (own seed, weights, batch draws) trained as one stacked step: Run's interface."""
 
-    def __init__(self, dataset, instances, count: int, device):
+    def __init__(self, dataset, instances, count: int, device, draw_workers: bool):
         models = []
         for seed in range(count):
             torch.manual_seed(seed)
             models.append(speed.paper_model(dataset, "prefixes", device))
         self.stacked = StackedRuns(models, item_attribute_table(instances).to(device))
         self.optimizer = adam(self.stacked.parameters(), lr=1e-3, weight_decay=0.0)
-        self.layout = {"bounds": (), "length": models[0].cfg.model.max_len}
+        self.cfg = models[0].cfg
         self.rngs = [np.random.default_rng(seed) for seed in range(count)]
+        self.draw_workers = draw_workers
         self.graphed = device.type == "cuda"
         self.train_step = None
 
     def epochs(self, instances):
-        """One iterator of stacked batches: the runs' own draws, step by step."""
-        return map(lambda *chunks: [StackedBatch.of([c for (c,) in chunks])],
-                   *(speed.pretrain_draws(instances, rng, self.layout) for rng in self.rngs))
+        """One iterator of stacked batches: the runs' own draws, step by step, drawn as a stacked
+        run draws them (seed_steps: in worker processes with draw_workers)."""
+        steps = seed_steps(instances, self.cfg.pretrain, self.rngs, self.cfg.model.max_len, self.draw_workers)
+        return map(lambda batches: [StackedBatch.of(list(batches))], steps)
 
     def step(self, batch, device) -> None:
         chunks = [chunk.to(device) for chunk in batch]
@@ -119,11 +122,12 @@ class StackedRun:
         self.train_step(chunks)
 
 
-def measure_stacked(count: int, dataset, instances, limit: int, device, steps_per_epoch: int) -> dict:
+def measure_stacked(count: int, dataset, instances, limit: int, device, steps_per_epoch: int,
+                    draw_workers: bool) -> dict:
     """`count` runs stacked into one step, for `limit` steps (after an untimed warm-up)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    run = StackedRun(dataset, instances, count, device)
+    run = StackedRun(dataset, instances, count, device, draw_workers)
     for batch in collections.deque(run.epochs(instances), maxlen=WARMUP):  # both shapes recorded
         run.step(batch, device)
     speed.synchronize(device)
@@ -139,7 +143,7 @@ def measure_stacked(count: int, dataset, instances, limit: int, device, steps_pe
     # The host draws every run's batch for each step; where this is near seconds_per_round, the
     # host, not the GPU, sets the pace (the GPU replays the last step meanwhile).
     return {**rates(count, time.perf_counter() - start, limit, steps_per_epoch, device),
-            "host_drawing_seconds_per_round": round(drawing / limit, 5),
+            "host_drawing_seconds_per_round": round(drawing / limit, 5), "draw_workers": draw_workers,
             "attention_spelled_out": run.stacked.attention_spelled_out,
             "vmap_fallbacks": run.stacked.vmap_fallbacks}
 
@@ -178,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, nargs="+", default=[1, 2, 4], help="numbers of runs in the process")
     parser.add_argument("--mode", choices=("streams", "stacked"), default="streams",
                         help="runs on their own streams, or stacked into one step (vmap)")
+    parser.add_argument("--draw-in-process", action="store_true",
+                        help="stacked: draw every run's batches in this process (default on a GPU, as a stacked run: "
+                             "each run's in a worker process of its own; on a CPU always in process)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--batches", type=int, default=300, help="timed steps per run (extrapolated to an epoch)")
@@ -197,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.batches >= steps_per_epoch:
         parser.error(f"--batches {args.batches}: an epoch has {steps_per_epoch} steps; time fewer (the last, "
                      f"short one is recorded in the warm-up)")
-    how = measure_stacked if args.mode == "stacked" else measure
+    if args.mode == "stacked":
+        workers = device.type == "cuda" and not args.draw_in_process
+        how = functools.partial(measure_stacked, draw_workers=workers)
+    else:
+        how = measure
     measured = [how(n, dataset, instances, args.batches, device, steps_per_epoch) for n in args.runs]
     single = next((m["epochs_per_hour"] for m in measured if m["runs"] == 1), None)
     for m in measured:

@@ -393,7 +393,7 @@ def test_stacked_runs_replayed_as_a_cuda_graph_train_as_the_eager_stacked_step(d
     for want, got in zip(eager_runs.parameters(), graphed_runs.parameters()):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
-    run = stacked_mode.StackedRun(data, instances, 2, CUDA)  # dropout on (the paper preset's model)
+    run = stacked_mode.StackedRun(data, instances, 2, CUDA, draw_workers=True)  # dropout on (the paper preset's model)
     for batch, _ in zip(run.epochs(instances), range(3)):
         run.step(batch, CUDA)
     assert torch.isfinite(run.train_step([batch[0].to(CUDA)])["per_run_loss"]).all()

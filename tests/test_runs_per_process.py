@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from conftest import REPO
-from s3rec.data import write_prepared
+from s3rec.data import leave_one_out, load_dataset, write_prepared
+from s3rec.pretrain_batches import split_instances
 from s3rec.synthetic import SyntheticSpec, generate
 from scripts_import import load_script
 
@@ -71,3 +73,10 @@ def test_stacked_mode_reports_each_number_of_runs(runs_per_process, tmp_path, ca
     assert one["vmap_fallbacks"] == three["vmap_fallbacks"] == []  # dropout on: the CPU attends by matmul
     assert three["epochs_per_hour"] == pytest.approx(3 * 3600 / three["seconds_per_epoch"], rel=0.01)
     assert 0 < three["host_drawing_seconds_per_round"] < three["seconds_per_round"]
+    assert three["draw_workers"] is False  # on a CPU the runs' batches are drawn in process
+    # as on a GPU: each run's batches drawn in a worker process of its own
+    dataset = load_dataset(data)
+    instances = split_instances(dataset, leave_one_out(dataset.sequences), max_len=50, kind="prefixes")
+    steps = -(-len(instances) // 100)
+    two = runs_per_process.measure_stacked(2, dataset, instances, 2, torch.device("cpu"), steps, draw_workers=True)
+    assert two["draw_workers"] is True and two["runs"] == 2 and two["seconds_per_round"] > 0

@@ -187,6 +187,29 @@ def test_stacked_pretraining_is_deterministic_resumable_and_finetunes_per_seed(t
     assert json.loads((out / "metrics.json").read_text())["seed"] == 1
 
 
+def test_draws_in_worker_processes_are_the_draws_in_process(tiny_data, tmp_path):
+    """seed_steps with workers: every seed's batches drawn in a worker process are those drawn
+    here, step by step; a group trained so (dropout on) ends with the same weights, bit for bit."""
+    dataset = load_dataset(tiny_data)
+    instances = split_instances(dataset, leave_one_out(dataset.sequences), max_len=12)
+    cfg = RunConfig.from_dict(SETTINGS).pretrain
+    here, there = (list(stacked.seed_steps(instances, cfg, runtime.epoch_generators((0, 1), 1), 12, workers))
+                   for workers in (False, True))
+    assert len(here) == len(there) > 1
+    for mine, theirs in zip(here, there):
+        for a, b in zip(mine, theirs):
+            assert all(torch.equal(getattr(a, name), getattr(b, name)) for name in GRID_INPUTS)
+    assert not torch.equal(here[0][0].masked_items, here[0][1].masked_items)  # two seeds, two draws
+
+    cfg = runs.resolve_config(SETTINGS, "r4", 0, device="cpu")
+    for workers in (False, True):
+        stacked.pretrain_stacked(tiny_data, [tmp_path / f"{workers}0", tmp_path / f"{workers}1"], cfg, "r4", [0, 1],
+                                 draw_workers=workers)
+    for seed in (0, 1):
+        a, b = weights(tmp_path / f"False{seed}"), weights(tmp_path / f"True{seed}")
+        assert all(torch.equal(a[name], b[name]) for name in a)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"pretrain": {**SETTINGS["pretrain"], "batching": "bucketed"}}, "stacked pretraining needs padded batches"),
     ({"compile": "eager"}, "compile 'eager': stacked pretraining takes none or cuda-graph"),
