@@ -21,7 +21,9 @@ state (CUDAGraph.register_generator_state).
 s3rec/stacked.py's StackedRuns, what scripts/pretrain.py trains with several --seed values:
 the N runs' weights stacked along a first axis and their losses computed by torch.func.vmap,
 each run on its own batch with its own dropout draws, one step (and, on a GPU, one graph) for
-all N: as many kernels as one run's step, each N times wider. If the GPU's fused attention has
+all N: as many kernels as one run's step, each N times wider. Batches are drawn as a stacked
+run draws them: on a GPU each run's in a worker process of its own (--draw-in-process: all in
+this process, one after another). If the GPU's fused attention has
 no vmap rule, the step falls back to attention spelled out ("attention_spelled_out" in the
 JSON), and "vmap_fallbacks" lists the ops that vmap could only run once per run (slower; the
 same values).
