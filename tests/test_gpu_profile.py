@@ -76,6 +76,12 @@ def test_stacked_pretraining_takes_a_gpu_and_the_slurm_profiles_size(workdir):
     assert {(job.get("gpu"), job.get("mem_mb"), job.get("runtime")) for job in jobs["pretrain_stacked"]} == {
         ("1", "8000", "720")}
     assert not [job for job in jobs["unstack_pretraining"] if "gpu" in job]
+    # a core for the training and one for each seed's batch drawing (worker processes on a GPU)
+    for device in ("cuda", "cpu"):
+        config = write_config(workdir, {**stacked, "device": device})
+        out = run_snakemake(workdir, "-n", "--cores", "8", "--configfile", config).stdout
+        found = re.findall(r"rule pretrain_stacked:\n(?:    .*\n)*?    threads: (\d+)", out)  # (1 is not printed)
+        assert found == (["3"] * 3 if device == "cuda" else []), found  # TINY's three pretrainings, seeds 0-1
 
 
 def test_gpu_profile_puts_the_training_jobs_on_cuda_with_4_slots(workdir):

@@ -49,7 +49,8 @@ else:
             "logs/benchmarks/results/{dataset}/{preset}-{variant}/stacked-seeds{seeds}/pretrain.tsv"
         conda:
             "../../environment.yml"
-        threads: 1
+        # on a GPU, one core more per seed: each seed's batches are drawn in a process of its own
+        threads: lambda wildcards: 1 + len(wildcards.seeds.split("-")) if uses_cuda() else 1
         resources:
             mem_mb=4000,
             runtime=lambda wildcards: 480 * len(wildcards.seeds.split("-")),  # on a CPU: seeds one after another
