@@ -253,12 +253,13 @@ def pretrain_stacked(data_dir: Path, out_dirs: list[Path], cfg: RunConfig, varia
                        stop_after=stop_after)
     if state.epoch < p.epochs:
         return None
+    # cpu_seconds are this process's: draw workers' CPU time is not in them
+    group = {"seeds": list(seeds), "wall_seconds": runs.history_sum(state.history, "seconds"),
+             "cpu_seconds": runs.history_sum(state.history, "cpu_seconds")}
     written = []
     for index, (run_cfg, out_dir) in enumerate(zip(configs, out_dirs)):
         history = [run_row(row, run_cfg.seed, len(seeds)) for row in state.history]
         runtime.save_frame(out_dir / "pretrain_history.csv", pl.DataFrame(history))
-        group = {"seeds": list(seeds), "wall_seconds": runs.history_sum(state.history, "seconds"),
-                 "cpu_seconds": runs.history_sum(state.history, "cpu_seconds")}
         written.append(runs.write_pretrained(out_dir, run_cfg, variant, setup, history, stacked.run_state_dict(index),
                                              stacked=group))
     checkpoint.unlink(missing_ok=True)
