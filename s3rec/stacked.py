@@ -15,7 +15,9 @@ draws (one torch stream for the group, vmap's randomness="different": the same d
 other samples) and the step's form (batches padded to max_len, losses by grid_forward, as under
 any compile mode). So seed s trained in a group is another sample of the same training
 distribution, not the run seed s alone would be; its files say which group it was in
-(`stacked_seeds`). Resumable as any run: the group's checkpoint holds every seed's state.
+(`stacked`: the group's seeds and seconds). Resumable as any run: the group's checkpoint holds
+every seed's state. On a GPU each seed's batches are drawn in a worker process of its own
+(seed_steps): drawn in line, N seeds' batches would take the host longer than the GPU's step.
 """
 from __future__ import annotations
 
