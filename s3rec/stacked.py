@@ -124,7 +124,8 @@ class StackedRuns(torch.nn.Module):
     """N PretrainModels of one shape as one module: each weight stacked to (N, ...), the N runs'
     losses by vmap over (weights, batch). losses(stacked batch)["loss"] is the sum of the runs'
     losses, whose gradient with respect to run i's weights is run i's own gradient;
-    "per_run_<name>" holds each run's loss <name> (N,)."""
+    "per_run" holds each run's losses, (len(LOSSES), N): row j is loss LOSSES[j] (stacked inside
+    the step, so that under a CUDA graph the epoch's sums take one addition a step)."""
 
     def __init__(self, models: list[PretrainModel], table: torch.Tensor):
         super().__init__()
@@ -150,7 +151,7 @@ class StackedRuns(torch.nn.Module):
 
     def losses(self, batch: StackedBatch) -> dict[str, torch.Tensor]:
         per_run = vmap(self.run_losses, randomness="different")(tuple(self.weights), dataclasses.asdict(batch))
-        return {"loss": per_run["loss"].sum(), **{f"per_run_{name}": per_run[name] for name in LOSSES}}
+        return {"loss": per_run["loss"].sum(), "per_run": torch.stack([per_run[name] for name in LOSSES])}
 
     def run_state_dict(self, index: int) -> dict[str, torch.Tensor]:
         """Run `index`'s weights as its PretrainModel's state_dict."""
@@ -240,7 +241,7 @@ def pretrain_stacked(data_dir: Path, out_dirs: list[Path], cfg: RunConfig, varia
             if train_step is None:
                 train_step = stacked_steps(stacked, optimizer, batch, cfg.compile)
             losses = train_step([batch])
-            sums += torch.stack([losses[f"per_run_{name}"].detach() for name in LOSSES]).double()
+            sums += losses["per_run"].detach().double()
         means = (sums / len(instances)).tolist()
         row = {f"seed{seed}_{name}": means[j][i] for i, seed in enumerate(seeds) for j, name in enumerate(LOSSES)}
         for i, seed in enumerate(seeds):

@@ -385,7 +385,7 @@ def test_stacked_runs_replayed_as_a_cuda_graph_train_as_the_eager_stacked_step(d
         optimizer = adam(stacked.parameters(), lr=1e-3, weight_decay=0.0)
         step = (GraphedSteps(stacked, optimizer, stacked.losses, GRID_INPUTS) if graphed
                 else runs.optimizer_steps(lambda chunks: stacked.losses(chunks[0]), optimizer))
-        return torch.stack([step([batch])["per_run_loss"].detach().clone() for batch in batches]), stacked
+        return torch.stack([step([batch])["per_run"][0].detach().clone() for batch in batches]), stacked
 
     (eager, eager_runs), (graphed, graphed_runs) = train(False), train(True)
     assert not torch.equal(eager[:, 0], eager[:, 1])  # two runs, two seeds, two batches
@@ -396,7 +396,7 @@ def test_stacked_runs_replayed_as_a_cuda_graph_train_as_the_eager_stacked_step(d
     run = stacked_mode.StackedRun(data, instances, 2, CUDA, draw_workers=True)  # dropout on (the paper preset's model)
     for batch, _ in zip(run.epochs(instances), range(3)):
         run.step(batch, CUDA)
-    assert torch.isfinite(run.train_step([batch[0].to(CUDA)])["per_run_loss"]).all()
+    assert torch.isfinite(run.train_step([batch[0].to(CUDA)])["per_run"][0]).all()
 
 
 def test_a_stacked_cuda_graph_run_trains_each_seed_as_its_own_and_resumes(tiny_data, tmp_path):

@@ -75,8 +75,8 @@ def test_stacked_runs_are_each_runs_own_losses_and_gradients():
         fields = {name: getattr(batch, name)[i] for name in GRID_INPUTS}
         own = model.grid_forward(stacked.grid_batch(fields, torch.zeros(0, dtype=torch.long)), table)
         own["loss"].backward()
-        for name in stacked.LOSSES:
-            assert losses[f"per_run_{name}"][i].item() == pytest.approx(own[name].item(), rel=1e-12), name
+        for row, name in enumerate(stacked.LOSSES):
+            assert losses["per_run"][row, i].item() == pytest.approx(own[name].item(), rel=1e-12), name
         for weight, (name, parameter) in zip(runs_.weights, model.named_parameters()):
             torch.testing.assert_close(weight.grad[i], parameter.grad, rtol=1e-10, atol=1e-12, msg=name)
     # one Adam over the stacked weights is each run's own Adam (it is elementwise)
@@ -119,7 +119,7 @@ def test_where_the_attention_fails_under_vmap_the_stacked_step_spells_it_out(sta
     attention fail; the spelled-out attention gives the same losses (dropout off)."""
     runs_, batch = stacked_and_batch
     runs_.eval()
-    want = runs_.losses(batch)["per_run_loss"]
+    want = runs_.losses(batch)["per_run"][0]
 
     def no_rule(*args):
         raise RuntimeError("vmap: no batching rule for this attention (a rehearsal)")
@@ -129,7 +129,7 @@ def test_where_the_attention_fails_under_vmap_the_stacked_step_spells_it_out(sta
             module.attend = no_rule
     assert runs_.prepare(batch) == [] and runs_.attention_spelled_out
     assert "the attention failed under vmap (vmap: no batching rule" in caplog.text
-    torch.testing.assert_close(runs_.losses(batch)["per_run_loss"], want)
+    torch.testing.assert_close(runs_.losses(batch)["per_run"][0], want)
 
 
 def test_stacked_pretraining_ends_where_each_seeds_own_run_ends(tiny_data, tmp_path, monkeypatch):

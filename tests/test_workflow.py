@@ -67,15 +67,21 @@ def planned(cwd, *args) -> dict[str, int]:
     return job_counts(result.stdout + result.stderr)
 
 
-@pytest.fixture
-def workdir(tmp_path):
+def copy_workflow(folder: Path) -> Path:
+    """The workflow's files (COPIED) copied into `folder`, made if missing."""
+    folder.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy2(source, tmp_path / name)
-    return tmp_path
+            shutil.copy2(source, folder / name)
+    return folder
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return copy_workflow(tmp_path)
 
 
 def write_config(workdir, config, name="tiny.yaml"):
@@ -494,6 +500,13 @@ def sacct_states(job_ids) -> dict[str, str]:
     return {job: row["State"] for job, row in rows.items()}
 
 
+def assert_completed(jobs: dict[str, list[str]]) -> None:
+    """Every SLURM job of `jobs` (slurm_job_ids) COMPLETED, as sacct says."""
+    ids = [i for ids in jobs.values() for i in ids]
+    states = sacct_states(ids)
+    assert all(states.get(i, "").startswith("COMPLETED") for i in ids), states
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_slurm_profile(tmp_path):
@@ -504,12 +517,7 @@ def test_slurm_profile(tmp_path):
     config = {**TINY, "seeds": [0], "pretraining": {"seed": "all"}, "finetune_losses": ["bce"], "study_dir": None}
     results = {}
     for mode in ("local", "slurm"):
-        workdir = tmp_path / mode
-        workdir.mkdir()
-        for name in COPIED:
-            source = REPO / name
-            copy = shutil.copytree if source.is_dir() else shutil.copy2
-            copy(source, workdir / name)
+        workdir = copy_workflow(tmp_path / mode)
         tiny = write_config(workdir, config)
         if mode == "local":
             run_snakemake(workdir, "--cores", "2", "--configfile", tiny)
@@ -520,13 +528,13 @@ def test_slurm_profile(tmp_path):
     jobs = slurm_job_ids(slurm.stdout + slurm.stderr)
     for rule in ("prepare_data", "pretrain_model", "finetune_model", "rank_popularity"):
         assert jobs.get(rule), f"no SLURM job for {rule}: {jobs}"
-    ids = [i for ids in jobs.values() for i in ids]
-    states = sacct_states(ids)
-    assert all(states.get(i, "").startswith("COMPLETED") for i in ids), states
+    assert_completed(jobs)
     assert len(results["slurm"]) == 4  # none, full, r4 and popularity
     assert results["slurm"] == results["local"]  # deterministic on CPU: identical metrics
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_slurm_profile_runs_a_stacked_group(tmp_path):
     """pretrain_seeds_per_job through profiles/slurm: the group is one SLURM job, the copy runs
     locally, and seed 1's finetuning gives the metrics of the same target run locally."""
@@ -536,19 +544,13 @@ def test_slurm_profile_runs_a_stacked_group(tmp_path):
     target = "results/tiny/seed-r4/seed1/bce/metrics.json"
     results = {}
     for mode in ("local", "slurm"):
-        workdir = tmp_path / mode
-        workdir.mkdir()
-        for name in COPIED:
-            source = REPO / name
-            (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / name)
+        workdir = copy_workflow(tmp_path / mode)
         stacked = write_config(workdir, STACKED)
         executor = ("--cores", "2") if mode == "local" else ("--profile", "profiles/slurm", "--jobs", "2")
         result = run_snakemake(workdir, *executor, "--configfile", stacked, "--", target, timeout=1500)
         results[mode] = json.loads((workdir / target).read_text())["metrics"]
     jobs = slurm_job_ids(result.stdout + result.stderr)
     assert jobs.get("pretrain_stacked") and jobs.get("finetune_model") and not jobs.get("unstack_pretraining"), jobs
-    ids = [i for ids in jobs.values() for i in ids]
-    states = sacct_states(ids)
-    assert all(states.get(i, "").startswith("COMPLETED") for i in ids), states
+    assert_completed(jobs)
     assert results["slurm"] == results["local"]
 
