@@ -73,8 +73,10 @@ def test_stacked_pretraining_takes_a_gpu_and_the_slurm_profiles_size(workdir):
     result = run_snakemake(workdir, "-n", "--profile", "profiles/slurm", "--configfile", write_config(workdir, stacked))
     jobs = planned_resources(result.stdout + result.stderr)
     assert "pretrain_model" not in jobs and jobs["unstack_pretraining"]
-    assert {(job.get("gpu"), job.get("mem_mb"), job.get("runtime")) for job in jobs["pretrain_stacked"]} == {
-        ("1", "8000", "720")}
+    # cpus_per_task (SLURM's --cpus-per-task): the threads below, which snakemake would cap at
+    # this machine's two cores
+    assert {(job.get("gpu"), job.get("mem_mb"), job.get("runtime"), job.get("cpus_per_task"))
+            for job in jobs["pretrain_stacked"]} == {("1", "8000", "720", "3")}
     assert not [job for job in jobs["unstack_pretraining"] if "gpu" in job]
     # a core for the training and one for each seed's batch drawing (worker processes on a GPU)
     for device in ("cuda", "cpu"):
@@ -82,6 +84,7 @@ def test_stacked_pretraining_takes_a_gpu_and_the_slurm_profiles_size(workdir):
         out = run_snakemake(workdir, "-n", "--cores", "8", "--configfile", config).stdout
         found = re.findall(r"rule pretrain_stacked:\n(?:    .*\n)*?    threads: (\d+)", out)  # (1 is not printed)
         assert found == (["3"] * 3 if device == "cuda" else []), found  # TINY's three pretrainings, seeds 0-1
+        assert ("cpus_per_task=3" in out) == (device == "cuda")
 
 
 def test_gpu_profile_puts_the_training_jobs_on_cuda_with_4_slots(workdir):
@@ -194,3 +197,38 @@ def test_slurm_profile_requests_a_gpu_per_training_job(workdir):
             assert "gres/" not in tres[job].replace(expected, ""), tres
         for job in jobs.get("prepare_data", []):
             assert "gres/" not in tres[job], tres
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_slurm_gives_a_stacked_gpu_job_a_core_per_seed(workdir):
+    """pretrain_seeds_per_job 2 on cuda: profiles/slurm submits the group with one GPU and
+    1 + 2 cpus (one for training, one for each seed's batch-drawing worker), and SLURM allocates
+    them (sacct AllocTRES: cpu=3, gres/gpu=1), although snakemake caps the job's threads at the
+    cores of the submitting machine (two here): the rule's cpus_per_task asks for them.
+    Needs a node with GPU gres and >= 3 cpus: on the 2-core test machine,
+    `SLURM_LOCAL_CPUS=4 bash ../shared/slurm-local/start-slurm.sh` (the node then stays `inval`),
+    `echo SlurmdParameters=config_overrides >> /etc/slurm/slurm.conf`, `bash tests/slurm_fake_gpu.sh`.
+    Without CUDA the job then fails, saying so; what is checked is what SLURM allocated."""
+    reason = slurm_available()
+    if reason:
+        pytest.skip(reason)
+    gres = slurm_gres().replace("(null)", "")
+    if "gpu" not in gres:
+        pytest.skip(f"the SLURM node has no GPU gres ({gres or 'none'}); bash tests/slurm_fake_gpu.sh adds fake ones")
+    cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=20).stdout.split()
+    if not cpus or max(int(c.rstrip("+")) for c in cpus) < 3:
+        pytest.skip(f"the SLURM node has {cpus} cpus, fewer than the 3 the job asks (see the docstring)")
+    config = write_config(workdir, {**TINY, "device": "cuda", "seeds": [0, 1], "pretrain_seeds_per_job": 2,
+                                    "settings": {**TINY["settings"], "pretrain": {"epochs": 1, "batching": "padded"}}})
+    target = "results/tiny/seed-full/seed1/pretrain.pt"
+    result = run_snakemake(workdir, target, "--profile", "profiles/slurm", "--retries", "0", "--jobs", "2",
+                           "--configfile", config, check=False, timeout=900)
+    out = result.stdout + result.stderr
+    jobs = slurm_job_ids(out)
+    assert len(jobs.get("pretrain_stacked", [])) == 1, out[-3000:]
+    if result.returncode != 0:  # no CUDA on the node
+        log = (workdir / "logs/results/tiny/seed-full/stacked-seeds0-1/pretrain.log").read_text()
+        assert "CUDA is not available" in log, log[-2000:]
+    tres = alloc_tres(jobs["pretrain_stacked"])[jobs["pretrain_stacked"][0]].split(",")
+    assert "cpu=3" in tres and "gres/gpu=1" in tres, tres

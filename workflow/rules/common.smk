@@ -231,6 +231,12 @@ def seed_groups():
     return [seeds[i : i + size] for i in range(0, len(seeds), size)]
 
 
+def stacked_cores(wildcards):
+    """A pretrain_stacked job's cores: on a GPU one for training and one for each seed's
+    batch-drawing worker process, on a CPU one (the seeds' batches are drawn in process)."""
+    return 1 + len(wildcards.seeds.split("-")) if uses_cuda() else 1
+
+
 def seed_group(seed):
     """Seed `seed`'s group as its folder name's part, e.g. 0-1-2."""
     return next("-".join(map(str, g)) for g in seed_groups() if int(seed) in g)

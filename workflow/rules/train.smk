@@ -50,11 +50,15 @@ else:
         conda:
             "../../environment.yml"
         # on a GPU, one core more per seed: each seed's batches are drawn in a process of its own
-        threads: lambda wildcards: 1 + len(wildcards.seeds.split("-")) if uses_cuda() else 1
+        threads: lambda wildcards: stacked_cores(wildcards)
         resources:
             mem_mb=4000,
             runtime=lambda wildcards: 480 * len(wildcards.seeds.split("-")),  # on a CPU: seeds one after another
             **gpu_resources(),
+            # SLURM's --cpus-per-task. Snakemake caps `threads` at --cores, the submitting
+            # machine's cores (profiles/default: cores: all), even for a job that runs elsewhere;
+            # the SLURM plugin takes this resource instead, uncapped, when it is set.
+            **({"cpus_per_task": lambda wildcards: stacked_cores(wildcards)} if uses_cuda() else {}),
         params:
             data=subpath(input.sequences, parent=True),
             seeds=lambda wildcards: wildcards.seeds.replace("-", " "),
