@@ -5,7 +5,8 @@
 # (fixed-shape steps replayed as CUDA graphs, compile cuda-graph; the same with the loss
 # compiled by inductor first, an experiment; eager), a real pretraining run on Beauty under
 # cuda-graph, N concurrent pretraining jobs on the card (eager and cuda-graph; under CUDA MPS
-# only when `mpsjobs` is named), a profile of a step, and torch.compile (the whole fixed-shape
+# only when `mpsjobs` is named), N concurrent graphed finetuning jobs with their validation, a
+# profile of a step, and torch.compile (the whole fixed-shape
 # loss under reduce-overhead; the encoder alone). Each step's JSON lands in $OUT; a step that
 # fails or runs out of time is logged and the next one still runs.
 #
@@ -158,17 +159,19 @@ run_step() {
     stacked) step stacked 200 runs-stacked.json python3 benchmarks/runs_per_process.py --device "$DEVICE" \
                --threads 4 --mode stacked --runs $STACKED_RUNS --batches "$BATCHES" "${SOURCE[@]}" ;;
     mpsjobs) mps_jobs ;;
+    ftjobs) step ftjobs 180 jobs-finetune-cuda-graph.json python3 benchmarks/jobs_per_device.py --kind finetune \
+              --device "$DEVICE" --threads 2 --jobs $JOBS --compile cuda-graph "${SOURCE[@]}" ;;
     graphjobs) step graphjobs 180 jobs-cuda-graph.json python3 benchmarks/jobs_per_device.py --device "$DEVICE" \
                  --threads 2 --jobs $JOBS --batches "$BATCHES" --fixed-shapes --compile cuda-graph "${SOURCE[@]}" ;;
     grid) step grid 260 speed-grid.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
             --batches "$BATCHES" --skip-sequences --fixed-shapes --compile "$COMPILE" "${SOURCE[@]}" ;;
     compile) step compile 200 speed-compile.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
                --batches "$BATCHES" --skip-sequences --compile "$COMPILE" "${SOURCE[@]}" ;;
-    *) say "unknown step $1 (env, tests, speed, graph, streams, stacked, stackedrun, graphinductor, run, finetune, jobs, graphjobs, mpsjobs, profile, grid, compile)"; exit 2 ;;
+    *) say "unknown step $1 (env, tests, speed, graph, streams, stacked, stackedrun, graphinductor, run, finetune, ftjobs, jobs, graphjobs, mpsjobs, profile, grid, compile)"; exit 2 ;;
   esac
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(env tests streams stacked stackedrun graph finetune graphinductor speed run jobs graphjobs profile grid compile)
+[ ${#steps[@]} -gt 0 ] || steps=(env tests streams stacked stackedrun graph finetune ftjobs graphinductor speed run jobs graphjobs profile grid compile)
 for name in "${steps[@]}"; do run_step "$name"; done
 say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

@@ -303,6 +303,32 @@ def finetune_benchmark(dataset, split, limit: int | None, device, batching: str,
             "sampled_eval_seconds": seconds["sampled"], "users": len(split.train)}
 
 
+def finetune_job_epoch(dataset, split, limit: int | None, device, batching: str, compile_mode: str = "none",
+                       ready=lambda: None) -> dict:
+    """A finetuning run's epoch as benchmarks/jobs_per_device.py times it in N processes at once:
+    the training pass (its batch construction added, as in finetune_benchmark) and the
+    full-ranking validation that follows every epoch of a run. Both run once before `ready()`
+    (allocating, and recording or compiling where asked)."""
+    step, batches, encoder, build_seconds = finetune_steps(dataset, split, device, batching, compile_mode)
+    score = score_function(encoder, device)
+
+    def validate() -> float:
+        start = time.perf_counter()
+        encoder.eval()
+        full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items, exclude_history=True,
+                           batch_size=RunConfig().eval.batch_size)  # ranks on the host: the device has finished
+        encoder.train()
+        return time.perf_counter() - start
+
+    validate()
+    result = timed_epoch(step, batches, limit, device, ready, warmup_batches(compile_mode))
+    train_seconds = result["seconds_per_epoch"] + build_seconds
+    valid_seconds = validate()
+    return result | {"train_seconds": round(train_seconds, 2), "valid_seconds": round(valid_seconds, 3),
+                     "seconds_per_epoch": round(train_seconds + valid_seconds, 2),
+                     "batch_construction_seconds": round(build_seconds, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=None, help="time only this many batches per epoch")

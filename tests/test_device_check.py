@@ -127,3 +127,24 @@ def test_speed_times_the_fixed_shape_step_of_the_runs(tmp_path, monkeypatch, mod
                                                "padded", compile_mode=mode, fixed_shapes=True)
     assert all(len(chunks) == 1 and chunks[0].items.shape[1] == 50 for chunks in batches)  # the paper's max_len
     step(batches[0])
+
+
+def test_jobs_per_device_times_a_finetuning_epoch_and_its_validation(tmp_path, monkeypatch, capsys):
+    """jobs_per_device.py --kind finetune: each process trains a finetuning epoch and validates
+    as a run does, warmed up before it reports ready; --fixed-shapes is refused there."""
+    from s3rec.data import leave_one_out, load_dataset, write_prepared
+    from s3rec.synthetic import SyntheticSpec, generate
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    speed = load_script("speed", folder="benchmarks")
+    write_prepared(generate(SyntheticSpec(users=300, items=200, attributes=5, seed=1)), tmp_path / "data")
+    dataset = load_dataset(tmp_path / "data")
+    calls = []
+    result = speed.finetune_job_epoch(dataset, leave_one_out(dataset.sequences), None, torch.device("cpu"), "padded",
+                                      ready=lambda: calls.append("ready"))
+    assert calls == ["ready"]
+    assert result["batches"] == result["timed_batches"] == 2 and not result["extrapolated"]  # 300 users, batch 256
+    assert result["train_seconds"] > 0 and result["valid_seconds"] > 0
+    assert result["seconds_per_epoch"] == pytest.approx(result["train_seconds"] + result["valid_seconds"], abs=0.01)
+    with pytest.raises(SystemExit):
+        load_script("jobs_per_device", folder="benchmarks").main(["--kind", "finetune", "--fixed-shapes"])
+    assert "--fixed-shapes: pretraining steps only" in capsys.readouterr().err
