@@ -141,7 +141,7 @@ run_step() {
     tests) step tests 150 pytest.log python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
              tests/test_host_sync.py ;;
     speed) step speed 150 speed.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
-             --batches "$BATCHES" "${SOURCE[@]}" ;;
+             --batches "$BATCHES" --eval-batch-sizes 256 1024 4096 "${SOURCE[@]}" ;;
     jobs) step jobs 180 jobs.json python3 benchmarks/jobs_per_device.py --device "$DEVICE" --threads 2 \
             --jobs $JOBS --batches "$BATCHES" "${SOURCE[@]}" ;;
     profile) step profile 90 profile.json python3 benchmarks/profile_step.py --device "$DEVICE" --threads 4 \

@@ -14,6 +14,7 @@ step against a fp32 matmul peak measured in the same run.
     python benchmarks/speed.py --fixed-shapes --compile reduce-overhead   # a whole pretraining step
     python benchmarks/speed.py --fixed-shapes --compile cuda-graph   # each step replayed as a CUDA graph
     python benchmarks/speed.py --fixed-shapes --compile cuda-graph-inductor   # its loss compiled first (an experiment)
+    python benchmarks/speed.py --eval-batch-sizes 256 1024 4096   # the evaluation passes per users-per-batch
 
 `--compile MODE` runs the encoder through torch.compile (dynamic shapes; with
 `reduce-overhead`, as CUDA graphs): a measurement of whether compiling pays, not how runs
@@ -278,9 +279,12 @@ def finetune_steps(dataset, split, device, batching: str, compile_mode: str = "n
     return step, batches, encoder, build_seconds
 
 
-def finetune_benchmark(dataset, split, limit: int | None, device, batching: str, compile_mode: str = "none") -> dict:
+def finetune_benchmark(dataset, split, limit: int | None, device, batching: str, compile_mode: str = "none",
+                       eval_batch_sizes: tuple[int, ...] = ()) -> dict:
     """A finetuning epoch (its batch construction included, as in the pretraining epoch and in a
-    run, which draws each batch before its step), then a full-ranking and a sampled pass."""
+    run, which draws each batch before its step), then a full-ranking and a sampled pass, in
+    batches of eval.batch_size users; then, per size in `eval_batch_sizes`, both passes again
+    (eval_by_batch_size)."""
     step, batches, encoder, build_seconds = finetune_steps(dataset, split, device, batching, compile_mode)
     result = timed_epoch(step, batches, limit, device, warmup=warmup_batches(compile_mode))
     result["seconds_per_epoch"] = round(result["seconds_per_epoch"] + build_seconds, 2)
@@ -299,8 +303,33 @@ def finetune_benchmark(dataset, split, limit: int | None, device, batching: str,
         start = time.perf_counter()
         evaluate()  # returns ranks on the host: the device has finished
         seconds[name] = round(time.perf_counter() - start, 3)
-    return {"finetune_epoch": result, "full_ranking_eval_seconds": seconds["full"],
-            "sampled_eval_seconds": seconds["sampled"], "users": len(split.train)}
+    report = {"finetune_epoch": result, "full_ranking_eval_seconds": seconds["full"],
+              "sampled_eval_seconds": seconds["sampled"], "users": len(split.train)}
+    if eval_batch_sizes:
+        report["eval_by_batch_size"] = eval_by_batch_size(score, dataset, split, negatives, eval_batch_sizes)
+    return report
+
+
+def eval_by_batch_size(score, dataset, split, negatives, sizes) -> dict:
+    """Per users-per-batch size: the full-ranking and sampled passes' seconds (each after one
+    untimed pass of that size) and how many users' full-ranking rank differs from the first
+    size's (batching must not change a rank; on a GPU another batch shape may sum differently)."""
+    report, reference = {}, None
+    for size in sizes:
+        passes = {"full": lambda: full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items,
+                                                     exclude_history=True, batch_size=size),
+                  "sampled": lambda: sampled_ranks(score, split.train, split.valid_target, negatives, batch_size=size)}
+        row = {}
+        for name, evaluate in passes.items():
+            evaluate()
+            start = time.perf_counter()
+            ranks = evaluate()
+            row[f"{name}_seconds"] = round(time.perf_counter() - start, 3)
+            if name == "full":
+                reference = ranks if reference is None else reference
+                row["full_ranks_differing"] = int((ranks != reference).sum())
+        report[str(size)] = row
+    return report
 
 
 def finetune_job_epoch(dataset, split, limit: int | None, device, batching: str, compile_mode: str = "none",
@@ -342,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the encoder through torch.compile in this mode (default: eager); with "
                              "--fixed-shapes the whole loss, or, cuda-graph (only with it), the whole step "
                              "replayed as a CUDA graph")
+    parser.add_argument("--eval-batch-sizes", type=int, nargs="+", default=[], metavar="N",
+                        help="also time both evaluation passes in batches of each N users (eval_by_batch_size)")
     parser.add_argument("--fixed-shapes", action="store_true",
                         help="pretraining steps of one shape (batches padded to max_len, grid_forward); "
                              "with --compile, the whole loss is compiled")
@@ -363,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
         report["pretrain_sequences"] = pretrain_benchmark(dataset, split, "sequences", args.batches, device,
                                                           args.batching, compile_mode=args.compile,
                                                           fixed_shapes=args.fixed_shapes)
-    report.update(finetune_benchmark(dataset, split, args.batches, device, args.batching, args.compile))
+    if any(n < 1 for n in args.eval_batch_sizes):
+        parser.error("--eval-batch-sizes: every size must be at least 1")
+    report.update(finetune_benchmark(dataset, split, args.batches, device, args.batching, args.compile,
+                                     tuple(args.eval_batch_sizes)))
     if "gflops" in report["pretrain_prefixes"]:
         gflops = report["pretrain_prefixes"]["gflops"]["pretrain_step_gflop_per_s"]
         report["pretrain_fraction_of_matmul_peak"] = round(gflops / report["matmul_peak_gflop_per_s"], 3)

@@ -148,3 +148,23 @@ def test_jobs_per_device_times_a_finetuning_epoch_and_its_validation(tmp_path, m
     with pytest.raises(SystemExit):
         load_script("jobs_per_device", folder="benchmarks").main(["--kind", "finetune", "--fixed-shapes"])
     assert "--fixed-shapes: pretraining steps only" in capsys.readouterr().err
+
+
+def test_speed_times_the_evaluation_per_batch_size(tmp_path, monkeypatch):
+    """speed.py --eval-batch-sizes: both passes per size, and the users whose rank moved."""
+    from s3rec.data import leave_one_out, load_dataset, write_prepared
+    from s3rec.synthetic import SyntheticSpec, generate
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    speed = load_script("speed", folder="benchmarks")
+    write_prepared(generate(SyntheticSpec(users=300, items=200, attributes=5, seed=1)), tmp_path / "data")
+    dataset = load_dataset(tmp_path / "data")
+    report = speed.finetune_benchmark(dataset, leave_one_out(dataset.sequences), None, torch.device("cpu"), "padded",
+                                      eval_batch_sizes=(256, 7))
+    by_size = report["eval_by_batch_size"]
+    assert list(by_size) == ["256", "7"]
+    for row in by_size.values():
+        assert row["full_seconds"] > 0 and row["sampled_seconds"] > 0
+    assert by_size["256"]["full_ranks_differing"] == 0  # the reference itself
+    assert 0 <= by_size["7"]["full_ranks_differing"] <= 300
+    assert "eval_by_batch_size" not in speed.finetune_benchmark(dataset, leave_one_out(dataset.sequences), 1,
+                                                                torch.device("cpu"), "padded")
