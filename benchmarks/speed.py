@@ -379,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.compile in GRAPH_MODES and not args.fixed_shapes:
         parser.error(f"--compile {args.compile} records fixed-shape steps: add --fixed-shapes")
+    if any(n < 1 for n in args.eval_batch_sizes):
+        parser.error("--eval-batch-sizes: every size must be at least 1")
     runtime.set_threads(args.threads)
     device = runtime.choose_device(args.device)
     torch.manual_seed(0)
@@ -394,8 +396,6 @@ def main(argv: list[str] | None = None) -> int:
         report["pretrain_sequences"] = pretrain_benchmark(dataset, split, "sequences", args.batches, device,
                                                           args.batching, compile_mode=args.compile,
                                                           fixed_shapes=args.fixed_shapes)
-    if any(n < 1 for n in args.eval_batch_sizes):
-        parser.error("--eval-batch-sizes: every size must be at least 1")
     report.update(finetune_benchmark(dataset, split, args.batches, device, args.batching, args.compile,
                                      tuple(args.eval_batch_sizes)))
     if "gflops" in report["pretrain_prefixes"]:

@@ -50,7 +50,7 @@ else:
         conda:
             "../../environment.yml"
         # on a GPU, one core more per seed: each seed's batches are drawn in a process of its own
-        threads: lambda wildcards: stacked_cores(wildcards)
+        threads: stacked_cores
         resources:
             mem_mb=4000,
             runtime=lambda wildcards: 480 * len(wildcards.seeds.split("-")),  # on a CPU: seeds one after another
@@ -58,7 +58,7 @@ else:
             # SLURM's --cpus-per-task. Snakemake caps `threads` at --cores, the submitting
             # machine's cores (profiles/default: cores: all), even for a job that runs elsewhere;
             # the SLURM plugin takes this resource instead, uncapped, when it is set.
-            **({"cpus_per_task": lambda wildcards: stacked_cores(wildcards)} if uses_cuda() else {}),
+            **({"cpus_per_task": stacked_cores} if uses_cuda() else {}),
         params:
             data=subpath(input.sequences, parent=True),
             seeds=lambda wildcards: wildcards.seeds.replace("-", " "),
