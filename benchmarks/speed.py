@@ -291,13 +291,9 @@ def finetune_benchmark(dataset, split, limit: int | None, device, batching: str,
     result["batch_construction_seconds"] = round(build_seconds, 2)
     encoder.eval()
     score = score_function(encoder, device)
-    eval_size = RunConfig().eval.batch_size
     negatives = sample_negatives(dataset.sequences, dataset.num_items, n=99, seed=0)
-    passes = {"full": lambda: full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items,
-                                                 exclude_history=True, batch_size=eval_size),
-              "sampled": lambda: sampled_ranks(score, split.train, split.valid_target, negatives, batch_size=eval_size)}
     seconds = {}
-    for name, evaluate in passes.items():
+    for name, evaluate in evaluation_passes(score, dataset, split, negatives).items():
         if compile_mode != "none":
             evaluate()  # untimed: compiles (and records) the evaluation's shapes
         start = time.perf_counter()
@@ -310,17 +306,25 @@ def finetune_benchmark(dataset, split, limit: int | None, device, batching: str,
     return report
 
 
+def evaluation_passes(score, dataset, split, negatives=None, batch_size: int = RunConfig().eval.batch_size) -> dict:
+    """{"full": pass, "sampled": pass}: each a call that ranks every user's validation target
+    (the sampled one only with `negatives`) and returns the ranks on the host."""
+    passes = {"full": lambda: full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items,
+                                                 exclude_history=True, batch_size=batch_size)}
+    if negatives is not None:
+        passes["sampled"] = lambda: sampled_ranks(score, split.train, split.valid_target, negatives,
+                                                  batch_size=batch_size)
+    return passes
+
+
 def eval_by_batch_size(score, dataset, split, negatives, sizes) -> dict:
     """Per users-per-batch size: the full-ranking and sampled passes' seconds (each after one
     untimed pass of that size) and how many users' full-ranking rank differs from the first
     size's (batching must not change a rank; on a GPU another batch shape may sum differently)."""
     report, reference = {}, None
     for size in sizes:
-        passes = {"full": lambda: full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items,
-                                                     exclude_history=True, batch_size=size),
-                  "sampled": lambda: sampled_ranks(score, split.train, split.valid_target, negatives, batch_size=size)}
         row = {}
-        for name, evaluate in passes.items():
+        for name, evaluate in evaluation_passes(score, dataset, split, negatives, size).items():
             evaluate()
             start = time.perf_counter()
             ranks = evaluate()
@@ -339,13 +343,12 @@ def finetune_job_epoch(dataset, split, limit: int | None, device, batching: str,
     full-ranking validation that follows every epoch of a run. Both run once before `ready()`
     (allocating, and recording or compiling where asked)."""
     step, batches, encoder, build_seconds = finetune_steps(dataset, split, device, batching, compile_mode)
-    score = score_function(encoder, device)
+    full_ranking = evaluation_passes(score_function(encoder, device), dataset, split)["full"]
 
     def validate() -> float:
         start = time.perf_counter()
         encoder.eval()
-        full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items, exclude_history=True,
-                           batch_size=RunConfig().eval.batch_size)  # ranks on the host: the device has finished
+        full_ranking()  # ranks on the host: the device has finished
         encoder.train()
         return time.perf_counter() - start
 

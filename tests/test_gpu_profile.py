@@ -150,9 +150,33 @@ def test_slurm_profile_gpu_lines(workdir):
 # ---------------------------------------------------------------- real SLURM
 
 
-def slurm_gres() -> str:
-    out = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True, timeout=20).stdout
-    return out.strip()
+def sinfo(column: str) -> list[str]:
+    """One sinfo column (e.g. %G gres, %c cpus), a value per node line."""
+    return subprocess.run(["sinfo", "-h", "-o", column], capture_output=True, text=True, timeout=20).stdout.split()
+
+
+def gpu_gres_or_skip() -> str:
+    """The SLURM node's gres, e.g. gpu:2,shard:8; skips the test without a cluster or a GPU gres."""
+    reason = slurm_available()
+    if reason:
+        pytest.skip(reason)
+    gres = " ".join(sinfo("%G")).replace("(null)", "")
+    if "gpu" not in gres:
+        pytest.skip(f"the SLURM node has no GPU gres ({gres or 'none'}); bash tests/slurm_fake_gpu.sh adds fake ones")
+    return gres
+
+
+def submit_without_cuda(workdir, target, profile, config, log) -> tuple[dict[str, list[str]], str]:
+    """Submit `target` through `profile`: ({rule: SLURM job ids}, the output's tail). Without CUDA
+    on the node the training job fails, which is accepted when its log (`log`, under
+    logs/results/) says so."""
+    result = run_snakemake(workdir, target, "--profile", profile, "--retries", "0", "--jobs", "2",
+                           "--configfile", config, check=False, timeout=900)
+    out = result.stdout + result.stderr
+    if result.returncode != 0:
+        text = (workdir / "logs/results" / log).read_text()
+        assert "CUDA is not available" in text, text[-2000:]
+    return slurm_job_ids(out), out[-3000:]
 
 
 def alloc_tres(job_ids) -> dict[str, str]:
@@ -171,26 +195,15 @@ def test_slurm_profile_requests_a_gpu_per_training_job(workdir):
     and the other jobs without; with the shard lines, one shard (gres/shard=1). Without CUDA on
     the node the training job then fails (runtime.choose_device), which is accepted: what is
     checked is what SLURM allocated."""
-    reason = slurm_available()
-    if reason:
-        pytest.skip(reason)
-    gres = slurm_gres().replace("(null)", "")
-    if "gpu" not in gres:
-        pytest.skip(f"the SLURM node has no GPU gres ({gres or 'none'}); bash tests/slurm_fake_gpu.sh adds fake ones")
+    gres = gpu_gres_or_skip()
     config = write_config(workdir, {**TINY, "seeds": [0], "device": "cuda"})
     target = "results/tiny/seed-full/seed0/pretrain.pt"
     profiles = [("profiles/slurm", "gres/gpu=1")]
     if "shard" in gres:
         profiles.append((slurm_profile_with(workdir, ["gpu", "gres"]), "gres/shard=1"))
     for profile, expected in profiles:
-        result = run_snakemake(workdir, target, "--profile", profile, "--retries", "0", "--jobs", "2",
-                               "--configfile", config, check=False, timeout=900)
-        out = result.stdout + result.stderr
-        jobs = slurm_job_ids(out)
-        assert jobs.get("pretrain_model"), out[-3000:]
-        if result.returncode != 0:  # no CUDA on the node: the job fails, saying so
-            log = (workdir / "logs/results/tiny/seed-full/seed0/pretrain.log").read_text()
-            assert "CUDA is not available" in log, log[-2000:]
+        jobs, out = submit_without_cuda(workdir, target, profile, config, "tiny/seed-full/seed0/pretrain.log")
+        assert jobs.get("pretrain_model"), out
         tres = alloc_tres([i for ids in jobs.values() for i in ids])
         for job in jobs["pretrain_model"]:
             assert expected in tres[job].split(","), tres
@@ -210,25 +223,14 @@ def test_slurm_gives_a_stacked_gpu_job_a_core_per_seed(workdir):
     `SLURM_LOCAL_CPUS=4 bash ../shared/slurm-local/start-slurm.sh` (the node then stays `inval`),
     `echo SlurmdParameters=config_overrides >> /etc/slurm/slurm.conf`, `bash tests/slurm_fake_gpu.sh`.
     Without CUDA the job then fails, saying so; what is checked is what SLURM allocated."""
-    reason = slurm_available()
-    if reason:
-        pytest.skip(reason)
-    gres = slurm_gres().replace("(null)", "")
-    if "gpu" not in gres:
-        pytest.skip(f"the SLURM node has no GPU gres ({gres or 'none'}); bash tests/slurm_fake_gpu.sh adds fake ones")
-    cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=20).stdout.split()
+    gpu_gres_or_skip()
+    cpus = sinfo("%c")
     if not cpus or max(int(c.rstrip("+")) for c in cpus) < 3:
         pytest.skip(f"the SLURM node has {cpus} cpus, fewer than the 3 the job asks (see the docstring)")
     config = write_config(workdir, {**TINY, "device": "cuda", "seeds": [0, 1], "pretrain_seeds_per_job": 2,
                                     "settings": {**TINY["settings"], "pretrain": {"epochs": 1, "batching": "padded"}}})
-    target = "results/tiny/seed-full/seed1/pretrain.pt"
-    result = run_snakemake(workdir, target, "--profile", "profiles/slurm", "--retries", "0", "--jobs", "2",
-                           "--configfile", config, check=False, timeout=900)
-    out = result.stdout + result.stderr
-    jobs = slurm_job_ids(out)
-    assert len(jobs.get("pretrain_stacked", [])) == 1, out[-3000:]
-    if result.returncode != 0:  # no CUDA on the node
-        log = (workdir / "logs/results/tiny/seed-full/stacked-seeds0-1/pretrain.log").read_text()
-        assert "CUDA is not available" in log, log[-2000:]
+    jobs, out = submit_without_cuda(workdir, "results/tiny/seed-full/seed1/pretrain.pt", "profiles/slurm", config,
+                                    "tiny/seed-full/stacked-seeds0-1/pretrain.log")
+    assert len(jobs.get("pretrain_stacked", [])) == 1, out
     tres = alloc_tres(jobs["pretrain_stacked"])[jobs["pretrain_stacked"][0]].split(",")
     assert "cpu=3" in tres and "gres/gpu=1" in tres, tres
