@@ -22,7 +22,7 @@ class Dropout(nn.Module):
     """Inverted dropout, as nn.Dropout, drawing uniform numbers instead of Bernoulli ones.
 
     Same distribution of outputs; on CPU about three times faster than F.dropout, whose
-    Bernoulli sampling was a fifth of a pretraining step (see README, Speed). On a GPU it is
+    Bernoulli sampling was a fifth of a pretraining step (see benchmarks/README.md). On a GPU it is
     F.dropout, one fused kernel each way instead of five: there a step is paced by its number
     of kernels, not by their arithmetic (benchmarks/gpu/).
     """
