@@ -69,8 +69,12 @@ class StackedBatch:
     def of(cls, batches: list[Batch]) -> "StackedBatch":
         return cls(**{name: torch.stack([getattr(b, name) for b in batches]) for name in GRID_INPUTS})
 
+    def fields(self) -> dict[str, torch.Tensor]:
+        """The fields by name, the tensors themselves (dataclasses.asdict would deep-copy each one)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
     def to(self, device) -> "StackedBatch":
-        return StackedBatch(**runtime.to_device(dataclasses.asdict(self), device))
+        return StackedBatch(**runtime.to_device(self.fields(), device))
 
 
 class SeedBatches(torch.utils.data.IterableDataset):
@@ -150,7 +154,7 @@ class StackedRuns(torch.nn.Module):
         return functional_call(self.template, named, (grid_batch(fields, self.empty),))
 
     def losses(self, batch: StackedBatch) -> dict[str, torch.Tensor]:
-        per_run = vmap(self.run_losses, randomness="different")(tuple(self.weights), dataclasses.asdict(batch))
+        per_run = vmap(self.run_losses, randomness="different")(tuple(self.weights), batch.fields())
         return {"loss": per_run["loss"].sum(), "per_run": torch.stack([per_run[name] for name in LOSSES])}
 
     def run_state_dict(self, index: int) -> dict[str, torch.Tensor]:

@@ -101,6 +101,18 @@ def stacked_and_batch(tiny_data):
     return stacked.StackedRuns(models, item_attribute_table(instances)), stacked.StackedBatch.of([first, second])
 
 
+def test_a_stacked_batch_hands_on_its_tensors_without_copying_them(stacked_and_batch, monkeypatch):
+    """fields() and to() (on a CPU, where nothing travels) give the batch's own tensors, and the
+    step reads them as they are: dataclasses.asdict deep-copied all six each step (on a GPU, six
+    copies of the packed device buffer, recorded into the graph too)."""
+    runs_, batch = stacked_and_batch
+    pointers = [getattr(batch, name).data_ptr() for name in GRID_INPUTS]
+    assert [t.data_ptr() for t in batch.fields().values()] == pointers
+    assert [getattr(batch.to("cpu"), name).data_ptr() for name in GRID_INPUTS] == pointers
+    monkeypatch.setattr(stacked.copy, "deepcopy", lambda *_: pytest.fail("the step deep-copied its batch"))
+    runs_.losses(batch)["loss"].backward()
+
+
 def test_the_stacked_probe_names_the_ops_vmap_runs_once_per_run(stacked_and_batch):
     """With dropout the CPU attends by matmul (nothing to name); without, with SDPA, which vmap
     has no rule for: the probe names it. The probe changes no weight and no random state."""
