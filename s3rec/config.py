@@ -223,6 +223,9 @@ def validate(cfg: RunConfig) -> None:
 
 COMPILE_MODES = ("none", "eager", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune",
                  "cuda-graph")
+# what a stacked pretraining of several seeds takes (s3rec/stacked.py): the eager step, or the
+# step recorded as a CUDA graph (torch.compile of a vmapped loss is untested here)
+STACKED_COMPILE_MODES = ("none", "cuda-graph")
 
 VARIANT_PATTERN = re.compile(r"^(none|full|authors|r[1-9][0-9]*)$")
 

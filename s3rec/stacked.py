@@ -35,7 +35,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from s3rec import runs, runtime
-from s3rec.config import PretrainConfig, RunConfig
+from s3rec.config import STACKED_COMPILE_MODES, PretrainConfig, RunConfig
 from s3rec.cuda_graphs import GRID_INPUTS, GraphedSteps
 from s3rec.encoder import SelfAttention
 from s3rec.pretrain_batches import Batch, PretrainInstances, item_attribute_table
@@ -45,9 +45,6 @@ from s3rec.training import adam, run_epochs
 
 log = logging.getLogger("s3rec")
 
-# compile modes a stacked run takes: the eager step, or the step recorded as a CUDA graph
-# (torch.compile of a vmapped loss is untested here)
-STACKED_COMPILE_MODES = ("none", "cuda-graph")
 LOSSES = ("loss", *LOSS_NAMES)
 GROUP_CHECKPOINT = "pretrain_stacked.state.pt"  # in the first seed's folder, with the group's history:
 GROUP_HISTORY = "pretrain_stacked_history.csv"

@@ -12,9 +12,11 @@ from torch._dynamo.testing import CompileCounter
 
 from conftest import REPO
 from s3rec.config import RunConfig
+from s3rec.data import leave_one_out, load_dataset, write_prepared
 from s3rec.encoder import Encoder
 from s3rec.pretrain_batches import build_instances, item_attribute_table, iterate_batches
 from s3rec.pretraining import PretrainModel
+from s3rec.synthetic import SyntheticSpec, generate
 from scripts_import import load_script
 
 SCRIPT = REPO / "benchmarks" / "device_check.sh"
@@ -24,6 +26,13 @@ def device_check(tmp_path, *steps: str, out: str = "out", deadline: int = 300) -
     env = {**os.environ, "OUT": str(tmp_path / out), "DEVICE": "cpu", "DEADLINE": str(deadline)}
     return subprocess.run(["bash", str(SCRIPT), *steps], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
+
+
+def synthetic_split(folder, users: int):
+    """A generated data set of `users` users prepared under `folder`: (dataset, its leave-one-out split)."""
+    write_prepared(generate(SyntheticSpec(users=users, items=200, attributes=5, seed=1)), folder / "data")
+    dataset = load_dataset(folder / "data")
+    return dataset, leave_one_out(dataset.sequences)
 
 
 def test_device_check_runs_the_steps_asked_for_and_logs_them(tmp_path):
@@ -52,13 +61,10 @@ def test_the_benchmarks_take_cuda_graphs_only_with_fixed_shapes_on_cuda(tmp_path
         with pytest.raises(SystemExit):
             load_script(name, folder="benchmarks").main(["--compile", mode])
         assert f"--compile {mode} records fixed-shape steps: add --fixed-shapes" in capsys.readouterr().err
-    from s3rec.data import leave_one_out, load_dataset, write_prepared
-    from s3rec.synthetic import SyntheticSpec, generate
-    write_prepared(generate(SyntheticSpec(users=40, items=200, attributes=5, seed=1)), tmp_path / "data")
-    dataset = load_dataset(tmp_path / "data")
+    dataset, split = synthetic_split(tmp_path, users=40)
     with pytest.raises(ValueError, match="compile: cuda-graph records CUDA graphs and needs a CUDA device"):
-        load_script("speed", folder="benchmarks").pretrain_steps(dataset, leave_one_out(dataset.sequences), "prefixes",
-                                                                 "cpu", "padded", compile_mode=mode, fixed_shapes=True)
+        load_script("speed", folder="benchmarks").pretrain_steps(dataset, split, "prefixes", "cpu", "padded",
+                                                                 compile_mode=mode, fixed_shapes=True)
 
 
 def test_speed_names_a_source_folder_without_beauty(tmp_path, monkeypatch):
@@ -117,14 +123,11 @@ def test_a_fixed_shape_step_is_one_graph_for_every_full_batch():
 def test_speed_times_the_fixed_shape_step_of_the_runs(tmp_path, monkeypatch, mode):
     """speed.py --fixed-shapes [--compile MODE] builds its steps with runs.pretraining_steps: one
     chunk a step, padded to max_len, and the step trains."""
-    from s3rec.data import leave_one_out, load_dataset, write_prepared
-    from s3rec.synthetic import SyntheticSpec, generate
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     speed = load_script("speed", folder="benchmarks")
-    write_prepared(generate(SyntheticSpec(users=40, items=200, attributes=5, seed=1)), tmp_path / "data")
-    dataset = load_dataset(tmp_path / "data")
-    step, batches, _, _ = speed.pretrain_steps(dataset, leave_one_out(dataset.sequences), "prefixes", "cpu",
-                                               "padded", compile_mode=mode, fixed_shapes=True)
+    dataset, split = synthetic_split(tmp_path, users=40)
+    step, batches, _, _ = speed.pretrain_steps(dataset, split, "prefixes", "cpu", "padded", compile_mode=mode,
+                                               fixed_shapes=True)
     assert all(len(chunks) == 1 and chunks[0].items.shape[1] == 50 for chunks in batches)  # the paper's max_len
     step(batches[0])
 
@@ -132,14 +135,11 @@ def test_speed_times_the_fixed_shape_step_of_the_runs(tmp_path, monkeypatch, mod
 def test_jobs_per_device_times_a_finetuning_epoch_and_its_validation(tmp_path, monkeypatch, capsys):
     """jobs_per_device.py --kind finetune: each process trains a finetuning epoch and validates
     as a run does, warmed up before it reports ready; --fixed-shapes is refused there."""
-    from s3rec.data import leave_one_out, load_dataset, write_prepared
-    from s3rec.synthetic import SyntheticSpec, generate
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     speed = load_script("speed", folder="benchmarks")
-    write_prepared(generate(SyntheticSpec(users=300, items=200, attributes=5, seed=1)), tmp_path / "data")
-    dataset = load_dataset(tmp_path / "data")
+    dataset, split = synthetic_split(tmp_path, users=300)
     calls = []
-    result = speed.finetune_job_epoch(dataset, leave_one_out(dataset.sequences), None, torch.device("cpu"), "padded",
+    result = speed.finetune_job_epoch(dataset, split, None, torch.device("cpu"), "padded",
                                       ready=lambda: calls.append("ready"))
     assert calls == ["ready"]
     assert result["batches"] == result["timed_batches"] == 2 and not result["extrapolated"]  # 300 users, batch 256
@@ -152,19 +152,14 @@ def test_jobs_per_device_times_a_finetuning_epoch_and_its_validation(tmp_path, m
 
 def test_speed_times_the_evaluation_per_batch_size(tmp_path, monkeypatch):
     """speed.py --eval-batch-sizes: both passes per size, and the users whose rank moved."""
-    from s3rec.data import leave_one_out, load_dataset, write_prepared
-    from s3rec.synthetic import SyntheticSpec, generate
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     speed = load_script("speed", folder="benchmarks")
-    write_prepared(generate(SyntheticSpec(users=300, items=200, attributes=5, seed=1)), tmp_path / "data")
-    dataset = load_dataset(tmp_path / "data")
-    report = speed.finetune_benchmark(dataset, leave_one_out(dataset.sequences), None, torch.device("cpu"), "padded",
-                                      eval_batch_sizes=(256, 7))
+    dataset, split = synthetic_split(tmp_path, users=300)
+    report = speed.finetune_benchmark(dataset, split, None, torch.device("cpu"), "padded", eval_batch_sizes=(256, 7))
     by_size = report["eval_by_batch_size"]
     assert list(by_size) == ["256", "7"]
     for row in by_size.values():
         assert row["full_seconds"] > 0 and row["sampled_seconds"] > 0
     assert by_size["256"]["full_ranks_differing"] == 0  # the reference itself
     assert 0 <= by_size["7"]["full_ranks_differing"] <= 300
-    assert "eval_by_batch_size" not in speed.finetune_benchmark(dataset, leave_one_out(dataset.sequences), 1,
-                                                                torch.device("cpu"), "padded")
+    assert "eval_by_batch_size" not in speed.finetune_benchmark(dataset, split, 1, torch.device("cpu"), "padded")
