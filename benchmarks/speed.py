@@ -330,7 +330,8 @@ def eval_by_batch_size(score, dataset, split, negatives, sizes) -> dict:
             ranks = evaluate()
             row[f"{name}_seconds"] = round(time.perf_counter() - start, 3)
             if name == "full":
-                reference = ranks if reference is None else reference
+                if reference is None:  # the first size's ranks
+                    reference = ranks
                 row["full_ranks_differing"] = int((ranks != reference).sum())
         report[str(size)] = row
     return report
