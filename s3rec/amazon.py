@@ -119,8 +119,10 @@ def _field(record: dict, key: str, kind: type, path: str | Path, lineno: int):
         raise DataError(f"{path}:{lineno}: missing key {key!r}")
     value = record[key]
     # bool is a subclass of int, but True is never a time stamp.
-    if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value):
-        expected = {str: "a non-empty string", int: "an integer", list: "a list"}[kind]
+    # An int beyond int64 would fail later, inside polars, without naming the line.
+    out_of_range = kind is int and isinstance(value, int) and not -2**63 <= value < 2**63
+    if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value) or out_of_range:
+        expected = {str: "a non-empty string", int: "an integer within int64", list: "a list"}[kind]
         raise DataError(f"{path}:{lineno}: field {key!r}: expected {expected}, got {value!r}")
     return value
 

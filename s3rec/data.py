@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # Leave-one-out needs a training item plus the validation and test targets.
 MIN_LENGTH = 3
+# Ids are stored as int32 (parquet list<int32>); a larger one is a DataError, not a numpy overflow.
+MAX_ID = 2**31 - 1
 
 SEQUENCES_FILE = "sequences.parquet"
 ATTRIBUTES_FILE = "item_attributes.parquet"
@@ -618,6 +620,8 @@ def _user_lines(path: Path) -> Iterator[tuple[int, int, list[int]]]:
             raise DataError(
                 f"{path}:{lineno}: expected 'user_id item_id ...' of integers, got {bad!r}"
             ) from None
+        if max(ids) > MAX_ID:
+            raise DataError(f"{path}:{lineno}: expected ids up to {MAX_ID} (stored as int32), got {max(ids)}")
         if ids[0] in seen:
             raise DataError(f"{path}:{lineno}: user {ids[0]} already on line {seen[ids[0]]}")
         seen[ids[0]] = lineno
@@ -628,8 +632,10 @@ def _read_s3rec_sequences(path: Path) -> tuple[list[int], list[np.ndarray]]:
     user_ids: list[int] = []
     sequences: list[np.ndarray] = []
     for lineno, user, items in _user_lines(path):
-        if min(user, *items) < 1:
-            raise DataError(f"{path}:{lineno}: expected ids >= 1 (0 is padding), got {min(user, *items)}")
+        # A line of only a user id is a user of no items: too short, dropped and counted later.
+        smallest = min([user, *items])
+        if smallest < 1:
+            raise DataError(f"{path}:{lineno}: expected ids >= 1 (0 is padding), got {smallest}")
         user_ids.append(user)
         sequences.append(np.asarray(items, dtype=np.int32))
     return user_ids, sequences
@@ -644,18 +650,39 @@ def _read_s3rec_attributes(path: Path) -> dict[int, list[int]]:
     if not text.strip():
         raise DataError(f"{path}: file is empty; expected a JSON object {{\"item_id\": [attribute ids]}}")
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, object_pairs_hook=_object_without_repeated_keys)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: malformed JSON at column {err.colno}: {err.msg}") from None
+    except RepeatedKey as err:
+        raise DataError(f"{path}: key {err.args[0]!r} occurs twice; expected one entry per item") from None
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a JSON object mapping item ids to attribute lists")
     result: dict[int, list[int]] = {}
+    key_of: dict[int, str] = {}
     for key, values in raw.items():
-        if not _is_int(key) or int(key) < 1:
-            raise DataError(f"{path}: key {key!r}: expected an integer item id >= 1")
+        if not _is_int(key) or not _is_id(int(key)):
+            raise DataError(f"{path}: key {key!r}: expected an integer item id in 1..{MAX_ID}")
+        if int(key) in key_of:  # '4' and '04' (or '4' twice) would keep only the last list
+            raise DataError(f"{path}: keys {key_of[int(key)]!r} and {key!r} are both item {int(key)}; "
+                            "expected one entry per item")
         if not isinstance(values, list) or not all(_is_id(v) for v in values):
-            raise DataError(f"{path}: item {key}: expected a list of integer attribute ids >= 1, got {values!r}")
+            raise DataError(f"{path}: item {key}: expected a list of integer attribute ids in 1..{MAX_ID}, "
+                            f"got {values!r}")
+        key_of[int(key)] = key
         result[int(key)] = values
+    return result
+
+
+class RepeatedKey(ValueError):
+    """A JSON object naming a key twice, which json.loads would resolve by keeping the last value."""
+
+
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise RepeatedKey(key)
+        result[key] = value
     return result
 
 
@@ -668,5 +695,5 @@ def _is_int(text: str) -> bool:
 
 
 def _is_id(value: object) -> bool:
-    """An integer id >= 1 (bool is an int in Python, but never an id)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    """An integer id in 1..MAX_ID (bool is an int in Python, but never an id)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID

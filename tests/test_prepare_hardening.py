@@ -215,6 +215,41 @@ def test_items_only_in_dropped_users_are_counted(tmp_path, release):
     assert (stats["items"], stats["items_without_interactions"], stats["dropped"]["short_users"]) == (5, 1, 1)
 
 
+def test_a_user_line_without_items_is_a_short_user(tmp_path, release):
+    """'3' alone on a line: a user of no interactions, dropped and counted like any user too
+    short for leave-one-out (it crashed with a TypeError before)."""
+    seq, _ = release
+    seq.write_text("1 1 2 3 4\n2 3 1 2 5\n3\n")
+    stats = run(release, tmp_path / "out")
+    assert (stats["users"], stats["dropped"]["short_users"], stats["dropped"]["short_user_interactions"]) == (2, 1, 0)
+
+
+@pytest.mark.parametrize("sequences, attributes, message", [
+    ("1 1 2 3 4\n2 3 1 2 3000000000\n", None,
+     r"Toy\.txt:2: expected ids up to 2147483647 \(stored as int32\), got 3000000000"),
+    ("3000000000 1 2 3 4\n2 3 1 2\n", None, r"Toy\.txt:1: expected ids up to 2147483647"),
+    (None, '{"1": [1], "2": [3], "3": [1], "4": [2, 3000000000]}',
+     r"item 4: expected a list of integer attribute ids in 1\.\.2147483647, got \[2, 3000000000\]"),
+    (None, '{"1": [1], "2": [3], "3": [1], "3000000000": [2]}',
+     r"key '3000000000': expected an integer item id in 1\.\.2147483647"),
+    (None, '{"1": [1], "2": [3], "3": [1], "04": [2], "4": [4]}',
+     r"keys '04' and '4' are both item 4; expected one entry per item"),
+    (None, '{"1": [1], "2": [3], "3": [1], "4": [2], "4": [4]}',
+     r"key '4' occurs twice; expected one entry per item"),
+], ids=["item-beyond-int32", "user-beyond-int32", "attribute-beyond-int32", "key-beyond-int32",
+        "one-item-two-keys", "repeated-key"])
+def test_ids_beyond_int32_and_repeated_items_are_refused(tmp_path, release, sequences, attributes, message):
+    """Ids are stored as int32: a larger one is a DataError naming the file and line, not a numpy
+    OverflowError; an item given two attribute lists would silently keep the last one."""
+    seq, attr = release
+    if sequences is not None:
+        seq.write_text(sequences)
+    if attributes is not None:
+        attr.write_text(attributes)
+    with pytest.raises(DataError, match=message):
+        read_s3rec(seq, attr)
+
+
 def test_missing_attribute_entry_is_refused(release):
     seq, attr = release
     attr.write_text(json.dumps({"1": [1], "2": [2], "3": [3], "5": [1]}))
