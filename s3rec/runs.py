@@ -17,7 +17,7 @@ import torch
 
 from s3rec import runtime
 from s3rec.batching import chunk_bounds
-from s3rec.config import HEAD_NAMES, RunConfig, parse_variant, validate
+from s3rec.config import HEAD_NAMES, ModelConfig, RunConfig, parse_variant, validate
 from s3rec.cuda_graphs import GRID_INPUTS, NEXT_ITEM_INPUTS, GraphedSteps
 from s3rec.data import (ATTRIBUTES_FILE, NEGATIVES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset,
                         load_sampled_negatives)
@@ -64,6 +64,22 @@ def parameter_counts(cfg: RunConfig, num_items: int, num_attributes: int, pretra
             "heads_total": sum(heads.values()), "total": total}
 
 
+# The model settings a pretrained encoder's weights mean something under. num_heads changes no
+# shape, so a strict load alone would accept an encoder pretrained with other heads.
+ARCHITECTURE = ("hidden_size", "num_layers", "num_heads", "max_len")
+
+
+def check_architecture(path: Path, saved_model: dict | None, model: ModelConfig) -> None:
+    """A checkpoint's recorded model settings against this run's, every difference named."""
+    if saved_model is None:
+        return  # nothing recorded: the strict load still checks every shape
+    differ = [f"{name} {saved_model[name]} there, {getattr(model, name)} here" for name in ARCHITECTURE
+              if name in saved_model and saved_model[name] != getattr(model, name)]
+    if differ:
+        raise ValueError(f"{path} was pretrained with other model settings ({'; '.join(differ)}); "
+                         "finetune with the pretraining's settings.model")
+
+
 def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: int, data_digest: str) -> dict:
     """Strict load of a pretraining checkpoint's encoder: it must be of this variant, seed (an
     imported checkpoint has none) and data set; anything missing or mismatched is an error.
@@ -81,6 +97,7 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: in
     elif saved["data_digest"] != data_digest:
         raise ValueError(f"{path} was pretrained on other data than {SEQUENCES_FILE} + {ATTRIBUTES_FILE} "
                          "of this --data folder (their sha256 differs)")
+    check_architecture(path, saved.get("config", {}).get("model"), encoder.cfg)
     prefix = "encoder."
     state = {k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)}
     try:

@@ -260,11 +260,13 @@ def test_interrupted_run_resumes_to_the_same_metrics(tiny_data, tmp_path):
     assert resumed["cpu_seconds"]["finetune"] > sum(history["cpu_seconds"]) + sum(history["valid_cpu_seconds"])
 
 
-def _fake_pretrained(path, variant, hidden_size=16, num_items=40, seed=0, data=None):
+def _fake_pretrained(path, variant, hidden_size=16, num_items=40, seed=0, data=None, recorded_model=None):
+    """A pretraining checkpoint; `recorded_model` is the model config it records (none by default)."""
     encoder = Encoder(ModelConfig(**{**SMALL_MODEL, "hidden_size": hidden_size}), num_items)
     state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     digest = runtime.digest(runs.data_files(data)) if data else "0" * 64
-    runtime.save_torch(path, {"config": {}, "variant": variant, "seed": seed, "data_digest": digest, "epoch": 1,
+    config = {"model": recorded_model} if recorded_model else {}
+    runtime.save_torch(path, {"config": config, "variant": variant, "seed": seed, "data_digest": digest, "epoch": 1,
                               "state_dict": state})
     return encoder
 
@@ -279,7 +281,7 @@ def test_pretrained_encoder_is_loaded_strictly(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "wrong_variant", "wrong_shape", "no_checkpoint", "other_seed",
-                                  "other_data"])
+                                  "other_data", "other_heads", "recorded_other_size"])
 def test_bad_pretrained_checkpoint_is_an_error(tiny_data, tmp_path, case):
     path = tmp_path / "pre.pt"
     if case == "wrong_variant":
@@ -292,12 +294,18 @@ def test_bad_pretrained_checkpoint_is_an_error(tiny_data, tmp_path, case):
         other = tmp_path / "other"
         write_prepared(generate(SyntheticSpec(users=80, items=40, attributes=8, seed=9, max_length=15)), other)
         _fake_pretrained(path, "full", data=other)
+    elif case == "other_heads":  # the same shapes: only the recorded settings tell
+        _fake_pretrained(path, "full", data=tiny_data, recorded_model={**SMALL_MODEL, "num_heads": 4})
+    elif case == "recorded_other_size":
+        _fake_pretrained(path, "full", hidden_size=8, data=tiny_data, recorded_model={**SMALL_MODEL, "hidden_size": 8})
     if case == "no_checkpoint":
         with pytest.raises(ValueError, match="needs --pretrained"):
             run(tiny_data, tmp_path / "x", variant="full")
         return
     expected = {"missing": "does not exist", "wrong_variant": "pretrained as variant", "wrong_shape": "does not fit",
-                "other_seed": "pretrained with seed 1, not 0", "other_data": "pretrained on other data"}
+                "other_seed": "pretrained with seed 1, not 0", "other_data": "pretrained on other data",
+                "other_heads": r"other model settings \(num_heads 4 there, 2 here\)",
+                "recorded_other_size": r"other model settings \(hidden_size 8 there, 16 here\)"}
     with pytest.raises((FileNotFoundError, ValueError), match=expected[case]):
         run(tiny_data, tmp_path / "x", variant="full", pretrained=path)
     assert not (tmp_path / "x" / "metrics.json").exists()
