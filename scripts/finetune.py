@@ -16,8 +16,9 @@ from s3rec.config import COMPILE_MODES
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     runs.add_run_arguments(parser)
-    parser.add_argument("--pretrained", type=Path, default=None, help="pretrain.pt of the same variant, seed, data and model settings "
-                        "(hidden_size, num_layers, num_heads, max_len)")
+    parser.add_argument("--pretrained", type=Path, default=None,
+                        help="pretrain.pt of the same variant, seed, data and model settings "
+                             "(hidden_size, num_layers, num_heads, max_len)")
     parser.add_argument("--compile", default=None, choices=COMPILE_MODES,
                         help="cuda-graph: each fixed-shape step replayed as a CUDA graph; other modes train the "
                              "eager step (RunConfig.compile; default none)")
