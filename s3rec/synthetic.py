@@ -41,6 +41,8 @@ class SyntheticSpec:
     def check(self) -> None:
         if self.users < 1 or self.attributes < 1:
             raise DataError(f"synthetic: expected users >= 1 and attributes >= 1, got {self}")
+        if self.seed < 0:  # numpy's generators take no negative seed
+            raise DataError(f"synthetic: expected seed >= 0, got {self.seed}")
         if not MIN_SEQUENCE <= self.items <= MAX_ITEMS:
             raise DataError(
                 f"synthetic: expected {MIN_SEQUENCE} <= items <= {MAX_ITEMS} (sequences have at least "
