@@ -184,6 +184,7 @@ def _typed(key: str, value: Any, annotation: str) -> Any:
 
 def validate(cfg: RunConfig) -> None:
     m, p, f = cfg.model, cfg.pretrain, cfg.finetune
+    check_ranges(cfg)
     if m.hidden_size % m.num_heads:
         raise ValueError("model.hidden_size must be divisible by model.num_heads")
     bad = set(m.low_rank_heads) - set(HEAD_NAMES)
@@ -219,6 +220,31 @@ def validate(cfg: RunConfig) -> None:
     bad = set(cfg.eval.protocols) - {"full", "sampled"}
     if bad:
         raise ValueError(f"eval.protocols: unknown protocol {sorted(bad)[0]!r}; expected full, sampled")
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    """The numeric ranges of workflow/schemas/config.schema.yaml, for runs started from the
+    scripts with --settings, which the workflow's schema never sees (a dropout of 1.5 or a
+    negative learning rate would otherwise train, or fail deep inside torch)."""
+    m, p, f, e = cfg.model, cfg.pretrain, cfg.finetune, cfg.eval
+    at_least_one = {"model.hidden_size": m.hidden_size, "model.num_layers": m.num_layers,
+                    "model.num_heads": m.num_heads, "model.max_len": m.max_len,
+                    "eval.sampled_negatives": e.sampled_negatives}
+    seeds = {"seed": cfg.seed, "eval.negatives_seed": e.negatives_seed}
+    at_least_zero = {"pretrain.aap_weight": p.aap_weight, "pretrain.mip_weight": p.mip_weight,
+                     "pretrain.map_weight": p.map_weight, "pretrain.sp_weight": p.sp_weight,
+                     "pretrain.weight_decay": p.weight_decay, "finetune.weight_decay": f.weight_decay}
+    positive = {"model.init_std": m.init_std, "pretrain.lr": p.lr, "finetune.lr": f.lr}
+    probabilities = {"model.hidden_dropout": m.hidden_dropout, "model.attention_dropout": m.attention_dropout,
+                     "pretrain.mask_prob": p.mask_prob}
+    checks = ([(key, value, value >= 1, "an integer >= 1") for key, value in at_least_one.items()]
+              + [(key, value, value >= 0, "an integer >= 0") for key, value in seeds.items()]
+              + [(key, value, value >= 0, "a number >= 0") for key, value in at_least_zero.items()]
+              + [(key, value, value > 0, "a number > 0") for key, value in positive.items()]
+              + [(key, value, 0 <= value <= 1, "a number in [0, 1]") for key, value in probabilities.items()])
+    for key, value, ok, expected in checks:
+        if not ok:  # NaN fails every comparison, so it lands here too
+            raise ValueError(f"{key}: expected {expected}, got {value}")
 
 
 COMPILE_MODES = ("none", "eager", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune",

@@ -182,3 +182,29 @@ def test_lint_is_clean():
     result = snakemake("--lint", "--nolock")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations" in result.stdout + result.stderr
+
+
+def _schema_ranges():
+    """(section, field, keyword, bound) for every numeric bound the schema puts on a RunConfig setting."""
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    for section in ("model", "pretrain", "finetune", "eval"):
+        for name, spec in schema["$defs"][section]["properties"].items():
+            for keyword in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+                if keyword in spec:
+                    yield section, name, keyword, spec[keyword]
+
+
+@pytest.mark.parametrize("section, name, keyword, bound", list(_schema_ranges()),
+                         ids=lambda value: str(value))
+def test_run_config_refuses_what_the_schema_refuses(section, name, keyword, bound):
+    """Runs started from the scripts with --settings never meet the schema: RunConfig itself
+    refuses a value just outside each of the schema's bounds, naming the key, and takes the bound."""
+    kind = {f.name: f.type for f in dataclasses.fields(type(getattr(RunConfig(), section)))}[name]
+    step = 1 if kind.startswith("int") else 0.5
+    outside = {"minimum": bound - step, "exclusiveMinimum": bound, "maximum": bound + step,
+               "exclusiveMaximum": bound}[keyword]
+    with pytest.raises(ValueError, match=rf"^{section}\.{name}: expected"):
+        RunConfig.from_dict({section: {name: outside}})
+    if keyword in ("minimum", "maximum"):
+        companion = {"num_heads": 1} if name == "hidden_size" else {}  # d = 1 takes one head
+        RunConfig.from_dict({section: {name: bound, **companion}})
