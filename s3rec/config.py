@@ -242,6 +242,8 @@ def check_ranges(cfg: RunConfig) -> None:
               + [(key, value, value >= 0, "a number >= 0") for key, value in at_least_zero.items()]
               + [(key, value, value > 0, "a number > 0") for key, value in positive.items()]
               + [(key, value, 0 <= value <= 1, "a number in [0, 1]") for key, value in probabilities.items()])
+    if cfg.threads is not None:  # 0 would silently mean torch's default, a negative count fail in torch
+        checks.append(("threads", cfg.threads, cfg.threads >= 1, "an integer >= 1 or null (torch's default)"))
     for key, value, ok, expected in checks:
         if not ok:  # NaN fails every comparison, so it lands here too
             raise ValueError(f"{key}: expected {expected}, got {value}")
