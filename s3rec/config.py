@@ -215,6 +215,8 @@ def validate(cfg: RunConfig) -> None:
                         ("finetune.patience", f.patience), ("eval.batch_size", cfg.eval.batch_size)):
         if number < 1:
             raise ValueError(f"{key}: expected a positive integer, got {number}")
+    if not DEVICE_PATTERN.match(cfg.device):
+        raise ValueError(f"device: expected auto, cpu, cuda, cuda:N or cuda:any, got {cfg.device!r}")
     if cfg.compile not in COMPILE_MODES:
         raise ValueError(f"compile: expected one of {', '.join(COMPILE_MODES)}, got {cfg.compile!r}")
     bad = set(cfg.eval.protocols) - {"full", "sampled"}
@@ -255,6 +257,7 @@ COMPILE_MODES = ("none", "eager", "default", "reduce-overhead", "max-autotune-no
 # step recorded as a CUDA graph (torch.compile of a vmapped loss is untested here)
 STACKED_COMPILE_MODES = ("none", "cuda-graph")
 
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:([0-9]+|any))?)$")  # as workflow/schemas/config.schema.yaml
 VARIANT_PATTERN = re.compile(r"^(none|full|authors|r[1-9][0-9]*)$")
 
 

@@ -20,6 +20,7 @@ from s3rec.config import PRESETS, RunConfig, parse_variant
     ({"finetune": {"epochs": 0}}, "finetune.epochs: expected a positive integer, got 0"),
     ({"threads": 0}, "threads: expected an integer >= 1 or null (torch's default), got 0"),
     ({"seed": -1}, "seed: expected an integer >= 0, got -1"),
+    ({"device": "gpu"}, "device: expected auto, cpu, cuda, cuda:N or cuda:any, got 'gpu'"),
 ])
 def test_a_value_of_the_wrong_type_is_an_error_naming_key_value_and_type(settings, message):
     with pytest.raises(ValueError) as error:

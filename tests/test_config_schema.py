@@ -208,3 +208,9 @@ def test_run_config_refuses_what_the_schema_refuses(section, name, keyword, boun
     if keyword in ("minimum", "maximum"):
         companion = {"num_heads": 1} if name == "hidden_size" else {}  # d = 1 takes one head
         RunConfig.from_dict({section: {name: bound, **companion}})
+
+
+def test_run_config_takes_the_devices_the_schema_takes():
+    from s3rec.config import DEVICE_PATTERN
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    assert schema["properties"]["device"]["pattern"] == DEVICE_PATTERN.pattern
