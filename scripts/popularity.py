@@ -4,7 +4,8 @@
 
 Popularity counts only items[:-2] of every user (the validation and test items are held out),
 and every user gets the same scores. Evaluation is s3rec.evaluation.evaluate with the runs'
-EvalConfig (--settings '{"eval": {...}}'), so the sampled negatives are the runs' negatives.
+EvalConfig (--settings '{"eval": {...}}'), so the sampled negatives are the runs' negatives:
+drawn with eval.negatives_seed, or with eval.negatives: file the data set's sampled_negatives.parquet.
 Writes metrics.json (a run's structure, variant "popularity", no parameters; cpu_seconds.finetune
 and wall_seconds.finetune are the counting and ranking time) and ranks.parquet. Logs with
 timestamps, like the training scripts.
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s3rec import runtime
+from s3rec import runs, runtime
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset
 from s3rec.evaluation import evaluate
@@ -42,8 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
     runtime.setup_logging()
+    with runtime.clear_errors():
+        return rank_by_popularity(args)
+
+
+def rank_by_popularity(args: argparse.Namespace) -> int:
     started, cpu_started = time.perf_counter(), time.process_time()
     runtime.set_threads(args.threads)
+    if not isinstance(args.settings, dict):
+        raise ValueError(f"--settings: expected a JSON object with an `eval` section, got {args.settings!r}")
     cfg = RunConfig.from_dict({"eval": args.settings.get("eval", {})})
     execution = runtime.describe_execution("cpu")
     log.info("popularity ranking of %s on %s; eval settings %s", args.data, execution,
@@ -55,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     def score_fn(histories: list[np.ndarray]) -> torch.Tensor:
         return counts.expand(len(histories), -1)  # (B, num_items + 1), the same row for all
 
-    metrics, ranks = evaluate(score_fn, split, dataset.sequences, dataset.user_ids, dataset.num_items, cfg.eval)
+    negatives = runs.sampled_negatives(args.data, dataset, cfg)  # the finetuned runs' own (a file's, if set)
+    metrics, ranks = evaluate(score_fn, split, dataset.sequences, dataset.user_ids, dataset.num_items, cfg.eval,
+                              negatives=negatives)
     result = {
         "dataset": args.data.name, "variant": "popularity", "seed": 0, "metrics": metrics,
         "parameters": {"encoder": 0, "heads": {}, "heads_total": 0, "total": 0},

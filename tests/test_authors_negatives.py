@@ -138,6 +138,28 @@ def test_negatives_from_a_file_rank_as_the_same_negatives_drawn(tiny, tmp_path):
     assert another["metrics"]["sampled"] != seeded["metrics"]["sampled"]
 
 
+def test_popularity_ranks_against_the_negatives_file(tiny, tmp_path):
+    """The popularity baseline takes eval.negatives: file like the finetuned runs (it drew the
+    seeded negatives whatever the setting, while its metrics.json recorded `file`)."""
+    import popularity
+
+    other = tmp_path / "other"  # tiny's data with other negatives in its file
+    write_prepared(generate(SyntheticSpec(users=60, items=40, attributes=8, seed=5, max_length=15)), other)
+    dataset = load_dataset(other)
+    drawn = sample_negatives(dataset.sequences, dataset.num_items, 20, seed=7)
+    pl.read_parquet(tiny / "sampled_negatives.parquet").with_columns(
+        negatives=pl.Series(drawn.tolist(), dtype=pl.List(pl.Int32))).write_parquet(other / "sampled_negatives.parquet")
+
+    def rank(data, out, negatives):
+        settings = json.dumps({"eval": {"sampled_negatives": 20, "negatives": negatives}})
+        assert popularity.main(["--data", str(data), "--out-dir", str(tmp_path / out), "--settings", settings]) == 0
+        return json.loads((tmp_path / out / "metrics.json").read_text())["metrics"]
+
+    seeded, same_file, other_file = rank(tiny, "seeded", "seeded"), rank(tiny, "file", "file"), rank(other, "other", "file")
+    assert same_file == seeded  # tiny's file holds the seeded draw
+    assert other_file["full"] == seeded["full"] and other_file["sampled"] != seeded["sampled"]
+
+
 def test_a_negatives_file_of_another_width_is_refused(tiny, tmp_path):
     with pytest.raises(ValueError, match="holds 20 negatives per user, but eval.sampled_negatives is 19"):
         finetune(tiny, tmp_path / "run", eval={"negatives": "file", "sampled_negatives": 19})
