@@ -145,7 +145,11 @@ def load_sampled_negatives(directory: str | Path, user_ids: np.ndarray) -> np.nd
 def _read_checked(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: file not found; expected a prepared data set (scripts/prepare_data.py)")
-    frame = pl.read_parquet(path)
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as err:  # truncated, corrupt, or not parquet at all
+        raise DataError(f"{path}: not a readable parquet file ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                        "prepare the data set again (scripts/prepare_data.py)") from None
     if dict(frame.schema) != schema:
         want = ", ".join(f"{k} {v}" for k, v in schema.items())
         got = ", ".join(f"{k} {v}" for k, v in frame.schema.items())

@@ -105,6 +105,18 @@ def test_load_dataset_missing_file(tmp_path):
         load_dataset(tmp_path)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "empty", "text"])
+def test_load_dataset_names_an_unreadable_parquet_file(tmp_path, damage):
+    """A truncated copy or an interrupted download is a DataError naming the file, not polars' own."""
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    out = prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    path = out / "item_attributes.parquet"
+    whole = path.read_bytes()
+    path.write_bytes({"truncated": whole[: len(whole) // 2], "empty": b"", "text": b"not parquet\n"}[damage])
+    with pytest.raises(DataError, match=r"item_attributes\.parquet: not a readable parquet file"):
+        load_dataset(out)
+
+
 @pytest.mark.parametrize(
     "frame, message",
     [
