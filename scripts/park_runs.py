@@ -142,14 +142,27 @@ def park(results: Path, study: Path, parking: Path) -> dict:
     return counts
 
 
+def check_parked(parked: list[Path]) -> None:
+    """Every parked checkpoint readable before anything is copied: a truncated file, or a git-LFS
+    pointer where the checkpoint should be, stops the restore naming the parked file, with
+    results/ untouched (copied first, it failed later naming the copy, half the runs restored)."""
+    for path in parked:
+        if path.name.endswith(".state.pt"):
+            epoch_of(path)
+        elif path.suffix == ".pt":
+            runtime.load_torch(path)
+
+
 def restore(parking: Path, results: Path, data: Path) -> dict:
     if not (data / "stats.json").is_file():
         raise FileNotFoundError(
             f"restore: no prepared data at {data} (stats.json): make it first, e.g. snakemake --configfile "
             f"config/{results.name}.yaml -- {data}/stats.json, then restore; restored files must be newer than the "
             "data, or snakemake runs their pretrainings again")
+    parked = sorted(p for p in parking.rglob("*") if p.is_file())
+    check_parked(parked)
     counts = dict.fromkeys(("restored", "kept"), 0)
-    for source in sorted(p for p in parking.rglob("*") if p.is_file()):
+    for source in parked:
         target = results / source.relative_to(parking)
         if target.is_file():
             newer = source.name.endswith(".state.pt") and epoch_of(source) > epoch_of(target)

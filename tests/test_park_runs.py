@@ -111,6 +111,22 @@ def test_restore_replaces_an_earlier_checkpoint_and_keeps_a_later_one(layout, tm
     assert "after epoch 7" in caplog.text and "1 restored, 1 kept" in caplog.text
 
 
+@pytest.mark.parametrize("damaged", ["pretrain.state.pt", "pretrain.pt"])
+def test_a_damaged_parked_checkpoint_stops_the_restore_before_anything_is_copied(layout, tmp_path, caplog, damaged):
+    """A truncated checkpoint, or a git-LFS pointer in its place, is named as parked, and results/
+    stays as it was (the copy came first, and the error named the copy, half the runs restored)."""
+    results, _, parking = layout
+    checkpoint(parking / RUN / "bce" / "finetune.state.pt", 5)  # sorts first: the code before copied it, then failed
+    whole = parking / RUN / damaged
+    checkpoint(whole, 2)
+    whole.write_bytes(whole.read_bytes()[:100] if damaged.endswith("state.pt") else
+                      b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n")
+    with pytest.raises(SystemExit) as exit_:
+        main("restore", tmp_path)
+    assert exit_.value.code == 2 and str(whole) in caplog.text
+    assert files(results) == []
+
+
 def test_a_missing_or_bad_plan_is_a_clear_error(tmp_path, caplog):
     with pytest.raises(SystemExit) as exit_:
         main("park", tmp_path)
