@@ -35,6 +35,10 @@ def import_checkpoint(authors: Path, data_dir: Path, out: Path, variant: str = "
         raise ValueError(f"--variant: expected full or authors (dense heads), got {variant!r}")
     if not authors.is_file():
         raise FileNotFoundError(f"authors' checkpoint {authors} does not exist")
+    settings = settings or {}
+    if not isinstance(settings, dict) or set(settings) - {"model"}:
+        raise ValueError(f"--settings: expected a JSON object with only a `model` section (an import's pretraining "
+                         f"settings are the paper preset and --epochs), got {settings!r}")
     theirs = runtime.load_torch(authors)
     if not isinstance(theirs, dict) or not all(isinstance(v, torch.Tensor) for v in theirs.values()):
         raise ValueError(f"{authors}: expected a state dict of tensors (the authors' S3RecModel), got {type(theirs).__name__}")
@@ -42,9 +46,9 @@ def import_checkpoint(authors: Path, data_dir: Path, out: Path, variant: str = "
     layers = {int(m.group(1)) for m in map(re.compile(r"^item_encoder\.layer\.(\d+)\.").match, theirs) if m}
     # Their run_pretrain.py defaults; the hidden size and depth are read off the tensors.
     model = {"hidden_size": int(theirs.get("item_embeddings.weight", torch.empty(0, 64)).shape[-1]),
-             "num_layers": len(layers) or 2, **(settings or {}).get("model", {})}
-    cfg = runs.resolve_config({**(settings or {}), "model": model, "pretrain": {"preset": "paper", "epochs": epochs or _epochs(authors)}},
-                              variant, seed=0)
+             "num_layers": len(layers) or 2, **settings.get("model", {})}
+    epochs = epochs if epochs is not None else _epochs(authors)  # --epochs 0 is refused, not read off the name
+    cfg = runs.resolve_config({"model": model, "pretrain": {"preset": "paper", "epochs": epochs}}, variant, seed=0)
     try:
         check_shapes(theirs, dataset.num_items, dataset.num_attributes, cfg.model.max_len)
         converted = convert_state_dict(theirs)

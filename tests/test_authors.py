@@ -9,6 +9,7 @@ recognise Beauty's item attributes (which fails if item or attribute ids were mi
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 
@@ -165,6 +166,22 @@ def test_a_checkpoint_of_other_data_or_garbage_is_a_one_line_error(tiny_data, tm
         assert message in result.stderr and "Traceback" not in result.stderr
         assert "weights_only=False" not in result.stderr
         assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("settings, epochs, message", [
+    ({"model": {"hidden_size": D}, "pretrain": {"epochs": 3}}, None, "only a `model` section"),
+    ([1], None, "only a `model` section"),
+    ({"model": {"hidden_size": D}}, 0, "pretrain.epochs: expected a positive integer, got 0"),
+])
+def test_an_import_refuses_settings_it_would_ignore(tiny_data, tmp_path, settings, epochs, message):
+    """An import's pretraining settings are the paper preset and --epochs: a `pretrain` section was
+    dropped without a word, and --epochs 0 fell back to the 150 of the file name."""
+    data = load_dataset(tiny_data)
+    torch.save(authors_state_dict(data.num_items, data.num_attributes), tmp_path / "Tiny-epochs-150.pt")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        import_checkpoint(tmp_path / "Tiny-epochs-150.pt", tiny_data, tmp_path / "out.pt", settings=settings,
+                          epochs=epochs)
+    assert not (tmp_path / "out.pt").exists()
 
 
 def test_authors_beauty_checkpoint_knows_beautys_attributes(tmp_path):
