@@ -7,6 +7,9 @@ e.g. seed-full, paper-r16), `authors` (the S3Rec authors' released checkpoint) o
 
 - `load_runs`: metrics.json files -> one long frame, a row per run, protocol, split and metric,
   with each run's CPU time and whether its finetuning stopped early or at the epoch cap.
+  `load_ranks`, `load_histories`: ranks.parquet and history CSVs. Every file is checked as it
+  is read (s3rec/report_inputs.py; a run given twice is refused): bad input is a ValueError
+  naming the file and the field, line or column.
 - `summarize` / `results_table` / `results_notes`: mean and std over seeds per loss and
   pretraining; runs that hit the finetuning epoch cap are marked.
 - `comparison_pairs` / `paired_bootstrap` / `difference_table`: differences between two
@@ -34,6 +37,7 @@ import numpy as np
 import polars as pl
 
 from s3rec.metrics import per_user_metric
+from s3rec.report_inputs import check_drawn_columns, check_result, read_history, read_ranks
 
 # Rows shown for reference only, never compared as a variant: `authors` is finetuned from the
 # S3Rec authors' released checkpoint, pretrained by their code on their data handling (which sees
@@ -252,12 +256,16 @@ def run_labels(result: dict) -> dict:
 
 
 def read_result(path: str | Path) -> tuple[dict, dict]:
-    """(metrics.json content, its `run_labels`); a file without the labels is named in the error."""
-    result = json.loads(Path(path).read_text())
+    """(metrics.json content, its `run_labels`), checked (`check_result`); errors name the file."""
     try:
+        result = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); expected a run's metrics.json") from None
+    try:
+        check_result(result)
         return result, run_labels(result)
-    except (KeyError, ValueError) as error:
-        raise ValueError(f"{path}: {error}") from error
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def run_record(result: dict, labels: dict | None = None) -> list[dict]:
@@ -302,6 +310,26 @@ RUN_SCHEMA = {
 }
 
 
+def read_results(paths: Iterable[str | Path]) -> list[tuple[Path, dict, dict]]:
+    """(path, content, run_labels) of each metrics.json (`read_result`). A run given twice, or a
+    copy of a run's folder (its metrics.json still says which run it is), is an error naming both
+    files: it would count as another seed, or fail deep in a pivot."""
+    results, seen = [], {}
+    for path in map(Path, paths):
+        result, labels = read_result(path)
+        identity = tuple(labels[key] for key in ("dataset", "loss", "pretraining", "seed"))
+        if identity in seen:
+            first = seen[identity]
+            run = f"{labels['pretraining']} seed {labels['seed']}" + (f", {labels['loss']}" if labels["loss"] else "")
+            if first.resolve() == path.resolve():
+                raise ValueError(f"{path}: given twice; expected each run's metrics.json once")
+            raise ValueError(f"{first} and {path}: both are the run {run} of {labels['dataset']}; "
+                             "expected each run once (a copied folder? metrics.json says which run it is)")
+        seen[identity] = path
+        results.append((path, result, labels))
+    return results
+
+
 def load_runs(paths: Iterable[str | Path]) -> pl.DataFrame:
     """Long frame of every metric of every metrics.json in `paths` (columns: RUN_SCHEMA).
 
@@ -309,33 +337,38 @@ def load_runs(paths: Iterable[str | Path]) -> pl.DataFrame:
     order of `paths`, so that means over seeds, and every table made from them, are the same
     to the last bit.
     """
-    rows = [row for path in paths for row in run_record(*read_result(path))]
+    rows = [row for _, result, labels in read_results(paths) for row in run_record(result, labels)]
     return report_order(pl.DataFrame(rows, schema=RUN_SCHEMA), "seed", "protocol", "split", "metric")
 
 
 def load_ranks(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
     """ranks.parquet next to each metrics.json, labelled with the run's labels (LABEL_SCHEMA)."""
     frames = []
-    for path in metrics_paths:
-        _, labels = read_result(path)
-        ranks = pl.read_parquet(Path(path).with_name("ranks.parquet"))
+    for path, _, labels in read_results(metrics_paths):
+        ranks = read_ranks(path.with_name("ranks.parquet"))
         frames.append(ranks.with_columns(pl.lit(value, dtype=LABEL_SCHEMA[name]).alias(name)
                                          for name, value in labels.items() if name != "dataset"))
     return pl.concat(frames, how="vertical_relaxed")
 
 
 def load_histories(paths: Iterable[str | Path]) -> pl.DataFrame:
-    """pretrain_history.csv or finetune_history.csv files, with the labels of their path:
-    pretraining, preset, variant, seed and loss (the finetuning loss; null for pretraining
+    """pretrain_history.csv or finetune_history.csv files (`read_history`), with the labels of their
+    path: pretraining, preset, variant, seed and loss (the finetuning loss; null for pretraining
     histories). The files' own `loss` column, the training loss per epoch, becomes `train_loss`."""
-    frames = []
-    for path in paths:
+    frames, columns = [], {"pretraining": {}, "finetuning": {}}
+    for path in map(Path, paths):
         pretraining, seed, loss = run_of_path(path)
         preset, variant = split_pretraining(pretraining)
-        frames.append(pl.read_csv(path).rename({"loss": "train_loss"}, strict=False).with_columns(
+        history = read_history(path)
+        columns["finetuning" if loss else "pretraining"][path] = history.columns
+        if "loss" in history.columns:  # not rename(strict=False): newer than our polars bound, 1.0
+            history = history.rename({"loss": "train_loss"})
+        frames.append(history.with_columns(
             pl.lit(pretraining).alias("pretraining"), pl.lit(preset, dtype=pl.String).alias("preset"),
             pl.lit(variant).alias("variant"), pl.lit(seed, dtype=pl.Int64).alias("seed"),
             pl.lit(loss, dtype=pl.String).alias("loss")))
+    for kind, files in columns.items():
+        check_drawn_columns(kind, files)
     return report_order(pl.concat(frames, how="diagonal_relaxed"), "seed", "epoch")
 
 

@@ -16,6 +16,9 @@ authors; popularity, not finetuned) and its seed, all read from metrics.json. Wr
 - difference: within each loss, every rank minus its preset's full (the claim under test), and
   each preset's full minus none and minus authors, in the per-user metric, with a paired
   bootstrap interval over users (and seeds). A rank whose full is missing is left out (logged).
+Bad input (a malformed metrics.json or ranks.parquet, a run given twice, a --settings value of
+the wrong type or range) ends it with exit status 2 and a message naming the file or key; each
+table file is written through a temporary file and a rename.
 """
 from __future__ import annotations
 
@@ -28,15 +31,11 @@ from pathlib import Path
 
 import polars as pl
 
-from s3rec import report, runtime
+from s3rec import report, report_inputs, runtime
 
 log = logging.getLogger("s3rec")
 
-DEFAULTS = {
-    "split": "test", "metrics": ["HR@10", "NDCG@10", "MRR"], "metric": "NDCG@10",
-    "protocols": ["full", "sampled"], "bootstrap_samples": 2000, "bootstrap_seed": 0,
-    "confidence": 0.95, "resample_seeds": True,
-}
+DEFAULTS = report_inputs.REPORT_DEFAULTS  # --settings' keys and defaults (report_inputs.check_report_settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,22 +44,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", required=True, type=Path)
     parser.add_argument("--settings", type=json.loads, default={}, help="JSON: the config's `report` section")
     args = parser.parse_args(argv)
-    unknown = set(args.settings) - set(DEFAULTS)
-    if unknown:
-        parser.error(f"--settings: unknown key {sorted(unknown)[0]!r}; expected {sorted(DEFAULTS)}")
-    s = {**DEFAULTS, **args.settings}
     runtime.setup_logging()
+    with runtime.clear_errors():  # bad input: its message alone, exit status 2, no table written
+        report_inputs.check_report_settings(args.settings, "--settings")
+        aggregate(args.metrics, args.out_dir, {**DEFAULTS, **args.settings})
+    return 0
+
+
+def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
+    """The tables of the runs of `metrics` into `out_dir`, with the report settings `s`."""
     started, cpu_started = time.perf_counter(), time.process_time()
     log.info("aggregating %d metrics.json files (and the ranks.parquet beside each) into %s",
-             len(args.metrics), args.out_dir)
+             len(metrics), out_dir)
 
-    runs = report.load_runs(args.metrics)
+    runs = report.load_runs(metrics)
     datasets = runs["dataset"].unique().sort().to_list()
     if len(datasets) != 1:
-        parser.error(f"--metrics: expected the runs of one data set, got {datasets}")
+        raise ValueError(f"--metrics: expected the runs of one data set, got {datasets}")
     dataset = datasets[0]
     summary = report.summarize(runs, split=s["split"])
-    ranks = report.load_ranks(args.metrics)
+    ranks = report.load_ranks(metrics)
     for reason in report.comparison_pairs(ranks)[1]:
         log.warning("difference table: left out %s", reason)
     differences = report.difference_table(
@@ -90,21 +93,24 @@ def main(argv: list[str] | None = None) -> int:
                     report.results_notes(summary)),
         "difference": (differences, report.format_difference_table(differences), []),
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     for name, (numbers, pretty, notes) in tables.items():
-        numbers.write_csv(args.out_dir / f"{name}.csv")
+        # each file through a temporary and a rename: a failure leaves no half-written table
+        runtime.save_frame(out_dir / f"{name}.csv", numbers)
         footnotes = "".join(f"\n{note}\n" for note in notes)
-        (args.out_dir / f"{name}.md").write_text(f"{captions[name]}\n\n{report.to_markdown(pretty)}{footnotes}")
-        (args.out_dir / f"{name}.tex").write_text(
-            report.to_latex(pretty, caption=captions[name], label=f"tab:{dataset}-{name}", notes=notes))
-        log.info("%s table (%s.csv, .md, .tex):\n%s%s", name, args.out_dir / name, report.to_markdown(pretty),
+        write_text(out_dir / f"{name}.md", f"{captions[name]}\n\n{report.to_markdown(pretty)}{footnotes}")
+        write_text(out_dir / f"{name}.tex",
+                   report.to_latex(pretty, caption=captions[name], label=f"tab:{dataset}-{name}", notes=notes))
+        log.info("%s table (%s.csv, .md, .tex):\n%s%s", name, out_dir / name, report.to_markdown(pretty),
                  footnotes)
     capped = report.report_order(summary.filter(pl.col("runs_at_cap") > 0).select("loss", "pretraining").unique())
     if len(capped):
         log.warning("finetuning hit the epoch cap in %s: see the results table's footnote",
                     ", ".join(f"{label} ({loss})" for loss, label in capped.rows()))
     log.info("done in %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)
-    return 0
+
+
+def write_text(path: Path, text: str) -> None:
+    runtime.atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 if __name__ == "__main__":

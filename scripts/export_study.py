@@ -21,8 +21,9 @@ plan   writes plan.json, what the study is meant to hold; scripts/report_study.p
      "pretrainings": [{"pretraining": P, "seed": S}, ...],  default: those the finetunings start from
      "authors": true|false,      default: whether a finetuning starts from `authors`
      "popularity": true|false}   default: true
-  P = none | authors | <preset>-<variant> (e.g. seed-full, paper-r16), S an integer >= 0,
-  L = bce | ce; a pretraining is always a <preset>-<variant>.
+  P = none | authors | <preset>-<variant> (e.g. seed-full, paper-r16; <preset> lowercase letters,
+  digits and _, starting with a letter), S an integer >= 0, L = bce | ce; a pretraining is always
+  a <preset>-<variant>.
 --settings is the JSON scripts/aggregate.py takes (the config's `report` section plus
 `protocols`).
 
@@ -52,21 +53,36 @@ from pathlib import Path
 
 import torch
 
-from s3rec import runtime
+from s3rec import report_inputs, runtime
 from s3rec.report import LOSSES, pretraining_order  # the report's order and losses
 
 log = logging.getLogger("s3rec")
 
 PLAN_VERSION = 1
-PRETRAINING = re.compile(r"^(?P<preset>[A-Za-z0-9_]+)-(?P<variant>full|r(?P<rank>[1-9][0-9]*))$")
+# The preset as s3rec/report.py's run layout (_PRETRAINED_HERE) reads it: a label it would not read
+# back (Seed-full, 1x-full) must be refused when the plan is made, not when the report is.
+PRETRAINING = re.compile(r"^(?P<preset>[a-z][a-z0-9_]*)-(?P<variant>full|r(?P<rank>[1-9][0-9]*))$")
+PRETRAINING_FORM = "<preset>-full | <preset>-r<rank> (<preset>: lowercase letters, digits, _, first a letter)"
 FIGURE_SETTINGS = ("metric", "split", "protocols")  # what scripts/plot_report.py reads
 
 
 # ---------------------------------------------------------------- copy
 
 
+def check_destination(path: Path, option: str, folder: bool = False) -> None:
+    """Refuse, before any work, a destination atomic_write would fail on with an OS traceback:
+    a folder where a file goes (or the reverse), or a file where a folder above it should be."""
+    if path.exists() and path.is_dir() != folder:
+        expected = "a folder (made when missing)" if folder else "a file's path"
+        raise ValueError(f"{option} {path}: is a {'file' if folder else 'folder'}; expected {expected}")
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ValueError(f"{option} {path}: {above} is a file, where a folder is expected")
+
+
 def copy_files(sources: list[Path], folder: Path) -> list[Path]:
     """Copy each source into `folder` under its name, each through a temporary file + rename."""
+    check_destination(folder, "copy: --to", folder=True)
     missing = [str(s) for s in sources if not s.is_file()]
     if missing:
         more = f" (nor {len(missing) - 1} more: {', '.join(missing[1:])})" if len(missing) > 1 else ""
@@ -146,7 +162,7 @@ def check_run(entry, index: int, kind: str, source: str) -> dict:
     pretraining, seed = entry["pretraining"], entry["seed"]
     allowed = ("none", "authors") if kind == "finetunings" else ()
     if not isinstance(pretraining, str) or not (pretraining in allowed or PRETRAINING.match(pretraining)):
-        expected = " | ".join(allowed + ("<preset>-full", "<preset>-r<rank>"))
+        expected = " | ".join(allowed + (PRETRAINING_FORM,))
         raise ValueError(f"{where}.pretraining: expected {expected}, got {pretraining!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"{where}.seed: expected an integer >= 0, got {seed!r}")
@@ -178,9 +194,7 @@ def make_plan(dataset: str, runs, settings: dict, source: str = "--runs") -> dic
     if unknown:
         raise ValueError(f"{source}: unknown key {unknown[0]!r}; "
                          "expected finetunings, pretrainings, authors, popularity")
-    if not isinstance(settings, dict):
-        raise ValueError(f"{source}: settings: expected a JSON object (scripts/aggregate.py's --settings), "
-                         f"got {settings!r}")
+    report_inputs.check_report_settings(settings, f"{source}: settings")  # aggregate.py's --settings
     for key in ("finetunings", "pretrainings"):
         if not isinstance(runs.get(key, []), list):
             raise ValueError(f"{source}: {key}: expected a list, got {type(runs[key]).__name__}")
@@ -253,8 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "copy":
             copy_files(args.files, args.to)
         elif args.command == "heads":
+            check_destination(args.out, "heads: --out")
             save_heads(heads_checkpoint(args.checkpoint), args.out)
         else:
+            check_destination(args.out, "plan: --out")
             write_plan(make_plan(args.dataset, args.runs, args.settings), args.out)
     log.info("%s done in %.1f s (%.1f s CPU)", args.command, time.perf_counter() - started,
              time.process_time() - cpu_started)

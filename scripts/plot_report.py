@@ -17,6 +17,9 @@ for pretraining files, .../seed<S>/<loss>/ for finetuning files; any <root>, e.g
 --settings is the config's `report` section plus `protocols`; the figures use metric, split
 and protocols. The figure is written once per --out file, in the format of its suffix, the same bytes
 for the same inputs. The log (stderr) says which inputs were read, what was drawn and how long it took.
+An input that cannot be read as expected (a JSON file not an object, a history CSV empty or with a
+cell that is no number, a checkpoint unreadable or with non-finite head weights) ends the script with
+exit status 2 and a message naming the file, before anything is written.
 """
 from __future__ import annotations
 
@@ -37,6 +40,17 @@ DEFAULTS = {"metric": "NDCG@10", "split": "test", "protocols": ["full", "sampled
 log = logging.getLogger("s3rec")
 
 
+def read_json(path) -> dict:
+    """A run's JSON file (metrics.json, pretrain_run.json) as a dict, or an error naming it."""
+    try:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a JSON object (a run's record), got {type(content).__name__}")
+    return content
+
+
 def named(inputs, name):
     """The inputs whose file name is `name` (or ends with it)."""
     return [p for p in inputs if Path(p).name.endswith(name)]
@@ -44,6 +58,12 @@ def named(inputs, name):
 
 # <dataset> of a file under <root>/<dataset>/ (results/, study/, ...): a run file, popularity/ or report/
 dataset_of = report.dataset_of
+
+
+def section(content: dict, key: str) -> dict:
+    """content[key] where it is an object, else {} (not recorded, or null)."""
+    value = content.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def runs_drawn(frame: pl.DataFrame) -> str:
@@ -83,15 +103,28 @@ def pretrain_losses(inputs, s):
     for path in histories:
         run_file = Path(path).with_name("pretrain_run.json")
         if run_file.exists():
-            pretrain = json.loads(run_file.read_text()).get("config", {}).get("pretrain", {})
-            weights[report.run_of_path(path)[0]] = {h: pretrain[f"{h}_weight"] for h in HEADS
-                                                     if f"{h}_weight" in pretrain}
+            weights[report.run_of_path(path)[0]] = task_weights(run_file)
     history = report.load_histories(histories)
     weights = {label: weights[label] for label in report.sort_pretrainings(weights)}
     drawn = (f"{history.height} epochs of {len(histories)} runs "
              f"({runs_drawn(history.unique(['pretraining', 'seed']))}), tasks "
              f"{[t for t in plots.TASK_TITLES if t in history.columns]}; weights {weights or 'not recorded'}")
     return plots.pretrain_losses(history, weights, dataset=dataset_of(histories[0])), drawn
+
+
+def task_weights(path: Path) -> dict[str, float]:
+    """The task weights a pretrain_run.json records (config.pretrain.<task>_weight; absent ones left out)."""
+    config = read_json(path).get("config", {})
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: config: expected an object (the run's settings), got {config!r}")
+    pretrain = config.get("pretrain", {})
+    if not isinstance(pretrain, dict):
+        raise ValueError(f"{path}: config.pretrain: expected an object (the pretraining settings), got {pretrain!r}")
+    weights = {h: pretrain[f"{h}_weight"] for h in HEADS if f"{h}_weight" in pretrain}
+    for head, weight in weights.items():
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
+            raise ValueError(f"{path}: config.pretrain.{head}_weight: expected a number, got {weight!r}")
+    return weights
 
 
 RUN_STOPS = {"pretraining": pl.String, "loss": pl.String, "seed": pl.Int64, "epochs_run": pl.Int64,
@@ -106,7 +139,7 @@ def finetune_validation(inputs, s):
     runs = pl.DataFrame([{"pretraining": labels["pretraining"], "loss": labels["loss"], "seed": labels["seed"],
                           **report.stopping(result)} for result, labels in results], schema=RUN_STOPS)
     # The metric early stopping followed (the best epoch is its maximum), else the report's.
-    chosen = {(r.get("config") or {}).get("finetune", {}).get("early_stopping_metric") for r, _ in results} - {None}
+    chosen = {section(section(r, "config"), "finetune").get("early_stopping_metric") for r, _ in results} - {None}
     metric = chosen.pop() if len(chosen) == 1 else s["metric"]
     if f"valid_{metric}" not in history.columns:
         metric = s["metric"]
@@ -125,13 +158,19 @@ def head_spectra(inputs, s):
     import torch  # here only: importing it costs every other figure two seconds
 
     rows = []
-    checkpoints = {path: torch.load(path, map_location="cpu", weights_only=True) for path in inputs}
+    checkpoints = {path: heads_of(path) for path in inputs}
     low_rank = {h for c in checkpoints.values() for h in HEADS
                 if any(k.endswith(f"heads.{h}.U") for k in c["state_dict"])} or {"aap", "map"}
     heads = sorted(low_rank, key=HEADS.index)
     for path, checkpoint in checkpoints.items():
         pretraining, seed, _ = report.run_of_path(path)
         for head in heads:
+            # NaN weights (a diverged pretraining) would stop the SVD with a message naming no file
+            bad = sorted(k for k, v in checkpoint["state_dict"].items()
+                         if f"heads.{head}." in k and isinstance(v, torch.Tensor) and not v.isfinite().all())
+            if bad:
+                raise ValueError(f"{path}: NaN or infinite values in {', '.join(bad)} (a diverged "
+                                 f"pretraining?): no {head} spectrum to draw")
             values = report.head_spectrum(checkpoint["state_dict"], head)
             if values is None:
                 log.warning("%s has no %s head: left out", path, head)
@@ -146,6 +185,17 @@ def head_spectra(inputs, s):
     drawn = (f"normalised singular values and cumulative energy of heads {heads} from {len(checkpoints)} "
              f"checkpoints: {runs_drawn(models)}")
     return plots.head_spectra(spectra, ranks, dataset=dataset_of(inputs[0])), drawn
+
+
+def heads_of(path) -> dict:
+    """A pretrain.pt or heads.pt (scripts/export_study.py heads): a dict with a state_dict."""
+    checkpoint = runtime.load_torch(path)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"{path}: expected a pretrain.pt or heads.pt, a dict with a `state_dict` entry (the "
+                         "authors' checkpoint: first through scripts/import_checkpoint.py), got "
+                         f"{type(checkpoint).__name__}" + (f" with keys {sorted(map(str, checkpoint))[:5]}"
+                                                          if isinstance(checkpoint, dict) else ""))
+    return checkpoint
 
 
 def data_distributions(inputs, s):
@@ -178,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%s from %d input files in %d folders: %s", args.figure, len(args.inputs), len(folders),
              ", ".join(folders) if len(folders) <= 4 else f"{folders[0]} ... {folders[-1]}")
     log.info("settings: %s", json.dumps(settings, sort_keys=True))
-    fig, drawn = FIGURES[args.figure](args.inputs, settings)
+    with runtime.clear_errors():
+        for path in named(args.inputs, ".json"):  # report.read_result would not name a file that is no JSON object
+            read_json(path)
+        fig, drawn = FIGURES[args.figure](args.inputs, settings)
     log.info("drew %s", drawn)
     for out in args.out:
         out.parent.mkdir(parents=True, exist_ok=True)

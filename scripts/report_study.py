@@ -24,7 +24,9 @@ matter, and a second run writes the same bytes (PDFs: SOURCE_DATE_EPOCH is set t
 given). An incomplete run is left out of the tables and figures; a figure whose inputs are all
 absent is skipped with a warning (and an old copy of it removed). Every output is written to a
 temporary name and renamed. Exit status 1 when a table or figure failed (the others are still
-made; the log says why), 2 on bad input (plan.json, a run file of another data set or seed).
+made; the log says why), 2 on bad input (plan.json, a run file of another data set or seed, a
+metrics.json or pretrain_run.json that is no JSON object, an SP loss that is no number), then
+before anything is written.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
-from s3rec import report, runtime
+from s3rec import report, report_inputs, runtime
 from s3rec.pretraining import stalled_spans
 
 log = logging.getLogger("s3rec")
@@ -168,10 +170,9 @@ def read_plan(folder: Path) -> dict:
         raise ValueError(f"{path}: version {plan['version']!r}; this script reads version {export.PLAN_VERSION}")
     if not isinstance(plan["report"], dict) or not isinstance(plan["report"].get("tables"), dict):
         raise ValueError(f"{path}: report.tables: expected an object (scripts/aggregate.py's --settings)")
-    unknown = sorted(set(plan["report"]["tables"]) - set(load_script("aggregate").DEFAULTS))
-    if unknown:
-        raise ValueError(f"{path}: report.tables: unknown key {unknown[0]!r}; expected keys of "
-                         f"scripts/aggregate.py's --settings: {sorted(load_script('aggregate').DEFAULTS)}")
+    report_inputs.check_report_settings(plan["report"]["tables"], f"{path}: report.tables")
+    if plan["report"].get("figures") is not None:
+        report_inputs.check_report_settings(plan["report"]["figures"], f"{path}: report.figures")
     runs = {k: plan[k] for k in ("finetunings", "pretrainings", "authors", "popularity")}
     checked = export.make_plan(plan["dataset"], runs, plan["report"]["tables"], source=str(path))
     if plan["report"].get("figures") != checked["report"]["figures"]:
@@ -220,12 +221,15 @@ def check_identity(study: Study) -> None:
                 recorded = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}: not valid JSON ({error})") from None
+            # the report reads these files again with .get: a mapping is checked once, here
+            if not isinstance(recorded, dict):
+                raise ValueError(f"{path}: expected a JSON object (the run's record), got {type(recorded).__name__}")
             if recorded.get("dataset") != study.plan["dataset"]:
                 raise ValueError(f"{path}: data set {recorded.get('dataset')!r}, but the plan "
                                  f"({study.folder / 'plan.json'}) is of {study.plan['dataset']!r}")
             if run.seed is not None and recorded.get("seed") not in (run.seed, None):
                 raise ValueError(f"{path}: seed {recorded.get('seed')!r}, but its folder says seed{run.seed}")
-            loss = (recorded.get("finetune") or {}).get("loss")
+            loss = section(recorded, "finetune").get("loss")
             if run.loss is not None and loss not in (run.loss, None):
                 raise ValueError(f"{path}: finetuning loss {loss!r}, but its folder says {run.loss}")
 
@@ -260,9 +264,16 @@ def grid(study: Study, runs: list[Run], title: str) -> list[str]:
     return lines + [""]
 
 
+def section(recorded: dict, key: str) -> dict:
+    """recorded[key] where it is an object, else {}: what is not recorded, or not readably, is
+    reported as not recorded (runs.md is for reading; the tables check what they use)."""
+    value = recorded.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def execution_of(recorded: dict) -> tuple[str, str]:
     """(device, threads) as recorded in a run file's `execution`."""
-    execution = recorded.get("execution") or {}
+    execution = section(recorded, "execution")
     device = str(execution.get("device") or "not recorded")
     if execution.get("gpu"):
         device += f" ({execution['gpu']})"
@@ -382,13 +393,28 @@ def stalled_segment_heads(study: Study) -> list[tuple[Run, list[tuple[int, int]]
     stalled = []
     for run in study.runs("pretraining"):
         recorded = json.loads(study.path(run, "pretrain_run.json").read_text(encoding="utf-8"))
-        pair_loss = ((recorded.get("config") or {}).get("pretrain") or {}).get("pair_loss", "")
-        with study.path(run, "pretrain_history.csv").open(encoding="utf-8", newline="") as file:
-            sp_losses = [float(row["sp"]) for row in csv.DictReader(file) if row.get("sp")]
+        pair_loss = section(section(recorded, "config"), "pretrain").get("pair_loss", "")
+        sp_losses = sp_column(study.path(run, "pretrain_history.csv"))
         spans = stalled_spans(sp_losses, pair_loss)
         if spans:
             stalled.append((run, spans, sp_losses[-1]))
     return stalled
+
+
+def sp_column(path: Path) -> list[float]:
+    """The SP loss per epoch of a pretrain_history.csv (empty cells skipped)."""
+    losses = []
+    with path.open(encoding="utf-8", newline="") as file:
+        reader = csv.DictReader(file)
+        for row in reader:
+            if not row.get("sp"):
+                continue
+            try:
+                losses.append(float(row["sp"]))
+            except ValueError:
+                raise ValueError(f"{path}: line {reader.line_num}, column sp: expected a number (the epoch's "
+                                 f"SP loss), got {row['sp']!r}") from None
+    return losses
 
 
 def pretraining_checks(study: Study) -> list[str]:
@@ -496,6 +522,15 @@ def make_figure(figure: str, inputs: list[Path], out_dir: Path, settings: dict) 
             sys.modules["matplotlib.pyplot"].close("all")
 
 
+def log_failure(step: str, error: BaseException) -> None:
+    """A failed table or figure: a script's clear error on bad input (SystemExit, its message already
+    logged) in one line; anything else, a bug, with its traceback."""
+    if isinstance(error, SystemExit):
+        log.error("%s failed (see the error above)", step)
+    else:
+        log.error("%s failed", step, exc_info=error)
+
+
 def make_report(study: Study) -> list[str]:
     """runs.md, tables, figures; returns the names of the steps that failed."""
     report = study.folder / "report"
@@ -505,8 +540,8 @@ def make_report(study: Study) -> list[str]:
     tables = report / "tables"
     try:
         made = make_tables(study, tables)
-    except (Exception, SystemExit):  # noqa: BLE001 - the figures that need no table are still made
-        log.exception("tables failed")  # (SystemExit: aggregate.py's own clear errors)
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - the figures that need no table are still made
+        log_failure("tables", error)
         failed, made = ["tables"], False
     # PDFs carry their creation date unless SOURCE_DATE_EPOCH fixes it: fixed, reruns give the same bytes.
     os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
@@ -525,8 +560,8 @@ def make_report(study: Study) -> list[str]:
             make_figure(figure, inputs, report / "figures", settings)
             log.info("figure %s from %d files in %.1f s: %s", figure, len(inputs), time.perf_counter() - started,
                      ", ".join(map(str, outputs)))
-        except (Exception, SystemExit):  # noqa: BLE001 - one broken figure must not cost the others
-            log.exception("figure %s failed", figure)
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - one broken figure must not cost the others
+            log_failure(f"figure {figure}", error)
             failed.append(figure)
     return failed
 
@@ -541,10 +576,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.study_dir.is_dir():
             raise FileNotFoundError(f"study folder {args.study_dir} does not exist")
         study = scan(args.study_dir)
-    log.info("study %s in %s: %d planned runs, %d run folders found", study.plan["dataset"], args.study_dir,
-             len(study.planned), len(study.present))
-    log_problems(study)
-    with runtime.clear_errors():
+        log.info("study %s in %s: %d planned runs, %d run folders found", study.plan["dataset"], args.study_dir,
+                 len(study.planned), len(study.present))
+        log_problems(study)  # reads the pretraining histories: a bad one stops here, before anything is written
         failed = make_report(study)
     if failed:
         log.error("failed: %s (see the errors above); the rest of %s is up to date", ", ".join(failed),

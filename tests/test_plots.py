@@ -4,10 +4,13 @@ panels show, and byte-identical files for the same inputs."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -124,7 +127,7 @@ def fabricate_study(root, presets, losses, authors=False, capped=()):
     metrics_files.append(popularity / "metrics.json")
     tables = folder / "report" / "tables"
     aggregate.main(["--metrics", *map(str, metrics_files), "--out-dir", str(tables),
-                    "--settings", json.dumps({"bootstrap_samples": 50, "protocols": ["full"]})])
+                    "--settings", json.dumps({"bootstrap_samples": 100, "protocols": ["full"]})])
     inputs["params_vs_accuracy"] = metrics_files
     inputs["accuracy_vs_rank"] = [tables / "difference.csv", *metrics_files]
     return inputs
@@ -278,3 +281,80 @@ def test_palette_keeps_a_preset_family_and_fixed_reference_colours():
     assert blue[2] > blue[0] and orange[0] > orange[2]  # seed blue, paper orange
     # a preset keeps its colour whichever other presets are drawn beside it
     assert plots.pretraining_palette(["paper-full"])["paper-full"] == orange
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    """One preset, one loss: a study each bad-input test copies, then breaks one file of."""
+    root = tmp_path_factory.mktemp("small")
+    return root, fabricate_study(root, ["seed"], ["bce"])
+
+
+def copied(small_study, tmp_path, figure):
+    """A copy of the small study in tmp_path and the figure's --inputs there."""
+    root, inputs = small_study
+    shutil.copytree(root / "toy", tmp_path / "toy")
+    return [tmp_path / Path(p).relative_to(root) for p in inputs[figure]]
+
+
+def nan_head(path):
+    torch.save({"state_dict": {**heads_state("r2", torch.Generator().manual_seed(0)),
+                               "heads.aap.U": torch.full((D, 2), float("nan"))}}, path)
+
+
+BAD_INPUTS = {
+    "truncated heads.pt": ("head_spectra", "seed-r2/seed0/heads.pt", lambda p: p.write_bytes(p.read_bytes()[:300]),
+                           "is not a readable torch checkpoint"),
+    "empty heads.pt": ("head_spectra", "seed-r2/seed0/heads.pt", lambda p: p.write_bytes(b""),
+                       "is not a readable torch checkpoint"),
+    "authors' raw checkpoint": ("head_spectra", "seed-r2/seed0/heads.pt",
+                                lambda p: torch.save({"item_embeddings.weight": torch.zeros(3, 2)}, p),
+                                "expected a pretrain.pt or heads.pt, a dict with a `state_dict` entry"),
+    "NaN head weights": ("head_spectra", "seed-r2/seed0/heads.pt", nan_head, "NaN or infinite values in heads.aap.U"),
+    "pretrain_run.json no JSON": ("pretrain_losses", "seed-r2/seed0/pretrain_run.json", lambda p: p.write_text("{co"),
+                                  "pretrain_run.json: not valid JSON"),
+    "pretrain null": ("pretrain_losses", "seed-r2/seed0/pretrain_run.json",
+                      lambda p: write_json(p, {"config": {"pretrain": None}}),
+                      "pretrain_run.json: config.pretrain: expected an object"),
+    "weight a string": ("pretrain_losses", "seed-r2/seed0/pretrain_run.json",
+                        lambda p: write_json(p, {"config": {"pretrain": {"aap_weight": "x"}}}),
+                        "pretrain_run.json: config.pretrain.aap_weight: expected a number, got 'x'"),
+    "empty history": ("pretrain_losses", "seed-r2/seed0/pretrain_history.csv", lambda p: p.write_text(""),
+                      "pretrain_history.csv: not a readable CSV"),
+    "header-only history": ("pretrain_losses", "seed-r2/seed0/pretrain_history.csv",
+                            lambda p: p.write_text("epoch,loss,aap,mip,map,sp\n"), "pretrain_history.csv: no row"),
+    "text in a history": ("pretrain_losses", "seed-r2/seed0/pretrain_history.csv",
+                          lambda p: p.write_text("epoch,loss,aap,mip,map,sp\n1,4,1,1,1,1\n2,4,1,1,1,abc\n"),
+                          "pretrain_history.csv: line 3, column 'sp': expected a number, got 'abc'"),
+    "empty finetune history": ("finetune_validation", "none/seed0/bce/finetune_history.csv", lambda p: p.write_text(""),
+                               "finetune_history.csv: not a readable CSV"),
+    "metrics.json no JSON": ("finetune_validation", "none/seed0/bce/metrics.json", lambda p: p.write_text("{"),
+                             "metrics.json: not valid JSON"),
+    "metrics.json a list": ("params_vs_accuracy", "none/seed0/bce/metrics.json", lambda p: p.write_text("[]"),
+                            "metrics.json: expected a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_a_clear_error_naming_the_file(small_study, tmp_path, caplog, case):
+    figure, name, change, message = BAD_INPUTS[case]
+    inputs = copied(small_study, tmp_path, figure)
+    change(tmp_path / "toy" / name)
+    out = tmp_path / "figure.png"
+    with pytest.raises(SystemExit) as exit_info:
+        plot_report.main([figure, "--inputs", *map(str, inputs), "--out", str(out)])
+    assert exit_info.value.code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and str(tmp_path / "toy" / name) in errors[0] and message in errors[0], errors
+    assert not out.exists()
+
+
+def test_finetune_validation_reads_a_null_finetune_section_as_not_recorded(small_study, tmp_path):
+    inputs = copied(small_study, tmp_path, "finetune_validation")
+    path = tmp_path / "toy" / "none" / "seed0" / "bce" / "metrics.json"
+    result = json.loads(path.read_text())
+    write_json(path, {**result, "config": {**result["config"], "finetune": None}})
+    draw("finetune_validation", inputs, tmp_path)

@@ -400,7 +400,7 @@ def test_head_spectrum_dense_and_low_rank():
 def test_aggregate_is_byte_identical_for_inputs_in_any_order_and_logs_left_out_pairs(tmp_path, caplog):
     paths = study_ranks(tmp_path / "runs", {"bce": ["none", "seed-full", "seed-r8", "paper-full", "paper-r16"],
                                             "ce": ["none", "seed-r8", "paper-full"]})
-    settings = json.dumps({"bootstrap_samples": 50, "metrics": ["NDCG@10"]})
+    settings = json.dumps({"bootstrap_samples": 100, "metrics": ["NDCG@10"]})
     shuffled = list(paths)
     random.Random(0).shuffle(shuffled)
     outputs = []

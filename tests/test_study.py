@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 import shutil
 from pathlib import Path
@@ -57,6 +58,23 @@ def test_copy_refuses_two_sources_of_the_same_name(tmp_path):
         (tmp_path / run / "metrics.json").write_text("{}")
     with pytest.raises(ValueError, match="several sources are named 'metrics.json'"):
         export.copy_files([tmp_path / "a" / "metrics.json", tmp_path / "b" / "metrics.json"], tmp_path / "out")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["heads", "{t}/pretrain.pt", "--out", "{t}/folder"], "heads: --out {t}/folder: is a folder; expected a file"),
+    (["plan", "--dataset", "toy", "--runs", "[]", "--out", "{t}/folder"], "plan: --out {t}/folder: is a folder"),
+    (["copy", "{t}/pretrain.pt", "--to", "{t}/file"], "copy: --to {t}/file: is a file; expected a folder"),
+    (["copy", "{t}/pretrain.pt", "--to", "{t}/file/sub"], "copy: --to {t}/file/sub: {t}/file is a file"),
+], ids=["heads-out-folder", "plan-out-folder", "copy-to-file", "copy-to-below-a-file"])
+def test_export_to_a_wrong_kind_of_destination_is_a_clear_error(tmp_path, caplog, argv, message):
+    torch.save({"state_dict": {"heads.aap.weight": torch.eye(2)}}, tmp_path / "pretrain.pt")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("kept")
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([arg.format(t=tmp_path) for arg in argv])
+    assert exit_info.value.code == 2
+    assert message.format(t=tmp_path) in caplog.text
+    assert list((tmp_path / "folder").iterdir()) == [] and (tmp_path / "file").read_text() == "kept"
 
 
 # ---------------------------------------------------------------- export: heads
@@ -178,10 +196,27 @@ def test_plan_ranks_sort_by_number_not_text():
     ({"finetunings": [], "pretrainings": [{"pretraining": "none", "seed": 0}]}, r"pretrainings\[0\].pretraining"),
     ({"finetunings": [], "popularity": "yes"}, "popularity: expected true or false"),
     ({"finetuning": []}, "a `finetunings` list"),
+    # s3rec/report.py's run layout reads a lowercase preset only: refused here, not in the report
+    ([{"pretraining": "Seed-full", "seed": 0, "loss": "ce"}],
+     r"finetunings\[0\].pretraining: expected .*<preset>: lowercase letters, digits, _, first a letter.*'Seed-full'"),
+    ({"finetunings": [], "pretrainings": [{"pretraining": "1x-r8", "seed": 0}]},
+     r"pretrainings\[0\].pretraining: .*'1x-r8'"),
 ])
 def test_plan_rejects_bad_runs_by_name(runs, message):
     with pytest.raises(ValueError, match=message):
         export.make_plan("toy", runs, {})
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"metrics": "NDCG@10"}, "--runs: settings: metrics: expected a non-empty list of"),
+    ({"resample_seeds": "false"}, "--runs: settings: resample_seeds: expected true or false, got 'false'"),
+    ({"confidence": 0}, "--runs: settings: confidence: expected a number between 0 and 1"),
+    ([1], "--runs: settings: expected an object of report settings"),
+])
+def test_plan_rejects_report_settings_the_report_would_misread(settings, message):
+    """A string for the metrics list made a column per character; "false" resampled the seeds."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        export.make_plan("toy", [{"pretraining": "none", "seed": 0, "loss": "ce"}], settings)
 
 
 # ---------------------------------------------------------------- a fabricated study folder
@@ -322,12 +357,25 @@ def test_report_skips_figures_without_inputs(tmp_path, caplog):
     (lambda s: write_json(s / "plan.json", {**json.loads((s / "plan.json").read_text()),
                                             "report": {"tables": {"metrik": "HR@10"}, "figures": {}}}),
      "plan.json: report.tables: unknown key 'metrik'"),
+    (lambda s: write_json(s / "plan.json", {**json.loads((s / "plan.json").read_text()),
+                                            "report": {"tables": {"metrics": "NDCG@10"}, "figures": {}}}),
+     "plan.json: report.tables: metrics: expected a non-empty list of"),
+    (lambda s: write_json(s / "plan.json", {**json.loads((s / "plan.json").read_text()),
+                                            "report": {"tables": {}, "figures": {"split": "tset"}}}),
+     "plan.json: report.figures: split: expected valid | test, got 'tset'"),
     (lambda s: write_json(s / "none/seed0/bce/metrics.json", {"dataset": "other", "seed": 0}),
      "metrics.json: data set 'other', but the plan"),
     (lambda s: write_json(s / "none/seed0/bce/metrics.json", {"dataset": "toy", "seed": 3}),
      "metrics.json: seed 3, but its folder says seed0"),
     (lambda s: write_json(s / "none/seed0/bce/metrics.json", {"dataset": "toy", "seed": 0, "finetune": {"loss": "ce"}}),
      "metrics.json: finetuning loss 'ce', but its folder says bce"),
+    (lambda s: write_json(s / "none/seed0/bce/metrics.json", []),
+     "none/seed0/bce/metrics.json: expected a JSON object (the run's record), got list"),
+    (lambda s: write_json(s / "seed-full/seed0/pretrain_run.json", []),
+     "seed-full/seed0/pretrain_run.json: expected a JSON object (the run's record), got list"),
+    (lambda s: (s / "seed-full/seed0/pretrain_history.csv").write_text("epoch,loss,aap,mip,map,sp\n1,1,1,1,1,0.7\n"
+                                                                       "2,1,1,1,1,abc\n"),
+     "seed-full/seed0/pretrain_history.csv: line 3, column sp: expected a number (the epoch's SP loss), got 'abc'"),
 ])
 def test_bad_study_input_is_a_clear_error(fabricated_study, caplog, change, message):
     change(fabricated_study)
@@ -335,6 +383,26 @@ def test_bad_study_input_is_a_clear_error(fabricated_study, caplog, change, mess
         report_study.main([str(fabricated_study)])
     assert exit_info.value.code == 2
     assert message in caplog.text
+    assert not (fabricated_study / "report").exists()  # stopped before writing anything
+
+
+def test_unreadable_sections_of_a_run_file_are_reported_as_not_recorded(fabricated_study):
+    path = fabricated_study / "none/seed0/bce/metrics.json"
+    write_json(path, {**json.loads(path.read_text()), "finetune": [], "execution": ["cpu"]})
+    text = report_study.runs_markdown(report_study.scan(fabricated_study))
+    assert "| not recorded | not recorded | finetuning | 1 |" in text
+
+
+def test_a_figure_refusing_its_input_is_logged_in_one_line(fabricated_study, caplog):
+    """plot_report.py's clear error (a SystemExit) fails that figure alone, without a traceback."""
+    history = fabricated_study / "none/seed0/bce/finetune_history.csv"
+    history.write_text("epoch,loss,valid_NDCG@10\n1,0.5,x\n")
+    assert report_study.main([str(fabricated_study)]) == 1
+    failures = [r for r in caplog.records if r.getMessage().startswith("figure finetune_validation failed")]
+    assert [(r.getMessage(), r.exc_info) for r in failures] == [
+        ("figure finetune_validation failed (see the error above)", None)]
+    assert f"{history}: line 2, column 'valid_NDCG@10': expected a number, got 'x'" in caplog.text
+    assert (fabricated_study / "report" / "runs.md").exists()
 
 
 # ---------------------------------------------------------------- end to end, on real runs
