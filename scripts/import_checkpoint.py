@@ -42,10 +42,14 @@ def import_checkpoint(authors: Path, data_dir: Path, out: Path, variant: str = "
     theirs = runtime.load_torch(authors)
     if not isinstance(theirs, dict) or not all(isinstance(v, torch.Tensor) for v in theirs.values()):
         raise ValueError(f"{authors}: expected a state dict of tensors (the authors' S3RecModel), got {type(theirs).__name__}")
+    embeddings = theirs.get("item_embeddings.weight", torch.empty(0, 64))  # absent: check_shapes names it
+    if not all(isinstance(k, str) for k in theirs) or embeddings.dim() != 2:
+        raise ValueError(f"{authors}: expected a state dict of named tensors with a 2-D item_embeddings.weight "
+                         "(items + 2, hidden size), as the authors' S3RecModel saves it")
     dataset = load_dataset(data_dir)
     layers = {int(m.group(1)) for m in map(re.compile(r"^item_encoder\.layer\.(\d+)\.").match, theirs) if m}
     # Their run_pretrain.py defaults; the hidden size and depth are read off the tensors.
-    model = {"hidden_size": int(theirs.get("item_embeddings.weight", torch.empty(0, 64)).shape[-1]),
+    model = {"hidden_size": int(embeddings.shape[-1]),
              "num_layers": len(layers) or 2, **settings.get("model", {})}
     epochs = epochs if epochs is not None else _epochs(authors)  # --epochs 0 is refused, not read off the name
     cfg = runs.resolve_config({"model": model, "pretrain": {"preset": "paper", "epochs": epochs}}, variant, seed=0)

@@ -184,6 +184,19 @@ def test_an_import_refuses_settings_it_would_ignore(tiny_data, tmp_path, setting
     assert not (tmp_path / "out.pt").exists()
 
 
+@pytest.mark.parametrize("change", ["1-D embeddings", "an int key"])
+def test_an_import_names_a_state_dict_of_another_form(tiny_data, tmp_path, change):
+    data = load_dataset(tiny_data)
+    state = authors_state_dict(data.num_items, data.num_attributes)
+    if change == "1-D embeddings":
+        state["item_embeddings.weight"] = state["item_embeddings.weight"][:, 0]
+    else:
+        state[7] = torch.zeros(1)
+    torch.save(state, tmp_path / "Tiny-epochs-150.pt")
+    with pytest.raises(ValueError, match="expected a state dict of named tensors with a 2-D item_embeddings.weight"):
+        import_checkpoint(tmp_path / "Tiny-epochs-150.pt", tiny_data, tmp_path / "out.pt", settings={"model": {"hidden_size": D}})
+
+
 def test_authors_beauty_checkpoint_knows_beautys_attributes(tmp_path):
     """Their heads recognise the attributes of our prepared Beauty; shifting attribute ids by one
     (a misalignment) or a fresh model scores far worse."""
