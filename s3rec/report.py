@@ -567,7 +567,8 @@ def user_scores(ranks: pl.DataFrame, loss: str, pretraining: str, protocol: str,
             .select("seed", "user_id", "rank"))
     if part.is_empty():
         raise ValueError(f"no ranks for {pretraining!r} finetuned with {loss!r}, protocol {protocol!r}, "
-                         f"split {split!r}")
+                         f"split {split!r}: the ranks.parquet of its runs ({pretraining}/seed*/{loss}/) hold none; "
+                         "were they evaluated without that protocol (eval.protocols)?")
     wide = part.pivot(on="seed", index="user_id", values="rank").sort("user_id")
     seeds = np.array(sorted(int(s) for s in wide.columns if s != "user_id"))
     matrix = wide.select([str(s) for s in seeds]).to_numpy().T  # (S, U)
