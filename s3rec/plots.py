@@ -37,14 +37,15 @@ def setup() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 
 
-def save_figure(fig, path: str | Path, dpi: int = 150) -> None:
-    """Write `fig` in the format of the suffix, byte-identical for the same figure: without the
-    creation date (PDF, SVG) and the software version (PNG) that matplotlib writes by default,
-    and with a fixed salt for SVG element ids (else random)."""
-    suffix = Path(path).suffix.lower()
+def save_figure(fig, path: str | Path, dpi: int = 150, suffix: str | None = None) -> None:
+    """Write `fig` in the format of the suffix (of `path`, or `suffix` where path is a temporary
+    name), byte-identical for the same figure: without the creation date (PDF, SVG) and the
+    software version (PNG) that matplotlib writes by default, and with a fixed salt for SVG
+    element ids (else random)."""
+    suffix = (suffix or Path(path).suffix).lower()
     metadata = {".pdf": {"CreationDate": None}, ".svg": {"Date": None}, ".png": {"Software": None}}.get(suffix)
     with plt.rc_context({"svg.hashsalt": "s3rec"}):
-        fig.savefig(path, dpi=dpi, metadata=metadata)
+        fig.savefig(path, dpi=dpi, metadata=metadata, format=suffix.lstrip(".") or None)
 
 
 # ---------------------------------------------------------------- colours

@@ -233,9 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             read_json(path)
         fig, drawn = FIGURES[args.figure](args.inputs, settings)
     log.info("drew %s", drawn)
-    for out in args.out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        plots.save_figure(fig, out)
+    for out in args.out:  # through a temporary name: a killed run leaves no half-written figure
+        runtime.atomic_write(out, lambda tmp, out=out: plots.save_figure(fig, tmp, suffix=out.suffix))
         log.info("wrote %s (%d bytes)", out, out.stat().st_size)
     log.info("done in %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)
     return 0

@@ -187,6 +187,9 @@ def test_save_figure_twice_gives_the_same_bytes(tmp_path):
         plots.save_figure(fig, tmp_path / f"a.{suffix}")
         plots.save_figure(fig, tmp_path / f"b.{suffix}")
         assert (tmp_path / f"a.{suffix}").read_bytes() == (tmp_path / f"b.{suffix}").read_bytes(), suffix
+        # a temporary name (plot_report writes through one) with the format of the file it becomes
+        plots.save_figure(fig, tmp_path / f"c.{suffix}.1234.tmp", suffix=f".{suffix}")
+        assert (tmp_path / f"c.{suffix}.1234.tmp").read_bytes() == (tmp_path / f"a.{suffix}").read_bytes(), suffix
     plt.close(fig)
 
 
