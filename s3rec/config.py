@@ -210,11 +210,6 @@ def validate(cfg: RunConfig) -> None:
                          f"(its negatives), got {list(cfg.eval.protocols)}")
     if cfg.eval.negatives not in ("seeded", "file"):
         raise ValueError(f"eval.negatives: expected seeded or file, got {cfg.eval.negatives!r}")
-    for key, number in (("pretrain.epochs", p.epochs), ("pretrain.batch_size", p.batch_size),
-                        ("finetune.epochs", f.epochs), ("finetune.batch_size", f.batch_size),
-                        ("finetune.patience", f.patience), ("eval.batch_size", cfg.eval.batch_size)):
-        if number < 1:
-            raise ValueError(f"{key}: expected a positive integer, got {number}")
     if not DEVICE_PATTERN.match(cfg.device):
         raise ValueError(f"device: expected auto, cpu, cuda, cuda:N or cuda:any, got {cfg.device!r}")
     if cfg.compile not in COMPILE_MODES:
@@ -231,7 +226,9 @@ def check_ranges(cfg: RunConfig) -> None:
     m, p, f, e = cfg.model, cfg.pretrain, cfg.finetune, cfg.eval
     at_least_one = {"model.hidden_size": m.hidden_size, "model.num_layers": m.num_layers,
                     "model.num_heads": m.num_heads, "model.max_len": m.max_len,
-                    "eval.sampled_negatives": e.sampled_negatives}
+                    "pretrain.epochs": p.epochs, "pretrain.batch_size": p.batch_size, "finetune.epochs": f.epochs,
+                    "finetune.batch_size": f.batch_size, "finetune.patience": f.patience,
+                    "eval.batch_size": e.batch_size, "eval.sampled_negatives": e.sampled_negatives}
     seeds = {"seed": cfg.seed, "eval.negatives_seed": e.negatives_seed}
     at_least_zero = {"pretrain.aap_weight": p.aap_weight, "pretrain.mip_weight": p.mip_weight,
                      "pretrain.map_weight": p.map_weight, "pretrain.sp_weight": p.sp_weight,
@@ -239,7 +236,7 @@ def check_ranges(cfg: RunConfig) -> None:
     positive = {"model.init_std": m.init_std, "pretrain.lr": p.lr, "finetune.lr": f.lr}
     probabilities = {"model.hidden_dropout": m.hidden_dropout, "model.attention_dropout": m.attention_dropout,
                      "pretrain.mask_prob": p.mask_prob}
-    checks = ([(key, value, value >= 1, "an integer >= 1") for key, value in at_least_one.items()]
+    checks = ([(key, value, value >= 1, "a positive integer") for key, value in at_least_one.items()]
               + [(key, value, value >= 0, "an integer >= 0") for key, value in seeds.items()]
               + [(key, value, value >= 0, "a number >= 0") for key, value in at_least_zero.items()]
               + [(key, value, value > 0, "a number > 0") for key, value in positive.items()]

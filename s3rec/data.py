@@ -142,14 +142,26 @@ def load_sampled_negatives(directory: str | Path, user_ids: np.ndarray) -> np.nd
     return np.stack(rows).astype(np.int32)
 
 
+def read_parquet(path: str | Path, advice: str = "") -> pl.DataFrame:
+    """pl.read_parquet; a truncated, empty or non-parquet file is a DataError naming it (polars'
+    own error names no file), with `advice` on what to do."""
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise DataError(f"{path}: not a readable parquet file ({first_line(error)})"
+                        + (f"; {advice}" if advice else "")) from None
+
+
+def first_line(error: Exception) -> str:
+    """The first line of a library's message (polars adds paragraphs of advice)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def _read_checked(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: file not found; expected a prepared data set (scripts/prepare_data.py)")
-    try:
-        frame = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as err:  # truncated, corrupt, or not parquet at all
-        raise DataError(f"{path}: not a readable parquet file ({type(err).__name__}: {str(err).splitlines()[0]}); "
-                        "prepare the data set again (scripts/prepare_data.py)") from None
+    frame = read_parquet(path, "prepare the data set again (scripts/prepare_data.py)")
     if dict(frame.schema) != schema:
         want = ", ".join(f"{k} {v}" for k, v in schema.items())
         got = ", ".join(f"{k} {v}" for k, v in frame.schema.items())
@@ -653,20 +665,20 @@ def _read_s3rec_attributes(path: Path) -> dict[int, list[int]]:
         raise read_error(path, err) from None
     if not text.strip():
         raise DataError(f"{path}: file is empty; expected a JSON object {{\"item_id\": [attribute ids]}}")
-    try:
-        raw = json.loads(text, object_pairs_hook=_object_without_repeated_keys)
+    try:  # an object as its (key, value) pairs: a dict would keep only the last of a repeated key
+        raw = json.loads(text, object_pairs_hook=_Pairs)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: malformed JSON at column {err.colno}: {err.msg}") from None
-    except RepeatedKey as err:
-        raise DataError(f"{path}: key {err.args[0]!r} occurs twice; expected one entry per item") from None
-    if not isinstance(raw, dict):
+    if not isinstance(raw, _Pairs):
         raise DataError(f"{path}: expected a JSON object mapping item ids to attribute lists")
     result: dict[int, list[int]] = {}
     key_of: dict[int, str] = {}
-    for key, values in raw.items():
+    for key, values in raw:
         if not _is_int(key) or not _is_id(int(key)):
             raise DataError(f"{path}: key {key!r}: expected an integer item id in 1..{MAX_ID}")
-        if int(key) in key_of:  # '4' and '04' (or '4' twice) would keep only the last list
+        if key_of.get(int(key)) == key:
+            raise DataError(f"{path}: key {key!r} occurs twice; expected one entry per item")
+        if int(key) in key_of:  # '4' and '04'
             raise DataError(f"{path}: keys {key_of[int(key)]!r} and {key!r} are both item {int(key)}; "
                             "expected one entry per item")
         if not isinstance(values, list) or not all(_is_id(v) for v in values):
@@ -677,17 +689,8 @@ def _read_s3rec_attributes(path: Path) -> dict[int, list[int]]:
     return result
 
 
-class RepeatedKey(ValueError):
-    """A JSON object naming a key twice, which json.loads would resolve by keeping the last value."""
-
-
-def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise RepeatedKey(key)
-        result[key] = value
-    return result
+class _Pairs(list):
+    """A JSON object read as its list of (key, value) pairs, told apart from a JSON array."""
 
 
 def _is_int(text: str) -> bool:

@@ -25,7 +25,6 @@ Nothing here reads a config; scripts/aggregate.py does the I/O.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -37,7 +36,7 @@ import numpy as np
 import polars as pl
 
 from s3rec.metrics import per_user_metric
-from s3rec.report_inputs import check_drawn_columns, check_result, read_history, read_ranks
+from s3rec.report_inputs import check_drawn_columns, check_result, read_history, read_json_object, read_ranks
 
 # Rows shown for reference only, never compared as a variant: `authors` is finetuned from the
 # S3Rec authors' released checkpoint, pretrained by their code on their data handling (which sees
@@ -257,10 +256,7 @@ def run_labels(result: dict) -> dict:
 
 def read_result(path: str | Path) -> tuple[dict, dict]:
     """(metrics.json content, its `run_labels`), checked (`check_result`); errors name the file."""
-    try:
-        result = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); expected a run's metrics.json") from None
+    result = read_json_object(path, "at the top level")
     try:
         check_result(result)
         return result, run_labels(result)

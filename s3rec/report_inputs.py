@@ -7,12 +7,14 @@ table, or a figure drawn from text.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
+from s3rec.data import first_line, read_parquet
 from s3rec.metrics import METRICS_FULL, METRICS_SAMPLED
 
 
@@ -54,11 +56,27 @@ _RESULT_FIELDS = (
 )
 
 
-def check_result(result) -> None:
-    """metrics.json (parsed) has the structure the report reads (CONTRACTS.md): ValueError naming
-    the field and what it should be, rather than a TypeError deep in a conversion."""
-    if not isinstance(result, dict):
-        raise ValueError(f"expected a JSON object at the top level, got {type(result).__name__}")
+def read_json_object(path: str | Path, what: str = "(the run's record)") -> dict:
+    """A JSON file holding an object (metrics.json, pretrain_run.json), or an error naming it."""
+    try:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a JSON object {what}, got {type(content).__name__}")
+    return content
+
+
+def object_field(record: dict, key: str) -> dict:
+    """record[key] where it is an object, else {}: what is not recorded (absent, null, or of
+    another type) reads as not recorded."""
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def check_result(result: dict) -> None:
+    """metrics.json (an object, read_json_object) has the structure the report reads (CONTRACTS.md):
+    ValueError naming the field and what it should be, rather than a TypeError deep in a conversion."""
     for key in ("dataset", "variant", "metrics"):
         if key not in result:
             raise ValueError(f"no `{key}`; expected a run's metrics.json (CONTRACTS.md)")
@@ -94,11 +112,6 @@ def _show(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _first_line(error: Exception) -> str:
-    """The first line of a library's message (polars adds paragraphs of advice)."""
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
 # ranks.parquet's columns (CONTRACTS.md: user_id and rank int32, split and protocol strings)
 RANK_COLUMNS = {"user_id": pl.Int32, "split": pl.String, "protocol": pl.String, "rank": pl.Int32}
 
@@ -106,10 +119,7 @@ RANK_COLUMNS = {"user_id": pl.Int32, "split": pl.String, "protocol": pl.String, 
 def read_ranks(path: str | Path) -> pl.DataFrame:
     """One ranks.parquet, checked: its columns (integer ids and ranks, string split and protocol),
     rows, no empty cell, ranks from 1, each user once per split and protocol. Errors name the file."""
-    try:
-        ranks = pl.read_parquet(path)
-    except pl.exceptions.PolarsError as error:
-        raise ValueError(f"{path}: not a readable parquet file ({_first_line(error)})") from None
+    ranks = read_parquet(path)
     schema = ranks.schema
     if set(schema) != set(RANK_COLUMNS) or any(
             not (schema[c].is_integer() if t.is_integer() else schema[c] == t) for c, t in RANK_COLUMNS.items()):
@@ -144,7 +154,7 @@ def read_history(path: str | Path) -> pl.DataFrame:
     try:
         history = pl.read_csv(path, infer_schema_length=None)  # types from every row, not the first 100
     except pl.exceptions.PolarsError as error:
-        raise ValueError(f"{path}: not a readable CSV ({_first_line(error)}); expected a header and a row "
+        raise ValueError(f"{path}: not a readable CSV ({first_line(error)}); expected a header and a row "
                          "per epoch") from None
     if "epoch" not in history.columns:
         raise ValueError(f"{path}: no `epoch` column; expected a training history, got columns {history.columns}")

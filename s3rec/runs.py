@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import time
 from pathlib import Path
@@ -446,7 +445,7 @@ def add_run_arguments(parser, several_seeds: bool = False) -> None:
     parser.add_argument("--seed", type=int, default=[0] if several_seeds else 0, **several)
     parser.add_argument("--out-dir", required=True, type=Path, **several,
                         help="run folder, e.g. results/<data>/<variant>/seed0" + (" (one per seed)" if several else ""))
-    parser.add_argument("--settings", type=json.loads, default={},
+    parser.add_argument("--settings", type=runtime.json_object, default={},
                         help="JSON object with RunConfig sections, e.g. '{\"finetune\": {\"loss\": \"ce\"}}'")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or cuda:any (the node's least-used card)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: SLURM_CPUS_PER_TASK or all)")

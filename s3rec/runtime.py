@@ -1,6 +1,7 @@
 """Where and how a run executes: device, threads, seeding, provenance, atomic file writes."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import ctypes.util
@@ -196,6 +197,10 @@ def atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def write_json(path: Path, obj: Any) -> None:
     def write(tmp):
         with open(tmp, "w") as f:
@@ -252,6 +257,23 @@ def load_torch(path: Path) -> Any:
         cause = type(error).__name__
     reason = f"truncated, corrupt or not a checkpoint at all; torch.load raised {cause}"
     raise UnreadableCheckpoint(path, reason) from None
+
+
+def json_argument(text: str) -> Any:
+    """argparse type: JSON text (argparse names the option in its error)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
+
+
+def json_object(text: str) -> dict:
+    """argparse type of every script's --settings: a JSON object (a list, say, would fail later
+    as a TypeError deep in the config's reading)."""
+    value = json_argument(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 @contextlib.contextmanager

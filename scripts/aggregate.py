@@ -23,7 +23,6 @@ table file is written through a temporary file and a rename.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -42,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metrics", nargs="+", required=True, type=Path, help="metrics.json of every run")
     parser.add_argument("--out-dir", required=True, type=Path)
-    parser.add_argument("--settings", type=json.loads, default={}, help="JSON: the config's `report` section")
+    parser.add_argument("--settings", type=runtime.json_object, default={}, help="JSON: the config's `report` section")
     args = parser.parse_args(argv)
     runtime.setup_logging()
     with runtime.clear_errors():  # bad input: its message alone, exit status 2, no table written
@@ -97,8 +96,8 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
         # each file through a temporary and a rename: a failure leaves no half-written table
         runtime.save_frame(out_dir / f"{name}.csv", numbers)
         footnotes = "".join(f"\n{note}\n" for note in notes)
-        write_text(out_dir / f"{name}.md", f"{captions[name]}\n\n{report.to_markdown(pretty)}{footnotes}")
-        write_text(out_dir / f"{name}.tex",
+        runtime.write_text(out_dir / f"{name}.md", f"{captions[name]}\n\n{report.to_markdown(pretty)}{footnotes}")
+        runtime.write_text(out_dir / f"{name}.tex",
                    report.to_latex(pretty, caption=captions[name], label=f"tab:{dataset}-{name}", notes=notes))
         log.info("%s table (%s.csv, .md, .tex):\n%s%s", name, out_dir / name, report.to_markdown(pretty),
                  footnotes)
@@ -107,10 +106,6 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
         log.warning("finetuning hit the epoch cap in %s: see the results table's footnote",
                     ", ".join(f"{label} ({loss})" for loss, label in capped.rows()))
     log.info("done in %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)
-
-
-def write_text(path: Path, text: str) -> None:
-    runtime.atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 if __name__ == "__main__":

@@ -228,21 +228,13 @@ def plan_text(plan: dict) -> str:
 
 def write_plan(plan: dict, out: Path) -> None:
     text = plan_text(plan)
-    runtime.atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    runtime.write_text(out, text)
     log.info("wrote %s: data set %s, %d finetunings, %d pretrainings, authors %s, popularity %s",
              out, plan["dataset"], len(plan["finetunings"]), len(plan["pretrainings"]),
              "expected" if plan["authors"] else "not expected", "expected" if plan["popularity"] else "not expected")
 
 
 # ---------------------------------------------------------------- command line
-
-
-def json_argument(text: str):
-    """argparse type: JSON text (argparse names the option in its error)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     heads.add_argument("--out", required=True, type=Path, help="heads.pt to write")
     plan = commands.add_parser("plan", help="write the study plan (plan.json)")
     plan.add_argument("--dataset", required=True)
-    plan.add_argument("--runs", required=True, type=json_argument, help="JSON, see above")
-    plan.add_argument("--settings", type=json_argument, default={},
+    plan.add_argument("--runs", required=True, type=runtime.json_argument, help="JSON, see above")
+    plan.add_argument("--settings", type=runtime.json_object, default={},
                       help="JSON: scripts/aggregate.py's --settings")
     plan.add_argument("--out", required=True, type=Path, help="plan.json to write")
     args = parser.parse_args(argv)

@@ -11,7 +11,6 @@ from this project's own `full` runs in the workflow.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="the prepared data set it was trained on (resources/<name>)")
     parser.add_argument("--out", required=True, type=Path, help="pretrain.pt to write")
     parser.add_argument("--variant", default="full", help="variant name recorded in the checkpoint: full (default) or authors")
-    parser.add_argument("--settings", type=json.loads, default={},
+    parser.add_argument("--settings", type=runtime.json_object, default={},
                         help="JSON with a `model` section where their model differs from the defaults (e.g. num_heads)")
     parser.add_argument("--epochs", type=int, default=None, help="pretraining epochs, if the file name does not say")
     args = parser.parse_args(argv)

@@ -33,22 +33,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from s3rec import plots, report, runtime
+from s3rec import plots, report, report_inputs, runtime
+from s3rec.report_inputs import object_field
 
 HEADS = ("aap", "mip", "map", "sp")
 DEFAULTS = {"metric": "NDCG@10", "split": "test", "protocols": ["full", "sampled"]}
 log = logging.getLogger("s3rec")
-
-
-def read_json(path) -> dict:
-    """A run's JSON file (metrics.json, pretrain_run.json) as a dict, or an error naming it."""
-    try:
-        content = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(content, dict):
-        raise ValueError(f"{path}: expected a JSON object (a run's record), got {type(content).__name__}")
-    return content
 
 
 def named(inputs, name):
@@ -58,12 +48,6 @@ def named(inputs, name):
 
 # <dataset> of a file under <root>/<dataset>/ (results/, study/, ...): a run file, popularity/ or report/
 dataset_of = report.dataset_of
-
-
-def section(content: dict, key: str) -> dict:
-    """content[key] where it is an object, else {} (not recorded, or null)."""
-    value = content.get(key)
-    return value if isinstance(value, dict) else {}
 
 
 def runs_drawn(frame: pl.DataFrame) -> str:
@@ -114,7 +98,7 @@ def pretrain_losses(inputs, s):
 
 def task_weights(path: Path) -> dict[str, float]:
     """The task weights a pretrain_run.json records (config.pretrain.<task>_weight; absent ones left out)."""
-    config = read_json(path).get("config", {})
+    config = report_inputs.read_json_object(path).get("config", {})
     if not isinstance(config, dict):
         raise ValueError(f"{path}: config: expected an object (the run's settings), got {config!r}")
     pretrain = config.get("pretrain", {})
@@ -139,7 +123,8 @@ def finetune_validation(inputs, s):
     runs = pl.DataFrame([{"pretraining": labels["pretraining"], "loss": labels["loss"], "seed": labels["seed"],
                           **report.stopping(result)} for result, labels in results], schema=RUN_STOPS)
     # The metric early stopping followed (the best epoch is its maximum), else the report's.
-    chosen = {section(section(r, "config"), "finetune").get("early_stopping_metric") for r, _ in results} - {None}
+    chosen = {object_field(object_field(r, "config"), "finetune").get("early_stopping_metric")
+              for r, _ in results} - {None}
     metric = chosen.pop() if len(chosen) == 1 else s["metric"]
     if f"valid_{metric}" not in history.columns:
         metric = s["metric"]
@@ -219,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("figure", choices=sorted(FIGURES))
     parser.add_argument("--inputs", nargs="+", required=True)
     parser.add_argument("--out", nargs="+", required=True, type=Path, help="e.g. FIG.png FIG.pdf")
-    parser.add_argument("--settings", type=json.loads, default={})
+    parser.add_argument("--settings", type=runtime.json_object, default={})
     args = parser.parse_args(argv)
     runtime.setup_logging()
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -229,8 +214,6 @@ def main(argv: list[str] | None = None) -> int:
              ", ".join(folders) if len(folders) <= 4 else f"{folders[0]} ... {folders[-1]}")
     log.info("settings: %s", json.dumps(settings, sort_keys=True))
     with runtime.clear_errors():
-        for path in named(args.inputs, ".json"):  # report.read_result would not name a file that is no JSON object
-            read_json(path)
         fig, drawn = FIGURES[args.figure](args.inputs, settings)
     log.info("drew %s", drawn)
     for out in args.out:  # through a temporary name: a killed run leaves no half-written figure

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="prepared data set folder (resources/<name>)")
     parser.add_argument("--out-dir", required=True, type=Path)
-    parser.add_argument("--settings", type=json.loads, default={}, help="JSON with an `eval` section")
+    parser.add_argument("--settings", type=runtime.json_object, default={}, help="JSON with an `eval` section")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
     runtime.setup_logging()
@@ -50,8 +50,6 @@ def main(argv: list[str] | None = None) -> int:
 def rank_by_popularity(args: argparse.Namespace) -> int:
     started, cpu_started = time.perf_counter(), time.process_time()
     runtime.set_threads(args.threads)
-    if not isinstance(args.settings, dict):
-        raise ValueError(f"--settings: expected a JSON object with an `eval` section, got {args.settings!r}")
     cfg = RunConfig.from_dict({"eval": args.settings.get("eval", {})})
     execution = runtime.describe_execution("cpu")
     log.info("popularity ranking of %s on %s; eval settings %s", args.data, execution,

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from s3rec import report, report_inputs, runtime
+from s3rec.report_inputs import object_field
 from s3rec.pretraining import stalled_spans
 
 log = logging.getLogger("s3rec")
@@ -217,19 +218,13 @@ def check_identity(study: Study) -> None:
             if name not in study.present[run]:
                 continue
             path = study.path(run, name)
-            try:
-                recorded = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: not valid JSON ({error})") from None
-            # the report reads these files again with .get: a mapping is checked once, here
-            if not isinstance(recorded, dict):
-                raise ValueError(f"{path}: expected a JSON object (the run's record), got {type(recorded).__name__}")
+            recorded = report_inputs.read_json_object(path)  # later reads use .get: checked once, here
             if recorded.get("dataset") != study.plan["dataset"]:
                 raise ValueError(f"{path}: data set {recorded.get('dataset')!r}, but the plan "
                                  f"({study.folder / 'plan.json'}) is of {study.plan['dataset']!r}")
             if run.seed is not None and recorded.get("seed") not in (run.seed, None):
                 raise ValueError(f"{path}: seed {recorded.get('seed')!r}, but its folder says seed{run.seed}")
-            loss = section(recorded, "finetune").get("loss")
+            loss = object_field(recorded, "finetune").get("loss")
             if run.loss is not None and loss not in (run.loss, None):
                 raise ValueError(f"{path}: finetuning loss {loss!r}, but its folder says {run.loss}")
 
@@ -264,16 +259,9 @@ def grid(study: Study, runs: list[Run], title: str) -> list[str]:
     return lines + [""]
 
 
-def section(recorded: dict, key: str) -> dict:
-    """recorded[key] where it is an object, else {}: what is not recorded, or not readably, is
-    reported as not recorded (runs.md is for reading; the tables check what they use)."""
-    value = recorded.get(key)
-    return value if isinstance(value, dict) else {}
-
-
 def execution_of(recorded: dict) -> tuple[str, str]:
     """(device, threads) as recorded in a run file's `execution`."""
-    execution = section(recorded, "execution")
+    execution = object_field(recorded, "execution")
     device = str(execution.get("device") or "not recorded")
     if execution.get("gpu"):
         device += f" ({execution['gpu']})"
@@ -393,7 +381,7 @@ def stalled_segment_heads(study: Study) -> list[tuple[Run, list[tuple[int, int]]
     stalled = []
     for run in study.runs("pretraining"):
         recorded = json.loads(study.path(run, "pretrain_run.json").read_text(encoding="utf-8"))
-        pair_loss = section(section(recorded, "config"), "pretrain").get("pair_loss", "")
+        pair_loss = object_field(object_field(recorded, "config"), "pretrain").get("pair_loss", "")
         sp_losses = sp_column(study.path(run, "pretrain_history.csv"))
         spans = stalled_spans(sp_losses, pair_loss)
         if spans:
@@ -444,11 +432,6 @@ def log_problems(study: Study) -> None:
     if study.unrecognised:
         log.warning("%d file(s) fit no run of the layout: %s", len(study.unrecognised),
                     "; ".join(p.as_posix() for p in study.unrecognised))
-
-
-def write_text(path: Path, text: str) -> None:
-    # runtime.atomic_write: the project's one temporary-file-then-rename writer
-    runtime.atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # ---------------------------------------------------------------- tables and figures
@@ -534,7 +517,7 @@ def log_failure(step: str, error: BaseException) -> None:
 def make_report(study: Study) -> list[str]:
     """runs.md, tables, figures; returns the names of the steps that failed."""
     report = study.folder / "report"
-    write_text(report / "runs.md", runs_markdown(study))
+    runtime.write_text(report / "runs.md", runs_markdown(study))
     log.info("wrote %s", report / "runs.md")
     failed = []
     tables = report / "tables"
