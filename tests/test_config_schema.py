@@ -74,6 +74,10 @@ def test_unknown_key_is_rejected_naming_it(path, key):
     (("finetune_losses",), ["mse"], "'mse' is not one of"),
     (("pretraining",), {"seed": "some"}, "is not valid under any of the given schemas"),
     (("study_dir",), "results", "should not be valid under"),
+    (("study_dir",), "results/study", "should not be valid under"),
+    (("study_dir",), "study/", "does not match"),  # study//beauty/...: snakemake warns, mismatches
+    (("study_dir",), "study//beauty", "does not match"),
+    (("study_dir",), "study/../elsewhere", "does not match"),
     (("device",), "gpu", "does not match"),
     (("datasets", "synthetic", "source"), "csv", "'csv' is not one of"),
 ])
@@ -214,3 +218,10 @@ def test_run_config_takes_the_devices_the_schema_takes():
     from s3rec.config import DEVICE_PATTERN
     schema = yaml.safe_load(Path(SCHEMA).read_text())
     assert schema["properties"]["device"]["pattern"] == DEVICE_PATTERN.pattern
+
+
+@pytest.mark.parametrize("folder", ["study", "studies/beauty-2026", "my_study.v2"])
+def test_study_dir_takes_a_plain_relative_folder(folder):
+    config = load("config.yaml")
+    config["study_dir"] = folder
+    assert check(config)["study_dir"] == folder
