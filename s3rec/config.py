@@ -14,6 +14,9 @@ from typing import Any
 from s3rec.metrics import METRICS_FULL
 
 HEAD_NAMES = ("aap", "mip", "map", "sp")
+# Every seed (run, negatives, synthetic data, bootstrap) is in numpy's classic range [0, 2^32 - 1],
+# which most tools take; a larger one trained, then broke the tables' int64 seed column.
+SEED_MAX = 2**32 - 1
 
 
 @dataclass
@@ -237,7 +240,8 @@ def check_ranges(cfg: RunConfig) -> None:
     probabilities = {"model.hidden_dropout": m.hidden_dropout, "model.attention_dropout": m.attention_dropout,
                      "pretrain.mask_prob": p.mask_prob}
     checks = ([(key, value, value >= 1, "a positive integer") for key, value in at_least_one.items()]
-              + [(key, value, value >= 0, "an integer >= 0") for key, value in seeds.items()]
+              + [(key, value, 0 <= value <= SEED_MAX, f"an integer in [0, {SEED_MAX}]")
+                 for key, value in seeds.items()]
               + [(key, value, value >= 0, "a number >= 0") for key, value in at_least_zero.items()]
               + [(key, value, value > 0, "a number > 0") for key, value in positive.items()]
               + [(key, value, 0 <= value <= 1, "a number in [0, 1]") for key, value in probabilities.items()])

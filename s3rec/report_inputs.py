@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from s3rec.config import SEED_MAX
 from s3rec.data import first_line, read_parquet
 from s3rec.metrics import METRICS_FULL, METRICS_SAMPLED
 
@@ -26,6 +27,10 @@ def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _is_seed(value) -> bool:
+    return _is_count(value) and value <= SEED_MAX
+
+
 def _is_name(value) -> bool:
     return isinstance(value, str) and value != ""
 
@@ -36,11 +41,12 @@ def _is_object(value) -> bool:
 
 _COUNT, _NUMBER = (_is_count, "an integer >= 0"), (_is_number, "a finite number")
 _NAME, _OBJECT = (_is_name, "a non-empty string"), (_is_object, "an object")
+_SEED = (_is_seed, f"an integer in [0, {SEED_MAX}]")
 # What the report reads from metrics.json besides `metrics`, parents before their children:
 # (field, (test, what is expected), whether null stands for "not recorded"). A field may be
 # absent (older files lack several, popularity others); null only where the report reads it so.
 _RESULT_FIELDS = (
-    ("dataset", _NAME, False), ("variant", _NAME, False), ("seed", _COUNT, True),
+    ("dataset", _NAME, False), ("variant", _NAME, False), ("seed", _SEED, True),
     ("parameters", _OBJECT, False), ("parameters.heads_total", _COUNT, False), ("parameters.total", _COUNT, False),
     ("wall_seconds", _OBJECT, False), ("wall_seconds.pretrain", _NUMBER, False),
     ("wall_seconds.finetune", _NUMBER, False),
@@ -226,7 +232,7 @@ _REPORT_CHECKS = {
                f"one of {' | '.join(METRICS_FULL)} (AUC has no per-user value)"),
     "protocols": _list_of(("full", "sampled"), unique=True),
     "bootstrap_samples": _integer_from(100),  # fewer: unstable interval ends
-    "bootstrap_seed": _integer_from(0),
+    "bootstrap_seed": _SEED,
     "confidence": (lambda v: _is_number(v) and 0 < v < 1, "a number between 0 and 1 (exclusive), e.g. 0.95"),
     "resample_seeds": (lambda v: isinstance(v, bool), "true or false"),
 }
@@ -241,7 +247,7 @@ def check_report_settings(settings: dict, source: str) -> None:
         metrics            non-empty list of metric names (s3rec.metrics.METRICS_SAMPLED)
         metric             a metric name other than AUC (the paired bootstrap is per user)
         protocols          non-empty list of "full" | "sampled", no repeats
-        bootstrap_samples  integer >= 100;  bootstrap_seed  integer >= 0
+        bootstrap_samples  integer >= 100;  bootstrap_seed  integer in [0, 2^32 - 1]
         confidence         number strictly between 0 and 1
         resample_seeds     true | false
     as workflow/schemas/config.schema.yaml's `report` section (and settings.eval.protocols)

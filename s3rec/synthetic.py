@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from s3rec.config import SEED_MAX
 from s3rec.data import DataError, Prepared, drop_short_users
 
 MIN_SEQUENCE = 5  # as in the paper's 5-core data sets
@@ -41,8 +42,8 @@ class SyntheticSpec:
     def check(self) -> None:
         if self.users < 1 or self.attributes < 1:
             raise DataError(f"synthetic: expected users >= 1 and attributes >= 1, got {self}")
-        if self.seed < 0:  # numpy's generators take no negative seed
-            raise DataError(f"synthetic: expected seed >= 0, got {self.seed}")
+        if not 0 <= self.seed <= SEED_MAX:  # numpy's generators take no negative seed
+            raise DataError(f"synthetic: expected a seed in [0, {SEED_MAX}], got {self.seed}")
         if not MIN_SEQUENCE <= self.items <= MAX_ITEMS:
             raise DataError(
                 f"synthetic: expected {MIN_SEQUENCE} <= items <= {MAX_ITEMS} (sequences have at least "

@@ -79,7 +79,9 @@ def assert_clear_error(paths, tmp_path, caplog, *expected):
     (lambda p: edit_json(p, lambda r: r.update(parameters=[1])), "parameters: expected an object, got [1]"),
     (lambda p: edit_json(p, lambda r: r["parameters"].update(total="lots")), "parameters.total: expected an integer"),
     (lambda p: edit_json(p, lambda r: r.update(config="x")), "config: expected an object, got 'x'"),
-    (lambda p: edit_json(p, lambda r: r.update(seed="abc")), "seed: expected an integer >= 0, got 'abc'"),
+    (lambda p: edit_json(p, lambda r: r.update(seed="abc")), "seed: expected an integer in [0, 4294967295], got 'abc'"),
+    (lambda p: edit_json(p, lambda r: r.update(seed=2**64)),  # was a polars overflow in the table
+     "seed: expected an integer in [0, 4294967295], got 18446744073709551616"),
     (lambda p: edit_json(p, lambda r: r.update(variant=8)), "variant: expected a non-empty string, got 8"),
     (lambda p: edit_json(p, lambda r: r.pop("dataset")), "no `dataset`"),
 ])
@@ -247,7 +249,8 @@ def test_histories_may_differ_in_timing_columns_and_valid_auc(tmp_path):
     ({"bootstrap_samples": 99}, "bootstrap_samples: expected an integer >= 100, got 99"),
     ({"bootstrap_samples": 2000.0}, "bootstrap_samples: expected an integer"),
     ({"bootstrap_samples": True}, "bootstrap_samples: expected an integer"),
-    ({"bootstrap_seed": -1}, "bootstrap_seed: expected an integer >= 0, got -1"),
+    ({"bootstrap_seed": -1}, "bootstrap_seed: expected an integer in [0, 4294967295], got -1"),
+    ({"bootstrap_seed": 2**32}, "bootstrap_seed: expected an integer in [0, 4294967295], got 4294967296"),
     ({"metrik": "HR@10"}, "unknown key 'metrik'; expected some of ['bootstrap_samples',"),
 ])
 def test_bad_report_settings_name_the_source_and_the_key(runs, tmp_path, caplog, settings, expected):

@@ -19,7 +19,8 @@ from s3rec.config import PRESETS, RunConfig, parse_variant
     ({"finetune": {"early_stopping_metric": "NDCG@3"}}, "finetune.early_stopping_metric: expected one of"),
     ({"finetune": {"epochs": 0}}, "finetune.epochs: expected a positive integer, got 0"),
     ({"threads": 0}, "threads: expected an integer >= 1 or null (torch's default), got 0"),
-    ({"seed": -1}, "seed: expected an integer >= 0, got -1"),
+    ({"seed": -1}, "seed: expected an integer in [0, 4294967295], got -1"),
+    ({"seed": 2**32}, "seed: expected an integer in [0, 4294967295], got 4294967296"),
     ({"device": "gpu"}, "device: expected auto, cpu, cuda, cuda:N or cuda:any, got 'gpu'"),
 ])
 def test_a_value_of_the_wrong_type_is_an_error_naming_key_value_and_type(settings, message):

@@ -225,3 +225,13 @@ def test_study_dir_takes_a_plain_relative_folder(folder):
     config = load("config.yaml")
     config["study_dir"] = folder
     assert check(config)["study_dir"] == folder
+
+
+def test_every_seed_of_the_schema_stops_at_seed_max():
+    """Seeds above 2^32 - 1 trained, then broke the tables' int64 seed column."""
+    from s3rec.config import SEED_MAX
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    dataset = schema["$defs"]["dataset"]["allOf"][0]["then"]["properties"]
+    seeds = [schema["properties"]["seeds"]["items"], schema["properties"]["report"]["properties"]["bootstrap_seed"],
+             schema["$defs"]["eval"]["properties"]["negatives_seed"], dataset["seed"]]
+    assert [(seed["minimum"], seed["maximum"]) for seed in seeds] == [(0, SEED_MAX)] * 4

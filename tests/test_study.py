@@ -189,7 +189,8 @@ def test_plan_ranks_sort_by_number_not_text():
 
 @pytest.mark.parametrize("runs, message", [
     ([{"pretraining": "r8", "seed": 0, "loss": "ce"}], r"finetunings\[0\].pretraining: expected none \| authors"),
-    ([{"pretraining": "none", "seed": -1, "loss": "ce"}], r"finetunings\[0\].seed: expected an integer >= 0"),
+    ([{"pretraining": "none", "seed": -1, "loss": "ce"}], r"finetunings\[0\].seed: expected an integer in \[0, 4294967295\]"),
+    ([{"pretraining": "none", "seed": 2**32, "loss": "ce"}], r"finetunings\[0\].seed: expected an integer in"),
     ([{"pretraining": "none", "seed": 0, "loss": "mse"}], r"finetunings\[0\].loss: expected one of \['bce', 'ce'\]"),
     ([{"pretraining": "none", "seed": 0}], r"finetunings\[0\]: expected an object with exactly the keys"),
     ([{"pretraining": "none", "seed": 0, "loss": "ce"}] * 2, "lists .* more than once"),

@@ -99,7 +99,8 @@ def test_attributes_are_informative(default_data):
 
 
 @pytest.mark.parametrize("spec", [SyntheticSpec(items=4), SyntheticSpec(users=0), SyntheticSpec(attributes=0),
-                                  SyntheticSpec(p_successor=0.8, p_chain=0.5), SyntheticSpec(seed=-1)])
+                                  SyntheticSpec(p_successor=0.8, p_chain=0.5), SyntheticSpec(seed=-1),
+                                  SyntheticSpec(seed=2**32)])
 def test_bad_spec(spec):
     with pytest.raises(DataError, match="synthetic: expected"):
         generate(spec)
