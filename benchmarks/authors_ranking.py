@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--data", type=Path, required=True, help="a prepared data set (scripts/prepare_data.py)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=runtime.positive_int, default=1)
     args = parser.parse_args(argv)
     runtime.set_threads(args.threads)
     started = time.perf_counter()

@@ -40,7 +40,7 @@ def timed(draw_epoch, repeats: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=runtime.positive_int, default=3)
     parser.add_argument("--data", type=Path, default=None, help="a prepared data set instead of Beauty (tests)")
     speed.add_source_argument(parser)
     args = parser.parse_args(argv)

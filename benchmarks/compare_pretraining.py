@@ -72,13 +72,13 @@ def train_mode_losses(model: PretrainModel, batches, seed: int = 0) -> dict:
     return {name: round(value / instances, 4) for name, value in sums.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("checkpoints", nargs="+", type=Path)
-    parser.add_argument("--batches", type=int, default=100, help="batches of 100 prefix instances")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--batches", type=runtime.positive_int, default=100, help="batches of 100 prefix instances")
+    parser.add_argument("--threads", type=runtime.positive_int, default=None)
+    args = parser.parse_args(argv)
     runtime.set_threads(args.threads)
     dataset = load_dataset(args.data)
     split = leave_one_out(dataset.sequences)

@@ -26,24 +26,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_pretraining import load_model  # noqa: E402
 
 from s3rec import runtime  # noqa: E402
-from s3rec.config import RunConfig  # noqa: E402
+from s3rec.config import PRESETS, RunConfig  # noqa: E402
 from s3rec.data import leave_one_out, load_dataset  # noqa: E402
 from s3rec.pretrain_batches import iterate_batches, split_instances  # noqa: E402
 from s3rec.pretraining import LOSS_NAMES, PretrainModel, step_losses  # noqa: E402
 from s3rec.training import adam  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--preset", default="paper")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batches", type=int, default=600)
-    parser.add_argument("--every", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    parser.add_argument("--lr", type=runtime.positive_number, default=1e-3)
+    parser.add_argument("--batches", type=runtime.positive_int, default=600)
+    parser.add_argument("--every", type=runtime.positive_int, default=100)
+    parser.add_argument("--seed", type=runtime.seed_argument, default=0)
+    parser.add_argument("--threads", type=runtime.positive_int, default=None)
+    args = parser.parse_args(argv)
     runtime.set_threads(args.threads)
     dataset = load_dataset(args.data)
     split = leave_one_out(dataset.sequences)

@@ -87,12 +87,12 @@ def run_jobs(args, jobs: int, data: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2, 4], help="numbers of concurrent processes")
+    parser.add_argument("--jobs", type=runtime.positive_int, nargs="+", default=[1, 2, 4], help="numbers of concurrent processes")
     parser.add_argument("--kind", default="pretrain", choices=["pretrain", "finetune"],
                         help="what each process times: a pretraining epoch, or a finetuning epoch and its validation")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    parser.add_argument("--batches", type=int, default=300, help="timed batches per process (extrapolated to an epoch)")
+    parser.add_argument("--device", type=runtime.device_argument, default="auto")
+    parser.add_argument("--threads", type=runtime.positive_int, default=None, help="torch threads per process")
+    parser.add_argument("--batches", type=runtime.positive_int, default=300, help="timed batches per process (extrapolated to an epoch)")
     parser.add_argument("--batching", default="padded", choices=["padded", "bucketed"])
     parser.add_argument("--fixed-shapes", action="store_true", help="the steps speed.py --fixed-shapes times")
     parser.add_argument("--compile", default="none", choices=speed.COMPILE_MODES,

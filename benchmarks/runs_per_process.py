@@ -181,15 +181,15 @@ def measure(count: int, dataset, instances, limit: int, device, steps_per_epoch:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, nargs="+", default=[1, 2, 4], help="numbers of runs in the process")
+    parser.add_argument("--runs", type=runtime.positive_int, nargs="+", default=[1, 2, 4], help="numbers of runs in the process")
     parser.add_argument("--mode", choices=("streams", "stacked"), default="streams",
                         help="runs on their own streams, or stacked into one step (vmap)")
     parser.add_argument("--draw-in-process", action="store_true",
                         help="stacked: draw every run's batches in this process (default on a GPU, as a stacked run: "
                              "each run's in a worker process of its own; on a CPU always in process)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--batches", type=int, default=300, help="timed steps per run (extrapolated to an epoch)")
+    parser.add_argument("--device", type=runtime.device_argument, default="auto")
+    parser.add_argument("--threads", type=runtime.positive_int, default=None)
+    parser.add_argument("--batches", type=runtime.positive_int, default=300, help="timed steps per run (extrapolated to an epoch)")
     parser.add_argument("--data", type=Path, default=None, help="a prepared data set instead of Beauty (tests)")
     speed.add_source_argument(parser)
     args = parser.parse_args(argv)

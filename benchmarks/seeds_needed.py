@@ -21,7 +21,8 @@ import math
 import sys
 from pathlib import Path
 
-from s3rec import report
+from s3rec import report, runtime
+from s3rec.metrics import METRICS_FULL
 
 
 def comparison(ranks, loss: str, pretraining: str, reference: str, protocol: str, split: str, metric: str,
@@ -48,20 +49,23 @@ def comparison(ranks, loss: str, pretraining: str, reference: str, protocol: str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json of every run (ranks.parquet beside)")
-    parser.add_argument("--target", type=float, default=0.02, help="half-width as a share of the reference's mean")
-    parser.add_argument("--metric", default="NDCG@10")
-    parser.add_argument("--protocols", nargs="+", default=["full", "sampled"])
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--target", type=runtime.positive_number, default=0.02,
+                        help="half-width as a share of the reference's mean")
+    parser.add_argument("--metric", default="NDCG@10", choices=METRICS_FULL, help="a per-user metric (not AUC)")
+    parser.add_argument("--protocols", nargs="+", default=["full", "sampled"], choices=["full", "sampled"])
+    parser.add_argument("--split", default="test", choices=["valid", "test"])
     args = parser.parse_args(argv)
-    ranks = report.load_ranks(args.metrics)
+    runtime.setup_logging()
     rows, skipped = [], []
-    for loss, pretraining, reference in report.comparison_pairs(ranks)[0]:
-        for protocol in args.protocols:
-            row = comparison(ranks, loss, pretraining, reference, protocol, args.split, args.metric, args.target)
-            if row is None:
-                skipped.append(f"{pretraining} − {reference} ({loss}, {protocol}): one common seed")
-            else:
-                rows.append(row)
+    with runtime.clear_errors():  # a malformed or missing run file, a protocol the runs lack: its message alone
+        ranks = report.load_ranks(args.metrics)
+        for loss, pretraining, reference in report.comparison_pairs(ranks)[0]:
+            for protocol in args.protocols:
+                row = comparison(ranks, loss, pretraining, reference, protocol, args.split, args.metric, args.target)
+                if row is None:
+                    skipped.append(f"{pretraining} − {reference} ({loss}, {protocol}): one common seed")
+                else:
+                    rows.append(row)
     if not rows:
         parser.error("no comparison with two common seeds or more among the given runs")
     print(json.dumps({"target_share": args.target, "metric": args.metric, "split": args.split,

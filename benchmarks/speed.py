@@ -364,9 +364,9 @@ def finetune_job_epoch(dataset, split, limit: int | None, device, batching: str,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, default=None, help="time only this many batches per epoch")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batches", type=runtime.positive_int, default=None, help="time only this many batches per epoch")
+    parser.add_argument("--threads", type=runtime.positive_int, default=None)
+    parser.add_argument("--device", type=runtime.device_argument, default="auto")
     parser.add_argument("--batching", default="padded", choices=["padded", "bucketed"],
                         help="training batch layout (s3rec/batching.py); padded is the finetuning default")
     parser.add_argument("--skip-sequences", action="store_true", help="skip the instances=sequences epoch")
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the encoder through torch.compile in this mode (default: eager); with "
                              "--fixed-shapes the whole loss, or, cuda-graph (only with it), the whole step "
                              "replayed as a CUDA graph")
-    parser.add_argument("--eval-batch-sizes", type=int, nargs="+", default=[], metavar="N",
+    parser.add_argument("--eval-batch-sizes", type=runtime.positive_int, nargs="+", default=[], metavar="N",
                         help="also time both evaluation passes in batches of each N users (eval_by_batch_size)")
     parser.add_argument("--fixed-shapes", action="store_true",
                         help="pretraining steps of one shape (batches padded to max_len, grid_forward); "
@@ -383,8 +383,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.compile in GRAPH_MODES and not args.fixed_shapes:
         parser.error(f"--compile {args.compile} records fixed-shape steps: add --fixed-shapes")
-    if any(n < 1 for n in args.eval_batch_sizes):
-        parser.error("--eval-batch-sizes: every size must be at least 1")
     runtime.set_threads(args.threads)
     device = runtime.choose_device(args.device)
     torch.manual_seed(0)

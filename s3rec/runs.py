@@ -442,10 +442,10 @@ def add_run_arguments(parser, several_seeds: bool = False) -> None:
     several = {"nargs": "+"} if several_seeds else {}
     parser.add_argument("--data", required=True, type=Path, help="prepared data set folder (resources/<name>)")
     parser.add_argument("--variant", required=True, help="none, full or r<rank>, e.g. r16")
-    parser.add_argument("--seed", type=int, default=[0] if several_seeds else 0, **several)
+    parser.add_argument("--seed", type=runtime.seed_argument, default=[0] if several_seeds else 0, **several)
     parser.add_argument("--out-dir", required=True, type=Path, **several,
                         help="run folder, e.g. results/<data>/<variant>/seed0" + (" (one per seed)" if several else ""))
     parser.add_argument("--settings", type=runtime.json_object, default={},
                         help="JSON object with RunConfig sections, e.g. '{\"finetune\": {\"loss\": \"ce\"}}'")
-    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or cuda:any (the node's least-used card)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: SLURM_CPUS_PER_TASK or all)")
+    parser.add_argument("--device", type=runtime.device_argument, default=None, help="auto (default), cpu, cuda, cuda:N or cuda:any (the node's least-used card)")
+    parser.add_argument("--threads", type=runtime.positive_int, default=None, help="torch threads (default: SLURM_CPUS_PER_TASK or all)")

@@ -10,6 +10,7 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import secrets
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from s3rec import cards
+from s3rec.config import DEVICE_PATTERN, SEED_MAX
 
 log = logging.getLogger("s3rec")
 
@@ -274,6 +276,45 @@ def json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def integer_argument(minimum: int, maximum: int | None = None):
+    """argparse type: an integer in [minimum, maximum]. A count of 0 or below is refused rather
+    than read as "all" or "torch's default" (speed.py's --batches 0 timed whole epochs)."""
+    expected = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """argparse type: a finite number > 0 (a share, a learning rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+positive_int = integer_argument(1)  # threads, batches, steps, epochs, jobs, ranks
+seed_argument = integer_argument(0, SEED_MAX)
+
+
+def device_argument(text: str) -> str:
+    """argparse type of a --device: what RunConfig.device takes (torch's own error comes late)."""
+    if not DEVICE_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or cuda:any, got {text!r}")
+    return text
 
 
 @contextlib.contextmanager

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="full", help="variant name recorded in the checkpoint: full (default) or authors")
     parser.add_argument("--settings", type=runtime.json_object, default={},
                         help="JSON with a `model` section where their model differs from the defaults (e.g. num_heads)")
-    parser.add_argument("--epochs", type=int, default=None, help="pretraining epochs, if the file name does not say")
+    parser.add_argument("--epochs", type=runtime.positive_int, default=None, help="pretraining epochs, if the file name does not say")
     args = parser.parse_args(argv)
     runtime.setup_logging()
     with runtime.clear_errors():

@@ -2,6 +2,7 @@
 resume checkpoints, the sampled protocol's feasibility, file modes, execution record."""
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import stat
@@ -230,3 +231,42 @@ def test_describe_execution_names_the_concrete_gpu(monkeypatch):
     assert described == {"device": "cuda:1", "gpu": "Fake GPU 1", "threads": torch.get_num_threads()}
     assert runtime.describe_execution("cuda:0")["device"] == "cuda:0"
     assert runtime.describe_execution("cuda:0")["gpu"] == "Fake GPU 0"
+
+
+@pytest.mark.parametrize("folder, script, option, value, expected", [
+    ("benchmarks", "speed", "--batches", "0", "an integer >= 1"),  # was: whole epochs, silently
+    ("benchmarks", "speed", "--threads", "0", "an integer >= 1"),  # was: torch's default, silently
+    ("benchmarks", "speed", "--device", "gpu", "auto, cpu, cuda, cuda:N or cuda:any"),  # was: torch's traceback
+    ("benchmarks", "speed", "--eval-batch-sizes", "0", "an integer >= 1"),
+    ("benchmarks", "jobs_per_device", "--jobs", "0", "an integer >= 1"),
+    ("benchmarks", "runs_per_process", "--runs", "-1", "an integer >= 1"),
+    ("benchmarks", "profile_step", "--warmup", "-1", "an integer >= 0"),
+    ("benchmarks", "profile_step", "--steps", "ten", "an integer >= 1"),
+    ("benchmarks", "compare_pretraining", "--batches", "0", "an integer >= 1"),
+    ("benchmarks", "continue_pretraining", "--seed", "-1", "an integer in [0, 4294967295]"),
+    ("benchmarks", "seeds_needed", "--target", "nan", "a finite number > 0"),  # was: a ValueError traceback
+    ("benchmarks", "seeds_needed", "--target", "0", "a finite number > 0"),
+    ("benchmarks", "continue_pretraining", "--lr", "-0.1", "a finite number > 0"),
+    ("benchmarks", "segment_scores", "--instances", "0", "an integer >= 1"),
+    ("benchmarks", "head_energy", "--ranks", "0", "an integer >= 1"),
+    ("benchmarks", "batch_drawing", "--repeats", "0", "an integer >= 1"),
+    ("benchmarks", "authors_ranking", "--threads", "0", "an integer >= 1"),
+    ("scripts", "finetune", "--device", "gpu", "auto, cpu, cuda, cuda:N or cuda:any"),
+    ("scripts", "pretrain", "--threads", "0", "an integer >= 1"),
+    ("scripts", "pretrain", "--seed", "4294967296", "an integer in [0, 4294967295]"),
+    ("scripts", "popularity", "--threads", "0", "an integer >= 1"),
+    ("scripts", "import_checkpoint", "--epochs", "0", "an integer >= 1"),
+])
+def test_a_count_seed_or_device_option_out_of_range_is_a_usage_error(capsys, folder, script, option, value, expected):
+    with pytest.raises(SystemExit) as stop:
+        load_script(script, folder).main([option, value])
+    assert stop.value.code == 2
+    assert f"argument {option}: expected {expected}, got '{value}'" in capsys.readouterr().err
+
+
+def test_integer_argument_takes_its_bounds():
+    assert runtime.integer_argument(0)("0") == 0
+    assert runtime.seed_argument(str(2**32 - 1)) == 2**32 - 1
+    with pytest.raises(argparse.ArgumentTypeError, match=r"expected an integer in \[0, 4294967295\], got '4294967296'"):
+        runtime.seed_argument(str(2**32))
+    assert runtime.device_argument("cuda:3") == "cuda:3"
