@@ -17,17 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from s3rec import report, runtime
+from s3rec import report, report_inputs, runtime
+from s3rec.config import HEAD_NAMES
 
 
 def energies(path: Path, heads: list[str], ranks: list[int]) -> list[dict]:
-    saved = runtime.load_torch(path)
-    state = saved.get("state_dict", saved)
+    state = report_inputs.read_head_weights(path)
     pretraining, seed, _ = report.run_of_path(path)
     rows = []
     for head in heads:
         if not any(key.endswith(f"heads.{head}.weight") for key in state):
             continue  # absent, or low rank
+        report_inputs.check_head_finite(path, state, head)
         kept = report.rank_energy(report.head_spectrum(state, head), ranks)
         rows.append({"file": str(path), "pretraining": pretraining, "seed": seed, "head": head,
                      "energy": {str(r): v for r, v in kept.items()}})
@@ -63,10 +64,12 @@ def rounded(value, digits: int = 4):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="heads.pt or pretrain.pt files")
-    parser.add_argument("--ranks", nargs="+", type=int, default=[8, 16, 32])
-    parser.add_argument("--heads", nargs="+", default=["aap", "map"])
+    parser.add_argument("--ranks", nargs="+", type=runtime.positive_int, default=[8, 16, 32])
+    parser.add_argument("--heads", nargs="+", default=["aap", "map"], choices=HEAD_NAMES)
     args = parser.parse_args(argv)
-    rows = [row for path in args.files for row in energies(path, args.heads, args.ranks)]
+    runtime.setup_logging()
+    with runtime.clear_errors():  # a file that is no run's checkpoint, NaN weights: its message alone
+        rows = [row for path in args.files for row in energies(path, args.heads, args.ranks)]
     if not rows:
         parser.error("no dense head among the given files (low-rank heads are skipped)")
     result = {"ranks": args.ranks, "runs": rows, "summary": summary(rows, args.ranks)}

@@ -20,13 +20,22 @@ from pathlib import Path
 
 import polars as pl
 
+from s3rec import report_inputs, runtime
 from s3rec.report import paired_bootstrap, paired_difference
 
 
 def load_arms(root: Path) -> dict[str, list[dict]]:
+    """Every <root>/<arm>/seed*/metrics.json, checked as the study report checks it."""
     arms: dict[str, list[dict]] = {}
     for path in sorted(root.glob("*/seed*/metrics.json")):
-        arms.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
+        run = report_inputs.read_json_object(path)
+        try:
+            report_inputs.check_result(run)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+        arms.setdefault(path.parent.parent.name, []).append(run)
+    if not arms:
+        raise ValueError(f"{root}: no <arm>/seed<N>/metrics.json under it; expected a folder of reproduction runs")
     return arms
 
 
@@ -37,14 +46,14 @@ def summary(runs: list[dict]) -> dict:
     return {"seeds": [r["seed"] for r in runs],
             "full_NDCG@10": values("full", "NDCG@10"), "full_HR@10": values("full", "HR@10"),
             "sampled_NDCG@10": values("sampled", "NDCG@10"),
-            "best_epoch": [r["best_epoch"] for r in runs], "epochs_run": [r["epochs_run"] for r in runs],
+            "best_epoch": [r.get("best_epoch") for r in runs], "epochs_run": [r.get("epochs_run") for r in runs],
             "early_stopped": [r.get("early_stopped") for r in runs],
             "cpu_minutes": [round(r.get("cpu_seconds", {}).get("finetune", float("nan")) / 60, 1) for r in runs]}
 
 
 def arm_ranks(root: Path, arm: str, seeds: list[str]) -> pl.DataFrame:
     """The seeds' ranks.parquet of one arm, labelled as the study report labels a run's ranks."""
-    return pl.concat([pl.read_parquet(root / arm / seed / "ranks.parquet").with_columns(
+    return pl.concat([report_inputs.read_ranks(root / arm / seed / "ranks.parquet").with_columns(
         loss=pl.lit(""), pretraining=pl.lit(arm), seed=pl.lit(int(seed.removeprefix("seed")))) for seed in seeds])
 
 
@@ -91,6 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paired", nargs=2, metavar=("ARM", "REFERENCE"))
     parser.add_argument("--sampled", nargs="*", metavar="ARM")
     args = parser.parse_args(argv)
+    runtime.setup_logging()
+    with runtime.clear_errors():  # a missing or malformed run file: its message alone, exit status 2
+        print_tables(args)
+
+
+def print_tables(args: argparse.Namespace) -> None:
     if args.paired:
         result = paired(args.root, *args.paired)
         print(json.dumps(result, indent=1) if args.json else " ".join(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from s3rec import runtime
+from s3rec import runs, runtime
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset
 from s3rec.pretrain_batches import iterate_batches, split_instances
@@ -31,14 +31,21 @@ from s3rec.pretraining import PretrainModel
 SATURATED = 1e-4
 
 
-def load_checkpoint(path: Path) -> tuple[RunConfig, dict, int | None]:
-    """(config, model state dict, epochs done) of a pretrain.pt or a pretrain.state.pt."""
+def load_checkpoint(path: Path, data_dir: Path) -> tuple[RunConfig, dict, int | None]:
+    """(config, model state dict, epochs done) of a pretrain.pt or a pretrain.state.pt, which
+    must have been pretrained on the data of `data_dir` when it records which."""
     saved = runtime.load_torch(path)
-    if "state_dict" in saved:  # pretrain.pt: the finished run (or an import)
-        return RunConfig.from_dict(saved["config"]), saved["state_dict"], saved.get("epoch")
-    if {"config", "model", "loop"} <= saved.keys():  # pretrain.state.pt: a run's last epoch
-        return RunConfig.from_dict(saved["config"]["config"]), saved["model"], saved["loop"]["epoch"]
-    raise ValueError(f"{path}: neither a pretrain.pt (state_dict) nor a pretrain.state.pt (config, model, loop)")
+    if isinstance(saved, dict) and {"config", "state_dict"} <= saved.keys():  # pretrain.pt: finished, or an import
+        cfg, state, epoch, digest = saved["config"], saved["state_dict"], saved.get("epoch"), saved.get("data_digest")
+    elif isinstance(saved, dict) and {"config", "model", "loop"} <= saved.keys():  # pretrain.state.pt: the last epoch
+        cfg, state, epoch, digest = (saved["config"]["config"], saved["model"], saved["loop"]["epoch"],
+                                     saved["config"].get("inputs"))
+    else:
+        raise ValueError(f"{path}: neither a pretrain.pt (config, state_dict) nor a pretrain.state.pt "
+                         "(config, model, loop)")
+    if digest is not None and digest != runtime.digest(runs.data_files(data_dir)):
+        raise ValueError(f"{path} was pretrained on other data than the --data folder {data_dir}")
+    return RunConfig.from_dict(cfg), state, epoch
 
 
 def stats(values: torch.Tensor) -> dict:
@@ -47,12 +54,15 @@ def stats(values: torch.Tensor) -> dict:
 
 
 def segment_scores(path: Path, data_dir: Path, instances: int, seed: int) -> dict:
-    cfg, state_dict, epoch = load_checkpoint(path)
+    cfg, state_dict, epoch = load_checkpoint(path, data_dir)
     dataset = load_dataset(data_dir)
     split = leave_one_out(dataset.sequences)
     corpus = split_instances(dataset, split, max_len=cfg.model.max_len, kind=cfg.pretrain.instances)
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes)
-    model.load_state_dict(state_dict)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:  # a finetune.pt's encoder alone, another model size
+        raise ValueError(f"{path} does not fit a pretraining model of its own settings: {error}") from None
     model.eval()
     rng = runtime.epoch_generators(seed, 0)
     chunks = next(iterate_batches(corpus, instances, rng, mask_prob=cfg.pretrain.mask_prob, batching="padded"))
@@ -76,11 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--data", type=Path, required=True, help="the prepared data set (resources/<name>)")
-    parser.add_argument("--instances", type=int, default=256, help="pretraining instances to score")
-    parser.add_argument("--seed", type=int, default=0, help="the generator that draws them")
+    parser.add_argument("--instances", type=runtime.positive_int, default=256, help="pretraining instances to score")
+    parser.add_argument("--seed", type=runtime.seed_argument, default=0, help="the generator that draws them")
     args = parser.parse_args(argv)
+    runtime.setup_logging()
     start = time.perf_counter()
-    results = [segment_scores(path, args.data, args.instances, args.seed) for path in args.checkpoints]
+    with runtime.clear_errors():  # a missing or mismatched checkpoint or data set: its message alone
+        results = [segment_scores(path, args.data, args.instances, args.seed) for path in args.checkpoints]
     print(json.dumps({"checkpoints": results, "seconds": time.perf_counter() - start}, indent=2))
     return 0
 

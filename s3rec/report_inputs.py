@@ -263,3 +263,28 @@ def check_report_settings(settings: dict, source: str) -> None:
         test, expected = _REPORT_CHECKS[key]
         if not test(value):
             raise ValueError(f"{source}: {key}: expected {expected}, got {_show(value)}")
+
+
+def read_head_weights(path: str | Path) -> dict:
+    """The state_dict of a pretrain.pt or heads.pt (scripts/export_study.py heads), for the head
+    spectra (scripts/plot_report.py, benchmarks/head_energy.py)."""
+    from s3rec.runtime import load_torch  # here only: torch costs the table scripts two seconds
+
+    checkpoint = load_torch(path)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"{path}: expected a pretrain.pt or heads.pt, a dict with a `state_dict` entry (the "
+                         "authors' checkpoint: first through scripts/import_checkpoint.py), got "
+                         f"{type(checkpoint).__name__}" + (f" with keys {sorted(map(str, checkpoint))[:5]}"
+                                                          if isinstance(checkpoint, dict) else ""))
+    return checkpoint["state_dict"]
+
+
+def check_head_finite(path: str | Path, state_dict: dict, head: str) -> None:
+    """NaN weights (a diverged pretraining) would stop the SVD with a message naming no file."""
+    import torch
+
+    bad = sorted(k for k, v in state_dict.items()
+                 if f"heads.{head}." in k and isinstance(v, torch.Tensor) and not v.isfinite().all())
+    if bad:
+        raise ValueError(f"{path}: NaN or infinite values in {', '.join(bad)} (a diverged "
+                         f"pretraining?): no {head} spectrum")

@@ -140,23 +140,16 @@ def finetune_validation(inputs, s):
 def head_spectra(inputs, s):
     """Spectra of the heads factorised in at least one run (AAP and MAP by default), from
     pretrain.pt or heads.pt (the same format, holding only the head tensors)."""
-    import torch  # here only: importing it costs every other figure two seconds
-
     rows = []
-    checkpoints = {path: heads_of(path) for path in inputs}
-    low_rank = {h for c in checkpoints.values() for h in HEADS
-                if any(k.endswith(f"heads.{h}.U") for k in c["state_dict"])} or {"aap", "map"}
+    checkpoints = {path: report_inputs.read_head_weights(path) for path in inputs}
+    low_rank = {h for state in checkpoints.values() for h in HEADS
+                if any(k.endswith(f"heads.{h}.U") for k in state)} or {"aap", "map"}
     heads = sorted(low_rank, key=HEADS.index)
-    for path, checkpoint in checkpoints.items():
+    for path, state in checkpoints.items():
         pretraining, seed, _ = report.run_of_path(path)
         for head in heads:
-            # NaN weights (a diverged pretraining) would stop the SVD with a message naming no file
-            bad = sorted(k for k, v in checkpoint["state_dict"].items()
-                         if f"heads.{head}." in k and isinstance(v, torch.Tensor) and not v.isfinite().all())
-            if bad:
-                raise ValueError(f"{path}: NaN or infinite values in {', '.join(bad)} (a diverged "
-                                 f"pretraining?): no {head} spectrum to draw")
-            values = report.head_spectrum(checkpoint["state_dict"], head)
+            report_inputs.check_head_finite(path, state, head)
+            values = report.head_spectrum(state, head)
             if values is None:
                 log.warning("%s has no %s head: left out", path, head)
                 continue
@@ -170,17 +163,6 @@ def head_spectra(inputs, s):
     drawn = (f"normalised singular values and cumulative energy of heads {heads} from {len(checkpoints)} "
              f"checkpoints: {runs_drawn(models)}")
     return plots.head_spectra(spectra, ranks, dataset=dataset_of(inputs[0])), drawn
-
-
-def heads_of(path) -> dict:
-    """A pretrain.pt or heads.pt (scripts/export_study.py heads): a dict with a state_dict."""
-    checkpoint = runtime.load_torch(path)
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ValueError(f"{path}: expected a pretrain.pt or heads.pt, a dict with a `state_dict` entry (the "
-                         "authors' checkpoint: first through scripts/import_checkpoint.py), got "
-                         f"{type(checkpoint).__name__}" + (f" with keys {sorted(map(str, checkpoint))[:5]}"
-                                                          if isinstance(checkpoint, dict) else ""))
-    return checkpoint
 
 
 def data_distributions(inputs, s):

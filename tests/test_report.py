@@ -464,6 +464,24 @@ def test_head_energy_benchmark_reports_dense_heads_per_pretraining(tmp_path, cap
         head_energy.main([str(files[2])])
 
 
+@pytest.mark.parametrize("saved, message", [
+    ("tensor", "expected a pretrain.pt or heads.pt, a dict with a `state_dict` entry"),  # was: AttributeError
+    ("nan", "NaN or infinite values in heads.aap.weight"),  # was: an SVD error naming no file
+])
+def test_head_energy_refuses_a_bad_checkpoint_naming_it(tmp_path, caplog, saved, message):
+    import torch
+
+    path = tmp_path / "toy" / "seed-full" / "seed0" / "heads.pt"
+    path.parent.mkdir(parents=True)
+    weight = torch.eye(4)
+    weight[0, 0] = float("nan")
+    torch.save(torch.eye(4) if saved == "tensor" else {"state_dict": {"heads.aap.weight": weight}}, path)
+    with pytest.raises(SystemExit) as stop:
+        load_script("head_energy", folder="benchmarks").main([str(path)])
+    assert stop.value.code == 2
+    assert f"{path}: {message}" in caplog.text
+
+
 def test_variance_components_on_a_hand_computed_two_by_three_table():
     # grand mean 11/3, seed means 3 and 13/3, user means 2, 3, 6: MS seed 8/3, MS user 26/3,
     # MS residual 4/3 / 2 = 2/3 -> seed (8/3 - 2/3) / 3 users, user (26/3 - 2/3) / 2 seeds
@@ -546,7 +564,8 @@ def test_reproduction_table_sampled_columns_are_the_authors(tmp_path, capsys):
         run = tmp_path / "lastfm_none_sampled" / f"seed{seed}"
         run.mkdir(parents=True)
         sampled = {m: 0.5 for m in ("HR@1", "HR@5", "NDCG@5", "HR@10", "NDCG@10")} | {"MRR": mrr}
-        (run / "metrics.json").write_text(json.dumps({"seed": seed, "metrics": {"sampled": {"test": sampled}}}))
+        (run / "metrics.json").write_text(json.dumps({"dataset": "lastfm", "variant": "none", "seed": seed,
+                                                      "metrics": {"sampled": {"test": sampled}}}))
     reproduction_table = load_script("reproduction_table", folder="benchmarks")
     reproduction_table.main([str(tmp_path), "--sampled"])
     lines = capsys.readouterr().out.splitlines()
@@ -555,3 +574,20 @@ def test_reproduction_table_sampled_columns_are_the_authors(tmp_path, capsys):
                         "| 0.5000 ± 0.0000 | 0.5000 ± 0.0000 | 0.3200 ± 0.0283 |")
     with pytest.raises(SystemExit, match="no runs of arm 'missing'"):
         reproduction_table.main([str(tmp_path), "--sampled", "missing"])
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no <arm>/seed<N>/metrics.json under it"),  # was: an empty table
+    ('{"dataset": "x", "variant": "none", "seed": 0, "metrics": {"full": {"test": {"NDCG@10": "high"}}}}',
+     "arm/seed0/metrics.json: metrics.full.test.NDCG@10: expected a finite number, got 'high'"),
+    ("[]", "arm/seed0/metrics.json: expected a JSON object"),
+])
+def test_reproduction_table_refuses_bad_runs_naming_the_file(tmp_path, caplog, content, message):
+    if content is not None:
+        (tmp_path / "arm" / "seed0").mkdir(parents=True)
+        (tmp_path / "arm" / "seed0" / "metrics.json").write_text(content)
+    reproduction_table = load_script("reproduction_table", folder="benchmarks")
+    with pytest.raises(SystemExit) as stop:
+        reproduction_table.main([str(tmp_path)])
+    assert stop.value.code == 2
+    assert message in caplog.text

@@ -138,7 +138,8 @@ def test_segment_scores_of_a_pretraining_and_of_its_state_file(pretrained, tiny_
     # the same weights as a running job's pretrain.state.pt, with an SP head that scores every pair 0
     state = {k: (torch.zeros_like(v) if k.startswith("heads.sp.") else v) for k, v in checkpoint["state_dict"].items()}
     state_file = tmp_path / "pretrain.state.pt"
-    torch.save({"config": {"config": checkpoint["config"], "variant": "r4", "inputs": "x"}, "model": state,
+    torch.save({"config": {"config": checkpoint["config"], "variant": "r4", "inputs": checkpoint["data_digest"]},
+                "model": state,
                 "optimizer": {}, "loop": {"epoch": 3}}, state_file)
     assert segment_scores.main([str(pretrained / "pretrain.pt"), str(state_file), "--data", str(tiny_data),
                                 "--instances", "32"]) == 0
@@ -152,7 +153,22 @@ def test_segment_scores_of_a_pretraining_and_of_its_state_file(pretrained, tiny_
     bad = tmp_path / "finetune.pt"
     torch.save({"model": {}}, bad)
     with pytest.raises(ValueError, match="neither a pretrain.pt"):
-        segment_scores.load_checkpoint(bad)
+        segment_scores.load_checkpoint(bad, tiny_data)
+
+
+def test_segment_scores_refuses_a_checkpoint_of_other_data_or_another_model(pretrained, tiny_data, tmp_path,  # noqa: F811
+                                                                             caplog):
+    segment_scores = load_script("segment_scores", folder="benchmarks")
+    checkpoint = runtime.load_torch(pretrained / "pretrain.pt")
+    other_data = {**checkpoint, "data_digest": "0" * 64}
+    encoder_only = {**checkpoint, "state_dict": {k: v for k, v in checkpoint["state_dict"].items()
+                                                 if not k.startswith("heads.")}}
+    for name, saved, message in (("other.pt", other_data, "was pretrained on other data than the --data folder"),
+                                 ("encoder.pt", encoder_only, "does not fit a pretraining model")):
+        torch.save(saved, tmp_path / name)
+        with pytest.raises(SystemExit) as stop:  # was: scores of a model of another data set; a torch traceback
+            segment_scores.main([str(tmp_path / name), "--data", str(tiny_data)])
+        assert stop.value.code == 2 and f"{tmp_path / name} {message}" in caplog.text
 
 
 # ---------------------------------------------------------------- export: plan
