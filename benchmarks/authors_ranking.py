@@ -43,16 +43,22 @@ KS = (10, 20)
 
 def load_encoder(path: Path, num_items: int) -> Encoder:
     saved = runtime.load_torch(path)
-    if isinstance(saved, dict) and "state_dict" in saved:  # this project's finetune.pt
-        state, model = saved["state_dict"], saved["config"]["model"]
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: expected a finetune.pt or a state dict of the authors' model, "
+                         f"got {type(saved).__name__}")
+    if "state_dict" in saved:  # this project's finetune.pt
+        state, model = saved["state_dict"], saved.get("config", {}).get("model", {})
     else:  # the authors' S3RecModel state dict: keep the encoder's tensors
         prefix = "encoder."
-        state = {k[len(prefix):]: v for k, v in convert_state_dict(saved).items() if k.startswith(prefix)}
+        try:
+            state = {k[len(prefix):]: v for k, v in convert_state_dict(saved).items() if k.startswith(prefix)}
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
         layers = {key.split(".")[1] for key in state if key.startswith("layers.")}
         model = {"hidden_size": int(state["item_embeddings.weight"].shape[1]), "num_layers": len(layers),
                  "max_len": int(state["position_embeddings.weight"].shape[0])}
     encoder = Encoder(ModelConfig(**model), num_items)
-    encoder.load_state_dict(state, strict=True)
+    runtime.load_state(encoder, state, path, f"a finetuned encoder of the {num_items} items of --data")
     return encoder.eval()
 
 
@@ -106,14 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="a prepared data set (scripts/prepare_data.py)")
     parser.add_argument("--threads", type=runtime.positive_int, default=1)
     args = parser.parse_args(argv)
+    runtime.setup_logging()
     runtime.set_threads(args.threads)
     started = time.perf_counter()
-    dataset = load_dataset(args.data)
-    split = leave_one_out(dataset.sequences)
     report = {}
-    for path in args.models:
-        encoder = load_encoder(path, dataset.num_items)
-        report[str(path)] = {name: evaluate(encoder, *split_inputs(split, name), dataset.num_items) for name in SPLITS}
+    with runtime.clear_errors():  # a file that is no finetuned model, or of other data: its message alone
+        dataset = load_dataset(args.data)
+        split = leave_one_out(dataset.sequences)
+        for path in args.models:
+            encoder = load_encoder(path, dataset.num_items)
+            report[str(path)] = {name: evaluate(encoder, *split_inputs(split, name), dataset.num_items)
+                                 for name in SPLITS}
     report["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=1))
     return 0

@@ -20,21 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s3rec import runtime
-from s3rec.config import RunConfig
+from s3rec import runs, runtime
 from s3rec.data import leave_one_out, load_dataset
 from s3rec.pretrain_batches import build_batch, split_instances
 from s3rec.pretraining import LOSS_NAMES, PretrainModel
-
-
-def load_model(path: Path, num_items: int, num_attributes: int) -> tuple[PretrainModel, dict]:
-    saved = runtime.load_torch(path)
-    state = saved.get("state_dict") or saved.get("model")
-    config = saved["config"].get("config", saved["config"])  # a state file nests the run's config
-    model = PretrainModel(RunConfig.from_dict(config), num_items, num_attributes)
-    model.load_state_dict(state)
-    epoch = saved.get("epoch", saved.get("loop", {}).get("epoch"))
-    return model.eval(), {"variant": saved.get("variant", saved["config"].get("variant")), "epoch": epoch}
 
 
 @torch.no_grad()
@@ -79,18 +68,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=runtime.positive_int, default=100, help="batches of 100 prefix instances")
     parser.add_argument("--threads", type=runtime.positive_int, default=None)
     args = parser.parse_args(argv)
+    runtime.setup_logging()
     runtime.set_threads(args.threads)
-    dataset = load_dataset(args.data)
+    with runtime.clear_errors():  # a checkpoint of other data, or no pretraining model: its message alone
+        print(json.dumps(compare(args.data, args.checkpoints, args.batches), indent=1))
+
+
+def compare(data_dir: Path, checkpoints: list[Path], batches: int) -> dict:
+    dataset = load_dataset(data_dir)
     split = leave_one_out(dataset.sequences)
     instances = split_instances(dataset, split, max_len=50)
     rng = np.random.default_rng(0)
-    order = rng.permutation(len(instances))[: 100 * args.batches]
-    batches = [build_batch(instances, order[i:i + 100], rng, mask_prob=0.2) for i in range(0, len(order), 100)]
-    report = {"data": str(args.data), "instances_scored": len(order), "checkpoints": {}}
-    for path in args.checkpoints:
-        model, about = load_model(path, dataset.num_items, dataset.num_attributes)
-        report["checkpoints"][str(path)] = about | score(model, batches) | {"train_mode": train_mode_losses(model, batches)}
-    print(json.dumps(report, indent=1))
+    order = rng.permutation(len(instances))[: 100 * batches]
+    drawn = [build_batch(instances, order[i:i + 100], rng, mask_prob=0.2) for i in range(0, len(order), 100)]
+    report = {"data": str(data_dir), "instances_scored": len(order), "checkpoints": {}}
+    for path in checkpoints:
+        model, about = runs.load_pretraining_model(path, dataset, data_dir)
+        report["checkpoints"][str(path)] = about | score(model, drawn) | {"train_mode": train_mode_losses(model, drawn)}
+    return report
 
 
 if __name__ == "__main__":

@@ -22,15 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_pretraining import load_model  # noqa: E402
-
-from s3rec import runtime  # noqa: E402
-from s3rec.config import PRESETS, RunConfig  # noqa: E402
-from s3rec.data import leave_one_out, load_dataset  # noqa: E402
-from s3rec.pretrain_batches import iterate_batches, split_instances  # noqa: E402
-from s3rec.pretraining import LOSS_NAMES, PretrainModel, step_losses  # noqa: E402
-from s3rec.training import adam  # noqa: E402
+from s3rec import runs, runtime
+from s3rec.config import PRESETS, RunConfig
+from s3rec.data import leave_one_out, load_dataset
+from s3rec.pretrain_batches import iterate_batches, split_instances
+from s3rec.pretraining import LOSS_NAMES, PretrainModel, step_losses
+from s3rec.training import adam
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,10 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=runtime.seed_argument, default=0)
     parser.add_argument("--threads", type=runtime.positive_int, default=None)
     args = parser.parse_args(argv)
+    runtime.setup_logging()
     runtime.set_threads(args.threads)
     dataset = load_dataset(args.data)
     split = leave_one_out(dataset.sequences)
-    loaded, about = load_model(args.checkpoint, dataset.num_items, dataset.num_attributes)
+    with runtime.clear_errors():  # a checkpoint of other data, or no pretraining model: its message alone
+        loaded, about = runs.load_pretraining_model(args.checkpoint, dataset, args.data)
     cfg = RunConfig.from_dict(loaded.cfg.to_dict() | {"pretrain": {"preset": args.preset}})  # its model, our objective
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes)
     model.load_state_dict(loaded.state_dict())

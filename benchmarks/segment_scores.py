@@ -23,29 +23,10 @@ from pathlib import Path
 import torch
 
 from s3rec import runs, runtime
-from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset
 from s3rec.pretrain_batches import iterate_batches, split_instances
-from s3rec.pretraining import PretrainModel
 
 SATURATED = 1e-4
-
-
-def load_checkpoint(path: Path, data_dir: Path) -> tuple[RunConfig, dict, int | None]:
-    """(config, model state dict, epochs done) of a pretrain.pt or a pretrain.state.pt, which
-    must have been pretrained on the data of `data_dir` when it records which."""
-    saved = runtime.load_torch(path)
-    if isinstance(saved, dict) and {"config", "state_dict"} <= saved.keys():  # pretrain.pt: finished, or an import
-        cfg, state, epoch, digest = saved["config"], saved["state_dict"], saved.get("epoch"), saved.get("data_digest")
-    elif isinstance(saved, dict) and {"config", "model", "loop"} <= saved.keys():  # pretrain.state.pt: the last epoch
-        cfg, state, epoch, digest = (saved["config"]["config"], saved["model"], saved["loop"]["epoch"],
-                                     saved["config"].get("inputs"))
-    else:
-        raise ValueError(f"{path}: neither a pretrain.pt (config, state_dict) nor a pretrain.state.pt "
-                         "(config, model, loop)")
-    if digest is not None and digest != runtime.digest(runs.data_files(data_dir)):
-        raise ValueError(f"{path} was pretrained on other data than the --data folder {data_dir}")
-    return RunConfig.from_dict(cfg), state, epoch
 
 
 def stats(values: torch.Tensor) -> dict:
@@ -54,16 +35,11 @@ def stats(values: torch.Tensor) -> dict:
 
 
 def segment_scores(path: Path, data_dir: Path, instances: int, seed: int) -> dict:
-    cfg, state_dict, epoch = load_checkpoint(path, data_dir)
     dataset = load_dataset(data_dir)
+    model, about = runs.load_pretraining_model(path, dataset, data_dir)
+    cfg, epoch = model.cfg, about["epoch"]
     split = leave_one_out(dataset.sequences)
     corpus = split_instances(dataset, split, max_len=cfg.model.max_len, kind=cfg.pretrain.instances)
-    model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes)
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as error:  # a finetune.pt's encoder alone, another model size
-        raise ValueError(f"{path} does not fit a pretraining model of its own settings: {error}") from None
-    model.eval()
     rng = runtime.epoch_generators(seed, 0)
     chunks = next(iterate_batches(corpus, instances, rng, mask_prob=cfg.pretrain.mask_prob, batching="padded"))
     positive, negative = [], []

@@ -99,13 +99,33 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: in
     check_architecture(path, saved.get("config", {}).get("model"), encoder.cfg)
     prefix = "encoder."
     state = {k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)}
-    try:
-        encoder.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ValueError(f"{path} does not fit this model: {error}") from error
+    runtime.load_state(encoder, state, path, "this model")
     log.info("loaded encoder from %s (pretrained %d epochs)", path, saved.get("epoch", -1))
     return {"wall_seconds": float(saved.get("wall_seconds", 0.0)), "cpu_seconds": float(saved.get("cpu_seconds", 0.0)),
             "pretrain": saved.get("config", {}).get("pretrain")}
+
+
+def load_pretraining_model(path: Path, dataset: Dataset, data_dir: Path) -> tuple[PretrainModel, dict]:
+    """A finished or imported pretrain.pt, or a running job's pretrain.state.pt, as the
+    PretrainModel it saved (eval mode) and {variant, epoch}: what the benchmarks that score
+    checkpoints on one data set (`dataset`, read from `data_dir`) need. A file of other data than
+    data_dir's (when it records which), or one that is no pretraining model, is an error naming it."""
+    saved = runtime.load_torch(path)
+    if isinstance(saved, dict) and {"config", "state_dict"} <= saved.keys():
+        config, state, digest = saved["config"], saved["state_dict"], saved.get("data_digest")
+        about = {"variant": saved.get("variant"), "epoch": saved.get("epoch")}
+    elif isinstance(saved, dict) and {"config", "model", "loop"} <= saved.keys():  # config: the run's identity
+        config, state, digest = saved["config"].get("config"), saved["model"], saved["config"].get("inputs")
+        about = {"variant": saved["config"].get("variant"), "epoch": saved["loop"].get("epoch")}
+    else:
+        raise ValueError(f"{path}: neither a pretrain.pt (config, state_dict) nor a pretrain.state.pt "
+                         "(config, model, loop)")
+    if digest is not None and digest != runtime.digest(data_files(data_dir)):
+        raise ValueError(f"{path} was pretrained on other data than {SEQUENCES_FILE} + {ATTRIBUTES_FILE} of "
+                         f"{data_dir} (their sha256 differs)")
+    model = PretrainModel(RunConfig.from_dict(config), dataset.num_items, dataset.num_attributes)
+    runtime.load_state(model, state, path, "a pretraining model of its own settings")
+    return model.eval(), about
 
 
 def data_files(data_dir: Path) -> list[Path]:

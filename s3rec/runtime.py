@@ -261,6 +261,20 @@ def load_torch(path: Path) -> Any:
     raise UnreadableCheckpoint(path, reason) from None
 
 
+def load_state(module: torch.nn.Module, state: dict, path: Path | str, what: str) -> None:
+    """module.load_state_dict(state), strictly; a mismatch is a ValueError naming the file and
+    saying in one line what differs (torch's own message lists every key, over many lines)."""
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # a tensor of another size: torch's first "size mismatch" line
+        reason = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error))
+    else:  # e.g. a finetune.pt given for a pretrain.pt: the encoder's tensors under other names, no heads
+        reason = "; ".join(f"{len(keys)} {kind} tensors (first {keys[0]})"
+                           for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
+    if reason:
+        raise ValueError(f"{path} does not fit {what}: {reason}")
+
+
 def json_argument(text: str) -> Any:
     """argparse type: JSON text (argparse names the option in its error)."""
     try:

@@ -77,3 +77,24 @@ def test_both_layouts_of_one_model_give_one_report(tmp_path, capsys):
                                split.valid_target, dataset.num_items)
     assert first["valid"]["ours"]["NDCG@10"] == metrics_from_ranks(ranks)["NDCG@10"]
     assert first["valid"]["users"] == 80 and 0 <= first["valid"]["target_scores_below_0"] <= 80
+
+
+def test_a_file_that_is_no_finetuned_model_of_the_data_is_named(tmp_path, caplog):
+    import pytest
+
+    data = tmp_path / "tiny"
+    write_prepared(generate(SyntheticSpec(users=20, items=30, attributes=7, seed=5, max_length=15)), data)
+    dataset = load_dataset(data)
+    state = {k.removeprefix("encoder."): v for k, v in
+             convert_state_dict(authors_state_dict(dataset.num_items + 5, dataset.num_attributes)).items()
+             if k.startswith("encoder.")}
+    cases = {"tensor.pt": (torch.zeros(3), "expected a finetune.pt or a state dict of the authors' model"),
+             "other.pt": ({"config": {"model": {"hidden_size": D}}, "state_dict": state},  # 5 items more
+                          f"does not fit a finetuned encoder of the {dataset.num_items} items of --data: size mismatch "
+                          "for item_embeddings.weight"),
+             "theirs.pt": ({"bert.weight": torch.zeros(2)}, "unexpected key 'bert.weight'")}
+    for name, (saved, message) in cases.items():  # were: an AttributeError, a torch traceback, a ValueError's
+        torch.save(saved, tmp_path / name)
+        with pytest.raises(SystemExit) as stop:
+            authors_ranking.main(["--data", str(data), str(tmp_path / name)])
+        assert stop.value.code == 2 and f"{tmp_path / name}" in caplog.text and message in caplog.text

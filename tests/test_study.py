@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from s3rec import report, runs, runtime
+from s3rec.data import load_dataset
 from scripts_import import load_script
 from test_runs import SETTINGS, tiny_data  # noqa: F401  (a fixture)
 
@@ -153,21 +154,25 @@ def test_segment_scores_of_a_pretraining_and_of_its_state_file(pretrained, tiny_
     bad = tmp_path / "finetune.pt"
     torch.save({"model": {}}, bad)
     with pytest.raises(ValueError, match="neither a pretrain.pt"):
-        segment_scores.load_checkpoint(bad, tiny_data)
+        runs.load_pretraining_model(bad, load_dataset(tiny_data), tiny_data)
 
 
-def test_segment_scores_refuses_a_checkpoint_of_other_data_or_another_model(pretrained, tiny_data, tmp_path,  # noqa: F811
-                                                                             caplog):
-    segment_scores = load_script("segment_scores", folder="benchmarks")
+@pytest.mark.parametrize("benchmark", ["segment_scores", "compare_pretraining", "continue_pretraining"])
+def test_checkpoint_benchmarks_refuse_other_data_or_another_model(pretrained, tiny_data, tmp_path, caplog,  # noqa: F811
+                                                                  benchmark):
+    """runs.load_pretraining_model, which the three share: before, a checkpoint of other data was
+    scored (continue_pretraining, compare_pretraining) and one without heads a torch traceback."""
     checkpoint = runtime.load_torch(pretrained / "pretrain.pt")
-    other_data = {**checkpoint, "data_digest": "0" * 64}
-    encoder_only = {**checkpoint, "state_dict": {k: v for k, v in checkpoint["state_dict"].items()
-                                                 if not k.startswith("heads.")}}
-    for name, saved, message in (("other.pt", other_data, "was pretrained on other data than the --data folder"),
-                                 ("encoder.pt", encoder_only, "does not fit a pretraining model")):
+    heads = [k for k in checkpoint["state_dict"] if k.startswith("heads.")]
+    cases = {"other.pt": ({**checkpoint, "data_digest": "0" * 64}, "was pretrained on other data than"),
+             "encoder.pt": ({**checkpoint, "state_dict": {k: v for k, v in checkpoint["state_dict"].items()
+                                                          if k not in heads}},
+                            f"does not fit a pretraining model of its own settings: {len(heads)} missing tensors")}
+    main = load_script(benchmark, folder="benchmarks").main
+    for name, (saved, message) in cases.items():
         torch.save(saved, tmp_path / name)
-        with pytest.raises(SystemExit) as stop:  # was: scores of a model of another data set; a torch traceback
-            segment_scores.main([str(tmp_path / name), "--data", str(tiny_data)])
+        with pytest.raises(SystemExit) as stop:
+            main([str(tmp_path / name), "--data", str(tiny_data)])
         assert stop.value.code == 2 and f"{tmp_path / name} {message}" in caplog.text
 
 
