@@ -189,7 +189,7 @@ def validate(cfg: RunConfig) -> None:
     m, p, f = cfg.model, cfg.pretrain, cfg.finetune
     check_ranges(cfg)
     if m.hidden_size % m.num_heads:
-        raise ValueError("model.hidden_size must be divisible by model.num_heads")
+        raise ValueError(f"model.hidden_size {m.hidden_size} must be divisible by model.num_heads {m.num_heads}")
     bad = set(m.low_rank_heads) - set(HEAD_NAMES)
     if bad:
         raise ValueError(f"model.low_rank_heads: unknown head {sorted(bad)[0]!r}; expected {HEAD_NAMES}")

@@ -168,6 +168,11 @@ def error_lines(output):
     ("datasets:\n  raw: {source: synthetic}\n", "config: datasets: the name 'raw' is not allowed"),
     ("settings:\n  finetune:\n    early_stopping_metric: AUC\n",
      "config: settings.finetune.early_stopping_metric = 'AUC': expected one of HR@1"),
+    # what RunConfig refuses beyond the schema: before, the first training job said it, after the data
+    ("ranks: [4]\nsettings:\n  model:\n    hidden_size: 6\n    num_heads: 4\n",
+     "config: settings.model.hidden_size 6 must be divisible by model.num_heads 4"),
+    ("settings:\n  finetune:\n    early_stopping_protocol: sampled\n  eval:\n    protocols: [full]\n",
+     "config: settings.finetune.early_stopping_protocol: sampled needs 'sampled' in eval.protocols"),
 ])
 def test_snakemake_rejects_a_bad_key_with_a_short_message(tmp_path, text, first_line):
     """Before any job, a few short lines naming the key, its value and what was expected; not the

@@ -210,6 +210,27 @@ def check_config():
             )
 
 
+def run_settings_problem():
+    """What RunConfig refuses beyond the schema (s3rec/config.py validate: a hidden_size that
+    num_heads does not divide, early stopping on a protocol not evaluated), or None: checked
+    once per preset and loss, so that it is said before any job rather than by the first
+    training job, after the data are prepared."""
+    from s3rec.config import RunConfig
+
+    settings = {section: {k: v for k, v in values.items() if v is not None}  # null: the preset decides
+                for section, values in config["settings"].items()}
+    for preset in config["pretraining"]:
+        for loss in config["finetune_losses"]:
+            run = {**settings, "pretrain": {**settings.get("pretrain", {}), "preset": preset},
+                   "finetune": {**settings.get("finetune", {}), "loss": loss}}
+            try:
+                RunConfig.from_dict(run)
+            except ValueError as error:  # "model.hidden_size ..." -> "config: settings.model.hidden_size ..."
+                where = "settings." if str(error).split(".")[0] in settings else "settings: "
+                return f"config: {where}{error}\n  (config/README.md explains every key)"
+    return None
+
+
 def stacked_pretraining():
     return config["pretrain_seeds_per_job"] > 1
 
@@ -250,6 +271,10 @@ def seed_group(seed):
     return next("-".join(map(str, g)) for g in seed_groups() if int(seed) in g)
 
 
+# raised here, not in a function, so that snakemake prints the message and one traceback line
+SETTINGS_PROBLEM = run_settings_problem()
+if SETTINGS_PROBLEM:
+    raise WorkflowError(SETTINGS_PROBLEM)
 check_config()
 
 
