@@ -15,7 +15,8 @@ authors; popularity, not finetuned) and its seed, all read from metrics.json. Wr
   wall and CPU seconds, runs_at_cap, seeds_at_cap), the .md/.tex the formatted table.
 - difference: within each loss, every rank minus its preset's full (the claim under test), and
   each preset's full minus none and minus authors, in the per-user metric, with a paired
-  bootstrap interval over users (and seeds). A rank whose full is missing is left out (logged).
+  bootstrap interval over users (and seeds). A rank whose full is missing is left out (logged,
+  and named below the table in its .md and .tex).
 Bad input (a malformed metrics.json or ranks.parquet, a run given twice, a --settings value of
 the wrong type or range) ends it with exit status 2 and a message naming the file or key; each
 table file is written through a temporary file and a rename.
@@ -63,7 +64,8 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
     dataset = datasets[0]
     summary = report.summarize(runs, split=s["split"])
     ranks = report.load_ranks(metrics)
-    for reason in report.comparison_pairs(ranks)[1]:
+    left_out = report.comparison_pairs(ranks)[1]
+    for reason in left_out:
         log.warning("difference table: left out %s", reason)
     differences = report.difference_table(
         ranks, metric=s["metric"], protocols=s["protocols"], split=s["split"], samples=s["bootstrap_samples"],
@@ -90,7 +92,7 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
     tables = {
         "results": (summary, report.results_table(summary, s["metrics"], s["protocols"]),
                     report.results_notes(summary)),
-        "difference": (differences, report.format_difference_table(differences), []),
+        "difference": (differences, report.format_difference_table(differences), difference_notes(differences, left_out)),
     }
     for name, (numbers, pretty, notes) in tables.items():
         # each file through a temporary and a rename: a failure leaves no half-written table
@@ -106,6 +108,14 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
         log.warning("finetuning hit the epoch cap in %s: see the results table's footnote",
                     ", ".join(f"{label} ({loss})" for loss, label in capped.rows()))
     log.info("done in %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)
+
+
+def difference_notes(differences, left_out: list[str]) -> list[str]:
+    """What a partial study's difference table lacks, said in the table's files, not only in the log."""
+    notes = [f"Left out: {'; '.join(left_out)}."] if left_out else []
+    if differences.is_empty() and not left_out:
+        notes.append("No comparison: no preset's full was finetuned with the same loss as none, authors or a rank.")
+    return notes
 
 
 if __name__ == "__main__":

@@ -415,6 +415,20 @@ def test_aggregate_is_byte_identical_for_inputs_in_any_order_and_logs_left_out_p
     assert results.columns[:4] == ["loss", "pretraining", "preset", "variant"]
     difference = (tmp_path / "tables0" / "difference.md").read_text()
     assert "| bce | seed-r8 − seed-full |" in difference and "| ce | paper-full − none |" in difference
+    # the table's files say what it lacks, not only the log
+    assert difference.endswith("\nLeft out: seed-r8 − seed-full (ce): no seed-full finetuned with ce.\n")
+    assert r"{\footnotesize Left out: seed-r8 $-$ seed-full (ce)" in (tmp_path / "tables0" / "difference.tex").read_text()
+
+
+def test_a_difference_table_without_any_pair_says_so(tmp_path):
+    paths = study_ranks(tmp_path / "runs", {"bce": ["none", "seed-r8"]})  # no seed-full
+    assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(tmp_path / "t"),
+                           "--settings", json.dumps({"bootstrap_samples": 100})]) == 0
+    assert "Left out: seed-r8 − seed-full (bce)" in (tmp_path / "t" / "difference.md").read_text()
+    paths = study_ranks(tmp_path / "only-none", {"bce": ["none"]})
+    assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(tmp_path / "u")]) == 0
+    assert (tmp_path / "u" / "difference.md").read_text().endswith(
+        "\nNo comparison: no preset's full was finetuned with the same loss as none, authors or a rank.\n")
 
 
 def test_rank_energy_is_the_eckart_young_share_of_the_squared_norm():
