@@ -217,8 +217,7 @@ def run_settings_problem():
     training job, after the data are prepared."""
     from s3rec.config import RunConfig
 
-    settings = {section: {k: v for k, v in values.items() if v is not None}  # null: the preset decides
-                for section, values in config["settings"].items()}
+    settings = settings_sections(["model", "pretrain", "finetune", "eval"])  # as the jobs get them
     for preset in config["pretraining"]:
         for loss in config["finetune_losses"]:
             run = {**settings, "pretrain": {**settings.get("pretrain", {}), "preset": preset},
@@ -271,10 +270,6 @@ def seed_group(seed):
     return next("-".join(map(str, g)) for g in seed_groups() if int(seed) in g)
 
 
-# raised here, not in a function, so that snakemake prints the message and one traceback line
-SETTINGS_PROBLEM = run_settings_problem()
-if SETTINGS_PROBLEM:
-    raise WorkflowError(SETTINGS_PROBLEM)
 check_config()
 
 
@@ -580,6 +575,12 @@ def settings_sections(sections):
         section: {k: v for k, v in settings[section].items() if v is not None}
         for section in sections
     }
+
+
+# raised here, not in a function, so that snakemake prints the message and one traceback line
+SETTINGS_PROBLEM = run_settings_problem()
+if SETTINGS_PROBLEM:
+    raise WorkflowError(SETTINGS_PROBLEM)
 
 
 def settings_json(settings):
