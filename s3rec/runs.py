@@ -415,6 +415,9 @@ def pretraining_setup(data_dir: Path, cfg: RunConfig, variant: str, label: str) 
     otherwise fail only after pretraining (the finetuning's sampled protocol)."""
     if not parse_variant(variant)[0]:
         raise ValueError(f"variant {variant!r} is not pretrained")
+    if variant == "authors":  # a pretraining of ours labelled so would be reported as the authors' model
+        raise ValueError("variant 'authors' is the S3Rec authors' released model, not pretrained here: "
+                         "import it with scripts/import_checkpoint.py; pretrain full for dense heads")
     device = runtime.choose_device(cfg.device)
     runtime.set_threads(cfg.threads)
     execution = runtime.describe_execution(device)

@@ -122,3 +122,14 @@ def test_script_reports_a_config_typo_by_name(tiny_data, tmp_path, caplog):
         load_script("pretrain").main(args)
     assert exit_info.value.code == 2
     assert "unknown config key pretrain.'epochz'" in caplog.text
+
+
+@pytest.mark.parametrize("variant, message", [
+    ("none", "variant 'none' is not pretrained"),
+    # before: pretrained with dense heads and labelled authors, the authors' model in the report
+    ("authors", "variant 'authors' is the S3Rec authors' released model, not pretrained here"),
+])
+def test_pretraining_refuses_a_variant_it_does_not_pretrain(tiny_data, tmp_path, variant, message):
+    with pytest.raises(ValueError, match=message):
+        pretrain(tiny_data, tmp_path / "run", variant=variant)
+    assert not (tmp_path / "run").exists()
