@@ -516,7 +516,9 @@ def results_notes(summary: pl.DataFrame) -> list[str]:
         for loss, pretraining, part in _rows(capped):
             r = part.row(0, named=True)
             plural = "s" if " " in r["seeds_at_cap"] else ""
-            which.append(f"{pretraining} with {loss} (seed{plural} {r['seeds_at_cap']} of {r['seeds']})")
+            # "seed 3 of 1" read as a seed of a set of one: the capped seeds' ids, then how many of the runs
+            which.append(f"{pretraining} with {loss} (seed{plural} {r['seeds_at_cap']}: "
+                         f"{r['runs_at_cap']} of {r['seeds']} runs)")
         cap = capped["epochs_cap"].max()
         notes.append(f"{CAP_MARK} Finetuning ended at the epoch cap ({cap} epochs), not by early stopping, in: "
                      f"{'; '.join(which)}. Such a run may still have been improving: its numbers are cut short.")

@@ -146,7 +146,7 @@ def test_capped_runs_are_marked_and_cpu_time_reported(tmp_path):
     assert table.row(2, named=True)[report.CPU_COLUMN] == "– + 20"  # authors: pretrained elsewhere
     notes = report.results_notes(summary)
     assert notes[0].startswith("† Finetuning ended at the epoch cap (150 epochs)")
-    assert "none with bce (seed 0 of 1)" in notes[0]
+    assert "none with bce (seed 0: 1 of 1 runs)" in notes[0]
     assert any(note.startswith("authors:") for note in notes)
     latex = report.to_latex(table, notes=notes)
     assert r"none\textsuperscript{\dag}" in latex and r"\footnotesize \textsuperscript{\dag} Finetuning" in latex
