@@ -323,7 +323,44 @@ def read_results(paths: Iterable[str | Path]) -> list[tuple[Path, dict, dict]]:
                              "expected each run once (a copied folder? metrics.json says which run it is)")
         seen[identity] = path
         results.append((path, result, labels))
+    check_comparable(results)
     return results
+
+
+# What may differ between the runs of one table: the variant's rank and factorised heads, and
+# eval.batch_size, which only splits the scoring into batches (the run's seed, device and threads
+# sit outside these sections).
+_VARYING = {"model": ("rank", "low_rank_heads"), "eval": ("batch_size",)}
+
+
+def _settings(config: dict, sections: Sequence[str]) -> dict:
+    return {f"{section}.{key}": value for section in sections
+            for key, value in (config.get(section) or {}).items() if key not in _VARYING.get(section, ())}
+
+
+def check_comparable(results: list[tuple[Path, dict, dict]]) -> None:
+    """The finetunings of one data set and loss were finetuned and evaluated with the same
+    settings, and the pretrainings of one preset pretrained with the same settings, as far as
+    their metrics.json record them: else a mean over seeds, or a paired difference, would mix
+    settings without a word (e.g. seed 0 rerun with another learning rate). The authors'
+    checkpoint was pretrained elsewhere: only its finetuning is compared."""
+    first: dict[tuple, tuple[Path, dict]] = {}
+    for path, result, labels in results:
+        config = result.get("config")
+        if not labels["loss"] or not isinstance(config, dict):  # popularity; files before configs were recorded
+            continue
+        groups = [((labels["dataset"], labels["loss"]), ("model", "finetune", "eval"), "finetuned or evaluated")]
+        if labels["preset"] and labels["pretraining"] != "authors":
+            groups.append(((labels["dataset"], labels["preset"]), ("pretrain",),
+                           f"pretrained (preset {labels['preset']})"))
+        for group, sections, what in groups:
+            settings = _settings(config, sections)
+            other_path, other = first.setdefault((group, sections), (path, settings))
+            differ = [f"{key} {other[key]!r} there, {settings[key]!r} here"
+                      for key in sorted(settings.keys() & other.keys()) if settings[key] != other[key]]
+            if differ:
+                raise ValueError(f"{path}: {what} with other settings than {other_path} ({'; '.join(differ[:3])}); "
+                                 "one table takes runs of one configuration: rerun the odd one, or report them apart")
 
 
 def load_runs(paths: Iterable[str | Path]) -> pl.DataFrame:

@@ -605,3 +605,30 @@ def test_reproduction_table_refuses_bad_runs_naming_the_file(tmp_path, caplog, c
         reproduction_table.main([str(tmp_path)])
     assert stop.value.code == 2
     assert message in caplog.text
+
+
+@pytest.mark.parametrize("odd, config, message", [
+    # seed 1 of seed-full rerun with another learning rate: its mean over seeds would mix them
+    (("seed-full", 1), {"finetune": {"loss": "bce", "lr": 0.003}}, "finetuned or evaluated with other settings than"),
+    # a rank against a full of another model size: the paired difference would compare unlike models
+    (("seed-r8", 0), {"model": {"hidden_size": 32}}, "model.hidden_size 64 there, 32 here"),
+    (("seed-r8", 1), {"pretrain": {"preset": "seed", "epochs": 10}}, r"pretrained \(preset seed\) with other settings"),
+])
+def test_runs_of_other_settings_in_one_table_are_refused(tmp_path, odd, config, message):
+    ranks = np.arange(1, 21)
+    paths = []
+    for pretraining in ("none", "seed-full", "seed-r8"):
+        for seed in (0, 1):
+            preset = report.split_pretraining(pretraining)[0]
+            recorded = {"model": {"hidden_size": 64, "rank": 8 if pretraining == "seed-r8" else None},
+                        "finetune": {"loss": "bce", "lr": 0.001}, "eval": {"batch_size": 256 + seed},
+                        **({"pretrain": {"preset": preset, "epochs": 100}} if preset else {})}
+            if (pretraining, seed) == odd:
+                recorded = {**recorded, **{k: {**recorded.get(k, {}), **v} for k, v in config.items()}}
+            paths.append(write_run(tmp_path, pretraining, seed, "bce", 0.3, ranks, config=recorded))
+    with pytest.raises(ValueError, match=message) as error:
+        report.load_runs(paths)
+    assert str(error.value).startswith(str(tmp_path / odd[0] / f"seed{odd[1]}" / "bce" / "metrics.json"))
+    # what differs by design (the rank, eval.batch_size) passes; so does the study's
+    paths = [path for path in paths if f"{odd[0]}/seed{odd[1]}/" not in str(path)]
+    assert len(report.load_runs(paths)) > 0
