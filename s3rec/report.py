@@ -197,6 +197,34 @@ def dataset_of(path: str | Path) -> str:
     return folder.name
 
 
+def one_dataset(paths: Sequence[str | Path]) -> str:
+    """The data set of files that must all be of one (a figure's runs), or an error naming two
+    files of different data sets: their runs would share labels (seed-full seed 0) in one figure."""
+    first: dict[str, Path] = {}
+    for path in map(Path, paths):
+        first.setdefault(dataset_of(path), path)
+    if len(first) > 1:
+        (one, a), (two, b) = list(first.items())[:2]
+        raise ValueError(f"{a} is of data set {one!r}, {b} of {two!r}; expected the runs of one data set")
+    return next(iter(first))
+
+
+def check_each_run_once(paths: Sequence[str | Path]) -> None:
+    """Each run's file given once: the same file twice, or a copy of it under another root
+    (results/ and study/), would be drawn twice as one run's, or as another seed's. Popularity's
+    and the report's files are not run files."""
+    seen: dict[tuple, Path] = {}
+    for path in map(Path, paths):
+        if path.parent.name == "popularity" or path.parent.parent.name == "report":
+            continue
+        pretraining, seed, loss = run_of_path(path)
+        identity = (path.name, pretraining, seed, loss)
+        if identity in seen:
+            run = f"{pretraining}" + (f" seed {seed}" if seed is not None else "") + (f", {loss}" if loss else "")
+            raise ValueError(f"{seen[identity]} and {path}: both are the {path.name} of {run}; expected each once")
+        seen[identity] = path
+
+
 # ---------------------------------------------------------------- loading
 
 
@@ -388,8 +416,10 @@ def load_histories(paths: Iterable[str | Path]) -> pl.DataFrame:
     """pretrain_history.csv or finetune_history.csv files (`read_history`), with the labels of their
     path: pretraining, preset, variant, seed and loss (the finetuning loss; null for pretraining
     histories). The files' own `loss` column, the training loss per epoch, becomes `train_loss`."""
+    paths = list(map(Path, paths))
+    check_each_run_once(paths)
     frames, columns = [], {"pretraining": {}, "finetuning": {}}
-    for path in map(Path, paths):
+    for path in paths:
         pretraining, seed, loss = run_of_path(path)
         preset, variant = split_pretraining(pretraining)
         history = read_history(path)

@@ -196,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
              ", ".join(folders) if len(folders) <= 4 else f"{folders[0]} ... {folders[-1]}")
     log.info("settings: %s", json.dumps(settings, sort_keys=True))
     with runtime.clear_errors():
+        if args.figure != "data_distributions":  # the others draw runs: of one data set, each once
+            report.one_dataset(args.inputs)
+            report.check_each_run_once(args.inputs)
         fig, drawn = FIGURES[args.figure](args.inputs, settings)
     log.info("drew %s", drawn)
     for out in args.out:  # through a temporary name: a killed run leaves no half-written figure

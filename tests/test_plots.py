@@ -361,3 +361,23 @@ def test_finetune_validation_reads_a_null_finetune_section_as_not_recorded(small
     result = json.loads(path.read_text())
     write_json(path, {**result, "config": {**result["config"], "finetune": None}})
     draw("finetune_validation", inputs, tmp_path)
+
+
+@pytest.mark.parametrize("figure, name", [("pretrain_losses", "seed-r2/seed0/pretrain_history.csv"),
+                                          ("head_spectra", "seed-r2/seed0/heads.pt")])
+def test_runs_of_two_data_sets_or_one_run_twice_are_refused(small_study, tmp_path, caplog, figure, name):
+    """Before, both were drawn: two data sets' seed-r2 seed 0 as one run, labelled with the first's
+    name; a run's file given twice (or its copy under another root) as a run drawn twice."""
+    inputs = copied(small_study, tmp_path, figure)
+    for folder in ("other", "copy/toy"):  # another data set; the same data set under another root
+        shutil.copytree(tmp_path / "toy", tmp_path / folder)
+    out = tmp_path / "figure.png"
+    for extra, message in ((tmp_path / "other" / name, "is of data set 'toy', "),
+                           (tmp_path / "copy" / "toy" / name, "; expected each once"),
+                           (tmp_path / "toy" / name, "; expected each once")):
+        caplog.clear()
+        with pytest.raises(SystemExit):
+            plot_report.main([figure, "--inputs", *map(str, inputs), str(extra), "--out", str(out)])
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and message in errors[0] and str(extra) in errors[0], errors
+    assert not out.exists()
