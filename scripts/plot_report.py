@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from s3rec import plots, report, report_inputs, runtime
+from s3rec.data import ATTRIBUTES_FILE, SEQUENCES_FILE, load_dataset
 from s3rec.report_inputs import object_field
 
 HEADS = ("aap", "mip", "map", "sp")
@@ -166,15 +167,21 @@ def head_spectra(inputs, s):
 
 
 def data_distributions(inputs, s):
-    sequences_path, attributes_path = (Path(p) for p in inputs)
-    items = pl.read_parquet(sequences_path)["items"]
-    attributes = pl.read_parquet(attributes_path)
-    lengths = items.list.len().to_numpy()
-    counts = np.bincount(items.explode().to_numpy(), minlength=len(attributes) + 1)[1:]
-    per_item = attributes["attributes"].list.unique().list.len().to_numpy()
+    """sequences.parquet and item_attributes.parquet of one prepared data set, read and checked
+    as training reads them (load_dataset): two files of two data sets would draw neither."""
+    paths = [Path(p) for p in inputs]
+    folders = {path.parent for path in paths}
+    if sorted(path.name for path in paths) != sorted((SEQUENCES_FILE, ATTRIBUTES_FILE)) or len(folders) != 1:
+        raise ValueError(f"data_distributions: expected {SEQUENCES_FILE} and {ATTRIBUTES_FILE} of one prepared "
+                         f"data set (one folder), got {', '.join(map(str, paths))}")
+    folder = folders.pop()
+    dataset = load_dataset(folder)
+    lengths = np.array([len(sequence) for sequence in dataset.sequences])
+    counts = np.bincount(np.concatenate(dataset.sequences), minlength=dataset.num_items + 1)[1:]
+    per_item = np.array([len(np.unique(attributes)) for attributes in dataset.item_attributes[1:]])
     drawn = (f"{len(lengths):,} sequence lengths (median {np.median(lengths):.0f}, max {lengths.max()}), "
              f"popularity of {len(counts):,} items, attributes per item (mean {per_item.mean():.2f})")
-    return plots.data_distributions(lengths, counts, per_item, name=sequences_path.parent.name), drawn
+    return plots.data_distributions(lengths, counts, per_item, name=folder.name), drawn
 
 
 FIGURES = {f.__name__: f for f in (accuracy_vs_rank, params_vs_accuracy, pretrain_losses, finetune_validation,

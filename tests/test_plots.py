@@ -381,3 +381,27 @@ def test_runs_of_two_data_sets_or_one_run_twice_are_refused(small_study, tmp_pat
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and message in errors[0] and str(extra) in errors[0], errors
     assert not out.exists()
+
+
+def test_data_distributions_draws_one_checked_data_set(tmp_path, caplog):
+    from s3rec.data import write_prepared
+    from s3rec.synthetic import SyntheticSpec, generate
+
+    caplog.set_level(logging.INFO)
+    for name, seed in (("one", 0), ("two", 1)):
+        write_prepared(generate(SyntheticSpec(users=40, items=30, attributes=5, seed=seed)), tmp_path / name)
+    out = tmp_path / "figure.png"
+    one = [str(tmp_path / "one" / name) for name in ("sequences.parquet", "item_attributes.parquet")]
+    assert plot_report.main(["data_distributions", "--inputs", *one, "--out", str(out)]) == 0
+    assert "drew 40 sequence lengths" in caplog.text and out.stat().st_size > 0
+    out.unlink()
+    mixed = [one[0], str(tmp_path / "two" / "item_attributes.parquet")]  # before: drawn, popularity over two's items
+    (tmp_path / "one" / "item_attributes.parquet").write_bytes(b"PAR1")  # before: polars' own error
+    for inputs, message in ((mixed, "of one prepared data set (one folder), got"),
+                            (one, "item_attributes.parquet")):
+        caplog.clear()
+        with pytest.raises(SystemExit):
+            plot_report.main(["data_distributions", "--inputs", *inputs, "--out", str(out)])
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and message in errors[0], errors
+    assert not out.exists()
