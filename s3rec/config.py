@@ -220,6 +220,8 @@ def validate(cfg: RunConfig) -> None:
     bad = set(cfg.eval.protocols) - {"full", "sampled"}
     if bad:
         raise ValueError(f"eval.protocols: unknown protocol {sorted(bad)[0]!r}; expected full, sampled")
+    if not cfg.eval.protocols or len(set(cfg.eval.protocols)) != len(cfg.eval.protocols):  # as the schema
+        raise ValueError(f"eval.protocols: expected full and/or sampled, each once, got {list(cfg.eval.protocols)}")
 
 
 def check_ranges(cfg: RunConfig) -> None:

@@ -22,6 +22,9 @@ from s3rec.config import PRESETS, RunConfig, parse_variant
     ({"seed": -1}, "seed: expected an integer in [0, 4294967295], got -1"),
     ({"seed": 2**32}, "seed: expected an integer in [0, 4294967295], got 4294967296"),
     ({"device": "gpu"}, "device: expected auto, cpu, cuda, cuda:N or cuda:any, got 'gpu'"),
+    # the schema's minItems and uniqueItems: before, a run without any protocol wrote empty metrics
+    ({"eval": {"protocols": []}}, "eval.protocols: expected full and/or sampled, each once, got []"),
+    ({"eval": {"protocols": ["full", "full"]}}, "eval.protocols: expected full and/or sampled, each once"),
 ])
 def test_a_value_of_the_wrong_type_is_an_error_naming_key_value_and_type(settings, message):
     with pytest.raises(ValueError) as error:
