@@ -193,6 +193,8 @@ def validate(cfg: RunConfig) -> None:
     bad = set(m.low_rank_heads) - set(HEAD_NAMES)
     if bad:
         raise ValueError(f"model.low_rank_heads: unknown head {sorted(bad)[0]!r}; expected {HEAD_NAMES}")
+    if len(set(m.low_rank_heads)) != len(m.low_rank_heads):  # the schema's uniqueItems
+        raise ValueError(f"model.low_rank_heads: expected each head once, got {list(m.low_rank_heads)}")
     if m.rank is not None and not 1 <= m.rank <= m.hidden_size:
         raise ValueError(f"model.rank must be in 1..{m.hidden_size}, got {m.rank}")
     if p.pair_loss not in ("logsigmoid", "sigmoid_difference"):

@@ -25,6 +25,7 @@ from s3rec.config import PRESETS, RunConfig, parse_variant
     # the schema's minItems and uniqueItems: before, a run without any protocol wrote empty metrics
     ({"eval": {"protocols": []}}, "eval.protocols: expected full and/or sampled, each once, got []"),
     ({"eval": {"protocols": ["full", "full"]}}, "eval.protocols: expected full and/or sampled, each once"),
+    ({"model": {"low_rank_heads": ["aap", "aap"]}}, "model.low_rank_heads: expected each head once"),
 ])
 def test_a_value_of_the_wrong_type_is_an_error_naming_key_value_and_type(settings, message):
     with pytest.raises(ValueError) as error:
