@@ -240,3 +240,22 @@ def test_every_seed_of_the_schema_stops_at_seed_max():
     seeds = [schema["properties"]["seeds"]["items"], schema["properties"]["report"]["properties"]["bootstrap_seed"],
              schema["$defs"]["eval"]["properties"]["negatives_seed"], dataset["seed"]]
     assert [(seed["minimum"], seed["maximum"]) for seed in seeds] == [(0, SEED_MAX)] * 4
+
+
+def _schema_list_rules():
+    """(section, field, rule, value breaking it) for every list setting the schema constrains."""
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    for section in ("model", "pretrain", "finetune", "eval"):
+        for name, spec in schema["$defs"][section]["properties"].items():
+            if spec.get("type") != "array":
+                continue
+            if spec.get("uniqueItems"):
+                yield section, name, "uniqueItems", [spec["items"]["enum"][0]] * 2
+            if spec.get("minItems"):
+                yield section, name, "minItems", []
+
+
+@pytest.mark.parametrize("section, name, rule, value", list(_schema_list_rules()), ids=str)
+def test_run_config_refuses_the_lists_the_schema_refuses(section, name, rule, value):
+    with pytest.raises(ValueError, match=rf"^{section}\.{name}: expected"):
+        RunConfig.from_dict({section: {name: value}})
