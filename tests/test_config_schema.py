@@ -259,3 +259,23 @@ def _schema_list_rules():
 def test_run_config_refuses_the_lists_the_schema_refuses(section, name, rule, value):
     with pytest.raises(ValueError, match=rf"^{section}\.{name}: expected"):
         RunConfig.from_dict({section: {name: value}})
+
+
+def _schema_enums():
+    """(section, field, allowed values) of every setting the schema restricts to named values."""
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    for section in ("model", "pretrain", "finetune", "eval"):
+        for name, spec in schema["$defs"][section]["properties"].items():
+            if "$ref" in spec:
+                spec = {**schema["$defs"][spec["$ref"].split("/")[-1]], **spec}
+            if "enum" in spec:
+                yield section, name, spec["enum"]
+
+
+@pytest.mark.parametrize("section, name, allowed", list(_schema_enums()), ids=str)
+def test_run_config_takes_exactly_the_names_the_schema_takes(section, name, allowed):
+    with pytest.raises(ValueError, match=rf"^{section}\.{name}: "):
+        RunConfig.from_dict({section: {name: "bogus"}})
+    for value in (v for v in allowed if v is not None):  # null: the preset decides (dropped before RunConfig)
+        extra = {"eval": {"protocols": ["full", "sampled"]}} if value == "sampled" else {}
+        RunConfig.from_dict({**extra, section: {**extra.get(section, {}), name: value}})
