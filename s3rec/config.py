@@ -19,6 +19,11 @@ HEAD_NAMES = ("aap", "mip", "map", "sp")
 SEED_MAX = 2**32 - 1
 
 
+def is_seed(value) -> bool:
+    """A seed as a JSON value: an integer (not a bool) in [0, SEED_MAX]."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX
+
+
 @dataclass
 class ModelConfig:
     hidden_size: int = 64  # d, as in the paper and the authors' code

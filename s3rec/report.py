@@ -8,8 +8,9 @@ e.g. seed-full, paper-r16), `authors` (the S3Rec authors' released checkpoint) o
 - `load_runs`: metrics.json files -> one long frame, a row per run, protocol, split and metric,
   with each run's CPU time and whether its finetuning stopped early or at the epoch cap.
   `load_ranks`, `load_histories`: ranks.parquet and history CSVs. Every file is checked as it
-  is read (s3rec/report_inputs.py; a run given twice is refused): bad input is a ValueError
-  naming the file and the field, line or column.
+  is read (s3rec/report_inputs.py): bad input is a ValueError naming the file and the field,
+  line or column. A run given twice is refused by read_results, and for histories and
+  checkpoints by `check_each_run_once`, which plot_report runs on every figure's inputs.
 - `summarize` / `results_table` / `results_notes`: mean and std over seeds per loss and
   pretraining; runs that hit the finetuning epoch cap are marked.
 - `comparison_pairs` / `paired_bootstrap` / `difference_table`: differences between two
@@ -416,10 +417,8 @@ def load_histories(paths: Iterable[str | Path]) -> pl.DataFrame:
     """pretrain_history.csv or finetune_history.csv files (`read_history`), with the labels of their
     path: pretraining, preset, variant, seed and loss (the finetuning loss; null for pretraining
     histories). The files' own `loss` column, the training loss per epoch, becomes `train_loss`."""
-    paths = list(map(Path, paths))
-    check_each_run_once(paths)
     frames, columns = [], {"pretraining": {}, "finetuning": {}}
-    for path in paths:
+    for path in map(Path, paths):
         pretraining, seed, loss = run_of_path(path)
         preset, variant = split_pretraining(pretraining)
         history = read_history(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from s3rec.config import SEED_MAX
+from s3rec.config import SEED_MAX, is_seed
 from s3rec.data import first_line, read_parquet
 from s3rec.metrics import METRICS_FULL, METRICS_SAMPLED
 
@@ -27,10 +27,6 @@ def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _is_seed(value) -> bool:
-    return _is_count(value) and value <= SEED_MAX
-
-
 def _is_name(value) -> bool:
     return isinstance(value, str) and value != ""
 
@@ -41,7 +37,7 @@ def _is_object(value) -> bool:
 
 _COUNT, _NUMBER = (_is_count, "an integer >= 0"), (_is_number, "a finite number")
 _NAME, _OBJECT = (_is_name, "a non-empty string"), (_is_object, "an object")
-_SEED = (_is_seed, f"an integer in [0, {SEED_MAX}]")
+_SEED = (is_seed, f"an integer in [0, {SEED_MAX}]")
 # What the report reads from metrics.json besides `metrics`, parents before their children:
 # (field, (test, what is expected), whether null stands for "not recorded"). A field may be
 # absent (older files lack several, popularity others); null only where the report reads it so.

@@ -93,9 +93,7 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: in
         raise ValueError(f"{path} was pretrained with seed {saved_seed}, not {seed}")
     if "data_digest" not in saved:
         log.warning("%s records no data digest (written by an older version): cannot check its data set", path)
-    elif saved["data_digest"] != data_digest:
-        raise ValueError(f"{path} was pretrained on other data than {SEQUENCES_FILE} + {ATTRIBUTES_FILE} "
-                         "of this --data folder (their sha256 differs)")
+    check_same_data(path, saved.get("data_digest"), data_digest, "this --data folder")
     check_architecture(path, saved.get("config", {}).get("model"), encoder.cfg)
     prefix = "encoder."
     state = {k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)}
@@ -120,12 +118,18 @@ def load_pretraining_model(path: Path, dataset: Dataset, data_dir: Path) -> tupl
     else:
         raise ValueError(f"{path}: neither a pretrain.pt (config, state_dict) nor a pretrain.state.pt "
                          "(config, model, loop)")
-    if digest is not None and digest != runtime.digest(data_files(data_dir)):
-        raise ValueError(f"{path} was pretrained on other data than {SEQUENCES_FILE} + {ATTRIBUTES_FILE} of "
-                         f"{data_dir} (their sha256 differs)")
+    check_same_data(path, digest, runtime.digest(data_files(data_dir)), str(data_dir))
     model = PretrainModel(RunConfig.from_dict(config), dataset.num_items, dataset.num_attributes)
     runtime.load_state(model, state, path, "a pretraining model of its own settings")
     return model.eval(), about
+
+
+def check_same_data(path: Path, recorded: str | None, digest: str, folder: str) -> None:
+    """A checkpoint's recorded data digest (None: not recorded, nothing to check) against the
+    digest of the data it is about to be used with."""
+    if recorded is not None and recorded != digest:
+        raise ValueError(f"{path} was pretrained on other data than {SEQUENCES_FILE} + {ATTRIBUTES_FILE} "
+                         f"of {folder} (their sha256 differs)")
 
 
 def data_files(data_dir: Path) -> list[Path]:

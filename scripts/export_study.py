@@ -54,7 +54,7 @@ from pathlib import Path
 import torch
 
 from s3rec import report_inputs, runtime
-from s3rec.config import SEED_MAX
+from s3rec.config import SEED_MAX, is_seed
 from s3rec.report import LOSSES, pretraining_order  # the report's order and losses
 
 log = logging.getLogger("s3rec")
@@ -165,7 +165,7 @@ def check_run(entry, index: int, kind: str, source: str) -> dict:
     if not isinstance(pretraining, str) or not (pretraining in allowed or PRETRAINING.match(pretraining)):
         expected = " | ".join(allowed + (PRETRAINING_FORM,))
         raise ValueError(f"{where}.pretraining: expected {expected}, got {pretraining!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SEED_MAX:
+    if not is_seed(seed):
         raise ValueError(f"{where}.seed: expected an integer in [0, {SEED_MAX}], got {seed!r}")
     if kind == "finetunings" and entry["loss"] not in LOSSES:
         raise ValueError(f"{where}.loss: expected one of {list(LOSSES)}, got {entry['loss']!r}")
