@@ -173,6 +173,14 @@ def read_history(path: str | Path) -> pl.DataFrame:
         if len(empty):
             raise ValueError(f"{path}: line {empty[0] + 2}, column {column!r}: empty; expected "
                              f"{'an integer' if column == 'epoch' else 'a number'} (a truncated file?)")
+    # a column a resumed run's code added is empty on the rows before, never after: an empty cell
+    # after a filled one is a damaged row, e.g. a last line cut inside its timing cells
+    for column in history.columns:
+        filled = history[column].is_not_null()
+        gaps = (~filled & filled.cum_max()).arg_true()
+        if len(gaps):
+            raise ValueError(f"{path}: line {gaps[0] + 2}, column {column!r}: empty after rows that hold it; "
+                             "expected a number (a truncated file?)")
     return history
 
 

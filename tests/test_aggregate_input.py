@@ -196,6 +196,9 @@ def finetune_rows(epochs=3, valid=0.2):
      "line 4, column 'epoch': expected an integer, got 3.5"),
     (FINETUNE_HEADER + "\n" + finetune_rows()[:-40], "line 4, column 'valid_HR@1': empty; expected a number"),
     (FINETUNE_HEADER + "\n" + finetune_rows() + "\n", "line 5, column 'epoch': empty"),
+    # an empty timing cell after filled ones: before, read as rows from before a resume
+    (FINETUNE_HEADER + "\n" + finetune_rows().replace("\n3,0.3333333333333333,100,0.5,", "\n3,0.3333333333333333,100,,"),
+     "line 4, column 'seconds': empty after rows that hold it"),
 ])
 def test_a_bad_history_is_a_clear_error_naming_file_line_and_column(tmp_path, text, expected):
     good = history(tmp_path, "none", 0, FINETUNE_HEADER + "\n" + finetune_rows())
@@ -227,6 +230,8 @@ def test_histories_may_differ_in_timing_columns_and_valid_auc(tmp_path):
     assert frame.height == 6 and frame["epoch"].dtype == pl.Int64 and frame["train_loss"].dtype == pl.Float64
     assert frame.filter(pl.col("pretraining") == "seed-r8")["instances"].null_count() == 3
     assert frame["valid_AUC"].to_list() == [None] * 3 + [0.9] * 3
+    resumed = history(tmp_path, "seed-r16", 0, FINETUNE_HEADER + "\n" + finetune_rows().replace(",100,0.5,", ",,,", 1))
+    assert report.load_histories([resumed])["seconds"].to_list() == [None, 0.5, 0.5]  # rows before the resume
 
 
 # ---------------------------------------------------------------- D: report settings

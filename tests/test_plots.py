@@ -332,6 +332,10 @@ BAD_INPUTS = {
     "text in a history": ("pretrain_losses", "seed-r2/seed0/pretrain_history.csv",
                           lambda p: p.write_text("epoch,loss,aap,mip,map,sp\n1,4,1,1,1,1\n2,4,1,1,1,abc\n"),
                           "pretrain_history.csv: line 3, column 'sp': expected a number, got 'abc'"),
+    "history cut in its timing cells": ("pretrain_losses", "seed-r2/seed0/pretrain_history.csv",
+                                        lambda p: p.write_text("epoch,loss,aap,mip,map,sp,seconds,cpu_seconds\n"
+                                                               "1,4,1,1,1,1,2.5,2.4\n2,4,1,1,1,1,"),
+                                        "pretrain_history.csv: line 3, column 'seconds': empty after rows that hold it"),
     "empty finetune history": ("finetune_validation", "none/seed0/bce/finetune_history.csv", lambda p: p.write_text(""),
                                "finetune_history.csv: not a readable CSV"),
     "metrics.json no JSON": ("finetune_validation", "none/seed0/bce/metrics.json", lambda p: p.write_text("{"),
