@@ -231,7 +231,7 @@ def _list_of(names: Sequence[str], unique: bool = False) -> tuple:
 # $defs/metric, s3rec.metrics.METRICS_SAMPLED; the bootstrap metric is per user, so not AUC).
 _REPORT_CHECKS = {
     "split": (lambda v: v in ("valid", "test"), "valid | test"),
-    "metrics": _list_of(METRICS_SAMPLED),
+    "metrics": _list_of(METRICS_SAMPLED, unique=True),  # a repeat was shown once
     "metric": (lambda v: isinstance(v, str) and v in METRICS_FULL,
                f"one of {' | '.join(METRICS_FULL)} (AUC has no per-user value)"),
     "protocols": _list_of(("full", "sampled"), unique=True),
@@ -248,7 +248,7 @@ def check_report_settings(settings: dict, source: str) -> None:
     REPORT_DEFAULTS, absent keys taking those defaults (so plan.json's `report.figures`, with
     metric, split and protocols only, passes too):
         split              "valid" | "test"
-        metrics            non-empty list of metric names (s3rec.metrics.METRICS_SAMPLED)
+        metrics            non-empty list of metric names (s3rec.metrics.METRICS_SAMPLED), no repeats
         metric             a metric name other than AUC (the paired bootstrap is per user)
         protocols          non-empty list of "full" | "sampled", no repeats
         bootstrap_samples  integer >= 100;  bootstrap_seed  integer in [0, 2^32 - 1]

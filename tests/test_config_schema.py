@@ -261,6 +261,21 @@ def test_run_config_refuses_the_lists_the_schema_refuses(section, name, rule, va
         RunConfig.from_dict({section: {name: value}})
 
 
+def test_the_report_checks_refuse_the_repeats_the_schema_refuses():
+    """aggregate's --settings and plan.json's report.tables are checked by report_inputs, not
+    the schema; a repeated metric passed there and showed its column once."""
+    from s3rec.report_inputs import check_report_settings
+    report = yaml.safe_load(Path(SCHEMA).read_text())["properties"]["report"]["properties"]
+    unique = [name for name, spec in report.items() if spec.get("uniqueItems")]
+    assert unique == ["metrics"]
+    for name in unique:
+        value = report[name]["default"][:1] * 2
+        with pytest.raises(ValueError, match=rf"^here: {name}: expected a non-empty list without repeats"):
+            check_report_settings({name: value}, "here")
+        with pytest.raises(WorkflowError):
+            check({**load("config.yaml"), "report": {name: value}})
+
+
 def _schema_enums():
     """(section, field, allowed values) of every setting the schema restricts to named values."""
     schema = yaml.safe_load(Path(SCHEMA).read_text())

@@ -230,7 +230,7 @@ def test_plan_rejects_bad_runs_by_name(runs, message):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"metrics": "NDCG@10"}, "--runs: settings: metrics: expected a non-empty list of"),
+    ({"metrics": "NDCG@10"}, "--runs: settings: metrics: expected a non-empty list without repeats of"),
     ({"resample_seeds": "false"}, "--runs: settings: resample_seeds: expected true or false, got 'false'"),
     ({"confidence": 0}, "--runs: settings: confidence: expected a number between 0 and 1"),
     ([1], "--runs: settings: expected an object of report settings"),
@@ -381,7 +381,7 @@ def test_report_skips_figures_without_inputs(tmp_path, caplog):
      "plan.json: report.tables: unknown key 'metrik'"),
     (lambda s: write_json(s / "plan.json", {**json.loads((s / "plan.json").read_text()),
                                             "report": {"tables": {"metrics": "NDCG@10"}, "figures": {}}}),
-     "plan.json: report.tables: metrics: expected a non-empty list of"),
+     "plan.json: report.tables: metrics: expected a non-empty list without repeats of"),
     (lambda s: write_json(s / "plan.json", {**json.loads((s / "plan.json").read_text()),
                                             "report": {"tables": {}, "figures": {"split": "tset"}}}),
      "plan.json: report.figures: split: expected valid | test, got 'tset'"),
