@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_source_argument(parser)
     args = parser.parse_args(argv)
     runtime.set_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, runtime.clear_errors():  # a bad --data or --source: its message alone
         name, path = ("given", args.data) if args.data else speed.prepare(Path(tmp), args.source)
         dataset = load_dataset(path)
     split = leave_one_out(dataset.sequences)

@@ -43,10 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     runtime.setup_logging()
     runtime.set_threads(args.threads)
-    dataset = load_dataset(args.data)
-    split = leave_one_out(dataset.sequences)
-    with runtime.clear_errors():  # a checkpoint of other data, or no pretraining model: its message alone
+    with runtime.clear_errors():  # a bad --data, a checkpoint of other data or no pretraining model: its message alone
+        dataset = load_dataset(args.data)
         loaded, about = runs.load_pretraining_model(args.checkpoint, dataset, args.data)
+    split = leave_one_out(dataset.sequences)
     cfg = RunConfig.from_dict(loaded.cfg.to_dict() | {"pretrain": {"preset": args.preset}})  # its model, our objective
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes)
     model.load_state_dict(loaded.state_dict())

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     device = runtime.choose_device(args.device)
     args.device = str(device)
     with tempfile.TemporaryDirectory() as tmp:
-        name, data = speed.prepare(Path(tmp), args.source)
+        with runtime.clear_errors():  # a bad --source: its message alone
+            name, data = speed.prepare(Path(tmp), args.source)
         runs = [run_jobs(args, jobs, data) for jobs in args.jobs]
     single = next((r["epochs_per_hour"] for r in runs if r["jobs"] == 1), None)
     for r in runs:

@@ -85,12 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     runtime.set_threads(args.threads)
     device = runtime.choose_device(args.device)
     torch.manual_seed(0)
-    if args.data is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            name, path = speed.prepare(Path(tmp), args.source)
-            dataset = load_dataset(path)
-    else:
-        name, dataset = str(args.data), load_dataset(args.data)
+    with runtime.clear_errors():  # a bad --data or --source: its message alone
+        if args.data is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                name, path = speed.prepare(Path(tmp), args.source)
+                dataset = load_dataset(path)
+        else:
+            name, dataset = str(args.data), load_dataset(args.data)
     split = leave_one_out(dataset.sequences)
     if args.what == "pretrain":
         step, batches, _, _ = speed.pretrain_steps(dataset, split, "prefixes", device, args.batching)

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs and --batches: every number must be at least 1")
     runtime.set_threads(args.threads)
     device = runtime.choose_device(args.device)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, runtime.clear_errors():  # a bad --data or --source: its message alone
         name, path = ("given", args.data) if args.data else speed.prepare(Path(tmp), args.source)
         dataset = load_dataset(path)
     split = leave_one_out(dataset.sequences)

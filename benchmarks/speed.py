@@ -65,8 +65,10 @@ def prepare(workdir: Path, source: Path | None = None) -> tuple[str, Path]:
     and Beauty_item2attributes.json; an error if they are not there), else from ../shared when
     present, else generated data of Beauty's size."""
     out = workdir / "data"
-    if source is not None and not (Path(source) / "Beauty.txt").is_file():
-        raise SystemExit(f"--source {source}: expected Beauty.txt and Beauty_item2attributes.json there")
+    for name in ("Beauty.txt", "Beauty_item2attributes.json") if source is not None else ():
+        if not (Path(source) / name).is_file():
+            raise FileNotFoundError(f"--source {source}: no {name}; expected Beauty.txt and "
+                                    "Beauty_item2attributes.json there")
     folder = Path(source) if source is not None else SHARED
     if (folder / "Beauty.txt").exists():
         write_prepared(read_s3rec(folder / "Beauty.txt", folder / "Beauty_item2attributes.json"), out)
@@ -386,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.set_threads(args.threads)
     device = runtime.choose_device(args.device)
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, runtime.clear_errors():  # a bad --source: its message alone
         name, path = prepare(Path(tmp), args.source)
         dataset = load_dataset(path)
     split = leave_one_out(dataset.sequences)

@@ -2,6 +2,7 @@
 benchmark's torch.compile option, rehearsed on the CPU: they must run the day a GPU is lent."""
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 
@@ -70,7 +71,10 @@ def test_the_benchmarks_take_cuda_graphs_only_with_fixed_shapes_on_cuda(tmp_path
 def test_speed_names_a_source_folder_without_beauty(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     speed = load_script("speed", folder="benchmarks")
-    with pytest.raises(SystemExit, match="--source .*: expected Beauty.txt"):
+    with pytest.raises(FileNotFoundError, match="--source .*: no Beauty.txt; expected Beauty.txt"):
+        speed.prepare(tmp_path / "work", source=tmp_path)
+    (tmp_path / "Beauty.txt").write_text("1 2 3\n")  # before: a traceback from the attributes' reader
+    with pytest.raises(FileNotFoundError, match="--source .*: no Beauty_item2attributes.json; expected"):
         speed.prepare(tmp_path / "work", source=tmp_path)
 
 
@@ -163,3 +167,23 @@ def test_speed_times_the_evaluation_per_batch_size(tmp_path, monkeypatch):
     assert by_size["256"]["full_ranks_differing"] == 0  # the reference itself
     assert 0 <= by_size["7"]["full_ranks_differing"] <= 300
     assert "eval_by_batch_size" not in speed.finetune_benchmark(dataset, split, 1, torch.device("cpu"), "padded")
+
+
+@pytest.mark.parametrize("argv", [
+    ["batch_drawing", "--data", "{empty}"], ["profile_step", "--data", "{empty}"],
+    ["runs_per_process", "--data", "{empty}"], ["continue_pretraining", "--data", "{empty}", "x.pt"],
+    ["compare_pretraining", "--data", "{empty}", "x.pt", "x.pt"], ["segment_scores", "x.pt", "--data", "{empty}"],
+    ["authors_ranking", "--data", "{empty}", "x.pt"],
+    ["speed", "--source", "{empty}"], ["jobs_per_device", "--source", "{empty}"],
+], ids=lambda argv: argv[0])
+def test_a_benchmark_given_no_data_set_names_the_missing_file(tmp_path, monkeypatch, caplog, argv):
+    """Before, four of them ended in a traceback (its last line clear), exit status 1."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    (tmp_path / "empty").mkdir()
+    name, *args = [a.format(empty=tmp_path / "empty") for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        load_script(name, folder="benchmarks").main(args)
+    assert exit_info.value.code == 2
+    missing = "--source {}: no Beauty.txt; expected" if "--source" in args else "{}/sequences.parquet: file not found"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith(missing.format(tmp_path / "empty")), errors
