@@ -109,6 +109,8 @@ def remove(path: Path, root: Path, why: str) -> None:
 
 
 def park(results: Path, study: Path, parking: Path) -> dict:
+    if not results.is_dir():  # a fresh machine, or a wrong --results: say so rather than "0 copied"
+        log.warning("nothing to park: %s does not exist", results)
     for group in sorted(results.glob("*/stacked-seeds*")):  # pretrain_seeds_per_job > 1
         log.warning("not parked: %s, a group of seeds pretrained as one (pretrain_seeds_per_job): its "
                     "pretrainings must finish on the machine they started on (on a fresh one snakemake runs the "
@@ -160,6 +162,8 @@ def restore(parking: Path, results: Path, data: Path) -> dict:
             f"config/{results.name}.yaml -- {data}/stats.json, then restore; restored files must be newer than the "
             "data, or snakemake runs their pretrainings again")
     parked = sorted(p for p in parking.rglob("*") if p.is_file())
+    if not parked:  # nothing was parked, or a wrong --study or data set name: say so rather than "0 restored"
+        log.warning("nothing to restore: %s holds no parked file", parking)
     check_parked(parked)
     counts = dict.fromkeys(("restored", "kept"), 0)
     for source in parked:

@@ -90,12 +90,19 @@ def test_what_is_parked_follows_the_run_until_it_is_in_the_study(layout, tmp_pat
     assert files(parking) == [] and not (parking / "seed-r4").exists()
 
 
-def test_parking_on_a_fresh_machine_deletes_nothing(layout, tmp_path):
+def test_parking_on_a_fresh_machine_deletes_nothing(layout, tmp_path, caplog):
     results, _, parking = layout
     checkpoint(parking / RUN / "pretrain.state.pt", 5)
     main("park", tmp_path)  # results/ is empty: nothing to copy, nothing finished
     assert files(parking) == [f"{RUN}/pretrain.state.pt"]
-    assert not results.exists()
+    assert not results.exists() and f"nothing to park: {results} does not exist" in caplog.text
+
+
+def test_restoring_with_nothing_parked_says_so(layout, tmp_path, caplog):
+    _, _, parking = layout
+    main("restore", tmp_path)
+    assert f"nothing to restore: {parking} holds no parked file" in caplog.text
+    assert not (tmp_path / "results").exists()
 
 
 def test_restore_replaces_an_earlier_checkpoint_and_keeps_a_later_one(layout, tmp_path, caplog):
