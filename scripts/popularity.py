@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 def rank_by_popularity(args: argparse.Namespace) -> int:
     started, cpu_started = time.perf_counter(), time.process_time()
     runtime.set_threads(args.threads)
+    if set(args.settings) - {"eval"}:  # before, ignored: a misspelt `eval` ranked with the defaults
+        raise ValueError(f"--settings: expected only an `eval` section (popularity trains nothing), got keys "
+                         f"{sorted(args.settings)}")
     cfg = RunConfig.from_dict({"eval": args.settings.get("eval", {})})
     execution = runtime.describe_execution("cpu")
     log.info("popularity ranking of %s on %s; eval settings %s", args.data, execution,

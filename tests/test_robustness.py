@@ -264,6 +264,15 @@ def test_a_count_seed_or_device_option_out_of_range_is_a_usage_error(capsys, fol
     assert f"argument {option}: expected {expected}, got '{value}'" in capsys.readouterr().err
 
 
+def test_popularity_refuses_settings_beside_eval(tmp_path, caplog):
+    """Before, a misspelt `eval` section was ignored and popularity ranked with the defaults."""
+    with pytest.raises(SystemExit) as stop:
+        load_script("popularity", "scripts").main(["--data", str(tmp_path), "--out-dir", str(tmp_path / "out"),
+                                                   "--settings", '{"evall": {"sampled_negatives": 20}}'])
+    assert stop.value.code == 2 and not (tmp_path / "out").exists()
+    assert "--settings: expected only an `eval` section (popularity trains nothing), got keys ['evall']" in caplog.text
+
+
 def test_integer_argument_takes_its_bounds():
     assert runtime.integer_argument(0)("0") == 0
     assert runtime.seed_argument(str(2**32 - 1)) == 2**32 - 1
