@@ -86,6 +86,7 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: in
     if not Path(path).exists():
         raise FileNotFoundError(f"pretrained checkpoint {path} does not exist (variant {variant} needs it)")
     saved = runtime.load_torch(path)
+    check_pretrain_file(path, saved)
     if saved.get("variant") != variant:
         raise ValueError(f"{path} was pretrained as variant {saved.get('variant')!r}, not {variant!r}")
     saved_seed = saved.get("seed", saved.get("config", {}).get("seed"))
@@ -101,6 +102,21 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: in
     log.info("loaded encoder from %s (pretrained %d epochs)", path, saved.get("epoch", -1))
     return {"wall_seconds": float(saved.get("wall_seconds", 0.0)), "cpu_seconds": float(saved.get("cpu_seconds", 0.0)),
             "pretrain": saved.get("config", {}).get("pretrain")}
+
+
+def check_pretrain_file(path: Path, saved) -> None:
+    """`saved` (torch.load of `path`) is a pretrain.pt: a dict with a `state_dict` dict and a
+    `variant`. Otherwise say what it is instead, when it is one of the files a user may mistake for
+    it: the authors' released state dict, or a study's heads.pt (only the heads)."""
+    if isinstance(saved, dict) and saved and all(isinstance(v, torch.Tensor) for v in saved.values()):
+        raise ValueError(f"{path}: a bare state dict (as the authors release theirs), not a pretrain.pt; convert "
+                         "it first with scripts/import_checkpoint.py")
+    if not (isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict) and "variant" in saved):
+        raise ValueError(f"{path}: not a pretrain.pt (expected a dict with `variant`, `config` and `state_dict`, as "
+                         "scripts/pretrain.py and scripts/import_checkpoint.py write it)")
+    if saved["state_dict"] and all(k.startswith("heads.") for k in saved["state_dict"]):
+        raise ValueError(f"{path}: only the pretraining heads (a study's heads.pt, scripts/export_study.py heads), "
+                         "no encoder to finetune; expected the pretrain.pt it was cut from")
 
 
 def load_pretraining_model(path: Path, dataset: Dataset, data_dir: Path) -> tuple[PretrainModel, dict]:

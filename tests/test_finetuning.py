@@ -281,7 +281,8 @@ def test_pretrained_encoder_is_loaded_strictly(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "wrong_variant", "wrong_shape", "no_checkpoint", "other_seed",
-                                  "other_data", "other_heads", "recorded_other_size"])
+                                  "other_data", "other_heads", "recorded_other_size", "bare_state_dict", "heads_only",
+                                  "a_list"])
 def test_bad_pretrained_checkpoint_is_an_error(tiny_data, tmp_path, case):
     path = tmp_path / "pre.pt"
     if case == "wrong_variant":
@@ -298,6 +299,13 @@ def test_bad_pretrained_checkpoint_is_an_error(tiny_data, tmp_path, case):
         _fake_pretrained(path, "full", data=tiny_data, recorded_model={**SMALL_MODEL, "num_heads": 4})
     elif case == "recorded_other_size":
         _fake_pretrained(path, "full", hidden_size=8, data=tiny_data, recorded_model={**SMALL_MODEL, "hidden_size": 8})
+    elif case == "bare_state_dict":  # as the authors release theirs; before: "pretrained as variant None"
+        torch.save({"item_embeddings.weight": torch.zeros(3, 2)}, path)
+    elif case == "heads_only":  # a study's heads.pt; before: "does not fit this model: 28 missing tensors"
+        _fake_pretrained(path, "full", data=tiny_data)
+        torch.save({**runtime.load_torch(path), "state_dict": {"heads.aap.weight": torch.zeros(16, 16)}}, path)
+    elif case == "a_list":  # before: an AttributeError traceback
+        torch.save([1, 2], path)
     if case == "no_checkpoint":
         with pytest.raises(ValueError, match="needs --pretrained"):
             run(tiny_data, tmp_path / "x", variant="full")
@@ -305,7 +313,10 @@ def test_bad_pretrained_checkpoint_is_an_error(tiny_data, tmp_path, case):
     expected = {"missing": "does not exist", "wrong_variant": "pretrained as variant", "wrong_shape": "does not fit",
                 "other_seed": "pretrained with seed 1, not 0", "other_data": "pretrained on other data",
                 "other_heads": r"other model settings \(num_heads 4 there, 2 here\)",
-                "recorded_other_size": r"other model settings \(hidden_size 8 there, 16 here\)"}
+                "recorded_other_size": r"other model settings \(hidden_size 8 there, 16 here\)",
+                "bare_state_dict": "a bare state dict .* convert it first with scripts/import_checkpoint.py",
+                "heads_only": "only the pretraining heads .* expected the pretrain.pt it was cut from",
+                "a_list": r"not a pretrain.pt \(expected a dict with `variant`, `config` and `state_dict`"}
     with pytest.raises((FileNotFoundError, ValueError), match=expected[case]):
         run(tiny_data, tmp_path / "x", variant="full", pretrained=path)
     assert not (tmp_path / "x" / "metrics.json").exists()
