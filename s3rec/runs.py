@@ -86,7 +86,11 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: in
     if not Path(path).exists():
         raise FileNotFoundError(f"pretrained checkpoint {path} does not exist (variant {variant} needs it)")
     saved = runtime.load_torch(path)
-    check_pretrain_file(path, saved)
+    if mistake := mistaken_checkpoint(saved):
+        raise ValueError(f"{path}: {mistake}")
+    if not (isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict) and "variant" in saved):
+        raise ValueError(f"{path}: not a pretrain.pt (expected a dict with `variant`, `config` and `state_dict`, as "
+                         "scripts/pretrain.py and scripts/import_checkpoint.py write it)")
     if saved.get("variant") != variant:
         raise ValueError(f"{path} was pretrained as variant {saved.get('variant')!r}, not {variant!r}")
     saved_seed = saved.get("seed", saved.get("config", {}).get("seed"))
@@ -104,19 +108,19 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: in
             "pretrain": saved.get("config", {}).get("pretrain")}
 
 
-def check_pretrain_file(path: Path, saved) -> None:
-    """`saved` (torch.load of `path`) is a pretrain.pt: a dict with a `state_dict` dict and a
-    `variant`. Otherwise say what it is instead, when it is one of the files a user may mistake for
-    it: the authors' released state dict, or a study's heads.pt (only the heads)."""
-    if isinstance(saved, dict) and saved and all(isinstance(v, torch.Tensor) for v in saved.values()):
-        raise ValueError(f"{path}: a bare state dict (as the authors release theirs), not a pretrain.pt; convert "
-                         "it first with scripts/import_checkpoint.py")
-    if not (isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict) and "variant" in saved):
-        raise ValueError(f"{path}: not a pretrain.pt (expected a dict with `variant`, `config` and `state_dict`, as "
-                         "scripts/pretrain.py and scripts/import_checkpoint.py write it)")
-    if saved["state_dict"] and all(k.startswith("heads.") for k in saved["state_dict"]):
-        raise ValueError(f"{path}: only the pretraining heads (a study's heads.pt, scripts/export_study.py heads), "
-                         "no encoder to finetune; expected the pretrain.pt it was cut from")
+def mistaken_checkpoint(saved) -> str | None:
+    """What `saved` (a torch.load) is when it is a file a user may take for a pretrain.pt: the
+    authors' released state dict, or a study's heads.pt (the heads alone); else None."""
+    if not isinstance(saved, dict) or not saved:
+        return None
+    if all(isinstance(v, torch.Tensor) for v in saved.values()):
+        return "a bare state dict (as the authors release theirs), not a pretrain.pt; convert it first with " \
+               "scripts/import_checkpoint.py"
+    state = saved.get("state_dict")
+    if isinstance(state, dict) and state and all(k.startswith("heads.") for k in state):
+        return "only the pretraining heads (a study's heads.pt, scripts/export_study.py heads), no encoder; " \
+               "expected the pretrain.pt it was cut from"
+    return None
 
 
 def load_pretraining_model(path: Path, dataset: Dataset, data_dir: Path) -> tuple[PretrainModel, dict]:
@@ -125,6 +129,8 @@ def load_pretraining_model(path: Path, dataset: Dataset, data_dir: Path) -> tupl
     checkpoints on one data set (`dataset`, read from `data_dir`) need. A file of other data than
     data_dir's (when it records which), or one that is no pretraining model, is an error naming it."""
     saved = runtime.load_torch(path)
+    if mistake := mistaken_checkpoint(saved):
+        raise ValueError(f"{path}: {mistake}")
     if isinstance(saved, dict) and {"config", "state_dict"} <= saved.keys():
         config, state, digest = saved["config"], saved["state_dict"], saved.get("data_digest")
         about = {"variant": saved.get("variant"), "epoch": saved.get("epoch")}

@@ -164,16 +164,19 @@ def test_checkpoint_benchmarks_refuse_other_data_or_another_model(pretrained, ti
     scored (continue_pretraining, compare_pretraining) and one without heads a torch traceback."""
     checkpoint = runtime.load_torch(pretrained / "pretrain.pt")
     heads = [k for k in checkpoint["state_dict"] if k.startswith("heads.")]
-    cases = {"other.pt": ({**checkpoint, "data_digest": "0" * 64}, "was pretrained on other data than"),
+    cases = {"other.pt": ({**checkpoint, "data_digest": "0" * 64}, " was pretrained on other data than"),
              "encoder.pt": ({**checkpoint, "state_dict": {k: v for k, v in checkpoint["state_dict"].items()
                                                           if k not in heads}},
-                            f"does not fit a pretraining model of its own settings: {len(heads)} missing tensors")}
+                            f" does not fit a pretraining model of its own settings: {len(heads)} missing tensors"),
+             "heads.pt": ({**checkpoint, "state_dict": {k: checkpoint["state_dict"][k] for k in heads}},
+                          ": only the pretraining heads (a study's heads.pt"),
+             "bare.pt": (checkpoint["state_dict"], ": a bare state dict (as the authors release theirs)")}
     main = load_script(benchmark, folder="benchmarks").main
     for name, (saved, message) in cases.items():
         torch.save(saved, tmp_path / name)
         with pytest.raises(SystemExit) as stop:
             main([str(tmp_path / name), "--data", str(tiny_data)])
-        assert stop.value.code == 2 and f"{tmp_path / name} {message}" in caplog.text
+        assert stop.value.code == 2 and f"{tmp_path / name}{message}" in caplog.text
 
 
 # ---------------------------------------------------------------- export: plan
