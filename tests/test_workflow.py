@@ -305,7 +305,9 @@ def test_dry_run_of_stacked_seeds(workdir):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"settings": {"pretrain": {"epochs": 1}}}, "which needs settings.pretrain.batching: padded (got None)"),
+    ({"settings": {"pretrain": {"epochs": 1}}},
+     "which needs settings.pretrain.batching: padded (got none set, so each preset's own: bucketed for seed)"),
+    ({"settings": {"pretrain": {"epochs": 1, "batching": "bucketed"}}}, "batching: padded (got 'bucketed')"),
     ({"compile": "eager"}, "which takes compile none or cuda-graph, not 'eager'"),
 ])
 def test_stacked_seeds_refuse_what_they_cannot_train(workdir, change, message):

@@ -242,9 +242,10 @@ def check_stacked_pretraining():
     # explicit, as the `seed` preset, always in the study (config/config.yaml), leaves it bucketed
     batching = config["settings"].get("pretrain", {}).get("batching")
     if batching != "padded":
+        got = repr(batching) if batching is not None else "none set, so each preset's own: bucketed for seed"
         raise WorkflowError(
             f"pretrain_seeds_per_job: {per_job} stacks seeds, which needs settings.pretrain.batching: "
-            f"padded (got {batching!r}): every seed's step must have the same size"
+            f"padded (got {got}): every seed's step must have the same size"
         )
     if config["compile"] not in STACKED_COMPILE_MODES:
         raise WorkflowError(
