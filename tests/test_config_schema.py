@@ -187,6 +187,15 @@ def test_snakemake_rejects_a_bad_key_with_a_short_message(tmp_path, text, first_
     assert "config/README.md" in lines[2]
 
 
+def test_a_list_of_numbers_from_the_command_line_says_why_it_is_refused():
+    """snakemake's --config reads list items as strings: `seeds=[0, 1]` is ['0', '1']."""
+    result = snakemake("-n", "--nolock", "--config", "seeds=[0, 1]")
+    assert result.returncode != 0
+    lines = error_lines(result.stderr + result.stdout)
+    assert lines[1] == ("config: seeds[0] = '0': expected a value of type integer (from --config? it reads list "
+                        "and mapping items as strings: use a --configfile)"), lines
+
+
 def test_lint_is_clean():
     result = snakemake("--lint", "--nolock")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -49,6 +49,9 @@ def config_error_message(error):
         expected = "expected one of " + ", ".join(map(str, error.validator_value))
     elif error.validator == "type":
         expected = f"expected a value of type {error.validator_value}"
+        if len(error.absolute_path) > 1 and isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d*)?", value.strip()):
+            # a number written as a string inside a list or mapping: what snakemake's --config makes of one
+            expected += " (from --config? it reads list and mapping items as strings: use a --configfile)"
     elif error.validator == "not":
         expected = "this value is not allowed here"
     else:
