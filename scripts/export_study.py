@@ -87,7 +87,8 @@ def copy_files(sources: list[Path], folder: Path) -> list[Path]:
     missing = [str(s) for s in sources if not s.is_file()]
     if missing:
         more = f" (nor {len(missing) - 1} more: {', '.join(missing[1:])})" if len(missing) > 1 else ""
-        raise FileNotFoundError(f"copy: source file {missing[0]} does not exist{more}")
+        what = "is a folder, not a file" if Path(missing[0]).is_dir() else "does not exist"
+        raise FileNotFoundError(f"copy: source file {missing[0]} {what}{more}")
     names = [s.name for s in sources]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:

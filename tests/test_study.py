@@ -51,6 +51,10 @@ def test_copy_of_a_missing_source_names_it_and_writes_nothing(tmp_path, caplog):
     assert exit_info.value.code == 2
     assert f"source file {missing} does not exist" in caplog.text
     assert not (tmp_path / "out").exists()
+    missing.mkdir()  # before: "does not exist" too
+    with pytest.raises(SystemExit):
+        export.main(["copy", str(tmp_path / "metrics.json"), str(missing), "--to", str(tmp_path / "out")])
+    assert f"source file {missing} is a folder, not a file" in caplog.text and not (tmp_path / "out").exists()
 
 
 def test_copy_refuses_two_sources_of_the_same_name(tmp_path):
