@@ -181,6 +181,8 @@ def atomic_write(path: Path, write) -> None:
     before the rename, so a crash just after the rename cannot leave an empty or partial file.
     """
     path = Path(path)
+    if path.is_dir():  # else the rename fails late, naming the temporary
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
@@ -338,6 +340,10 @@ def clear_errors():
         yield
     except (ValueError, FileNotFoundError) as error:
         log.error("%s", error)
+        raise SystemExit(2) from error
+    except (IsADirectoryError, NotADirectoryError, PermissionError) as error:  # a path given wrongly
+        expected = {IsADirectoryError: "; expected a file", NotADirectoryError: "; expected a folder"}
+        log.error("%s: %s%s", error.filename, error.strerror.lower(), expected.get(type(error), ""))
         raise SystemExit(2) from error
 
 

@@ -33,7 +33,7 @@ def import_checkpoint(authors: Path, data_dir: Path, out: Path, variant: str = "
     if variant not in ("full", "authors"):
         raise ValueError(f"--variant: expected full or authors (dense heads), got {variant!r}")
     if not authors.is_file():
-        raise FileNotFoundError(f"authors' checkpoint {authors} does not exist")
+        raise FileNotFoundError(f"authors' checkpoint {authors} {'is a folder' if authors.is_dir() else 'does not exist'}")
     settings = settings or {}
     if not isinstance(settings, dict) or set(settings) - {"model"}:
         raise ValueError(f"--settings: expected a JSON object with only a `model` section (an import's pretraining "

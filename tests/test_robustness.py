@@ -279,3 +279,20 @@ def test_integer_argument_takes_its_bounds():
     with pytest.raises(argparse.ArgumentTypeError, match=r"expected an integer in \[0, 4294967295\], got '4294967296'"):
         runtime.seed_argument(str(2**32))
     assert runtime.device_argument("cuda:3") == "cuda:3"
+
+
+def test_a_folder_where_a_file_goes_is_named_without_a_traceback(tmp_path, caplog):
+    """A folder given for a file to read (aggregate --metrics, finetune --pretrained) or to write
+    (import_checkpoint --out): before, an IsADirectoryError traceback, the write's naming its
+    temporary file after the work was done."""
+    with pytest.raises(IsADirectoryError):
+        runtime.atomic_write(tmp_path, lambda tmp: tmp.write_text("x"))
+    assert sorted(tmp_path.parent.glob(f".{tmp_path.name}.*.tmp")) == []
+    with pytest.raises(SystemExit) as stop:
+        load_script("aggregate", "scripts").main(["--metrics", str(tmp_path), "--out-dir", str(tmp_path / "t")])
+    assert stop.value.code == 2 and f"{tmp_path}: is a directory; expected a file" in caplog.text
+    assert not (tmp_path / "t").exists()
+    with pytest.raises(SystemExit) as stop, runtime.clear_errors():
+        (tmp_path / "file").write_text("x")
+        (tmp_path / "file" / "inside").write_text("x")
+    assert stop.value.code == 2 and f"{tmp_path / 'file' / 'inside'}: not a directory; expected a folder" in caplog.text
