@@ -343,7 +343,10 @@ def clear_errors():
         raise SystemExit(2) from error
     except (IsADirectoryError, NotADirectoryError, PermissionError) as error:  # a path given wrongly
         expected = {IsADirectoryError: "; expected a file", NotADirectoryError: "; expected a folder"}
-        log.error("%s: %s%s", error.filename, error.strerror.lower(), expected.get(type(error), ""))
+        if error.filename is None or error.strerror is None:  # not about a path after all: as it is
+            log.error("%s", error)
+        else:
+            log.error("%s: %s%s", error.filename, error.strerror.lower(), expected.get(type(error), ""))
         raise SystemExit(2) from error
 
 
