@@ -40,8 +40,9 @@ class SyntheticSpec:
     p_chain: float = 0.3  # ... from a cluster the current cluster leads to (else: popularity)
 
     def check(self) -> None:
-        if self.users < 1 or self.attributes < 1:
-            raise DataError(f"synthetic: expected users >= 1 and attributes >= 1, got {self}")
+        for name in ("users", "attributes"):
+            if getattr(self, name) < 1:
+                raise DataError(f"synthetic: expected {name} >= 1, got {getattr(self, name)}")
         if not 0 <= self.seed <= SEED_MAX:  # numpy's generators take no negative seed
             raise DataError(f"synthetic: expected a seed in [0, {SEED_MAX}], got {self.seed}")
         if not MIN_SEQUENCE <= self.items <= MAX_ITEMS:

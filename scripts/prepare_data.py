@@ -38,6 +38,11 @@ REQUIRED = {
 }
 
 
+# Options that one format alone reads (--attributes is read by two: a file or a count).
+OWN_OPTIONS = {"sequences": "s3rec", "negatives": "s3rec", "reviews": "amazon", "meta": "amazon", "k-core": "amazon",
+               "users": "synthetic", "items": "synthetic", "seed": "synthetic"}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", required=True, choices=sorted(REQUIRED))
@@ -56,17 +61,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     amazon = parser.add_argument_group("amazon (raw 2014 files, .json or .json.gz)")
     amazon.add_argument("--reviews", help="reviews_X_5.json[.gz], one JSON review per line")
     amazon.add_argument("--meta", help="meta_X.json[.gz], one Python-literal dict per line")
-    amazon.add_argument("--k-core", type=int, default=5, help="minimum reviews per user and per item (default 5)")
+    amazon.add_argument("--k-core", type=int, help="minimum reviews per user and per item (default 5)")
     synthetic = parser.add_argument_group("synthetic")
-    synthetic.add_argument("--users", type=int, default=SyntheticSpec.users)
-    synthetic.add_argument("--items", type=int, default=SyntheticSpec.items)
-    synthetic.add_argument("--seed", type=int, default=SyntheticSpec.seed)
+    synthetic.add_argument("--users", type=int, help=f"default {SyntheticSpec.users}")
+    synthetic.add_argument("--items", type=int, help=f"default {SyntheticSpec.items}")
+    synthetic.add_argument("--seed", type=int, help=f"default {SyntheticSpec.seed}")
     args = parser.parse_args(argv)
     missing = [f"--{name}" for name in REQUIRED[args.format] if getattr(args, name) is None]
     if missing:
         parser.error(f"--format {args.format} needs {', '.join(missing)}")
-    if args.negatives is not None and args.format != "s3rec":
-        parser.error("--negatives is read with --format s3rec only (the authors' <Name>_sample.txt)")
+    # an option of another format would be ignored: a --k-core meant for the data, say, left unapplied
+    for name, fmt in OWN_OPTIONS.items():
+        if getattr(args, name.replace("-", "_")) is not None and args.format != fmt:
+            parser.error(f"--{name} is read with --format {fmt} only, not --format {args.format}")
+    args.k_core = 5 if args.k_core is None else args.k_core
+    for name in ("users", "items", "seed"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(SyntheticSpec, name))
     if args.format == "synthetic":
         try:
             args.attributes = SyntheticSpec.attributes if args.attributes is None else int(args.attributes)

@@ -90,6 +90,20 @@ def test_negatives_need_the_s3rec_format(tmp_path, capsys):
     assert exit_info.value.code == 2 and "--negatives is read with --format s3rec only" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "synthetic", "--k-core", "10"], "--k-core is read with --format amazon only, not --format synthetic"),
+    (["--format", "s3rec", "--sequences", "a", "--attributes", "b", "--users", "9"],
+     "--users is read with --format synthetic only, not --format s3rec"),
+    (["--format", "synthetic", "--meta", "m.json"], "--meta is read with --format amazon only"),
+])
+def test_an_option_of_another_format_is_a_usage_error(tmp_path, capsys, argv, message):
+    """Before, ignored: a --k-core meant for the data set was silently not applied."""
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_data.main([*argv, "--out", str(tmp_path / "s")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
 def test_the_authors_lastfm_negatives_are_valid():
     data = shared_data_or_skip()
     prepared = read_s3rec(data / "LastFM.txt", data / "LastFM_item2attributes.json", data / "LastFM_sample.txt")
