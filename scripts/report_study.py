@@ -194,6 +194,9 @@ def planned_runs(plan: dict) -> list[Run]:
 def scan(folder: Path) -> Study:
     """Every file of the study folder (but plan.json and report/), sorted into runs."""
     plan = read_plan(folder)
+    if folder.resolve().name != plan["dataset"]:  # the figures take the data set's name from the path
+        raise ValueError(f"{folder}: a study of data set {plan['dataset']!r} ({folder / 'plan.json'}) in a folder "
+                         f"named {folder.resolve().name!r}; expected the folder <study_dir>/{plan['dataset']}")
     present: dict[Run, set[str]] = defaultdict(set)
     unrecognised = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):

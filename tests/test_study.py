@@ -415,6 +415,16 @@ def test_bad_study_input_is_a_clear_error(fabricated_study, caplog, change, mess
     assert not (fabricated_study / "report").exists()  # stopped before writing anything
 
 
+def test_a_study_in_a_folder_named_otherwise_than_its_data_set_is_refused(fabricated_study, caplog):
+    """The figures name the data set by the folder: before, a copy in study/other was drawn as
+    'other' while runs.md and every run file said 'toy'."""
+    moved = fabricated_study.rename(fabricated_study.with_name("other"))
+    with pytest.raises(SystemExit) as exit_info:
+        report_study.main([str(moved)])
+    assert exit_info.value.code == 2 and not (moved / "report").exists()
+    assert f"{moved}: a study of data set 'toy' ({moved / 'plan.json'}) in a folder named 'other'" in caplog.text
+
+
 def test_unreadable_sections_of_a_run_file_are_reported_as_not_recorded(fabricated_study):
     path = fabricated_study / "none/seed0/bce/metrics.json"
     write_json(path, {**json.loads(path.read_text()), "finetune": [], "execution": ["cpu"]})
@@ -464,7 +474,7 @@ def real_study(tiny_data, pretrained, tmp_path_factory):  # noqa: F811
                          "--to", str(study / pretraining / "seed0" / loss)])
             finetunings.append({"pretraining": pretraining, "seed": 0, "loss": loss})
     load_script("popularity").main(["--data", str(tiny_data), "--out-dir", str(results / "popularity"),
-                                    "--settings", json.dumps(SETTINGS), "--threads", "1"])
+                                    "--settings", json.dumps({"eval": SETTINGS["eval"]}), "--threads", "1"])
     export.main(["copy", *(str(results / "popularity" / name) for name in report_study.POPULARITY_FILES),
                  "--to", str(study / "popularity")])
     for folder in sorted(study.glob("*/seed0")):
