@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # without a display matplotlib falls back to Ag
 import numpy as np
 import polars as pl
 import seaborn as sns
+from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
@@ -35,6 +36,11 @@ thousands = FuncFormatter(lambda x, _: f"{x:,.0f}")
 
 def setup() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+
+
+def figure_formats() -> list[str]:
+    """The file formats save_figure writes (matplotlib's, e.g. png, pdf, svg), sorted."""
+    return sorted(FigureCanvasBase.get_supported_filetypes())
 
 
 def save_figure(fig, path: str | Path, dpi: int = 150, suffix: str | None = None) -> None:

@@ -198,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", nargs="+", required=True, type=Path, help="e.g. FIG.png FIG.pdf")
     parser.add_argument("--settings", type=runtime.json_object, default={})
     args = parser.parse_args(argv)
+    formats = plots.figure_formats()  # checked before drawing: else a traceback after it
+    for out in args.out:
+        if out.suffix.lower().lstrip(".") not in formats:
+            parser.error(f"--out {out}: expected a file name ending in a figure format ({', '.join(formats)})")
+    if len(set(args.out)) < len(args.out):
+        parser.error(f"--out: a file given twice in {' '.join(map(str, args.out))}")
     runtime.setup_logging()
     started, cpu_started = time.perf_counter(), time.process_time()
     settings = {**DEFAULTS, **args.settings}

@@ -370,6 +370,21 @@ def test_bad_input_is_a_clear_error_naming_the_file(small_study, tmp_path, caplo
     assert not out.exists()
 
 
+@pytest.mark.parametrize("outs, message", [
+    (["figure.txt"], "--out {0}/figure.txt: expected a file name ending in a figure format (avif, eps"),
+    (["figure"], "--out {0}/figure: expected a file name ending in a figure format"),
+    (["figure.png", "figure.png"], "--out: a file given twice in {0}/figure.png {0}/figure.png"),
+])
+def test_an_out_of_no_figure_format_or_given_twice_is_a_usage_error(small_study, tmp_path, capsys, outs, message):
+    """Before, an unknown format was a matplotlib traceback after the figure was drawn (naming
+    the temporary file's suffix when --out had none)."""
+    inputs = copied(small_study, tmp_path, "head_spectra")
+    with pytest.raises(SystemExit) as exit_info:
+        plot_report.main(["head_spectra", "--inputs", *map(str, inputs), "--out", *(str(tmp_path / o) for o in outs)])
+    assert exit_info.value.code == 2 and message.format(tmp_path) in capsys.readouterr().err
+    assert not any(tmp_path.glob("figure*")) and not any(tmp_path.glob(".figure*"))
+
+
 def test_finetune_validation_reads_a_null_finetune_section_as_not_recorded(small_study, tmp_path):
     inputs = copied(small_study, tmp_path, "finetune_validation")
     path = tmp_path / "toy" / "none" / "seed0" / "bce" / "metrics.json"
