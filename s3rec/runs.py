@@ -492,7 +492,7 @@ def add_run_arguments(parser, several_seeds: bool = False) -> None:
     parser.add_argument("--data", required=True, type=Path, help="prepared data set folder (resources/<name>)")
     parser.add_argument("--variant", required=True, help="none, full or r<rank>, e.g. r16")
     parser.add_argument("--seed", type=runtime.seed_argument, default=[0] if several_seeds else 0, **several)
-    parser.add_argument("--out-dir", required=True, type=Path, **several,
+    parser.add_argument("--out-dir", required=True, type=runtime.folder_argument, **several,
                         help="run folder, e.g. results/<data>/<variant>/seed0" + (" (one per seed)" if several else ""))
     parser.add_argument("--settings", type=runtime.json_object, default={},
                         help="JSON object with RunConfig sections, e.g. '{\"finetune\": {\"loss\": \"ce\"}}'")

@@ -326,6 +326,28 @@ positive_int = integer_argument(1)  # threads, batches, steps, epochs, jobs, ran
 seed_argument = integer_argument(0, SEED_MAX)
 
 
+def check_destination(path: Path, option: str, folder: bool = False) -> None:
+    """Refuse, before any work, a destination atomic_write would fail on with an OS error: a
+    folder where a file goes (or the reverse), or a file where a folder above it should be."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        expected = "a folder (made when missing)" if folder else "a file's path"
+        raise ValueError(f"{option} {path}: is a {'file' if folder else 'folder'}; expected {expected}")
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ValueError(f"{option} {path}: {above} is a file, where a folder is expected")
+
+
+def folder_argument(text: str) -> Path:
+    """argparse type of an output folder (--out-dir): missing (made later) or a folder, below no
+    file; refused at once, not when the run first writes there, after its first epoch."""
+    try:
+        check_destination(Path(text), "", folder=True)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).strip()) from None
+    return Path(text)
+
+
 def device_argument(text: str) -> str:
     """argparse type of a --device: what RunConfig.device takes (torch's own error comes late)."""
     if not DEVICE_PATTERN.match(text):

@@ -41,7 +41,7 @@ DEFAULTS = report_inputs.REPORT_DEFAULTS  # --settings' keys and defaults (repor
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metrics", nargs="+", required=True, type=Path, help="metrics.json of every run")
-    parser.add_argument("--out-dir", required=True, type=Path)
+    parser.add_argument("--out-dir", required=True, type=runtime.folder_argument)
     parser.add_argument("--settings", type=runtime.json_object, default={}, help="JSON: the config's `report` section")
     args = parser.parse_args(argv)
     runtime.setup_logging()

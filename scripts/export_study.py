@@ -70,20 +70,9 @@ FIGURE_SETTINGS = ("metric", "split", "protocols")  # what scripts/plot_report.p
 # ---------------------------------------------------------------- copy
 
 
-def check_destination(path: Path, option: str, folder: bool = False) -> None:
-    """Refuse, before any work, a destination atomic_write would fail on with an OS traceback:
-    a folder where a file goes (or the reverse), or a file where a folder above it should be."""
-    if path.exists() and path.is_dir() != folder:
-        expected = "a folder (made when missing)" if folder else "a file's path"
-        raise ValueError(f"{option} {path}: is a {'file' if folder else 'folder'}; expected {expected}")
-    above = next((p for p in path.parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise ValueError(f"{option} {path}: {above} is a file, where a folder is expected")
-
-
 def copy_files(sources: list[Path], folder: Path) -> list[Path]:
     """Copy each source into `folder` under its name, each through a temporary file + rename."""
-    check_destination(folder, "copy: --to", folder=True)
+    runtime.check_destination(folder, "copy: --to", folder=True)
     missing = [str(s) for s in sources if not s.is_file()]
     if missing:
         more = f" (nor {len(missing) - 1} more: {', '.join(missing[1:])})" if len(missing) > 1 else ""
@@ -261,10 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "copy":
             copy_files(args.files, args.to)
         elif args.command == "heads":
-            check_destination(args.out, "heads: --out")
+            runtime.check_destination(args.out, "heads: --out")
             save_heads(heads_checkpoint(args.checkpoint), args.out)
         else:
-            check_destination(args.out, "plan: --out")
+            runtime.check_destination(args.out, "plan: --out")
             write_plan(make_plan(args.dataset, args.runs, args.settings), args.out)
     log.info("%s done in %.1f s (%.1f s CPU)", args.command, time.perf_counter() - started,
              time.process_time() - cpu_started)

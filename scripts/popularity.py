@@ -38,7 +38,7 @@ def popularity_scores(train: list[np.ndarray], num_items: int) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="prepared data set folder (resources/<name>)")
-    parser.add_argument("--out-dir", required=True, type=Path)
+    parser.add_argument("--out-dir", required=True, type=runtime.folder_argument)
     parser.add_argument("--settings", type=runtime.json_object, default={}, help="JSON with an `eval` section")
     parser.add_argument("--threads", type=runtime.positive_int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)

@@ -296,3 +296,15 @@ def test_a_folder_where_a_file_goes_is_named_without_a_traceback(tmp_path, caplo
         (tmp_path / "file").write_text("x")
         (tmp_path / "file" / "inside").write_text("x")
     assert stop.value.code == 2 and f"{tmp_path / 'file' / 'inside'}: not a directory; expected a folder" in caplog.text
+
+
+@pytest.mark.parametrize("script", ["pretrain", "finetune", "popularity", "aggregate"])
+def test_an_out_dir_that_is_a_file_or_below_one_is_a_usage_error(tmp_path, capsys, script):
+    """Before, a run trained its first epoch, then failed writing its checkpoint (a traceback)."""
+    (tmp_path / "file").write_text("x")
+    for out_dir, message in ((tmp_path / "file", f"{tmp_path / 'file'}: is a file; expected a folder"),
+                             (tmp_path / "file" / "run", f"{tmp_path / 'file'} is a file, where a folder is expected")):
+        with pytest.raises(SystemExit) as stop:
+            load_script(script, "scripts").main(["--out-dir", str(out_dir)])
+        assert stop.value.code == 2 and f"argument --out-dir: {out_dir}" in (err := capsys.readouterr().err)
+        assert message in err
