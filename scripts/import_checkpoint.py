@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runtime.setup_logging()
     with runtime.clear_errors():
+        runtime.check_destination(args.out, "--out")  # before converting, not at the write
         import_checkpoint(args.authors, args.data, args.out, args.variant, args.settings, args.epochs)
     return 0
 

@@ -166,6 +166,12 @@ def test_a_checkpoint_of_other_data_or_garbage_is_a_one_line_error(tiny_data, tm
         assert message in result.stderr and "Traceback" not in result.stderr
         assert "weights_only=False" not in result.stderr
         assert not (tmp_path / name).exists()
+    # an --out that is a folder: before, refused at the write (after the conversion), naming a temporary
+    torch.save(authors_state_dict(data.num_items, data.num_attributes), tmp_path / "Tiny-epochs-150.pt")
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "import_checkpoint.py"), "--authors",
+                             str(tmp_path / "Tiny-epochs-150.pt"), "--data", str(tiny_data), "--out", str(tmp_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and f"--out {tmp_path}: is a folder; expected a file's path" in result.stderr
 
 
 @pytest.mark.parametrize("settings, epochs, message", [
