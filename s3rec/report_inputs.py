@@ -177,10 +177,11 @@ def read_history(path: str | Path) -> pl.DataFrame:
     # after a filled one is a damaged row, e.g. a last line cut inside its timing cells
     for column in history.columns:
         filled = history[column].is_not_null()
-        gaps = (~filled & filled.cum_max()).arg_true()
+        first = filled.arg_true()
+        gaps = (~filled[first[0]:]).arg_true() if len(first) else []
         if len(gaps):
-            raise ValueError(f"{path}: line {gaps[0] + 2}, column {column!r}: empty after rows that hold it; "
-                             "expected a number (a truncated file?)")
+            raise ValueError(f"{path}: line {first[0] + gaps[0] + 2}, column {column!r}: empty after rows that hold "
+                             "it; expected a number (a truncated file?)")
     return history
 
 

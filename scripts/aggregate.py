@@ -12,7 +12,8 @@ authors; popularity, not finetuned) and its seed, all read from metrics.json. Wr
   CPU seconds of pretraining + finetuning), mean ± std over seeds of the chosen metrics per
   protocol; a row with a run that hit the finetuning epoch cap is marked † with a footnote. The
   CSV holds the numbers (mean, std per loss, pretraining, preset, variant, protocol and metric,
-  wall and CPU seconds, runs_at_cap, seeds_at_cap), the .md/.tex the formatted table.
+  wall and CPU seconds, runs_at_cap, seeds_at_cap; floats to 12 significant digits), the .md/.tex
+  the formatted table.
 - difference: within each loss, every rank minus its preset's full (the claim under test), and
   each preset's full minus none and minus authors, in the per-user metric, with a paired
   bootstrap interval over users (and seeds). A rank whose full is missing is left out (logged,
@@ -96,7 +97,7 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
     }
     for name, (numbers, pretty, notes) in tables.items():
         # each file through a temporary and a rename: a failure leaves no half-written table
-        runtime.save_frame(out_dir / f"{name}.csv", numbers)
+        runtime.save_frame(out_dir / f"{name}.csv", significant(numbers))
         footnotes = "".join(f"\n{note}\n" for note in notes)
         runtime.write_text(out_dir / f"{name}.md", f"{captions[name]}\n\n{report.to_markdown(pretty)}{footnotes}")
         runtime.write_text(out_dir / f"{name}.tex",
@@ -108,6 +109,19 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
         log.warning("finetuning hit the epoch cap in %s: see the results table's footnote",
                     ", ".join(f"{label} ({loss})" for loss, label in capped.rows()))
     log.info("done in %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)
+
+
+# Digits a .csv keeps of each float: past them, means and stds differ between polars versions (their
+# summation order), which broke the committed study's byte-for-byte regeneration; 12 keep far more
+# than any metric of ~10^4 users means.
+CSV_DIGITS = 12
+
+
+def significant(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with every finite float rounded to CSV_DIGITS significant digits."""
+    return frame.with_columns(pl.when(pl.col(c).is_finite()).then(pl.col(c).round_sig_figs(CSV_DIGITS))
+                              .otherwise(pl.col(c)).alias(c)
+                              for c, dtype in frame.schema.items() if dtype.is_float())
 
 
 def difference_notes(differences, left_out: list[str]) -> list[str]:
