@@ -91,8 +91,9 @@ def _label(metric: str, split: str, protocol: str | None = None) -> str:
     return f"{metric} ({where}; 0–1)"
 
 
-def _seeds_text(seeds: int) -> str:
-    return f"{seeds} seed{'s' if seeds != 1 else ''}"
+def _bars_text(seeds: int) -> str:
+    """What the error bars of a mean ± std point are."""
+    return f"bars: mean ± std over {seeds} seeds" if seeds > 1 else "points: 1 seed (no bar)"
 
 
 def _lines_text(seeds: int) -> str:
@@ -198,10 +199,11 @@ def accuracy_vs_rank(differences: pl.DataFrame, runs: pl.DataFrame, metric: str,
         if name in set(data["pretraining"]):
             handles.append(Line2D([], [], color=color, ls=style))
             labels.append(f"{name} (same loss)")
-    handles += [Line2D([], [], color="#555555", marker="|", ls="", ms=12),
-                Line2D([], [], color="#555555", marker="$*$", ls="", ms=9)]
-    labels += [f"bars: mean ± std over {_seeds_text(seeds)}",
-               f"{level}% paired interval vs the preset's full excludes 0"]
+    handles.append(Line2D([], [], color="#555555", marker="|", ls="", ms=12))
+    labels.append(_bars_text(seeds))
+    if len(differences.filter(pl.col("reference").str.ends_with("-full"))):  # else no star can be drawn
+        handles.append(Line2D([], [], color="#555555", marker="$*$", ls="", ms=9))
+        labels.append(f"{level}% paired interval vs the preset's full excludes 0")
     _bottom_legend(fig, handles, labels, ncol=min(len(labels), 3))
     return fig
 
@@ -264,7 +266,7 @@ def params_vs_accuracy(runs: pl.DataFrame, metric: str, split: str, protocols: S
         handles.append(Line2D([], [], color=NONE_COLOR, marker="o", ls=""))
         labels.append("none (no pretraining)")
     handles.append(Line2D([], [], color="#555555", marker="|", ls="", ms=12))
-    labels.append(f"bars: mean ± std over {_seeds_text(seeds)}")
+    labels.append(_bars_text(seeds))
     _bottom_legend(fig, handles, labels, ncol=min(len(labels), 5))
     return fig
 

@@ -227,6 +227,22 @@ def test_accuracy_vs_rank_panels_lines_and_references(study):
     assert ("authors (same loss)" in legend) == (name == "2x2")
 
 
+def test_accuracy_vs_rank_legend_names_only_what_is_drawn(study, tmp_path):
+    """One seed draws no bars, and without a rank-vs-full comparison no star: before, the legend
+    named both ('bars: mean ± std over 1 seed', '95% paired interval ... excludes 0')."""
+    _, inputs, _, _ = study
+    difference, *metrics = inputs["accuracy_vs_rank"]
+    fig, _ = plot_report.accuracy_vs_rank(inputs["accuracy_vs_rank"], SETTINGS)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "bars: mean ± std over 2 seeds" in legend and "95% paired interval vs the preset's full excludes 0" in legend
+    header_only = tmp_path / "difference.csv"
+    header_only.write_text(Path(difference).read_text().splitlines()[0] + "\n")
+    seed0 = [m for m in metrics if "seed1" not in Path(m).parts]
+    fig, _ = plot_report.accuracy_vs_rank([header_only, *seed0], SETTINGS)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "points: 1 seed (no bar)" in legend and not any("paired interval" in t for t in legend), legend
+
+
 def test_params_vs_accuracy_sets_equal_counts_apart_and_labels_points(study):
     _, inputs, presets, losses = study
     fig, _ = plot_report.params_vs_accuracy(inputs["params_vs_accuracy"], SETTINGS)
