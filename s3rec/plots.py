@@ -444,6 +444,7 @@ def head_spectra(spectra: pl.DataFrame, ranks: Sequence[int] = (), dataset: str 
             else:
                 ax.set_ylim(0, 1.02)
                 ax.set_xlabel("singular value index i (largest first)")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # an index: no 1.5 tick for small ranks
             ax.set_ylabel(label)
     handles = [Line2D([], [], color=palette[label]) for label in labels] + [Line2D([], [], color="white")]
     texts = list(labels) + [_lines_text(seeds)]
