@@ -36,7 +36,7 @@ from statistics import NormalDist
 import numpy as np
 import polars as pl
 
-from s3rec.metrics import per_user_metric
+from s3rec.metrics import METRICS_FULL, per_user_metric
 from s3rec.report_inputs import check_drawn_columns, check_result, read_history, read_json_object, read_ranks
 
 # Rows shown for reference only, never compared as a variant: `authors` is finetuned from the
@@ -563,7 +563,7 @@ def results_table(summary: pl.DataFrame, metrics: Sequence[str], protocols: Sequ
             CPU_COLUMN: format_cpu(first["pretrain_cpu_seconds"], first["finetune_cpu_seconds"]),
         }
         for protocol in protocols:
-            for metric in metrics:
+            for metric in (m for m in metrics if protocol == "sampled" or m in METRICS_FULL):  # no full AUC
                 cell = part.filter((pl.col("protocol") == protocol) & (pl.col("metric") == metric))
                 value = cell.row(0, named=True) if len(cell) else {"mean": None, "std": None}
                 label = PROTOCOL_LABELS.get(protocol, protocol)

@@ -268,6 +268,11 @@ def check_report_settings(settings: dict, source: str) -> None:
         test, expected = _REPORT_CHECKS[key]
         if not test(value):
             raise ValueError(f"{source}: {key}: expected {expected}, got {_show(value)}")
+    merged = {**REPORT_DEFAULTS, **settings}
+    if "sampled" not in merged["protocols"] and set(merged["metrics"]) == {"AUC"}:
+        # the full ranking has no AUC: before, a table of "–" columns
+        raise ValueError(f"{source}: metrics: expected a metric of the full ranking besides AUC (the sampled "
+                         f"protocol's alone), as protocols are {merged['protocols']}")
 
 
 def read_head_weights(path: str | Path) -> dict:

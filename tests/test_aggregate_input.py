@@ -243,6 +243,7 @@ def test_histories_may_differ_in_timing_columns_and_valid_auc(tmp_path):
     ({"metrics": ["NDCG@11"]}, "metrics: expected a non-empty list"),
     ({"metrics": []}, "metrics: expected a non-empty list"),
     ({"metrics": ["MRR", "HR@10", "MRR"]}, "metrics: expected a non-empty list without repeats"),
+    ({"metrics": ["AUC"], "protocols": ["full"]}, "metrics: expected a metric of the full ranking besides AUC"),
     ({"metric": "AUC"}, "metric: expected one of HR@1 | "),
     ({"metric": "ndcg@10"}, "metric: expected one of"),
     ({"split": "train"}, "split: expected valid | test, got 'train'"),

@@ -173,6 +173,9 @@ def error_lines(output):
      "config: settings.model.hidden_size 6 must be divisible by model.num_heads 4"),
     ("settings:\n  finetune:\n    early_stopping_protocol: sampled\n  eval:\n    protocols: [full]\n",
      "config: settings.finetune.early_stopping_protocol: sampled needs 'sampled' in eval.protocols"),
+    # what the tables' check refuses beyond the schema: before, aggregate failed after every run
+    ("report:\n  metrics: [AUC]\nsettings:\n  eval:\n    protocols: [full]\n",
+     "config: report: metrics: expected a metric of the full ranking besides AUC"),
 ])
 def test_snakemake_rejects_a_bad_key_with_a_short_message(tmp_path, text, first_line):
     """Before any job, a few short lines naming the key, its value and what was expected; not the

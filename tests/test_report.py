@@ -79,6 +79,10 @@ def test_results_table_orders_rows_and_formats_cells(runs_on_disk):
     assert table.row(2, named=True)["NDCG@10 (sampled)"] == "0.1000"  # one run: no std
     assert table.row(0, named=True)["Head params"] == "4,096"
     assert table.row(0, named=True)[report.CPU_COLUMN] == "–"  # files without cpu_seconds
+    # AUC has no full-ranking value: before, a column of "–"
+    with_auc = report.results_table(summary, metrics=["NDCG@10", "AUC"], protocols=["full", "sampled"])
+    assert [c for c in with_auc.columns if "(" in c][1:] == ["NDCG@10 (full ranking)", "NDCG@10 (sampled)",
+                                                            "AUC (sampled)"]
 
 
 def test_results_table_with_two_losses_and_two_presets(tmp_path):

@@ -230,6 +230,12 @@ def run_settings_problem():
             except ValueError as error:  # "model.hidden_size ..." -> "config: settings.model.hidden_size ..."
                 where = "settings." if str(error).split(".")[0] in settings else "settings: "
                 return f"config: {where}{error}\n  (config/README.md explains every key)"
+    from s3rec.report_inputs import check_report_settings
+
+    try:  # what the tables' own check refuses beyond the schema (e.g. only AUC without sampled)
+        check_report_settings({**config["report"], "protocols": config["settings"]["eval"]["protocols"]}, "report")
+    except ValueError as error:
+        return f"config: {error}\n  (config/README.md explains every key)"
     return None
 
 
