@@ -192,7 +192,12 @@ def dataset_of(path: str | Path) -> str:
     elif path.parent.parent.name == "report":
         folder = path.parents[2]
     else:
-        folder = _parse_run_path(path)[3].parent
+        try:
+            folder = _parse_run_path(path)[3].parent
+        except ValueError:  # say the two other layouts too (a difference.csv copied elsewhere, say)
+            raise ValueError(f"{path}: neither a run file nor popularity's or the report's; expected {RUN_LAYOUT}; "
+                             "or <root>/<dataset>/popularity/<file>, or <root>/<dataset>/report/tables/<file> "
+                             "(difference.csv)") from None
     if not folder.name:
         raise ValueError(f"{path}: no <dataset> folder above the run folder; expected {RUN_LAYOUT}")
     return folder.name

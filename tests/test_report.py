@@ -215,6 +215,10 @@ def test_run_of_path_on_both_layouts(root):
     for path in (f"{root}/seed-r16/seed2/ce/finetune_history.csv", f"{root}/popularity/metrics.json",
                  f"{root}/report/tables/difference.csv", f"{root}/authors/pretrain.pt"):
         assert report.dataset_of(path) == "beauty"
+    # a difference.csv outside report/tables/: before, the message named the run layouts only
+    with pytest.raises(ValueError, match=r"^tables/difference.csv: neither a run file nor popularity's or the "
+                                         r"report's; .* or <root>/<dataset>/report/tables/<file> \(difference.csv\)"):
+        report.dataset_of("tables/difference.csv")
 
 
 @pytest.mark.parametrize("path", [
