@@ -65,10 +65,11 @@ def prepare(workdir: Path, source: Path | None = None) -> tuple[str, Path]:
     and Beauty_item2attributes.json; an error if they are not there), else from ../shared when
     present, else generated data of Beauty's size."""
     out = workdir / "data"
-    for name in ("Beauty.txt", "Beauty_item2attributes.json") if source is not None else ():
-        if not (Path(source) / name).is_file():
-            raise FileNotFoundError(f"--source {source}: no {name}; expected Beauty.txt and "
-                                    "Beauty_item2attributes.json there")
+    if source is not None:
+        for name in ("Beauty.txt", "Beauty_item2attributes.json"):
+            if not (Path(source) / name).is_file():
+                raise FileNotFoundError(f"--source {source}: no {name}; expected Beauty.txt and "
+                                        "Beauty_item2attributes.json there")
     folder = Path(source) if source is not None else SHARED
     if (folder / "Beauty.txt").exists():
         write_prepared(read_s3rec(folder / "Beauty.txt", folder / "Beauty_item2attributes.json"), out)

@@ -426,7 +426,9 @@ def head_spectra(spectra: pl.DataFrame, ranks: Sequence[int] = (), dataset: str 
         (pl.col("value") / pl.col("value").max().over("pretraining", "seed", "head")).alias("normalised"),
         ((pl.col("value") ** 2).cum_sum().over("pretraining", "seed", "head", order_by="index")
          / (pl.col("value") ** 2).sum().over("pretraining", "seed", "head")).alias("energy"),
-    ).with_columns(pl.col("normalised", "energy").cast(pl.Float32))  # as the values (plot_report): see there
+    # drawn at float32, the weights' own precision: the float64 SVD's and sums' last bits differ
+    # between numpy and polars builds, and moved pixels of the committed study's figure
+    ).with_columns(pl.col("normalised", "energy").cast(pl.Float32))
     fig, axes = plt.subplots(2, len(heads), figsize=(4.8 * len(heads), 6.6), squeeze=False, sharex="col",
                              layout="constrained")
     for column, head in enumerate(heads):

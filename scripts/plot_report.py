@@ -154,9 +154,6 @@ def head_spectra(inputs, s):
             if values is None:
                 log.warning("%s has no %s head: left out", path, head)
                 continue
-            # to float32, the weights' own precision: the float64 SVD's last bits differ between
-            # numpy builds, and moved pixels of the committed study's figure
-            values = values.astype(np.float32)
             # the authors' checkpoint serves every seed: one spectrum, drawn as seed 0
             rows += [{"pretraining": pretraining, "seed": seed or 0, "head": head, "index": i + 1, "value": float(v)}
                      for i, v in enumerate(values)]

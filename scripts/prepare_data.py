@@ -74,13 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, fmt in OWN_OPTIONS.items():
         if getattr(args, name.replace("-", "_")) is not None and args.format != fmt:
             parser.error(f"--{name} is read with --format {fmt} only, not --format {args.format}")
-    args.k_core = 5 if args.k_core is None else args.k_core
-    for name in ("users", "items", "seed"):
-        if getattr(args, name) is None:
-            setattr(args, name, getattr(SyntheticSpec, name))
-    if args.format == "synthetic":
+    if args.format == "synthetic" and args.attributes is not None:
         try:
-            args.attributes = SyntheticSpec.attributes if args.attributes is None else int(args.attributes)
+            args.attributes = int(args.attributes)
         except ValueError:
             parser.error(f"--format synthetic: --attributes expects a number, got {args.attributes!r}")
     return args
@@ -89,9 +85,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build(args: argparse.Namespace) -> Prepared:
     if args.format == "s3rec":
         return read_s3rec(args.sequences, args.attributes, args.negatives)
+    def given(*names):  # the options given; the others take read_amazon's and SyntheticSpec's defaults
+        return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
     if args.format == "amazon":
-        return read_amazon(args.reviews, args.meta, k_core=args.k_core)
-    return generate(SyntheticSpec(users=args.users, items=args.items, attributes=args.attributes, seed=args.seed))
+        return read_amazon(args.reviews, args.meta, **given("k_core"))
+    return generate(SyntheticSpec(**given("users", "items", "attributes", "seed")))
 
 
 def refuse(err: OutputRefused) -> NoReturn:

@@ -215,7 +215,8 @@ def check_config():
 
 def run_settings_problem():
     """What RunConfig refuses beyond the schema (s3rec/config.py validate: a hidden_size that
-    num_heads does not divide, early stopping on a protocol not evaluated), or None: checked
+    num_heads does not divide, early stopping on a protocol not evaluated), and what the tables'
+    settings check refuses (report_inputs.check_report_settings), or None: checked
     once per preset and loss, so that it is said before any job rather than by the first
     training job, after the data are prepared."""
     from s3rec.config import RunConfig
