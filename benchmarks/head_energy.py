@@ -7,7 +7,9 @@ For every dense head weight W in the given heads.pt (or pretrain.pt) files: the 
 ‖W‖²_F that its best rank-r approximation keeps (Eckart–Young: Σ_{i≤r} σᵢ² / Σ σᵢ²), the upper
 bound on what W = U Vᵀ with U, V ∈ ℝ^{d×r} can represent of what the dense head learned.
 Low-rank heads are skipped (their W has rank r by construction). Prints one JSON object: each
-file's values and, per pretraining, the mean and std over its seeds.
+file's values and, per data set and pretraining, the mean and std over its seeds. A run's
+head weights given twice (its heads.pt and pretrain.pt, or a copy under another root) are
+refused: they would count as another seed.
 """
 from __future__ import annotations
 
@@ -24,24 +26,25 @@ from s3rec.config import HEAD_NAMES
 def energies(path: Path, heads: list[str], ranks: list[int]) -> list[dict]:
     state = report_inputs.read_head_weights(path)
     pretraining, seed, _ = report.run_of_path(path)
+    dataset = report.dataset_of(path)
     rows = []
     for head in heads:
         if not any(key.endswith(f"heads.{head}.weight") for key in state):
             continue  # absent, or low rank
         report_inputs.check_head_finite(path, state, head)
         kept = report.rank_energy(report.head_spectrum(state, head), ranks)
-        rows.append({"file": str(path), "pretraining": pretraining, "seed": seed, "head": head,
+        rows.append({"file": str(path), "dataset": dataset, "pretraining": pretraining, "seed": seed, "head": head,
                      "energy": {str(r): v for r, v in kept.items()}})
     return rows
 
 
 def summary(rows: list[dict], ranks: list[int]) -> list[dict]:
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["pretraining"], row["head"]), []).append(row)
+        groups.setdefault((row["dataset"], row["pretraining"], row["head"]), []).append(row)
     out = []
-    for (pretraining, head), members in groups.items():
-        entry = {"pretraining": pretraining, "head": head, "files": len(members)}
+    for (dataset, pretraining, head), members in groups.items():
+        entry = {"dataset": dataset, "pretraining": pretraining, "head": head, "files": len(members)}
         for r in map(str, ranks):
             values = np.array([m["energy"][r] for m in members])
             entry[f"r{r}"] = {"mean": float(values.mean()),
@@ -67,8 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranks", nargs="+", type=runtime.positive_int, default=[8, 16, 32])
     parser.add_argument("--heads", nargs="+", default=["aap", "map"], choices=HEAD_NAMES)
     args = parser.parse_args(argv)
+    for option, values in (("--ranks", args.ranks), ("--heads", args.heads)):
+        if len(set(values)) < len(values):  # a rank twice would be one key of each file's "energy"
+            parser.error(f"{option}: a value given twice in {' '.join(map(str, values))}")
     runtime.setup_logging()
     with runtime.clear_errors():  # a file that is no run's checkpoint, NaN weights: its message alone
+        report.check_each_run_once(args.files)
         rows = [row for path in args.files for row in energies(path, args.heads, args.ranks)]
     if not rows:
         parser.error("no dense head among the given files (low-rank heads are skipped)")

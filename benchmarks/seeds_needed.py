@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", nargs="+", default=["full", "sampled"], choices=["full", "sampled"])
     parser.add_argument("--split", default="test", choices=["valid", "test"])
     args = parser.parse_args(argv)
+    if len(set(args.protocols)) < len(args.protocols):  # each comparison would be listed twice
+        parser.error(f"--protocols: a protocol given twice in {' '.join(args.protocols)}")
     runtime.setup_logging()
     rows, skipped = [], []
     with runtime.clear_errors():  # a malformed or missing run file, a protocol the runs lack: its message alone
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     rows.append(row)
     if not rows:
-        parser.error("no comparison with two common seeds or more among the given runs")
+        parser.error("no comparison with two common seeds or more among the given runs"
+                     + (f"; with one: {'; '.join(skipped)}" if skipped else ""))
     print(json.dumps({"target_share": args.target, "metric": args.metric, "split": args.split,
                       "comparisons": rows, "skipped": skipped}, indent=1))
     return 0

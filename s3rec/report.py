@@ -215,19 +215,27 @@ def one_dataset(paths: Sequence[str | Path]) -> str:
     return next(iter(first))
 
 
+# a run's pretraining checkpoint, and the copy of its head weights alone (scripts/export_study.py)
+HEAD_CHECKPOINTS = ("pretrain.pt", "heads.pt")
+
+
 def check_each_run_once(paths: Sequence[str | Path]) -> None:
     """Each run's file given once: the same file twice, or a copy of it under another root
-    (results/ and study/), would be drawn twice as one run's, or as another seed's. Popularity's
+    (results/ and study/), would be drawn twice as one run's, or as another seed's. A run's
+    heads.pt holds its pretrain.pt's head weights, so the two count as one file. Popularity's
     and the report's files are not run files."""
     seen: dict[tuple, Path] = {}
     for path in map(Path, paths):
         if path.parent.name == "popularity" or path.parent.parent.name == "report":
             continue
         pretraining, seed, loss = run_of_path(path)
-        identity = (path.name, pretraining, seed, loss)
+        kind = "pretrain.pt" if path.name in HEAD_CHECKPOINTS else path.name
+        identity = (dataset_of(path), kind, pretraining, seed, loss)
         if identity in seen:
             run = f"{pretraining}" + (f" seed {seed}" if seed is not None else "") + (f", {loss}" if loss else "")
-            raise ValueError(f"{seen[identity]} and {path}: both are the {path.name} of {run}; expected each once")
+            what = "head weights" if path.name in HEAD_CHECKPOINTS else path.name
+            raise ValueError(f"{seen[identity]} and {path}: both are the {what} of {run} of {identity[0]}; "
+                             "expected each once")
         seen[identity] = path
 
 

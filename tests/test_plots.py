@@ -429,6 +429,20 @@ def test_runs_of_two_data_sets_or_one_run_twice_are_refused(small_study, tmp_pat
     assert not out.exists()
 
 
+def test_head_spectra_refuses_a_runs_heads_and_pretraining_checkpoint_together(small_study, tmp_path, caplog):
+    """heads.pt holds pretrain.pt's head weights: before, both were drawn, the run twice."""
+    inputs = copied(small_study, tmp_path, "head_spectra")
+    heads = tmp_path / "toy" / "seed-r2" / "seed0" / "heads.pt"
+    pretrain = heads.with_name("pretrain.pt")
+    pretrain.write_bytes(heads.read_bytes())
+    out = tmp_path / "figure.png"
+    with pytest.raises(SystemExit):
+        plot_report.main(["head_spectra", "--inputs", *map(str, inputs), str(pretrain), "--out", str(out)])
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"{heads} and {pretrain}: both are the head weights of seed-r2 seed 0 of toy; expected each once"]
+    assert not out.exists()
+
+
 def test_data_distributions_draws_one_checked_data_set(tmp_path, caplog):
     from s3rec.data import write_prepared
     from s3rec.synthetic import SyntheticSpec, generate

@@ -482,8 +482,39 @@ def test_head_energy_benchmark_reports_dense_heads_per_pretraining(tmp_path, cap
     assert aap["r1"]["mean"] == pytest.approx((4 / 6 + 1 / 4) / 2, abs=1e-4)
     assert aap["r2"]["mean"] == pytest.approx((5 / 6 + 2 / 4) / 2, abs=1e-4)
     assert aap["r2"]["std"] == pytest.approx(np.std([5 / 6, 2 / 4], ddof=1), abs=1e-4)
+    assert {s["dataset"] for s in out["summary"]} == {"toy"}
     with pytest.raises(SystemExit):  # a low-rank head alone: nothing to report, a clear error
         head_energy.main([str(files[2])])
+
+
+def test_head_energy_keeps_data_sets_apart_and_refuses_a_run_twice(tmp_path, capsys, caplog):
+    """Before, a run given twice (its heads.pt and pretrain.pt, or one file twice) counted as
+    two seeds with std 0, two data sets' seed-full were averaged together, and a rank given
+    twice was printed once in each file's energies but twice in `ranks`."""
+    import torch
+
+    head_energy = load_script("head_energy", folder="benchmarks")
+    paths = {}
+    for dataset, scale in (("one", [2.0, 1.0]), ("two", [1.0, 1.0])):
+        path = tmp_path / dataset / "seed-full" / "seed0" / "heads.pt"
+        path.parent.mkdir(parents=True)
+        torch.save({"state_dict": {"heads.aap.weight": torch.diag(torch.tensor(scale))}}, path)
+        paths[dataset] = path
+    assert head_energy.main([str(paths["one"]), str(paths["two"]), "--ranks", "1", "--heads", "aap"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert [(s["dataset"], s["files"], s["r1"]["mean"]) for s in summary] == [("one", 1, 0.8), ("two", 1, 0.5)]
+    pretrain = paths["one"].with_name("pretrain.pt")
+    pretrain.write_bytes(paths["one"].read_bytes())
+    for twice in ([paths["one"], paths["one"]], [paths["one"], pretrain]):
+        caplog.clear()
+        with pytest.raises(SystemExit) as stop:
+            head_energy.main(list(map(str, twice)))
+        assert stop.value.code == 2
+        assert f"{twice[0]} and {twice[1]}: both are the head weights of seed-full seed 0 of one; expected " \
+               "each once" in caplog.text
+    with pytest.raises(SystemExit) as stop:
+        head_energy.main([str(paths["one"]), "--ranks", "8", "16", "8"])
+    assert stop.value.code == 2 and "--ranks: a value given twice in 8 16 8" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("saved, message", [
@@ -557,6 +588,10 @@ def test_seeds_needed_benchmark_sizes_each_comparison_with_two_seeds(tmp_path, c
     assert len(out["skipped"]) == 1 and out["skipped"][0].startswith("seed-r8 − seed-full (bce, full)")
     with pytest.raises(SystemExit):  # one seed everywhere: nothing to size, a clear error
         seeds_needed.main([str(paths[0]), str(paths[-1])])
+    assert "with one: seed-r8 − seed-full (bce, full): one common seed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # before, each comparison was listed once per time given
+        seeds_needed.main([*map(str, paths), "--protocols", "full", "full"])
+    assert "--protocols: a protocol given twice in full full" in capsys.readouterr().err
 
 
 def test_reproduction_table_pairs_two_arms_user_by_user(tmp_path, capsys):
