@@ -197,6 +197,31 @@ def history_sum(history: list[dict], *columns: str) -> float:
     return float(sum(row.get(column, 0.0) for row in history for column in columns))
 
 
+# the finetuning settings metrics.json repeats under "finetune" (the report's labels and notes)
+RECORDED_FINETUNING = ("loss", "negatives_exclude_heldout", "batching", "early_stopping_metric",
+                       "early_stopping_protocol")
+
+
+def validation(score, split, negatives, num_items: int, cfg: RunConfig):
+    """The per-epoch validation of a finetuning: (early-stopping score, metrics and CPU seconds)
+    by the protocol that early stopping watches."""
+    f = cfg.finetune
+
+    def validate():
+        start = time.process_time()
+        if f.early_stopping_protocol == "sampled":
+            ranks = sampled_ranks(score, split.train, split.valid_target, negatives, batch_size=cfg.eval.batch_size)
+            metrics = metrics_from_ranks(ranks, num_candidates=negatives.shape[1] + 1)
+        else:
+            ranks = full_ranking_ranks(score, split.train, split.valid_target, num_items,
+                                       exclude_history=cfg.eval.exclude_history, batch_size=cfg.eval.batch_size)
+            metrics = metrics_from_ranks(ranks)
+        # becomes the history column valid_cpu_seconds
+        return metrics[f.early_stopping_metric], metrics | {"cpu_seconds": time.process_time() - start}
+
+    return validate
+
+
 def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
              pretrained: Path | None = None, stop_after: int | None = None) -> dict | None:
     """Finetune (or train from scratch for `none`), then evaluate the best epoch on both splits."""
@@ -233,24 +258,13 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
             total, count, instances = total + loss.detach().double(), count + 1, instances + sum(len(c.inputs) for c in step)
         return {"loss": float(total) / max(count, 1), "instances": instances}
 
-    def validate():
-        start = time.process_time()
-        if f.early_stopping_protocol == "sampled":
-            ranks = sampled_ranks(score, split.train, split.valid_target, negatives, batch_size=cfg.eval.batch_size)
-            metrics = metrics_from_ranks(ranks, num_candidates=negatives.shape[1] + 1)
-        else:
-            ranks = full_ranking_ranks(score, split.train, split.valid_target, dataset.num_items,
-                                       exclude_history=cfg.eval.exclude_history, batch_size=cfg.eval.batch_size)
-            metrics = metrics_from_ranks(ranks)
-        # becomes the history column valid_cpu_seconds
-        return metrics[f.early_stopping_metric], metrics | {"cpu_seconds": time.process_time() - start}
-
     out_dir = Path(out_dir)
     inputs = data_files(data_dir) + ([Path(pretrained)] if pretrained else [])
     identity = {"config": run_identity(cfg), "variant": variant, "inputs": runtime.digest(inputs)}
     state = run_epochs(model=encoder, optimizer=optimizer, epochs=f.epochs, seed=cfg.seed, train_epoch=train_epoch,
                        checkpoint=out_dir / "finetune.state.pt", config=identity,
-                       history_path=out_dir / "finetune_history.csv", validate=validate,
+                       history_path=out_dir / "finetune_history.csv",
+                       validate=validation(score, split, negatives, dataset.num_items, cfg),
                        patience=f.patience, stop_after=stop_after)
     early_stopped = state.bad_epochs >= f.patience
     if state.epoch < f.epochs and not early_stopped:
@@ -274,9 +288,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
         "cpu_seconds": {"pretrain": pretraining["cpu_seconds"],
                         "finetune": history_sum(state.history, "cpu_seconds", "valid_cpu_seconds")
                         + time.process_time() - evaluation_cpu},
-        "finetune": {"loss": f.loss, "negatives_exclude_heldout": f.negatives_exclude_heldout,
-                     "batching": f.batching, "early_stopping_metric": f.early_stopping_metric,
-                     "early_stopping_protocol": f.early_stopping_protocol},
+        "finetune": {key: getattr(f, key) for key in RECORDED_FINETUNING},
         "execution": execution | peak_memory(device), "config": recorded_config(cfg, pretraining["pretrain"]),
         "provenance": provenance,
     }
