@@ -95,20 +95,20 @@ def build(args: argparse.Namespace) -> Prepared:
 
 def refuse(err: OutputRefused) -> NoReturn:
     """--out cannot be used as it is: exit 2 (a usage error, as argparse's), nothing touched."""
-    log.error("--out %s", err)
-    print(f"prepare_data: error: --out {err}", file=sys.stderr)
+    print(f"prepare_data: error: --out {err}", file=sys.stderr)  # once: not also logged
     sys.exit(2)
 
 
 def fail(message: str) -> NoReturn:
     """Bad input (or an output that could not be written): exit 1, no partial output."""
-    log.error("%s", message)
-    sys.exit(f"prepare_data: error: {message}")
+    sys.exit(f"prepare_data: error: {message}")  # printed once, to stderr: not also logged
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # the format of every job's log (runtime.setup_logging's, which would import torch: 2 s)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     started = time.perf_counter()
     try:
         check_output_dir(args.out, args.force)  # before reading the input: refuse at once

@@ -7,6 +7,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -173,7 +174,24 @@ def test_script_refusal_exit_code_and_no_traceback(tmp_path, release):
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     assert "prepare_data: error: --out" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr  # before, logged and printed: twice
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_bad_input_is_one_line_on_stderr_and_info_is_logged_as_every_job_logs(tmp_path):
+    """Before, an error was logged and printed (twice in the job's log), and the log lines carried
+    a full date where every other job's log has HH:MM:SS."""
+    def run(*args):
+        return subprocess.run([sys.executable, "scripts/prepare_data.py", "--format", "synthetic", *args],
+                              cwd=REPO, capture_output=True, text=True)
+
+    bad = run("--users", "30", "--items", "2", "--attributes", "3", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 1 and bad.stderr.splitlines() == [
+        "prepare_data: error: synthetic: expected 5 <= items <= 5000 (sequences have at least 5 distinct items; "
+        "the transition matrix is dense), got 2"]
+    good = run("--users", "30", "--items", "20", "--attributes", "3", "--out", str(tmp_path / "good"))
+    assert good.returncode == 0
+    assert re.match(r"\d\d:\d\d:\d\d INFO prepare_data: wrote ", good.stderr), good.stderr
 
 
 # --- finding 3: the items are the ids of the sequences ---------------------------------------
