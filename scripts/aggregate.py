@@ -17,7 +17,8 @@ authors; popularity, not finetuned) and its seed, all read from metrics.json. Wr
 - difference: within each loss, every rank minus its preset's full (the claim under test), and
   each preset's full minus none and minus authors, in the per-user metric, with a paired
   bootstrap interval over users (and seeds). A rank whose full is missing is left out (logged,
-  and named below the table in its .md and .tex).
+  and named below the table in its .md and .tex); so is each comparison on one common seed,
+  whose interval covers users only.
 Bad input (a malformed metrics.json or ranks.parquet, a run given twice, a --settings value of
 the wrong type or range) ends it with exit status 2 and a message naming the file or key; each
 table file is written through a temporary file and a rename.
@@ -93,7 +94,8 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
     tables = {
         "results": (summary, report.results_table(summary, s["metrics"], s["protocols"]),
                     report.results_notes(summary)),
-        "difference": (differences, report.format_difference_table(differences), difference_notes(differences, left_out)),
+        "difference": (differences, report.format_difference_table(differences),
+                       difference_notes(differences, left_out, s["resample_seeds"])),
     }
     for name, (numbers, pretty, notes) in tables.items():
         # each file through a temporary and a rename: a failure leaves no half-written table
@@ -124,9 +126,18 @@ def significant(frame: pl.DataFrame) -> pl.DataFrame:
                               for c, dtype in frame.schema.items() if dtype.is_float())
 
 
-def difference_notes(differences, left_out: list[str]) -> list[str]:
-    """What a partial study's difference table lacks, said in the table's files, not only in the log."""
+def difference_notes(differences, left_out: list[str], resample_seeds: bool = True) -> list[str]:
+    """What a partial study's difference table lacks, said in the table's files, not only in the log:
+    comparisons left out, and those on one seed, whose interval the caption's "re-sampling users
+    and seeds" would otherwise pass off as covering the variation between seeds."""
     notes = [f"Left out: {'; '.join(left_out)}."] if left_out else []
+    one_seed = report.report_order(differences.filter(pl.col("seeds") == 1)
+                                   .unique(["loss", "pretraining", "reference"]), "reference")
+    if resample_seeds and len(one_seed):
+        named = "; ".join(f"{label} − {reference} ({loss})"
+                          for loss, label, reference in one_seed.select("loss", "pretraining", "reference").rows())
+        notes.append(f"On one seed: {named}. Their intervals re-sample users only: they say nothing of how "
+                     "the difference varies between seeds.")
     if differences.is_empty() and not left_out:
         notes.append("No comparison: no preset's full was finetuned with the same loss as none, authors or a rank.")
     return notes

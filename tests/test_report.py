@@ -428,6 +428,25 @@ def test_aggregate_is_byte_identical_for_inputs_in_any_order_and_logs_left_out_p
     assert r"{\footnotesize Left out: seed-r8 $-$ seed-full (ce)" in (tmp_path / "tables0" / "difference.tex").read_text()
 
 
+def test_a_comparison_on_one_seed_is_named_below_the_difference_table(tmp_path):
+    """Before, a one-seed interval stood under the caption "re-sampling users and seeds" like any
+    other, though it says nothing of the variation between seeds (the .csv's `seeds` alone said 1)."""
+    paths = study_ranks(tmp_path / "two", {"bce": ["seed-full", "seed-r16"]})
+    paths += study_ranks(tmp_path / "one", {"bce": ["seed-r8"], "ce": ["seed-full", "seed-r8"]}, seeds=(0,))[:-1]
+    for resample, expected in ((True, "\nOn one seed: seed-r8 − seed-full (bce); seed-r8 − seed-full (ce). Their "
+                                      "intervals re-sample users only: they say nothing of how the difference "
+                                      "varies between seeds.\n"),
+                               (False, None)):  # the caption says "re-sampling users" already
+        out = tmp_path / f"t{resample}"
+        assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(out), "--settings",
+                               json.dumps({"bootstrap_samples": 100, "resample_seeds": resample})]) == 0
+        table = (out / "difference.md").read_text()
+        assert (table.endswith(expected) if expected else "On one seed" not in table), table
+    seeds = (pl.read_csv(tmp_path / "tTrue" / "difference.csv").select("loss", "pretraining", "seeds")
+             .unique().sort("loss", "pretraining"))
+    assert seeds.rows() == [("bce", "seed-r16", 2), ("bce", "seed-r8", 1), ("ce", "seed-r8", 1)]
+
+
 def test_a_difference_table_without_any_pair_says_so(tmp_path):
     paths = study_ranks(tmp_path / "runs", {"bce": ["none", "seed-r8"]})  # no seed-full
     assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(tmp_path / "t"),
