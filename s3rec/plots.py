@@ -91,14 +91,29 @@ def _label(metric: str, split: str, protocol: str | None = None) -> str:
     return f"{metric} ({where}; 0–1)"
 
 
-def _bars_text(seeds: int) -> str:
-    """What the error bars of a mean ± std point are."""
-    return f"bars: mean ± std over {seeds} seeds" if seeds > 1 else "points: 1 seed (no bar)"
+def _seed_counts(frame: pl.DataFrame, *by: str) -> list[int]:
+    """The distinct numbers of seeds behind the drawn means, one mean per group `by`: a partial
+    study's points may rest on different numbers of seeds."""
+    return sorted(set(frame.group_by(*by).agg(pl.col("seed").n_unique())["seed"].to_list()))
 
 
-def _lines_text(seeds: int) -> str:
-    """What the lines and bands of a seaborn errorbar="sd" plot are."""
-    return f"lines: mean over {seeds} seeds, bands: ± 1 std" if seeds > 1 else "lines: 1 seed (no band)"
+def _seeds_text(counts: Sequence[int]) -> str:
+    return f"{counts[0]}–{counts[-1]} seeds" if len(counts) > 1 else f"{counts[0]} seeds"
+
+
+def _bars_text(counts: Sequence[int]) -> str:
+    """What the error bars of mean ± std points resting on `counts` seeds (_seed_counts) are."""
+    if not counts or counts[-1] == 1:
+        return "points: 1 seed (no bar)"
+    return f"bars: mean ± std over {_seeds_text(counts)}" + ("; no bar: 1 seed" if counts[0] == 1 else "")
+
+
+def _lines_text(counts: Sequence[int]) -> str:
+    """What the lines and bands of a seaborn errorbar="sd" plot of `counts` seeds are."""
+    if not counts or counts[-1] == 1:
+        return "lines: 1 seed (no band)"
+    return (f"lines: mean over {_seeds_text(counts)}, bands: ± 1 std"
+            + ("; no band: 1 seed" if counts[0] == 1 else ""))
 
 
 def _losses(frame: pl.DataFrame) -> list[str]:
@@ -192,7 +207,7 @@ def accuracy_vs_rank(differences: pl.DataFrame, runs: pl.DataFrame, metric: str,
             floor = summary.filter(pl.col("pretraining") == "popularity")
             note = f"\npopularity: {floor['mean'][0]:.4f}" if len(floor) else ""
             ax.set_title(_panel_title(loss, protocol) + note, fontsize=10)
-    seeds = data.filter(pl.col("preset").is_not_null())["seed"].n_unique()
+    seeds = _seed_counts(data.filter(pl.col("preset").is_not_null()), "loss", "pretraining")
     handles = [Line2D([], [], color=preset_color(p, presets), marker="o") for p in presets]
     labels = [f"preset {p}" for p in presets]
     for name, (color, style) in REFERENCE_STYLES.items():
@@ -235,7 +250,7 @@ def params_vs_accuracy(runs: pl.DataFrame, metric: str, split: str, protocols: S
     rows = max(len(losses), 1)
     fig, axes = plt.subplots(rows, len(protocols), figsize=(4.8 * len(protocols), 3.6 * rows + 0.6), squeeze=False,
                              sharex=True, layout="constrained")
-    seeds = data["seed"].n_unique()
+    seeds = _seed_counts(data, "loss", "pretraining")
     for row, loss in enumerate(losses):
         for ax, protocol in zip(axes[row], protocols):
             summary = _mean_std(data.filter((pl.col("loss") == loss) & (pl.col("protocol") == protocol)))
@@ -305,7 +320,7 @@ def pretrain_losses(history: pl.DataFrame, weights: dict[str, dict[str, float]] 
     presets = sort_presets(history["preset"])
     labels = sort_pretrainings(history["pretraining"])
     palette = pretraining_palette(labels)
-    seeds = history["seed"].n_unique()
+    seeds = _seed_counts(history, "pretraining")
     long = history.unpivot(index=["pretraining", "preset", "seed", "epoch"], on=tasks, variable_name="task",
                            value_name="value").to_pandas()
     fig, axes = plt.subplots(len(presets), len(tasks), figsize=(3.4 * len(tasks), 2.9 * len(presets) + 0.9),
@@ -421,7 +436,8 @@ def head_spectra(spectra: pl.DataFrame, ranks: Sequence[int] = (), dataset: str 
     heads = [h for h in ("aap", "mip", "map", "sp") if h in set(spectra["head"])]
     labels = sort_pretrainings(spectra["pretraining"])
     palette = pretraining_palette(labels)
-    seeds = spectra["seed"].n_unique()
+    # the authors' one checkpoint is no seed of theirs: it widens no count
+    seeds = _seed_counts(spectra.filter(pl.col("pretraining") != "authors"), "pretraining")
     frame = spectra.with_columns(
         (pl.col("value") / pl.col("value").max().over("pretraining", "seed", "head")).alias("normalised"),
         ((pl.col("value") ** 2).cum_sum().over("pretraining", "seed", "head", order_by="index")

@@ -243,6 +243,22 @@ def test_accuracy_vs_rank_legend_names_only_what_is_drawn(study, tmp_path):
     assert "points: 1 seed (no bar)" in legend and not any("paired interval" in t for t in legend), legend
 
 
+def test_legends_say_the_range_of_seeds_when_means_rest_on_different_numbers(study):
+    """A partial study (seed-r2 on seed 0 alone): before, the legends said "over 2 seeds" of
+    every point and line, the barless seed-r2 points included."""
+    _, inputs, _, _ = study
+
+    def legend(figure):
+        fig, _ = getattr(plot_report, figure)([p for p in inputs[figure] if "seed-r2/seed1" not in str(p)], SETTINGS)
+        return [t.get_text() for t in fig.legends[0].get_texts()]
+
+    for figure in ("accuracy_vs_rank", "params_vs_accuracy"):
+        assert "bars: mean ± std over 1–2 seeds; no bar: 1 seed" in legend(figure), figure
+    assert "lines: mean over 1–2 seeds, bands: ± 1 std; no band: 1 seed; loss = Σ weight × task loss" in \
+        legend("pretrain_losses")
+    assert "lines: mean over 1–2 seeds, bands: ± 1 std; no band: 1 seed" in legend("head_spectra")
+
+
 def test_params_vs_accuracy_sets_equal_counts_apart_and_labels_points(study):
     _, inputs, presets, losses = study
     fig, _ = plot_report.params_vs_accuracy(inputs["params_vs_accuracy"], SETTINGS)
