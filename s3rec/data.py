@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import zlib
@@ -539,10 +540,12 @@ def read_s3rec(sequences_path: str | Path, attributes_path: str | Path,
         raise DataError(f"{sequences_path}: no item ids at all; expected lines 'user_id item_id ...'")
     num_items = int(seen_items.max())
     if len(seen_items) != num_items:
-        gaps = np.setdiff1d(np.arange(1, num_items + 1), seen_items)
+        # seen_items is sorted: the first gap is where it leaves 1, 2, 3, ... (no array of 1..M,
+        # which for one id near MAX_ID would take 16 GiB)
+        first_gap = int(np.flatnonzero(seen_items != np.arange(1, len(seen_items) + 1))[0]) + 1
         raise DataError(
-            f"{sequences_path}: item ids are not contiguous: {len(gaps)} of the ids 1..{num_items} occur in no "
-            f"sequence (the first is {int(gaps[0])}); expected every id from 1 to the largest ({num_items}), "
+            f"{sequences_path}: item ids are not contiguous: {num_items - len(seen_items)} of the ids 1..{num_items} "
+            f"occur in no sequence (the first is {first_gap}); expected every id from 1 to the largest ({num_items}), "
             "as in the authors' release (ids are kept, so a missing id would become an item nobody interacted with)"
         )
     missing = np.setdiff1d(seen_items, np.fromiter(raw_attributes, dtype=np.int64))
@@ -628,14 +631,12 @@ def _user_lines(path: Path) -> Iterator[tuple[int, int, list[int]]]:
     sequences and negatives): integers only, each user on one line."""
     seen: dict[int, int] = {}
     for lineno, line in numbered_lines(path):
-        fields = line.split()
-        try:
-            ids = [int(f) for f in fields]
-        except ValueError:
-            bad = next(f for f in fields if not _is_int(f))
-            raise DataError(
-                f"{path}:{lineno}: expected 'user_id item_id ...' of integers, got {bad!r}"
-            ) from None
+        fields = _SEPARATOR.split(line.strip(" \t\r\n"))
+        bad = next((f for f in fields if not _is_int(f)), None)
+        if bad is not None:  # also "1_0", "+1", "٥" or "4\x1f5", which int() and str.split() would take
+            raise DataError(f"{path}:{lineno}: expected 'user_id item_id ...' of integers, got {bad!r} "
+                            "(ids of the digits 0-9, separated by spaces or tabs)")
+        ids = [int(f) for f in fields]
         if max(ids) > MAX_ID:
             raise DataError(f"{path}:{lineno}: expected ids up to {MAX_ID} (stored as int32), got {max(ids)}")
         if ids[0] in seen:
@@ -669,6 +670,9 @@ def _read_s3rec_attributes(path: Path) -> dict[int, list[int]]:
         raw = json.loads(text, object_pairs_hook=_Pairs)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: malformed JSON at column {err.colno}: {err.msg}") from None
+    except (ValueError, RecursionError) as err:  # an integer of over 4,300 digits; arrays nested too deep
+        raise DataError(f"{path}: unreadable JSON ({type(err).__name__}: {first_line(err)}); expected a JSON "
+                        "object {\"item_id\": [attribute ids]}") from None
     if not isinstance(raw, _Pairs):
         raise DataError(f"{path}: expected a JSON object mapping item ids to attribute lists")
     result: dict[int, list[int]] = {}
@@ -681,9 +685,11 @@ def _read_s3rec_attributes(path: Path) -> dict[int, list[int]]:
         if int(key) in key_of:  # '4' and '04'
             raise DataError(f"{path}: keys {key_of[int(key)]!r} and {key!r} are both item {int(key)}; "
                             "expected one entry per item")
-        if not isinstance(values, list) or not all(_is_id(v) for v in values):
+        # a JSON object is a _Pairs, a list too: `{}` would pass as an empty list
+        if not isinstance(values, list) or isinstance(values, _Pairs) or not all(_is_id(v) for v in values):
+            shown = dict(values) if isinstance(values, _Pairs) else values
             raise DataError(f"{path}: item {key}: expected a list of integer attribute ids in 1..{MAX_ID}, "
-                            f"got {values!r}")
+                            f"got {shown!r}")
         key_of[int(key)] = key
         result[int(key)] = values
     return result
@@ -693,12 +699,15 @@ class _Pairs(list):
     """A JSON object read as its list of (key, value) pairs, told apart from a JSON array."""
 
 
+# Fields of the authors' text files: ASCII digits (a minus, to be refused as an id < 1 by name),
+# separated by spaces or tabs. int() and str.split() would also take "+1", "1_0" (10), "٥" (5)
+# and split at "\x1f" or a no-break space: data changed without a word.
+_SEPARATOR = re.compile(r"[ \t]+")
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
+    return _INTEGER.fullmatch(text) is not None
 
 
 def _is_id(value: object) -> bool:

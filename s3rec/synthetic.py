@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from s3rec.config import SEED_MAX
-from s3rec.data import DataError, Prepared, drop_short_users
+from s3rec.data import MAX_ID, DataError, Prepared, drop_short_users
 
 MIN_SEQUENCE = 5  # as in the paper's 5-core data sets
 MAX_ITEMS = 5000  # the (items, items) transition matrix is dense: 200 MB at this size
@@ -40,9 +40,9 @@ class SyntheticSpec:
     p_chain: float = 0.3  # ... from a cluster the current cluster leads to (else: popularity)
 
     def check(self) -> None:
-        for name in ("users", "attributes"):
-            if getattr(self, name) < 1:
-                raise DataError(f"synthetic: expected {name} >= 1, got {getattr(self, name)}")
+        for name in ("users", "attributes"):  # ids 1..N, stored as int32: a larger N would wrap around
+            if not 1 <= getattr(self, name) <= MAX_ID:
+                raise DataError(f"synthetic: expected 1 <= {name} <= {MAX_ID}, got {getattr(self, name)}")
         if not 0 <= self.seed <= SEED_MAX:  # numpy's generators take no negative seed
             raise DataError(f"synthetic: expected a seed in [0, {SEED_MAX}], got {self.seed}")
         if not MIN_SEQUENCE <= self.items <= MAX_ITEMS:

@@ -157,6 +157,18 @@ def test_load_dataset_item_rows_must_cover_all_items(tmp_path):
     "sequences, attributes, message",
     [
         ("1 1 2 3\n2 4 x 1\n", TOY_ATTRIBUTES, r"Toy\.txt:2: expected 'user_id item_id \.\.\.' of integers, got 'x'"),
+        # int() and str.split() took these, changing the data without a word: "5_0" was item 50,
+        # "4\x1f5" two items, "+1", "٥" (an Arabic-Indic 5) and a no-break space passed as ids / a separator
+        ("1 1 2 3\n2 5_0 1\n", TOY_ATTRIBUTES, r"Toy\.txt:2: .* got '5_0' \(ids of the digits 0-9, separated by "
+                                                r"spaces or tabs\)"),
+        ("1 1 2 3\n2 4\x1f5 1\n", TOY_ATTRIBUTES, r"Toy\.txt:2: .* got '4\\x1f5'"),
+        ("1 1 2 +3\n", TOY_ATTRIBUTES, r"Toy\.txt:1: .* got '\+3'"),
+        ("1 1 2 \u0665\n", TOY_ATTRIBUTES, r"Toy\.txt:1: .* got '\u0665'"),
+        ("1 1\u00a02 3\n", TOY_ATTRIBUTES, r"Toy\.txt:1: .* got '1\\xa02'"),
+        # the gap check built the array 1..M: 16 GiB for one id near MAX_ID
+        ("1 1 2 3\n2 3 2147483647 1\n", {**TOY_ATTRIBUTES, "2147483647": [1]},
+         r"Toy\.txt: item ids are not contiguous: 2147483643 of the ids 1\.\.2147483647 occur in no sequence "
+         r"\(the first is 4\)"),
         ("1 1 2 3\n\n1 2 3 4\n", TOY_ATTRIBUTES, r"Toy\.txt:3: user 1 already on line 1"),
         ("1 1 0 3\n", TOY_ATTRIBUTES, r"Toy\.txt:1: expected ids >= 1"),
         ("", TOY_ATTRIBUTES, r"Toy\.txt: file is empty"),
@@ -165,6 +177,14 @@ def test_load_dataset_item_rows_must_cover_all_items(tmp_path):
         ("1 1 2 3\n", "[[1], [2]]", r"expected a JSON object mapping item ids"),
         ("1 1 2 3\n", {"1": [1], "two": [2], "3": [3]}, r"key 'two': expected an integer item id"),
         ("1 1 2 3\n", {"1": [1], "2": ["a"], "3": [3]}, r"item 2: expected a list of integer attribute ids"),
+        # a JSON object is read as a list of pairs: `{}` passed as an empty list, `{"a": 1}` showed tuples
+        ("1 1 2 3\n", {"1": {}, "2": [2], "3": [3]}, r"item 1: expected a list of integer attribute ids .*, got \{\}$"),
+        ("1 1 2 3\n", {"1": {"a": 1}, "2": [2], "3": [3]}, r"item 1: .*, got \{'a': 1\}$"),
+        ("1 1 2 3\n", {" 1": [1], "2": [2], "3": [3]}, r"key ' 1': expected an integer item id"),
+        ("1 1 2 3\n", {"1_0": [1], "2": [2], "3": [3]}, r"key '1_0': expected an integer item id"),
+        # were a RecursionError and a ValueError (int digit limit) traceback
+        ("1 1 2 3\n", '{"1": ' + "[" * 100000, r"Toy_item2attributes\.json: unreadable JSON \(RecursionError: "),
+        ("1 1 2 3\n", '{"1": [' + "9" * 5000 + "]}", r"Toy_item2attributes\.json: unreadable JSON \(ValueError: "),
         ("1 1 2 3\n2 4 5 6\n", {"1": [1], "2": [2], "3": [3], "4": [1], "6": [1]},
          r"Toy_item2attributes\.json: no attribute entry for item 5 of .*Toy\.txt"),
         ("1 1 2\n2 3\n", TOY_ATTRIBUTES, r"no users left: all 2 users have fewer than 3 items"),

@@ -106,6 +106,15 @@ def test_bad_spec(spec):
         generate(spec)
 
 
+@pytest.mark.parametrize("field", ["users", "attributes"])
+def test_a_count_past_int32_is_refused_by_name(field):
+    """Before, attributes=6442450943 wrote int32 ids that wrapped around (2066418207 attributes read
+    back), and 10**19 ended in an OverflowError traceback."""
+    for value in (2**31, 6442450943, 10**19):
+        with pytest.raises(DataError, match=rf"synthetic: expected 1 <= {field} <= 2147483647, got {value}$"):
+            SyntheticSpec(**{field: value}).check()
+
+
 def test_tiny_spec_works():
     prepared = generate(SyntheticSpec(users=5, items=5, attributes=1, seed=1))
     assert all(len(s) == 5 for s in prepared.sequences)
