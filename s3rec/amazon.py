@@ -34,10 +34,10 @@ def read_amazon(reviews_path: str | Path, meta_path: str | Path, k_core: int = 5
         raise DataError(f"--k-core: expected an integer >= 1, got {k_core}")
     started = time.perf_counter()
     reviews = read_reviews(reviews_path)
-    meta, duplicate_meta = read_meta(meta_path)
+    meta, duplicate_meta, blank_names = read_meta(meta_path)
     log.info("read %d reviews and %d metadata entries in %.1f s",
              reviews.height, len(meta), time.perf_counter() - started)
-    dropped: dict[str, int] = {"duplicate_meta_entries": duplicate_meta}
+    dropped: dict[str, int] = {"duplicate_meta_entries": duplicate_meta, "blank_attribute_names": blank_names}
 
     reviews = _keep_items_with_meta(reviews, meta, dropped)
     reviews = k_core_filter(reviews, k_core, dropped)
@@ -67,8 +67,12 @@ def read_reviews(path: str | Path) -> pl.DataFrame:
                 f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno}); "
                 "expected one review object per line"
             ) from None
+        except (ValueError, RecursionError) as err:  # an integer of over 4,300 digits; arrays nested too deep
+            raise DataError(f"{path}:{lineno}: unreadable JSON ({type(err).__name__}); "
+                            "expected one review object per line") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        _check_unique_keys(line, path, lineno)
         for key, kind in REVIEW_FIELDS.items():
             columns[key].append(_field(record, key, kind, path, lineno))
     return pl.DataFrame(
@@ -77,41 +81,78 @@ def read_reviews(path: str | Path) -> pl.DataFrame:
     ).with_row_index("row")
 
 
-def read_meta(path: str | Path) -> tuple[dict[str, list[str]], int]:
-    """Item -> attribute strings (deduplicated, in order) and the number of repeated asins
-    (the first entry is kept). Lines are parsed with `ast.literal_eval`, never `eval`."""
+def read_meta(path: str | Path) -> tuple[dict[str, list[str]], int, int]:
+    """Item -> attribute strings (deduplicated, in order), the number of repeated asins (the
+    first entry is kept) and of empty or blank names (category levels, brands) left out. Lines
+    are parsed with `ast.literal_eval`, never `eval`."""
     meta: dict[str, list[str]] = {}
-    duplicates = 0
+    duplicates = blank_names = 0
     for lineno, line in numbered_lines(path):
         try:
-            record = ast.literal_eval(line.strip())
+            tree = ast.parse(line.strip(), mode="eval")
+            record = ast.literal_eval(tree)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as err:
             raise DataError(
                 f"{path}:{lineno}: malformed line ({type(err).__name__}); expected a Python dict literal"
             ) from None
         if not isinstance(record, dict):
             raise DataError(f"{path}:{lineno}: expected a Python dict literal, got {type(record).__name__}")
+        keys = [key.value for key in tree.body.keys if isinstance(key, ast.Constant)]
+        if len(set(keys)) < len(keys):  # a dict literal keeps the last of a repeated key, silently
+            repeated = next(key for key in keys if keys.count(key) > 1)
+            raise DataError(f"{path}:{lineno}: key {repeated!r} occurs twice; expected each key once")
         asin = _field(record, "asin", str, path, lineno)
         if asin in meta:
             duplicates += 1
             continue
-        meta[asin] = item_attributes(record, path, lineno)
-    return meta, duplicates
+        meta[asin], blank = item_attributes(record, path, lineno)
+        blank_names += blank
+    if blank_names:
+        log.info("%s: %d category levels or brands are empty or blank: no attribute", path, blank_names)
+    return meta, duplicates, blank_names
 
 
-def item_attributes(record: dict, path: str | Path, lineno: int) -> list[str]:
+def item_attributes(record: dict, path: str | Path, lineno: int) -> tuple[list[str], int]:
     """Every level of every category path but the top one (the top is the data set's own
-    name, e.g. 'Beauty', shared by all items), then the brand when present."""
+    name, e.g. 'Beauty', shared by all items), then the brand when present; and how many
+    of these names were empty or blank (left out)."""
     categories = _field(record, "categories", list, path, lineno)
     if not all(isinstance(p, list) and all(isinstance(c, str) for c in p) for p in categories):
         raise DataError(f"{path}:{lineno}: field 'categories': expected a list of lists of strings")
-    names = [c for category_path in categories for c in category_path[1:] if c.strip()]
+    names = [c for category_path in categories for c in category_path[1:]]
     brand = record.get("brand")
     if brand is not None and not isinstance(brand, str):
         raise DataError(f"{path}:{lineno}: field 'brand': expected a string, got {brand!r}")
-    if brand and brand.strip():
+    for name in names:
+        _check_text(name, "categories", path, lineno)
+    if brand is not None:
+        _check_text(brand, "brand", path, lineno)
         names.append(brand)
-    return list(dict.fromkeys(names))  # dedupe, keep first-appearance order
+    kept = [name for name in names if name.strip()]  # "" or "  " names nothing
+    return list(dict.fromkeys(kept)), len(names) - len(kept)  # dedupe, keep first-appearance order
+
+
+def _check_unique_keys(line: str, path: str | Path, lineno: int) -> None:
+    """A JSON object keeps the last of a repeated key, silently: a review with "asin" twice would
+    count for one of its items. Parsing every line with a pairs hook costs 2.6x, so the line is
+    parsed again only where a field's quoted name occurs twice in it."""
+    if all(line.count(f'"{key}"') < 2 for key in REVIEW_FIELDS):
+        return
+    objects: list[list[str]] = []  # the keys of every object, the top-level one last
+    json.loads(line, object_pairs_hook=lambda items: objects.append([key for key, _ in items]))
+    repeated = [key for key in REVIEW_FIELDS if objects[-1].count(key) > 1]
+    if repeated:
+        raise DataError(f"{path}:{lineno}: key {repeated[0]!r} occurs twice; expected each key once")
+
+
+def _check_text(value: str, key: str, path: str | Path, lineno: int) -> None:
+    """A lone surrogate (JSON "\\ud800", or one in a Python literal) is a str that no UTF-8 file
+    can hold: polars and parquet would fail on it later, naming no line."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise DataError(f"{path}:{lineno}: field {key!r}: a lone surrogate {value[err.start]!r}; "
+                        "expected valid Unicode text") from None
 
 
 def _field(record: dict, key: str, kind: type, path: str | Path, lineno: int):
@@ -124,6 +165,8 @@ def _field(record: dict, key: str, kind: type, path: str | Path, lineno: int):
     if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value) or out_of_range:
         expected = {str: "a non-empty string", int: "an integer within int64", list: "a list"}[kind]
         raise DataError(f"{path}:{lineno}: field {key!r}: expected {expected}, got {value!r}")
+    if kind is str:
+        _check_text(value, key, path, lineno)
     return value
 
 

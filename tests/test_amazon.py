@@ -97,6 +97,7 @@ def test_amazon_exact_output(tmp_path, reviews_gz, meta_gz):
         "format": "amazon", "users": 3, "items": 3, "attributes": 5, "interactions": 9, "avg_length": 3.0}
     assert stats["dropped"] == {
         "duplicate_meta_entries": 1,
+        "blank_attribute_names": 1,  # B's brand ""
         "reviews_without_meta": 1,
         "items_without_meta": 1,
         "meta_without_reviews": 1,
@@ -159,6 +160,22 @@ GOOD_REVIEWS = [review_line(*r) for r in REVIEWS]
          r"meta\.json:1: field 'categories': expected a list of lists of strings"),
         (GOOD_REVIEWS, [], r"meta\.json: file is empty"),
         (GOOD_REVIEWS, ["{'asin': 'Z', 'categories': []}"], r"reviews\.json: no users left after the 3-core filter"),
+        # each was a traceback: RecursionError, ValueError (int digit limit), UnicodeEncodeError in polars
+        (GOOD_REVIEWS[:2] + ['{"reviewerID": "U1", "asin": "A", "x": ' + "[" * 100000], GOOD_META,
+         r"reviews\.json:3: unreadable JSON \(RecursionError\); expected one review object per line"),
+        (GOOD_REVIEWS[:2] + ['{"reviewerID": "U1", "asin": "A", "unixReviewTime": ' + "9" * 5000 + "}"], GOOD_META,
+         r"reviews\.json:3: unreadable JSON \(ValueError\)"),
+        (GOOD_REVIEWS[:2] + ['{"reviewerID": "U\\ud800", "asin": "A", "unixReviewTime": 3}'], GOOD_META,
+         r"reviews\.json:3: field 'reviewerID': a lone surrogate '\\ud800'; expected valid Unicode text"),
+        (GOOD_REVIEWS, GOOD_META[:1] + ["{'asin': 'B', 'categories': [['Beauty', 'Skin\\ud800']]}"],
+         r"meta\.json:2: field 'categories': a lone surrogate"),
+        (GOOD_REVIEWS, GOOD_META[:1] + ["{'asin': 'B', 'categories': [['Beauty']], 'brand': 'B\\ud800r'}"],
+         r"meta\.json:2: field 'brand': a lone surrogate"),
+        # a repeated key kept its last value, silently: the review counted for item A, not Z
+        (GOOD_REVIEWS[:2] + ['{"reviewerID": "U1", "asin": "Z", "asin": "A", "unixReviewTime": 3}'], GOOD_META,
+         r"reviews\.json:3: key 'asin' occurs twice; expected each key once"),
+        (GOOD_REVIEWS, GOOD_META[:1] + ["{'asin': 'B', 'categories': [['Beauty']], 'asin': 'C'}"],
+         r"meta\.json:2: key 'asin' occurs twice"),
     ],
 )
 def test_amazon_bad_input(tmp_path, reviews, meta, message):
@@ -166,6 +183,32 @@ def test_amazon_bad_input(tmp_path, reviews, meta, message):
     meta_path = write_lines(tmp_path / "meta.json", meta)
     with pytest.raises(DataError, match=message):
         read_amazon(reviews_path, meta_path, k_core=3)
+
+
+def test_a_field_name_inside_a_value_or_a_nested_object_is_no_repeated_key(tmp_path):
+    """The repeated-key check reparses only lines where a field's quoted name occurs twice: such a
+    line whose top-level keys are each once is read as before."""
+    lines = [json.loads(line) for line in GOOD_REVIEWS]
+    lines[0]["reviewText"] = 'the "asin" of this item'
+    lines[1]["extra"] = {"asin": "nested", "reviewerID": "nested"}
+    reviews = write_lines(tmp_path / "reviews.json", [json.dumps(line) for line in lines])
+    plain = write_lines(tmp_path / "plain.json", GOOD_REVIEWS)
+    meta = write_lines(tmp_path / "meta.json", GOOD_META)
+    assert '"asin"' in (tmp_path / "reviews.json").read_text().splitlines()[1].split('"extra"')[1]
+    read = [[list(s) for s in read_amazon(path, meta, k_core=3).sequences] for path in (reviews, plain)]
+    assert read[0] == read[1]
+
+
+def test_blank_category_levels_and_brands_are_counted(tmp_path):
+    """Before, "  " as a category level or brand was left out without a count."""
+    meta = [line.replace("'Face'", "'  '") for line in GOOD_META]
+    blank = sum(line.count("'  '") for line in meta)
+    assert blank
+    prepared = read_amazon(write_lines(tmp_path / "reviews.json", GOOD_REVIEWS),
+                           write_lines(tmp_path / "meta.json", meta), k_core=3)
+    plain = read_amazon(write_lines(tmp_path / "r.json", GOOD_REVIEWS), write_lines(tmp_path / "m.json", GOOD_META),
+                        k_core=3)
+    assert prepared.dropped["blank_attribute_names"] == plain.dropped["blank_attribute_names"] + blank
 
 
 def test_amazon_bad_input_exits_without_output(tmp_path):
