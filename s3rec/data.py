@@ -313,6 +313,8 @@ def check_output_dir(out: str | Path, force: bool = False) -> None:
     if not out.exists():
         ancestor = out.parent
         while not ancestor.exists() and ancestor != ancestor.parent:
+            if os.path.islink(ancestor):  # mkdir cannot make a folder where a dangling link (or loop) is
+                raise OutputRefused(f"{out}: {ancestor} is a symbolic link to nothing; expected a directory path")
             ancestor = ancestor.parent
         if ancestor.exists() and not ancestor.is_dir():
             raise OutputRefused(f"{out}: {ancestor} is a file, not a directory; expected a directory path")

@@ -123,6 +123,18 @@ def test_out_below_a_file_is_refused(tmp_path, release, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "inputs"]
 
 
+@pytest.mark.parametrize("target", ["nothing", "loop"])
+def test_out_at_or_below_a_dangling_link_is_refused_before_reading(tmp_path, release, capsys, target):
+    """Below a link to nothing (or a loop), the input was read in full, then mkdir failed with
+    'File exists' and exit 1; now it is refused at once, exit 2, as a dangling --out itself."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nothing" if target == "nothing" else link)
+    for out in (link, link / "sub" / "out"):
+        message = refused(capsys, lambda: run(release, out))
+        assert f"{out}: " in message and "symbolic link to nothing" in message, message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "link"]
+
+
 @pytest.mark.parametrize("empty", [True, False])
 def test_out_dot(tmp_path, release, capsys, monkeypatch, empty):
     """`--out .` writes into an empty working directory and is refused in one with other
