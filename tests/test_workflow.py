@@ -188,6 +188,39 @@ def test_a_bad_pretraining_axis_is_named(workdir, pretraining, message):
     assert result.returncode != 0 and message in result.stdout + result.stderr
 
 
+AMAZON_DOWNLOADED = {"source": "amazon", "reviews": "resources/raw/x/reviews.json.gz", "meta": "resources/raw/meta.json.gz",
+                     "download": {"reviews": {"url": "https://example.org/r"}, "meta": {"url": "https://example.org/m"}}}
+
+
+@pytest.mark.parametrize("config, message", [
+    # each planned, then failed in a job (or made a seed0.0/ path, or an argparse error), before
+    ({"compile": "cuda-graph", "device": "cpu"},
+     "compile: cuda-graph records CUDA graphs and needs a CUDA device, not device: cpu"),
+    ({"seeds": [0.0, 1]}, "config: seeds[0] = 0.0: expected a value of type integer (write it without a decimal point)"),
+    ({"pretrain_seeds_per_job": 2.0}, "config: pretrain_seeds_per_job = 2.0: expected a value of type integer"),
+    ({"datasets": {"synthetic": {"users": 300.0}}}, "config: datasets.synthetic.users = 300.0: expected a value of"),
+    ({"pretraining": {"seed": []}}, "pretraining: {'seed': []} pretrains nothing"),
+    ({"study_dir": "null"}, "config: study_dir = 'null': this value is not allowed here"),
+    ({"run_on": ["a"], "datasets": {"a": AMAZON_DOWNLOADED}},
+     "datasets.a.reviews: a file with a download url must live directly in resources/raw/ (no subfolder)"),
+    ({"settings": {"eval": {"negatives": "file"}}},
+     "a synthetic data set has none: leave it out of run_on, or use eval.negatives: seeded"),
+])
+def test_what_would_fail_in_a_job_stops_snakemake_before_any(workdir, config, message):
+    result = run_snakemake(workdir, "-n", "--configfile", write_config(workdir, config), check=False)
+    assert result.returncode != 0 and message in result.stdout + result.stderr, (result.stdout + result.stderr)[-2000:]
+
+
+def test_a_preset_is_left_out_with_an_empty_list(workdir):
+    """config/config.yaml's {seed: all} is merged into every config file: before, `pretraining:
+    {paper: [full]}` also pretrained the four seed variants, and there was no way to drop them
+    (and stacking them was refused for the seed preset's bucketed batches)."""
+    assert planned(workdir, "--configfile", write_config(workdir, {"pretraining": {"seed": [], "paper": ["full"]}}))[
+        "pretrain_model"] == 2
+    stacked = {"pretraining": {"seed": [], "paper": "all"}, "pretrain_seeds_per_job": 2}
+    assert planned(workdir, "--configfile", write_config(workdir, stacked))["pretrain_stacked"] == 4
+
+
 def test_missing_input_file_says_where_to_get_it(workdir):
     config = {"run_on": ["mine"], "datasets": {"mine": {"source": "s3rec", "sequences": "data/Mine.txt",
                                                         "attributes": "data/Mine_item2attributes.json"}}}
@@ -222,6 +255,12 @@ def test_authors_checkpoint_adds_the_authors_variant(workdir):
     config["datasets"]["mine"] = {**spec, "authors_checkpoint": "missing.pt"}
     result = run_snakemake(workdir, "-n", "--configfile", write_config(workdir, config), check=False)
     assert result.returncode != 0 and "datasets.mine.authors_checkpoint: 'missing.pt' does not exist" in result.stdout
+    # A path with a space is quoted in the command (before, it was split into two arguments).
+    (workdir / "my models").mkdir()
+    (workdir / "my models" / "Mine-epochs-150.pt").write_text("placeholder")
+    config["datasets"]["mine"] = {**spec, "authors_checkpoint": "my models/Mine-epochs-150.pt"}
+    out = run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", write_config(workdir, config)).stdout
+    assert "scripts/import_checkpoint.py --authors 'my models/Mine-epochs-150.pt' --data" in out
 
 
 def test_a_negatives_file_reaches_prepare_data_and_eval_file_needs_one(workdir):
@@ -306,7 +345,7 @@ def test_dry_run_of_stacked_seeds(workdir):
 
 @pytest.mark.parametrize("change, message", [
     ({"settings": {"pretrain": {"epochs": 1}}},
-     "which needs settings.pretrain.batching: padded (got none set, so each preset's own: bucketed for seed)"),
+     "which needs settings.pretrain.batching: padded (got none set, so preset seed's own: bucketed)"),
     ({"settings": {"pretrain": {"epochs": 1, "batching": "bucketed"}}}, "batching: padded (got 'bucketed')"),
     ({"compile": "eager"}, "which takes compile none or cuda-graph, not 'eager'"),
 ])
@@ -440,6 +479,22 @@ def test_end_to_end_tiny_study_and_reruns(workdir):
     finetuned.unlink()
     assert planned(workdir, "--configfile", tiny)["finetune_model"] == 1
     shutil.copy2(workdir / "kept.pt", finetuned)  # put back (same mtime): nothing to do again
+    assert "Nothing to be done" in run_snakemake(workdir, "-n", "--configfile", tiny).stdout
+
+    # Target `report` remakes such a file too (it planned nothing), and files deleted from the
+    # study folder are copied again (they were never remade: the committed report then no longer
+    # matched its folder).
+    deleted = ["results/tiny/seed-full/seed1/ce/metrics.json", "study/tiny/seed-r4/seed1/heads.pt",
+               "study/tiny/seed-full/seed0/bce/ranks.parquet", "study/tiny/plan.json"]
+    for path in deleted:
+        shutil.copy2(workdir / path, workdir / Path(path).name.replace(".", "-kept."))
+        (workdir / path).unlink()
+    assert planned(workdir, "--configfile", tiny, "--", "report")["finetune_model"] == 1
+    shutil.copy2(workdir / "metrics-kept.json", workdir / deleted[0])  # the same mtime: no rerun
+    assert planned(workdir, "--configfile", tiny) == {
+        "export_pretraining": 1, "export_finetuning": 1, "study_plan": 1, "report_study": 1, "all": 1}
+    for path in deleted[1:]:
+        shutil.copy2(workdir / Path(path).name.replace(".", "-kept."), workdir / path)
     assert "Nothing to be done" in run_snakemake(workdir, "-n", "--configfile", tiny).stdout
 
     # An edited script reruns its jobs (and their consumers), no training.

@@ -49,6 +49,8 @@ def config_error_message(error):
         expected = "expected one of " + ", ".join(map(str, error.validator_value))
     elif error.validator == "type":
         expected = f"expected a value of type {error.validator_value}"
+        if isinstance(value, float) and value.is_integer():
+            expected += " (write it without a decimal point)"
         if len(error.absolute_path) > 1 and isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d*)?", value.strip()):
             # a number written as a string inside a list or mapping: what snakemake's --config makes of one
             expected += " (from --config? it reads list and mapping items as strings: use a --configfile)"
@@ -60,6 +62,19 @@ def config_error_message(error):
     return f"config: {key} = {shown}: {expected}{about}{where}"
 
 
+def strict_integer_error(schema_path):
+    """The first value the schema types `integer` that is a float (2.0): JSON Schema counts a
+    whole-number float as an integer, but seeds: [0.0] would make paths seed0.0/ and
+    users: 300.0 a command-line argument that argparse refuses, long after this check."""
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    base = jsonschema.validators.validator_for(schema)
+    integers = base.TYPE_CHECKER.redefine("integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    strict = jsonschema.validators.extend(base, type_checker=integers)(schema)
+    return jsonschema.exceptions.best_match(strict.iter_errors(config))
+
+
 # Fails before any job with a short message naming the key; fills every default into `config`.
 try:
     validate(config, schema="../schemas/config.schema.yaml")
@@ -69,6 +84,9 @@ except WorkflowError as error:
     if not isinstance(cause, jsonschema.ValidationError):
         raise
     raise WorkflowError(config_error_message(cause)) from None
+_whole_float = strict_integer_error(Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+if _whole_float is not None:
+    raise WorkflowError(config_error_message(_whole_float))
 
 
 wildcard_constraints:
@@ -164,10 +182,10 @@ def check_raw_files(name):
     spec = dataset_spec(name)
     for kind, path in raw_files(name).items():
         if download_spec(path) is not None:
-            if not path.startswith("resources/raw/"):
+            if not re.fullmatch(r"resources/raw/[^/]+", path):  # rule download_raw_file's output
                 raise WorkflowError(
-                    f"datasets.{name}.{kind}: a file with a download url must live under "
-                    f"resources/raw/, got {path!r}"
+                    f"datasets.{name}.{kind}: a file with a download url must live directly in "
+                    f"resources/raw/ (no subfolder), got {path!r}"
                 )
         elif not Path(path).is_file():
             raise WorkflowError(
@@ -187,11 +205,21 @@ def check_config():
                 f"pretraining.{preset}: variant {unknown[0]!r} is neither full nor a rank of `ranks` "
                 f"({', '.join(known) or 'none'})"
             )
+    if not any(preset_variants(preset) for preset in config["pretraining"]):  # the figures would have no input
+        raise WorkflowError(
+            f"pretraining: {config['pretraining']} pretrains nothing (an empty list is no variant of that "
+            "preset); give at least one preset a variant, e.g. {seed: all}"
+        )
     hidden = config["settings"]["model"]["hidden_size"]
     too_large = [rank for rank in config["ranks"] if rank > hidden]
     if too_large:
         raise WorkflowError(
             f"ranks: rank {too_large[0]} exceeds settings.model.hidden_size = {hidden}"
+        )
+    if config["compile"] == "cuda-graph" and config["device"] == "cpu":  # else every training job fails so
+        raise WorkflowError(
+            "compile: cuda-graph records CUDA graphs and needs a CUDA device, not device: cpu "
+            "(set device: cuda, cuda:N, cuda:any or auto on a GPU node, or compile: none)"
         )
     if stacked_pretraining():
         check_stacked_pretraining()
@@ -199,9 +227,12 @@ def check_config():
     for name in config["run_on"]:
         check_raw_files(name)
         if from_file and not dataset_spec(name).get("negatives"):
+            fix = ("set it, or use eval.negatives: seeded" if dataset_spec(name)["source"] == "s3rec" else
+                   f"a {dataset_spec(name)['source']} data set has none: leave it out of run_on, or use "
+                   "eval.negatives: seeded")
             raise WorkflowError(
                 f"settings.eval.negatives is file, but datasets.{name} has no `negatives` file "
-                "(the authors' <Name>_sample.txt); set it, or use eval.negatives: seeded"
+                f"(the authors' <Name>_sample.txt); {fix}"
             )
         authors = authors_checkpoint(name)
         if authors and not Path(authors).is_file():
@@ -246,17 +277,22 @@ def stacked_pretraining():
 
 def check_stacked_pretraining():
     """What s3rec/stacked.py refuses, said before any job."""
-    from s3rec.config import STACKED_COMPILE_MODES
+    from s3rec.config import STACKED_COMPILE_MODES, RunConfig
 
     per_job = config["pretrain_seeds_per_job"]
-    # explicit, as the `seed` preset, always in the study (config/config.yaml), leaves it bucketed
-    batching = config["settings"].get("pretrain", {}).get("batching")
-    if batching != "padded":
-        got = repr(batching) if batching is not None else "none set, so each preset's own: bucketed for seed"
-        raise WorkflowError(
-            f"pretrain_seeds_per_job: {per_job} stacks seeds, which needs settings.pretrain.batching: "
-            f"padded (got {got}): every seed's step must have the same size"
-        )
+    # null values left out, as the jobs get them (settings_sections): RunConfig decides them
+    pretrain = {k: v for k, v in config["settings"].get("pretrain", {}).items() if v is not None}
+    for preset in (preset for preset in config["pretraining"] if preset_variants(preset)):
+        try:  # the preset's own batching where settings leave it unset (seed: bucketed, paper: padded)
+            batching = RunConfig.from_dict({"pretrain": {**pretrain, "preset": preset}}).pretrain.batching
+        except ValueError:
+            continue  # a bad setting: run_settings_problem says which
+        if batching != "padded":
+            got = repr(batching) if "batching" in pretrain else f"none set, so preset {preset}'s own: {batching}"
+            raise WorkflowError(
+                f"pretrain_seeds_per_job: {per_job} stacks seeds, which needs settings.pretrain.batching: "
+                f"padded (got {got}): every seed's step must have the same size"
+            )
     if config["compile"] not in STACKED_COMPILE_MODES:
         raise WorkflowError(
             f"pretrain_seeds_per_job: {per_job} stacks seeds, which takes compile "
@@ -278,7 +314,12 @@ def stacked_cores(wildcards):
 
 def seed_group(seed):
     """Seed `seed`'s group as its folder name's part, e.g. 0-1-2."""
-    return next("-".join(map(str, g)) for g in seed_groups() if int(seed) in g)
+    group = next(("-".join(map(str, g)) for g in seed_groups() if int(seed) in g), None)
+    if group is None:  # a target named by hand: stacked seeds are pretrained only in their groups
+        raise WorkflowError(f"seed {seed} is not in `seeds` ({config['seeds']}): with pretrain_seeds_per_job "
+                            f"{config['pretrain_seeds_per_job']} seeds are pretrained in groups of `seeds`; "
+                            "add it there")
+    return group
 
 
 check_config()
@@ -471,12 +512,30 @@ def job_outputs(dataset):
     return jobs
 
 
+def export_jobs(dataset):
+    """(the results/ files of a finished run, their copies in the study folder) per export job."""
+    jobs = [(in_runs([run], PRETRAIN_FILES),
+             in_runs([study_path(run)], ["pretrain_history.csv", "pretrain_run.json", "heads.pt"]))
+            for run in pretrain_runs(dataset)]
+    jobs += [(in_runs([run], FINETUNE_FILES), in_runs([study_path(run)], STUDY_FINETUNE_FILES))
+             for run in finetune_runs(dataset)]
+    jobs += [(authors_import(dataset), [f"{study_dir(dataset)}/authors/heads.pt"] if authors_import(dataset) else [])]
+    popularity = f"results/{dataset}/popularity"
+    jobs.append((in_runs([popularity], POPULARITY_FILES), in_runs([study_path(popularity)], POPULARITY_FILES)))
+    return jobs
+
+
+STUDY_FINETUNE_FILES = ["finetune_history.csv", "metrics.json", "ranks.parquet"]
+
+
 def incomplete_job_outputs():
-    """Outputs missing from a job whose other outputs exist (e.g. a deleted finetune.pt).
+    """Outputs missing from a job whose other outputs exist (e.g. a deleted finetune.pt), and,
+    with study_dir, a finished run's study copies or the plan deleted from the study folder.
 
     The report rules read (and so bring about) every other run file; a job is in the DAG, and
-    remakes all its outputs, only when one of them is needed. Listing just these files in
-    the target `all`, not all ~100 run files, keeps its input and reason lines short.
+    remakes all its outputs, only when one of them is needed: snakemake does not remake a
+    deleted file that only feeds outputs that are up to date. Listing just these files in the
+    targets `all` and `report`, not all ~100 run files, keeps their input and reason lines short.
     """
     missing = []
     for name in config["run_on"]:
@@ -484,6 +543,13 @@ def incomplete_job_outputs():
             present = [Path(path).exists() for path in outputs]
             if any(present) and not all(present):
                 missing += [path for path, there in zip(outputs, present) if not there]
+        if not config["study_dir"]:
+            continue
+        for sources, copies in export_jobs(name):
+            if all(Path(path).exists() for path in sources):
+                missing += [path for path in copies if not Path(path).exists()]
+        if not Path(f"{study_dir(name)}/plan.json").exists():
+            missing.append(f"{study_dir(name)}/plan.json")
     return missing
 
 

@@ -10,9 +10,10 @@ localrules:
 
 
 rule report:
-    """Target: every table and figure, rebuilt from finished runs (snakemake report)."""
+    """Target: every table and figure, rebuilt from finished runs (snakemake report), and any
+    run file deleted from a finished job (as rule all)."""
     input:
-        study_report_files(),
+        study_files(),
 
 
 rule aggregate_results:

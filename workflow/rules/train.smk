@@ -149,7 +149,7 @@ rule import_authors_checkpoint:
     params:
         data=subpath(input.sequences, parent=True),
     shell:
-        "python {input.script} --authors {input.checkpoint} --data {params.data}"
+        "python {input.script} --authors {input.checkpoint:q} --data {params.data}"
         " --out {output.model} --variant authors > {log} 2>&1"
 
 
