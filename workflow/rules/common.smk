@@ -70,7 +70,8 @@ def strict_integer_error(schema_path):
 
     schema = yaml.safe_load(Path(schema_path).read_text())
     base = jsonschema.validators.validator_for(schema)
-    integers = base.TYPE_CHECKER.redefine("integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    integers = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
     strict = jsonschema.validators.extend(base, type_checker=integers)(schema)
     return jsonschema.exceptions.best_match(strict.iter_errors(config))
 
