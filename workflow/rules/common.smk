@@ -323,7 +323,10 @@ def seed_group(seed):
     return group
 
 
-check_config()
+try:
+    check_config()
+except WorkflowError as error:  # raised again here: snakemake then shows this line, not the checks' frames
+    raise WorkflowError(str(error)) from None
 
 
 # ---------------------------------------------------------------- GPU
