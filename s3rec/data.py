@@ -499,6 +499,9 @@ def numbered_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             except READ_ERRORS as err:
                 raise read_error(path, err, after_line=lineno) from None
             lineno += 1
+            if lineno == 1 and line.startswith("\ufeff"):  # else a parse error at line 1 that shows no cause
+                raise DataError(f"{path}:1: starts with a UTF-8 byte-order mark (BOM); expected UTF-8 text "
+                                "without one (re-save the file without BOM)")
             if line.strip():
                 seen = True
                 yield lineno, line

@@ -159,6 +159,8 @@ GOOD_REVIEWS = [review_line(*r) for r in REVIEWS]
         (GOOD_REVIEWS, ["{'asin': 'A', 'categories': ['Beauty', 'Face']}"],
          r"meta\.json:1: field 'categories': expected a list of lists of strings"),
         (GOOD_REVIEWS, [], r"meta\.json: file is empty"),
+        # was "malformed line (SyntaxError)", naming no cause
+        (GOOD_REVIEWS, ["\ufeff" + GOOD_META[0]] + GOOD_META[1:], r"meta\.json:1: starts with a UTF-8 byte-order mark"),
         (GOOD_REVIEWS, ["{'asin': 'Z', 'categories': []}"], r"reviews\.json: no users left after the 3-core filter"),
         # each was a traceback: RecursionError, ValueError (int digit limit), UnicodeEncodeError in polars
         (GOOD_REVIEWS[:2] + ['{"reviewerID": "U1", "asin": "A", "x": ' + "[" * 100000], GOOD_META,

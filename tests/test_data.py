@@ -159,6 +159,7 @@ def test_load_dataset_item_rows_must_cover_all_items(tmp_path):
         ("1 1 2 3\n2 4 x 1\n", TOY_ATTRIBUTES, r"Toy\.txt:2: expected 'user_id item_id \.\.\.' of integers, got 'x'"),
         # int() and str.split() took these, changing the data without a word: "5_0" was item 50,
         # "4\x1f5" two items, "+1", "٥" (an Arabic-Indic 5) and a no-break space passed as ids / a separator
+        ("\ufeff1 1 2 3\n", TOY_ATTRIBUTES, r"Toy\.txt:1: starts with a UTF-8 byte-order mark \(BOM\)"),
         ("1 1 2 3\n2 5_0 1\n", TOY_ATTRIBUTES, r"Toy\.txt:2: .* got '5_0' \(ids of the digits 0-9, separated by "
                                                 r"spaces or tabs\)"),
         ("1 1 2 3\n2 4\x1f5 1\n", TOY_ATTRIBUTES, r"Toy\.txt:2: .* got '4\\x1f5'"),
