@@ -169,11 +169,14 @@ def read_plan(folder: Path) -> dict:
         raise ValueError(f"{path}: expected an object with the keys {sorted(expected)}, got {keys}")
     if plan["version"] != export.PLAN_VERSION:
         raise ValueError(f"{path}: version {plan['version']!r}; this script reads version {export.PLAN_VERSION}")
-    if not isinstance(plan["report"], dict) or not isinstance(plan["report"].get("tables"), dict):
-        raise ValueError(f"{path}: report.tables: expected an object (scripts/aggregate.py's --settings)")
-    report_inputs.check_report_settings(plan["report"]["tables"], f"{path}: report.tables")
-    if plan["report"].get("figures") is not None:
-        report_inputs.check_report_settings(plan["report"]["figures"], f"{path}: report.figures")
+    if not isinstance(plan["report"], dict) or set(plan["report"]) != {"tables", "figures"}:
+        keys = sorted(plan["report"]) if isinstance(plan["report"], dict) else type(plan["report"]).__name__
+        raise ValueError(f"{path}: report: expected an object with the keys ['figures', 'tables'], got {keys}")
+    for part, what in (("tables", "scripts/aggregate.py's --settings"), ("figures", "scripts/plot_report.py's")):
+        if not isinstance(plan["report"][part], dict):  # null: every figure failed, after the tables
+            raise ValueError(f"{path}: report.{part}: expected an object ({what} --settings), "
+                             f"got {plan['report'][part]!r}")
+        report_inputs.check_report_settings(plan["report"][part], f"{path}: report.{part}")
     runs = {k: plan[k] for k in ("finetunings", "pretrainings", "authors", "popularity")}
     checked = export.make_plan(plan["dataset"], runs, plan["report"]["tables"], source=str(path))
     if plan["report"].get("figures") != checked["report"]["figures"]:
@@ -214,8 +217,9 @@ def scan(folder: Path) -> Study:
 
 
 def check_identity(study: Study) -> None:
-    """A metrics.json or pretrain_run.json must be of the plan's data set and of its folder's seed
-    (and loss): a file copied into the wrong folder would otherwise be reported as another run."""
+    """A metrics.json or pretrain_run.json must be of the plan's data set and of its folder's
+    pretraining, seed and loss: a file copied into the wrong folder would otherwise be reported
+    as another run (the tables go by its labels, runs.md and the history figures by its folder)."""
     for run in sorted(study.present):
         for name in ("metrics.json", "pretrain_run.json"):
             if name not in study.present[run]:
@@ -225,10 +229,23 @@ def check_identity(study: Study) -> None:
             if recorded.get("dataset") != study.plan["dataset"]:
                 raise ValueError(f"{path}: data set {recorded.get('dataset')!r}, but the plan "
                                  f"({study.folder / 'plan.json'}) is of {study.plan['dataset']!r}")
-            if run.seed is not None and recorded.get("seed") not in (run.seed, None):
+            if run.seed is not None and recorded.get("seed") != run.seed:  # null would read as seed 0
                 raise ValueError(f"{path}: seed {recorded.get('seed')!r}, but its folder says seed{run.seed}")
-            loss = object_field(recorded, "finetune").get("loss")
-            if run.loss is not None and loss not in (run.loss, None):
+            if name == "metrics.json":
+                try:  # the labels the tables go by
+                    labels = report.run_labels(recorded)
+                    pretraining, loss = labels["pretraining"], labels["loss"]
+                except (ValueError, KeyError):  # unlabelled: the tables refuse it, naming the field
+                    pretraining, loss = None, object_field(recorded, "finetune").get("loss")
+            else:
+                # no preset recorded (an older file): the variant alone is checked
+                preset = (object_field(object_field(recorded, "config"), "pretrain").get("preset")
+                          or report.split_pretraining(run.pretraining)[0])
+                variant = recorded.get("variant")
+                pretraining, loss = (report.pretraining_label(variant, preset) if variant else None), None
+            if None not in (run.pretraining, pretraining) and pretraining != run.pretraining:
+                raise ValueError(f"{path}: pretraining {pretraining!r}, but its folder says {run.pretraining}")
+            if None not in (run.loss, loss) and loss != run.loss:
                 raise ValueError(f"{path}: finetuning loss {loss!r}, but its folder says {run.loss}")
 
 
