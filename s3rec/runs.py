@@ -399,9 +399,11 @@ def optimizer_steps(losses_of, optimizer: torch.optim.Optimizer):
     return train_step
 
 
-def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_after: int | None = None) -> dict | None:
-    """Self-supervised pretraining for a fixed number of epochs (no early stopping, as the authors)."""
-    setup = pretraining_setup(data_dir, cfg, variant, f"seed {cfg.seed}")
+def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_after: int | None = None,
+             check_evaluation: bool = True) -> dict | None:
+    """Self-supervised pretraining for a fixed number of epochs (no early stopping, as the authors).
+    `check_evaluation`: see pretraining_setup."""
+    setup = pretraining_setup(data_dir, cfg, variant, f"seed {cfg.seed}", check_evaluation)
     device, dataset, instances, p = setup.device, setup.dataset, setup.instances, cfg.pretrain
     runtime.epoch_generators(cfg.seed, 0)
     model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes).to(device)
@@ -448,9 +450,12 @@ class PretrainingSetup:
     data_digest: str
 
 
-def pretraining_setup(data_dir: Path, cfg: RunConfig, variant: str, label: str) -> PretrainingSetup:
+def pretraining_setup(data_dir: Path, cfg: RunConfig, variant: str, label: str,
+                      check_evaluation: bool = True) -> PretrainingSetup:
     """Device, threads, the data set and its pretraining instances; the checks that would
-    otherwise fail only after pretraining (the finetuning's sampled protocol)."""
+    otherwise fail only after pretraining (the finetuning's sampled protocol of cfg.eval),
+    unless `check_evaluation` is off: cfg.eval is then the defaults, not what the finetunings
+    will be given (the workflow's pretraining jobs get no eval section)."""
     if not parse_variant(variant)[0]:
         raise ValueError(f"variant {variant!r} is not pretrained")
     if variant == "authors":  # a pretraining of ours labelled so would be reported as the authors' model
@@ -463,7 +468,7 @@ def pretraining_setup(data_dir: Path, cfg: RunConfig, variant: str, label: str) 
     log.info("pretraining %s %s on %s", variant, label, execution)
     dataset = load_dataset(data_dir)
     split = leave_one_out(dataset.sequences)
-    if "sampled" in cfg.eval.protocols:  # the finetuning's evaluation would fail: say so before pretraining
+    if check_evaluation and "sampled" in cfg.eval.protocols:  # the finetuning's would fail: say so now
         if cfg.eval.negatives == "seeded":
             check_sampled_protocol(dataset.sequences, dataset.num_items, cfg.eval.sampled_negatives, dataset.user_ids)
         else:

@@ -202,7 +202,8 @@ def stacked_steps(stacked: StackedRuns, optimizer: torch.optim.Optimizer, first:
 
 
 def pretrain_stacked(data_dir: Path, out_dirs: list[Path], cfg: RunConfig, variant: str, seeds: list[int],
-                     stop_after: int | None = None, draw_workers: bool | None = None) -> list[dict] | None:
+                     stop_after: int | None = None, draw_workers: bool | None = None,
+                     check_evaluation: bool = True) -> list[dict] | None:
     """Pretrain `seeds` of one variant as one stacked model; each seed's pretrain.pt,
     pretrain_history.csv and pretrain_run.json in its out_dir, as runs.pretrain writes them
     (plus `stacked`). None while epochs are left (stop_after). `draw_workers`: each seed's
@@ -217,7 +218,8 @@ def pretrain_stacked(data_dir: Path, out_dirs: list[Path], cfg: RunConfig, varia
     if cfg.pretrain.batching != "padded":
         raise ValueError(f"pretrain.batching {cfg.pretrain.batching!r}: stacked pretraining needs padded batches (the "
                          "authors' random batches: every seed's step then has the same size, bucketed ones do not)")
-    setup = runs.pretraining_setup(data_dir, cfg, variant, f"seeds {', '.join(map(str, seeds))}, stacked")
+    setup = runs.pretraining_setup(data_dir, cfg, variant, f"seeds {', '.join(map(str, seeds))}, stacked",
+                                   check_evaluation)
     device, instances, p = setup.device, setup.instances, cfg.pretrain
     configs = [dataclasses.replace(cfg, seed=seed) for seed in seeds]
     models = []

@@ -28,10 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     runtime.setup_logging()
     with runtime.clear_errors():
         cfg = runs.resolve_config(args.settings, args.variant, args.seed[0], args.device, args.threads, args.compile)
+        # the finetuning's evaluation is checked before pretraining only when --settings says it (the
+        # workflow gives pretraining jobs no eval section: the defaults would refuse a small data set)
+        check = "eval" in args.settings
         if len(args.seed) == 1:
-            runs.pretrain(args.data, args.out_dir[0], cfg, args.variant)
+            runs.pretrain(args.data, args.out_dir[0], cfg, args.variant, check_evaluation=check)
         else:
-            stacked.pretrain_stacked(args.data, args.out_dir, cfg, args.variant, args.seed)
+            stacked.pretrain_stacked(args.data, args.out_dir, cfg, args.variant, args.seed, check_evaluation=check)
     return 0
 
 

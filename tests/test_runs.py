@@ -133,3 +133,19 @@ def test_pretraining_refuses_a_variant_it_does_not_pretrain(tiny_data, tmp_path,
     with pytest.raises(ValueError, match=message):
         pretrain(tiny_data, tmp_path / "run", variant=variant)
     assert not (tmp_path / "run").exists()
+
+
+def test_pretraining_checks_the_finetunings_evaluation_only_when_settings_give_it(tiny_data, tmp_path, caplog):
+    """40 items leave fewer than the default 99 sampled negatives. Before, scripts/pretrain.py
+    refused every workflow pretraining of such a data set: the workflow gives pretraining jobs
+    no eval section, so the check ran on the defaults, not on the study's eval settings."""
+    pretrain_script = load_script("pretrain")
+    settings = {"model": SETTINGS["model"], "pretrain": {"epochs": 1, "batch_size": 32}}
+    common = ["--data", str(tiny_data), "--variant", "r4", "--device", "cpu", "--threads", "1"]
+    assert pretrain_script.main([*common, "--out-dir", str(tmp_path / "a"), "--settings", json.dumps(settings)]) == 0
+    assert (tmp_path / "a" / "pretrain.pt").exists()
+    with pytest.raises(SystemExit) as stop:  # an eval section is the finetunings': checked before pretraining
+        pretrain_script.main([*common, "--out-dir", str(tmp_path / "b"), "--settings",
+                              json.dumps({**settings, "eval": {"sampled_negatives": 99}})])
+    assert stop.value.code == 2 and "eval.sampled_negatives needs 99" in caplog.text
+    assert not (tmp_path / "b" / "pretrain_history.csv").exists()
