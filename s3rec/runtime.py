@@ -28,6 +28,11 @@ from s3rec.config import DEVICE_PATTERN, SEED_MAX
 log = logging.getLogger("s3rec")
 
 
+class DeviceUnavailable(ValueError, RuntimeError):
+    """A device asked for that this machine lacks: bad input (clear_errors: the message alone,
+    exit 2), and still the RuntimeError it was."""
+
+
 def choose_device(name: str = "auto") -> torch.device:
     """The torch device a run computes on: "auto" (CUDA when present, else the CPU), "cpu",
     "cuda", "cuda:N", or "cuda:any", the card of this node that the fewest running jobs hold
@@ -36,7 +41,7 @@ def choose_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+        raise DeviceUnavailable(f"device {name!r} requested but CUDA is not available on this machine")
     if name == "cuda:any":
         count = torch.cuda.device_count()
         name = f"cuda:{cards.claim_card(count) if count > 1 else 0}"

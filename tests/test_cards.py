@@ -85,6 +85,19 @@ def test_cuda_any_without_cuda_is_an_error():
         runtime.choose_device("cuda:any")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+@pytest.mark.parametrize("script", ["pretrain", "finetune"])
+def test_a_cuda_device_without_cuda_is_one_line_from_the_scripts(script, tmp_path, caplog):
+    """Before, a traceback and exit 1: the RuntimeError escaped clear_errors."""
+    from scripts_import import load_script
+
+    with pytest.raises(SystemExit) as stop:
+        load_script(script).main(["--data", str(tmp_path), "--variant", "full" if script == "pretrain" else "none",
+                                  "--out-dir", str(tmp_path / "out"), "--device", "cuda"])
+    assert stop.value.code == 2
+    assert "device 'cuda' requested but CUDA is not available on this machine" in caplog.text
+
+
 def test_a_folder_that_cannot_hold_claims_is_a_clear_error(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
