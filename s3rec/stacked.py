@@ -210,7 +210,9 @@ def pretrain_stacked(data_dir: Path, out_dirs: list[Path], cfg: RunConfig, varia
     batches drawn in a worker process (seed_steps; the same draws); None = on a GPU only (on a
     CPU the workers would take cores from the training)."""
     seeds, out_dirs = tuple(seeds), [Path(d) for d in out_dirs]
-    if len(seeds) != len(out_dirs) or len(set(seeds)) != len(seeds) or len(set(out_dirs)) != len(out_dirs):
+    # resolved: "st/A" and "/abs/st/A" are one folder, where one seed's files would overwrite another's
+    folders = {d.resolve() for d in out_dirs}
+    if len(seeds) != len(out_dirs) or len(set(seeds)) != len(seeds) or len(folders) != len(out_dirs):
         raise ValueError(f"stacked pretraining: expected as many distinct seeds as distinct out dirs, got seeds "
                          f"{list(seeds)} and out dirs {[str(d) for d in out_dirs]}")
     if cfg.compile not in STACKED_COMPILE_MODES:

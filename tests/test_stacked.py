@@ -231,8 +231,9 @@ def test_stacked_pretraining_refuses_what_it_cannot_do(tiny_data, tmp_path, chan
                               device="cpu", compile=change.get("compile"))
     with pytest.raises(ValueError, match=message):
         stacked.pretrain_stacked(tiny_data, [tmp_path / "a", tmp_path / "b"], cfg, "r4", [0, 1])
-    with pytest.raises(ValueError, match="as many distinct seeds as distinct out dirs"):
-        stacked.pretrain_stacked(tiny_data, [tmp_path / "a", tmp_path / "a"], cfg, "r4", [0, 1])
+    for same in ([tmp_path / "a", tmp_path / "a"], [tmp_path / "a", tmp_path / "x" / ".." / "a"]):
+        with pytest.raises(ValueError, match="as many distinct seeds as distinct out dirs"):
+            stacked.pretrain_stacked(tiny_data, same, cfg, "r4", [0, 1])
     assert not (tmp_path / "a").exists()
 
 
