@@ -36,9 +36,17 @@ log = logging.getLogger("s3rec")
 
 def resolve_config(settings: dict | None, variant: str, seed: int, device: str | None = None,
                    threads: int | None = None, compile: str | None = None) -> RunConfig:
-    """Settings from the workflow, then the variant's rank, the seed and execution flags."""
+    """Settings from the workflow, then the variant's rank, the seed and execution flags. A seed or
+    rank in `settings` other than the flags' is refused: it was replaced without a word."""
     cfg = RunConfig.from_dict(settings)
-    _, cfg.model.rank = parse_variant(variant)
+    _, rank = parse_variant(variant)
+    given = settings or {}
+    if "seed" in given and given["seed"] != seed:
+        raise ValueError(f"--settings: seed {given['seed']!r}, but the run's seed is {seed} (--seed): give it there")
+    if (given.get("model") or {}).get("rank") not in (None, rank):
+        raise ValueError(f"--settings: model.rank {given['model']['rank']!r}, but variant {variant!r} has rank "
+                         f"{rank}: the variant sets it (r<rank>, full: dense heads)")
+    cfg.model.rank = rank
     if cfg.model.rank is None:
         cfg.model.low_rank_heads = ()  # dense heads: record no factorised head
     cfg.seed = seed

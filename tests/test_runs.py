@@ -149,3 +149,14 @@ def test_pretraining_checks_the_finetunings_evaluation_only_when_settings_give_i
                               json.dumps({**settings, "eval": {"sampled_negatives": 99}})])
     assert stop.value.code == 2 and "eval.sampled_negatives needs 99" in caplog.text
     assert not (tmp_path / "b" / "pretrain_history.csv").exists()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"seed": 7}, "--settings: seed 7, but the run's seed is 0 (--seed): give it there"),
+    ({"model": {"rank": 8}}, "--settings: model.rank 8, but variant 'r4' has rank 4: the variant sets it"),
+])
+def test_a_seed_or_rank_in_settings_other_than_the_flags_is_refused(settings, message):
+    """Before, both were replaced without a word: the run logged and recorded seed 0 and rank 4."""
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        runs.resolve_config(settings, "r4", 0)
+    assert runs.resolve_config({"seed": 0, "model": {"rank": 4}}, "r4", 0).model.rank == 4  # the same: taken
