@@ -243,8 +243,9 @@ def params_vs_accuracy(runs: pl.DataFrame, metric: str, split: str, protocols: S
     presets) are set side by side and every point is labelled, so none hides another.
     """
     setup()
+    # a run that recorded no parameter count has no place on the axis (it was drawn at 0)
     data = runs.filter((pl.col("metric") == metric) & (pl.col("split") == split)
-                       & ~pl.col("pretraining").is_in(list(REFERENCE_ROWS)))
+                       & ~pl.col("pretraining").is_in(list(REFERENCE_ROWS)) & pl.col("heads_params").is_not_null())
     losses, presets = _losses(data), sort_presets(data["preset"])
     colors = {p: preset_color(p, presets) for p in presets}
     rows = max(len(losses), 1)

@@ -48,6 +48,7 @@ PROTOCOL_LABELS = {"full": "full ranking", "sampled": "sampled"}  # "full" alone
 CAP_MARK = "†"  # after a row that has a run which hit the finetuning epoch cap
 CPU_COLUMN = "CPU time (s), pretrain + finetune"
 NO_LOSS = "–"  # the Finetuning cell of popularity, which was not finetuned
+NOT_RECORDED = "–"  # a cell the runs did not record (older files)
 LOSSES = ("bce", "ce")  # shown first, in this order; other losses follow alphabetically
 PRESETS = ("seed", "paper")  # likewise for the pretraining presets
 _RANK = re.compile(r"^r(\d+)$")
@@ -266,6 +267,11 @@ def stopping(result: dict) -> dict:
             "early_stopped": early, "hit_cap": hit_cap}
 
 
+def _count(value) -> int | None:
+    """A parameter count, None when not recorded."""
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _seconds(section, key: str) -> float | None:
     """A number of seconds from {"pretrain": s, "finetune": s}, None when not recorded."""
     value = section.get(key) if isinstance(section, dict) else None
@@ -309,8 +315,8 @@ def read_result(path: str | Path) -> tuple[dict, dict]:
 def run_record(result: dict, labels: dict | None = None) -> list[dict]:
     """Rows of one metrics.json (already parsed): one per protocol, split and metric."""
     labels = labels or run_labels(result)
-    parameters = result.get("parameters", {})
-    seconds = result.get("wall_seconds", {})
+    parameters = result.get("parameters") or {}
+    seconds = result.get("wall_seconds")
     cpu = result.get("cpu_seconds")  # process CPU seconds (user + sys); absent in older files
     execution = result.get("execution") or {}
     threads = execution.get("threads")
@@ -318,10 +324,11 @@ def run_record(result: dict, labels: dict | None = None) -> list[dict]:
     common = {
         **labels,
         "hidden_size": int(hidden) if isinstance(hidden, int) else None,  # d: where `full` stands on a rank axis
-        "heads_params": int(parameters.get("heads_total", 0)),
-        "total_params": int(parameters.get("total", 0)),
-        "pretrain_seconds": float(seconds.get("pretrain", 0.0)),
-        "finetune_seconds": float(seconds.get("finetune", 0.0)),
+        # not recorded: null (the tables' "–"), never 0
+        "heads_params": _count(parameters.get("heads_total")),
+        "total_params": _count(parameters.get("total")),
+        "pretrain_seconds": _seconds(seconds, "pretrain"),
+        "finetune_seconds": _seconds(seconds, "finetune"),
         # `authors` was pretrained elsewhere (by the authors): its pretraining time is unknown, not 0
         "pretrain_cpu_seconds": None if result["variant"] == "authors" else _seconds(cpu, "pretrain"),
         "finetune_cpu_seconds": _seconds(cpu, "finetune"),
@@ -571,8 +578,8 @@ def results_table(summary: pl.DataFrame, metrics: Sequence[str], protocols: Sequ
             "Finetuning": loss or NO_LOSS,
             "Pretraining": pretraining + (CAP_MARK if first["runs_at_cap"] else ""),
             "Seeds": str(first["seeds"]),
-            "Head params": f"{int(first['heads_params']):,}",
-            "Total params": f"{int(first['total_params']):,}",
+            "Head params": NOT_RECORDED if first["heads_params"] is None else f"{int(first['heads_params']):,}",
+            "Total params": NOT_RECORDED if first["total_params"] is None else f"{int(first['total_params']):,}",
             CPU_COLUMN: format_cpu(first["pretrain_cpu_seconds"], first["finetune_cpu_seconds"]),
         }
         for protocol in protocols:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import numpy as np
 import polars as pl
@@ -445,6 +446,26 @@ def test_a_comparison_on_one_seed_is_named_below_the_difference_table(tmp_path):
     seeds = (pl.read_csv(tmp_path / "tTrue" / "difference.csv").select("loss", "pretraining", "seeds")
              .unique().sort("loss", "pretraining"))
     assert seeds.rows() == [("bce", "seed-r16", 2), ("bce", "seed-r8", 1), ("ce", "seed-r8", 1)]
+
+
+def test_parameters_and_wall_time_not_recorded_are_dashes_not_zeros(tmp_path):
+    """Before, a run without `parameters` or `wall_seconds` showed 0 head and total parameters
+    (and sat at 0 on the params_vs_accuracy axis) and 0.0 wall seconds."""
+    ranks = np.arange(1, 51) % 20 + 1
+    paths = [write_run(tmp_path / "runs", "seed-full", seed, "bce", 0.3, ranks, heads=40, total=140)
+             for seed in (0, 1)]
+    paths += [write_run(tmp_path / "runs", "seed-r8", seed, "bce", 0.2, ranks) for seed in (0, 1)]
+    for path in paths[2:]:
+        result = json.loads(path.read_text())
+        del result["parameters"], result["wall_seconds"]
+        path.write_text(json.dumps(result))
+    assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(tmp_path / "t"),
+                           "--settings", json.dumps({"bootstrap_samples": 100})]) == 0
+    table = (tmp_path / "t" / "results.md").read_text()
+    assert re.search(r"\| bce +\| seed-r8 +\| 2 +\| – +\| – +\|", table), table
+    assert re.search(r"\| bce +\| seed-full +\| 2 +\| 40 +\| 140 +\|", table), table
+    csv = pl.read_csv(tmp_path / "t" / "results.csv").filter(pl.col("pretraining") == "seed-r8")
+    assert csv["heads_params"].is_null().all() and csv["wall_seconds"].is_null().all()
 
 
 def test_a_difference_table_without_any_pair_says_so(tmp_path):
