@@ -161,7 +161,7 @@ def read_plan(folder: Path) -> dict:
                                 "(scripts/export_study.py plan writes it)?")
     try:
         plan = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:  # the decode error names no file
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     expected = {"version", "dataset", "finetunings", "pretrainings", "authors", "popularity", "report"}
     if not isinstance(plan, dict) or set(plan) != expected:
@@ -414,14 +414,17 @@ def sp_column(path: Path) -> list[float]:
     losses = []
     with path.open(encoding="utf-8", newline="") as file:
         reader = csv.DictReader(file)
-        for row in reader:
-            if not row.get("sp"):
-                continue
-            try:
-                losses.append(float(row["sp"]))
-            except ValueError:
-                raise ValueError(f"{path}: line {reader.line_num}, column sp: expected a number (the epoch's "
-                                 f"SP loss), got {row['sp']!r}") from None
+        try:
+            for row in reader:
+                if not row.get("sp"):
+                    continue
+                try:
+                    losses.append(float(row["sp"]))
+                except ValueError:
+                    raise ValueError(f"{path}: line {reader.line_num}, column sp: expected a number (the "
+                                     f"epoch's SP loss), got {row['sp']!r}") from None
+        except UnicodeDecodeError as error:  # its message names no file
+            raise ValueError(f"{path}: not UTF-8 text ({error.reason}); expected a pretrain_history.csv") from None
     return losses
 
 

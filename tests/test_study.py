@@ -383,6 +383,10 @@ def test_report_skips_figures_without_inputs(tmp_path, caplog):
 @pytest.mark.parametrize("change, message", [
     (lambda s: (s / "plan.json").unlink(), "plan.json does not exist"),
     (lambda s: (s / "plan.json").write_text('{"dataset": "toy"}'), "plan.json: expected an object with the keys"),
+    # the decode errors named no file
+    (lambda s: (s / "plan.json").write_bytes((s / "plan.json").read_bytes() + b"\xff"), "plan.json: not valid JSON ("),
+    (lambda s: (s / "seed-full/seed0/pretrain_history.csv").write_bytes(b"epoch,sp\n1,0.3\n\xff\n"),
+     "seed-full/seed0/pretrain_history.csv: not UTF-8 text (invalid start byte)"),
     (lambda s: write_json(s / "plan.json", {**json.loads((s / "plan.json").read_text()),
                                             "report": {"tables": {"metrik": "HR@10"}, "figures": {}}}),
      "plan.json: report.tables: unknown key 'metrik'"),
