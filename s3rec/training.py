@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,10 @@ def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
         start = time.perf_counter()
         model.train()
         row = {"epoch": epoch, **train_epoch(rng)}
+        if not math.isfinite(row.get("loss", 0.0)):  # NaN weights would be saved, and found only by the finetuning
+            raise ValueError(f"epoch {epoch}: training loss {row['loss']}: the run diverged (learning rate "
+                             f"{optimizer.param_groups[0]['lr']:g}); nothing of this epoch was saved"
+                             + (f", {checkpoint} holds epoch {state.epoch}" if state.epoch else ""))
         row["seconds"] = time.perf_counter() - start
         row["instances_per_s"] = row.get("instances", 0) / max(row["seconds"], 1e-9)
         if validate is not None:

@@ -160,3 +160,15 @@ def test_a_seed_or_rank_in_settings_other_than_the_flags_is_refused(settings, me
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         runs.resolve_config(settings, "r4", 0)
     assert runs.resolve_config({"seed": 0, "model": {"rank": 4}}, "r4", 0).model.rank == 4  # the same: taken
+
+
+def test_a_diverged_pretraining_stops_at_its_first_non_finite_epoch(tiny_data, tmp_path, caplog):
+    """Before, lr 1e30 gave NaN losses every epoch and a pretrain.pt of NaN weights, exit 0; the
+    finetuning then failed with 'score_fn returned NaN for a target item', naming no file."""
+    settings = {**SETTINGS, "pretrain": {**SETTINGS["pretrain"], "lr": 1e30}}
+    with pytest.raises(SystemExit) as stop:
+        load_script("pretrain").main(["--data", str(tiny_data), "--variant", "r4", "--device", "cpu", "--threads", "1",
+                                      "--out-dir", str(tmp_path / "p"), "--settings", json.dumps(settings)])
+    assert stop.value.code == 2
+    assert "training loss nan: the run diverged (learning rate 1e+30); nothing of this epoch was saved" in caplog.text
+    assert not (tmp_path / "p" / "pretrain.pt").exists()
