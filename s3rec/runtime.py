@@ -375,6 +375,12 @@ def clear_errors():
         else:
             log.error("%s: %s%s", error.filename, error.strerror.lower(), expected.get(type(error), ""))
         raise SystemExit(2) from error
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # a full or read-only disk: one line
+            raise
+        log.error("%s: %s (files are written whole or not at all: a rerun can go on from what was saved)",
+                  error.filename or "writing the outputs", (error.strerror or str(error)).lower())
+        raise SystemExit(2) from error
 
 
 def setup_logging(verbose: bool = True) -> None:

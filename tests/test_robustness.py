@@ -298,6 +298,20 @@ def test_a_folder_where_a_file_goes_is_named_without_a_traceback(tmp_path, caplo
     assert stop.value.code == 2 and f"{tmp_path / 'file' / 'inside'}: not a directory; expected a folder" in caplog.text
 
 
+def test_a_full_disk_is_one_line_and_other_os_errors_pass_through(caplog):
+    """Before, a full disk while saving a checkpoint ended in a chained traceback."""
+    import errno
+    import os
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "out/.pretrain.state.pt.1a2b.tmp")
+    with pytest.raises(SystemExit) as stop, runtime.clear_errors():
+        raise full
+    assert stop.value.code == 2
+    assert "out/.pretrain.state.pt.1a2b.tmp: no space left on device (files are written whole" in caplog.text
+    with pytest.raises(ConnectionResetError), runtime.clear_errors():  # not about the disk: as it was
+        raise ConnectionResetError(errno.ECONNRESET, "reset")
+
+
 @pytest.mark.parametrize("script", ["pretrain", "finetune", "popularity", "aggregate"])
 def test_an_out_dir_that_is_a_file_or_below_one_is_a_usage_error(tmp_path, capsys, script):
     """Before, a run trained its first epoch, then failed writing its checkpoint (a traceback)."""
