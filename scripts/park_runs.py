@@ -116,7 +116,7 @@ def park(results: Path, study: Path, parking: Path) -> dict:
                     "pretrainings must finish on the machine they started on (on a fresh one snakemake runs the "
                     "group again, restored files or not)", group)
     wanted, finished = unfinished_files(report_study.scan(study))
-    counts = dict.fromkeys(("copied", "unchanged", "deleted"), 0)
+    counts = dict.fromkeys(("copied", "unchanged", "kept", "deleted"), 0)
     for relative in sorted(wanted):
         source, target = results / relative, parking / relative
         if not source.is_file():
@@ -128,6 +128,11 @@ def park(results: Path, study: Path, parking: Path) -> dict:
             continue  # a running pretraining's history CSV: its state holds the history
         if target.is_file() and filecmp.cmp(source, target, shallow=False):
             counts["unchanged"] += 1
+            continue
+        # as restore: never back (snakemake run on a new machine before `restore` starts at epoch 1)
+        if target.is_file() and relative.name.endswith(".state.pt") and epoch_of(target) >= epoch_of(source):
+            log.info("kept %s; not parking %s", describe(target), describe(source))
+            counts["kept"] += 1
             continue
         copy(source, target)
         log.info("parked %s", describe(target))
@@ -165,15 +170,19 @@ def restore(parking: Path, results: Path, data: Path) -> dict:
     if not parked:  # nothing was parked, or a wrong --study or data set name: say so rather than "0 restored"
         log.warning("nothing to restore: %s holds no parked file", parking)
     check_parked(parked)
+    # every decision before anything is copied: an unreadable checkpoint in results/ stopped the
+    # restore half done
+    restoring = {source: not (results / source.relative_to(parking)).is_file() or (
+                     source.name.endswith(".state.pt")
+                     and epoch_of(source) > epoch_of(results / source.relative_to(parking)))
+                 for source in parked}
     counts = dict.fromkeys(("restored", "kept"), 0)
     for source in parked:
         target = results / source.relative_to(parking)
-        if target.is_file():
-            newer = source.name.endswith(".state.pt") and epoch_of(source) > epoch_of(target)
-            if not newer:
-                log.info("kept %s; not restoring %s", describe(target), describe(source))
-                counts["kept"] += 1
-                continue
+        if not restoring[source]:
+            log.info("kept %s; not restoring %s", describe(target), describe(source))
+            counts["kept"] += 1
+            continue
         copy(source, target)
         log.info("restored %s", describe(target))
         counts["restored"] += 1

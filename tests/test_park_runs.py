@@ -134,6 +134,35 @@ def test_a_damaged_parked_checkpoint_stops_the_restore_before_anything_is_copied
     assert files(results) == []
 
 
+def test_park_keeps_a_parked_checkpoint_that_is_further_along(layout, tmp_path, caplog):
+    """snakemake run on a new machine before `restore` starts the run again at epoch 1: parking
+    then overwrote the committed epoch-60 checkpoint with an epoch-5 one."""
+    caplog.set_level(logging.INFO)
+    results, _, parking = layout
+    checkpoint(parking / RUN / "pretrain.state.pt", 60)
+    checkpoint(results / RUN / "pretrain.state.pt", 5)
+    main("park", tmp_path)
+    assert runtime.load_torch(parking / RUN / "pretrain.state.pt")["loop"]["epoch"] == 60
+    assert "after epoch 60" in caplog.text and "0 copied, 0 unchanged, 1 kept" in caplog.text
+    checkpoint(results / RUN / "pretrain.state.pt", 61)  # further along: parked
+    main("park", tmp_path)
+    assert runtime.load_torch(parking / RUN / "pretrain.state.pt")["loop"]["epoch"] == 61
+
+
+def test_an_unreadable_checkpoint_in_results_stops_the_restore_before_anything_is_copied(layout, tmp_path, caplog):
+    """Before, the parked files were restored one by one until the damaged one in results/."""
+    results, _, parking = layout
+    checkpoint(parking / RUN / "bce" / "finetune.state.pt", 30)  # sorts first
+    checkpoint(parking / RUN / "pretrain.state.pt", 60)
+    damaged = results / RUN / "pretrain.state.pt"
+    checkpoint(damaged, 5)
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with pytest.raises(SystemExit) as exit_:
+        main("restore", tmp_path)
+    assert exit_.value.code == 2 and str(damaged) in caplog.text
+    assert files(results) == [f"{RUN}/pretrain.state.pt"]  # the finetuning's was not restored first
+
+
 def test_a_missing_or_bad_plan_is_a_clear_error(tmp_path, caplog):
     with pytest.raises(SystemExit) as exit_:
         main("park", tmp_path)
