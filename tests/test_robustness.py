@@ -298,6 +298,14 @@ def test_a_folder_where_a_file_goes_is_named_without_a_traceback(tmp_path, caplo
     assert stop.value.code == 2 and f"{tmp_path / 'file' / 'inside'}: not a directory; expected a folder" in caplog.text
 
 
+@pytest.mark.parametrize("value", ["abc", "-3", "0"])
+def test_a_bad_slurm_cpus_per_task_is_named(monkeypatch, value):
+    """Before: an int() error naming no variable, a traceback, or (0) torch's default silently."""
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", value)
+    with pytest.raises(ValueError, match=rf"SLURM_CPUS_PER_TASK='{value}': expected an integer >= 1"):
+        runtime.set_threads(None)
+
+
 def test_a_full_disk_is_one_line_and_other_os_errors_pass_through(caplog):
     """Before, a full disk while saving a checkpoint ended in a chained traceback."""
     import errno
