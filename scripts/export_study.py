@@ -197,6 +197,12 @@ def make_plan(dataset: str, runs, settings: dict, source: str = "--runs") -> dic
         pretrainings = [{"pretraining": p, "seed": s} for p, s in
                         {(f["pretraining"], f["seed"]) for f in finetunings if PRETRAINING.match(f["pretraining"])}]
     pretrainings = sorted_unique(pretrainings, "pretrainings", source)
+    listed = {(p["pretraining"], p["seed"]) for p in pretrainings}
+    orphan = next((f for f in finetunings if PRETRAINING.match(f["pretraining"])
+                   and (f["pretraining"], f["seed"]) not in listed), None)
+    if orphan is not None:  # park_runs would not keep its pretrain.pt, runs.md not list it as missing
+        raise ValueError(f"{source}: finetuning {orphan['pretraining']} seed {orphan['seed']} ({orphan['loss']}) "
+                         "starts from a pretraining that `pretrainings` does not list")
     expected = {"authors": any(f["pretraining"] == "authors" for f in finetunings), "popularity": True}
     for key in expected:
         expected[key] = runs.get(key, expected[key])

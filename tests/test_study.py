@@ -225,6 +225,9 @@ def test_plan_ranks_sort_by_number_not_text():
     ({"finetunings": [], "pretrainings": [{"pretraining": "none", "seed": 0}]}, r"pretrainings\[0\].pretraining"),
     ({"finetunings": [], "popularity": "yes"}, "popularity: expected true or false"),
     ({"finetuning": []}, "a `finetunings` list"),
+    # before accepted: park_runs then left that pretraining's pretrain.pt behind
+    ({"finetunings": [{"pretraining": "seed-r8", "seed": 2, "loss": "bce"}], "pretrainings": []},
+     r"finetuning seed-r8 seed 2 \(bce\) starts from a pretraining that `pretrainings` does not list"),
     # s3rec/report.py's run layout reads a lowercase preset only: refused here, not in the report
     ([{"pretraining": "Seed-full", "seed": 0, "loss": "ce"}],
      r"finetunings\[0\].pretraining: expected .*<preset>: lowercase letters, digits, _, first a letter.*'Seed-full'"),
