@@ -577,7 +577,7 @@ def results_table(summary: pl.DataFrame, metrics: Sequence[str], protocols: Sequ
         row = {
             "Finetuning": loss or NO_LOSS,
             "Pretraining": pretraining + (CAP_MARK if first["runs_at_cap"] else ""),
-            "Seeds": str(first["seeds"]),
+            "Seeds": str(part["seeds"].max()),
             "Head params": NOT_RECORDED if first["heads_params"] is None else f"{int(first['heads_params']):,}",
             "Total params": NOT_RECORDED if first["total_params"] is None else f"{int(first['total_params']):,}",
             CPU_COLUMN: format_cpu(first["pretrain_cpu_seconds"], first["finetune_cpu_seconds"]),
@@ -585,9 +585,12 @@ def results_table(summary: pl.DataFrame, metrics: Sequence[str], protocols: Sequ
         for protocol in protocols:
             for metric in (m for m in metrics if protocol == "sampled" or m in METRICS_FULL):  # no full AUC
                 cell = part.filter((pl.col("protocol") == protocol) & (pl.col("metric") == metric))
-                value = cell.row(0, named=True) if len(cell) else {"mean": None, "std": None}
+                value = cell.row(0, named=True) if len(cell) else {"mean": None, "std": None, "seeds": None}
                 label = PROTOCOL_LABELS.get(protocol, protocol)
-                row[f"{metric} ({label})"] = format_mean_std(value["mean"], value["std"], digits)
+                text = format_mean_std(value["mean"], value["std"], digits)
+                if value["seeds"] is not None and value["seeds"] < part["seeds"].max():  # a run lacks the metric
+                    text += f" ({value['seeds']} seeds)"
+                row[f"{metric} ({label})"] = text
         rows.append(row)
     return pl.DataFrame(rows)
 

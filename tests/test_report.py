@@ -468,6 +468,22 @@ def test_parameters_and_wall_time_not_recorded_are_dashes_not_zeros(tmp_path):
     assert csv["heads_params"].is_null().all() and csv["wall_seconds"].is_null().all()
 
 
+def test_a_cell_on_fewer_seeds_than_its_row_says_so(tmp_path):
+    """Before, a row said Seeds 3 over cells that were means of 2 (a run without the metric)."""
+    ranks = np.arange(1, 51) % 20 + 1
+    paths = [write_run(tmp_path / "runs", "seed-full", seed, "bce", 0.3, ranks) for seed in (0, 1, 2)]
+    result = json.loads(paths[2].read_text())
+    del result["metrics"]["sampled"], result["metrics"]["full"]["test"]["HR@10"]
+    paths[2].write_text(json.dumps(result))
+    assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(tmp_path / "t"), "--settings",
+                           json.dumps({"bootstrap_samples": 100, "metrics": ["HR@10", "NDCG@10"]})]) == 0
+    table = pl.read_csv(tmp_path / "t" / "results.csv")
+    assert sorted(set(table["seeds"])) == [2, 3]
+    row = (tmp_path / "t" / "results.md").read_text().splitlines()[-1]
+    assert "| 3 |" in row and row.count("(2 seeds)") == 3, row  # HR@10 full, both sampled
+    assert "| 0.3000 ± 0.0000 |" in row  # NDCG@10 (full ranking) on all three
+
+
 def test_a_difference_table_without_any_pair_says_so(tmp_path):
     paths = study_ranks(tmp_path / "runs", {"bce": ["none", "seed-r8"]})  # no seed-full
     assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(tmp_path / "t"),
