@@ -660,7 +660,12 @@ def user_scores(ranks: pl.DataFrame, loss: str, pretraining: str, protocol: str,
     seeds = np.array(sorted(int(s) for s in wide.columns if s != "user_id"))
     matrix = wide.select([str(s) for s in seeds]).to_numpy().T  # (S, U)
     if np.isnan(matrix.astype(np.float64)).any():
-        raise ValueError(f"{pretraining!r} ({loss}): the seeds did not rank the same users")
+        counts = part.group_by("seed").agg(pl.col("user_id").n_unique().alias("users")).sort("seed")
+        short = counts.filter(pl.col("users") < counts["users"].max())
+        where = (f"{pretraining}/seed{short['seed'][0]}/{loss}/ranks.parquet ranks {short['users'][0]:,} users "
+                 f"({protocol}, {split}), another seed {counts['users'].max():,}" if len(short) else
+                 f"{pretraining}/seed*/{loss}/ranks.parquet rank as many users but not the same ones")
+        raise ValueError(f"{where}: the seeds of {pretraining!r} ({loss}) did not rank the same users")
     return seeds, wide["user_id"].to_numpy(), per_user_metric(matrix, metric)
 
 

@@ -95,7 +95,8 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
         "results": (summary, report.results_table(summary, s["metrics"], s["protocols"]),
                     report.results_notes(summary)),
         "difference": (differences, report.format_difference_table(differences),
-                       difference_notes(differences, left_out, s["resample_seeds"])),
+                       difference_notes(differences, left_out, s["resample_seeds"],
+                                        ranks.filter(pl.col("split") == s["split"])["user_id"].n_unique())),
     }
     for name, (numbers, pretty, notes) in tables.items():
         # each file through a temporary and a rename: a failure leaves no half-written table
@@ -126,7 +127,8 @@ def significant(frame: pl.DataFrame) -> pl.DataFrame:
                               for c, dtype in frame.schema.items() if dtype.is_float())
 
 
-def difference_notes(differences, left_out: list[str], resample_seeds: bool = True) -> list[str]:
+def difference_notes(differences, left_out: list[str], resample_seeds: bool = True,
+                     users: int | None = None) -> list[str]:
     """What a partial study's difference table lacks, said in the table's files, not only in the log:
     comparisons left out, and those on one seed, whose interval the caption's "re-sampling users
     and seeds" would otherwise pass off as covering the variation between seeds."""
@@ -138,6 +140,13 @@ def difference_notes(differences, left_out: list[str], resample_seeds: bool = Tr
                           for loss, label, reference in one_seed.select("loss", "pretraining", "reference").rows())
         notes.append(f"On one seed: {named}. Their intervals re-sample users only: they say nothing of how "
                      "the difference varies between seeds.")
+    fewer = report.report_order(differences.filter(pl.col("users") < users).unique(
+        ["loss", "pretraining", "reference", "protocol"]), "reference", "protocol") if users else differences.clear()
+    if len(fewer):  # paired on the users both ranked: the CSV's `users` alone said so
+        named = "; ".join(f"{label} − {reference} ({loss}, {protocol}): {n:,}"
+                          for loss, label, reference, protocol, n in
+                          fewer.select("loss", "pretraining", "reference", "protocol", "users").rows())
+        notes.append(f"On fewer users than the runs' {users:,} (those both runs ranked): {named}.")
     if differences.is_empty() and not left_out:
         notes.append("No comparison: no preset's full was finetuned with the same loss as none, authors or a rank.")
     return notes

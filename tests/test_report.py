@@ -484,6 +484,24 @@ def test_a_cell_on_fewer_seeds_than_its_row_says_so(tmp_path):
     assert "| 0.3000 ± 0.0000 |" in row  # NDCG@10 (full ranking) on all three
 
 
+def test_a_comparison_on_fewer_users_is_named_and_a_seed_short_of_users_names_its_file(tmp_path, caplog):
+    """Before, seed-r8 ranked on 30 of 50 users was compared on those 30 without a word (only the
+    .csv's `users` said so), and one seed short of users failed naming neither file nor seed."""
+    ranks = np.arange(1, 51) % 20 + 1
+    paths = [write_run(tmp_path / "runs", "seed-full", seed, "bce", 0.3, ranks) for seed in (0, 1)]
+    paths += [write_run(tmp_path / "runs", "seed-r8", seed, "bce", 0.2, ranks[:30]) for seed in (0, 1)]
+    settings = json.dumps({"bootstrap_samples": 100})
+    assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(tmp_path / "t"), "--settings", settings]) == 0
+    assert (tmp_path / "t" / "difference.md").read_text().endswith(
+        "\nOn fewer users than the runs' 50 (those both runs ranked): seed-r8 − seed-full (bce, full): 30; "
+        "seed-r8 − seed-full (bce, sampled): 30.\n")
+    write_run(tmp_path / "runs", "seed-r8", 1, "bce", 0.2, ranks)  # seed 1 ranks all 50, seed 0 30
+    with pytest.raises(SystemExit):
+        aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(tmp_path / "u"), "--settings", settings])
+    assert "seed-r8/seed0/bce/ranks.parquet ranks 30 users (full, test), another seed 50: the seeds of" in caplog.text
+    assert not (tmp_path / "u").exists()
+
+
 def test_a_difference_table_without_any_pair_says_so(tmp_path):
     paths = study_ranks(tmp_path / "runs", {"bce": ["none", "seed-r8"]})  # no seed-full
     assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(tmp_path / "t"),
