@@ -56,9 +56,10 @@ def import_checkpoint(authors: Path, data_dir: Path, out: Path, variant: str = "
         check_shapes(theirs, dataset.num_items, dataset.num_attributes, cfg.model.max_len)
         converted = convert_state_dict(theirs)
         pretrain_model = PretrainModel(cfg, dataset.num_items, dataset.num_attributes)
-        pretrain_model.load_state_dict(converted, strict=True)
     except (ValueError, RuntimeError) as error:
         raise ValueError(f"{authors} does not fit {data_dir}: {error}") from error
+    # in one line (torch's strict load lists every key: 38 lines for another hidden_size)
+    runtime.load_state(pretrain_model, converted, authors, f"a pretraining model of {data_dir} with these settings")
     checkpoint = {"config": cfg.to_dict(), "variant": variant, "seed": None,  # one import serves every seed
                   "data_digest": runtime.digest(runs.data_files(data_dir)), "epoch": cfg.pretrain.epochs,
                   "wall_seconds": 0.0, "cpu_seconds": 0.0,

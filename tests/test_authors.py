@@ -235,3 +235,15 @@ def test_authors_beauty_checkpoint_knows_beautys_attributes(tmp_path):
     shifted["attribute_embeddings.weight"] = torch.roll(shifted["attribute_embeddings.weight"], 1, dims=0)
     assert imported < 0.5 * attribute_loss(None)
     assert imported < 0.5 * attribute_loss(shifted)
+
+
+def test_settings_that_do_not_fit_the_tensors_are_one_line(tiny_data, tmp_path):
+    """Before, torch's strict load printed every mismatched key (38 lines for LastFM's at hidden 32)."""
+    data = load_dataset(tiny_data)
+    torch.save(authors_state_dict(data.num_items, data.num_attributes), tmp_path / "Tiny-epochs-150.pt")
+    with pytest.raises(ValueError) as error:
+        import_checkpoint(tmp_path / "Tiny-epochs-150.pt", tiny_data, tmp_path / "out.pt",
+                          settings={"model": {"hidden_size": 2 * D, "num_heads": 2}})
+    message = str(error.value)
+    assert "\n" not in message and "does not fit a pretraining model of" in message and "size mismatch" in message
+    assert not (tmp_path / "out.pt").exists()
