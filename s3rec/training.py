@@ -42,6 +42,15 @@ def adam(parameters, lr: float, weight_decay: float) -> torch.optim.Adam:
         return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
 
 
+def _differences(old, new, where: str = "") -> str:
+    """The keys whose values differ between two nested dicts, e.g. 'config.finetune.lr 0.001 -> 0.01'."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        parts = [_differences(old.get(k), new.get(k), f"{where}.{k}" if where else str(k))
+                 for k in sorted(set(old) | set(new), key=str) if old.get(k) != new.get(k)]
+        return "; ".join(p for p in parts if p)
+    return f"{where or 'config'} {old!r} -> {new!r}"
+
+
 def resume(path: Path, config: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> LoopState:
     """Load the last epoch's checkpoint when it was made with the same config and inputs; else start fresh.
 
@@ -65,8 +74,12 @@ def resume(path: Path, config: dict, model: torch.nn.Module, optimizer: torch.op
         log.warning("cannot resume from %s, not a readable checkpoint (%s); moved it to %s, starting from epoch 1",
                     path, error.reason, aside)
         return LoopState()
-    if saved["config"] != config:
-        log.warning("ignoring checkpoint %s: it was made with a different config or different input files", path)
+    if saved["config"] != config:  # kept aside, not overwritten: a rerun with the old settings can take it back
+        aside = _free_name(path.with_name(path.name + ".other-config"))
+        path.replace(aside)
+        epoch = saved["loop"].get("epoch") if isinstance(saved["loop"], dict) else None
+        log.warning("not resuming from %s (after epoch %s): it was made with other settings or input files (%s); "
+                    "moved it to %s, starting from epoch 1", path, epoch, _differences(saved["config"], config), aside)
         return LoopState()
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])

@@ -82,7 +82,7 @@ def test_script_with_a_random_bytes_checkpoint_exits_2_with_one_line(tiny_data, 
 
 
 # 7: a resume checkpoint that cannot be read is moved aside with a warning; the run starts fresh.
-def _loop(tmp_path, epochs, stop_after=None):
+def _loop(tmp_path, epochs, stop_after=None, config=None):
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -96,7 +96,7 @@ def _loop(tmp_path, epochs, stop_after=None):
         return {"loss": float(loss.detach())}
 
     state = training.run_epochs(model=model, optimizer=optimizer, epochs=epochs, seed=0, train_epoch=train_epoch,
-                                checkpoint=tmp_path / "x.state.pt", config={"c": 1},
+                                checkpoint=tmp_path / "x.state.pt", config=config or {"c": 1},
                                 history_path=tmp_path / "history.csv", stop_after=stop_after)
     return state, model
 
@@ -116,6 +116,22 @@ def test_truncated_resume_checkpoint_is_moved_aside_and_the_run_starts_fresh(tmp
     assert aside.read_bytes() == content[: len(content) // 2]  # kept, not silently lost
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(str(checkpoint) in w and str(aside) in w for w in warnings), warnings
+
+
+def test_a_checkpoint_of_other_settings_is_kept_aside_with_what_differs(tmp_path, caplog):
+    """Before: "ignoring checkpoint ...: a different config", not saying what differed, and the
+    finished run deleted it: a rerun with the old settings started again at epoch 1."""
+    old = {"config": {"finetune": {"lr": 0.001, "patience": 5}}, "inputs": "abc"}
+    _loop(tmp_path, epochs=3, stop_after=2, config=old)
+    saved = (tmp_path / "x.state.pt").read_bytes()
+    new = {"config": {"finetune": {"lr": 0.01, "patience": 5}}, "inputs": "abc"}
+    with caplog.at_level(logging.WARNING, logger="s3rec"):
+        state, _ = _loop(tmp_path, epochs=1, config=new)
+    assert state.epoch == 1 and [row["epoch"] for row in state.history] == [1]
+    aside = tmp_path / "x.state.pt.other-config"
+    assert aside.read_bytes() == saved
+    assert (f"not resuming from {tmp_path / 'x.state.pt'} (after epoch 2): it was made with other settings or input "
+            f"files (config.finetune.lr 0.001 -> 0.01); moved it to {aside}") in caplog.text
 
 
 def test_a_second_corrupt_checkpoint_does_not_overwrite_the_first(tmp_path):
