@@ -48,7 +48,7 @@ PROTOCOL_LABELS = {"full": "full ranking", "sampled": "sampled"}  # "full" alone
 CAP_MARK = "†"  # after a row that has a run which hit the finetuning epoch cap
 CPU_COLUMN = "CPU time (s), pretrain + finetune"
 NO_LOSS = "–"  # the Finetuning cell of popularity, which was not finetuned
-NOT_RECORDED = "–"  # a cell the runs did not record (older files)
+NOT_RECORDED = "–"  # a cell the runs did not record
 LOSSES = ("bce", "ce")  # shown first, in this order; other losses follow alphabetically
 PRESETS = ("seed", "paper")  # likewise for the pretraining presets
 _RANK = re.compile(r"^r(\d+)$")
@@ -535,7 +535,7 @@ def summarize(runs: pl.DataFrame, split: str = "test") -> pl.DataFrame:
 def format_mean_std(mean: float | None, std: float | None, digits: int = 4) -> str:
     """'0.1234 ± 0.0056'; just the mean when std is missing (one seed); '–' without a mean."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
+        return NOT_RECORDED
     if std is None or (isinstance(std, float) and math.isnan(std)):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -544,15 +544,20 @@ def format_mean_std(mean: float | None, std: float | None, digits: int = 4) -> s
 def format_seconds(seconds: float | None) -> str:
     """'1,234' (whole seconds from 10 s on), '4.2' below; '–' when not recorded."""
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return "–"
+        return NOT_RECORDED
     return f"{seconds:,.0f}" if seconds >= 10 else f"{seconds:.1f}"
+
+
+def format_count(count: int | None) -> str:
+    """'1,234'; '–' when not recorded."""
+    return NOT_RECORDED if count is None else f"{int(count):,}"
 
 
 def format_cpu(pretrain: float | None, finetune: float | None) -> str:
     """'412 + 63': CPU seconds of pretraining and of finetuning; '–' for a part not recorded,
     '–' alone when neither was."""
     if pretrain is None and finetune is None:
-        return "–"
+        return NOT_RECORDED
     return f"{format_seconds(pretrain)} + {format_seconds(finetune)}"
 
 
@@ -578,8 +583,8 @@ def results_table(summary: pl.DataFrame, metrics: Sequence[str], protocols: Sequ
             "Finetuning": loss or NO_LOSS,
             "Pretraining": pretraining + (CAP_MARK if first["runs_at_cap"] else ""),
             "Seeds": str(part["seeds"].max()),
-            "Head params": NOT_RECORDED if first["heads_params"] is None else f"{int(first['heads_params']):,}",
-            "Total params": NOT_RECORDED if first["total_params"] is None else f"{int(first['total_params']):,}",
+            "Head params": format_count(first["heads_params"]),
+            "Total params": format_count(first["total_params"]),
             CPU_COLUMN: format_cpu(first["pretrain_cpu_seconds"], first["finetune_cpu_seconds"]),
         }
         for protocol in protocols:

@@ -55,7 +55,7 @@ def set_threads(threads: int | None) -> int:
     """Intra-op threads: explicit, else the SLURM allocation (SLURM does not confine us here), else torch's."""
     if threads is None and os.environ.get("SLURM_CPUS_PER_TASK"):
         value = os.environ["SLURM_CPUS_PER_TASK"]
-        if not value.isdigit() or int(value) < 1:  # "abc" was an int() error naming no variable, -3 a traceback
+        if not (value.isascii() and value.isdigit()) or int(value) < 1:  # "abc" was an int() error naming no variable, -3 a traceback
             raise ValueError(f"environment variable SLURM_CPUS_PER_TASK={value!r}: expected an integer >= 1 "
                              "(or give --threads)")
         threads = int(value)

@@ -122,8 +122,11 @@ def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
         start = time.perf_counter()
         model.train()
         row = {"epoch": epoch, **train_epoch(rng)}
-        if not math.isfinite(row.get("loss", 0.0)):  # NaN weights would be saved, and found only by the finetuning
-            raise ValueError(f"epoch {epoch}: training loss {row['loss']}: the run diverged (learning rate "
+        # any loss column (a stacked run's seed<S>_loss too): NaN weights would be saved, and found
+        # only by the finetuning
+        bad = next((key for key, value in row.items() if isinstance(value, float) and not math.isfinite(value)), None)
+        if bad is not None:
+            raise ValueError(f"epoch {epoch}: training {bad} {row[bad]}: the run diverged (learning rate "
                              f"{optimizer.param_groups[0]['lr']:g}); nothing of this epoch was saved"
                              + (f", {checkpoint} holds epoch {state.epoch}" if state.epoch else ""))
         row["seconds"] = time.perf_counter() - start

@@ -140,8 +140,7 @@ def difference_notes(differences, left_out: list[str], resample_seeds: bool = Tr
                           for loss, label, reference in one_seed.select("loss", "pretraining", "reference").rows())
         notes.append(f"On one seed: {named}. Their intervals re-sample users only: they say nothing of how "
                      "the difference varies between seeds.")
-    fewer = report.report_order(differences.filter(pl.col("users") < users).unique(
-        ["loss", "pretraining", "reference", "protocol"]), "reference", "protocol") if users else differences.clear()
+    fewer = report.report_order(differences.filter(pl.col("users") < (users or 0)), "reference", "protocol")
     if len(fewer):  # paired on the users both ranked: the CSV's `users` alone said so
         named = "; ".join(f"{label} − {reference} ({loss}, {protocol}): {n:,}"
                           for loss, label, reference, protocol, n in

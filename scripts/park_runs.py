@@ -108,6 +108,12 @@ def remove(path: Path, root: Path, why: str) -> None:
         folder.rmdir()
 
 
+def further_along(checkpoint: Path, other: Path) -> bool:
+    """Whether a training checkpoint has completed more epochs than `other` (the same run's, in
+    results/ or parked): park and restore never replace a checkpoint with one not as far along."""
+    return epoch_of(checkpoint) > epoch_of(other)
+
+
 def park(results: Path, study: Path, parking: Path) -> dict:
     if not results.is_dir():  # a fresh machine, or a wrong --results: say so rather than "0 copied"
         log.warning("nothing to park: %s does not exist", results)
@@ -129,8 +135,8 @@ def park(results: Path, study: Path, parking: Path) -> dict:
         if target.is_file() and filecmp.cmp(source, target, shallow=False):
             counts["unchanged"] += 1
             continue
-        # as restore: never back (snakemake run on a new machine before `restore` starts at epoch 1)
-        if target.is_file() and relative.name.endswith(".state.pt") and epoch_of(target) >= epoch_of(source):
+        # never back (snakemake run on a new machine before `restore` starts again at epoch 1)
+        if target.is_file() and relative.name.endswith(".state.pt") and not further_along(source, target):
             log.info("kept %s; not parking %s", describe(target), describe(source))
             counts["kept"] += 1
             continue
@@ -172,13 +178,11 @@ def restore(parking: Path, results: Path, data: Path) -> dict:
     check_parked(parked)
     # every decision before anything is copied: an unreadable checkpoint in results/ stopped the
     # restore half done
-    restoring = {source: not (results / source.relative_to(parking)).is_file() or (
-                     source.name.endswith(".state.pt")
-                     and epoch_of(source) > epoch_of(results / source.relative_to(parking)))
-                 for source in parked}
+    targets = {source: results / source.relative_to(parking) for source in parked}
+    restoring = {source: not target.is_file() or (source.name.endswith(".state.pt") and further_along(source, target))
+                 for source, target in targets.items()}
     counts = dict.fromkeys(("restored", "kept"), 0)
-    for source in parked:
-        target = results / source.relative_to(parking)
+    for source, target in targets.items():
         if not restoring[source]:
             log.info("kept %s; not restoring %s", describe(target), describe(source))
             counts["kept"] += 1

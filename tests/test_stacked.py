@@ -242,3 +242,15 @@ def test_the_script_wants_one_folder_per_seed(tiny_data, tmp_path, capsys):
         load_script("pretrain").main(["--data", str(tiny_data), "--variant", "r4", "--seed", "0", "1",
                                       "--out-dir", str(tmp_path / "a")])
     assert "one folder per seed, got 2 seeds and 1 folders" in capsys.readouterr().err
+
+
+def test_a_diverged_stacked_pretraining_stops_naming_its_loss_column(tiny_data, tmp_path, caplog):
+    """The stacked rows have no `loss` column (seed<S>_loss): before, a check of `loss` alone let
+    NaN weights of every seed be saved."""
+    settings = {**SETTINGS, "pretrain": {**SETTINGS["pretrain"], "lr": 1e30}}
+    with pytest.raises(SystemExit) as stop:
+        load_script("pretrain").main(["--data", str(tiny_data), "--variant", "r4", "--seed", "0", "1", "--device", "cpu",
+                                      "--threads", "1", "--out-dir", str(tmp_path / "a"), str(tmp_path / "b"),
+                                      "--settings", json.dumps(settings)])
+    assert stop.value.code == 2 and "training seed0_loss nan: the run diverged (learning rate 1e+30)" in caplog.text
+    assert not (tmp_path / "a" / "pretrain.pt").exists()

@@ -76,16 +76,18 @@ def strict_integer_error(schema_path):
     return jsonschema.exceptions.best_match(strict.iter_errors(config))
 
 
+CONFIG_SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
+
 # Fails before any job with a short message naming the key; fills every default into `config`.
 try:
-    validate(config, schema="../schemas/config.schema.yaml")
+    validate(config, schema=str(CONFIG_SCHEMA))
 except WorkflowError as error:
     # snakemake raises it inside `except ValidationError`: that error is the context
     cause = error.__cause__ or error.__context__
     if not isinstance(cause, jsonschema.ValidationError):
         raise
     raise WorkflowError(config_error_message(cause)) from None
-_whole_float = strict_integer_error(Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+_whole_float = strict_integer_error(CONFIG_SCHEMA)
 if _whole_float is not None:
     raise WorkflowError(config_error_message(_whole_float))
 
@@ -516,20 +518,23 @@ def job_outputs(dataset):
     return jobs
 
 
+# the outputs of rules export_pretraining and export_finetuning (study.smk), per run folder
+STUDY_PRETRAIN_FILES = ["pretrain_history.csv", "pretrain_run.json", "heads.pt"]
+STUDY_FINETUNE_FILES = ["finetune_history.csv", "metrics.json", "ranks.parquet"]
+
+
 def export_jobs(dataset):
     """(the results/ files of a finished run, their copies in the study folder) per export job."""
-    jobs = [(in_runs([run], PRETRAIN_FILES),
-             in_runs([study_path(run)], ["pretrain_history.csv", "pretrain_run.json", "heads.pt"]))
+    jobs = [(in_runs([run], PRETRAIN_FILES), in_runs([study_path(run)], STUDY_PRETRAIN_FILES))
             for run in pretrain_runs(dataset)]
     jobs += [(in_runs([run], FINETUNE_FILES), in_runs([study_path(run)], STUDY_FINETUNE_FILES))
              for run in finetune_runs(dataset)]
-    jobs += [(authors_import(dataset), [f"{study_dir(dataset)}/authors/heads.pt"] if authors_import(dataset) else [])]
+    authors = authors_import(dataset)
+    if authors:
+        jobs.append((authors, [f"{study_dir(dataset)}/authors/heads.pt"]))
     popularity = f"results/{dataset}/popularity"
     jobs.append((in_runs([popularity], POPULARITY_FILES), in_runs([study_path(popularity)], POPULARITY_FILES)))
     return jobs
-
-
-STUDY_FINETUNE_FILES = ["finetune_history.csv", "metrics.json", "ranks.parquet"]
 
 
 def incomplete_job_outputs():
