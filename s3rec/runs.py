@@ -76,15 +76,11 @@ def parameter_counts(cfg: RunConfig, num_items: int, num_attributes: int, pretra
 ARCHITECTURE = ("hidden_size", "num_layers", "num_heads", "max_len")
 
 
-def check_architecture(path: Path, saved_model: dict | None, model: ModelConfig) -> None:
-    """A checkpoint's recorded model settings against this run's, every difference named."""
-    if saved_model is None:
-        return  # nothing recorded: the strict load still checks every shape
-    differ = [f"{name} {saved_model[name]} there, {getattr(model, name)} here" for name in ARCHITECTURE
-              if name in saved_model and saved_model[name] != getattr(model, name)]
-    if differ:
-        raise ValueError(f"{path} was pretrained with other model settings ({'; '.join(differ)}); "
-                         "finetune with the pretraining's settings.model")
+def architecture_differences(saved_model: dict | None, model: ModelConfig) -> list[str]:
+    """A checkpoint's recorded model settings against this run's, each difference as
+    "<name> <there> there, <here> here" (none recorded: the strict load still checks every shape)."""
+    return [f"{name} {saved_model[name]} there, {getattr(model, name)} here" for name in ARCHITECTURE
+            if saved_model and name in saved_model and saved_model[name] != getattr(model, name)]
 
 
 def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: int, data_digest: str) -> dict:
@@ -99,21 +95,35 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: in
     if not (isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict) and "variant" in saved):
         raise ValueError(f"{path}: not a pretrain.pt (expected a dict with `variant`, `config` and `state_dict`, as "
                          "scripts/pretrain.py and scripts/import_checkpoint.py write it)")
-    if saved.get("variant") != variant:
-        raise ValueError(f"{path} was pretrained as variant {saved.get('variant')!r}, not {variant!r}")
-    saved_seed = saved.get("seed", saved.get("config", {}).get("seed"))
-    if saved_seed is not None and saved_seed != seed:
-        raise ValueError(f"{path} was pretrained with seed {saved_seed}, not {seed}")
     if "data_digest" not in saved:
         log.warning("%s records no data digest (written by an older version): cannot check its data set", path)
-    check_same_data(path, saved.get("data_digest"), data_digest, "this --data folder")
-    check_architecture(path, saved.get("config", {}).get("model"), encoder.cfg)
+    if mismatches := pretrained_mismatches(saved, variant, seed, data_digest, encoder.cfg):
+        # every mismatch at once: a user fixing them one rerun at a time would pay a data load each
+        raise ValueError(f"{path} does not fit this finetuning: it was {'; '.join(mismatches)}")
     prefix = "encoder."
     state = {k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)}
     runtime.load_state(encoder, state, path, "this model")
     log.info("loaded encoder from %s (pretrained %d epochs)", path, saved.get("epoch", -1))
     return {"wall_seconds": float(saved.get("wall_seconds", 0.0)), "cpu_seconds": float(saved.get("cpu_seconds", 0.0)),
             "pretrain": saved.get("config", {}).get("pretrain")}
+
+
+def pretrained_mismatches(saved: dict, variant: str, seed: int, data_digest: str, model: ModelConfig) -> list[str]:
+    """How a pretrain.pt differs from the finetuning about to load it: variant, seed (an imported
+    checkpoint records none), data set (when recorded) and model settings, each as a phrase."""
+    mismatches = []
+    if saved.get("variant") != variant:
+        mismatches.append(f"pretrained as variant {saved.get('variant')!r}, not {variant!r}")
+    saved_seed = saved.get("seed", saved.get("config", {}).get("seed"))
+    if saved_seed is not None and saved_seed != seed:
+        mismatches.append(f"pretrained with seed {saved_seed}, not {seed}")
+    if saved.get("data_digest") not in (None, data_digest):
+        mismatches.append(f"pretrained on other data than {SEQUENCES_FILE} + {ATTRIBUTES_FILE} of this --data "
+                          "folder (their sha256 differs)")
+    if differ := architecture_differences(saved.get("config", {}).get("model"), model):
+        mismatches.append(f"pretrained with other model settings ({'; '.join(differ)}); finetune with the "
+                          "pretraining's settings.model")
+    return mismatches
 
 
 def mistaken_checkpoint(saved) -> str | None:

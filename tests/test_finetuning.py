@@ -322,6 +322,21 @@ def test_bad_pretrained_checkpoint_is_an_error(tiny_data, tmp_path, case):
     assert not (tmp_path / "x" / "metrics.json").exists()
 
 
+def test_every_mismatch_of_a_pretrained_checkpoint_is_named_at_once(tiny_data, tmp_path):
+    """Before: the first mismatch alone (the variant), so a user fixed them one rerun at a time."""
+    other = tmp_path / "other"
+    write_prepared(generate(SyntheticSpec(users=80, items=40, attributes=8, seed=9, max_length=15)), other)
+    _fake_pretrained(tmp_path / "pre.pt", "r8", seed=1, data=other,
+                     recorded_model={**SMALL_MODEL, "num_heads": 4, "num_layers": 1})
+    with pytest.raises(ValueError) as error:
+        run(tiny_data, tmp_path / "x", variant="full", pretrained=tmp_path / "pre.pt")
+    message = str(error.value)
+    for part in ("pretrained as variant 'r8', not 'full'", "pretrained with seed 1, not 0", "pretrained on other data",
+                 "num_layers 1 there, 2 here; num_heads 4 there, 2 here"):
+        assert part in message
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
 def test_a_checkpoint_of_other_data_is_not_resumed(tiny_data, tmp_path):
     """A state file left by a failed run on different data starts the run afresh, never crashes."""
     other = tmp_path / "other"
