@@ -200,6 +200,8 @@ def atomic_write(path: Path, write) -> None:
             break
         except FileExistsError:
             continue
+        except OSError as error:  # named after the file meant, not its temporary
+            raise OSError(error.errno, error.strerror, str(path)) from None
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -345,6 +347,12 @@ def check_destination(path: Path, option: str, folder: bool = False) -> None:
     above = next((p for p in path.parents if p.exists()), None)
     if above is not None and not above.is_dir():
         raise ValueError(f"{option} {path}: {above} is a file, where a folder is expected")
+    # the folder the first write creates files or folders in; access() answers for a read-only
+    # mount too (EROFS), where a run would otherwise fail after its first epoch
+    parent = path if folder and path.is_dir() else above
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: cannot write in {parent} (a read-only file system, or no write "
+                         "permission)")
 
 
 def folder_argument(text: str) -> Path:

@@ -346,3 +346,43 @@ def test_an_out_dir_that_is_a_file_or_below_one_is_a_usage_error(tmp_path, capsy
             load_script(script, "scripts").main(["--out-dir", str(out_dir)])
         assert stop.value.code == 2 and f"argument --out-dir: {out_dir}" in (err := capsys.readouterr().err)
         assert message in err
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder no file can be created in: by its mode for a user, by a read-only tmpfs for root
+    (root writes through any mode); skipped where root may not mount."""
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("running as root without the right to mount a read-only tmpfs: no folder root cannot write in")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("script", ["pretrain", "finetune", "popularity", "aggregate"])
+def test_an_out_dir_that_cannot_be_written_is_a_usage_error(read_only_folder, capsys, script):
+    """Before, a run trained its first epoch, then failed naming a temporary file
+    (`.pretrain_history.csv.<hex>.tmp: read-only file system`)."""
+    for out_dir in (read_only_folder, read_only_folder / "seed0"):
+        with pytest.raises(SystemExit) as stop:
+            load_script(script, "scripts").main(["--out-dir", str(out_dir)])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and f"argument --out-dir: {out_dir}: cannot write in {read_only_folder} (" in err
+
+
+def test_a_write_that_cannot_start_names_the_file_meant(read_only_folder):
+    """Before, the error named the temporary (`.metrics.json.<hex>.tmp`), a file the user never asked for."""
+    with pytest.raises(OSError) as error:
+        runtime.write_text(read_only_folder / "metrics.json", "{}")
+    assert error.value.filename == str(read_only_folder / "metrics.json")
+    with pytest.raises(ValueError, match=f"--out {read_only_folder / 'a.pt'}: cannot write in {read_only_folder}"):
+        runtime.check_destination(read_only_folder / "a.pt", "--out")
