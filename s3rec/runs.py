@@ -29,7 +29,7 @@ from s3rec.metrics import metrics_from_ranks
 from s3rec.pretrain_batches import PretrainInstances, item_attribute_table, split_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import LOSS_NAMES, PretrainModel, fixed_shape_step_losses, segment_head_stalled, step_losses
-from s3rec.training import adam, run_epochs
+from s3rec.training import adam, remove_earlier_outputs, run_epochs
 
 log = logging.getLogger("s3rec")
 
@@ -70,6 +70,11 @@ def parameter_counts(cfg: RunConfig, num_items: int, num_attributes: int, pretra
     return {"encoder": encoder, "attribute_embeddings": attributes, "heads": heads,
             "heads_total": sum(heads.values()), "total": total}
 
+
+# What a finished run writes besides its history (written each epoch): an earlier run's are
+# removed when a run starts in the same folder (training.remove_earlier_outputs).
+FINETUNE_OUTPUTS = ("finetune.pt", "metrics.json", "ranks.parquet")
+PRETRAIN_OUTPUTS = ("pretrain.pt", "pretrain_run.json")
 
 # The model settings a pretrained encoder's weights mean something under. num_heads changes no
 # shape, so a strict load alone would accept an encoder pretrained with other heads.
@@ -279,6 +284,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     out_dir = Path(out_dir)
     inputs = data_files(data_dir) + ([Path(pretrained)] if pretrained else [])
     identity = {"config": run_identity(cfg), "variant": variant, "inputs": runtime.digest(inputs)}
+    remove_earlier_outputs([out_dir / name for name in FINETUNE_OUTPUTS])
     state = run_epochs(model=encoder, optimizer=optimizer, epochs=f.epochs, seed=cfg.seed, train_epoch=train_epoch,
                        checkpoint=out_dir / "finetune.state.pt", config=identity,
                        history_path=out_dir / "finetune_history.csv",
@@ -444,6 +450,7 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
 
     out_dir = Path(out_dir)
     identity = {"config": run_identity(cfg), "variant": variant, "inputs": setup.data_digest}
+    remove_earlier_outputs([out_dir / name for name in PRETRAIN_OUTPUTS])
     state = run_epochs(model=model, optimizer=optimizer, epochs=p.epochs, seed=cfg.seed, train_epoch=train_epoch,
                        checkpoint=out_dir / "pretrain.state.pt", config=identity,
                        history_path=out_dir / "pretrain_history.csv", stop_after=stop_after)

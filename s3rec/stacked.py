@@ -41,7 +41,7 @@ from s3rec.encoder import SelfAttention
 from s3rec.pretrain_batches import Batch, PretrainInstances, item_attribute_table
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import LOSS_NAMES, PretrainModel
-from s3rec.training import adam, run_epochs
+from s3rec.training import adam, remove_earlier_outputs, run_epochs
 
 log = logging.getLogger("s3rec")
 
@@ -256,6 +256,8 @@ def pretrain_stacked(data_dir: Path, out_dirs: list[Path], cfg: RunConfig, varia
     identity = {"config": runs.run_identity(cfg), "variant": variant, "inputs": setup.data_digest,
                 "stacked_seeds": list(seeds)}
     checkpoint = out_dirs[0] / GROUP_CHECKPOINT
+    # each seed's history too: written at the end alone, an earlier run's would sit there meanwhile
+    remove_earlier_outputs([d / name for d in out_dirs for name in (*runs.PRETRAIN_OUTPUTS, "pretrain_history.csv")])
     state = run_epochs(model=stacked, optimizer=optimizer, epochs=p.epochs, seed=seeds, train_epoch=train_epoch,
                        checkpoint=checkpoint, config=identity, history_path=out_dirs[0] / GROUP_HISTORY,
                        stop_after=stop_after)

@@ -102,6 +102,19 @@ def save(path: Path, config: dict, model, optimizer, state: LoopState) -> None:
                               "optimizer": optimizer.state_dict(), "loop": state.__dict__})
 
 
+def remove_earlier_outputs(paths: list[Path]) -> None:
+    """Delete what an earlier finished run left where this run will write its own (a rerun by
+    hand into the same --out-dir): until this run ends, its new history would otherwise sit
+    beside the old metrics or checkpoint, and a report would read them as one run. Each file
+    removed is logged. (The workflow deletes a job's outputs itself before it starts.)"""
+    removed = [path for path in map(Path, paths) if path.is_file()]
+    for path in removed:
+        path.unlink()
+    if removed:
+        log.warning("removed the outputs of an earlier finished run this run replaces: %s",
+                    ", ".join(map(str, removed)))
+
+
 def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epochs: int, seed: int,
                train_epoch: Callable, checkpoint: Path, config: dict, history_path: Path,
                validate: Callable | None = None, patience: int | None = None,

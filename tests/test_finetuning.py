@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -335,6 +336,17 @@ def test_every_mismatch_of_a_pretrained_checkpoint_is_named_at_once(tiny_data, t
                  "num_layers 1 there, 2 here; num_heads 4 there, 2 here"):
         assert part in message
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_a_rerun_into_a_finished_finetuning_folder_removes_its_metrics_at_once(tiny_data, tmp_path, caplog):
+    """Before: an interrupted rerun (other settings) left the earlier metrics.json, ranks.parquet
+    and finetune.pt beside its own history, a report reading them as the new run's."""
+    out = tmp_path / "run"
+    run(tiny_data, out, epochs=2)
+    assert run(tiny_data, out, epochs=2, lr=0.01, stop_after=1) is None
+    assert not any((out / name).exists() for name in runs.FINETUNE_OUTPUTS)
+    assert pl.read_csv(out / "finetune_history.csv")["epoch"].to_list() == [1]
+    assert "removed the outputs of an earlier finished run" in caplog.text
 
 
 def test_a_checkpoint_of_other_data_is_not_resumed(tiny_data, tmp_path):

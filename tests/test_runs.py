@@ -48,6 +48,23 @@ def test_pretraining_is_deterministic_and_resumable(tiny_data, tmp_path):
     assert set(a) >= {"heads.aap.U", "heads.aap.V", "heads.map.U", "heads.mip.weight", "heads.sp.weight"}
 
 
+def test_a_rerun_into_a_finished_folder_removes_the_outputs_it_replaces(tiny_data, tmp_path, caplog):
+    """Before: a rerun by hand (here interrupted) left the earlier run's pretrain.pt and
+    pretrain_run.json beside its own one-epoch history, read together as one run; finetuning
+    outputs in the same folder, of no pretraining file, stay."""
+    out = tmp_path / "run"
+    pretrain(tiny_data, out)
+    (out / "metrics.json").write_text("{}")
+    assert pretrain(tiny_data, out, stop_after=1) is None
+    assert not (out / "pretrain.pt").exists() and not (out / "pretrain_run.json").exists()
+    assert (out / "metrics.json").exists()
+    assert pl.read_csv(out / "pretrain_history.csv")["epoch"].to_list() == [1]
+    assert f"earlier finished run this run replaces: {out / 'pretrain.pt'}, {out / 'pretrain_run.json'}" in caplog.text
+    caplog.clear()
+    assert pretrain(tiny_data, out) is not None  # the resume finds nothing to remove
+    assert "earlier finished run" not in caplog.text and (out / "pretrain.pt").exists()
+
+
 def test_a_truncated_resume_checkpoint_is_set_aside_and_the_rerun_completes(tiny_data, tmp_path, caplog):
     """A pretrain.state.pt cut short (a killed write, a full disk) once blocked every rerun."""
     out = tmp_path / "run"

@@ -198,6 +198,13 @@ def test_stacked_pretraining_is_deterministic_resumable_and_finetunes_per_seed(t
     assert load_script("finetune").main(finetune) == 0
     assert json.loads((out / "metrics.json").read_text())["seed"] == 1
 
+    # a rerun into the finished folders: each seed's pretraining files go at once (its history,
+    # rewritten at the end alone, too); the finetuning's stay
+    assert stacked.pretrain_stacked(tiny_data, [tmp_path / "whole" / "s0", out], cfg, "r4", [0, 1], stop_after=1) is None
+    for name in ("pretrain.pt", "pretrain_run.json", "pretrain_history.csv"):
+        assert not (out / name).exists() and not (tmp_path / "whole" / "s0" / name).exists()
+    assert (out / "metrics.json").exists()
+
 
 def test_draws_in_worker_processes_are_the_draws_in_process(tiny_data, tmp_path):
     """seed_steps with workers: every seed's batches drawn in a worker process are those drawn
