@@ -334,6 +334,7 @@ def run_record(result: dict, labels: dict | None = None) -> list[dict]:
         "finetune_cpu_seconds": _seconds(cpu, "finetune"),
         "device": execution.get("device"),
         "threads": int(threads) if isinstance(threads, int) else None,
+        "pretrained_weights": weights if isinstance(weights := result.get("pretrained_weights_sha256"), str) else None,
         **stopping(result),
     }
     return [
@@ -350,6 +351,7 @@ RUN_SCHEMA = {
     **LABEL_SCHEMA, "hidden_size": pl.Int64, "heads_params": pl.Int64,
     "total_params": pl.Int64, "pretrain_seconds": pl.Float64, "finetune_seconds": pl.Float64,
     "pretrain_cpu_seconds": pl.Float64, "finetune_cpu_seconds": pl.Float64, "device": pl.String, "threads": pl.Int64,
+    "pretrained_weights": pl.String,
     "epochs_run": pl.Int64, "best_epoch": pl.Int64, "epochs_cap": pl.Int64, "early_stopped": pl.Boolean,
     "hit_cap": pl.Boolean, "protocol": pl.String, "split": pl.String, "metric": pl.String, "value": pl.Float64,
 }
@@ -373,7 +375,25 @@ def read_results(paths: Iterable[str | Path]) -> list[tuple[Path, dict, dict]]:
         seen[identity] = path
         results.append((path, result, labels))
     check_comparable(results)
+    check_same_pretraining(results)
     return results
+
+
+def check_same_pretraining(results: list[tuple[Path, dict, dict]]) -> None:
+    """The finetunings of one pretraining and seed (its bce and ce) started from the same
+    pretrained weights, where their metrics.json record which (pretrained_weights_sha256): a
+    pretraining run again between them, with other weights, would be reported as one start."""
+    first: dict[tuple, tuple[Path, str]] = {}
+    for path, result, labels in results:
+        digest = result.get("pretrained_weights_sha256")
+        if not isinstance(digest, str):  # `none`, popularity, or a run from before it was recorded
+            continue
+        run = (labels["dataset"], labels["pretraining"], labels["seed"])
+        other_path, other = first.setdefault(run, (path, digest))
+        if digest != other:
+            raise ValueError(f"{path}: finetuned from other pretrained weights than {other_path} (sha256 "
+                             f"{digest[:12]}… here, {other[:12]}… there): {run[1]} seed {run[2]} was pretrained "
+                             "again between them; finetune both from one pretrain.pt")
 
 
 # What may differ between the runs of one table: the variant's rank and factorised heads, and
@@ -620,6 +640,24 @@ def results_notes(summary: pl.DataFrame) -> list[str]:
         notes.append("authors: finetuned from the S3Rec authors' released pretrained checkpoint; a reference, "
                      "not a like-for-like variant (its pretraining used the authors' code and data handling, "
                      "and its time is not known).")
+    return notes
+
+
+def pretraining_rerun_notes(runs: pl.DataFrame) -> list[str]:
+    """Footnotes for the finetunings of one pretraining and seed that record different pretraining
+    times but not which weights they started from (runs before pretrained_weights_sha256 was
+    recorded): two pretraining runs, whose weights may differ, behind one seed of a row. (Where
+    every one records its weights, check_same_pretraining has compared them.)"""
+    per_run = report_order(runs.unique(["loss", "pretraining", "seed"]).filter(
+        pl.col("pretrain_seconds").is_not_null()), "seed")
+    notes = []
+    for pretraining, seed in per_run.select("pretraining", "seed").unique(maintain_order=True).rows():
+        group = per_run.filter((pl.col("pretraining") == pretraining) & (pl.col("seed") == seed))
+        if group["pretrain_seconds"].n_unique() < 2 or group["pretrained_weights"].null_count() == 0:
+            continue
+        times = ", ".join(f"{seconds:,.0f} s for {loss}" for loss, seconds in group.select("loss", "pretrain_seconds").rows())
+        notes.append(f"{pretraining} seed {seed}: its finetunings record different pretraining runs (pretraining "
+                     f"wall time {times}), not which weights they started from: they may not share one start.")
     return notes
 
 

@@ -110,7 +110,8 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: in
     runtime.load_state(encoder, state, path, "this model")
     log.info("loaded encoder from %s (pretrained %d epochs)", path, saved.get("epoch", -1))
     return {"wall_seconds": float(saved.get("wall_seconds", 0.0)), "cpu_seconds": float(saved.get("cpu_seconds", 0.0)),
-            "pretrain": saved.get("config", {}).get("pretrain")}
+            "pretrain": saved.get("config", {}).get("pretrain"),
+            "weights_sha256": runtime.weights_digest(saved["state_dict"])}
 
 
 def pretrained_mismatches(saved: dict, variant: str, seed: int, data_digest: str, model: ModelConfig) -> list[str]:
@@ -263,7 +264,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     encoder = Encoder(cfg.model, dataset.num_items)
     data_digest = runtime.digest(data_files(data_dir))
     pretraining = (load_pretrained_encoder(encoder, pretrained, variant, cfg.seed, data_digest) if pretrained
-                   else {"wall_seconds": 0.0, "cpu_seconds": 0.0, "pretrain": None})
+                   else {"wall_seconds": 0.0, "cpu_seconds": 0.0, "pretrain": None, "weights_sha256": None})
     encoder.to(device)
     f = cfg.finetune
     optimizer = adam(encoder.parameters(), lr=f.lr, weight_decay=f.weight_decay)
@@ -313,6 +314,9 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
                         "finetune": history_sum(state.history, "cpu_seconds", "valid_cpu_seconds")
                         + time.process_time() - evaluation_cpu},
         "finetune": {key: getattr(f, key) for key in RECORDED_FINETUNING},
+        # which pretrained weights: a report refuses to set finetunings of one seed side by side
+        # when a pretraining rerun between them gave them different starts
+        "pretrained_weights_sha256": pretraining["weights_sha256"],
         "execution": execution | peak_memory(device), "config": recorded_config(cfg, pretraining["pretrain"]),
         "provenance": provenance,
     }
@@ -515,7 +519,7 @@ def write_pretrained(out_dir: Path, cfg: RunConfig, variant: str, setup: Pretrai
     run = {"dataset": setup.dataset_name, "variant": variant, "seed": cfg.seed, "epochs": len(history),
            "instances": len(setup.instances), "parameters": counts, "wall_seconds": seconds, "cpu_seconds": cpu,
            "execution": setup.execution | peak_memory(setup.device), "config": cfg.to_dict(),
-           "provenance": setup.provenance, **extra}
+           "weights_sha256": runtime.weights_digest(state_dict), "provenance": setup.provenance, **extra}
     runtime.write_json(out_dir / "pretrain_run.json", run)
     runtime.save_torch(out_dir / "pretrain.pt", {"config": cfg.to_dict(), "variant": variant, "seed": cfg.seed,
                                                 "data_digest": setup.data_digest, "epoch": len(history),

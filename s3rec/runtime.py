@@ -177,6 +177,18 @@ def digest(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
+def weights_digest(state_dict: dict) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and bytes: the same weights give the same
+    digest wherever they were saved, and a finetuning can record which pretrained weights it
+    started from (two finetunings of one seed from a pretraining run twice would differ)."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name} {tensor.dtype} {tuple(state_dict[name].shape)}\n".encode())
+        h.update(tensor.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def temporary_name(path: Path) -> str:
     """The glob of the temporaries atomic_write writes `path` through (what a killed write leaves behind)."""
     return f".{glob.escape(Path(path).name)}.*.tmp"

@@ -93,7 +93,7 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
     }
     tables = {
         "results": (summary, report.results_table(summary, s["metrics"], s["protocols"]),
-                    report.results_notes(summary)),
+                    report.results_notes(summary) + report.pretraining_rerun_notes(runs)),
         "difference": (differences, report.format_difference_table(differences),
                        difference_notes(differences, left_out, s["resample_seeds"],
                                         ranks.filter(pl.col("split") == s["split"])["user_id"].n_unique())),

@@ -428,6 +428,32 @@ def sp_column(path: Path) -> list[float]:
     return losses
 
 
+def other_pretraining_runs(study: Study) -> list[tuple[Run, str]]:
+    """Complete finetunings that did not start from the complete pretraining of their folder: the
+    weights they record (pretrained_weights_sha256) differ from the pretraining's (weights_sha256),
+    or, where either is not recorded (older runs), the pretraining wall time they record differs
+    from the pretraining's own. Its heads.pt and losses then describe another run than the one
+    finetuned. Each with why."""
+    found = []
+    for run in study.runs("finetuning"):
+        pretraining = make_run("pretraining", run.pretraining, run.seed)
+        if not study.complete(pretraining):
+            continue
+        finetuned = json.loads(study.path(run, "metrics.json").read_text(encoding="utf-8"))
+        pretrained = json.loads(study.path(pretraining, "pretrain_run.json").read_text(encoding="utf-8"))
+        used, here = finetuned.get("pretrained_weights_sha256"), pretrained.get("weights_sha256")
+        if isinstance(used, str) and isinstance(here, str):
+            if used != here:
+                found.append((run, f"its pretrained weights (sha256 {used[:12]}…) are not those of "
+                                   f"{pretraining.folder.as_posix()} ({here[:12]}…)"))
+            continue
+        used_wall, wall = seconds_of(finetuned, "wall_seconds", "pretrain"), seconds_of(pretrained, "wall_seconds", None)
+        if None not in (used_wall, wall) and round(used_wall, 3) != round(wall, 3):
+            found.append((run, f"it records a pretraining of {used_wall:,.0f} s wall time, "
+                               f"{pretraining.folder.as_posix()} one of {wall:,.0f} s (weights not recorded)"))
+    return found
+
+
 def pretraining_checks(study: Study) -> list[str]:
     stalled = stalled_segment_heads(study)
     lines = ["## Pretraining checks", "",
@@ -435,9 +461,16 @@ def pretraining_checks(study: Study) -> list[str]:
              "sigmoid_difference pair loss: the head's scores saturated, where that loss has next to no "
              "gradient, and SP learned nothing in those epochs (`s3rec.pretraining.stalled_spans`).", ""]
     if not stalled:
-        return lines + [f"None of the {len(study.runs('pretraining'))} complete pretrainings.", ""]
-    return lines + [f"- {label(run)}: SP stalled in epochs {', '.join(f'{a}–{b}' for a, b in spans)} "
-                    f"(last epoch's SP loss {loss:.4f})" for run, spans, loss in stalled] + [""]
+        lines += [f"None of the {len(study.runs('pretraining'))} complete pretrainings.", ""]
+    else:
+        lines += [f"- {label(run)}: SP stalled in epochs {', '.join(f'{a}–{b}' for a, b in spans)} "
+                  f"(last epoch's SP loss {loss:.4f})" for run, spans, loss in stalled] + [""]
+    lines += ["Finetuned from another pretraining run than the one here (a pretraining run again after this "
+              "folder's was exported): its heads.pt and losses are not those of the start the finetuning had.", ""]
+    others = other_pretraining_runs(study)
+    if not others:
+        return lines + [f"None of the {len(study.runs('finetuning'))} complete finetunings.", ""]
+    return lines + [f"- {label(run)}: {why}" for run, why in others] + [""]
 
 
 def log_problems(study: Study) -> None:
@@ -452,6 +485,10 @@ def log_problems(study: Study) -> None:
     if stalled:
         log.warning("%d pretraining(s) with SP stalled at ln 2 (see runs.md): %s", len(stalled),
                     "; ".join(run.folder.as_posix() for run, _, _ in stalled))
+    others = other_pretraining_runs(study)
+    if others:
+        log.warning("%d finetuning(s) from another pretraining run than their folder's (see runs.md): %s",
+                    len(others), "; ".join(run.folder.as_posix() for run, _ in others))
     if study.unrecognised:
         log.warning("%d file(s) fit no run of the layout: %s", len(study.unrecognised),
                     "; ".join(p.as_posix() for p in study.unrecognised))

@@ -292,3 +292,31 @@ def test_the_csv_tables_keep_12_significant_digits_of_finite_floats():
     assert rounded["mean"].to_list() == [0.0947845399395, 0.0947845399395, -3.14159265359e-13, 0.0]
     assert rounded["seconds"][:2].to_list() == [7135.84922165, float("inf")] and rounded["seconds"][3] is None
     assert math.isnan(rounded["seconds"][2]) and rounded["seeds"].dtype == pl.Int64
+
+
+def test_finetunings_of_one_seed_from_other_pretrained_weights_are_refused(tmp_path, caplog):
+    """bce and ce of seed-full seed 0 started from two pretraining runs' weights: before, averaged
+    and compared as one start."""
+    ranks = np.arange(1, 21)
+    paths = [write_run(tmp_path / "toy", "seed-full", 0, loss, 0.3, ranks, pretrained_weights_sha256=digest)
+             for loss, digest in (("bce", "a" * 64), ("ce", "b" * 64))]
+    assert_clear_error(paths, tmp_path, caplog, f"{paths[1]}: finetuned from other pretrained weights than {paths[0]}",
+                       "seed-full seed 0 was pretrained again between them")
+
+
+@pytest.mark.parametrize("recorded", ["none", "one", "both"])
+def test_a_seed_whose_finetunings_record_two_pretraining_runs_is_footnoted(tmp_path, recorded):
+    """Runs from before the weights were recorded: different pretraining times are all that tell."""
+    ranks = np.arange(1, 21)
+    digests = {"none": (None, None), "one": ("a" * 64, None), "both": ("a" * 64, "a" * 64)}[recorded]
+    paths = [write_run(tmp_path / "toy", "seed-full", 0, loss, 0.3, ranks,
+                       wall_seconds={"pretrain": pretrain, "finetune": 30.0},
+                       **({"pretrained_weights_sha256": digest} if digest else {}))
+             for loss, pretrain, digest in (("bce", 6379.9, digests[0]), ("ce", 9140.8, digests[1]))]
+    paths.append(write_run(tmp_path / "toy", "seed-full", 1, "bce", 0.3, ranks))  # one run: nothing to compare
+    assert run_aggregate(paths, tmp_path / "tables") == 0
+    text = (tmp_path / "tables" / "results.md").read_text()
+    note = ("seed-full seed 0: its finetunings record different pretraining runs (pretraining wall time 6,380 s "
+            "for bce, 9,141 s for ce), not which weights they started from: they may not share one start.")
+    assert (note in text) == (recorded != "both")  # the same weights: one start, whatever the times
+    assert "seed 1" not in text

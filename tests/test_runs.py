@@ -87,11 +87,25 @@ def test_scripts_pretrain_then_finetune(tiny_data, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["variant"] == "r4" and metrics["seed"] == 0
     assert metrics["wall_seconds"]["pretrain"] > 0
+    # which weights it started from: those the pretraining recorded, a digest of pretrain.pt's tensors
+    pretrained = json.loads((out / "pretrain_run.json").read_text())["weights_sha256"]
+    assert metrics["pretrained_weights_sha256"] == pretrained
+    assert pretrained == runtime.weights_digest(runtime.load_torch(out / "pretrain.pt")["state_dict"])
     assert metrics["provenance"]["versions"]["torch"] == version("torch")
     assert metrics["provenance"]["git_sha"]
     ranks = pl.read_parquet(out / "ranks.parquet")
     assert ranks.height == 60 * 2 * 2  # users x splits x protocols
     assert set(ranks.columns) == {"user_id", "split", "protocol", "rank"}
+
+
+def test_the_weights_digest_is_of_names_dtypes_shapes_and_values():
+    weights = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.tensor(1.5)}
+    digest = runtime.weights_digest(weights)
+    assert runtime.weights_digest(dict(reversed(weights.items()))) == digest  # key order: none
+    assert runtime.weights_digest({**weights, "b": weights["b"].t().contiguous().t()}) == digest  # memory layout: none
+    changed = [{**weights, "b": weights["b"] + torch.eye(2, 3) * 1e-7}, {**weights, "b": weights["b"].reshape(3, 2)},
+               {**weights, "b": weights["b"].double()}, {"c": weights["b"], "a": weights["a"]}]
+    assert len({digest, *map(runtime.weights_digest, changed)}) == 5
 
 
 def test_provenance_names_the_code_a_run_started_with(tiny_data, tmp_path, monkeypatch):

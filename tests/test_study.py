@@ -349,6 +349,30 @@ def test_runs_md_flags_pretrainings_whose_sp_loss_stalled_at_ln2(fabricated_stud
     assert "None of the 1" in report_study.runs_markdown(report_study.scan(fabricated_study))
 
 
+def test_runs_md_lists_finetunings_from_another_pretraining_run_than_their_folders(fabricated_study, caplog):
+    """Before: a pretraining run again (its first pretrain.pt not kept) and finetuned with ce, beside
+    the exported files of the first, was reported with the first's heads and losses, unflagged."""
+    text = report_study.runs_markdown(report_study.scan(fabricated_study))
+    assert "Finetuned from another pretraining run" in text and "None of the 6 complete finetunings." in text
+    fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, wall=6379.9)
+    study = report_study.scan(fabricated_study)
+    assert ("- finetuning seed-full/seed0/bce: it records a pretraining of 100 s wall time, seed-full/seed0 one of "
+            "6,380 s (weights not recorded)") in report_study.runs_markdown(study)
+    report_study.log_problems(study)
+    assert "1 finetuning(s) from another pretraining run than their folder's (see runs.md): seed-full/seed0/bce" \
+        in caplog.text
+    # the weights, where both record them, decide: the same weights are one start whatever the times
+    run_json, metrics_json = (fabricated_study / "seed-full" / "seed0" / "pretrain_run.json",
+                              fabricated_study / "seed-full" / "seed0" / "bce" / "metrics.json")
+    for used, expected in (("a" * 64, False), ("b" * 64, True)):
+        write_json(run_json, {**json.loads(run_json.read_text()), "weights_sha256": "a" * 64})
+        write_json(metrics_json, {**json.loads(metrics_json.read_text()), "pretrained_weights_sha256": used})
+        text = report_study.runs_markdown(report_study.scan(fabricated_study))
+        listed = ("- finetuning seed-full/seed0/bce: its pretrained weights (sha256 bbbbbbbbbbbb…) are not those of "
+                  "seed-full/seed0 (aaaaaaaaaaaa…)")
+        assert (listed in text) == expected and ("None of the 6 complete finetunings." in text) != expected
+
+
 def test_only_complete_runs_feed_the_tables_and_figures(fabricated_study):
     study = report_study.scan(fabricated_study)
     relative = [p.relative_to(fabricated_study).as_posix() for p in report_study.metrics_files(study)]
@@ -519,6 +543,7 @@ def test_report_study_end_to_end_is_byte_stable(real_study):
     assert sorted(p.relative_to(report_dir).as_posix() for p in report_dir.rglob("*") if p.is_file()) == sorted(expected)
     first = {name: (report_dir / name).read_bytes() for name in expected}
     assert "**12 of 12 finetunings, 4 of 4 pretrainings**, popularity: present." in first["runs.md"].decode()
+    assert "None of the 12 complete finetunings." in first["runs.md"].decode()  # each from its folder's weights
     assert report_study.main([str(real_study)]) == 0
     changed = [name for name in expected if (report_dir / name).read_bytes() != first[name]]
     assert changed == []
