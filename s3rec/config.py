@@ -7,6 +7,7 @@ in a workflow config or a `--settings` string never silently falls back to a def
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,10 @@ class FinetuneConfig:
 class EvalConfig:
     protocols: tuple[str, ...] = ("full", "sampled")
     exclude_history: bool = True  # full ranking: items the user already has are not ranked
+    # None: those items are left out. A number: the authors' full sort, which sets their scores
+    # (the target's too, where it is one) to this value, 0.0, and ranks them with the rest: they
+    # then outrank every item that scores below 0 (README, Evaluation). Needs exclude_history.
+    history_score: float | None = None
     sampled_negatives: int = 99
     # Fixed apart from the run seed so that every variant and seed ranks against the same
     # 99 negatives per user: differences between runs are then paired, user by user.
@@ -218,6 +223,9 @@ def validate(cfg: RunConfig) -> None:
     if f.early_stopping_protocol == "sampled" and "sampled" not in cfg.eval.protocols:
         raise ValueError("finetune.early_stopping_protocol: sampled needs 'sampled' in eval.protocols "
                          f"(its negatives), got {list(cfg.eval.protocols)}")
+    if cfg.eval.history_score is not None and not (cfg.eval.exclude_history and math.isfinite(cfg.eval.history_score)):
+        raise ValueError(f"eval.history_score {cfg.eval.history_score}: expected a finite number that replaces the "
+                         "history items' scores, with eval.exclude_history true (null: they are left out)")
     if cfg.eval.negatives not in ("seeded", "file"):
         raise ValueError(f"eval.negatives: expected seeded or file, got {cfg.eval.negatives!r}")
     if not DEVICE_PATTERN.match(cfg.device):

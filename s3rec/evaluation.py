@@ -7,9 +7,10 @@ Model-agnostic: a model is seen only through a score function
 where column j is the score of item j and column 0 (padding) is never ranked. Two protocols:
 
 - "full": the target is ranked against every real item 1..num_items. With `exclude_history`,
-  items already in the user's history are not ranked (as in the authors' full-sort code),
-  except the target itself: on data with repeat consumption the target may be in the
-  history, and dropping it would make it unrankable.
+  items already in the user's history are not ranked, except the target itself: on data with
+  repeat consumption the target may be in the history, and dropping it would make it
+  unrankable. With `history_score` as well (the authors' full sort: 0.0), the history items,
+  the target among them where it is one, are ranked with that score instead of their own.
 - "sampled": the target is ranked against `n` negatives drawn once per user uniformly from
   the items outside the user's whole sequence (the authors' 99-negative protocol).
 
@@ -42,9 +43,11 @@ def full_ranking_ranks(
     num_items: int,
     exclude_history: bool = True,
     batch_size: int = 256,
+    history_score: float | None = None,
 ) -> np.ndarray:
     """(U,) int32 rank of each target among all items 1..num_items (see the module docstring)."""
-    ranks = _rank_all(score_fn, histories, targets, num_items, exclude_history, None, batch_size)
+    ranks = _rank_all(score_fn, histories, targets, num_items, exclude_history, None, batch_size,
+                      history_score=history_score)
     return ranks["full"]
 
 
@@ -164,7 +167,7 @@ def evaluate(
     for name in splits:
         histories, targets = split_inputs(split, name)
         ranks = _rank_all(score_fn, histories, targets, num_items, cfg.exclude_history, negatives,
-                          cfg.batch_size, protocols=cfg.protocols)
+                          cfg.batch_size, protocols=cfg.protocols, history_score=cfg.history_score)
         for protocol in cfg.protocols:
             candidates = cfg.sampled_negatives + 1 if protocol == "sampled" else None
             metrics[protocol][name] = metrics_from_ranks(ranks[protocol], candidates)
@@ -197,8 +200,11 @@ def _rank_all(
     negatives: np.ndarray | None,
     batch_size: int,
     protocols: Sequence[str] = ("full",),
+    history_score: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Ranks under each protocol, from one call of score_fn per batch (the costly part)."""
+    if history_score is not None and not exclude_history:
+        raise ValueError("history_score replaces the scores of the history items: it needs exclude_history")
     targets = np.asarray(targets, dtype=np.int64)
     if len(histories) != len(targets) or (negatives is not None and len(negatives) != len(targets)):
         raise ValueError("histories, targets (and negatives) must have one entry per user")
@@ -209,14 +215,14 @@ def _rank_all(
     if negatives is not None and (negatives == targets[:, None]).any():
         raise ValueError("a sampled negative equals its user's target")
     parts, nan_targets = _batch_ranks(score_fn, histories, targets, num_items, exclude_history, negatives,
-                                      batch_size, protocols)
+                                      batch_size, protocols, history_score)
     if nan_targets and bool(torch.stack(nan_targets).any()):
         raise ValueError("score_fn returned NaN for a target item")
     return {protocol: _gathered(batches, len(targets)) for protocol, batches in parts.items()}
 
 
 def _batch_ranks(score_fn, histories, targets, num_items, exclude_history, negatives, batch_size,
-                 protocols) -> tuple[dict[str, list], list[torch.Tensor]]:
+                 protocols, history_score=None) -> tuple[dict[str, list], list[torch.Tensor]]:
     """Per protocol, (user indices, ranks) per batch, and per batch whether a target scored NaN.
     Ranks are numpy, or tensors where the scores are; _rank_all reads both after the last
     batch, because on a GPU reading them per batch would make the host wait for each batch's
@@ -229,10 +235,12 @@ def _batch_ranks(score_fn, histories, targets, num_items, exclude_history, negat
             expected = (len(index), width)
             raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected {expected}")
         batch = _batch_indices(index, histories, targets, num_items, negatives, protocols, exclude_history,
-                               scores.device)
+                               scores.device, keep_target=history_score is not None)
         target_scores = scores.gather(1, batch["target"][:, None])  # (B, 1)
         nan_targets.append(torch.isnan(target_scores).any())
-        if "full" in protocols:
+        if "full" in protocols and history_score is not None:
+            parts["full"].append((index, _history_scored_ranks(scores, batch, history_score)))
+        elif "full" in protocols:
             excluded = (batch["rows"], batch["items"]) if exclude_history else None
             parts["full"].append((index, _full_ranks(scores, target_scores, excluded)))
         if "sampled" in protocols:
@@ -254,14 +262,17 @@ def _gathered(batches: list[tuple[np.ndarray, np.ndarray | torch.Tensor]], size:
 
 def _batch_indices(index: np.ndarray, histories, targets: np.ndarray, num_items: int | None,
                    negatives: np.ndarray | None, protocols: Sequence[str], exclude_history: bool,
-                   device: torch.device) -> dict[str, torch.Tensor]:
+                   device: torch.device, keep_target: bool = False) -> dict[str, torch.Tensor]:
     """One batch's int64 index tensors on the scores' device: targets (B,), the excluded history
-    pairs (rows, items) and the sampled candidates (B, n). On a GPU they travel as one copy
-    from pinned memory that does not make the host wait (runtime.to_device); a plain copy per
-    tensor would wait each time for the GPU to finish the batches queued before it."""
+    pairs (rows, items; with `keep_target`, a target in its history among them) and the sampled
+    candidates (B, n). On a GPU they travel as one copy from pinned memory that does not make
+    the host wait (runtime.to_device); a plain copy per tensor would wait each time for the GPU
+    to finish the batches queued before it."""
     host = {"target": torch.from_numpy(targets[index])}
     if "full" in protocols and exclude_history:
-        rows, items = _history_pairs([histories[i] for i in index], targets[index], num_items)
+        histories = [histories[i] for i in index]
+        rows, items = (_distinct_pairs(histories, num_items) if keep_target
+                       else _history_pairs(histories, targets[index], num_items))
         host |= {"rows": torch.from_numpy(rows), "items": torch.from_numpy(items)}
     if "sampled" in protocols:
         host["candidates"] = torch.from_numpy(negatives[index].astype(np.int64))
@@ -286,6 +297,15 @@ def _full_ranks(
         rows, items = excluded
         count -= np.bincount(rows.numpy()[at_least[rows, items].numpy()], minlength=len(scores))
     return count
+
+
+def _history_scored_ranks(scores: torch.Tensor, batch: dict[str, torch.Tensor], history_score: float):
+    """Full-ranking ranks as the authors' full sort makes them: every history item's score (the
+    target's too, where it is one) replaced by `history_score`, then all items ranked. A copy of
+    the batch's scores: the caller's stay as they are (the sampled protocol reads them)."""
+    scored = scores.clone()
+    scored[batch["rows"], batch["items"]] = history_score
+    return _full_ranks(scored, scored.gather(1, batch["target"][:, None]), None)
 
 
 def _full_counts_on_device(at_least: torch.Tensor, excluded: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:

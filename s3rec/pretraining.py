@@ -6,9 +6,14 @@
 - SP: the context (last state of the segment-masked sequence) vs the last state of the
   positive and of the negative segment input.
 
-Losses are sums over positions / instances, as the authors compute them. One deviation that
-changes only a constant: the authors also score attribute 0 (padding, target 0); here the
-attribute logits cover 1..num_attributes only.
+Losses are sums over positions / instances, as the authors compute them. Two deviations:
+- the attribute logits cover 1..num_attributes. The authors also score attribute 0 (padding,
+  never a target): a negative in every AAP and MAP term, whose loss trains the encoder and
+  heads as well as its own row (in their Beauty checkpoint that row's norm is 11.3, the
+  others' 4.2 on average), so leaving it out changes the training, not just a constant;
+- the attribute losses are BCE on logits (`binary_cross_entropy_with_logits`), where the
+  authors apply a sigmoid, then BCELoss: the same loss, but theirs clamps the log at -100 and
+  has no gradient once a float32 sigmoid saturates (|logit| above about 17); this one keeps it.
 """
 from __future__ import annotations
 

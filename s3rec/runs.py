@@ -238,7 +238,8 @@ def validation(score, split, negatives, num_items: int, cfg: RunConfig):
             metrics = metrics_from_ranks(ranks, num_candidates=negatives.shape[1] + 1)
         else:
             ranks = full_ranking_ranks(score, split.train, split.valid_target, num_items,
-                                       exclude_history=cfg.eval.exclude_history, batch_size=cfg.eval.batch_size)
+                                       exclude_history=cfg.eval.exclude_history, batch_size=cfg.eval.batch_size,
+                                       history_score=cfg.eval.history_score)
             metrics = metrics_from_ranks(ranks)
         # becomes the history column valid_cpu_seconds
         return metrics[f.early_stopping_metric], metrics | {"cpu_seconds": time.process_time() - start}
@@ -333,7 +334,8 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
 # Config keys added after runs of the study were checkpointed, with the value that does what the
 # code did before them. At that value a key is left out of a run's identity, so a checkpoint
 # written before it existed still resumes (a Beauty pretraining checkpoint holds hours of CPU time).
-LATER_KEYS = {("eval", "negatives"): "seeded", ("finetune", "early_stopping_protocol"): "full"}
+LATER_KEYS = {("eval", "negatives"): "seeded", ("finetune", "early_stopping_protocol"): "full",
+              ("eval", "history_score"): None}
 
 
 EXECUTION_KEYS = ("device", "threads", "compile")  # where and how a run computes, not what

@@ -26,6 +26,10 @@ from s3rec.config import PRESETS, RunConfig, parse_variant
     ({"eval": {"protocols": []}}, "eval.protocols: expected full and/or sampled, each once, got []"),
     ({"eval": {"protocols": ["full", "full"]}}, "eval.protocols: expected full and/or sampled, each once"),
     ({"model": {"low_rank_heads": ["aap", "aap"]}}, "model.low_rank_heads: expected each head once"),
+    # the authors' history at score 0 replaces the scores of items exclude_history picks out
+    ({"eval": {"history_score": 0.0, "exclude_history": False}}, "eval.history_score 0.0: expected a finite number"),
+    ({"eval": {"history_score": float("nan")}}, "eval.history_score nan: expected a finite number"),
+    ({"eval": {"history_score": "0"}}, "'eval.history_score': expected a number or null"),
 ])
 def test_a_value_of_the_wrong_type_is_an_error_naming_key_value_and_type(settings, message):
     with pytest.raises(ValueError) as error:

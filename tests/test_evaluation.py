@@ -44,6 +44,51 @@ def test_full_ranking_excludes_history_but_never_the_target_nor_padding():
     assert ranks.tolist() == [2, 2, 2]
 
 
+def test_history_score_ranks_the_history_at_that_score_as_the_authors_full_sort():
+    """The authors' full sort sets the history's scores to 0 and ranks everything: a history item
+    then outranks a target that scores below 0. Scores 1:-4 2:2 3:-3 4:.5 5:-2 (padding 10).
+    User 0, history [1, 2], target 3 (-3): left out, 4 and 5 beat it (rank 3); ranked as they
+    are, 2, 4, 5 (rank 4); at 0, 1, 2, 4 and 5 (rank 5). User 1, history [1, 3], target 3: the
+    target in its history scores 0 too, tied with item 1 (counted), beaten by 2 and 4 (rank 4)."""
+    row = [10.0, -4.0, 2.0, -3.0, 0.5, -2.0]
+    histories = arrays([1, 2], [1, 3])
+    score_fn = table_score_fn({(1, 2): row, (1, 3): row})
+    targets = np.array([3, 3])
+    rank = lambda **how: full_ranking_ranks(score_fn, histories, targets, num_items=5, **how).tolist()  # noqa: E731
+    assert rank() == [3, 4]
+    assert rank(exclude_history=False) == [4, 4]
+    assert rank(history_score=0.0) == [5, 4]
+    # below every score: user 0's history as good as left out; user 1's target, in its history,
+    # sinks with it, tied with item 1 under the other three
+    assert rank(history_score=-10.0) == [3, 5]
+    with pytest.raises(ValueError, match="needs exclude_history"):
+        rank(exclude_history=False, history_score=0.0)
+
+
+@pytest.mark.parametrize("history_score", [None, 0.0])
+def test_evaluate_with_a_history_score_matches_a_brute_force_loop(rng, history_score):
+    """Random histories with repeats (targets among them), integer scores (many ties), small
+    batches: the authors' sort by hand (history set to 0, then everything ranked), or ours."""
+    num_items, num_users = 30, 57
+    histories = [rng.integers(1, num_items + 1, size=rng.integers(0, 12)) for _ in range(num_users)]
+    targets = rng.integers(1, num_items + 1, size=num_users)
+    scores = torch.from_numpy(rng.integers(-3, 4, size=(num_users, num_items + 1)).astype(np.float32))
+    by_history = {id(h): u for u, h in enumerate(histories)}
+    score_fn = lambda hs: scores[[by_history[id(h)] for h in hs]]  # noqa: E731
+    expected = []
+    for u in range(num_users):
+        row, history = scores[u].clone(), set(histories[u].tolist())
+        if history_score is None:
+            candidates = set(range(1, num_items + 1)) - history - {targets[u]}
+        else:
+            row[list(history)] = history_score
+            candidates = set(range(1, num_items + 1)) - {targets[u]}
+        expected.append(1 + sum(bool(row[j] >= row[targets[u]]) for j in candidates))
+    ranks = full_ranking_ranks(score_fn, histories, targets, num_items, batch_size=8, history_score=history_score)
+    assert ranks.tolist() == expected
+    assert any(t in h for t, h in zip(targets, histories))  # the target-in-history case is covered
+
+
 def test_full_ranking_ties_are_pessimistic():
     """Target 1 scores .5 like items 2, 3 and 5: rank 1 + 3. An excluded tie does not count."""
     row = [0.5, 0.5, 0.5, 0.5, 0.2, 0.5]
