@@ -8,14 +8,17 @@ validation and test splits twice, by the same weights:
 
 - `ours`: s3rec.evaluation (README "Evaluation"): the target ranked among items 1..M, the
   user's earlier items left out of the ranking, except the target itself; ties pessimistic.
+- `ours_history_0`: s3rec.evaluation with `eval.history_score: 0.0`, the earlier items ranked
+  at score 0 as the authors do, within items 1..M, ties pessimistic.
 - `authors`: what their FinetuneTrainer does (read from their trainers.py, re-implemented
   here): every row of the item table is a candidate, padding (0) and [MASK] (M + 1) included;
   the earlier items' scores are *set to 0*, not removed (a target the user had before scores 0
   too); the top 20 come from numpy's argpartition and argsort on float32 scores, as theirs.
 
-Prints one JSON object: per model and split, NDCG@10/20 and HR@10/20 of each evaluator, and
-the users where the two can disagree (target among the earlier items; target scoring below 0,
-where the zeroed items and the padding row outrank it).
+Prints one JSON object: per model and split, NDCG@10/20 and HR@10/20 of each evaluator (and
+MRR of the two that rank every item), the users where they can disagree (target among the
+earlier items; target scoring below 0, where the zeroed items and the padding row outrank it),
+and the users whose rank `ours` and `ours_history_0` differ on.
 """
 from __future__ import annotations
 
@@ -88,7 +91,9 @@ def authors_positions(scores: np.ndarray, histories: list[np.ndarray], targets: 
 def evaluate(encoder: Encoder, histories: list[np.ndarray], targets: np.ndarray, num_items: int) -> dict:
     """`ours` is exactly the ranking finetune.py reports (score_function, full_ranking_ranks, which
     batches users its own way); `authors` ranks a second pass's scores, which include [MASK]."""
-    ours = full_ranking_ranks(score_function(encoder, torch.device("cpu")), histories, targets, num_items)
+    score = score_function(encoder, torch.device("cpu"))
+    ours = full_ranking_ranks(score, histories, targets, num_items)
+    zeroed = full_ranking_ranks(score, histories, targets, num_items, history_score=0.0)
     positions = np.empty(len(targets), dtype=np.int64)
     below_zero = 0
     for start, scores in all_scores(encoder, histories):
@@ -100,10 +105,12 @@ def evaluate(encoder: Encoder, histories: list[np.ndarray], targets: np.ndarray,
         hit = positions < k
         theirs[f"NDCG@{k}"] = float(np.where(hit, 1 / np.log2(positions + 2.0), 0).mean())
         theirs[f"HR@{k}"] = float(hit.mean())
-    ours_metrics = metrics_from_ranks(ours)
+    names = [f"{m}@{k}" for k in KS for m in ("NDCG", "HR")] + ["MRR"]
+    ours_metrics, zeroed_metrics = metrics_from_ranks(ours), metrics_from_ranks(zeroed)
     repeats = int(sum(t in set(h.tolist()) for h, t in zip(histories, targets)))
-    return {"ours": {m: ours_metrics[m] for k in KS for m in (f"NDCG@{k}", f"HR@{k}")}, "authors": theirs,
-            "users": len(targets), "target_in_history": repeats, "target_scores_below_0": below_zero}
+    return {"ours": {m: ours_metrics[m] for m in names}, "ours_history_0": {m: zeroed_metrics[m] for m in names},
+            "authors": theirs, "users": len(targets), "target_in_history": repeats,
+            "target_scores_below_0": below_zero, "ranks_differ_ours_history_0": int((ours != zeroed).sum())}
 
 
 def main(argv: list[str] | None = None) -> int:

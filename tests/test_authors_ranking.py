@@ -76,6 +76,10 @@ def test_both_layouts_of_one_model_give_one_report(tmp_path, capsys):
     ranks = full_ranking_ranks(score_function(encoder.eval(), torch.device("cpu")), split.train,
                                split.valid_target, dataset.num_items)
     assert first["valid"]["ours"]["NDCG@10"] == metrics_from_ranks(ranks)["NDCG@10"]
+    zeroed = full_ranking_ranks(score_function(encoder.eval(), torch.device("cpu")), split.train,
+                                split.valid_target, dataset.num_items, history_score=0.0)
+    assert first["valid"]["ours_history_0"]["MRR"] == metrics_from_ranks(zeroed)["MRR"]
+    assert first["valid"]["ranks_differ_ours_history_0"] == int((ranks != zeroed).sum())
     assert first["valid"]["users"] == 80 and 0 <= first["valid"]["target_scores_below_0"] <= 80
 
 
