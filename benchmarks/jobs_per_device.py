@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "pretrain" and args.compile in speed.GRAPH_MODES and not args.fixed_shapes:
         parser.error(f"--compile {args.compile} records fixed-shape steps: add --fixed-shapes")
     runtime.set_threads(args.threads)  # so that the report's "threads" is each worker's
-    device = runtime.choose_device(args.device)
+    device = runtime.device_argument_checked(parser, args.device, args.compile)
     args.device = str(device)
     with tempfile.TemporaryDirectory() as tmp:
         with runtime.clear_errors():  # a bad --source: its message alone

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", action="store_true", help="split each op by its input shapes")
     args = parser.parse_args(argv)
     runtime.set_threads(args.threads)
-    device = runtime.choose_device(args.device)
+    device = runtime.device_argument_checked(parser, args.device)
     torch.manual_seed(0)
     with runtime.clear_errors():  # a bad --data or --source: its message alone
         if args.data is None:

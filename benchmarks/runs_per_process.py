@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(n < 1 for n in args.runs) or args.batches < 1:
         parser.error("--runs and --batches: every number must be at least 1")
     runtime.set_threads(args.threads)
-    device = runtime.choose_device(args.device)
+    device = runtime.device_argument_checked(parser, args.device)
     with tempfile.TemporaryDirectory() as tmp, runtime.clear_errors():  # a bad --data or --source: its message alone
         name, path = ("given", args.data) if args.data else speed.prepare(Path(tmp), args.source)
         dataset = load_dataset(path)

@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile in GRAPH_MODES and not args.fixed_shapes:
         parser.error(f"--compile {args.compile} records fixed-shape steps: add --fixed-shapes")
     runtime.set_threads(args.threads)
-    device = runtime.choose_device(args.device)
+    device = runtime.device_argument_checked(parser, args.device, args.compile)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp, runtime.clear_errors():  # a bad --source: its message alone
         name, path = prepare(Path(tmp), args.source)

@@ -51,6 +51,19 @@ def choose_device(name: str = "auto") -> torch.device:
     return device
 
 
+def device_argument_checked(parser: argparse.ArgumentParser, name: str, compile_mode: str = "none") -> torch.device:
+    """choose_device for a script's --device (and --compile): a device this machine lacks, or a
+    CUDA-graph mode on another device, is the parser's usage error (one line, exit status 2),
+    before any data is read, not a traceback after."""
+    try:
+        device = choose_device(name)
+    except DeviceUnavailable as error:
+        parser.error(f"--device {name}: {error}")
+    if compile_mode == "cuda-graph" and device.type != "cuda":
+        parser.error(f"--compile cuda-graph records CUDA graphs: it needs a CUDA device, not {device}")
+    return device
+
+
 def set_threads(threads: int | None) -> int:
     """Intra-op threads: explicit, else the SLURM allocation (SLURM does not confine us here), else torch's."""
     if threads is None and os.environ.get("SLURM_CPUS_PER_TASK"):

@@ -187,3 +187,24 @@ def test_a_benchmark_given_no_data_set_names_the_missing_file(tmp_path, monkeypa
     missing = "--source {}: no Beauty.txt; expected" if "--source" in args else "{}/sequences.parquet: file not found"
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].startswith(missing.format(tmp_path / "empty")), errors
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal of a CUDA device this machine lacks")
+@pytest.mark.parametrize("argv", [
+    ["speed", "--device", "cuda"], ["profile_step", "--device", "cuda"], ["jobs_per_device", "--device", "cuda"],
+    ["runs_per_process", "--device", "cuda:0"],
+    ["speed", "--device", "cpu", "--fixed-shapes", "--compile", "cuda-graph"],
+    ["jobs_per_device", "--device", "cpu", "--fixed-shapes", "--compile", "cuda-graph"],
+], ids=lambda argv: "-".join(argv[::2]))
+def test_a_benchmark_refuses_a_device_it_cannot_have_before_reading_data(tmp_path, monkeypatch, capsys, argv):
+    """Before: a traceback (DeviceUnavailable), or, for cuda-graph on a CPU, a traceback after the
+    data was prepared (jobs_per_device: one per worker)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    name, *args = argv
+    with pytest.raises(SystemExit) as exit_info:
+        load_script(name, folder="benchmarks").main(args + ["--source", str(tmp_path / "nothing-read")]
+                                                     if name in ("speed", "jobs_per_device") else args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert ("CUDA is not available on this machine" in err if "cuda-graph" not in args
+            else "--compile cuda-graph records CUDA graphs: it needs a CUDA device, not cpu" in err), err
