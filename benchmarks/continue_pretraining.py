@@ -8,12 +8,15 @@ where they start. A task whose loss falls fast was trained less (or differently)
 objective trains it. The checkpoint's own weights are loaded into a `preset` model (its
 optimizer state is not, so the first steps of Adam are larger than in the original run: read
 the trend over hundreds of batches, not the first few). Training batches are `padded` prefix
-instances of batch 100, as the authors'; the losses printed are the training losses (dropout
-on) per instance, averaged over each `--every` batches. Prints one JSON object.
+instances of batch 100, as the authors', epoch after epoch (a fresh permutation each) until
+`--batches` have run; the losses printed are the training losses (dropout on) per instance,
+averaged over each `--every` batches, and over the batches after the last full window. Prints
+one JSON object (`batches`: how many ran).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=runtime.seed_argument, default=0)
     parser.add_argument("--threads", type=runtime.positive_int, default=None)
     args = parser.parse_args(argv)
+    if args.every > args.batches:
+        parser.error(f"--every {args.every}: more than --batches {args.batches}, so no point of the curve")
     runtime.setup_logging()
     runtime.set_threads(args.threads)
     with runtime.clear_errors():  # a bad --data, a checkpoint of other data or no pretraining model: its message alone
@@ -52,27 +57,27 @@ def main(argv: list[str] | None = None) -> None:
     model.load_state_dict(loaded.state_dict())
     optimizer = adam(model.parameters(), lr=args.lr, weight_decay=0.0)
     instances = split_instances(dataset, split, max_len=cfg.model.max_len)
-    steps = iterate_batches(instances, 100, np.random.default_rng(args.seed), mask_prob=cfg.pretrain.mask_prob,
-                            batching="padded")
+    rng = np.random.default_rng(args.seed)
+    # an epoch of Beauty is ~1,500 batches: more than that go on into the next epoch
+    steps = (step for _ in itertools.count() for step in iterate_batches(instances, 100, rng,
+                                                                         mask_prob=cfg.pretrain.mask_prob, batching="padded"))
     torch.manual_seed(args.seed)
     model.train()
     curve, sums, count, start = [], dict.fromkeys(LOSS_NAMES, 0.0), 0, time.perf_counter()
-    for done, step in enumerate(steps, start=1):
+    for done, step in zip(range(1, args.batches + 1), steps):
         losses = step_losses(model, step)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         optimizer.step()
         for name in LOSS_NAMES:
-            sums[name] += float(losses[name])
+            sums[name] += float(losses[name].detach())
         count += sum(chunk.num_instances for chunk in step)
-        if done % args.every == 0:
+        if done % args.every == 0 or done == args.batches:  # the last window may be short
             curve.append({"batches": done, **{n: round(v / count, 4) for n, v in sums.items()}})
             print(json.dumps(curve[-1]), file=sys.stderr)
             sums, count = dict.fromkeys(LOSS_NAMES, 0.0), 0
-        if done >= args.batches:
-            break
     print(json.dumps({"checkpoint": str(args.checkpoint), **about, "preset": args.preset, "lr": args.lr,
-                      "seconds": round(time.perf_counter() - start, 1), "curve": curve}, indent=1))
+                      "batches": done, "seconds": round(time.perf_counter() - start, 1), "curve": curve}, indent=1))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from s3rec import report, runs, runtime
-from s3rec.data import load_dataset
+from s3rec.data import leave_one_out, load_dataset
 from scripts_import import load_script
 from test_runs import SETTINGS, tiny_data  # noqa: F401  (a fixture)
 
@@ -159,6 +159,24 @@ def test_segment_scores_of_a_pretraining_and_of_its_state_file(pretrained, tiny_
     torch.save({"model": {}}, bad)
     with pytest.raises(ValueError, match="neither a pretrain.pt"):
         runs.load_pretraining_model(bad, load_dataset(tiny_data), tiny_data)
+
+
+def test_continue_pretraining_runs_the_batches_asked_for_across_epochs(pretrained, tiny_data, capsys):  # noqa: F811
+    """Before: one epoch at most (the tiny set has a few batches of 100), points after the last
+    full window dropped, and --every above --batches an empty curve with exit status 0."""
+    continue_pretraining = load_script("continue_pretraining", folder="benchmarks")
+    args = [str(pretrained / "pretrain.pt"), "--data", str(tiny_data), "--threads", "1"]
+    dataset = load_dataset(tiny_data)
+    instances = continue_pretraining.split_instances(dataset, leave_one_out(dataset.sequences), max_len=12)
+    epoch = -(-len(instances) // 100)
+    batches = 2 * epoch + 1
+    continue_pretraining.main(args + ["--batches", str(batches), "--every", "2"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["batches"] == batches
+    assert [point["batches"] for point in report["curve"]] == [*range(2, batches, 2), batches]
+    with pytest.raises(SystemExit) as exit_info:
+        continue_pretraining.main(args + ["--batches", "2", "--every", "5"])
+    assert exit_info.value.code == 2 and "--every 5: more than --batches 2" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("benchmark", ["segment_scores", "compare_pretraining", "continue_pretraining"])
