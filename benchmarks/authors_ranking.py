@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s3rec import runtime
+from s3rec import runs, runtime
 from s3rec.authors import convert_state_dict
 from s3rec.batching import pad_left
 from s3rec.config import ModelConfig
@@ -44,12 +44,13 @@ TOP = 20  # their full-sort keeps the top 20 only
 KS = (10, 20)
 
 
-def load_encoder(path: Path, num_items: int) -> Encoder:
+def load_encoder(path: Path, num_items: int, data_dir: Path) -> Encoder:
     saved = runtime.load_torch(path)
     if not isinstance(saved, dict):
         raise ValueError(f"{path}: expected a finetune.pt or a state dict of the authors' model, "
                          f"got {type(saved).__name__}")
-    if "state_dict" in saved:  # this project's finetune.pt
+    if "state_dict" in saved:  # this project's finetune.pt; it records its data set since data_digest exists
+        runs.check_same_data(path, saved.get("data_digest"), runtime.digest(runs.data_files(data_dir)), str(data_dir))
         state, model = saved["state_dict"], saved.get("config", {}).get("model", {})
     else:  # the authors' S3RecModel state dict: keep the encoder's tensors
         prefix = "encoder."
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_dataset(args.data)
         split = leave_one_out(dataset.sequences)
         for path in args.models:
-            encoder = load_encoder(path, dataset.num_items)
+            encoder = load_encoder(path, dataset.num_items, args.data)
             report[str(path)] = {name: evaluate(encoder, *split_inputs(split, name), dataset.num_items)
                                  for name in SPLITS}
     report["seconds"] = round(time.perf_counter() - started, 1)

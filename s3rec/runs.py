@@ -174,7 +174,7 @@ def check_same_data(path: Path, recorded: str | None, digest: str, folder: str) 
     """A checkpoint's recorded data digest (None: not recorded, nothing to check) against the
     digest of the data it is about to be used with."""
     if recorded is not None and recorded != digest:
-        raise ValueError(f"{path} was pretrained on other data than {SEQUENCES_FILE} + {ATTRIBUTES_FILE} "
+        raise ValueError(f"{path} was trained on other data than {SEQUENCES_FILE} + {ATTRIBUTES_FILE} "
                          f"of {folder} (their sha256 differs)")
 
 
@@ -321,7 +321,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
         "execution": execution | peak_memory(device), "config": recorded_config(cfg, pretraining["pretrain"]),
         "provenance": provenance,
     }
-    runtime.save_torch(out_dir / "finetune.pt", {"config": cfg.to_dict(), "variant": variant,
+    runtime.save_torch(out_dir / "finetune.pt", {"config": cfg.to_dict(), "variant": variant, "data_digest": data_digest,
                                                 "best_epoch": state.best_epoch, "state_dict": state.best_state})
     runtime.save_frame(out_dir / "ranks.parquet", ranks)
     runtime.write_json(out_dir / "metrics.json", result)

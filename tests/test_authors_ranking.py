@@ -96,7 +96,10 @@ def test_a_file_that_is_no_finetuned_model_of_the_data_is_named(tmp_path, caplog
              "other.pt": ({"config": {"model": {"hidden_size": D}}, "state_dict": state},  # 5 items more
                           f"does not fit a finetuned encoder of the {dataset.num_items} items of --data: size mismatch "
                           "for item_embeddings.weight"),
-             "theirs.pt": ({"bert.weight": torch.zeros(2)}, "unexpected key 'bert.weight'")}
+             "theirs.pt": ({"bert.weight": torch.zeros(2)}, "unexpected key 'bert.weight'"),
+             # the same item count, other interactions: before, scored without a word
+             "other-data.pt": ({"config": {"model": {"hidden_size": D}}, "data_digest": "0" * 64, "state_dict": {}},
+                               "was trained on other data than sequences.parquet + item_attributes.parquet")}
     for name, (saved, message) in cases.items():  # were: an AttributeError, a torch traceback, a ValueError's
         torch.save(saved, tmp_path / name)
         with pytest.raises(SystemExit) as stop:

@@ -91,6 +91,8 @@ def test_scripts_pretrain_then_finetune(tiny_data, tmp_path):
     pretrained = json.loads((out / "pretrain_run.json").read_text())["weights_sha256"]
     assert metrics["pretrained_weights_sha256"] == pretrained
     assert pretrained == runtime.weights_digest(runtime.load_torch(out / "pretrain.pt")["state_dict"])
+    # the finetuned model names its data set, as the pretrained one does (authors_ranking checks it)
+    assert runtime.load_torch(out / "finetune.pt")["data_digest"] == runtime.digest(runs.data_files(tiny_data))
     assert metrics["provenance"]["versions"]["torch"] == version("torch")
     assert metrics["provenance"]["git_sha"]
     ranks = pl.read_parquet(out / "ranks.parquet")

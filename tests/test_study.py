@@ -186,7 +186,7 @@ def test_checkpoint_benchmarks_refuse_other_data_or_another_model(pretrained, ti
     scored (continue_pretraining, compare_pretraining) and one without heads a torch traceback."""
     checkpoint = runtime.load_torch(pretrained / "pretrain.pt")
     heads = [k for k in checkpoint["state_dict"] if k.startswith("heads.")]
-    cases = {"other.pt": ({**checkpoint, "data_digest": "0" * 64}, " was pretrained on other data than"),
+    cases = {"other.pt": ({**checkpoint, "data_digest": "0" * 64}, " was trained on other data than"),
              "encoder.pt": ({**checkpoint, "state_dict": {k: v for k, v in checkpoint["state_dict"].items()
                                                           if k not in heads}},
                             f" does not fit a pretraining model of its own settings: {len(heads)} missing tensors"),
