@@ -27,10 +27,13 @@ def energies(path: Path, heads: list[str], ranks: list[int]) -> list[dict]:
     state = report_inputs.read_head_weights(path)
     pretraining, seed, _ = report.run_of_path(path)
     dataset = report.dataset_of(path)
+    if not any(key.endswith((f"heads.{head}.weight", f"heads.{head}.U")) for key in state for head in heads):
+        # a finetune.pt (encoder only), or another model's file
+        raise ValueError(f"{path}: no {' or '.join(heads)} head weights; expected a heads.pt or pretrain.pt")
     rows = []
     for head in heads:
         if not any(key.endswith(f"heads.{head}.weight") for key in state):
-            continue  # absent, or low rank
+            continue  # low rank
         report_inputs.check_head_finite(path, state, head)
         kept = report.rank_energy(report.head_spectrum(state, head), ranks)
         rows.append({"file": str(path), "dataset": dataset, "pretraining": pretraining, "seed": seed, "head": head,
@@ -78,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         report.check_each_run_once(args.files)
         rows = [row for path in args.files for row in energies(path, args.heads, args.ranks)]
     if not rows:
-        parser.error("no dense head among the given files (low-rank heads are skipped)")
+        parser.error(f"no dense {' or '.join(args.heads)} head in {' '.join(map(str, args.files))}: their heads "
+                     "are low rank (skipped: W = U Vᵀ has rank r by construction)")
     result = {"ranks": args.ranks, "runs": rows, "summary": summary(rows, args.ranks)}
     print(json.dumps(rounded(result), indent=1))
     return 0

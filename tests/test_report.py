@@ -531,7 +531,7 @@ def test_rank_energy_is_the_eckart_young_share_of_the_squared_norm():
         report.rank_energy([0.0, 0.0], [1])
 
 
-def test_head_energy_benchmark_reports_dense_heads_per_pretraining(tmp_path, capsys):
+def test_head_energy_benchmark_reports_dense_heads_per_pretraining(tmp_path, capsys, caplog):
     import torch
 
     head_energy = load_script("head_energy", folder="benchmarks")
@@ -557,8 +557,15 @@ def test_head_energy_benchmark_reports_dense_heads_per_pretraining(tmp_path, cap
     assert aap["r2"]["mean"] == pytest.approx((5 / 6 + 2 / 4) / 2, abs=1e-4)
     assert aap["r2"]["std"] == pytest.approx(np.std([5 / 6, 2 / 4], ddof=1), abs=1e-4)
     assert {s["dataset"] for s in out["summary"]} == {"toy"}
-    with pytest.raises(SystemExit):  # a low-rank head alone: nothing to report, a clear error
+    with pytest.raises(SystemExit):  # a low-rank head alone: nothing to report, a clear error naming it
         head_energy.main([str(files[2])])
+    assert f"no dense aap or map head in {files[2]}: their heads are low rank" in capsys.readouterr().err
+    finetuned = tmp_path / "toy" / "seed-full" / "seed0" / "bce" / "finetune.pt"
+    finetuned.parent.mkdir()
+    torch.save({"state_dict": {"item_embeddings.weight": torch.zeros(3, 4)}}, finetuned)
+    with pytest.raises(SystemExit):  # before: the low-rank message, naming no file
+        head_energy.main([str(finetuned)])
+    assert f"{finetuned}: no aap or map head weights; expected a heads.pt or pretrain.pt" in caplog.text
 
 
 def test_head_energy_keeps_data_sets_apart_and_refuses_a_run_twice(tmp_path, capsys, caplog):
