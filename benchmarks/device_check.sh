@@ -53,7 +53,9 @@ SOURCE=()
 [ -f .device/data/Beauty.txt ] && SOURCE=(--source .device/data)
 
 # step NAME LIMIT_S OUTPUT COMMAND...: run it with its stdout in $OUT/OUTPUT (stderr in the log),
-# unless less than LIMIT_S of the deadline is left.
+# unless less than LIMIT_S of the deadline is left. The output is written under a temporary
+# name and gets its own only when the command succeeds: a failed or timed-out step's partial
+# output is kept as OUTPUT.failed (none when empty), never as a JSON file that does not parse.
 step() {
   local name=$1 limit=$2 output=$3; shift 3
   local left=$(( DEADLINE - (SECONDS - START) ))
@@ -61,9 +63,13 @@ step() {
     say "$name: skipped, ${left}s left of the deadline and it may take ${limit}s"; return
   fi
   say "$name: $*"
-  local began=$SECONDS
-  timeout "$limit" "$@" > "$OUT/$output" 2>> "$LOG"
+  local began=$SECONDS part="$OUT/.$output.part"
+  rm -f "$OUT/$output" "$OUT/$output.failed"
+  timeout "$limit" "$@" > "$part" 2>> "$LOG"
   local rc=$?
+  if [ "$rc" = 0 ]; then mv "$part" "$OUT/$output"
+  elif [ -s "$part" ]; then mv "$part" "$OUT/$output.failed"
+  else rm -f "$part"; fi
   say "$name: rc $rc in $(( SECONDS - began ))s$( [ "$rc" = 124 ] && echo " (timed out)")"
 }
 
@@ -157,25 +163,35 @@ run_step() {
                      --compile cuda-graph-inductor "${SOURCE[@]}" ;;
     run) step run 150 "run-$RUN_COMPILE.json" bash -c "pretraining_run $RUN_COMPILE" ;;
     stackedrun) step stackedrun 200 "run-stacked-$RUN_COMPILE.json" bash -c "stacked_run $RUN_COMPILE" ;;
-    finetune) step finetune 150 finetune-runs.log bash -c "finetuning_run cuda-graph; finetuning_run none" ;;
+    # both runs, the second also when the first fails; the step fails when either does
+    finetune) step finetune 150 finetune-runs.log bash -c 'rc=0
+                for mode in cuda-graph none; do
+                  finetuning_run "$mode" || { echo "finetune $mode: failed" >&2; rc=1; }
+                done
+                exit $rc' ;;
     streams) step streams 200 runs-per-process.json python3 benchmarks/runs_per_process.py --device "$DEVICE" \
                --threads 4 --runs $STREAM_RUNS --batches "$BATCHES" "${SOURCE[@]}" ;;
     stacked) step stacked 200 runs-stacked.json python3 benchmarks/runs_per_process.py --device "$DEVICE" \
                --threads 4 --mode stacked --runs $STACKED_RUNS --batches "$BATCHES" "${SOURCE[@]}" ;;
     mpsjobs) mps_jobs ;;
     ftjobs) step ftjobs 180 jobs-finetune-cuda-graph.json python3 benchmarks/jobs_per_device.py --kind finetune \
-              --device "$DEVICE" --threads 2 --jobs $JOBS --compile cuda-graph "${SOURCE[@]}" ;;
+              --device "$DEVICE" --threads 2 --jobs $JOBS --batches "$BATCHES" --compile cuda-graph "${SOURCE[@]}" ;;
     graphjobs) step graphjobs 180 jobs-cuda-graph.json python3 benchmarks/jobs_per_device.py --device "$DEVICE" \
                  --threads 2 --jobs $JOBS --batches "$BATCHES" --fixed-shapes --compile cuda-graph "${SOURCE[@]}" ;;
     grid) step grid 260 speed-grid.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
             --batches "$BATCHES" --skip-sequences --fixed-shapes --compile "$COMPILE" "${SOURCE[@]}" ;;
     compile) step compile 200 speed-compile.json python3 benchmarks/speed.py --device "$DEVICE" --threads 4 \
                --batches "$BATCHES" --skip-sequences --compile "$COMPILE" "${SOURCE[@]}" ;;
-    *) say "unknown step $1 (env, tests, speed, graph, streams, stacked, stackedrun, graphinductor, run, finetune, ftjobs, jobs, graphjobs, mpsjobs, profile, grid, compile)"; exit 2 ;;
   esac
 }
 
+ALL_STEPS=(env tests streams stacked stackedrun graph finetune ftjobs graphinductor speed run jobs graphjobs profile grid compile)
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(env tests streams stacked stackedrun graph finetune ftjobs graphinductor speed run jobs graphjobs profile grid compile)
+[ ${#steps[@]} -gt 0 ] || steps=("${ALL_STEPS[@]}")
+for name in "${steps[@]}"; do  # every name checked first: a typo must not cost the steps before it
+  if [[ " ${ALL_STEPS[*]} mpsjobs " != *" $name "* ]]; then
+    say "unknown step $name (${ALL_STEPS[*]} mpsjobs); nothing run"; exit 2
+  fi
+done
 for name in "${steps[@]}"; do run_step "$name"; done
 say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

@@ -50,9 +50,21 @@ def test_device_check_runs_the_steps_asked_for_and_logs_them(tmp_path):
 def test_device_check_refuses_an_unknown_step_and_skips_what_the_deadline_leaves_no_time_for(tmp_path):
     done = device_check(tmp_path, "tset")
     assert done.returncode == 2 and "unknown step tset" in done.stdout
+    # before, the steps named before a typo ran first, using device time, and those after never did
+    done = device_check(tmp_path, "env", "speed", "bogus", out="typo")
+    assert done.returncode == 2 and "unknown step bogus" in done.stdout and "nothing run" in done.stdout
+    assert not (tmp_path / "typo" / "env.txt").exists()
     done = device_check(tmp_path, "speed", out="late", deadline=10)
     assert done.returncode == 0 and "speed: skipped, " in done.stdout, done.stdout
     assert not (tmp_path / "late" / "speed.json").exists()
+
+
+def test_a_failed_step_leaves_no_output_file_that_looks_finished(tmp_path):
+    """Before: its stdout went straight to speed-cuda-graph.json, left empty (no JSON) when it failed."""
+    done = device_check(tmp_path, "graph")  # cuda-graph on a CPU: refused at once
+    out = tmp_path / "out"
+    assert done.returncode == 0 and "graph: rc 2" in done.stdout, done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["device_check.log"]
 
 
 @pytest.mark.parametrize("mode", ["cuda-graph", "cuda-graph-inductor"])
