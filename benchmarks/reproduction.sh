@@ -45,12 +45,21 @@ arms=("$@")
 for arm in "${arms[@]}"; do
   [ -n "${variant[$arm]:-}" ] || { echo "reproduction.sh: unknown arm $arm" >&2; exit 2; }
 done
-if printf '%s\n' "${arms[@]}" | grep -qv '^lastfm_'; then
-  prepare beauty Beauty && import_authors beauty Beauty authors
-fi
-if printf '%s\n' "${arms[@]}" | grep -q '^lastfm_'; then
-  prepare lastfm LastFM --negatives $shared/data/s3rec/LastFM_sample.txt && import_authors lastfm LastFM authors_lastfm
-fi
+# each data set prepared, and the authors' checkpoint imported, only where an arm asked for needs it
+needs() {  # data set (beauty | lastfm), what (data | authors): 0 when an asked arm needs it
+  local arm dataset
+  for arm in "${arms[@]}"; do
+    dataset=beauty
+    [[ $arm == lastfm_* ]] && dataset=lastfm
+    [ "$dataset" = "$1" ] || continue
+    if [ "$2" = data ] || [ "${variant[$arm]}" = authors ]; then return 0; fi
+  done
+  return 1
+}
+if needs beauty data; then prepare beauty Beauty; fi
+if needs beauty authors; then import_authors beauty Beauty authors; fi
+if needs lastfm data; then prepare lastfm LastFM --negatives $shared/data/s3rec/LastFM_sample.txt; fi
+if needs lastfm authors; then import_authors lastfm LastFM authors_lastfm; fi
 
 for seed in 0 1 2; do
   for arm in "${arms[@]}"; do

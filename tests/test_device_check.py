@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +221,23 @@ def test_a_benchmark_refuses_a_device_it_cannot_have_before_reading_data(tmp_pat
     assert exit_info.value.code == 2 and "Traceback" not in err
     assert ("CUDA is not available on this machine" in err if "cuda-graph" not in args
             else "--compile cuda-graph records CUDA graphs: it needs a CUDA device, not cpu" in err), err
+
+
+@pytest.mark.parametrize("arms, expected", [
+    (["none_padded_ndcg20"], ["prepare_data.py"]),  # before: the authors' checkpoint imported too, or a stop without it
+    (["authors_bce", "lastfm_none_sampled"], ["prepare_data.py", "import_checkpoint.py", "prepare_data.py"]),
+])
+def test_reproduction_prepares_and_imports_only_what_the_arms_asked_for_need(tmp_path, arms, expected):
+    """reproduction.sh in a copy beside a ../shared without the authors' checkpoints, with a
+    `python` that only records its command (no data is read, no run trained)."""
+    (tmp_path / "repo" / "benchmarks").mkdir(parents=True)
+    (tmp_path / "repo" / "benchmarks" / "reproduction.sh").write_text((REPO / "benchmarks" / "reproduction.sh").read_text())
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").write_text('#!/bin/sh\necho "$1" >> "$CALLS"\n')
+    (tmp_path / "bin" / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls")}
+    done = subprocess.run(["bash", "benchmarks/reproduction.sh", str(tmp_path / "out"), *arms], cwd=tmp_path / "repo",
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    calls = [Path(line).name for line in (tmp_path / "calls").read_text().split()]
+    assert calls == expected + ["finetune.py"] * 3 * len(arms)
