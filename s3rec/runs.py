@@ -538,10 +538,12 @@ def add_run_arguments(parser, several_seeds: bool = False) -> None:
     `several_seeds`, --seed and --out-dir take one value or several, pair by pair."""
     several = {"nargs": "+"} if several_seeds else {}
     parser.add_argument("--data", required=True, type=Path, help="prepared data set folder (resources/<name>)")
-    parser.add_argument("--variant", required=True, help="none, full or r<rank>, e.g. r16")
+    variants = "full or r<rank>, e.g. r16" if several_seeds else "none, full, r<rank> (e.g. r16) or authors"
+    parser.add_argument("--variant", required=True, help=variants)
     parser.add_argument("--seed", type=runtime.seed_argument, default=[0] if several_seeds else 0, **several)
     parser.add_argument("--out-dir", required=True, type=runtime.folder_argument, **several,
-                        help="run folder, e.g. results/<data>/<variant>/seed0" + (" (one per seed)" if several else ""))
+                        help=("run folder, e.g. results/<data>/<preset>-<variant>/seed0" + (" (one per seed)" if several
+                              else "/<loss> (none: results/<data>/none/seed0/<loss>)")))
     parser.add_argument("--settings", type=runtime.json_object, default={},
                         help="JSON object with RunConfig sections, e.g. '{\"finetune\": {\"loss\": \"ce\"}}'")
     parser.add_argument("--device", type=runtime.device_argument, default=None, help="auto (default), cpu, cuda, cuda:N or cuda:any (the node's least-used card)")

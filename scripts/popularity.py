@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="prepared data set folder (resources/<name>)")
     parser.add_argument("--out-dir", required=True, type=runtime.folder_argument)
     parser.add_argument("--settings", type=runtime.json_object, default={}, help="JSON with an `eval` section")
-    parser.add_argument("--threads", type=runtime.positive_int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=runtime.positive_int, default=None, help="torch threads (default: SLURM_CPUS_PER_TASK or all)")
     args = parser.parse_args(argv)
     runtime.setup_logging()
     with runtime.clear_errors():
