@@ -4,9 +4,10 @@ Snakemake's local executor limits how many training jobs run at once (`--resourc
 but does not say which card a job should use. A job started with `cuda:any` claims the card of
 this node that the fewest running jobs hold, and holds it until the process ends:
 
-- a claim is an exclusive `flock` on a file `card{N}.pid{PID}` in a folder of this node's
-  temporary directory, per user; the kernel drops the lock when the process dies, however it
-  dies, so a claim never outlives its job;
+- a claim is an exclusive `flock` on a file `card{N}.pid{PID}.{token}` in a folder of this
+  node's temporary directory, per user (the random token: processes of other PID namespaces,
+  containers sharing /tmp, may have the same PID); the kernel drops the lock when the process
+  dies, however it dies, so a claim never outlives its job;
 - a file whose lock nobody holds is a dead job's and is deleted when the next job chooses;
 - jobs choose one at a time (a lock on `choose.lock`), so two jobs starting together do not
   both take the same least-used card.
@@ -19,13 +20,19 @@ import fcntl
 import logging
 import os
 import re
+import secrets
 import tempfile
 from pathlib import Path
 
 log = logging.getLogger("s3rec")
 
-CLAIM = re.compile(r"card(\d+)\.pid(\d+)")
+CLAIM = re.compile(r"card(\d+)\.pid(\d+)(\.[0-9a-f]+)?")  # claims of older versions had no token
 _claim = None  # (card, open claim file) of this process: closing the file would release the card
+
+
+class ClaimFailed(ValueError, RuntimeError):
+    """cuda:any could not claim a card here: the scripts end with its message alone (exit 2),
+    as with any device this machine cannot give (runtime.DeviceUnavailable)."""
 
 
 def default_folder() -> Path:
@@ -44,8 +51,8 @@ def claim_card(count: int, folder: Path | None = None) -> int:
     try:
         return _claim_in(folder, count)
     except OSError as error:  # an unwritable temp dir, a file system without flock
-        raise RuntimeError(f"device cuda:any: cannot claim a card through lock files in {folder} ({error}); "
-                           f"name a card instead (cuda:N)") from error
+        raise ClaimFailed(f"device cuda:any: cannot claim a card through lock files in {folder} ({error}); "
+                          f"name a card instead (cuda:N)") from error
 
 
 def _claim_in(folder: Path, count: int) -> int:
@@ -55,7 +62,7 @@ def _claim_in(folder: Path, count: int) -> int:
         fcntl.flock(chooser, fcntl.LOCK_EX)  # released when the file closes
         jobs = live_claims(folder, count)
         card = min(range(count), key=lambda c: (jobs[c], c))
-        claim = open(folder / f"card{card}.pid{os.getpid()}", "a")
+        claim = open(folder / f"card{card}.pid{os.getpid()}.{secrets.token_hex(4)}", "x")
         fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
         _claim = (card, claim)
     log.info("claimed card %d of %d (%s running jobs per card before this one; claims in %s)",

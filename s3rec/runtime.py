@@ -46,6 +46,9 @@ def choose_device(name: str = "auto") -> torch.device:
         count = torch.cuda.device_count()
         name = f"cuda:{cards.claim_card(count) if count > 1 else 0}"
     device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceUnavailable(f"device {name!r} requested but this machine shows {torch.cuda.device_count()} "
+                                "CUDA device(s), numbered from 0 (CUDA_VISIBLE_DEVICES renumbers them)")
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     return device

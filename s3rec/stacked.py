@@ -10,7 +10,9 @@ gradient (tests/test_stacked.py).
 
 What a stacked run shares with the same seed trained alone (runs.pretrain): its initial
 weights, its batch, mask, negative and segment draws (each seed keeps its own numpy stream,
-runtime.epoch_generators), its optimizer and the losses of a batch. What differs: the dropout
+runtime.epoch_generators; a lone run draws so when it takes one chunk a step, as on a GPU or
+under a fixed-shape mode, not in length chunks as on a CPU with compile none), its optimizer
+and the losses of a batch. What differs: the dropout
 draws (one torch stream for the group, vmap's randomness="different": the same distribution,
 other samples) and the step's form (batches padded to max_len, losses by grid_forward, as under
 any compile mode). So seed s trained in a group is another sample of the same training
@@ -167,7 +169,9 @@ class StackedRuns(torch.nn.Module):
             self.vmap_fallbacks = self.probe(batch)
             return self.vmap_fallbacks
         except (RuntimeError, NotImplementedError) as error:
-            if self.attention_spelled_out:
+            # out of memory (too many seeds for the card) or a CUDA fault is no missing vmap rule:
+            # spelling the attention out would only need more memory, under a false diagnosis
+            if self.attention_spelled_out or isinstance(error, torch.OutOfMemoryError) or "CUDA" in str(error):
                 raise
             log.warning("stacked runs: the attention failed under vmap (%s); spelled out instead (the same "
                         "distribution)", str(error).splitlines()[0])
@@ -222,6 +226,8 @@ def pretrain_stacked(data_dir: Path, out_dirs: list[Path], cfg: RunConfig, varia
                          "authors' random batches: every seed's step then has the same size, bucketed ones do not)")
     setup = runs.pretraining_setup(data_dir, cfg, variant, f"seeds {', '.join(map(str, seeds))}, stacked",
                                    check_evaluation)
+    if cfg.compile == "cuda-graph":  # now, before any earlier output is removed, not at the first step
+        runs.check_cuda_graphs(setup.device)
     device, instances, p = setup.device, setup.instances, cfg.pretrain
     configs = [dataclasses.replace(cfg, seed=seed) for seed in seeds]
     models = []

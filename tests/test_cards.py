@@ -46,7 +46,7 @@ def test_jobs_started_one_after_another_take_the_least_held_card(tmp_path):
         ended.wait(timeout=30)
         jobs.append(start_job(2, tmp_path))
         assert card_of(jobs[-1]) == 1
-        assert not (tmp_path / f"card1.pid{ended.pid}").exists()  # the dead job's file was cleared
+        assert list(tmp_path.glob(f"card1.pid{ended.pid}.*")) == []  # the dead job's file was cleared
         assert len(list(tmp_path.glob("card*.pid*"))) == 5
     finally:
         end(jobs)
@@ -71,12 +71,15 @@ def test_cuda_any_claims_a_card_and_makes_it_current(monkeypatch):
     monkeypatch.setattr(cards, "claim_card", lambda count: count - 1)
     assert runtime.choose_device("cuda:any") == torch.device("cuda:2")
     assert chosen == [torch.device("cuda:2")]
+    assert runtime.choose_device("cuda:1") == torch.device("cuda:1")  # a named card is made current too
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # one visible card: no claim
     monkeypatch.setattr(cards, "claim_card", lambda count: pytest.fail("claimed with one card"))
     assert runtime.choose_device("cuda:any") == torch.device("cuda:0")
-    assert runtime.choose_device("cuda:1") == torch.device("cuda:1")  # a named card is made current too
     assert runtime.choose_device("cuda") == torch.device("cuda")  # the current card: left as it is
-    assert chosen == [torch.device("cuda:2"), torch.device("cuda:0"), torch.device("cuda:1")]
+    assert chosen == [torch.device("cuda:2"), torch.device("cuda:1"), torch.device("cuda:0")]
+    # a card beyond those visible: before, torch's "invalid device ordinal" traceback at set_device
+    with pytest.raises(runtime.DeviceUnavailable, match=r"'cuda:1' requested but this machine shows 1 CUDA device"):
+        runtime.choose_device("cuda:1")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
@@ -98,8 +101,36 @@ def test_a_cuda_device_without_cuda_is_one_line_from_the_scripts(script, tmp_pat
     assert "device 'cuda' requested but CUDA is not available on this machine" in caplog.text
 
 
-def test_a_folder_that_cannot_hold_claims_is_a_clear_error(tmp_path):
+def test_a_folder_that_cannot_hold_claims_is_a_clear_error(tmp_path, monkeypatch, caplog):
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
     with pytest.raises(RuntimeError, match=r"device cuda:any: cannot claim a card through lock files in .*file.*cuda:N"):
         cards.claim_card(2, blocked / "cards")
+    # through a script: one line, exit 2 (before, a traceback: a plain RuntimeError escaped clear_errors)
+    from scripts_import import load_script
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(cards, "default_folder", lambda: blocked / "cards")
+    with pytest.raises(SystemExit) as stop:
+        load_script("finetune").main(["--data", str(tmp_path), "--variant", "none", "--out-dir", str(tmp_path / "out"),
+                                      "--device", "cuda:any"])
+    assert stop.value.code == 2 and "device cuda:any: cannot claim a card" in caplog.text
+
+
+def test_claims_of_two_processes_with_one_pid_do_not_collide(tmp_path, monkeypatch):
+    """Processes of two PID namespaces (containers sharing /tmp) may have one PID: the second's
+    claim opened the first's file, and its lock failed ("Resource temporarily unavailable")."""
+    first = start_job(1, tmp_path)  # holds card 0 of 1 through its own claim file
+    try:
+        card_of(first)
+        [held] = tmp_path.glob("card0.pid*")
+        monkeypatch.setattr(cards.os, "getpid", lambda: int(held.name.split(".")[1][3:]))
+        monkeypatch.setattr(cards, "_claim", None)
+        assert cards.claim_card(1, tmp_path) == 0
+        assert len(list(tmp_path.glob("card0.pid*"))) == 2 and cards.live_claims(tmp_path, 1) == [2]
+    finally:
+        end([first])
+        if cards._claim is not None:
+            cards._claim[1].close()
+        monkeypatch.setattr(cards, "_claim", None)

@@ -144,6 +144,22 @@ def test_where_the_attention_fails_under_vmap_the_stacked_step_spells_it_out(sta
     torch.testing.assert_close(runs_.losses(batch)["per_run"][0], want)
 
 
+def test_out_of_memory_in_the_probe_is_no_missing_vmap_rule(stacked_and_batch, caplog):
+    """Before: any RuntimeError, CUDA's out of memory too (too many seeds for the card), was read
+    as an attention without a vmap rule, and the attention spelled out, which needs more memory."""
+    runs_, batch = stacked_and_batch
+
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (a rehearsal)")
+
+    for module in runs_.template.modules():
+        if isinstance(module, SelfAttention):
+            module.attend = out_of_memory
+    with pytest.raises(torch.OutOfMemoryError):
+        runs_.prepare(batch)
+    assert not runs_.attention_spelled_out and "failed under vmap" not in caplog.text
+
+
 def test_stacked_pretraining_ends_where_each_seeds_own_run_ends(tiny_data, tmp_path, monkeypatch):
     """Seeds 0 and 1 stacked against each trained alone (dropout off; one chunk a step, as on a
     GPU, so that a lone run draws its batches as the stacked one does): the same weights to
@@ -232,10 +248,18 @@ def test_draws_in_worker_processes_are_the_draws_in_process(tiny_data, tmp_path)
 @pytest.mark.parametrize("change, message", [
     ({"pretrain": {**SETTINGS["pretrain"], "batching": "bucketed"}}, "stacked pretraining needs padded batches"),
     ({"compile": "eager"}, "compile 'eager': stacked pretraining takes none or cuda-graph"),
+    # before: refused only at the first step, after every seed's finished outputs were deleted
+    ({"compile": "cuda-graph"}, "compile: cuda-graph records CUDA graphs and needs a CUDA device"),
 ])
 def test_stacked_pretraining_refuses_what_it_cannot_do(tiny_data, tmp_path, change, message):
     cfg = runs.resolve_config({**SETTINGS, **{k: v for k, v in change.items() if k != "compile"}}, "r4", 0,
                               device="cpu", compile=change.get("compile"))
+    finished = tmp_path / "done" / "pretrain.pt"  # an earlier finished group's output stays
+    finished.parent.mkdir()
+    finished.write_bytes(b"an earlier run's")
+    with pytest.raises(ValueError, match=message):
+        stacked.pretrain_stacked(tiny_data, [tmp_path / "done", tmp_path / "b"], cfg, "r4", [0, 1])
+    assert finished.read_bytes() == b"an earlier run's"
     with pytest.raises(ValueError, match=message):
         stacked.pretrain_stacked(tiny_data, [tmp_path / "a", tmp_path / "b"], cfg, "r4", [0, 1])
     for same in ([tmp_path / "a", tmp_path / "a"], [tmp_path / "a", tmp_path / "x" / ".." / "a"]):
