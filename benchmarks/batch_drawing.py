@@ -5,7 +5,12 @@ excluded items: each user's training part), each as a run draws them on a GPU (f
 one chunk a step padded to max_len) and on a CPU (length chunks); best and all of --repeats
 epochs, each from its own seed. No model runs.
 
-    python benchmarks/batch_drawing.py [--repeats 3] [--source DIR]
+With --stacked-seeds N [N ...]: also a stacked pretraining's steps of N seeds
+(stacked.seed_steps, then StackedBatch.of), drawn in line and by one worker process per seed
+(the default on a GPU): per step, the CPU time of the process that would drive the GPU and
+the wall time, over --steps steps after the first (the workers' start-up left out).
+
+    python benchmarks/batch_drawing.py [--repeats 3] [--source DIR] [--stacked-seeds 2 4 --steps 300]
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from s3rec.config import RunConfig  # noqa: E402
 from s3rec.data import leave_one_out, load_dataset  # noqa: E402
 from s3rec.finetuning import iterate_batches as finetune_batches  # noqa: E402
 from s3rec.pretrain_batches import split_instances  # noqa: E402
+from s3rec.stacked import StackedBatch, seed_steps  # noqa: E402
 
 
 def timed(draw_epoch, repeats: int) -> dict:
@@ -38,10 +44,29 @@ def timed(draw_epoch, repeats: int) -> dict:
     return {"steps": steps, "best_seconds": min(seconds), "seconds": seconds}
 
 
+def stacked_steps(instances, seeds: int, steps: int, max_len: int) -> dict:
+    """Per step of `seeds` stacked seeds: this process's CPU ms and wall ms, in line and with workers."""
+    cfg = RunConfig.from_dict({"pretrain": {"preset": "paper"}}).pretrain  # padded batches of 100
+    report = {"seeds": seeds}
+    for workers in (False, True):
+        draws = seed_steps(instances, cfg, runtime.epoch_generators(tuple(range(seeds)), 1), max_len, workers)
+        next(draws)  # the workers' start-up, and the first draw, not timed
+        cpu, wall, done = time.process_time(), time.perf_counter(), 0
+        for done, step in zip(range(1, steps + 1), draws):
+            StackedBatch.of(list(step))
+        report["workers" if workers else "in_line"] = {
+            "steps": done, "process_cpu_ms_per_step": round((time.process_time() - cpu) / max(done, 1) * 1e3, 2),
+            "wall_ms_per_step": round((time.perf_counter() - wall) / max(done, 1) * 1e3, 2)}
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=runtime.positive_int, default=3)
     parser.add_argument("--data", type=Path, default=None, help="a prepared data set instead of Beauty (tests)")
+    parser.add_argument("--stacked-seeds", type=runtime.positive_int, nargs="+", default=[], metavar="N",
+                        help="also time a stacked pretraining's steps of N seeds, in line and with draw workers")
+    parser.add_argument("--steps", type=runtime.positive_int, default=300, help="timed steps of --stacked-seeds")
     speed.add_source_argument(parser)
     args = parser.parse_args(argv)
     runtime.set_threads(1)
@@ -60,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         report[f"finetune_{layout}"] = timed(
             lambda rng: finetune_batches(split.train, split.train, dataset.num_items, max_len, 256, rng, "padded",
                                          **finetune_layout), args.repeats)
+    report["stacked_steps"] = [stacked_steps(instances, n, args.steps, max_len) for n in args.stacked_seeds]
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0

@@ -173,6 +173,10 @@ run_step() {
                --threads 4 --runs $STREAM_RUNS --batches "$BATCHES" "${SOURCE[@]}" ;;
     stacked) step stacked 200 runs-stacked.json python3 benchmarks/runs_per_process.py --device "$DEVICE" \
                --threads 4 --mode stacked --runs $STACKED_RUNS --batches "$BATCHES" "${SOURCE[@]}" ;;
+    # the same with every seed's batches drawn in the training process: do the draw workers pay?
+    stackedinline) step stackedinline 200 runs-stacked-in-process.json python3 benchmarks/runs_per_process.py \
+                     --device "$DEVICE" --threads 4 --mode stacked --draw-in-process --runs $STACKED_RUNS \
+                     --batches "$BATCHES" "${SOURCE[@]}" ;;
     mpsjobs) mps_jobs ;;
     ftjobs) step ftjobs 180 jobs-finetune-cuda-graph.json python3 benchmarks/jobs_per_device.py --kind finetune \
               --device "$DEVICE" --threads 2 --jobs $JOBS --batches "$BATCHES" --compile cuda-graph "${SOURCE[@]}" ;;
@@ -185,7 +189,7 @@ run_step() {
   esac
 }
 
-ALL_STEPS=(env tests streams stacked stackedrun graph finetune ftjobs graphinductor speed run jobs graphjobs profile grid compile)
+ALL_STEPS=(env tests streams stacked stackedinline stackedrun graph finetune ftjobs graphinductor speed run jobs graphjobs profile grid compile)
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=("${ALL_STEPS[@]}")
 for name in "${steps[@]}"; do  # every name checked first: a typo must not cost the steps before it

@@ -53,8 +53,12 @@ def test_batch_drawing_times_each_layout(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     data = tmp_path / "tiny"
     write_prepared(generate(SyntheticSpec(users=300, items=60, attributes=8, seed=3, max_length=15)), data)
-    assert load_script("batch_drawing", folder="benchmarks").main(["--repeats", "2", "--data", str(data)]) == 0
+    assert load_script("batch_drawing", folder="benchmarks").main(["--repeats", "2", "--data", str(data),
+                                                                   "--stacked-seeds", "2", "--steps", "2"]) == 0
     report = json.loads(capsys.readouterr().out)
+    [stacked] = report["stacked_steps"]  # two seeds' steps drawn in line, then by worker processes
+    assert stacked["seeds"] == 2 and stacked["in_line"]["steps"] == stacked["workers"]["steps"] == 2
+    assert stacked["workers"]["process_cpu_ms_per_step"] > 0 and stacked["in_line"]["wall_ms_per_step"] > 0
     for name in ("pretrain_fixed_shapes", "pretrain_chunks", "finetune_fixed_shapes", "finetune_chunks"):
         assert len(report[name]["seconds"]) == 2 and report[name]["best_seconds"] == min(report[name]["seconds"])
     assert report["finetune_chunks"]["steps"] == report["finetune_fixed_shapes"]["steps"] == 2  # 300 users, 256 a batch

@@ -233,8 +233,15 @@ def test_draws_in_worker_processes_are_the_draws_in_process(tiny_data, tmp_path)
     assert len(here) == len(there) > 1
     for mine, theirs in zip(here, there):
         for a, b in zip(mine, theirs):
-            assert all(torch.equal(getattr(a, name), getattr(b, name)) for name in GRID_INPUTS)
-    assert not torch.equal(here[0][0].masked_items, here[0][1].masked_items)  # two seeds, two draws
+            assert torch.equal(a, b) and a.shape[0] == len(GRID_INPUTS)
+    masked = GRID_INPUTS.index("masked_items")
+    assert not torch.equal(here[0][0][masked], here[0][1][masked])  # two seeds, two draws
+    # what the step reads: the packed fields by name, as StackedBatch.of makes them from Batches
+    batches = [next(iter(stacked.SeedBatches(instances, cfg, rng, 12))) for rng in runtime.epoch_generators((0, 1), 1)]
+    stacked_batch = stacked.StackedBatch.of(batches)
+    assert stacked_batch.items.shape == (2, *batches[0][0].shape)
+    assert all(torch.equal(getattr(stacked_batch, name), torch.stack([b[i] for b in batches]))
+               for i, name in enumerate(GRID_INPUTS))
 
     cfg = runs.resolve_config(SETTINGS, "r4", 0, device="cpu")
     for workers in (False, True):
