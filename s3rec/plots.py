@@ -47,11 +47,13 @@ def save_figure(fig, path: str | Path, dpi: int = 150, suffix: str | None = None
     """Write `fig` in the format of the suffix (of `path`, or `suffix` where path is a temporary
     name), byte-identical for the same figure: without the creation date (PDF, SVG) and the
     software version (PNG) that matplotlib writes by default, and with a fixed salt for SVG
-    element ids (else random)."""
+    element ids (else random). The page is fitted to what is drawn (bbox "tight"): a figure of
+    one panel column is narrower than its bottom legend or its title, which were cut off."""
     suffix = (suffix or Path(path).suffix).lower()
     metadata = {".pdf": {"CreationDate": None}, ".svg": {"Date": None}, ".png": {"Software": None}}.get(suffix)
     with plt.rc_context({"svg.hashsalt": "s3rec"}):
-        fig.savefig(path, dpi=dpi, metadata=metadata, format=suffix.lstrip(".") or None)
+        fig.savefig(path, dpi=dpi, metadata=metadata, format=suffix.lstrip(".") or None, bbox_inches="tight",
+                    pad_inches=0.05)
 
 
 # ---------------------------------------------------------------- colours
@@ -367,24 +369,30 @@ def pretrain_losses(history: pl.DataFrame, weights: dict[str, dict[str, float]] 
     return fig
 
 
-def finetune_validation(history: pl.DataFrame, runs: pl.DataFrame, metric: str, dataset: str = ""):
-    """Validation metric (full ranking) per finetuning epoch: a panel per finetuning loss, a
-    colour per pretraining, a line per seed.
+def finetune_validation(history: pl.DataFrame, runs: pl.DataFrame, followed: dict[str, tuple[str, str]],
+                        dataset: str = "", default: tuple[str, str] = ("NDCG@10", "full")):
+    """The validation metric early stopping followed, per finetuning epoch: a panel per
+    finetuning loss, a colour per pretraining, a line per seed.
 
-    `runs` has a row per run (pretraining, loss, seed, best_epoch, epochs_run, epochs_cap,
-    early_stopped, hit_cap). Each run's best epoch (the one evaluated) is a dot; its last epoch
-    is marked with a bar when early stopping ended it and a red cross when it ran into the cap.
+    `followed` maps a loss to the (metric, protocol) its runs stopped on (`default` for a loss
+    not in it). `runs` has a row per run (pretraining, loss, seed, best_epoch, epochs_run,
+    epochs_cap, early_stopped, hit_cap). Each run's best epoch (the one evaluated) is a dot; its
+    last epoch is marked with a bar when early stopping ended it and a red cross when it ran
+    into the cap, which each panel draws for its own runs (dashed).
     """
     setup()
-    column = f"valid_{metric}"
     losses = _losses(history)
     labels = sort_pretrainings(history["pretraining"])
     palette = pretraining_palette(labels)
+    panels = {loss: followed.get(loss, default) for loss in losses}
+    one_metric = len(set(panels.values())) <= 1
     fig, axes = plt.subplots(1, max(len(losses), 1), figsize=(6.4 * max(len(losses), 1), 4.6), squeeze=False,
-                             sharey=True, layout="constrained")
+                             sharey=one_metric, layout="constrained")
     stopped = {(r["pretraining"], r["loss"], r["seed"]): r for r in runs.iter_rows(named=True)}
-    cap = runs["epochs_cap"].drop_nulls().max() if len(runs) else None
+    caps = set()
     for ax, loss in zip(axes[0], losses):
+        metric, protocol = panels[loss]
+        column = f"valid_{metric}"
         capped, count = 0, 0
         for label in labels:
             part = history.filter((pl.col("loss") == loss) & (pl.col("pretraining") == label)).sort("seed", "epoch")
@@ -406,18 +414,22 @@ def finetune_validation(history: pl.DataFrame, runs: pl.DataFrame, metric: str, 
                      color="#d62728" if capped else "black", fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("finetuning epoch")
-        ax.set_ylabel(f"validation {metric}")
+        ax.set_ylabel(f"validation {metric} ({protocol} ranking)")
+        cap = runs.filter(pl.col("loss") == loss)["epochs_cap"].drop_nulls().max() if len(runs) else None
         if cap:
+            caps.add(cap)
             ax.axvline(cap, color="#d62728", lw=0.8, ls="--")
     where = f" on {dataset}" if dataset else ""
-    fig.suptitle(f"Finetuning{where}: validation {metric} (full ranking) per epoch, one line per run (seed)")
+    what = (f"validation {panels[losses[0]][0]} ({panels[losses[0]][1]} ranking)" if one_metric and losses
+            else "the validation metric early stopping followed")
+    fig.suptitle(f"Finetuning{where}: {what} per epoch, one line per run (seed)")
     handles = [Line2D([], [], color=palette[label], lw=2) for label in labels]
     texts = list(labels)
     handles += [Line2D([], [], color="#555555", marker="o", ls=""),
                 Line2D([], [], color="#555555", marker="|", ls="", ms=10, mew=2),
                 Line2D([], [], color="#d62728", marker="x", ls="", ms=8, mew=2)]
-    texts += ["best epoch (evaluated)", "stopped early (patience)",
-              "ended at the epoch cap" + (f" ({cap}, dashed)" if cap else "")]
+    cap_text = f" ({', '.join(map(str, sorted(caps)))}, dashed)" if caps else ""
+    texts += ["best epoch (evaluated)", "stopped early (patience)", "ended at the epoch cap" + cap_text]
     _bottom_legend(fig, handles, texts, ncol=min(len(texts), 6))
     return fig
 
@@ -489,7 +501,7 @@ def data_distributions(lengths: np.ndarray, item_counts: np.ndarray, attributes_
                  bins="auto", ax=axes[0], color="#4c72b0")
     median = float(np.median(lengths))
     axes[0].axvline(median, color="#222222", lw=1, ls="--")
-    axes[0].text(median, axes[0].get_ylim()[1] * 0.95, f" median {median:.0f}", va="top", fontsize=8)
+    axes[0].text(median, axes[0].get_ylim()[1] * 0.95, f" median {median:g}", va="top", fontsize=8)  # 11.5, not 12
     axes[0].set_xlabel("sequence length (interactions per user)")
     axes[0].set_ylabel("users")
     note = f"; {longer:,} longer (max {lengths.max()}) not shown" if longer else ""

@@ -47,6 +47,23 @@ def named(inputs, name):
     return [p for p in inputs if Path(p).name.endswith(name)]
 
 
+def required(inputs, name: str, figure: str) -> list:
+    """named(), where the figure cannot be drawn without such a file: none is an error saying so."""
+    found = named(inputs, name)
+    if not found:
+        raise ValueError(f"--inputs: no {name} among the {len(inputs)} files given; {figure} draws it (see --help)")
+    return found
+
+
+def finetuned(runs: pl.DataFrame, figure: str) -> pl.DataFrame:
+    """The finetuned runs of a load_runs frame (not popularity): none is an error, not an empty figure."""
+    found = runs.filter(pl.col("loss").is_not_null())
+    if found.is_empty():
+        raise ValueError(f"--inputs: no finetuned run among the metrics.json given ({runs_drawn(runs) or 'none'}); "
+                         f"{figure} sets finetuned runs against each other")
+    return found
+
+
 # <dataset> of a file under <root>/<dataset>/ (results/, study/, ...): a run file, popularity/ or report/
 dataset_of = report.dataset_of
 
@@ -65,9 +82,11 @@ def runs_drawn(frame: pl.DataFrame) -> str:
 
 
 def accuracy_vs_rank(inputs, s):
-    differences = pl.concat([pl.read_csv(p) for p in named(inputs, ".csv")], how="diagonal_relaxed")
+    differences = pl.concat([pl.read_csv(p) for p in required(inputs, ".csv", "accuracy_vs_rank")],
+                            how="diagonal_relaxed")
     differences = differences.filter((pl.col("metric") == s["metric"]) & (pl.col("split") == s["split"]))
-    runs = report.load_runs(named(inputs, "metrics.json"))
+    runs = report.load_runs(required(inputs, "metrics.json", "accuracy_vs_rank"))
+    finetuned(runs, "accuracy_vs_rank")
     compared = ", ".join(f"{r['pretraining']} − {r['reference']} ({r['loss']})" for r in
                          differences.unique(["loss", "pretraining", "reference"], maintain_order=True)
                          .iter_rows(named=True)) or "none"
@@ -77,13 +96,23 @@ def accuracy_vs_rank(inputs, s):
 
 
 def params_vs_accuracy(inputs, s):
-    runs = report.load_runs(inputs)
-    drawn = f"{s['metric']} ({s['split']}) mean ± std against head parameters: {runs_drawn(runs)}"
+    runs = finetuned(report.load_runs(required(inputs, "metrics.json", "params_vs_accuracy")), "params_vs_accuracy")
+    # what plots.params_vs_accuracy places on its axis: the runs of this project's pretrainings
+    # and none, with a recorded parameter count
+    placed = ~pl.col("pretraining").is_in(list(report.REFERENCE_ROWS))
+    uncounted = runs.filter(placed & pl.col("heads_params").is_null())
+    if len(uncounted):
+        log.warning("params_vs_accuracy: left out, no parameter count recorded in their metrics.json: %s",
+                    runs_drawn(uncounted))
+    drawable = runs.filter(placed & pl.col("heads_params").is_not_null())
+    if drawable.is_empty():
+        raise ValueError("--inputs: no run with a recorded parameter count (metrics.json `parameters`) to draw")
+    drawn = f"{s['metric']} ({s['split']}) mean ± std against head parameters: {runs_drawn(drawable)}"
     return plots.params_vs_accuracy(runs, s["metric"], s["split"], s["protocols"]), drawn
 
 
 def pretrain_losses(inputs, s):
-    histories = named(inputs, "pretrain_history.csv")
+    histories = required(inputs, "pretrain_history.csv", "pretrain_losses")
     weights = {}
     for path in histories:
         run_file = Path(path).with_name("pretrain_run.json")
@@ -117,25 +146,30 @@ RUN_STOPS = {"pretraining": pl.String, "loss": pl.String, "seed": pl.Int64, "epo
 
 
 def finetune_validation(inputs, s):
-    history = report.load_histories(named(inputs, "finetune_history.csv"))
+    history = report.load_histories(required(inputs, "finetune_history.csv", "finetune_validation"))
     metrics_files = named(inputs, "metrics.json") or [Path(p).with_name("metrics.json")
                                                        for p in named(inputs, "finetune_history.csv")]
-    results = [report.read_result(p) for p in sorted(map(str, metrics_files)) if Path(p).exists()]
+    # read_results: the runs of one loss finetuned with one setting (report.check_comparable)
+    results = report.read_results(sorted(p for p in map(str, metrics_files) if Path(p).exists()))
     runs = pl.DataFrame([{"pretraining": labels["pretraining"], "loss": labels["loss"], "seed": labels["seed"],
-                          **report.stopping(result)} for result, labels in results], schema=RUN_STOPS)
-    # The metric early stopping followed (the best epoch is its maximum), else the report's.
-    chosen = {object_field(object_field(r, "config"), "finetune").get("early_stopping_metric")
-              for r, _ in results} - {None}
-    metric = chosen.pop() if len(chosen) == 1 else s["metric"]
-    if f"valid_{metric}" not in history.columns:
-        metric = s["metric"]
+                          **report.stopping(result)} for _, result, labels in results], schema=RUN_STOPS)
+    # Per loss, the metric and protocol early stopping followed (the valid_ columns are of that
+    # protocol, and the best epoch is that metric's maximum); the report's metric, full ranking,
+    # where the runs do not say.
+    followed = {}
+    for _, result, labels in results:
+        finetune = object_field(object_field(result, "config"), "finetune")
+        metric = finetune.get("early_stopping_metric")
+        followed[labels["loss"]] = ((metric if f"valid_{metric}" in history.columns else s["metric"]),
+                                    finetune.get("early_stopping_protocol") or "full")
     dataset = dataset_of(named(inputs, "finetune_history.csv")[0])
     capped = report.report_order(runs.filter(pl.col("hit_cap").fill_null(False)), "seed")
     at_cap = ", ".join(f"{label} ({loss}) seed {seed}" for label, loss, seed in
                        capped.select("pretraining", "loss", "seed").rows())
-    drawn = (f"validation {metric} per epoch of {history.height} epochs, runs "
+    which = "; ".join(f"{loss}: {metric} ({protocol})" for loss, (metric, protocol) in sorted(followed.items()))
+    drawn = (f"validation metric per epoch ({which or s['metric']}) of {history.height} epochs, runs "
              f"{runs_drawn(history.unique(['loss', 'pretraining', 'seed']))}; at the epoch cap: {at_cap or 'none'}")
-    return plots.finetune_validation(history, runs, metric, dataset=dataset), drawn
+    return plots.finetune_validation(history, runs, followed, dataset=dataset, default=(s["metric"], "full")), drawn
 
 
 def head_spectra(inputs, s):
@@ -203,6 +237,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out: a file given twice in {' '.join(map(str, args.out))}")
     runtime.setup_logging()
     started, cpu_started = time.perf_counter(), time.process_time()
+    try:  # the keys the figures read, as the workflow's schema constrains them: a typo drew blank panels
+        unknown = sorted(set(args.settings) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"--settings: unknown key {unknown[0]!r}; the figures read {sorted(DEFAULTS)}")
+        report_inputs.check_report_settings(args.settings, "--settings")
+        for out in args.out:  # before drawing: else a failed write after the first format's file
+            runtime.check_destination(out, "--out")
+    except ValueError as error:
+        parser.error(str(error))
     settings = {**DEFAULTS, **args.settings}
     folders = sorted({str(Path(p).parent) for p in args.inputs})
     log.info("%s from %d input files in %d folders: %s", args.figure, len(args.inputs), len(folders),
@@ -213,10 +256,10 @@ def main(argv: list[str] | None = None) -> int:
             report.one_dataset(args.inputs)
             report.check_each_run_once(args.inputs)
         fig, drawn = FIGURES[args.figure](args.inputs, settings)
-    log.info("drew %s", drawn)
-    for out in args.out:  # through a temporary name: a killed run leaves no half-written figure
-        runtime.atomic_write(out, lambda tmp, out=out: plots.save_figure(fig, tmp, suffix=out.suffix))
-        log.info("wrote %s (%d bytes)", out, out.stat().st_size)
+        log.info("drew %s", drawn)
+        for out in args.out:  # through a temporary name: a killed run leaves no half-written figure
+            runtime.atomic_write(out, lambda tmp, out=out: plots.save_figure(fig, tmp, suffix=out.suffix))
+            log.info("wrote %s (%d bytes)", out, out.stat().st_size)
     log.info("done in %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)
     return 0
 

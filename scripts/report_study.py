@@ -20,8 +20,8 @@ It writes STUDY_DIR/report/:
                         pretrain_losses, finetune_validation, head_spectra (data_distributions
                         needs the prepared data set and is not part of the study report)
 with the report settings of plan.json. Inputs are sorted, so the order of files on disk does not
-matter, and a second run writes the same bytes (PDFs: SOURCE_DATE_EPOCH is set to 0 unless
-given). An incomplete run is left out of the tables and figures; a figure whose inputs are all
+matter, and a second run writes the same bytes (the figures carry no creation date or software
+version: s3rec.plots.save_figure). An incomplete run is left out of the tables and figures; a figure whose inputs are all
 absent is skipped with a warning (and an old copy of it removed). Every output is written to a
 temporary name and renamed. Exit status 1 when a table or figure failed (the others are still
 made; the log says why), 2 on bad input (plan.json, a run file of another data set or seed, a
@@ -537,9 +537,9 @@ def figure_inputs(study: Study, difference: Path | None) -> dict[str, list[Path]
     finetunings, pretrainings = study.runs("finetuning"), study.runs("pretraining")
     metrics = metrics_files(study)
     heads = [study.path(r, "heads.pt") for r in pretrainings + study.runs("authors")]
-    return {
-        "accuracy_vs_rank": [difference] + metrics if metrics and difference else [],
-        "params_vs_accuracy": metrics,
+    return {  # popularity alone: no finetuned run to set against a rank or a parameter count
+        "accuracy_vs_rank": [difference] + metrics if finetunings and difference else [],
+        "params_vs_accuracy": metrics if finetunings else [],
         "pretrain_losses": [study.path(r, name) for r in pretrainings
                             for name in ("pretrain_history.csv", "pretrain_run.json")],
         "finetune_validation": [study.path(r, name) for r in finetunings
@@ -586,8 +586,6 @@ def make_report(study: Study) -> list[str]:
     except (Exception, SystemExit) as error:  # noqa: BLE001 - the figures that need no table are still made
         log_failure("tables", error)
         failed, made = ["tables"], False
-    # PDFs carry their creation date unless SOURCE_DATE_EPOCH fixes it: fixed, reruns give the same bytes.
-    os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
     settings = study.plan["report"]["figures"]
     for figure, inputs in figure_inputs(study, tables / "difference.csv" if made else None).items():
         outputs = [report / "figures" / f"{figure}.{fmt}" for fmt in FIGURE_FORMATS]

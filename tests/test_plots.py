@@ -296,6 +296,34 @@ def test_finetune_validation_has_a_panel_per_loss_and_marks_capped_runs(study):
     assert {"o", "x", "|"} <= markers
 
 
+def test_finetune_validation_draws_what_each_loss_stopped_on_and_its_own_cap(tmp_path):
+    """bce stopped on full-ranking NDCG@20 within 20 epochs, ce on sampled MRR within 30. Before:
+    both panels titled "(full ranking)", NDCG@10 drawn for both (the runs disagreed), and the
+    larger cap dashed in the bce panel too."""
+    inputs = []
+    for loss, metric, protocol, cap in (("bce", "NDCG@20", "full", 20), ("ce", "MRR", "sampled", 30)):
+        for seed in SEEDS:
+            run = tmp_path / "toy" / "none" / f"seed{seed}" / loss
+            write_json(run / "metrics.json", {
+                "dataset": "toy", "variant": "none", "seed": seed, "finetune": {"loss": loss},
+                "metrics": {"full": {"valid": {"NDCG@10": 0.1}, "test": {"NDCG@10": 0.1}}},
+                "best_epoch": 5, "epochs_run": 8, "early_stopped": True,
+                "config": {"model": {"hidden_size": D}, "finetune": {
+                    "loss": loss, "epochs": cap, "patience": 3, "early_stopping_metric": metric,
+                    "early_stopping_protocol": protocol}}})
+            pl.DataFrame({"epoch": np.arange(1, 9), "valid_NDCG@20": np.linspace(0.1, 0.2, 8),
+                          "valid_MRR": np.linspace(0.3, 0.5, 8)}).write_csv(run / "finetune_history.csv")
+            inputs += [run / "finetune_history.csv", run / "metrics.json"]
+    fig, drawn = plot_report.finetune_validation(inputs, SETTINGS)
+    bce, ce = panels(fig)
+    assert (bce.get_ylabel(), ce.get_ylabel()) == ("validation NDCG@20 (full ranking)", "validation MRR (sampled ranking)")
+    assert max(bce.lines[0].get_ydata()) == pytest.approx(0.2) and max(ce.lines[0].get_ydata()) == pytest.approx(0.5)
+    dashed = [[line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--"] for ax in (bce, ce)]
+    assert dashed == [[20], [30]]
+    assert "the validation metric early stopping followed" in fig.get_suptitle()
+    assert "bce: NDCG@20 (full); ce: MRR (sampled)" in drawn
+
+
 def test_head_spectra_reads_heads_pt_and_draws_a_line_per_pretraining(study):
     name, inputs, presets, _ = study
     fig, drawn = plot_report.head_spectra(inputs["head_spectra"], SETTINGS)
@@ -415,6 +443,63 @@ def test_an_out_of_no_figure_format_or_given_twice_is_a_usage_error(small_study,
         plot_report.main(["head_spectra", "--inputs", *map(str, inputs), "--out", *(str(tmp_path / o) for o in outs)])
     assert exit_info.value.code == 2 and message.format(tmp_path) in capsys.readouterr().err
     assert not any(tmp_path.glob("figure*")) and not any(tmp_path.glob(".figure*"))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"metric": "NDCG@11"}, "--settings: metric: expected"),
+    ({"protocols": ["ful"]}, "--settings: protocols: expected"),
+    ({"colour": "red"}, "--settings: unknown key 'colour'"),
+])
+def test_settings_the_figures_cannot_read_are_a_usage_error(small_study, tmp_path, capsys, settings, message):
+    """Before: exit 0 and blank panels (a metric or split no run has), or a key silently ignored."""
+    inputs = copied(small_study, tmp_path, "params_vs_accuracy")
+    with pytest.raises(SystemExit) as exit_info:
+        plot_report.main(["params_vs_accuracy", "--inputs", *map(str, inputs), "--out", str(tmp_path / "f.png"),
+                          "--settings", json.dumps(settings)])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_any_is(small_study, tmp_path, capsys):
+    """Before: the .png written, then an IsADirectoryError traceback for the .pdf, exit 1."""
+    inputs = copied(small_study, tmp_path, "params_vs_accuracy")
+    (tmp_path / "f.pdf").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        plot_report.main(["params_vs_accuracy", "--inputs", *map(str, inputs), "--out", str(tmp_path / "f.png"),
+                          str(tmp_path / "f.pdf")])
+    assert exit_info.value.code == 2 and f"--out {tmp_path / 'f.pdf'}: is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "f.png").exists()
+
+
+@pytest.mark.parametrize("figure, keep, message", [
+    ("pretrain_losses", "pretrain_run.json", "no pretrain_history.csv among the"),
+    ("finetune_validation", "metrics.json", "no finetune_history.csv among the"),
+    ("accuracy_vs_rank", "metrics.json", "no .csv among the"),
+    ("accuracy_vs_rank", "popularity|difference.csv", "no finetuned run among the metrics.json given (popularity)"),
+    ("params_vs_accuracy", "popularity", "no finetuned run among the metrics.json given (popularity)"),
+])
+def test_inputs_without_what_a_figure_draws_are_named(small_study, tmp_path, caplog, figure, keep, message):
+    """Before: "cannot concat empty list", naming nothing, or (popularity alone) blank panels, exit 0."""
+    inputs = [p for p in copied(small_study, tmp_path, figure) if any(k in str(p) for k in keep.split("|"))]
+    assert inputs
+    with pytest.raises(SystemExit) as exit_info:
+        plot_report.main([figure, "--inputs", *map(str, inputs), "--out", str(tmp_path / "f.png")])
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert exit_info.value.code == 2 and len(errors) == 1 and message in errors[0], errors
+
+
+def test_params_vs_accuracy_says_which_runs_it_left_out(small_study, tmp_path, caplog):
+    """A run whose metrics.json records no parameter count has no place on the axis: before, it
+    was left out without a word, and the log said it was drawn."""
+    caplog.set_level(logging.INFO)
+    inputs = copied(small_study, tmp_path, "params_vs_accuracy")
+    for seed in SEEDS:
+        path = tmp_path / "toy" / "seed-r2" / f"seed{seed}" / "bce" / "metrics.json"
+        write_json(path, {k: v for k, v in json.loads(path.read_text()).items() if k != "parameters"})
+    plot_report.main(["params_vs_accuracy", "--inputs", *map(str, inputs), "--out", str(tmp_path / "f.png")])
+    assert "left out, no parameter count recorded in their metrics.json: bce: seed-r2 seeds 0 1" in caplog.text
+    [drew] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("drew ")]
+    assert "seed-r2" not in drew and "seed-full" in drew and "popularity" not in drew
 
 
 def test_finetune_validation_reads_a_null_finetune_section_as_not_recorded(small_study, tmp_path):

@@ -423,6 +423,13 @@ def test_report_skips_figures_without_inputs(tmp_path, caplog):
     assert "**0 of 1 finetunings, 0 of 1 pretrainings**, popularity: missing." in (study / "report" / "runs.md").read_text()
     assert "tables skipped" in caplog.text and "figure head_spectra skipped" in caplog.text
     assert not (study / "report" / "figures").exists()
+    # popularity alone (it ranks by counts, finetunes nothing): before, blank accuracy and
+    # parameter figures, exit 0
+    fake_finetuning(study / "popularity", "popularity", 0, dataset="toy")
+    caplog.clear()
+    assert report_study.main([str(study)]) == 0
+    assert "figure accuracy_vs_rank skipped" in caplog.text and "figure params_vs_accuracy skipped" in caplog.text
+    assert not (study / "report" / "figures").exists()
 
 
 @pytest.mark.parametrize("change, message", [
