@@ -189,7 +189,8 @@ def _bad_cell(history: pl.DataFrame, column: str, expected: str) -> str:
     """Where `column` first holds no `expected` value: 'line 4, column 'loss': expected ...'."""
     values = history[column]
     numbers = values.cast(pl.Float64, strict=False)
-    bad = values.is_not_null() & numbers.is_null()
+    # "nan" or "inf" convert too, but polars reads a column holding them as text: no number drawn
+    bad = values.is_not_null() & (numbers.is_null() | ~numbers.is_finite().fill_null(True))
     if expected == "an integer":
         bad = bad | (numbers % 1 != 0).fill_null(False)
     bad = bad.arg_true()

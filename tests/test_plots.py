@@ -403,6 +403,10 @@ BAD_INPUTS = {
     "text in a history": ("pretrain_losses", "seed-r2/seed0/pretrain_history.csv",
                           lambda p: p.write_text("epoch,loss,aap,mip,map,sp\n1,4,1,1,1,1\n2,4,1,1,1,abc\n"),
                           "pretrain_history.csv: line 3, column 'sp': expected a number, got 'abc'"),
+    # before: "expected a number in every row, got String values", naming no line
+    "NaN in a history": ("pretrain_losses", "seed-r2/seed0/pretrain_history.csv",
+                         lambda p: p.write_text("epoch,loss,aap,mip,map,sp\n1,4,1,1,1,1\n2,4,1,nan,1,1\n"),
+                         "pretrain_history.csv: line 3, column 'mip': expected a number, got 'nan'"),
     "history cut in its timing cells": ("pretrain_losses", "seed-r2/seed0/pretrain_history.csv",
                                         lambda p: p.write_text("epoch,loss,aap,mip,map,sp,seconds,cpu_seconds\n"
                                                                "1,4,1,1,1,1,2.5,2.4\n2,4,1,1,1,1,"),
