@@ -9,7 +9,9 @@ into its variance between seeds, between users (the part that repeats on every s
 interaction (s3rec.report.variance_components), and prints one JSON object: each comparison's
 normal-approximation 95 % half-width now, with infinitely many seeds (the floor the fixed test
 users set), both also as a share of the reference's mean, and the fewest seeds that bring it to
-`--target` × the reference's mean (null when the floor is already wider). Comparisons with one
+`--target` × the reference's mean (null when the floor is already wider), and beside them the
+half-width the report's users × seeds bootstrap gives the same data (grid_bootstrap_half_width:
+see report.paired_bootstrap for why it differs). Comparisons with one
 seed are listed under "skipped". A planning aid: the variance between seeds is estimated from
 the few seeds there are, so it is rough with two or three.
 """
@@ -41,6 +43,8 @@ def comparison(ranks, loss: str, pretraining: str, reference: str, protocol: str
         "reference_mean": reference_mean,
         "sd": {"seed": math.sqrt(parts.seed), "user": math.sqrt(parts.user), "residual": math.sqrt(parts.residual)},
         "half_width": now, "half_width_share": now / reference_mean,
+        # what the report's users × seeds bootstrap gives the same data (report.paired_bootstrap)
+        "grid_bootstrap_half_width": parts.grid_bootstrap_half_width(),
         "floor_half_width": floor, "floor_share": floor / reference_mean,
         "seeds_for_target": parts.seeds_for(target * reference_mean),
     }

@@ -630,6 +630,18 @@ def test_variance_components_on_a_hand_computed_two_by_three_table():
         report.variance_components(np.ones((1, 5)))
 
 
+def test_the_grid_bootstraps_half_width_is_what_its_resampling_gives():
+    """paired_bootstrap's users × seeds draws against VarianceComponents.grid_bootstrap_half_width,
+    on a seed × user-dominated matrix of 3 seeds (as on Beauty): the bootstrap is wider than the
+    variance split's half_width, by the (3S - 2)/S factor on the interaction."""
+    rng = np.random.default_rng(7)
+    d = (rng.normal(0, 0.002, (3, 1)) + rng.normal(0, 0.03, (1, 400)) + rng.normal(0, 0.1, (3, 400)))
+    parts = report.variance_components(d)
+    mean, low, high = report.paired_bootstrap(d, samples=20000, seed=1)
+    assert (high - low) / 2 == pytest.approx(parts.grid_bootstrap_half_width(), rel=0.04)
+    assert parts.grid_bootstrap_half_width() > 1.1 * parts.half_width(3)
+
+
 def test_variance_components_recover_planted_spreads_and_size_the_seeds():
     rng = np.random.default_rng(5)
     seeds, users = 400, 500
