@@ -140,6 +140,13 @@ def difference_notes(differences, left_out: list[str], resample_seeds: bool = Tr
                           for loss, label, reference in one_seed.select("loss", "pretraining", "reference").rows())
         notes.append(f"On one seed: {named}. Their intervals re-sample users only: they say nothing of how "
                      "the difference varies between seeds.")
+    most = differences["seeds"].max() if len(differences) else 0
+    partial = report.report_order(differences.filter((pl.col("seeds") > 1) & (pl.col("seeds") < most))
+                                  .unique(["loss", "pretraining", "reference"]), "reference")
+    if len(partial):  # paired on the seeds both arms ran: the CSV's `seeds` alone said so
+        named = "; ".join(f"{label} − {reference} ({loss}): {n}" for loss, label, reference, n in
+                          partial.select("loss", "pretraining", "reference", "seeds").rows())
+        notes.append(f"On fewer seeds than the table's {most} (those both runs have): {named}.")
     fewer = report.report_order(differences.filter(pl.col("users") < (users or 0)), "reference", "protocol")
     if len(fewer):  # paired on the users both ranked: the CSV's `users` alone said so
         named = "; ".join(f"{label} − {reference} ({loss}, {protocol}): {n:,}"

@@ -429,6 +429,19 @@ def test_aggregate_is_byte_identical_for_inputs_in_any_order_and_logs_left_out_p
     assert r"{\footnotesize Left out: seed-r8 $-$ seed-full (ce)" in (tmp_path / "tables0" / "difference.tex").read_text()
 
 
+def test_a_comparison_on_fewer_seeds_than_the_table_has_is_named_below_it(tmp_path):
+    """seed-r8 has seeds 0-1 of seed-full's 0-2: paired on two. Before, only the CSV's `seeds`
+    column said so (the notes named one-seed comparisons alone)."""
+    paths = study_ranks(tmp_path / "three", {"bce": ["seed-full", "seed-r16"]}, seeds=(0, 1, 2))
+    paths += study_ranks(tmp_path / "two", {"bce": ["seed-r8"]}, seeds=(0, 1))[:-1]
+    out = tmp_path / "t"
+    assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(out), "--settings",
+                           json.dumps({"bootstrap_samples": 100})]) == 0
+    table = (out / "difference.md").read_text()
+    assert "\nOn fewer seeds than the table's 3 (those both runs have): seed-r8 − seed-full (bce): 2.\n" in table
+    assert "seed-r16 − seed-full (bce): 3" not in table
+
+
 def test_a_comparison_on_one_seed_is_named_below_the_difference_table(tmp_path):
     """Before, a one-seed interval stood under the caption "re-sampling users and seeds" like any
     other, though it says nothing of the variation between seeds (the .csv's `seeds` alone said 1)."""
