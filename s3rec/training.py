@@ -113,6 +113,16 @@ def remove_earlier_outputs(paths: list[Path]) -> None:
     if removed:
         log.warning("removed the outputs of an earlier finished run this run replaces: %s",
                     ", ".join(map(str, removed)))
+    remove_temporaries(paths)
+
+
+def remove_temporaries(paths: list[Path]) -> None:
+    """Delete what a killed write of these files left (runtime.atomic_write's `.<name>.<hex>.tmp`:
+    a SIGKILL, or SLURM's SIGTERM, skips its clean-up), so a finished folder holds its outputs only."""
+    for path in map(Path, paths):
+        for stale in sorted(path.parent.glob(runtime.temporary_name(path))):
+            log.warning("removing %s, left by an interrupted write of %s", stale, path.name)
+            stale.unlink(missing_ok=True)
 
 
 def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epochs: int, seed: int,
@@ -126,6 +136,7 @@ def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
     that many epochs of this invocation (used to test interruption and resume).
     """
     state = resume(checkpoint, config, model, optimizer)
+    remove_temporaries([history_path])
     done_now = 0
     loop_start = time.perf_counter()
     while state.epoch < epochs and not (patience and state.bad_epochs >= patience):
@@ -165,6 +176,8 @@ def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
                            patience - state.bad_epochs if validate is not None and patience else None))
         if stop_after is not None and done_now >= stop_after:
             break
+    if not done_now and state.history:  # resumed after the last epoch: the history as the checkpoint holds it
+        runtime.save_frame(history_path, pl.DataFrame(state.history))
     return state
 
 

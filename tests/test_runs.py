@@ -65,6 +65,36 @@ def test_a_rerun_into_a_finished_folder_removes_the_outputs_it_replaces(tiny_dat
     assert "earlier finished run" not in caplog.text and (out / "pretrain.pt").exists()
 
 
+def test_a_killed_write_leaves_no_temporary_in_the_finished_folder(tiny_data, tmp_path, caplog):
+    """A SIGKILL (or SLURM's SIGTERM) inside atomic_write skips its clean-up: before, only the
+    checkpoint's temporaries were removed, and a history's or metrics' stayed for good."""
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = [out / ".pretrain_history.csv.0616d848.tmp", out / ".pretrain.pt.13836264.tmp",
+             out / ".pretrain_run.json.9cc4d64d.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    keep = out / ".notes.1234abcd.tmp"  # not a temporary of this run's files
+    keep.write_bytes(b"someone's")
+    assert pretrain(tiny_data, out) is not None
+    assert not any(path.exists() for path in stale) and keep.exists()
+    assert "removing" in caplog.text and ".pretrain_run.json.9cc4d64d.tmp" in caplog.text
+
+
+def test_a_run_resumed_after_its_last_epoch_writes_its_history(tiny_data, tmp_path, monkeypatch):
+    """Killed while writing its outputs after the last epoch, its history then lost (a parked run
+    carries the checkpoint alone): before, the rerun finished without pretrain_history.csv."""
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(runs, "write_pretrained", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(tiny_data, out)
+    assert (out / "pretrain.state.pt").exists()
+    (out / "pretrain_history.csv").unlink()
+    assert pretrain(tiny_data, out) is not None
+    assert pl.read_csv(out / "pretrain_history.csv")["epoch"].to_list() == [1, 2]
+
+
 def test_a_truncated_resume_checkpoint_is_set_aside_and_the_rerun_completes(tiny_data, tmp_path, caplog):
     """A pretrain.state.pt cut short (a killed write, a full disk) once blocked every rerun."""
     out = tmp_path / "run"
