@@ -236,6 +236,12 @@ def _dodge(xs: np.ndarray, span: float, fraction: float = 0.035) -> np.ndarray:
     return out
 
 
+def on_parameter_axis(runs: pl.DataFrame) -> pl.DataFrame:
+    """The runs params_vs_accuracy places: this project's pretrainings and none (not the reference
+    rows), with a recorded parameter count (a run without one has no place on the axis)."""
+    return runs.filter(~pl.col("pretraining").is_in(list(REFERENCE_ROWS)) & pl.col("heads_params").is_not_null())
+
+
 def params_vs_accuracy(runs: pl.DataFrame, metric: str, split: str, protocols: Sequence[str]):
     """Metric (mean ± std over seeds) against the parameter count of the pretraining heads: a
     panel per finetuning loss (rows) and protocol (columns), a colour per preset, `none` (no
@@ -245,9 +251,7 @@ def params_vs_accuracy(runs: pl.DataFrame, metric: str, split: str, protocols: S
     presets) are set side by side and every point is labelled, so none hides another.
     """
     setup()
-    # a run that recorded no parameter count has no place on the axis (it was drawn at 0)
-    data = runs.filter((pl.col("metric") == metric) & (pl.col("split") == split)
-                       & ~pl.col("pretraining").is_in(list(REFERENCE_ROWS)) & pl.col("heads_params").is_not_null())
+    data = on_parameter_axis(runs).filter((pl.col("metric") == metric) & (pl.col("split") == split))
     losses, presets = _losses(data), sort_presets(data["preset"])
     colors = {p: preset_color(p, presets) for p in presets}
     rows = max(len(losses), 1)

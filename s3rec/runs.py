@@ -123,9 +123,8 @@ def pretrained_mismatches(saved: dict, variant: str, seed: int, data_digest: str
     saved_seed = saved.get("seed", saved.get("config", {}).get("seed"))
     if saved_seed is not None and saved_seed != seed:
         mismatches.append(f"pretrained with seed {saved_seed}, not {seed}")
-    if saved.get("data_digest") not in (None, data_digest):
-        mismatches.append(f"pretrained on other data than {SEQUENCES_FILE} + {ATTRIBUTES_FILE} of this --data "
-                          "folder (their sha256 differs)")
+    if other := other_data(saved.get("data_digest"), data_digest, "this --data folder", "pretrained"):
+        mismatches.append(other)
     if differ := architecture_differences(saved.get("config", {}).get("model"), model):
         mismatches.append(f"pretrained with other model settings ({'; '.join(differ)}); finetune with the "
                           "pretraining's settings.model")
@@ -173,9 +172,15 @@ def load_pretraining_model(path: Path, dataset: Dataset, data_dir: Path) -> tupl
 def check_same_data(path: Path, recorded: str | None, digest: str, folder: str) -> None:
     """A checkpoint's recorded data digest (None: not recorded, nothing to check) against the
     digest of the data it is about to be used with."""
-    if recorded is not None and recorded != digest:
-        raise ValueError(f"{path} was trained on other data than {SEQUENCES_FILE} + {ATTRIBUTES_FILE} "
-                         f"of {folder} (their sha256 differs)")
+    if other := other_data(recorded, digest, folder):
+        raise ValueError(f"{path} was {other}")
+
+
+def other_data(recorded: str | None, digest: str, folder: str, trained: str = "trained") -> str | None:
+    """'trained on other data than ... of FOLDER (...)' where a recorded digest differs; else None."""
+    if recorded is None or recorded == digest:
+        return None
+    return f"{trained} on other data than {SEQUENCES_FILE} + {ATTRIBUTES_FILE} of {folder} (their sha256 differs)"
 
 
 def data_files(data_dir: Path) -> list[Path]:

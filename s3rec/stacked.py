@@ -89,8 +89,8 @@ class SeedBatches(torch.utils.data.IterableDataset):
     process or, through a DataLoader, in a worker process (which starts from a copy of `rng`:
     the same draws). Packed, because a worker hands each tensor over through shared memory
     and a file descriptor of its own: the twelve tensors of a Batch cost the receiving process,
-    the one that drives the GPU, about 8x the CPU time of drawing in line (9.3 against 1.1 ms
-    a step, measured on a CPU), one tensor about 1.5x."""
+    the one that drives the GPU, several times the CPU time of drawing in line, one tensor
+    about as much (benchmarks/README.md, batch_drawing.py --stacked-seeds)."""
 
     def __init__(self, instances: PretrainInstances, cfg: PretrainConfig, rng: np.random.Generator, length: int):
         super().__init__()

@@ -59,9 +59,7 @@ def resume(path: Path, config: dict, model: torch.nn.Module, optimizer: torch.op
     Temporaries of a killed write (runtime.atomic_write) are removed: only `path` itself is read.
     """
     path = Path(path)
-    for stale in sorted(path.parent.glob(runtime.temporary_name(path))):
-        log.warning("removing %s, left by an interrupted write of %s", stale, path.name)
-        stale.unlink(missing_ok=True)
+    remove_temporaries([path])
     if not path.exists():
         return LoopState()
     try:

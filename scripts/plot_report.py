@@ -97,14 +97,11 @@ def accuracy_vs_rank(inputs, s):
 
 def params_vs_accuracy(inputs, s):
     runs = finetuned(report.load_runs(required(inputs, "metrics.json", "params_vs_accuracy")), "params_vs_accuracy")
-    # what plots.params_vs_accuracy places on its axis: the runs of this project's pretrainings
-    # and none, with a recorded parameter count
-    placed = ~pl.col("pretraining").is_in(list(report.REFERENCE_ROWS))
-    uncounted = runs.filter(placed & pl.col("heads_params").is_null())
+    drawable = plots.on_parameter_axis(runs)
+    uncounted = runs.filter(~pl.col("pretraining").is_in(list(report.REFERENCE_ROWS)) & pl.col("heads_params").is_null())
     if len(uncounted):
         log.warning("params_vs_accuracy: left out, no parameter count recorded in their metrics.json: %s",
                     runs_drawn(uncounted))
-    drawable = runs.filter(placed & pl.col("heads_params").is_not_null())
     if drawable.is_empty():
         raise ValueError("--inputs: no run with a recorded parameter count (metrics.json `parameters`) to draw")
     drawn = f"{s['metric']} ({s['split']}) mean ± std against head parameters: {runs_drawn(drawable)}"
