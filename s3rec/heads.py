@@ -2,7 +2,7 @@
 
 The authors score a state x against a target embedding y as y . (W x + b), with W, b an
 `nn.Linear(d, d)`. `DenseHead` is exactly that (d^2 + d parameters). `LowRankHead`
-factorises W = U V^T with U, V in R^{d x r} and computes (x U) . (y V) + b . y without ever
+factorises W = U V^T with U, V in R^{d x r} and computes (x V) . (y U) + b . y without ever
 forming W: 2dr + d parameters. It keeps the bias b so that the comparison with the dense head
 isolates the rank of W.
 """
