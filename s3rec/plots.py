@@ -20,8 +20,8 @@ from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
-from s3rec.report import (PRESETS, REFERENCE_ROWS, sort_losses, sort_presets, sort_pretrainings,
-                          split_pretraining, variant_rank)
+from s3rec.report import (PRESETS, REFERENCE_ROWS, intervals_exclude_zero, sort_losses, sort_presets,
+                          sort_pretrainings, split_pretraining, variant_rank)
 
 NONE_COLOR, POPULARITY_COLOR, AUTHORS_COLOR, OTHER_COLOR = "#8c8c8c", "#a6611a", "#7b3294", "#e7298a"
 # Colour families of the presets: seed and paper first (PRESETS order), then other presets
@@ -154,7 +154,7 @@ def _hidden_size(runs: pl.DataFrame, ranks: Sequence[int]) -> int:
 def _excludes_zero(differences: pl.DataFrame, loss: str, protocol: str, label: str, reference: str) -> bool:
     row = differences.filter((pl.col("loss") == loss) & (pl.col("protocol") == protocol)
                              & (pl.col("pretraining") == label) & (pl.col("reference") == reference))
-    return bool(len(row)) and (row["ci_low"][0] > 0 or row["ci_high"][0] < 0)
+    return bool(len(row)) and intervals_exclude_zero(row.row(0, named=True))
 
 
 def accuracy_vs_rank(differences: pl.DataFrame, runs: pl.DataFrame, metric: str, split: str,
@@ -163,7 +163,8 @@ def accuracy_vs_rank(differences: pl.DataFrame, runs: pl.DataFrame, metric: str,
     protocol (columns), a line per pretraining preset through its ranks and `full` (at r = d).
 
     Points: mean ± std over seeds (`runs`, a load_runs frame). A star marks a rank whose paired
-    bootstrap interval against its preset's full (`differences`, difference.csv) excludes 0.
+    bootstrap interval against its preset's full (`differences`, difference.csv) and its t
+    interval over seeds both exclude 0.
     Horizontal lines: `none` (no pretraining) and `authors` finetuned with the same loss; the
     popularity floor is written in the title, as a line far below would squeeze the ranks.
     """
@@ -220,7 +221,7 @@ def accuracy_vs_rank(differences: pl.DataFrame, runs: pl.DataFrame, metric: str,
     labels.append(_bars_text(seeds))
     if len(differences.filter(pl.col("reference").str.ends_with("-full"))):  # else no star can be drawn
         handles.append(Line2D([], [], color="#555555", marker="$*$", ls="", ms=9))
-        labels.append(f"{level}% paired interval vs the preset's full excludes 0")
+        labels.append(f"{level}% intervals vs the preset's full (bootstrap, t over seeds) exclude 0")
     _bottom_legend(fig, handles, labels, ncol=min(len(labels), 3))
     return fig
 

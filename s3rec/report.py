@@ -764,6 +764,42 @@ def _normal_quantile(confidence: float) -> float:
     return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
+def t_quantile(confidence: float, df: int) -> float:
+    """t of a two-sided Student-t interval at `confidence` with `df` degrees of freedom (4.303 at
+    0.95 and 2): the density integrated from 0 by Simpson's rule, the end found by bisection.
+    Written here because the one other use, this table, does not warrant scipy."""
+    if df < 1 or not 0 < confidence < 1:
+        raise ValueError(f"t_quantile needs df >= 1 and 0 < confidence < 1, got df={df}, confidence={confidence}")
+    scale = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def mass(t: float) -> float:  # P(0 < T < t)
+        x = np.linspace(0.0, t, 4001)
+        y = scale * (1 + x * x / df) ** (-(df + 1) / 2)
+        return t / 12000 * (y[0] + 4 * y[1:-1:2].sum() + 2 * y[2:-1:2].sum() + y[-1])
+
+    low, high = 0.0, 1.0
+    while mass(high) < confidence / 2:
+        low, high = high, 2 * high
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if mass(middle) < confidence / 2 else (low, middle)
+    return (low + high) / 2
+
+
+def seeds_t_interval(difference: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean over seeds of each seed's mean difference over the users.
+
+    The users are this data set's test users, held fixed: the interval covers the variation
+    between training seeds, with S - 1 degrees of freedom, where the users × seeds bootstrap
+    takes a percentile of at most S distinct seeds (too few to show how far a mean of three
+    wanders). (nan, nan) on one seed."""
+    seed_means = np.atleast_2d(np.asarray(difference, dtype=np.float64)).mean(axis=1)
+    if len(seed_means) < 2:
+        return math.nan, math.nan
+    half = t_quantile(confidence, len(seed_means) - 1) * seed_means.std(ddof=1) / math.sqrt(len(seed_means))
+    return float(seed_means.mean() - half), float(seed_means.mean() + half)
+
+
 @dataclass(frozen=True)
 class VarianceComponents:
     """The variances of a (seeds, users) matrix of paired differences, d[s, u] = μ + a[s] + b[u] + e[s, u].
@@ -819,32 +855,46 @@ def variance_components(difference: np.ndarray) -> VarianceComponents:
                               user=max(0.0, (ms_user - ms_residual) / num_seeds), residual=ms_residual)
 
 
+def intervals_exclude_zero(row: dict) -> bool:
+    """Whether a difference-table row's bootstrap interval and, where it has one (two seeds or
+    more; tables made before it lack the column), its t interval over seeds both leave out 0."""
+    def excludes(low, high) -> bool:
+        return low is not None and high is not None and (low > 0 or high < 0)
+    seeds_low, seeds_high = row.get("seeds_ci_low"), row.get("seeds_ci_high")
+    return excludes(row["ci_low"], row["ci_high"]) and (seeds_low is None or excludes(seeds_low, seeds_high))
+
+
 DIFFERENCE_SCHEMA = {
     "loss": pl.String, "pretraining": pl.String, "reference": pl.String, "protocol": pl.String,
     "split": pl.String, "metric": pl.String, "difference": pl.Float64, "ci_low": pl.Float64,
-    "ci_high": pl.Float64, "confidence": pl.Float64, "seeds": pl.Int64, "users": pl.Int64,
+    "ci_high": pl.Float64, "seeds_ci_low": pl.Float64, "seeds_ci_high": pl.Float64, "confidence": pl.Float64,
+    "seeds": pl.Int64, "users": pl.Int64,
 }
 
 
 def difference_table(ranks: pl.DataFrame, metric: str, protocols: Sequence[str], split: str = "test",
                      samples: int = 2000, seed: int = 0, confidence: float = 0.95,
                      resample_seeds: bool = True) -> pl.DataFrame:
-    """Every pair of `comparison_pairs` per protocol: the mean difference and its paired bootstrap
-    interval (columns: DIFFERENCE_SCHEMA), in the order of the pairs."""
+    """Every pair of `comparison_pairs` per protocol: the mean difference, its paired bootstrap
+    interval (ci_low, ci_high) and its t interval over seeds (seeds_ci_low, seeds_ci_high; null on
+    one seed), in the order of the pairs (columns: DIFFERENCE_SCHEMA)."""
     rows = []
     for loss, pretraining, reference in comparison_pairs(ranks)[0]:
         for protocol in protocols:
             difference = paired_difference(ranks, loss, pretraining, reference, protocol, split, metric)
             mean, low, high = paired_bootstrap(difference, samples, seed, confidence, resample_seeds)
+            seeds_low, seeds_high = seeds_t_interval(difference, confidence)
             rows.append({"loss": loss, "pretraining": pretraining, "reference": reference, "protocol": protocol,
                          "split": split, "metric": metric, "difference": mean, "ci_low": low, "ci_high": high,
+                         "seeds_ci_low": None if math.isnan(seeds_low) else seeds_low,
+                         "seeds_ci_high": None if math.isnan(seeds_high) else seeds_high,
                          "confidence": confidence, "seeds": difference.shape[0], "users": difference.shape[1]})
     return pl.DataFrame(rows, schema=DIFFERENCE_SCHEMA)
 
 
 def format_difference_table(differences: pl.DataFrame, digits: int = 4) -> pl.DataFrame:
-    """String table: a row per comparison ('seed-r16 − seed-full') and loss, a column per
-    protocol, 'Δ [low, high]'."""
+    """String table: a row per comparison ('seed-r16 − seed-full') and loss, two columns per
+    protocol: 'Δ [low, high]' (bootstrap) and '[low, high]' (t over seeds; '–' on one seed)."""
     if differences.is_empty():
         return pl.DataFrame({"Finetuning": [], "Comparison": []},
                             schema={"Finetuning": pl.String, "Comparison": pl.String})
@@ -856,6 +906,9 @@ def format_difference_table(differences: pl.DataFrame, digits: int = 4) -> pl.Da
         label = PROTOCOL_LABELS.get(r["protocol"], r["protocol"])
         header = f"Δ{r['metric']}, {label} [{level} CI]"
         row[header] = f"{r['difference']:+.{digits}f} [{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}]"
+        seeds_low, seeds_high = r.get("seeds_ci_low"), r.get("seeds_ci_high")
+        row[f"{label}, over seeds [{level} t]"] = ("–" if seeds_low is None or seeds_high is None
+                                                   else f"[{seeds_low:+.{digits}f}, {seeds_high:+.{digits}f}]")
     return pl.DataFrame(list(rows.values()))
 
 

@@ -89,7 +89,8 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
                       "another, both finetuned with the same loss (each rank minus its preset's full; "
                       "full minus none and minus authors), averaged over users and seeds, with a "
                       f"{round(s['confidence'] * 100)}% paired bootstrap interval ({s['bootstrap_samples']} "
-                      f"resamples, {seeds_note}).",
+                      f"resamples, {seeds_note}) and a {round(s['confidence'] * 100)}% t interval over seeds "
+                      "(each seed's mean difference over the same users; seeds − 1 degrees of freedom).",
     }
     tables = {
         "results": (summary, report.results_table(summary, s["metrics"], s["protocols"]),
@@ -131,7 +132,8 @@ def difference_notes(differences, left_out: list[str], resample_seeds: bool = Tr
                      users: int | None = None) -> list[str]:
     """What a partial study's difference table lacks, said in the table's files, not only in the log:
     comparisons left out, and those on one seed, whose interval the caption's "re-sampling users
-    and seeds" would otherwise pass off as covering the variation between seeds."""
+    and seeds" would otherwise pass off as covering the variation between seeds; and comparisons
+    whose bootstrap and t-over-seeds intervals disagree on 0."""
     notes = [f"Left out: {'; '.join(left_out)}."] if left_out else []
     one_seed = report.report_order(differences.filter(pl.col("seeds") == 1)
                                    .unique(["loss", "pretraining", "reference"]), "reference")
@@ -153,9 +155,24 @@ def difference_notes(differences, left_out: list[str], resample_seeds: bool = Tr
                           for loss, label, reference, protocol, n in
                           fewer.select("loss", "pretraining", "reference", "protocol", "users").rows())
         notes.append(f"On fewer users than the runs' {users:,} (those both runs ranked): {named}.")
+    # three seeds give the t interval 2 degrees of freedom: it can be far wider than the bootstrap's
+    split = {True: [], False: []}  # keyed by whether the bootstrap interval is the one excluding 0
+    for r in differences.iter_rows(named=True):
+        bootstrap = _excludes_zero(r["ci_low"], r["ci_high"])
+        if r["seeds_ci_low"] is not None and bootstrap != _excludes_zero(r["seeds_ci_low"], r["seeds_ci_high"]):
+            split[bootstrap].append(f"{r['pretraining']} − {r['reference']} ({r['loss']}, {r['protocol']})")
+    for bootstrap, named in split.items():
+        if named:
+            one, other = ("bootstrap", "t interval over seeds") if bootstrap else ("t interval over seeds", "bootstrap")
+            notes.append(f"The {one} excludes 0, the {other} does not: {'; '.join(named)}. Read a difference "
+                         "as clear only where both exclude 0 (the stars of accuracy_vs_rank).")
     if differences.is_empty() and not left_out:
         notes.append("No comparison: no preset's full was finetuned with the same loss as none, authors or a rank.")
     return notes
+
+
+def _excludes_zero(low: float, high: float) -> bool:
+    return low > 0 or high < 0
 
 
 if __name__ == "__main__":

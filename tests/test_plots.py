@@ -234,7 +234,7 @@ def test_accuracy_vs_rank_legend_names_only_what_is_drawn(study, tmp_path):
     difference, *metrics = inputs["accuracy_vs_rank"]
     fig, _ = plot_report.accuracy_vs_rank(inputs["accuracy_vs_rank"], SETTINGS)
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "bars: mean ± std over 2 seeds" in legend and "95% paired interval vs the preset's full excludes 0" in legend
+    assert "bars: mean ± std over 2 seeds" in legend and "95% intervals vs the preset's full (bootstrap, t over seeds) exclude 0" in legend
     header_only = tmp_path / "difference.csv"
     header_only.write_text(Path(difference).read_text().splitlines()[0] + "\n")
     seed0 = [m for m in metrics if "seed1" not in Path(m).parts]
@@ -570,3 +570,15 @@ def test_data_distributions_draws_one_checked_data_set(tmp_path, caplog):
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and message in errors[0], errors
     assert not out.exists()
+
+
+def test_a_star_needs_both_intervals_to_exclude_zero_and_reads_tables_without_the_t_columns():
+    row = {"loss": "bce", "protocol": "full", "pretraining": "seed-r16", "reference": "seed-full",
+           "ci_low": -0.006, "ci_high": -0.003}
+    old_table = pl.DataFrame([row])  # made before the t interval over seeds was a column
+    assert plots._excludes_zero(old_table, "bce", "full", "seed-r16", "seed-full")
+    wide = pl.DataFrame([{**row, "seeds_ci_low": -0.009, "seeds_ci_high": 0.001}])
+    assert not plots._excludes_zero(wide, "bce", "full", "seed-r16", "seed-full")
+    narrow = pl.DataFrame([{**row, "seeds_ci_low": -0.008, "seeds_ci_high": -0.001}])
+    assert plots._excludes_zero(narrow, "bce", "full", "seed-r16", "seed-full")
+    assert not plots._excludes_zero(narrow, "ce", "full", "seed-r16", "seed-full")  # no such row

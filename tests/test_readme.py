@@ -89,6 +89,8 @@ def test_readme_difference_table_quotes_the_report():
         key = (row["finetuning"], row["comparison"])
         for column in ("full ranking", "sampled"):  # README's headers are the report's protocol labels
             assert row[column] == quoted[key][f"ΔNDCG@10, {column} [95% CI]"], (*key, column)
+            t_column = f"{column.split()[0]}, t over seeds"
+            assert row[t_column] == quoted[key][f"{column}, over seeds [95% t]"], (*key, t_column)
         assert len(row["seeds"].split(",")) == seeds[key], row["comparison"]
 
 
@@ -96,13 +98,14 @@ def test_readme_head_energy_table_quotes_the_committed_heads():
     """The table of ‖W‖² kept at rank 8 / 16 / 32, remade from the committed heads.pt files."""
     head_energy = load_script("head_energy", "benchmarks")
     rows = readme_table(["dense head"])
-    header = list(rows[0])[1:]  # e.g. "`seed-full` (3 seeds)", "`paper-full` (seed 0)", "`authors`"
+    header = list(rows[0])[1:]  # e.g. "`seed-full` (mean of 3 seeds)", "`paper-full` (seed 0)", "`authors`"
     for column in header:
         pretraining = column.split("`")[1]
         pattern = "authors/heads.pt" if pretraining == "authors" else f"{pretraining}/seed*/heads.pt"
         files = sorted((ROOT / "study" / "beauty").glob(pattern))
-        if "(" in column:  # "(3 seeds)" or "(seed 0)": how many seeds the column averages
-            assert len(files) == (int(column.split("(")[1].split()[0]) if "seeds" in column else 1), column
+        if "(" in column:  # "(mean of 3 seeds)" or "(seed 0)": how many seeds the column averages
+            count = column.split("(")[1].removeprefix("mean of ").split()[0]
+            assert len(files) == (int(count) if "seeds" in column else 1), column
         for row in rows:
             head = row["dense head"].lower()
             kept = [head_energy.energies(path, [head], [8, 16, 32])[0]["energy"] for path in files]

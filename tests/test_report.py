@@ -3,6 +3,7 @@ bootstrap, rendering, and scripts/aggregate.py's tables."""
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 
@@ -285,7 +286,8 @@ def test_difference_pairs_for_two_presets_and_two_losses_with_a_partial_set(tmp_
 
     differences = report.difference_table(ranks, metric="MRR", protocols=["full", "sampled"], samples=50)
     assert differences.columns == ["loss", "pretraining", "reference", "protocol", "split", "metric", "difference",
-                                   "ci_low", "ci_high", "confidence", "seeds", "users"]
+                                   "ci_low", "ci_high", "seeds_ci_low", "seeds_ci_high", "confidence", "seeds",
+                                   "users"]
     assert differences.height == 2 * len(pairs)
     assert "popularity" not in set(differences["pretraining"]) | set(differences["reference"])
     by_pair = {(r["loss"], r["pretraining"], r["reference"]): r for r in
@@ -297,7 +299,11 @@ def test_difference_pairs_for_two_presets_and_two_losses_with_a_partial_set(tmp_
     assert by_pair[("ce", "paper-full", "none")]["seeds"] == 2 and by_pair[("ce", "paper-full", "none")]["users"] == 200
 
     pretty = report.format_difference_table(differences)
-    assert pretty.columns == ["Finetuning", "Comparison", "ΔMRR, full ranking [95% CI]", "ΔMRR, sampled [95% CI]"]
+    assert pretty.columns == ["Finetuning", "Comparison", "ΔMRR, full ranking [95% CI]", "full ranking, over seeds [95% t]",
+                              "ΔMRR, sampled [95% CI]", "sampled, over seeds [95% t]"]
+    one_seed = report.format_difference_table(
+        differences.head(1).with_columns(pl.lit(None, pl.Float64).alias(c) for c in ("seeds_ci_low", "seeds_ci_high")))
+    assert one_seed["full ranking, over seeds [95% t]"].to_list() == ["–"]
     assert pretty.rows()[2][:2] == ("bce", "seed-r8 − seed-full")
     assert pretty.select("Finetuning", "Comparison").rows()[-2:] == [("ce", "paper-full − none"),
                                                                      ("ce", "paper-r16 − paper-full")]
@@ -359,6 +365,37 @@ def test_bootstrap_interval_contains_planted_effect_and_is_deterministic():
     assert report.difference_table(ranks, **kwargs).row(0, named=True) == first
     other_seed = report.difference_table(ranks, **{**kwargs, "seed": 4}).row(0, named=True)
     assert other_seed["ci_low"] != first["ci_low"]
+
+
+def test_t_quantile_matches_tabulated_values():
+    for confidence, df, tabulated in [(0.95, 1, 12.7062047), (0.95, 2, 4.3026527), (0.95, 4, 2.7764451),
+                                      (0.95, 30, 2.0422725), (0.99, 2, 9.9248432), (0.90, 5, 2.0150484)]:
+        assert report.t_quantile(confidence, df) == pytest.approx(tabulated, abs=1e-6)
+    with pytest.raises(ValueError, match="df >= 1"):
+        report.t_quantile(0.95, 0)
+
+
+def test_seeds_t_interval_by_hand():
+    # seed means 1, 2, 6: mean 3, sample sd sqrt(7), half-width t(0.95, 2) * sqrt(7 / 3)
+    difference = np.array([[0.0, 2.0], [1.0, 3.0], [5.0, 7.0]])
+    low, high = report.seeds_t_interval(difference)
+    half = 4.3026527 * math.sqrt(7 / 3)
+    assert (low, high) == (pytest.approx(3 - half, abs=1e-5), pytest.approx(3 + half, abs=1e-5))
+    assert all(math.isnan(v) for v in report.seeds_t_interval(np.ones((1, 5))))
+
+
+def test_seeds_interval_widens_what_the_bootstrap_keeps_narrow_on_three_seeds():
+    # every user gains on each seed, by 0.1, 0.5 or 0.9: the users × seeds bootstrap sees a
+    # tight effect, the three seeds' means (t, 2 degrees of freedom) do not exclude 0
+    rng = np.random.default_rng(0)
+    difference = np.array([0.1, 0.5, 0.9])[:, None] + rng.normal(0, 0.05, size=(3, 400))
+    _, low, _ = report.paired_bootstrap(difference, samples=300)
+    seeds_low, _ = report.seeds_t_interval(difference)
+    assert low > 0 > seeds_low
+    row = {"ci_low": low, "ci_high": 1.0, "seeds_ci_low": seeds_low, "seeds_ci_high": 1.5}
+    assert not report.intervals_exclude_zero(row)
+    assert report.intervals_exclude_zero({**row, "seeds_ci_low": None, "seeds_ci_high": None})  # one seed
+    assert report.intervals_exclude_zero({"ci_low": low, "ci_high": 1.0})  # a table made before the t column
 
 
 def test_bootstrap_of_identical_variants_is_zero():
@@ -425,7 +462,7 @@ def test_aggregate_is_byte_identical_for_inputs_in_any_order_and_logs_left_out_p
     difference = (tmp_path / "tables0" / "difference.md").read_text()
     assert "| bce | seed-r8 − seed-full |" in difference and "| ce | paper-full − none |" in difference
     # the table's files say what it lacks, not only the log
-    assert difference.endswith("\nLeft out: seed-r8 − seed-full (ce): no seed-full finetuned with ce.\n")
+    assert "\n\nLeft out: seed-r8 − seed-full (ce): no seed-full finetuned with ce.\n" in difference
     assert r"{\footnotesize Left out: seed-r8 $-$ seed-full (ce)" in (tmp_path / "tables0" / "difference.tex").read_text()
 
 
@@ -455,7 +492,10 @@ def test_a_comparison_on_one_seed_is_named_below_the_difference_table(tmp_path):
         assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(out), "--settings",
                                json.dumps({"bootstrap_samples": 100, "resample_seeds": resample})]) == 0
         table = (out / "difference.md").read_text()
-        assert (table.endswith(expected) if expected else "On one seed" not in table), table
+        assert (expected in table if expected else "On one seed" not in table), table
+    assert table.endswith("\nThe bootstrap excludes 0, the t interval over seeds does not: seed-r16 − seed-full "
+                          "(bce, full); seed-r16 − seed-full (bce, sampled). Read a difference as clear only where "
+                          "both exclude 0 (the stars of accuracy_vs_rank).\n")
     seeds = (pl.read_csv(tmp_path / "tTrue" / "difference.csv").select("loss", "pretraining", "seeds")
              .unique().sort("loss", "pretraining"))
     assert seeds.rows() == [("bce", "seed-r16", 2), ("bce", "seed-r8", 1), ("ce", "seed-r8", 1)]
