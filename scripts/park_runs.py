@@ -114,6 +114,18 @@ def further_along(checkpoint: Path, other: Path) -> bool:
     return epoch_of(checkpoint) > epoch_of(other)
 
 
+def parkable(results: Path, relative: Path) -> bool:
+    """Whether an unfinished run's file in results/ is one to park."""
+    if not (results / relative).is_file():
+        return False
+    pretrained = (results / relative.parent / "pretrain.pt").is_file()
+    if relative.name == PRETRAINING_STATE and pretrained:
+        return False  # a finished pretraining's leftover state is not needed (runs.pretrain deletes it)
+    if relative.name in PRETRAINING_DONE and not pretrained:
+        return False  # a running pretraining's history CSV: its state holds the history
+    return True
+
+
 def park(results: Path, study: Path, parking: Path) -> dict:
     if not results.is_dir():  # a fresh machine, or a wrong --results: say so rather than "0 copied"
         log.warning("nothing to park: %s does not exist", results)
@@ -122,16 +134,13 @@ def park(results: Path, study: Path, parking: Path) -> dict:
                     "pretrainings must finish on the machine they started on (on a fresh one snakemake runs the "
                     "group again, restored files or not)", group)
     wanted, finished = unfinished_files(report_study.scan(study))
+    sources = [relative for relative in sorted(wanted) if parkable(results, relative)]
+    # every checkpoint to park read before anything is copied: a corrupt one in results/ was copied
+    # into the tracked folder first, the error named the copy, and the next park took it as unchanged
+    check_parked([results / relative for relative in sources])
     counts = dict.fromkeys(("copied", "unchanged", "kept", "deleted"), 0)
-    for relative in sorted(wanted):
+    for relative in sources:
         source, target = results / relative, parking / relative
-        if not source.is_file():
-            continue
-        pretrained = (results / relative.parent / "pretrain.pt").is_file()
-        if relative.name == PRETRAINING_STATE and pretrained:
-            continue  # a finished pretraining's leftover state is not needed (runs.pretrain deletes it)
-        if relative.name in PRETRAINING_DONE and not pretrained:
-            continue  # a running pretraining's history CSV: its state holds the history
         if target.is_file() and filecmp.cmp(source, target, shallow=False):
             counts["unchanged"] += 1
             continue
@@ -156,9 +165,10 @@ def park(results: Path, study: Path, parking: Path) -> dict:
 
 
 def check_parked(parked: list[Path]) -> None:
-    """Every parked checkpoint readable before anything is copied: a truncated file, or a git-LFS
-    pointer where the checkpoint should be, stops the restore naming the parked file, with
-    results/ untouched (copied first, it failed later naming the copy, half the runs restored)."""
+    """Every checkpoint to park or restore readable before anything is copied: a truncated file,
+    or a git-LFS pointer where the checkpoint should be, stops park or restore naming that file,
+    with the other folder untouched (copied first, it failed later naming the copy, half the runs
+    copied)."""
     for path in parked:
         if path.name.endswith(".state.pt"):
             epoch_of(path)

@@ -74,7 +74,8 @@ def test_what_is_parked_follows_the_run_until_it_is_in_the_study(layout, tmp_pat
     assert files(parking) == [f"{RUN}/pretrain.state.pt"]
 
     (results / RUN / "pretrain.state.pt").unlink()  # pretraining done: runs.pretrain deletes its state
-    for name in ("pretrain.pt", "pretrain_history.csv", "pretrain_run.json"):
+    runtime.save_torch(results / RUN / "pretrain.pt", {"model": {}})  # park reads every checkpoint first
+    for name in ("pretrain_history.csv", "pretrain_run.json"):
         (results / RUN / name).write_text(name)
     checkpoint(results / RUN / "ce" / "finetune.state.pt", 2)
     main("park", tmp_path)
@@ -196,3 +197,18 @@ def test_a_stacked_group_is_named_as_not_parked(layout, tmp_path, caplog):
         main("park", tmp_path)
     assert f"not parked: {group}, a group of seeds pretrained as one" in caplog.text
     assert files(parking) == []
+
+
+def test_a_corrupt_checkpoint_in_results_stops_park_before_anything_is_copied(layout, tmp_path, caplog):
+    """Before, park copied it into the tracked folder first, named the copy in its error, and the
+    next park counted the corrupt copy as unchanged and exited 0."""
+    results, _, parking = layout
+    checkpoint(results / RUN / "bce" / "finetune.state.pt", 3)  # sorts first: the code before copied it
+    damaged = results / RUN / "pretrain.state.pt"
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_bytes(b"PK\x03\x04junk")
+    for _ in range(2):  # and again: nothing was parked to be taken as unchanged
+        with pytest.raises(SystemExit) as exit_:
+            main("park", tmp_path)
+        assert exit_.value.code == 2 and str(damaged) in caplog.text
+        assert files(parking) == []
