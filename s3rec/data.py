@@ -464,9 +464,11 @@ def open_text(path: str | Path) -> TextIO:
         raise DataError(f"{path}: file not found")
     with open(path, "rb") as probe:
         compressed = probe.read(2) == GZIP_MAGIC
+    # newline="\n": lines end at \n only (\r\n kept whole), so numbered_lines sees a lone \r instead
+    # of Python splitting one record in two and every later line number drifting
     if compressed:
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="\n")
+    return open(path, encoding="utf-8", newline="\n")
 
 
 def read_error(path: str | Path, err: Exception, after_line: int = 0) -> DataError:
@@ -502,6 +504,9 @@ def numbered_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             if lineno == 1 and line.startswith("\ufeff"):  # else a parse error at line 1 that shows no cause
                 raise DataError(f"{path}:1: starts with a UTF-8 byte-order mark (BOM); expected UTF-8 text "
                                 "without one (re-save the file without BOM)")
+            if "\r" in line.removesuffix("\n").removesuffix("\r"):
+                raise DataError(f"{path}:{lineno}: a carriage return (\\r) inside the line; expected lines "
+                                "ended by \\n or \\r\\n (old Mac line endings, or a stray \\r: convert the file)")
             if line.strip():
                 seen = True
                 yield lineno, line

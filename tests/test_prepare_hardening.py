@@ -325,6 +325,19 @@ def test_not_utf8_names_the_file_and_line(release, lines_before):
         read_s3rec(_good(seq), attr)
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_carriage_return_inside_a_line_names_it_and_crlf_files_are_read(release, compress):
+    """Before, Python's universal newlines split "1 1 2 3 4\r2 1 2 3" into two users without a word,
+    and every later error's line number was one off."""
+    seq, attr = release
+    encode = gzip.compress if compress else (lambda data: data)
+    seq.write_bytes(encode(SEQUENCES.replace("\n", "\r\n").encode()))  # Windows line endings: fine
+    assert len(read_s3rec(seq, attr).user_ids) == 3
+    seq.write_bytes(encode(b"1 1 2 3 4\n2 3 1 2\r3 2 4 1 5\n"))
+    with pytest.raises(DataError, match=r"Toy\.txt:2: a carriage return \(\\r\) inside the line"):
+        read_s3rec(seq, attr)
+
+
 def _good(seq: Path) -> Path:
     seq.write_text(SEQUENCES)
     return seq
