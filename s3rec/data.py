@@ -104,10 +104,15 @@ def leave_one_out(sequences: Sequence[np.ndarray]) -> Split:
 
 
 def load_dataset(directory: str | Path) -> Dataset:
-    """Read and check `sequences.parquet` and `item_attributes.parquet` in `directory`."""
+    """Read and check `sequences.parquet` and `item_attributes.parquet` in `directory`.
+
+    A (num_attributes) is stats.json's `attributes`, the vocabulary prepare_data declared (the
+    authors' A: the largest id anywhere in their attribute file, dropped entries included);
+    without stats.json, the largest id the items hold."""
     directory = Path(directory)
     seq_path, attr_path = directory / SEQUENCES_FILE, directory / ATTRIBUTES_FILE
     sequences = _read_checked(seq_path, SEQUENCES_SCHEMA)
+    _check_users(sequences, seq_path)
     attributes = _read_checked(attr_path, ATTRIBUTES_SCHEMA)
     num_items = attributes.height
     if not np.array_equal(attributes["item_id"].to_numpy(), np.arange(1, num_items + 1)):
@@ -123,8 +128,38 @@ def load_dataset(directory: str | Path) -> Dataset:
         sequences=seqs,
         item_attributes=[np.zeros(0, dtype=np.int32)] + item_attributes,
         num_items=num_items,
-        num_attributes=int(attrs.max()) if len(attrs) else 0,
+        num_attributes=_declared_attributes(directory / STATS_FILE, int(attrs.max()) if len(attrs) else 0),
     )
+
+
+def _check_users(sequences: pl.DataFrame, path: Path) -> None:
+    """The contract prepare_data keeps: some users, each once, each with MIN_LENGTH items or more
+    (a hand-edited file otherwise failed later without naming it, or ranked a user twice)."""
+    if sequences.is_empty():
+        raise DataError(f"{path}: no rows; expected one row per user")
+    repeated = sequences["user_id"].filter(sequences["user_id"].is_duplicated())
+    if len(repeated):
+        raise DataError(f"{path}: user_id {repeated[0]} has {len(repeated.filter(repeated == repeated[0]))} rows; "
+                        "expected one row per user")
+    lengths = sequences["items"].list.len()
+    if lengths.min() < MIN_LENGTH:
+        short = sequences.filter(lengths < MIN_LENGTH)
+        raise DataError(f"{path}: user_id {short['user_id'][0]} has {short['items'][0].len()} items "
+                        f"({len(short)} users below {MIN_LENGTH}); expected at least {MIN_LENGTH} for the "
+                        "leave-one-out split")
+
+
+def _declared_attributes(stats_path: Path, largest_held: int) -> int:
+    if not stats_path.is_file():
+        return largest_held
+    try:
+        declared = json.loads(stats_path.read_text(encoding="utf-8")).get("attributes")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
+        raise DataError(f"{stats_path}: not a readable JSON object ({err}); prepare the data set again") from None
+    if not isinstance(declared, int) or isinstance(declared, bool) or declared < largest_held:
+        raise DataError(f"{stats_path}: attributes: expected an integer >= {largest_held} (the largest attribute "
+                        f"id of {ATTRIBUTES_FILE}), got {declared!r}")
+    return declared
 
 
 def load_sampled_negatives(directory: str | Path, user_ids: np.ndarray) -> np.ndarray:
@@ -529,6 +564,20 @@ def attribute_sets(raw: dict[int, list[int]], num_items: int) -> tuple[list[np.n
 # --- the S3Rec authors' release (/work/shared/data/s3rec/README.md) ---------------------
 
 
+# Pretraining holds a dense (items + 2) × A byte table of which item has which attribute (MAP's
+# targets) and an (A + 1) × d embedding: a sparse id in the billions asks for hundreds of GiB.
+MAX_ATTRIBUTE_TABLE_BYTES = 2**31
+
+
+def check_attribute_range(path: str | Path, largest: int, distinct: int, num_items: int) -> None:
+    """A (the largest attribute id) small enough for the dense tables it sizes."""
+    table = (num_items + 2) * largest
+    if table > MAX_ATTRIBUTE_TABLE_BYTES:
+        raise DataError(f"{path}: attribute ids run up to {largest:,} ({distinct:,} distinct ids used), so "
+                        f"pretraining's items × attributes table would take {table / 2**30:,.1f} GiB; expected "
+                        f"ids numbered about 1..{distinct:,} (renumber the attributes)")
+
+
 def read_s3rec(sequences_path: str | Path, attributes_path: str | Path,
                negatives_path: str | Path | None = None) -> Prepared:
     """Read `<Name>.txt` + `<Name>_item2attributes.json`, keeping the authors' ids, and with
@@ -565,6 +614,7 @@ def read_s3rec(sequences_path: str | Path, attributes_path: str | Path,
             f"({len(missing)} items missing); expected an entry for every item in the sequences"
         )
     all_attributes = [a for values in raw_attributes.values() for a in values]
+    check_attribute_range(attributes_path, max(all_attributes, default=0), len(set(all_attributes)), num_items)
     unseen = sorted(item for item in raw_attributes if item > num_items)
     if unseen:
         log.warning("dropping %d attribute entries of %s for item ids that occur in no sequence of %s "

@@ -375,3 +375,40 @@ def test_output_files_are_readable_by_others(tmp_path, release):
     assert all((p.stat().st_mode & 0o777) == (0o666 & ~mask) for p in out.iterdir())
     assert (out.stat().st_mode & 0o777) == (0o777 & ~mask)
     assert np.isin(list(OUTPUT), [p.name for p in out.iterdir()]).all()
+
+
+def test_a_sparse_huge_attribute_id_is_refused_before_pretraining_allocates_it(release):
+    """Before, one attribute id of 2,000,000,000 was A, and pretraining asked for 128 GB."""
+    seq, attr = release
+    attr.write_text(json.dumps({**ATTRIBUTES, "5": [2_000_000_000]}))
+    with pytest.raises(DataError, match=r"Toy_item2attributes\.json: attribute ids run up to 2,000,000,000 \(5 "
+                                        r"distinct ids used\).*expected ids numbered about 1\.\.5"):
+        read_s3rec(seq, attr)
+
+
+def test_the_model_sizes_its_attributes_as_stats_json_declares(tmp_path, release):
+    """Before, stats.json said A = the file's largest id (as the authors compute it) while the
+    model took the largest id of the kept items: an authors' checkpoint sized to their A was refused."""
+    seq, attr = release
+    attr.write_text(json.dumps({**ATTRIBUTES, "9": [12]}))  # an entry of an item in no sequence
+    stats = run(release, tmp_path / "out")
+    assert stats["attributes"] == 12 and load_dataset(tmp_path / "out").num_attributes == 12
+    stats_file = tmp_path / "out" / "stats.json"
+    stats_file.write_text(json.dumps({**stats, "attributes": 3}))
+    with pytest.raises(DataError, match=r"stats\.json: attributes: expected an integer >= 4 .* got 3"):
+        load_dataset(tmp_path / "out")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: f.head(0), r"sequences\.parquet: no rows; expected one row per user"),
+    (lambda f: pl.concat([f, f.head(1)]), r"sequences\.parquet: user_id 1 has 2 rows; expected one row per user"),
+    (lambda f: f.with_columns(pl.when(pl.col("user_id") == 2).then(pl.col("items").list.head(2))
+                              .otherwise(pl.col("items")).alias("items")),
+     r"sequences\.parquet: user_id 2 has 2 items \(1 users below 3\); expected at least 3"),
+])
+def test_a_hand_edited_sequences_file_is_refused_naming_it(tmp_path, release, edit, message):
+    run(release, tmp_path / "out")
+    path = tmp_path / "out" / "sequences.parquet"
+    edit(pl.read_parquet(path)).write_parquet(path)
+    with pytest.raises(DataError, match=message):
+        load_dataset(tmp_path / "out")
