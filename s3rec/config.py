@@ -18,6 +18,21 @@ HEAD_NAMES = ("aap", "mip", "map", "sp")
 # Every seed (run, negatives, synthetic data, bootstrap) is in numpy's classic range [0, 2^32 - 1],
 # which most tools take; a larger one trained, then broke the tables' int64 seed column.
 SEED_MAX = 2**32 - 1
+FINETUNE_LOSSES = ("bce", "ce")
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json object_pairs_hook of --settings and the runs' records: a key given twice is an error
+    (json keeps the last silently: {"epochs": 1, "epochs": 1000} ran past epoch 1)."""
+    keys = [key for key, _ in pairs]
+    repeated = next((key for key in keys if keys.count(key) > 1), None)
+    if repeated is not None:
+        raise DuplicateKey(f"key {repeated!r} given twice in one object; expected each key once")
+    return dict(pairs)
 
 
 def is_seed(value) -> bool:
@@ -211,7 +226,7 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"pretrain.pair_loss: expected logsigmoid or sigmoid_difference, got {p.pair_loss!r}")
     if p.instances not in ("prefixes", "sequences"):
         raise ValueError(f"pretrain.instances: expected prefixes or sequences, got {p.instances!r}")
-    if f.loss not in ("bce", "ce"):
+    if f.loss not in FINETUNE_LOSSES:
         raise ValueError(f"finetune.loss: expected bce or ce, got {f.loss!r}")
     for key, batching in (("pretrain.batching", p.batching), ("finetune.batching", f.batching)):
         if batching not in ("padded", "bucketed"):
@@ -259,8 +274,9 @@ def check_ranges(cfg: RunConfig) -> None:
     checks = ([(key, value, value >= 1, "a positive integer") for key, value in at_least_one.items()]
               + [(key, value, 0 <= value <= SEED_MAX, f"an integer in [0, {SEED_MAX}]")
                  for key, value in seeds.items()]
-              + [(key, value, value >= 0, "a number >= 0") for key, value in at_least_zero.items()]
-              + [(key, value, value > 0, "a number > 0") for key, value in positive.items()]
+              # finite too: an infinite weight or learning rate diverged at epoch 1, blamed on the lr
+              + [(key, value, 0 <= value < math.inf, "a finite number >= 0") for key, value in at_least_zero.items()]
+              + [(key, value, 0 < value < math.inf, "a finite number > 0") for key, value in positive.items()]
               + [(key, value, 0 <= value <= 1, "a number in [0, 1]") for key, value in probabilities.items()])
     if cfg.threads is not None:  # 0 would silently mean torch's default, a negative count fail in torch
         checks.append(("threads", cfg.threads, cfg.threads >= 1, "an integer >= 1 or null (torch's default)"))

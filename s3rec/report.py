@@ -298,7 +298,7 @@ def run_labels(result: dict) -> dict:
         if not preset:
             raise ValueError(f"{variant} seed {result.get('seed')}: no pretraining preset recorded "
                              "(config.pretrain.preset)")
-    return {"dataset": result["dataset"], "variant": variant, "seed": int(result.get("seed") or 0),
+    return {"dataset": result["dataset"], "variant": variant, "seed": int(result.get("seed") or 0),  # popularity: none
             "loss": loss, "preset": preset, "pretraining": pretraining_label(variant, preset)}
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
-from s3rec.config import SEED_MAX, is_seed
+from s3rec.config import FINETUNE_LOSSES, SEED_MAX, DuplicateKey, is_seed, unique_keys
 from s3rec.data import first_line, read_parquet
 from s3rec.metrics import METRICS_FULL, METRICS_SAMPLED
 
@@ -38,6 +39,12 @@ def _is_object(value) -> bool:
 _COUNT, _NUMBER = (_is_count, "an integer >= 0"), (_is_number, "a finite number")
 _NAME, _OBJECT = (_is_name, "a non-empty string"), (_is_object, "an object")
 _SEED = (is_seed, f"an integer in [0, {SEED_MAX}]")
+_LOSS = (lambda v: v in FINETUNE_LOSSES, " or ".join(FINETUNE_LOSSES))
+RESULT_VARIANT = re.compile(r"^(none|full|authors|popularity|r[1-9][0-9]*)$")
+# metrics: {protocol: {split: {metric: value}}}, the names evaluation writes: a misspelt one made
+# "–" cells or dropped a run from the comparisons without a word
+METRIC_NAMES = {"full": METRICS_FULL, "sampled": METRICS_SAMPLED}
+SPLITS = ("valid", "test")
 # What the report reads from metrics.json besides `metrics`, parents before their children:
 # (field, (test, what is expected), whether null stands for "not recorded"). A field may be
 # absent (older files lack several, popularity others); null only where the report reads it so.
@@ -49,11 +56,11 @@ _RESULT_FIELDS = (
     ("cpu_seconds", _OBJECT, True), ("cpu_seconds.pretrain", _NUMBER, True), ("cpu_seconds.finetune", _NUMBER, True),
     ("epochs_run", _COUNT, True), ("best_epoch", _COUNT, True),
     ("early_stopped", (lambda v: isinstance(v, bool), "true or false"), True),
-    ("finetune", _OBJECT, True), ("finetune.loss", _NAME, True),
+    ("finetune", _OBJECT, True), ("finetune.loss", _LOSS, True),
     ("execution", _OBJECT, True), ("execution.device", _NAME, True), ("execution.threads", _COUNT, True),
     ("config", _OBJECT, True), ("config.model", _OBJECT, True), ("config.model.hidden_size", _COUNT, True),
     ("config.pretrain", _OBJECT, True), ("config.pretrain.preset", _NAME, True),
-    ("config.finetune", _OBJECT, True), ("config.finetune.loss", _NAME, True),
+    ("config.finetune", _OBJECT, True), ("config.finetune.loss", _LOSS, True),
     ("config.finetune.epochs", _COUNT, True), ("config.finetune.patience", _COUNT, True),
 )
 
@@ -61,9 +68,11 @@ _RESULT_FIELDS = (
 def read_json_object(path: str | Path, what: str = "(the run's record)") -> dict:
     """A JSON file holding an object (metrics.json, pretrain_run.json), or an error naming it."""
     try:
-        content = json.loads(Path(path).read_text(encoding="utf-8"))
+        content = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
+    except DuplicateKey as error:
+        raise ValueError(f"{path}: {error}") from None
     if not isinstance(content, dict):
         raise ValueError(f"{path}: expected a JSON object {what}, got {type(content).__name__}")
     return content
@@ -82,6 +91,10 @@ def check_result(result: dict) -> None:
     for key in ("dataset", "variant", "metrics"):
         if key not in result:
             raise ValueError(f"no `{key}`; expected a run's metrics.json (CONTRACTS.md)")
+    if not (isinstance(result["variant"], str) and RESULT_VARIANT.match(result["variant"])):
+        raise ValueError(f"variant: expected none, full, authors, r<rank> or popularity, got {_show(result['variant'])}")
+    if result["variant"] != "popularity" and result.get("seed") is None:  # else tabulated as seed 0
+        raise ValueError(f"seed: expected {_SEED[1]} (the run's seed), got {'null' if 'seed' in result else 'none'}")
     for field, (test, expected), nullable in _RESULT_FIELDS:
         *parents, key = field.split(".")
         section = result
@@ -96,16 +109,19 @@ def check_result(result: dict) -> None:
     _check_metric_values(result["metrics"])
 
 
-def _check_metric_values(level, where: str = "metrics", depth: int = 3) -> None:
-    """metrics: {protocol: {split: {metric: a finite number}}}."""
+def _check_metric_values(level, where: str = "metrics", depth: int = 3, names: Sequence[str] | None = None) -> None:
+    """metrics: {protocol: {split: {metric: a finite number}}}, each name one evaluation writes."""
     if depth == 0:
         if not _is_number(level):
             raise ValueError(f"{where}: expected a finite number, got {_show(level)}")
         return
     if not isinstance(level, dict):
         raise ValueError(f"{where}: expected an object, got {_show(level)}")
+    allowed = {3: tuple(METRIC_NAMES), 2: SPLITS, 1: names}[depth]
     for key, value in level.items():
-        _check_metric_values(value, f"{where}.{key}", depth - 1)
+        if key not in allowed:
+            raise ValueError(f"{where}.{key}: expected one of {', '.join(allowed)}")
+        _check_metric_values(value, f"{where}.{key}", depth - 1, METRIC_NAMES[key] if depth == 3 else names)
 
 
 def _show(value) -> str:
@@ -182,6 +198,13 @@ def read_history(path: str | Path) -> pl.DataFrame:
         if len(gaps):
             raise ValueError(f"{path}: line {first[0] + gaps[0] + 2}, column {column!r}: empty after rows that hold "
                              "it; expected a number (a truncated file?)")
+    # a row per epoch from 1 in order, as runs write it: a repeated or missing epoch drew a loop or
+    # a jump in the curves without a word
+    out_of_place = (history["epoch"] != pl.int_range(1, history.height + 1, eager=True)).arg_true()
+    if len(out_of_place):
+        row = out_of_place[0]
+        raise ValueError(f"{path}: line {row + 2}, column 'epoch': expected {row + 1} (a row per epoch from 1, in "
+                         f"order), got {history['epoch'][row]}")
     return history
 
 

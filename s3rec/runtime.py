@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from s3rec import cards
-from s3rec.config import DEVICE_PATTERN, SEED_MAX
+from s3rec.config import DEVICE_PATTERN, SEED_MAX, DuplicateKey, unique_keys
 
 log = logging.getLogger("s3rec")
 
@@ -319,9 +319,11 @@ def load_state(module: torch.nn.Module, state: dict, path: Path | str, what: str
 def json_argument(text: str) -> Any:
     """argparse type: JSON text (argparse names the option in its error)."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as error:
         raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
+    except DuplicateKey as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def json_object(text: str) -> dict:

@@ -83,8 +83,21 @@ def assert_clear_error(paths, tmp_path, caplog, *expected):
     (lambda p: edit_json(p, lambda r: r.update(seed="abc")), "seed: expected an integer in [0, 4294967295], got 'abc'"),
     (lambda p: edit_json(p, lambda r: r.update(seed=2**64)),  # was a polars overflow in the table
      "seed: expected an integer in [0, 4294967295], got 18446744073709551616"),
-    (lambda p: edit_json(p, lambda r: r.update(variant=8)), "variant: expected a non-empty string, got 8"),
+    (lambda p: edit_json(p, lambda r: r.update(variant=8)),
+     "variant: expected none, full, authors, r<rank> or popularity, got 8"),
     (lambda p: edit_json(p, lambda r: r.pop("dataset")), "no `dataset`"),
+    (lambda p: p.write_text(p.read_text()[:-1] + ', "seed": 7}'), "key 'seed' given twice in one object"),
+    # a misspelt name, a missing seed: the run tabulated as seed 0, "–" cells or out of the comparisons
+    (lambda p: edit_json(p, lambda r: r.pop("seed")), "seed: expected an integer in [0, 4294967295] (the run's seed), got none"),
+    (lambda p: edit_json(p, lambda r: r.update(seed=None)), "(the run's seed), got null"),
+    (lambda p: edit_json(p, lambda r: r.update(variant="fulll")), "variant: expected none, full, authors, r<rank>"),
+    (lambda p: edit_json(p, lambda r: r["finetune"].update(loss="bcee")), "finetune.loss: expected bce or ce, got 'bcee'"),
+    (lambda p: edit_json(p, lambda r: r["metrics"].update(fulll=r["metrics"].pop("full"))),
+     "metrics.fulll: expected one of full, sampled"),
+    (lambda p: edit_json(p, lambda r: r["metrics"]["full"].update(tset=r["metrics"]["full"].pop("test"))),
+     "metrics.full.tset: expected one of valid, test"),
+    (lambda p: edit_json(p, lambda r: r["metrics"]["full"]["test"].update(AUC=0.5)),
+     "metrics.full.test.AUC: expected one of HR@1, HR@5"),  # full ranking has no AUC
 ])
 def test_malformed_metrics_json_is_a_clear_error_naming_file_and_field(runs, tmp_path, caplog, damage, field):
     damage(runs[2])
@@ -197,6 +210,10 @@ def finetune_rows(epochs=3, valid=0.2):
      "line 4, column 'epoch': expected an integer, got 3.5"),
     (FINETUNE_HEADER + "\n" + finetune_rows()[:-40], "line 4, column 'valid_HR@1': empty; expected a number"),
     (FINETUNE_HEADER + "\n" + finetune_rows() + "\n", "line 5, column 'epoch': empty"),
+    # epochs 1, 2, 1 or from 0: before, drawn as a loop or a shifted curve with exit 0
+    (FINETUNE_HEADER + "\n" + finetune_rows().replace("\n3,", "\n1,", 1),
+     "line 4, column 'epoch': expected 3 (a row per epoch from 1, in order), got 1"),
+    (FINETUNE_HEADER + "\n0,1,100,0.5" + ",0.2" * 8 + "\n", "line 2, column 'epoch': expected 1"),
     # an empty timing cell after filled ones: before, read as rows from before a resume
     (FINETUNE_HEADER + "\n" + finetune_rows().replace("\n3,0.3333333333333333,100,0.5,", "\n3,0.3333333333333333,100,,"),
      "line 4, column 'seconds': empty after rows that hold it"),

@@ -1,6 +1,8 @@
 """RunConfig: strict value types (issue: truthy strings and rounded epochs ran silently) and presets."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from s3rec.config import PRESETS, RunConfig, parse_variant
@@ -62,3 +64,26 @@ def test_variants():
     assert parse_variant("r8") == (True, 8)
     with pytest.raises(ValueError, match="expected none, full, authors or r<rank>"):
         parse_variant("r0")
+
+
+@pytest.mark.parametrize("settings, key", [
+    ({"finetune": {"lr": float("inf")}}, "finetune.lr: expected a finite number > 0, got inf"),
+    ({"pretrain": {"aap_weight": float("inf")}}, "pretrain.aap_weight: expected a finite number >= 0, got inf"),
+    ({"pretrain": {"weight_decay": float("inf")}}, "pretrain.weight_decay: expected a finite number >= 0"),
+])
+def test_infinite_numbers_are_refused_naming_the_key(settings, key):
+    """Before, an infinite weight passed and training diverged at epoch 1, blamed on the learning rate."""
+    with pytest.raises(ValueError, match=re.escape(key)):
+        RunConfig.from_dict(settings)
+
+
+def test_a_settings_key_given_twice_is_refused():
+    """Before, json kept the last: {"finetune": {"epochs": 1, "epochs": 1000}} ran past epoch 1."""
+    import argparse
+
+    from s3rec import runtime
+    with pytest.raises(argparse.ArgumentTypeError, match="key 'epochs' given twice in one object"):
+        runtime.json_object('{"finetune": {"epochs": 1, "epochs": 1000}}')
+    with pytest.raises(argparse.ArgumentTypeError, match="key 'finetune' given twice"):
+        runtime.json_object('{"finetune": {"epochs": 1}, "finetune": {"lr": 0.1}}')
+    assert runtime.json_object('{"finetune": {"epochs": 1}, "pretrain": {"epochs": 1}}')["pretrain"] == {"epochs": 1}
