@@ -152,6 +152,13 @@ class Study:
     def extra(self) -> list[Run]:
         return sorted(set(self.present) - set(self.planned))
 
+    def tabulated(self, kind: str) -> list[Run]:
+        """The complete planned runs of a kind: what the tables and figures show. An extra run (a
+        rank or seed since dropped from the config) stays out, as it does of results/'s report:
+        averaged in, it moved the means and made the tables differ from results/."""
+        planned = set(self.planned)
+        return [r for r in self.runs(kind) if r in planned]
+
 
 def read_plan(folder: Path) -> dict:
     """plan.json, checked by the rules export_study.py writes it with."""
@@ -369,7 +376,8 @@ def runs_markdown(study: Study) -> str:
              f"**{done(finetunings)} of {len(finetunings)} finetunings, {done(pretrainings)} of {len(pretrainings)} "
              f"pretrainings**" + "".join(f", {label(r)}: {study.status(r)}" for r in references) + ".", "",
              "✓ = all its files are here; missing = planned, not here; incomplete = some of its files are "
-             "missing (left out of the tables and figures); (extra) = here but not in the plan; – = neither.", ""]
+             "missing (left out of the tables and figures); (extra) = here but not in the plan (left out of the "
+             "tables and figures: delete its folder once it is not wanted); – = neither.", ""]
     all_finetunings = sorted(set(finetunings) | {r for r in study.present if r.kind == "finetuning"})
     for loss in [loss for loss in report.LOSSES if any(r.loss == loss for r in all_finetunings)]:
         lines += grid(study, [r for r in all_finetunings if r.loss == loss], f"Finetunings, loss {loss}")
@@ -479,7 +487,8 @@ def log_problems(study: Study) -> None:
         if runs:
             log.warning("%d %s run(s): %s", len(runs), status, "; ".join(r.folder.as_posix() for r in runs))
     if study.extra:
-        log.warning("%d run(s) not in the plan (listed as extra): %s", len(study.extra),
+        log.warning("%d run(s) not in the plan (listed as extra, left out of the tables and figures): %s",
+                    len(study.extra),
                     "; ".join(r.folder.as_posix() for r in study.extra))
     stalled = stalled_segment_heads(study)
     if stalled:
@@ -498,8 +507,8 @@ def log_problems(study: Study) -> None:
 
 
 def metrics_files(study: Study) -> list[Path]:
-    """metrics.json of every complete finetuning (planned or extra), then popularity's."""
-    return [study.path(r, "metrics.json") for kind in ("finetuning", "popularity") for r in study.runs(kind)]
+    """metrics.json of every complete planned finetuning, then popularity's (Study.tabulated)."""
+    return [study.path(r, "metrics.json") for kind in ("finetuning", "popularity") for r in study.tabulated(kind)]
 
 
 def remove_stale(paths: list[Path], why: str) -> None:
@@ -534,9 +543,9 @@ def make_tables(study: Study, out_dir: Path) -> bool:
 def figure_inputs(study: Study, difference: Path | None) -> dict[str, list[Path]]:
     """Each figure's --inputs (scripts/plot_report.py), sorted; empty when nothing to draw.
     `difference` is the difference.csv made in this run (None: no tables were made)."""
-    finetunings, pretrainings = study.runs("finetuning"), study.runs("pretraining")
+    finetunings, pretrainings = study.tabulated("finetuning"), study.tabulated("pretraining")
     metrics = metrics_files(study)
-    heads = [study.path(r, "heads.pt") for r in pretrainings + study.runs("authors")]
+    heads = [study.path(r, "heads.pt") for r in pretrainings + study.tabulated("authors")]
     return {  # popularity alone: no finetuned run to set against a rank or a parameter count
         "accuracy_vs_rank": [difference] + metrics if finetunings and difference else [],
         "params_vs_accuracy": metrics if finetunings else [],

@@ -344,7 +344,8 @@ def test_runs_md_lists_present_missing_incomplete_and_extra_runs(fabricated_stud
     report_study.log_problems(study)
     assert "2 missing run(s): authors; none/seed1/bce" in caplog.text
     assert "1 incomplete run(s): seed-full/seed1" in caplog.text
-    assert "not in the plan (listed as extra): seed-r4/seed0/ce" in caplog.text
+    assert "not in the plan (listed as extra, left out of the tables and figures): seed-r4/seed0/ce" in caplog.text
+
 
 
 def test_runs_md_flags_pretrainings_whose_sp_loss_stalled_at_ln2(fabricated_study, caplog):
@@ -391,18 +392,22 @@ def test_runs_md_lists_finetunings_from_another_pretraining_run_than_their_folde
         assert (listed in text) == expected and ("None of the 6 complete finetunings." in text) != expected
 
 
-def test_only_complete_runs_feed_the_tables_and_figures(fabricated_study):
+def test_only_complete_planned_runs_feed_the_tables_and_figures(fabricated_study):
+    """And no extra one (seed-r4/seed0/ce): before, a rank or seed dropped from the config stayed
+    in the study's tables (its seeds averaged in) while results/'s report left it out, and a stale
+    run with other settings stopped the workflow at report_study."""
     study = report_study.scan(fabricated_study)
     relative = [p.relative_to(fabricated_study).as_posix() for p in report_study.metrics_files(study)]
     assert relative == ["none/seed0/bce/metrics.json", "seed-full/seed0/bce/metrics.json",
-                        "seed-full/seed1/bce/metrics.json", "seed-r4/seed0/ce/metrics.json",
-                        "authors/seed0/bce/metrics.json", "authors/seed1/bce/metrics.json", "popularity/metrics.json"]
+                        "seed-full/seed1/bce/metrics.json", "authors/seed0/bce/metrics.json",
+                        "authors/seed1/bce/metrics.json", "popularity/metrics.json"]
     assert report_study.figure_inputs(study, None)["accuracy_vs_rank"] == []  # no tables made
     difference = fabricated_study / "report" / "tables" / "difference.csv"
     inputs = report_study.figure_inputs(study, difference)
     assert inputs["accuracy_vs_rank"] == [difference] + report_study.metrics_files(study)
     assert [p.relative_to(fabricated_study).as_posix() for p in inputs["head_spectra"]] == ["seed-full/seed0/heads.pt"]
-    assert len(inputs["pretrain_losses"]) == 2 and len(inputs["finetune_validation"]) == 12
+    assert len(inputs["pretrain_losses"]) == 2 and len(inputs["finetune_validation"]) == 10
+    assert not any("seed-r4" in str(path) for paths in inputs.values() for path in paths)
 
 
 def test_runs_md_does_not_depend_on_the_order_of_files(fabricated_study, tmp_path, monkeypatch):

@@ -242,8 +242,8 @@ def check_config():
             raise WorkflowError(
                 f"datasets.{name}.authors_checkpoint: {authors!r} does not exist (looked in "
                 f"{Path(authors).absolute()}). The S3Rec authors release their pretrained models "
-                "(<Data>-epochs-150.pt) with RUCAIBox/CIKM2020-S3Rec; set the key to null to leave "
-                "the `authors` variant out."
+                "(<Data>-epochs-150.pt) with RUCAIBox/CIKM2020-S3Rec; set the key to null in a config "
+                "file (--config cannot give a nested null) to leave the `authors` variant out."
             )
 
 
