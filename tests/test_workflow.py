@@ -205,6 +205,10 @@ AMAZON_DOWNLOADED = {"source": "amazon", "reviews": "resources/raw/x/reviews.jso
      "datasets.a.reviews: a file with a download url must live directly in resources/raw/ (no subfolder)"),
     ({"settings": {"eval": {"negatives": "file"}}},
      "a synthetic data set has none: leave it out of run_on, or use eval.negatives: seeded"),
+    ({"datasets": {"synthetic": {"items": 50}}},
+     "datasets.synthetic.items: 50 items leave a user of 30 items (the synthetic sequences' longest) fewer than"),
+    ({"settings": {"pretrain": {"aap_weight": float("inf")}}},
+     "settings.pretrain.aap_weight: expected a finite number >= 0, got inf"),
 ])
 def test_what_would_fail_in_a_job_stops_snakemake_before_any(workdir, config, message):
     result = run_snakemake(workdir, "-n", "--configfile", write_config(workdir, config), check=False)

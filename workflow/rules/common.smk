@@ -198,6 +198,25 @@ def check_raw_files(name):
             )
 
 
+def check_synthetic_negatives(name):
+    """A synthetic data set with too few items for the sampled protocol's negatives: before, said
+    by the first popularity or finetuning job, after the pretrainings had run."""
+    from s3rec.config import EvalConfig
+    from s3rec.synthetic import SyntheticSpec
+
+    spec, evaluation = dataset_spec(name), config["settings"].get("eval", {})
+    negatives = evaluation.get("sampled_negatives") or EvalConfig().sampled_negatives
+    if spec["source"] != "synthetic" or "sampled" not in evaluation["protocols"]:
+        return
+    longest = SyntheticSpec.max_length  # a user's items: at most this many distinct ones
+    if spec["items"] - longest < negatives:
+        raise WorkflowError(
+            f"datasets.{name}.items: {spec['items']} items leave a user of {longest} items (the synthetic "
+            f"sequences' longest) fewer than the {negatives} negatives of the sampled protocol "
+            f"(settings.eval.sampled_negatives); expected items >= {negatives + longest}, or fewer negatives"
+        )
+
+
 def check_config():
     """Consistency the schema cannot express; runs once, at parse time."""
     known = [f"r{rank}" for rank in config["ranks"]]
@@ -229,6 +248,7 @@ def check_config():
     from_file = config["settings"].get("eval", {}).get("negatives") == "file"
     for name in config["run_on"]:
         check_raw_files(name)
+        check_synthetic_negatives(name)
         if from_file and not dataset_spec(name).get("negatives"):
             fix = ("set it, or use eval.negatives: seeded" if dataset_spec(name)["source"] == "s3rec" else
                    f"a {dataset_spec(name)['source']} data set has none: leave it out of run_on, or use "
