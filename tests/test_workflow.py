@@ -200,6 +200,7 @@ AMAZON_DOWNLOADED = {"source": "amazon", "reviews": "resources/raw/x/reviews.jso
     ({"pretrain_seeds_per_job": 2.0}, "config: pretrain_seeds_per_job = 2.0: expected a value of type integer"),
     ({"datasets": {"synthetic": {"users": 300.0}}}, "config: datasets.synthetic.users = 300.0: expected a value of"),
     ({"pretraining": {"seed": []}}, "pretraining: {'seed': []} pretrains nothing"),
+    ({"pretraining": {"foo": "all"}}, "config: pretraining: the name 'foo' is not allowed: expected one of "),
     ({"study_dir": "null"}, "config: study_dir = 'null': this value is not allowed here"),
     ({"run_on": ["a"], "datasets": {"a": AMAZON_DOWNLOADED}},
      "datasets.a.reviews: a file with a download url must live directly in resources/raw/ (no subfolder)"),

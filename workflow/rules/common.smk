@@ -42,8 +42,10 @@ def config_error_message(error):
         return f"config: {key}: {error.message}\n{where}"
     description = " ".join(str(schema.get("description", "")).split())
     description = description if len(description) <= 160 else description[:157] + "..."
-    if "propertyNames" in error.schema_path:  # a bad name of a named entry (datasets.<name>)
-        return f"config: {key}: the name {value!r} is not allowed: {description}\n{where}"
+    if "propertyNames" in error.schema_path:  # a bad name of a named entry (datasets.<name>, a preset)
+        why = description or (f"expected one of {', '.join(map(str, error.validator_value))}"
+                               if error.validator == "enum" else error.message)  # an enum has no description
+        return f"config: {key}: the name {value!r} is not allowed: {why}\n{where}"
     shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
     if error.validator == "enum":
         expected = "expected one of " + ", ".join(map(str, error.validator_value))
