@@ -234,6 +234,10 @@ def test_missing_input_file_says_where_to_get_it(workdir):
     message = result.stderr + result.stdout
     assert "datasets.mine.sequences" in message and "data/Mine.txt" in message
     assert "does not exist" in message and "github.com/RUCAIBox/CIKM2020-S3Rec" in message
+    (workdir / "data" / "Mine.txt").mkdir(parents=True)  # before: "does not exist" too
+    result = run_snakemake(workdir, "-n", "--configfile", write_config(workdir, config), check=False)
+    assert result.returncode != 0
+    assert "datasets.mine.sequences: 'data/Mine.txt' is a folder; expected a file" in result.stderr + result.stdout
 
 
 def test_authors_checkpoint_adds_the_authors_variant(workdir):

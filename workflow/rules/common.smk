@@ -192,6 +192,9 @@ def check_raw_files(name):
                     f"datasets.{name}.{kind}: a file with a download url must live directly in "
                     f"resources/raw/ (no subfolder), got {path!r}"
                 )
+        elif Path(path).is_dir():
+            raise WorkflowError(f"datasets.{name}.{kind}: {path!r} is a folder; expected a file ({kind} of a "
+                                f"{spec['source']} data set, config/README.md)")
         elif not Path(path).is_file():
             raise WorkflowError(
                 f"datasets.{name}.{kind}: input file {path!r} does not exist "
