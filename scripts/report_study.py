@@ -595,12 +595,15 @@ def make_report(study: Study) -> list[str]:
     except (Exception, SystemExit) as error:  # noqa: BLE001 - the figures that need no table are still made
         log_failure("tables", error)
         failed, made = ["tables"], False
+        # an earlier copy would stand in git as if made from these runs
+        remove_stale([tables / name for name in TABLE_FILES], "the tables failed: it no longer matches the runs")
     settings = study.plan["report"]["figures"]
     for figure, inputs in figure_inputs(study, tables / "difference.csv" if made else None).items():
         outputs = [report / "figures" / f"{figure}.{fmt}" for fmt in FIGURE_FORMATS]
         if figure == "accuracy_vs_rank" and "tables" in failed:
             log.warning("figure %s skipped: it draws the difference table, which failed", figure)
-            continue  # its old copy stays, as the old tables do
+            remove_stale(outputs, "its difference table failed: it no longer matches the runs")
+            continue
         if not inputs:
             log.warning("figure %s skipped: none of its inputs is in %s", figure, study.folder)
             remove_stale(outputs, f"figure {figure} has no inputs")
@@ -613,6 +616,7 @@ def make_report(study: Study) -> list[str]:
         except (Exception, SystemExit) as error:  # noqa: BLE001 - one broken figure must not cost the others
             log_failure(f"figure {figure}", error)
             failed.append(figure)
+            remove_stale(outputs, "the figure failed: it no longer matches the runs")
     return failed
 
 
@@ -631,8 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         log_problems(study)  # reads the pretraining histories: a bad one stops here, before anything is written
         failed = make_report(study)
     if failed:
-        log.error("failed: %s (see the errors above); the rest of %s is up to date", ", ".join(failed),
-                  args.study_dir / "report")
+        log.error("failed: %s (see the errors above; their earlier files removed); the rest of %s is up to date",
+                  ", ".join(failed), args.study_dir / "report")
     log.info("done in %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)
     return 1 if failed else 0
 

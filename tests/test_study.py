@@ -512,9 +512,13 @@ def test_unreadable_sections_of_a_run_file_are_reported_as_not_recorded(fabricat
 
 def test_a_figure_refusing_its_input_is_logged_in_one_line(fabricated_study, caplog):
     """plot_report.py's clear error (a SystemExit) fails that figure alone, without a traceback."""
+    figure = fabricated_study / "report" / "figures" / "finetune_validation.png"
+    figure.parent.mkdir(parents=True)
+    figure.write_bytes(b"an earlier run's figure")
     history = fabricated_study / "none/seed0/bce/finetune_history.csv"
     history.write_text("epoch,loss,valid_NDCG@10\n1,0.5,x\n")
     assert report_study.main([str(fabricated_study)]) == 1
+    assert not figure.exists()  # before, the earlier copy stayed, as if drawn from these runs
     failures = [r for r in caplog.records if r.getMessage().startswith("figure finetune_validation failed")]
     assert [(r.getMessage(), r.exc_info) for r in failures] == [
         ("figure finetune_validation failed (see the error above)", None)]
