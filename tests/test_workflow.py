@@ -192,6 +192,15 @@ AMAZON_DOWNLOADED = {"source": "amazon", "reviews": "resources/raw/x/reviews.jso
                      "download": {"reviews": {"url": "https://example.org/r"}, "meta": {"url": "https://example.org/m"}}}
 
 
+def test_a_key_given_twice_in_a_config_file_is_refused(workdir):
+    """YAML keeps the last: before, `seeds: [0]` then `seeds: [1]` planned seed 1 alone, silently."""
+    path = workdir / "twice.yaml"
+    path.write_text("seeds: [0]\nranks: [8]\nseeds: [1]\n")
+    result = run_snakemake(workdir, "-n", "--configfile", str(path), check=False)
+    assert result.returncode != 0
+    assert f"config: {path}:3: key 'seeds' given twice in one mapping" in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("config, message", [
     # each planned, then failed in a job (or made a seed0.0/ path, or an argparse error), before
     ({"compile": "cuda-graph", "device": "cpu"},

@@ -80,6 +80,40 @@ def strict_integer_error(schema_path):
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
 
+
+def repeated_yaml_key(path):
+    """'file:line: key ...' for the first key given twice in one mapping of a config file, or None:
+    YAML keeps the last silently (`seeds: [0]` then `seeds: [1]` planned one seed)."""
+    import yaml
+
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node)
+            if key in seen and key != "<<":
+                raise KeyError(f"{path}:{key_node.start_mark.line + 1}: key {key!r} given twice in one mapping; "
+                               "expected each key once")
+            seen.add(key)
+        return loader.construct_mapping(node)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        yaml.load(Path(path).read_text(encoding="utf-8"), Loader=Strict)
+    except KeyError as error:
+        return error.args[0]
+    except (OSError, yaml.YAMLError):
+        return None  # snakemake has read it already: what it could not read it said itself
+    return None
+
+
+for _path in workflow.configfiles:
+    _repeated = repeated_yaml_key(_path)
+    if _repeated:
+        raise WorkflowError(f"config: {_repeated}")
+
 # Fails before any job with a short message naming the key; fills every default into `config`.
 try:
     validate(config, schema=str(CONFIG_SCHEMA))
