@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -128,6 +129,16 @@ def test_short_users_dropped_and_counted(tmp_path):
     assert prepared.dropped["short_user_interactions"] == 1
     assert prepared.user_ids.tolist() == [1, 2, 3, 4]  # U2, U1, U3, U4: contiguous again
     assert prepared.num_items == 5  # D survives through U4
+
+
+def test_a_repeated_review_line_is_kept_and_counted_in_the_log(tmp_path, caplog):
+    (tmp_path / "once").mkdir()
+    reviews, meta = write_inputs(tmp_path, False, False, reviews=REVIEWS + [REVIEWS[0]])
+    with caplog.at_level(logging.WARNING):
+        prepared = read_amazon(reviews, meta, k_core=1)
+    assert "1 reviews repeat an earlier review's user, item and time; kept" in caplog.text
+    once = read_amazon(*write_inputs(tmp_path / "once", False, False), k_core=1)
+    assert sum(map(len, prepared.sequences)) == sum(map(len, once.sequences)) + 1
 
 
 GOOD_META = [repr(m) for m in META]
