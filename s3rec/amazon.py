@@ -38,7 +38,7 @@ def read_amazon(reviews_path: str | Path, meta_path: str | Path, k_core: int = 5
     log.info("read %d reviews and %d metadata entries in %.1f s",
              reviews.height, len(meta), time.perf_counter() - started)
     repeated = reviews.height - reviews.unique(["user", "item", "time"]).height
-    if repeated:  # kept, each an interaction, as the authors' processing keeps every line; counted here
+    if repeated:  # kept as read, each an interaction (a data question, not ours to fix); counted here
         log.warning("%s: %d reviews repeat an earlier review's user, item and time; kept, each an interaction",
                     reviews_path, repeated)
     dropped: dict[str, int] = {"duplicate_meta_entries": duplicate_meta, "blank_attribute_names": blank_names}
