@@ -142,6 +142,17 @@ def test_a_repeated_review_line_is_kept_and_counted_in_the_log(tmp_path, caplog)
 
 
 GOOD_META = [repr(m) for m in META]
+
+
+def test_a_user_of_exactly_two_reviews_is_short_and_one_of_three_is_kept(tmp_path):
+    """The boundary of MIN_LENGTH = 3 (leave-one-out needs a training item): U5 had one review,
+    so a `< MIN_LENGTH - 1` survived."""
+    extra = [("U6", "A", 1), ("U6", "B", 2), ("U7", "A", 1), ("U7", "B", 2), ("U7", "C", 3)]
+    prepared = read_amazon(*write_inputs(tmp_path, False, False, reviews=REVIEWS + extra), k_core=1)
+    assert prepared.dropped["short_users"] == 2 and prepared.dropped["short_user_interactions"] == 3  # U5, U6
+    assert len(prepared.user_ids) == 5  # U1-U4 and U7
+
+
 GOOD_REVIEWS = [review_line(*r) for r in REVIEWS]
 
 
