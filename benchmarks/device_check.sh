@@ -14,7 +14,8 @@
 # There:  the device tool's run, carry [".device"], timeout_s 500:
 #           bash benchmarks/device_check.sh                 # every step, in priority order
 #           bash benchmarks/device_check.sh graph run       # only these steps (a rerun)
-# Anywhere without a GPU, for a rehearsal: DEVICE=cpu BATCHES=5 JOBS="1 2" bash benchmarks/device_check.sh
+# Anywhere without a GPU, for a rehearsal of the steps that need no CUDA graph:
+#   DEVICE=cpu BATCHES=5 JOBS="1 2" bash benchmarks/device_check.sh env tests stacked stackedinline speed jobs profile
 #
 # Environment: OUT (default benchmarks/out/device), DEVICE (cuda), DEADLINE (seconds for the
 # whole script, default 450), BATCHES (timed batches per epoch, 300), JOBS ("1 2 4 8"),

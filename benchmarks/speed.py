@@ -213,7 +213,8 @@ def pretrain_benchmark(dataset, split, kind: str, limit: int | None, device, bat
     result.update(instances=len(instances), batching=batching, fixed_shapes=fixed_shapes,
                   batch_construction_seconds=round(build_seconds, 2))
     if kind == "prefixes" and count_flops and compile_mode == "none":  # the counter does not see into compiled code
-        result["gflops"] = achieved_gflops(step, batches[:200], device)
+        # on as many batches as were timed (200 at most): --batches 5 ran 400 more steps here
+        result["gflops"] = achieved_gflops(step, batches[:min(limit or 200, 200)], device)
     return result
 
 

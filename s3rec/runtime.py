@@ -62,8 +62,8 @@ def device_argument_checked(parser: argparse.ArgumentParser, name: str, compile_
         device = choose_device(name)
     except DeviceUnavailable as error:
         parser.error(f"--device {name}: {error}")
-    if compile_mode == "cuda-graph" and device.type != "cuda":
-        parser.error(f"--compile cuda-graph records CUDA graphs: it needs a CUDA device, not {device}")
+    if compile_mode.startswith("cuda-graph") and device.type != "cuda":  # cuda-graph-inductor too
+        parser.error(f"--compile {compile_mode} records CUDA graphs: it needs a CUDA device, not {device}")
     return device
 
 

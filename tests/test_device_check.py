@@ -208,6 +208,8 @@ def test_a_benchmark_given_no_data_set_names_the_missing_file(tmp_path, monkeypa
     ["runs_per_process", "--device", "cuda:0"],
     ["speed", "--device", "cpu", "--fixed-shapes", "--compile", "cuda-graph"],
     ["jobs_per_device", "--device", "cpu", "--fixed-shapes", "--compile", "cuda-graph"],
+    ["speed", "--device", "cpu", "--fixed-shapes", "--compile", "cuda-graph-inductor"],  # was a traceback
+    ["jobs_per_device", "--device", "cpu", "--fixed-shapes", "--compile", "cuda-graph-inductor"],
 ], ids=lambda argv: "-".join(argv[::2]))
 def test_a_benchmark_refuses_a_device_it_cannot_have_before_reading_data(tmp_path, monkeypatch, capsys, argv):
     """Before: a traceback (DeviceUnavailable), or, for cuda-graph on a CPU, a traceback after the
@@ -219,8 +221,9 @@ def test_a_benchmark_refuses_a_device_it_cannot_have_before_reading_data(tmp_pat
                                                      if name in ("speed", "jobs_per_device") else args)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
-    assert ("CUDA is not available on this machine" in err if "cuda-graph" not in args
-            else "--compile cuda-graph records CUDA graphs: it needs a CUDA device, not cpu" in err), err
+    mode = args[-1]
+    assert ("CUDA is not available on this machine" in err if not mode.startswith("cuda-graph")
+            else f"--compile {mode} records CUDA graphs: it needs a CUDA device, not cpu" in err), err
 
 
 @pytest.mark.parametrize("arms, expected", [
