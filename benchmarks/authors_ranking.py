@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="a prepared data set (scripts/prepare_data.py)")
     parser.add_argument("--threads", type=runtime.positive_int, default=1)
     args = parser.parse_args(argv)
+    runtime.paths_once(parser, "models", args.models)
     runtime.setup_logging()
     runtime.set_threads(args.threads)
     started = time.perf_counter()

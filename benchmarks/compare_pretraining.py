@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=runtime.positive_int, default=100, help="batches of 100 prefix instances")
     parser.add_argument("--threads", type=runtime.positive_int, default=None)
     args = parser.parse_args(argv)
+    runtime.paths_once(parser, "checkpoints", args.checkpoints)
     runtime.setup_logging()
     runtime.set_threads(args.threads)
     with runtime.clear_errors():  # a checkpoint of other data, or no pretraining model: its message alone

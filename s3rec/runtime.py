@@ -67,6 +67,17 @@ def device_argument_checked(parser: argparse.ArgumentParser, name: str, compile_
     return device
 
 
+def paths_once(parser: argparse.ArgumentParser, option: str, paths: list[Path]) -> list[Path]:
+    """`paths` as given, or the parser's usage error when one file is named twice (a report keyed
+    by path kept one entry of the two without a word)."""
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        if path.resolve() in seen:
+            parser.error(f"{option}: {path} given twice (as {seen[path.resolve()]} before)")
+        seen[path.resolve()] = path
+    return paths
+
+
 def set_threads(threads: int | None) -> int:
     """Intra-op threads: explicit, else the SLURM allocation (SLURM does not confine us here), else torch's."""
     if threads is None and os.environ.get("SLURM_CPUS_PER_TASK"):

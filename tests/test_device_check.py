@@ -182,10 +182,21 @@ def test_speed_times_the_evaluation_per_batch_size(tmp_path, monkeypatch):
     assert "eval_by_batch_size" not in speed.finetune_benchmark(dataset, split, 1, torch.device("cpu"), "padded")
 
 
+@pytest.mark.parametrize("name", ["compare_pretraining", "authors_ranking"])
+def test_a_model_given_twice_is_a_usage_error(tmp_path, monkeypatch, capsys, name):
+    """Before, the report, keyed by path, held one entry of the two without a word."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    with pytest.raises(SystemExit) as exit_info:
+        load_script(name, folder="benchmarks").main(["--data", str(tmp_path), str(tmp_path / "a.pt"), "b.pt",
+                                                     str(tmp_path / "x" / ".." / "a.pt")])  # one file, two names
+    assert exit_info.value.code == 2
+    assert f"given twice (as {tmp_path / 'a.pt'} before)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [
     ["batch_drawing", "--data", "{empty}"], ["profile_step", "--data", "{empty}"],
     ["runs_per_process", "--data", "{empty}"], ["continue_pretraining", "--data", "{empty}", "x.pt"],
-    ["compare_pretraining", "--data", "{empty}", "x.pt", "x.pt"], ["segment_scores", "x.pt", "--data", "{empty}"],
+    ["compare_pretraining", "--data", "{empty}", "x.pt", "y.pt"], ["segment_scores", "x.pt", "--data", "{empty}"],
     ["authors_ranking", "--data", "{empty}", "x.pt"],
     ["speed", "--source", "{empty}"], ["jobs_per_device", "--source", "{empty}"],
 ], ids=lambda argv: argv[0])
