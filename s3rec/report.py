@@ -766,8 +766,8 @@ def _normal_quantile(confidence: float) -> float:
 
 def t_quantile(confidence: float, df: int) -> float:
     """t of a two-sided Student-t interval at `confidence` with `df` degrees of freedom (4.303 at
-    0.95 and 2): the density integrated from 0 by Simpson's rule, the end found by bisection.
-    Written here because the one other use, this table, does not warrant scipy."""
+    0.95 and 2): the density integrated from 0 by Simpson's rule, the end found by bisection
+    (scipy, which has it, is no dependency, and this one table does not warrant it)."""
     if df < 1 or not 0 < confidence < 1:
         raise ValueError(f"t_quantile needs df >= 1 and 0 < confidence < 1, got df={df}, confidence={confidence}")
     scale = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
@@ -855,13 +855,15 @@ def variance_components(difference: np.ndarray) -> VarianceComponents:
                               user=max(0.0, (ms_user - ms_residual) / num_seeds), residual=ms_residual)
 
 
+def excludes_zero(low: float, high: float) -> bool:
+    return low > 0 or high < 0
+
+
 def intervals_exclude_zero(row: dict) -> bool:
     """Whether a difference-table row's bootstrap interval and, where it has one (two seeds or
     more; tables made before it lack the column), its t interval over seeds both leave out 0."""
-    def excludes(low, high) -> bool:
-        return low is not None and high is not None and (low > 0 or high < 0)
     seeds_low, seeds_high = row.get("seeds_ci_low"), row.get("seeds_ci_high")
-    return excludes(row["ci_low"], row["ci_high"]) and (seeds_low is None or excludes(seeds_low, seeds_high))
+    return excludes_zero(row["ci_low"], row["ci_high"]) and (seeds_low is None or excludes_zero(seeds_low, seeds_high))
 
 
 DIFFERENCE_SCHEMA = {

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
-from s3rec.config import FINETUNE_LOSSES, SEED_MAX, DuplicateKey, is_seed, unique_keys
+from s3rec.config import FINETUNE_LOSSES, SEED_MAX, VARIANT_PATTERN, DuplicateKey, is_seed, unique_keys
 from s3rec.data import first_line, read_parquet
 from s3rec.metrics import METRICS_FULL, METRICS_SAMPLED
 
@@ -40,7 +39,6 @@ _COUNT, _NUMBER = (_is_count, "an integer >= 0"), (_is_number, "a finite number"
 _NAME, _OBJECT = (_is_name, "a non-empty string"), (_is_object, "an object")
 _SEED = (is_seed, f"an integer in [0, {SEED_MAX}]")
 _LOSS = (lambda v: v in FINETUNE_LOSSES, " or ".join(FINETUNE_LOSSES))
-RESULT_VARIANT = re.compile(r"^(none|full|authors|popularity|r[1-9][0-9]*)$")
 # metrics: {protocol: {split: {metric: value}}}, the names evaluation writes: a misspelt one made
 # "–" cells or dropped a run from the comparisons without a word
 METRIC_NAMES = {"full": METRICS_FULL, "sampled": METRICS_SAMPLED}
@@ -91,7 +89,8 @@ def check_result(result: dict) -> None:
     for key in ("dataset", "variant", "metrics"):
         if key not in result:
             raise ValueError(f"no `{key}`; expected a run's metrics.json (CONTRACTS.md)")
-    if not (isinstance(result["variant"], str) and RESULT_VARIANT.match(result["variant"])):
+    variant = result["variant"]
+    if not (isinstance(variant, str) and (variant == "popularity" or VARIANT_PATTERN.match(variant))):
         raise ValueError(f"variant: expected none, full, authors, r<rank> or popularity, got {_show(result['variant'])}")
     if result["variant"] != "popularity" and result.get("seed") is None:  # else tabulated as seed 0
         raise ValueError(f"seed: expected {_SEED[1]} (the run's seed), got {'null' if 'seed' in result else 'none'}")

@@ -158,8 +158,8 @@ def difference_notes(differences, left_out: list[str], resample_seeds: bool = Tr
     # three seeds give the t interval 2 degrees of freedom: it can be far wider than the bootstrap's
     split = {True: [], False: []}  # keyed by whether the bootstrap interval is the one excluding 0
     for r in differences.iter_rows(named=True):
-        bootstrap = _excludes_zero(r["ci_low"], r["ci_high"])
-        if r["seeds_ci_low"] is not None and bootstrap != _excludes_zero(r["seeds_ci_low"], r["seeds_ci_high"]):
+        bootstrap = report.excludes_zero(r["ci_low"], r["ci_high"])
+        if r["seeds_ci_low"] is not None and bootstrap != report.excludes_zero(r["seeds_ci_low"], r["seeds_ci_high"]):
             split[bootstrap].append(f"{r['pretraining']} − {r['reference']} ({r['loss']}, {r['protocol']})")
     for bootstrap, named in split.items():
         if named:
@@ -169,10 +169,6 @@ def difference_notes(differences, left_out: list[str], resample_seeds: bool = Tr
     if differences.is_empty() and not left_out:
         notes.append("No comparison: no preset's full was finetuned with the same loss as none, authors or a rank.")
     return notes
-
-
-def _excludes_zero(low: float, high: float) -> bool:
-    return low > 0 or high < 0
 
 
 if __name__ == "__main__":

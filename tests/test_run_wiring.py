@@ -4,9 +4,7 @@ negatives setting reaches the batches, the length cut of finetuning and scoring,
 columns, the recorded parameter counts, the popularity scores, and a tie in validation."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -19,18 +17,12 @@ from s3rec.data import Prepared, write_prepared
 from s3rec.encoder import Encoder
 from s3rec.finetuning import item_logits, make_batch, score_function
 from s3rec.pretraining import PretrainModel
-from s3rec.synthetic import SyntheticSpec, generate
+from scripts_import import load_script
+from test_runs import tiny_data  # noqa: F401 - the fixture: 60 generated users
 
 SETTINGS = {"model": {"hidden_size": 16, "num_heads": 2, "max_len": 12},
             "finetune": {"epochs": 30, "batch_size": 16, "patience": 2, "lr": 0.01},
             "eval": {"sampled_negatives": 20}}
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "tiny"
-    write_prepared(generate(SyntheticSpec(users=60, items=40, attributes=8, seed=5, max_length=15)), out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -99,16 +91,8 @@ def test_recorded_parameter_counts_are_the_models(variant):
     assert none["total"] == sum(p.numel() for p in Encoder(cfg.model, 40).parameters())
 
 
-def load_popularity():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "popularity.py"
-    spec = importlib.util.spec_from_file_location("popularity_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_popularity_scores_count_the_training_parts_only(tmp_path):
-    popularity = load_popularity()
+    popularity = load_script("popularity")
     assert popularity.popularity_scores([np.array([1, 1, 2])], 3).tolist() == [0.0, 2.0, 1.0, 0.0]
     # training counts 1: 4, 2: 4, 3: 1, 4 and 5: 0 (the held-out items). Ranked for the validation
     # item 4 among what is not history: users 1, 2 {3 above, 5 tied} -> rank 3, user 3 {5 tied} ->

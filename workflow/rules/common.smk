@@ -240,13 +240,12 @@ def check_raw_files(name):
 def check_synthetic_negatives(name):
     """A synthetic data set with too few items for the sampled protocol's negatives: before, said
     by the first popularity or finetuning job, after the pretrainings had run."""
-    from s3rec.config import EvalConfig
     from s3rec.synthetic import SyntheticSpec
 
-    spec, evaluation = dataset_spec(name), config["settings"].get("eval", {})
-    negatives = evaluation.get("sampled_negatives") or EvalConfig().sampled_negatives
+    spec, evaluation = dataset_spec(name), config["settings"]["eval"]  # the schema filled its defaults
     if spec["source"] != "synthetic" or "sampled" not in evaluation["protocols"]:
         return
+    negatives = evaluation["sampled_negatives"]
     longest = SyntheticSpec.max_length  # a user's items: at most this many distinct ones
     if spec["items"] - longest < negatives:
         raise WorkflowError(
