@@ -9,7 +9,8 @@ epoch / epochs run, and CPU minutes per run; `--json` prints the per-seed values
 `--sampled` prints the sampled protocol's test metrics in the columns of the authors' tables
 (HR@1, HR@5, NDCG@5, HR@10, NDCG@10, MRR), for the ARMs given or every arm.
 `--paired` prints ARM − REFERENCE in test NDCG@10, per user over their common seeds, with the
-study report's 95 % paired bootstrap interval (users and seeds resampled), per protocol.
+study report's two 95 % intervals, per protocol: the paired bootstrap (users and seeds resampled)
+and the t interval over seeds (none on one seed).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from s3rec import report_inputs, runtime
-from s3rec.report import paired_bootstrap, paired_difference
+from s3rec.report import paired_bootstrap, paired_difference, seeds_t_interval
 
 
 def load_arms(root: Path) -> dict[str, list[dict]]:
@@ -67,6 +68,7 @@ def paired(root: Path, arm: str, reference: str) -> dict:
     for protocol in ("full", "sampled"):
         difference = paired_difference(ranks, "", arm, reference, protocol, "test", "NDCG@10")
         result[protocol] = dict(zip(("difference", "ci_low", "ci_high"), paired_bootstrap(difference)))
+        result[protocol].update(zip(("seeds_ci_low", "seeds_ci_high"), seeds_t_interval(difference)))
     return result
 
 
@@ -110,7 +112,8 @@ def print_tables(args: argparse.Namespace) -> None:
         result = paired(args.root, *args.paired)
         print(json.dumps(result, indent=1) if args.json else " ".join(
             [f"{result['arm']} − {result['reference']}, seeds {', '.join(result['seeds'])}:"]
-            + [f"{p} {d['difference']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+            + [f"{p} {d['difference']:+.4f} bootstrap [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+               f" t over seeds [{d['seeds_ci_low']:+.4f}, {d['seeds_ci_high']:+.4f}]"
                for p, d in result.items() if p in ("full", "sampled")]))
         return
     if args.sampled is not None:

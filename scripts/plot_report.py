@@ -91,14 +91,14 @@ def accuracy_vs_rank(inputs, s):
                          differences.unique(["loss", "pretraining", "reference"], maintain_order=True)
                          .iter_rows(named=True)) or "none"
     drawn = (f"{s['metric']} ({s['split']}) mean ± std against the rank per loss and protocol {s['protocols']} "
-             f"of {runs_drawn(runs)}; bootstrap intervals of {compared}")
+             f"of {runs_drawn(runs)}; bootstrap and t intervals over seeds of {compared}")
     return plots.accuracy_vs_rank(differences, runs, s["metric"], s["split"], s["protocols"]), drawn
 
 
 def params_vs_accuracy(inputs, s):
     runs = finetuned(report.load_runs(required(inputs, "metrics.json", "params_vs_accuracy")), "params_vs_accuracy")
     drawable = plots.on_parameter_axis(runs)
-    uncounted = runs.filter(~pl.col("pretraining").is_in(list(report.REFERENCE_ROWS)) & pl.col("heads_params").is_null())
+    uncounted = plots.off_parameter_axis(runs)
     if len(uncounted):
         log.warning("params_vs_accuracy: left out, no parameter count recorded in their metrics.json: %s",
                     runs_drawn(uncounted))

@@ -756,10 +756,33 @@ def test_reproduction_table_pairs_two_arms_user_by_user(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["seeds"] == ["seed0", "seed1"]
     for protocol in ("full", "sampled"):
-        assert result[protocol] == pytest.approx({"difference": 0.5, "ci_low": 0.5, "ci_high": 0.5})
+        assert result[protocol] == pytest.approx({"difference": 0.5, "ci_low": 0.5, "ci_high": 0.5,
+                                                  "seeds_ci_low": 0.5, "seeds_ci_high": 0.5})
     reproduction_table.main([str(tmp_path), "--paired", "better", "reference"])
-    assert capsys.readouterr().out.strip() == ("better − reference, seeds seed0, seed1: "
-                                               "full +0.5000 [+0.5000, +0.5000] sampled +0.5000 [+0.5000, +0.5000]")
+    both = "+0.5000 bootstrap [+0.5000, +0.5000] t over seeds [+0.5000, +0.5000]"
+    assert capsys.readouterr().out.strip() == f"better − reference, seeds seed0, seed1: full {both} sampled {both}"
+
+
+def test_reproduction_table_t_interval_spans_the_seeds(tmp_path, capsys):
+    """`better` ranks its targets first on seed 0 and second on seed 1 (NDCG@10 1 and 1/log2(3)),
+    `reference` third on both (0.5): seed means 0.5 and 0.1309, so the t interval with one degree
+    of freedom is mean ± 12.706 · |0.5 − 0.1309| / 2."""
+    for arm, ranks in (("better", (1, 2)), ("reference", (3, 3))):
+        for seed, rank in enumerate(ranks):
+            run = tmp_path / arm / f"seed{seed}"
+            run.mkdir(parents=True)
+            pl.DataFrame({"user_id": [1, 2, 1, 2], "split": ["test"] * 4, "protocol": ["full"] * 2 + ["sampled"] * 2,
+                          "rank": [rank] * 4},
+                         schema={"user_id": pl.Int32, "split": pl.Utf8, "protocol": pl.Utf8, "rank": pl.Int32}
+                         ).write_parquet(run / "ranks.parquet")
+    reproduction_table = load_script("reproduction_table", folder="benchmarks")
+    reproduction_table.main([str(tmp_path), "--paired", "better", "reference", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    means = [0.5, 1 / math.log2(3) - 0.5]
+    half = 12.7062 * abs(means[0] - means[1]) / 2
+    assert result["full"]["seeds_ci_low"] == pytest.approx(sum(means) / 2 - half, abs=1e-3)
+    assert result["full"]["seeds_ci_high"] == pytest.approx(sum(means) / 2 + half, abs=1e-3)
+    assert result["full"]["ci_low"] >= min(means) - 1e-9  # the bootstrap stays within the seeds' range
 
 
 def test_reproduction_table_sampled_columns_are_the_authors(tmp_path, capsys):
