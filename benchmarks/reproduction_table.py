@@ -22,7 +22,8 @@ from pathlib import Path
 import polars as pl
 
 from s3rec import report_inputs, runtime
-from s3rec.report import paired_bootstrap, paired_difference, seeds_t_interval
+from s3rec.intervals import paired_bootstrap, seeds_t_interval
+from s3rec.report import paired_difference
 
 
 def load_arms(root: Path) -> dict[str, list[dict]]:

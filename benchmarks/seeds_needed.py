@@ -6,12 +6,12 @@
 For every comparison of the difference table (each rank minus its preset's full; full minus
 none and minus authors) that has two seeds or more in common, splits the per-user difference
 into its variance between seeds, between users (the part that repeats on every seed) and their
-interaction (s3rec.report.variance_components), and prints one JSON object: each comparison's
+interaction (s3rec.intervals.variance_components), and prints one JSON object: each comparison's
 normal-approximation 95 % half-width now, with infinitely many seeds (the floor the fixed test
 users set), both also as a share of the reference's mean, and the fewest seeds that bring it to
 `--target` × the reference's mean (null when the floor is already wider), and beside them the
 half-width the report's users × seeds bootstrap gives the same data (grid_bootstrap_half_width:
-see report.paired_bootstrap for why it differs). Comparisons with one
+see intervals.paired_bootstrap for why it differs). Comparisons with one
 seed are listed under "skipped". A planning aid: the variance between seeds is estimated from
 the few seeds there are, so it is rough with two or three.
 """
@@ -23,7 +23,7 @@ import math
 import sys
 from pathlib import Path
 
-from s3rec import report, runtime
+from s3rec import intervals, report, runtime
 from s3rec.metrics import METRICS_FULL
 
 
@@ -35,7 +35,7 @@ def comparison(ranks, loss: str, pretraining: str, reference: str, protocol: str
     if difference.shape[0] < 2:
         return None
     reference_mean = float(report.user_scores(ranks, loss, reference, protocol, split, metric)[2].mean())
-    parts = report.variance_components(difference)
+    parts = intervals.variance_components(difference)
     now, floor = parts.half_width(parts.seeds), parts.half_width(math.inf)
     return {
         "loss": loss, "pretraining": pretraining, "reference": reference, "protocol": protocol,
@@ -43,7 +43,7 @@ def comparison(ranks, loss: str, pretraining: str, reference: str, protocol: str
         "reference_mean": reference_mean,
         "sd": {"seed": math.sqrt(parts.seed), "user": math.sqrt(parts.user), "residual": math.sqrt(parts.residual)},
         "half_width": now, "half_width_share": now / reference_mean,
-        # what the report's users × seeds bootstrap gives the same data (report.paired_bootstrap)
+        # what the report's users × seeds bootstrap gives the same data (intervals.paired_bootstrap)
         "grid_bootstrap_half_width": parts.grid_bootstrap_half_width(),
         "floor_half_width": floor, "floor_share": floor / reference_mean,
         "seeds_for_target": parts.seeds_for(target * reference_mean),

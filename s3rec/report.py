@@ -13,12 +13,10 @@ e.g. seed-full, paper-r16), `authors` (the S3Rec authors' released checkpoint) o
   checkpoints by `check_each_run_once`, which plot_report runs on every figure's inputs.
 - `summarize` / `results_table` / `results_notes`: mean and std over seeds per loss and
   pretraining; runs that hit the finetuning epoch cap are marked.
-- `comparison_pairs` / `paired_bootstrap` / `difference_table`: differences between two
+- `comparison_pairs` / `paired_difference` / `difference_table`: differences between two
   pretrainings finetuned with the same loss (each rank against its preset's `full`; `full`
-  against `none` and against `authors`) with a bootstrap interval over users (and seeds),
-  paired: both are scored on the same users (and the same seeds) in every resample.
-- `variance_components`: how a paired difference varies between seeds, between users and in
-  their interaction, and so how many seeds an interval of a given width needs.
+  against `none` and against `authors`), scored on the same users and seeds, with the two
+  intervals of s3rec/intervals.py: a paired bootstrap over users and seeds, a t interval over seeds.
 - `run_of_path` / `dataset_of`: the path grammar of history and checkpoint files, which carry
   no labels of their own.
 - `to_markdown` / `to_latex`: render a string table (LaTeX with booktabs rules).
@@ -29,13 +27,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 import polars as pl
 
+from s3rec.intervals import paired_bootstrap, seeds_t_interval
 from s3rec.metrics import METRICS_FULL, per_user_metric
 from s3rec.report_inputs import check_drawn_columns, check_result, read_history, read_json_object, read_ranks
 
@@ -69,10 +66,6 @@ def variant_order(variant: str) -> tuple[int, int]:
     if match:
         return (2, int(match.group(1)))
     return {"authors": (3, 0), "popularity": (4, 0)}.get(variant, (5, 0))
-
-
-def sort_variants(variants: Iterable[str]) -> list[str]:
-    return sorted(set(variants), key=variant_order)
 
 
 def variant_rank(variant: str) -> int | None:
@@ -712,34 +705,6 @@ def user_scores(ranks: pl.DataFrame, loss: str, pretraining: str, protocol: str,
     return seeds, wide["user_id"].to_numpy(), per_user_metric(matrix, metric)
 
 
-def paired_bootstrap(difference: np.ndarray, samples: int = 2000, seed: int = 0,
-                     confidence: float = 0.95, resample_seeds: bool = True) -> tuple[float, float, float]:
-    """Mean of a (seeds, users) matrix of paired differences and its percentile interval.
-
-    Every resample draws users with replacement (and, with `resample_seeds`, seeds with
-    replacement) and takes the mean over the drawn cells; the same draws apply to both
-    variants because `difference` already pairs them cell by cell.
-
-    Seeds and users drawn independently on the grid count, in the mean's variance, the seed ×
-    user variance (3S - 2)/S times and the seed variance (S - 1)/S times what they should (for
-    d = mu + a_seed + b_user + e, S seeds): with 3 seeds 2.3 and 0.67 times. Where seed × user
-    variation dominates (every Beauty comparison) the interval is conservative; where seed
-    variation dominates, too narrow. variance_components gives the unbiased split (README,
-    "The interval's width").
-    """
-    difference = np.atleast_2d(np.asarray(difference, dtype=np.float64))
-    num_seeds, num_users = difference.shape
-    rng = np.random.default_rng(seed)
-    stats = np.empty(samples)
-    for b in range(samples):
-        rows = rng.integers(num_seeds, size=num_seeds) if resample_seeds else np.arange(num_seeds)
-        users = rng.integers(num_users, size=num_users)
-        stats[b] = difference[rows].mean(axis=0)[users].mean()
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
-    return float(difference.mean()), float(low), float(high)
-
-
 def paired_difference(ranks: pl.DataFrame, loss: str, pretraining: str, reference: str, protocol: str,
                       split: str, metric: str) -> np.ndarray:
     """(S, U) per-user metric of `pretraining` minus `reference`, both finetuned with `loss`, on
@@ -757,113 +722,6 @@ def _select(values: np.ndarray, seeds: np.ndarray, users: np.ndarray, keep_seeds
             keep_users: np.ndarray) -> np.ndarray:
     """Rows of `keep_seeds` and columns of `keep_users` (both sorted subsets) of a (S, U) matrix."""
     return values[np.searchsorted(seeds, keep_seeds)][:, np.searchsorted(users, keep_users)]
-
-
-def _normal_quantile(confidence: float) -> float:
-    """z of a two-sided normal interval at `confidence` (1.96 at 0.95)."""
-    return NormalDist().inv_cdf(0.5 + confidence / 2)
-
-
-def t_quantile(confidence: float, df: int) -> float:
-    """t of a two-sided Student-t interval at `confidence` with `df` degrees of freedom (4.303 at
-    0.95 and 2): the density integrated from 0 by Simpson's rule, the end found by bisection
-    (scipy, which has it, is no dependency, and this one table does not warrant it)."""
-    if df < 1 or not 0 < confidence < 1:
-        raise ValueError(f"t_quantile needs df >= 1 and 0 < confidence < 1, got df={df}, confidence={confidence}")
-    scale = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
-
-    def mass(t: float) -> float:  # P(0 < T < t)
-        x = np.linspace(0.0, t, 4001)
-        y = scale * (1 + x * x / df) ** (-(df + 1) / 2)
-        return t / 12000 * (y[0] + 4 * y[1:-1:2].sum() + 2 * y[2:-1:2].sum() + y[-1])
-
-    low, high = 0.0, 1.0
-    while mass(high) < confidence / 2:
-        low, high = high, 2 * high
-    for _ in range(60):
-        middle = (low + high) / 2
-        low, high = (middle, high) if mass(middle) < confidence / 2 else (low, middle)
-    return (low + high) / 2
-
-
-def seeds_t_interval(difference: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of the mean over seeds of each seed's mean difference over the users.
-
-    The users are this data set's test users, held fixed: the interval covers the variation
-    between training seeds, with S - 1 degrees of freedom, where the users × seeds bootstrap
-    takes a percentile of at most S distinct seeds (too few to show how far a mean of three
-    wanders). (nan, nan) on one seed."""
-    seed_means = np.atleast_2d(np.asarray(difference, dtype=np.float64)).mean(axis=1)
-    if len(seed_means) < 2:
-        return math.nan, math.nan
-    half = t_quantile(confidence, len(seed_means) - 1) * seed_means.std(ddof=1) / math.sqrt(len(seed_means))
-    return float(seed_means.mean() - half), float(seed_means.mean() + half)
-
-
-@dataclass(frozen=True)
-class VarianceComponents:
-    """The variances of a (seeds, users) matrix of paired differences, d[s, u] = μ + a[s] + b[u] + e[s, u].
-
-    `seed` (var a): how far one seed's mean difference wanders; shrinks as 1/seeds.
-    `user` (var b): the part of a user's difference that repeats on every seed; with the users
-    fixed by the data set it does not shrink with more seeds, so it sets a floor on the interval.
-    `residual` (var e): seed × user interaction; shrinks as 1/(seeds · users).
-    """
-    seeds: int
-    users: int
-    seed: float
-    user: float
-    residual: float
-
-    def half_width(self, seeds: int, confidence: float = 0.95) -> float:
-        """Normal-approximation half-width of the interval of the mean over `seeds` seeds and the users."""
-        variance = self.seed / seeds + self.user / self.users + self.residual / (seeds * self.users)
-        return _normal_quantile(confidence) * math.sqrt(variance)
-
-    def grid_bootstrap_half_width(self, confidence: float = 0.95) -> float:
-        """The half-width paired_bootstrap's users × seeds resampling gives these data, in the
-        normal approximation: its variance, (S - 1)/S² (seed + residual/U) + (U - 1)/U² (user +
-        residual/S) + (S - 1)(U - 1)/(S U)² residual, is exactly the resampled mean's variance
-        given the matrix (with the estimates as they are, unless one was set to 0)."""
-        s, u = self.seeds, self.users
-        variance = ((s - 1) / s**2 * (self.seed + self.residual / u) + (u - 1) / u**2 * (self.user + self.residual / s)
-                    + (s - 1) * (u - 1) / (s * u) ** 2 * self.residual)
-        return _normal_quantile(confidence) * math.sqrt(variance)
-
-    def seeds_for(self, half_width: float, confidence: float = 0.95) -> int | None:
-        """The fewest seeds whose half-width is at most `half_width`; None when the users' floor
-        (infinitely many seeds) is already wider."""
-        room = (half_width / _normal_quantile(confidence)) ** 2 - self.user / self.users
-        if room <= 0:
-            return None
-        return max(1, math.ceil((self.seed + self.residual / self.users) / room))
-
-
-def variance_components(difference: np.ndarray) -> VarianceComponents:
-    """Two-way ANOVA without replication (seeds × users), method of moments, negative estimates
-    set to 0. Needs two seeds at least: with one, seed and user variation cannot be told apart."""
-    d = np.asarray(difference, dtype=np.float64)
-    num_seeds, num_users = d.shape
-    if num_seeds < 2 or num_users < 2:
-        raise ValueError(f"variance components need at least 2 seeds and 2 users, got {d.shape}")
-    grand, seed_means, user_means = d.mean(), d.mean(axis=1), d.mean(axis=0)
-    ms_seed = num_users * ((seed_means - grand) ** 2).sum() / (num_seeds - 1)
-    ms_user = num_seeds * ((user_means - grand) ** 2).sum() / (num_users - 1)
-    interaction = d - seed_means[:, None] - user_means[None, :] + grand
-    ms_residual = (interaction ** 2).sum() / ((num_seeds - 1) * (num_users - 1))
-    return VarianceComponents(seeds=num_seeds, users=num_users, seed=max(0.0, (ms_seed - ms_residual) / num_users),
-                              user=max(0.0, (ms_user - ms_residual) / num_seeds), residual=ms_residual)
-
-
-def excludes_zero(low: float, high: float) -> bool:
-    return low > 0 or high < 0
-
-
-def intervals_exclude_zero(row: dict) -> bool:
-    """Whether a difference-table row's bootstrap interval and, where it has one (two seeds or
-    more; tables made before it lack the column), its t interval over seeds both leave out 0."""
-    seeds_low, seeds_high = row.get("seeds_ci_low"), row.get("seeds_ci_high")
-    return excludes_zero(row["ci_low"], row["ci_high"]) and (seeds_low is None or excludes_zero(seeds_low, seeds_high))
 
 
 DIFFERENCE_SCHEMA = {

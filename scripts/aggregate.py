@@ -33,7 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
-from s3rec import report, report_inputs, runtime
+from s3rec import intervals, report, report_inputs, runtime
 
 log = logging.getLogger("s3rec")
 
@@ -158,8 +158,8 @@ def difference_notes(differences, left_out: list[str], resample_seeds: bool = Tr
     # three seeds give the t interval 2 degrees of freedom: it can be far wider than the bootstrap's
     split = {True: [], False: []}  # keyed by whether the bootstrap interval is the one excluding 0
     for r in differences.iter_rows(named=True):
-        bootstrap = report.excludes_zero(r["ci_low"], r["ci_high"])
-        if r["seeds_ci_low"] is not None and bootstrap != report.excludes_zero(r["seeds_ci_low"], r["seeds_ci_high"]):
+        bootstrap = intervals.excludes_zero(r["ci_low"], r["ci_high"])
+        if r["seeds_ci_low"] is not None and bootstrap != intervals.excludes_zero(r["seeds_ci_low"], r["seeds_ci_high"]):
             split[bootstrap].append(f"{r['pretraining']} − {r['reference']} ({r['loss']}, {r['protocol']})")
     for bootstrap, named in split.items():
         if named:

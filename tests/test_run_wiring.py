@@ -162,5 +162,5 @@ def test_a_sampled_negative_equal_to_the_target_is_refused():
 
 
 def test_the_bootstrap_states_the_mean_difference():
-    from s3rec.report import paired_bootstrap
+    from s3rec.intervals import paired_bootstrap
     assert paired_bootstrap(np.array([[0.0, 0.0, 3.0]]), samples=50)[0] == 1.0  # the median would say 0

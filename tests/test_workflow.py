@@ -540,6 +540,14 @@ def test_end_to_end_tiny_study_and_reruns(workdir):
     run_snakemake(workdir, "--configfile", tiny, "--report", "report.html")
     assert (workdir / "report.html").stat().st_size > 10_000
 
+    # An edit to the report's code in s3rec/ (common.smk's REPORT_CODE) reruns every table and
+    # figure and the study's report, and no training.
+    with open(workdir / "s3rec/intervals.py", "a") as f:
+        f.write("# edited\n")
+    report_rules = {"aggregate_results", "plot_accuracy_vs_rank", "plot_params_vs_accuracy", "plot_pretrain_losses",
+                    "plot_finetune_validation", "plot_head_spectra", "plot_data_distributions", "report_study"}
+    assert set(planned(workdir, "--configfile", tiny)) == report_rules | {"all"}
+
 
 # ---------------------------------------------------------------- SLURM
 

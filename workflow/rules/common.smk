@@ -501,7 +501,7 @@ FIGURES = [
 TABLES = ["results", "difference"]
 # Library code of the report rules: an edit reruns tables and figures (cheap). Training code
 # in s3rec/ is deliberately not an input: retrain with --forcerun after changing it.
-REPORT_CODE = ["s3rec/report.py", "s3rec/plots.py"]
+REPORT_CODE = ["s3rec/report.py", "s3rec/intervals.py", "s3rec/plots.py"]
 
 
 def report_files(dataset):
