@@ -43,7 +43,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from s3rec import runs, runtime
 from s3rec.config import RunConfig
-from s3rec.data import Prepared, leave_one_out, load_dataset, read_s3rec, write_prepared
+from s3rec.authors_data import read_s3rec
+from s3rec.data import Prepared, leave_one_out, load_dataset, write_prepared
 from s3rec.encoder import Encoder
 from s3rec.evaluation import full_ranking_ranks, sample_negatives, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches

@@ -109,11 +109,6 @@ def iterate_batches(train: list[np.ndarray], excluded: list[np.ndarray], num_ite
         yield [fixed_shape(batch, max_len) for batch in batches] if fixed_shapes else batches
 
 
-def next_item_loss(encoder: Encoder, batch: NextItemBatch, loss: str) -> torch.Tensor:
-    """Mean loss over the batch's target positions."""
-    return step_loss(encoder, [batch], loss)
-
-
 def step_loss(encoder: Encoder, chunks: list[NextItemBatch], loss: str) -> torch.Tensor:
     """Mean over all target positions of a step's chunks: the loss of the whole batch (the authors' mean)."""
     total = sum(next_item_loss_sum(encoder, chunk, loss) for chunk in chunks)

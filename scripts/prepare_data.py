@@ -26,7 +26,8 @@ import time
 from typing import NoReturn
 
 from s3rec.amazon import read_amazon
-from s3rec.data import DataError, OutputRefused, Prepared, check_output_dir, read_s3rec, write_prepared
+from s3rec.authors_data import read_s3rec
+from s3rec.data import DataError, OutputRefused, Prepared, check_output_dir, write_prepared
 from s3rec.synthetic import SyntheticSpec, generate
 
 log = logging.getLogger("prepare_data")

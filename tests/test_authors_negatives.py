@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from s3rec import runs, runtime
-from s3rec.data import DataError, load_dataset, load_sampled_negatives, read_s3rec, write_prepared
+from s3rec.authors_data import read_s3rec
+from s3rec.data import DataError, load_dataset, load_sampled_negatives, write_prepared
 from s3rec.evaluation import sample_negatives
 from s3rec.synthetic import SyntheticSpec, generate
 
@@ -187,7 +188,7 @@ def test_early_stopping_on_the_sampled_protocol(tiny, tmp_path):
     scores = history["valid_MRR"].to_list()
     assert result["best_epoch"] == 1 + scores.index(max(scores))
     assert result["finetune"]["early_stopping_protocol"] == "sampled"
-    full = finetune(tiny, tmp_path / "full", finetune={"epochs": 6})
+    finetune(tiny, tmp_path / "full", finetune={"epochs": 6})
     assert "valid_AUC" not in pl.read_csv(tmp_path / "full" / "finetune_history.csv").columns
 
 

@@ -17,9 +17,9 @@ from s3rec.data import (
     DataError,
     leave_one_out,
     load_dataset,
-    read_s3rec,
     write_prepared,
 )
+from s3rec.authors_data import read_s3rec
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))

@@ -14,7 +14,7 @@ from s3rec.data import write_prepared
 from s3rec.encoder import Encoder
 from s3rec.batching import CHUNK_BOUNDS, bucketed_batches, chunk_bounds, training_batches
 from s3rec.finetuning import (TARGET_SLOTS, NextItemBatch, fixed_shape, fixed_shape_loss, iterate_batches, make_batch,
-                              next_item_loss, sample_negatives, step_loss)
+                              sample_negatives, step_loss)
 from s3rec.synthetic import SyntheticSpec, generate
 
 SMALL_MODEL = {"hidden_size": 16, "num_heads": 2, "max_len": 12}
@@ -118,7 +118,7 @@ def test_tiny_data_set_is_overfit(seed, loss):
     optimizer = torch.optim.Adam(encoder.parameters(), lr=1e-2)
     for _ in range(200):
         batch = make_batch(np.arange(8), train, train, 20, 10, rng)  # fresh negatives each step
-        loss_value = next_item_loss(encoder, batch, loss)
+        loss_value = step_loss(encoder, [batch], loss)
         optimizer.zero_grad()
         loss_value.backward()
         optimizer.step()
@@ -201,7 +201,7 @@ def test_a_padded_step_in_chunks_has_the_loss_and_gradient_of_the_batch_padded_t
     encoder.zero_grad()
     pad = lambda m: torch.nn.functional.pad(m, (12 - m.shape[1], 0))  # noqa: E731
     whole = NextItemBatch.of(*(torch.cat([pad(getattr(c, name)) for c in step]) for name in ("inputs", "targets", "negatives")))
-    want = next_item_loss(encoder, whole, loss)
+    want = step_loss(encoder, [whole], loss)
     want.backward()
     torch.testing.assert_close(chunked, want)
     for got, expected in zip(chunk_grads, (p.grad for p in encoder.parameters())):

@@ -16,7 +16,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from s3rec.data import DataError, load_dataset, read_s3rec, write_prepared
+from s3rec.authors_data import read_s3rec
+from s3rec.data import DataError, load_dataset, write_prepared
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
