@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s3rec import runs, runtime
+from s3rec import cli, files, runs, runtime
 from s3rec.authors import convert_state_dict
 from s3rec.batching import pad_left
 from s3rec.config import ModelConfig
@@ -45,7 +45,7 @@ KS = (10, 20)
 
 
 def load_encoder(path: Path, num_items: int, data_dir: Path) -> Encoder:
-    saved = runtime.load_torch(path)
+    saved = files.load_torch(path)
     if not isinstance(saved, dict):
         raise ValueError(f"{path}: expected a finetune.pt or a state dict of the authors' model, "
                          f"got {type(saved).__name__}")
@@ -62,7 +62,7 @@ def load_encoder(path: Path, num_items: int, data_dir: Path) -> Encoder:
         model = {"hidden_size": int(state["item_embeddings.weight"].shape[1]), "num_layers": len(layers),
                  "max_len": int(state["position_embeddings.weight"].shape[0])}
     encoder = Encoder(ModelConfig(**model), num_items)
-    runtime.load_state(encoder, state, path, f"a finetuned encoder of the {num_items} items of --data")
+    files.load_state(encoder, state, path, f"a finetuned encoder of the {num_items} items of --data")
     return encoder.eval()
 
 
@@ -118,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--data", type=Path, required=True, help="a prepared data set (scripts/prepare_data.py)")
-    parser.add_argument("--threads", type=runtime.positive_int, default=1)
+    parser.add_argument("--threads", type=cli.positive_int, default=1)
     args = parser.parse_args(argv)
-    runtime.paths_once(parser, "models", args.models)
-    runtime.setup_logging()
+    cli.paths_once(parser, "models", args.models)
+    cli.setup_logging()
     runtime.set_threads(args.threads)
     started = time.perf_counter()
     report = {}
-    with runtime.clear_errors():  # a file that is no finetuned model, or of other data: its message alone
+    with cli.clear_errors():  # a file that is no finetuned model, or of other data: its message alone
         dataset = load_dataset(args.data)
         split = leave_one_out(dataset.sequences)
         for path in args.models:

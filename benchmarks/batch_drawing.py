@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed  # noqa: E402  (a sibling script, not a package)
 
-from s3rec import runtime  # noqa: E402
+from s3rec import cli, runtime  # noqa: E402
 from s3rec.batching import CHUNK_BOUNDS  # noqa: E402
 from s3rec.config import RunConfig  # noqa: E402
 from s3rec.data import leave_one_out, load_dataset  # noqa: E402
@@ -62,15 +62,15 @@ def stacked_steps(instances, seeds: int, steps: int, max_len: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=runtime.positive_int, default=3)
+    parser.add_argument("--repeats", type=cli.positive_int, default=3)
     parser.add_argument("--data", type=Path, default=None, help="a prepared data set instead of Beauty (tests)")
-    parser.add_argument("--stacked-seeds", type=runtime.positive_int, nargs="+", default=[], metavar="N",
+    parser.add_argument("--stacked-seeds", type=cli.positive_int, nargs="+", default=[], metavar="N",
                         help="also time a stacked pretraining's steps of N seeds, in line and with draw workers")
-    parser.add_argument("--steps", type=runtime.positive_int, default=300, help="timed steps of --stacked-seeds")
+    parser.add_argument("--steps", type=cli.positive_int, default=300, help="timed steps of --stacked-seeds")
     speed.add_source_argument(parser)
     args = parser.parse_args(argv)
     runtime.set_threads(1)
-    with tempfile.TemporaryDirectory() as tmp, runtime.clear_errors():  # a bad --data or --source: its message alone
+    with tempfile.TemporaryDirectory() as tmp, cli.clear_errors():  # a bad --data or --source: its message alone
         name, path = ("given", args.data) if args.data else speed.prepare(Path(tmp), args.source)
         dataset = load_dataset(path)
     split = leave_one_out(dataset.sequences)

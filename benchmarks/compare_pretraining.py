@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s3rec import runs, runtime
+from s3rec import cli, runs, runtime
 from s3rec.data import leave_one_out, load_dataset
 from s3rec.pretrain_batches import build_batch, split_instances
 from s3rec.pretraining import LOSS_NAMES, PretrainModel
@@ -65,13 +65,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("checkpoints", nargs="+", type=Path)
-    parser.add_argument("--batches", type=runtime.positive_int, default=100, help="batches of 100 prefix instances")
-    parser.add_argument("--threads", type=runtime.positive_int, default=None)
+    parser.add_argument("--batches", type=cli.positive_int, default=100, help="batches of 100 prefix instances")
+    parser.add_argument("--threads", type=cli.positive_int, default=None)
     args = parser.parse_args(argv)
-    runtime.paths_once(parser, "checkpoints", args.checkpoints)
-    runtime.setup_logging()
+    cli.paths_once(parser, "checkpoints", args.checkpoints)
+    cli.setup_logging()
     runtime.set_threads(args.threads)
-    with runtime.clear_errors():  # a checkpoint of other data, or no pretraining model: its message alone
+    with cli.clear_errors():  # a checkpoint of other data, or no pretraining model: its message alone
         print(json.dumps(compare(args.data, args.checkpoints, args.batches), indent=1))
 
 

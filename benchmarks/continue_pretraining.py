@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s3rec import runs, runtime
+from s3rec import cli, runs, runtime
 from s3rec.config import PRESETS, RunConfig
 from s3rec.data import leave_one_out, load_dataset
 from s3rec.pretrain_batches import iterate_batches, split_instances
@@ -38,17 +38,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
-    parser.add_argument("--lr", type=runtime.positive_number, default=1e-3)
-    parser.add_argument("--batches", type=runtime.positive_int, default=600)
-    parser.add_argument("--every", type=runtime.positive_int, default=100)
-    parser.add_argument("--seed", type=runtime.seed_argument, default=0)
-    parser.add_argument("--threads", type=runtime.positive_int, default=None)
+    parser.add_argument("--lr", type=cli.positive_number, default=1e-3)
+    parser.add_argument("--batches", type=cli.positive_int, default=600)
+    parser.add_argument("--every", type=cli.positive_int, default=100)
+    parser.add_argument("--seed", type=cli.seed_argument, default=0)
+    parser.add_argument("--threads", type=cli.positive_int, default=None)
     args = parser.parse_args(argv)
     if args.every > args.batches:
         parser.error(f"--every {args.every}: more than --batches {args.batches}, so no point of the curve")
-    runtime.setup_logging()
+    cli.setup_logging()
     runtime.set_threads(args.threads)
-    with runtime.clear_errors():  # a bad --data, a checkpoint of other data or no pretraining model: its message alone
+    with cli.clear_errors():  # a bad --data, a checkpoint of other data or no pretraining model: its message alone
         dataset = load_dataset(args.data)
         loaded, about = runs.load_pretraining_model(args.checkpoint, dataset, args.data)
     split = leave_one_out(dataset.sequences)

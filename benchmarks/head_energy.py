@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s3rec import report, report_inputs, runtime
+from s3rec import cli, report, report_inputs
 from s3rec.config import HEAD_NAMES
 
 
@@ -70,14 +70,14 @@ def rounded(value, digits: int = 4):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="heads.pt or pretrain.pt files")
-    parser.add_argument("--ranks", nargs="+", type=runtime.positive_int, default=[8, 16, 32])
+    parser.add_argument("--ranks", nargs="+", type=cli.positive_int, default=[8, 16, 32])
     parser.add_argument("--heads", nargs="+", default=["aap", "map"], choices=HEAD_NAMES)
     args = parser.parse_args(argv)
     for option, values in (("--ranks", args.ranks), ("--heads", args.heads)):
         if len(set(values)) < len(values):  # a rank twice would be one key of each file's "energy"
             parser.error(f"{option}: a value given twice in {' '.join(map(str, values))}")
-    runtime.setup_logging()
-    with runtime.clear_errors():  # a file that is no run's checkpoint, NaN weights: its message alone
+    cli.setup_logging()
+    with cli.clear_errors():  # a file that is no run's checkpoint, NaN weights: its message alone
         report.check_each_run_once(args.files)
         rows = [row for path in args.files for row in energies(path, args.heads, args.ranks)]
     if not rows:

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed  # noqa: E402  (a sibling script, not a package)
 
-from s3rec import runtime  # noqa: E402
+from s3rec import cli, runtime  # noqa: E402
 from s3rec.data import leave_one_out, load_dataset  # noqa: E402
 
 
@@ -87,12 +87,12 @@ def run_jobs(args, jobs: int, data: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=runtime.positive_int, nargs="+", default=[1, 2, 4], help="numbers of concurrent processes")
+    parser.add_argument("--jobs", type=cli.positive_int, nargs="+", default=[1, 2, 4], help="numbers of concurrent processes")
     parser.add_argument("--kind", default="pretrain", choices=["pretrain", "finetune"],
                         help="what each process times: a pretraining epoch, or a finetuning epoch and its validation")
-    parser.add_argument("--device", type=runtime.device_argument, default="auto")
-    parser.add_argument("--threads", type=runtime.positive_int, default=None, help="torch threads per process")
-    parser.add_argument("--batches", type=runtime.positive_int, default=300, help="timed batches per process (extrapolated to an epoch)")
+    parser.add_argument("--device", type=cli.device_argument, default="auto")
+    parser.add_argument("--threads", type=cli.positive_int, default=None, help="torch threads per process")
+    parser.add_argument("--batches", type=cli.positive_int, default=300, help="timed batches per process (extrapolated to an epoch)")
     parser.add_argument("--batching", default="padded", choices=["padded", "bucketed"])
     parser.add_argument("--fixed-shapes", action="store_true", help="the steps speed.py --fixed-shapes times")
     parser.add_argument("--compile", default="none", choices=speed.COMPILE_MODES,
@@ -112,10 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "pretrain" and args.compile in speed.GRAPH_MODES and not args.fixed_shapes:
         parser.error(f"--compile {args.compile} records fixed-shape steps: add --fixed-shapes")
     runtime.set_threads(args.threads)  # so that the report's "threads" is each worker's
-    device = runtime.device_argument_checked(parser, args.device, args.compile)
+    device = cli.device_argument_checked(parser, args.device, args.compile)
     args.device = str(device)
     with tempfile.TemporaryDirectory() as tmp:
-        with runtime.clear_errors():  # a bad --source: its message alone
+        with cli.clear_errors():  # a bad --source: its message alone
             name, data = speed.prepare(Path(tmp), args.source)
         runs = [run_jobs(args, jobs, data) for jobs in args.jobs]
     single = next((r["epochs_per_hour"] for r in runs if r["jobs"] == 1), None)

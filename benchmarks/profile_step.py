@@ -28,7 +28,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import speed  # benchmarks/speed.py, beside this file
-from s3rec import runtime
+from s3rec import cli, runtime
 from s3rec.data import leave_one_out, load_dataset
 
 
@@ -74,18 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--what", choices=["pretrain", "finetune"], default="pretrain")
     parser.add_argument("--data", type=Path, default=None, help="a prepared data set (default: Beauty or its size)")
     speed.add_source_argument(parser)
-    parser.add_argument("--steps", type=runtime.positive_int, default=30, help="steps timed, then as many profiled")
-    parser.add_argument("--warmup", type=runtime.integer_argument(0), default=10)
-    parser.add_argument("--top", type=runtime.positive_int, default=15, help="how many ops to list")
-    parser.add_argument("--threads", type=runtime.positive_int, default=None)
-    parser.add_argument("--device", type=runtime.device_argument, default="auto")
+    parser.add_argument("--steps", type=cli.positive_int, default=30, help="steps timed, then as many profiled")
+    parser.add_argument("--warmup", type=cli.integer_argument(0), default=10)
+    parser.add_argument("--top", type=cli.positive_int, default=15, help="how many ops to list")
+    parser.add_argument("--threads", type=cli.positive_int, default=None)
+    parser.add_argument("--device", type=cli.device_argument, default="auto")
     parser.add_argument("--batching", default="padded", choices=["padded", "bucketed"])
     parser.add_argument("--shapes", action="store_true", help="split each op by its input shapes")
     args = parser.parse_args(argv)
     runtime.set_threads(args.threads)
-    device = runtime.device_argument_checked(parser, args.device)
+    device = cli.device_argument_checked(parser, args.device)
     torch.manual_seed(0)
-    with runtime.clear_errors():  # a bad --data or --source: its message alone
+    with cli.clear_errors():  # a bad --data or --source: its message alone
         if args.data is None:
             with tempfile.TemporaryDirectory() as tmp:
                 name, path = speed.prepare(Path(tmp), args.source)

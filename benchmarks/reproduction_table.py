@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from s3rec import report_inputs, runtime
+from s3rec import cli, report_inputs
 from s3rec.intervals import paired_bootstrap, seeds_t_interval
 from s3rec.report import paired_difference
 
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paired", nargs=2, metavar=("ARM", "REFERENCE"))
     parser.add_argument("--sampled", nargs="*", metavar="ARM")
     args = parser.parse_args(argv)
-    runtime.setup_logging()
-    with runtime.clear_errors():  # a missing or malformed run file: its message alone, exit status 2
+    cli.setup_logging()
+    with cli.clear_errors():  # a missing or malformed run file: its message alone, exit status 2
         print_tables(args)
 
 

@@ -56,7 +56,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed  # noqa: E402  (a sibling script, not a package)
 
-from s3rec import runtime  # noqa: E402
+from s3rec import cli, runtime  # noqa: E402
 from s3rec.config import RunConfig  # noqa: E402
 from s3rec.data import leave_one_out, load_dataset  # noqa: E402
 from s3rec.pretrain_batches import item_attribute_table, split_instances  # noqa: E402
@@ -181,23 +181,23 @@ def measure(count: int, dataset, instances, limit: int, device, steps_per_epoch:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=runtime.positive_int, nargs="+", default=[1, 2, 4], help="numbers of runs in the process")
+    parser.add_argument("--runs", type=cli.positive_int, nargs="+", default=[1, 2, 4], help="numbers of runs in the process")
     parser.add_argument("--mode", choices=("streams", "stacked"), default="streams",
                         help="runs on their own streams, or stacked into one step (vmap)")
     parser.add_argument("--draw-in-process", action="store_true",
                         help="stacked: draw every run's batches in this process (default on a GPU, as a stacked run: "
                              "each run's in a worker process of its own; on a CPU always in process)")
-    parser.add_argument("--device", type=runtime.device_argument, default="auto")
-    parser.add_argument("--threads", type=runtime.positive_int, default=None)
-    parser.add_argument("--batches", type=runtime.positive_int, default=300, help="timed steps per run (extrapolated to an epoch)")
+    parser.add_argument("--device", type=cli.device_argument, default="auto")
+    parser.add_argument("--threads", type=cli.positive_int, default=None)
+    parser.add_argument("--batches", type=cli.positive_int, default=300, help="timed steps per run (extrapolated to an epoch)")
     parser.add_argument("--data", type=Path, default=None, help="a prepared data set instead of Beauty (tests)")
     speed.add_source_argument(parser)
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.runs) or args.batches < 1:
         parser.error("--runs and --batches: every number must be at least 1")
     runtime.set_threads(args.threads)
-    device = runtime.device_argument_checked(parser, args.device)
-    with tempfile.TemporaryDirectory() as tmp, runtime.clear_errors():  # a bad --data or --source: its message alone
+    device = cli.device_argument_checked(parser, args.device)
+    with tempfile.TemporaryDirectory() as tmp, cli.clear_errors():  # a bad --data or --source: its message alone
         name, path = ("given", args.data) if args.data else speed.prepare(Path(tmp), args.source)
         dataset = load_dataset(path)
     split = leave_one_out(dataset.sequences)

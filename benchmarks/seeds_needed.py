@@ -23,7 +23,7 @@ import math
 import sys
 from pathlib import Path
 
-from s3rec import intervals, report, runtime
+from s3rec import cli, intervals, report
 from s3rec.metrics import METRICS_FULL
 
 
@@ -53,7 +53,7 @@ def comparison(ranks, loss: str, pretraining: str, reference: str, protocol: str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json of every run (ranks.parquet beside)")
-    parser.add_argument("--target", type=runtime.positive_number, default=0.02,
+    parser.add_argument("--target", type=cli.positive_number, default=0.02,
                         help="half-width as a share of the reference's mean")
     parser.add_argument("--metric", default="NDCG@10", choices=METRICS_FULL, help="a per-user metric (not AUC)")
     parser.add_argument("--protocols", nargs="+", default=["full", "sampled"], choices=["full", "sampled"])
@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if len(set(args.protocols)) < len(args.protocols):  # each comparison would be listed twice
         parser.error(f"--protocols: a protocol given twice in {' '.join(args.protocols)}")
-    runtime.setup_logging()
+    cli.setup_logging()
     rows, skipped = [], []
-    with runtime.clear_errors():  # a malformed or missing run file, a protocol the runs lack: its message alone
+    with cli.clear_errors():  # a malformed or missing run file, a protocol the runs lack: its message alone
         ranks = report.load_ranks(args.metrics)
         for loss, pretraining, reference in report.comparison_pairs(ranks)[0]:
             for protocol in args.protocols:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from s3rec import runs, runtime
+from s3rec import cli, runs, runtime
 from s3rec.data import leave_one_out, load_dataset
 from s3rec.pretrain_batches import iterate_batches, split_instances
 
@@ -62,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--data", type=Path, required=True, help="the prepared data set (resources/<name>)")
-    parser.add_argument("--instances", type=runtime.positive_int, default=256, help="pretraining instances to score")
-    parser.add_argument("--seed", type=runtime.seed_argument, default=0, help="the generator that draws them")
+    parser.add_argument("--instances", type=cli.positive_int, default=256, help="pretraining instances to score")
+    parser.add_argument("--seed", type=cli.seed_argument, default=0, help="the generator that draws them")
     args = parser.parse_args(argv)
-    runtime.setup_logging()
+    cli.setup_logging()
     start = time.perf_counter()
-    with runtime.clear_errors():  # a missing or mismatched checkpoint or data set: its message alone
+    with cli.clear_errors():  # a missing or mismatched checkpoint or data set: its message alone
         results = [segment_scores(path, args.data, args.instances, args.seed) for path in args.checkpoints]
     print(json.dumps({"checkpoints": results, "seconds": time.perf_counter() - start}, indent=2))
     return 0

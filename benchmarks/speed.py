@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from s3rec import runs, runtime
+from s3rec import cli, runs, runtime
 from s3rec.config import RunConfig
 from s3rec.authors_data import read_s3rec
 from s3rec.data import Prepared, leave_one_out, load_dataset, write_prepared
@@ -370,9 +370,9 @@ def finetune_job_epoch(dataset, split, limit: int | None, device, batching: str,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=runtime.positive_int, default=None, help="time only this many batches per epoch")
-    parser.add_argument("--threads", type=runtime.positive_int, default=None)
-    parser.add_argument("--device", type=runtime.device_argument, default="auto")
+    parser.add_argument("--batches", type=cli.positive_int, default=None, help="time only this many batches per epoch")
+    parser.add_argument("--threads", type=cli.positive_int, default=None)
+    parser.add_argument("--device", type=cli.device_argument, default="auto")
     parser.add_argument("--batching", default="padded", choices=["padded", "bucketed"],
                         help="training batch layout (s3rec/batching.py); padded is the finetuning default")
     parser.add_argument("--skip-sequences", action="store_true", help="skip the instances=sequences epoch")
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the encoder through torch.compile in this mode (default: eager); with "
                              "--fixed-shapes the whole loss, or, cuda-graph (only with it), the whole step "
                              "replayed as a CUDA graph")
-    parser.add_argument("--eval-batch-sizes", type=runtime.positive_int, nargs="+", default=[], metavar="N",
+    parser.add_argument("--eval-batch-sizes", type=cli.positive_int, nargs="+", default=[], metavar="N",
                         help="also time both evaluation passes in batches of each N users (eval_by_batch_size)")
     parser.add_argument("--fixed-shapes", action="store_true",
                         help="pretraining steps of one shape (batches padded to max_len, grid_forward); "
@@ -390,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile in GRAPH_MODES and not args.fixed_shapes:
         parser.error(f"--compile {args.compile} records fixed-shape steps: add --fixed-shapes")
     runtime.set_threads(args.threads)
-    device = runtime.device_argument_checked(parser, args.device, args.compile)
+    device = cli.device_argument_checked(parser, args.device, args.compile)
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp, runtime.clear_errors():  # a bad --source: its message alone
+    with tempfile.TemporaryDirectory() as tmp, cli.clear_errors():  # a bad --source: its message alone
         name, path = prepare(Path(tmp), args.source)
         dataset = load_dataset(path)
     split = leave_one_out(dataset.sequences)

@@ -301,7 +301,7 @@ def check_report_settings(settings: dict, source: str) -> None:
 def read_head_weights(path: str | Path) -> dict:
     """The state_dict of a pretrain.pt or heads.pt (scripts/export_study.py heads), for the head
     spectra (scripts/plot_report.py, benchmarks/head_energy.py)."""
-    from s3rec.runtime import load_torch  # here only: torch costs the table scripts two seconds
+    from s3rec.files import load_torch  # here only: torch costs the table scripts two seconds
 
     checkpoint = load_torch(path)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s3rec import runtime
+from s3rec import cli, files, runtime
 from s3rec.batching import chunk_bounds
 from s3rec.config import HEAD_NAMES, ModelConfig, RunConfig, parse_variant, validate
 from s3rec.cuda_graphs import GRID_INPUTS, NEXT_ITEM_INPUTS, GraphedSteps
@@ -94,7 +94,7 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: in
     Returns the pretraining's wall and CPU seconds and its `pretrain` settings."""
     if not Path(path).exists():
         raise FileNotFoundError(f"pretrained checkpoint {path} does not exist (variant {variant} needs it)")
-    saved = runtime.load_torch(path)
+    saved = files.load_torch(path)
     if mistake := mistaken_checkpoint(saved):
         raise ValueError(f"{path}: {mistake}")
     if not (isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict) and "variant" in saved):
@@ -107,7 +107,7 @@ def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: in
         raise ValueError(f"{path} does not fit this finetuning: it was {'; '.join(mismatches)}")
     prefix = "encoder."
     state = {k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)}
-    runtime.load_state(encoder, state, path, "this model")
+    files.load_state(encoder, state, path, "this model")
     log.info("loaded encoder from %s (pretrained %d epochs)", path, saved.get("epoch", -1))
     return {"wall_seconds": float(saved.get("wall_seconds", 0.0)), "cpu_seconds": float(saved.get("cpu_seconds", 0.0)),
             "pretrain": saved.get("config", {}).get("pretrain"),
@@ -151,7 +151,7 @@ def load_pretraining_model(path: Path, dataset: Dataset, data_dir: Path) -> tupl
     PretrainModel it saved (eval mode) and {variant, epoch}: what the benchmarks that score
     checkpoints on one data set (`dataset`, read from `data_dir`) need. A file of other data than
     data_dir's (when it records which), or one that is no pretraining model, is an error naming it."""
-    saved = runtime.load_torch(path)
+    saved = files.load_torch(path)
     if mistake := mistaken_checkpoint(saved):
         raise ValueError(f"{path}: {mistake}")
     if isinstance(saved, dict) and {"config", "state_dict"} <= saved.keys():
@@ -165,7 +165,7 @@ def load_pretraining_model(path: Path, dataset: Dataset, data_dir: Path) -> tupl
                          "(config, model, loop)")
     check_same_data(path, digest, runtime.digest(data_files(data_dir)), str(data_dir))
     model = PretrainModel(RunConfig.from_dict(config), dataset.num_items, dataset.num_attributes)
-    runtime.load_state(model, state, path, "a pretraining model of its own settings")
+    files.load_state(model, state, path, "a pretraining model of its own settings")
     return model.eval(), about
 
 
@@ -326,10 +326,10 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
         "execution": execution | peak_memory(device), "config": recorded_config(cfg, pretraining["pretrain"]),
         "provenance": provenance,
     }
-    runtime.save_torch(out_dir / "finetune.pt", {"config": cfg.to_dict(), "variant": variant, "data_digest": data_digest,
+    files.save_torch(out_dir / "finetune.pt", {"config": cfg.to_dict(), "variant": variant, "data_digest": data_digest,
                                                 "best_epoch": state.best_epoch, "state_dict": state.best_state})
-    runtime.save_frame(out_dir / "ranks.parquet", ranks)
-    runtime.write_json(out_dir / "metrics.json", result)
+    files.save_frame(out_dir / "ranks.parquet", ranks)
+    files.write_json(out_dir / "metrics.json", result)
     (out_dir / "finetune.state.pt").unlink(missing_ok=True)
     log.info("test full NDCG@10 %.4f HR@10 %.4f; %.1f s", metrics.get("full", {}).get("test", {}).get("NDCG@10", float("nan")),
              metrics.get("full", {}).get("test", {}).get("HR@10", float("nan")), result["wall_seconds"]["finetune"])
@@ -527,8 +527,8 @@ def write_pretrained(out_dir: Path, cfg: RunConfig, variant: str, setup: Pretrai
            "instances": len(setup.instances), "parameters": counts, "wall_seconds": seconds, "cpu_seconds": cpu,
            "execution": setup.execution | peak_memory(setup.device), "config": cfg.to_dict(),
            "weights_sha256": runtime.weights_digest(state_dict), "provenance": setup.provenance, **extra}
-    runtime.write_json(out_dir / "pretrain_run.json", run)
-    runtime.save_torch(out_dir / "pretrain.pt", {"config": cfg.to_dict(), "variant": variant, "seed": cfg.seed,
+    files.write_json(out_dir / "pretrain_run.json", run)
+    files.save_torch(out_dir / "pretrain.pt", {"config": cfg.to_dict(), "variant": variant, "seed": cfg.seed,
                                                 "data_digest": setup.data_digest, "epoch": len(history),
                                                 "wall_seconds": seconds, "cpu_seconds": cpu,
                                                 "state_dict": state_dict, **extra})
@@ -545,11 +545,11 @@ def add_run_arguments(parser, several_seeds: bool = False) -> None:
     parser.add_argument("--data", required=True, type=Path, help="prepared data set folder (resources/<name>)")
     variants = "full or r<rank>, e.g. r16" if several_seeds else "none, full, r<rank> (e.g. r16) or authors"
     parser.add_argument("--variant", required=True, help=variants)
-    parser.add_argument("--seed", type=runtime.seed_argument, default=[0] if several_seeds else 0, **several)
-    parser.add_argument("--out-dir", required=True, type=runtime.folder_argument, **several,
+    parser.add_argument("--seed", type=cli.seed_argument, default=[0] if several_seeds else 0, **several)
+    parser.add_argument("--out-dir", required=True, type=cli.folder_argument, **several,
                         help=("run folder, e.g. results/<data>/<preset>-<variant>/seed0" + (" (one per seed)" if several
                               else "/<loss> (none: results/<data>/none/seed0/<loss>)")))
-    parser.add_argument("--settings", type=runtime.json_object, default={},
+    parser.add_argument("--settings", type=cli.json_object, default={},
                         help="JSON object with RunConfig sections, e.g. '{\"finetune\": {\"loss\": \"ce\"}}'")
-    parser.add_argument("--device", type=runtime.device_argument, default=None, help="auto (default), cpu, cuda, cuda:N or cuda:any (the node's least-used card)")
-    parser.add_argument("--threads", type=runtime.positive_int, default=None, help="torch threads (default: SLURM_CPUS_PER_TASK or all)")
+    parser.add_argument("--device", type=cli.device_argument, default=None, help="auto (default), cpu, cuda, cuda:N or cuda:any (the node's least-used card)")
+    parser.add_argument("--threads", type=cli.positive_int, default=None, help="torch threads (default: SLURM_CPUS_PER_TASK or all)")

@@ -1,19 +1,13 @@
-"""Where and how a run executes: device, threads, seeding, provenance, atomic file writes."""
+"""Where and how a run executes: device, threads, seeding, and provenance (the machine, the code,
+digests of input files and of weights). Files it writes: s3rec/files.py; its command line: s3rec/cli.py."""
 from __future__ import annotations
 
-import argparse
-import contextlib
 import ctypes
 import ctypes.util
-import errno
-import glob
 import hashlib
-import json
 import logging
-import math
 import os
 import platform
-import secrets
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -23,7 +17,6 @@ import numpy as np
 import torch
 
 from s3rec import cards
-from s3rec.config import DEVICE_PATTERN, SEED_MAX, DuplicateKey, unique_keys
 
 log = logging.getLogger("s3rec")
 
@@ -52,30 +45,6 @@ def choose_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     return device
-
-
-def device_argument_checked(parser: argparse.ArgumentParser, name: str, compile_mode: str = "none") -> torch.device:
-    """choose_device for a script's --device (and --compile): a device this machine lacks, or a
-    CUDA-graph mode on another device, is the parser's usage error (one line, exit status 2),
-    before any data is read, not a traceback after."""
-    try:
-        device = choose_device(name)
-    except DeviceUnavailable as error:
-        parser.error(f"--device {name}: {error}")
-    if compile_mode.startswith("cuda-graph") and device.type != "cuda":  # cuda-graph-inductor too
-        parser.error(f"--compile {compile_mode} records CUDA graphs: it needs a CUDA device, not {device}")
-    return device
-
-
-def paths_once(parser: argparse.ArgumentParser, option: str, paths: list[Path]) -> list[Path]:
-    """`paths` as given, or the parser's usage error when one file is named twice (a report keyed
-    by path kept one entry of the two without a word)."""
-    seen: dict[Path, Path] = {}
-    for path in paths:
-        if path.resolve() in seen:
-            parser.error(f"{option}: {path} given twice (as {seen[path.resolve()]} before)")
-        seen[path.resolve()] = path
-    return paths
 
 
 def set_threads(threads: int | None) -> int:
@@ -216,226 +185,3 @@ def weights_digest(state_dict: dict) -> str:
     return h.hexdigest()
 
 
-def temporary_name(path: Path) -> str:
-    """The glob of the temporaries atomic_write writes `path` through (what a killed write leaves behind)."""
-    return f".{glob.escape(Path(path).name)}.*.tmp"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file.
-
-    The temporary is created as open() creates files (mode 0666 less the umask, default ACLs
-    applied), not with mkstemp's 0600, so that group members can read results; it is synced
-    before the rename, so a crash just after the rename cannot leave an empty or partial file.
-    """
-    path = Path(path)
-    if path.is_dir():  # else the rename fails late, naming the temporary
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            break
-        except FileExistsError:
-            continue
-        except OSError as error:  # named after the file meant, not its temporary
-            raise OSError(error.errno, error.strerror, str(path)) from None
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-
-    atomic_write(path, write)
-
-
-def save_torch(path: Path, obj: Any) -> None:
-    """torch.save through an open file: given a path, torch names the archive's inner folder after
-    the file, here atomic_write's random temporary name, so equal contents would give different
-    bytes, and a finetuning run (which checks its pretrained file's digest to resume) would start
-    over after that file was merely rewritten."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-    atomic_write(path, write)
-
-
-def save_frame(path: Path, frame) -> None:
-    """A polars frame to CSV or parquet by the file's suffix."""
-    if Path(path).suffix == ".csv":
-        atomic_write(path, frame.write_csv)
-    else:
-        atomic_write(path, frame.write_parquet)
-
-
-class UnreadableCheckpoint(ValueError):
-    """A file that torch.load (weights only) cannot read: truncated, corrupt or not a checkpoint."""
-
-    def __init__(self, path: Path, reason: str):
-        super().__init__(f"{path} is not a readable torch checkpoint ({reason}): delete or regenerate it")
-        self.path, self.reason = path, reason
-
-
-def load_torch(path: Path) -> Any:
-    """torch.load with weights_only=True, never anything else: a checkpoint is data, not code.
-
-    A file that cannot be read (truncated by a kill or a full disk, random bytes, a pickle of
-    other objects) raises UnreadableCheckpoint (a ValueError, so scripts end with one line)
-    naming the path. torch's own message is dropped: it can advise retrying with
-    weights_only=False, which would execute whatever the file holds.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError):
-        raise
-    except OSError as error:
-        if error.errno not in (errno.EINVAL, None):  # a real I/O failure, not the file's content
-            raise
-        cause = type(error).__name__
-    except Exception as error:  # zip, unpickling, EOF, index errors: every way bad bytes fail
-        cause = type(error).__name__
-    reason = f"truncated, corrupt or not a checkpoint at all; torch.load raised {cause}"
-    raise UnreadableCheckpoint(path, reason) from None
-
-
-def load_state(module: torch.nn.Module, state: dict, path: Path | str, what: str) -> None:
-    """module.load_state_dict(state), strictly; a mismatch is a ValueError naming the file and
-    saying in one line what differs (torch's own message lists every key, over many lines)."""
-    try:
-        missing, unexpected = module.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # a tensor of another size: torch's first "size mismatch" line
-        reason = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error))
-    else:  # e.g. a finetune.pt given for a pretrain.pt: the encoder's tensors under other names, no heads
-        reason = "; ".join(f"{len(keys)} {kind} tensors (first {keys[0]})"
-                           for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
-    if reason:
-        raise ValueError(f"{path} does not fit {what}: {reason}")
-
-
-def json_argument(text: str) -> Any:
-    """argparse type: JSON text (argparse names the option in its error)."""
-    try:
-        return json.loads(text, object_pairs_hook=unique_keys)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
-    except DuplicateKey as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def json_object(text: str) -> dict:
-    """argparse type of every script's --settings: a JSON object (a list, say, would fail later
-    as a TypeError deep in the config's reading)."""
-    value = json_argument(text)
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def integer_argument(minimum: int, maximum: int | None = None):
-    """argparse type: an integer in [minimum, maximum]. A count of 0 or below is refused rather
-    than read as "all" or "torch's default" (speed.py's --batches 0 timed whole epochs)."""
-    expected = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-def positive_number(text: str) -> float:
-    """argparse type: a finite number > 0 (a share, a learning rate)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
-
-
-positive_int = integer_argument(1)  # threads, batches, steps, epochs, jobs, ranks
-seed_argument = integer_argument(0, SEED_MAX)
-
-
-def check_destination(path: Path, option: str, folder: bool = False) -> None:
-    """Refuse, before any work, a destination atomic_write would fail on with an OS error: a
-    folder where a file goes (or the reverse), or a file where a folder above it should be."""
-    path = Path(path)
-    if path.exists() and path.is_dir() != folder:
-        expected = "a folder (made when missing)" if folder else "a file's path"
-        raise ValueError(f"{option} {path}: is a {'file' if folder else 'folder'}; expected {expected}")
-    above = next((p for p in path.parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise ValueError(f"{option} {path}: {above} is a file, where a folder is expected")
-    # the folder the first write creates files or folders in; access() answers for a read-only
-    # mount too (EROFS), where a run would otherwise fail after its first epoch
-    parent = path if folder and path.is_dir() else above
-    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {path}: cannot write in {parent} (a read-only file system, or no write "
-                         "permission)")
-
-
-def folder_argument(text: str) -> Path:
-    """argparse type of an output folder (--out-dir): missing (made later) or a folder, below no
-    file; refused at once, not when the run first writes there, after its first epoch."""
-    try:
-        check_destination(Path(text), "", folder=True)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error).strip()) from None
-    return Path(text)
-
-
-def device_argument(text: str) -> str:
-    """argparse type of a --device: what RunConfig.device takes (torch's own error comes late)."""
-    if not DEVICE_PATTERN.match(text):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or cuda:any, got {text!r}")
-    return text
-
-
-@contextlib.contextmanager
-def clear_errors():
-    """Bad input (a wrong config, a missing or mismatched file) ends the script with its message alone."""
-    try:
-        yield
-    except (ValueError, FileNotFoundError) as error:
-        log.error("%s", error)
-        raise SystemExit(2) from error
-    except (IsADirectoryError, NotADirectoryError, PermissionError) as error:  # a path given wrongly
-        expected = {IsADirectoryError: "; expected a file", NotADirectoryError: "; expected a folder"}
-        if error.filename is None or error.strerror is None:  # not about a path after all: as it is
-            log.error("%s", error)
-        else:
-            log.error("%s: %s%s", error.filename, error.strerror.lower(), expected.get(type(error), ""))
-        raise SystemExit(2) from error
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # a full or read-only disk: one line
-            raise
-        log.error("%s: %s (files are written whole or not at all: a rerun can go on from what was saved)",
-                  error.filename or "writing the outputs", (error.strerror or str(error)).lower())
-        raise SystemExit(2) from error
-
-
-def setup_logging(verbose: bool = True) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

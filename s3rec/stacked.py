@@ -36,7 +36,7 @@ import polars as pl
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from s3rec import runs, runtime
+from s3rec import files, runs, runtime
 from s3rec.config import STACKED_COMPILE_MODES, PretrainConfig, RunConfig
 from s3rec.cuda_graphs import GRID_INPUTS, GraphedSteps
 from s3rec.encoder import SelfAttention
@@ -286,7 +286,7 @@ def pretrain_stacked(data_dir: Path, out_dirs: list[Path], cfg: RunConfig, varia
     written = []
     for index, (run_cfg, out_dir) in enumerate(zip(configs, out_dirs)):
         history = [run_row(row, run_cfg.seed, len(seeds)) for row in state.history]
-        runtime.save_frame(out_dir / "pretrain_history.csv", pl.DataFrame(history))
+        files.save_frame(out_dir / "pretrain_history.csv", pl.DataFrame(history))
         written.append(runs.write_pretrained(out_dir, run_cfg, variant, setup, history, stacked.run_state_dict(index),
                                              stacked=group))
     checkpoint.unlink(missing_ok=True)

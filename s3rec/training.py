@@ -17,7 +17,7 @@ from typing import Any, Callable
 import polars as pl
 import torch
 
-from s3rec import runtime
+from s3rec import files, runtime
 
 log = logging.getLogger("s3rec")
 
@@ -56,17 +56,17 @@ def resume(path: Path, config: dict, model: torch.nn.Module, optimizer: torch.op
 
     A checkpoint that cannot be read (a write killed mid-way, a full disk) is moved aside to
     `<name>.corrupt` with a warning and the run starts fresh: it can never block every rerun.
-    Temporaries of a killed write (runtime.atomic_write) are removed: only `path` itself is read.
+    Temporaries of a killed write (files.atomic_write) are removed: only `path` itself is read.
     """
     path = Path(path)
     remove_temporaries([path])
     if not path.exists():
         return LoopState()
     try:
-        saved = runtime.load_torch(path)
+        saved = files.load_torch(path)
         if not (isinstance(saved, dict) and {"config", "model", "optimizer", "loop"} <= saved.keys()):
-            raise runtime.UnreadableCheckpoint(path, "it lacks config, model, optimizer or loop")
-    except runtime.UnreadableCheckpoint as error:
+            raise files.UnreadableCheckpoint(path, "it lacks config, model, optimizer or loop")
+    except files.UnreadableCheckpoint as error:
         aside = _free_name(path.with_name(path.name + ".corrupt"))
         path.replace(aside)
         log.warning("cannot resume from %s, not a readable checkpoint (%s); moved it to %s, starting from epoch 1",
@@ -96,7 +96,7 @@ def _free_name(path: Path) -> Path:
 
 
 def save(path: Path, config: dict, model, optimizer, state: LoopState) -> None:
-    runtime.save_torch(path, {"config": config, "model": model.state_dict(),
+    files.save_torch(path, {"config": config, "model": model.state_dict(),
                               "optimizer": optimizer.state_dict(), "loop": state.__dict__})
 
 
@@ -115,10 +115,10 @@ def remove_earlier_outputs(paths: list[Path]) -> None:
 
 
 def remove_temporaries(paths: list[Path]) -> None:
-    """Delete what a killed write of these files left (runtime.atomic_write's `.<name>.<hex>.tmp`:
+    """Delete what a killed write of these files left (files.atomic_write's `.<name>.<hex>.tmp`:
     a SIGKILL, or SLURM's SIGTERM, skips its clean-up), so a finished folder holds its outputs only."""
     for path in map(Path, paths):
-        for stale in sorted(path.parent.glob(runtime.temporary_name(path))):
+        for stale in sorted(path.parent.glob(files.temporary_name(path))):
             log.warning("removing %s, left by an interrupted write of %s", stale, path.name)
             stale.unlink(missing_ok=True)
 
@@ -166,7 +166,7 @@ def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
                 state.bad_epochs += 1
         state.history.append(row)
         state.epoch = epoch
-        runtime.save_frame(history_path, pl.DataFrame(state.history))
+        files.save_frame(history_path, pl.DataFrame(state.history))
         save(checkpoint, config, model, optimizer, state)
         done_now += 1
         log.info("epoch %d/%d %s%s", epoch, epochs, " ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k != "epoch"),
@@ -175,7 +175,7 @@ def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
         if stop_after is not None and done_now >= stop_after:
             break
     if not done_now and state.history:  # resumed after the last epoch: the history as the checkpoint holds it
-        runtime.save_frame(history_path, pl.DataFrame(state.history))
+        files.save_frame(history_path, pl.DataFrame(state.history))
     return state
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
-from s3rec import intervals, report, report_inputs, runtime
+from s3rec import cli, files, intervals, report, report_inputs
 
 log = logging.getLogger("s3rec")
 
@@ -43,11 +43,11 @@ DEFAULTS = report_inputs.REPORT_DEFAULTS  # --settings' keys and defaults (repor
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metrics", nargs="+", required=True, type=Path, help="metrics.json of every run")
-    parser.add_argument("--out-dir", required=True, type=runtime.folder_argument)
-    parser.add_argument("--settings", type=runtime.json_object, default={}, help="JSON: the config's `report` section")
+    parser.add_argument("--out-dir", required=True, type=cli.folder_argument)
+    parser.add_argument("--settings", type=cli.json_object, default={}, help="JSON: the config's `report` section")
     args = parser.parse_args(argv)
-    runtime.setup_logging()
-    with runtime.clear_errors():  # bad input: its message alone, exit status 2, no table written
+    cli.setup_logging()
+    with cli.clear_errors():  # bad input: its message alone, exit status 2, no table written
         report_inputs.check_report_settings(args.settings, "--settings")
         aggregate(args.metrics, args.out_dir, {**DEFAULTS, **args.settings})
     return 0
@@ -101,10 +101,10 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
     }
     for name, (numbers, pretty, notes) in tables.items():
         # each file through a temporary and a rename: a failure leaves no half-written table
-        runtime.save_frame(out_dir / f"{name}.csv", significant(numbers))
+        files.save_frame(out_dir / f"{name}.csv", significant(numbers))
         footnotes = "".join(f"\n{note}\n" for note in notes)
-        runtime.write_text(out_dir / f"{name}.md", f"{captions[name]}\n\n{report.to_markdown(pretty)}{footnotes}")
-        runtime.write_text(out_dir / f"{name}.tex",
+        files.write_text(out_dir / f"{name}.md", f"{captions[name]}\n\n{report.to_markdown(pretty)}{footnotes}")
+        files.write_text(out_dir / f"{name}.tex",
                    report.to_latex(pretty, caption=captions[name], label=f"tab:{dataset}-{name}", notes=notes))
         log.info("%s table (%s.csv, .md, .tex):\n%s%s", name, out_dir / name, report.to_markdown(pretty),
                  footnotes)

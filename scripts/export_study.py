@@ -53,7 +53,7 @@ from pathlib import Path
 
 import torch
 
-from s3rec import report_inputs, runtime
+from s3rec import cli, files, report_inputs
 from s3rec.config import SEED_MAX, is_seed
 from s3rec.report import LOSSES, pretraining_order  # the report's order and losses
 
@@ -72,7 +72,7 @@ FIGURE_SETTINGS = ("metric", "split", "protocols")  # what scripts/plot_report.p
 
 def copy_files(sources: list[Path], folder: Path) -> list[Path]:
     """Copy each source into `folder` under its name, each through a temporary file + rename."""
-    runtime.check_destination(folder, "copy: --to", folder=True)
+    cli.check_destination(folder, "copy: --to", folder=True)
     missing = [str(s) for s in sources if not s.is_file()]
     if missing:
         more = f" (nor {len(missing) - 1} more: {', '.join(missing[1:])})" if len(missing) > 1 else ""
@@ -85,8 +85,8 @@ def copy_files(sources: list[Path], folder: Path) -> list[Path]:
     targets = []
     for source in sources:
         target = folder / source.name
-        # runtime.atomic_write: the project's one temporary-file-then-rename writer (synced, group-readable)
-        runtime.atomic_write(target, lambda tmp, source=source: shutil.copyfile(source, tmp))
+        # files.atomic_write: the project's one temporary-file-then-rename writer (synced, group-readable)
+        files.atomic_write(target, lambda tmp, source=source: shutil.copyfile(source, tmp))
         log.info("copied %s -> %s (%d bytes)", source, target, target.stat().st_size)
         targets.append(target)
     return targets
@@ -117,7 +117,7 @@ def state_bytes(state: dict) -> int:
 
 def heads_checkpoint(path: Path) -> dict:
     """The checkpoint at `path` with only the heads' tensors in its state dict and no other tensors."""
-    checkpoint = runtime.load_torch(path)
+    checkpoint = files.load_torch(path)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         keys = f" with keys {sorted(map(str, checkpoint))[:8]}" if isinstance(checkpoint, dict) else ""
         raise ValueError(f"{path}: expected a pretrain.pt, a dict with a `state_dict` entry "
@@ -137,7 +137,7 @@ def heads_checkpoint(path: Path) -> dict:
 
 
 def save_heads(checkpoint: dict, out: Path) -> None:
-    runtime.save_torch(out, checkpoint)  # the same bytes from export to export
+    files.save_torch(out, checkpoint)  # the same bytes from export to export
     log.info("wrote %s (%d bytes)", out, out.stat().st_size)
 
 
@@ -225,7 +225,7 @@ def plan_text(plan: dict) -> str:
 
 def write_plan(plan: dict, out: Path) -> None:
     text = plan_text(plan)
-    runtime.write_text(out, text)
+    files.write_text(out, text)
     log.info("wrote %s: data set %s, %d finetunings, %d pretrainings, authors %s, popularity %s",
              out, plan["dataset"], len(plan["finetunings"]), len(plan["pretrainings"]),
              "expected" if plan["authors"] else "not expected", "expected" if plan["popularity"] else "not expected")
@@ -245,21 +245,21 @@ def main(argv: list[str] | None = None) -> int:
     heads.add_argument("--out", required=True, type=Path, help="heads.pt to write")
     plan = commands.add_parser("plan", help="write the study plan (plan.json)")
     plan.add_argument("--dataset", required=True)
-    plan.add_argument("--runs", required=True, type=runtime.json_argument, help="JSON, see above")
-    plan.add_argument("--settings", type=runtime.json_object, default={},
+    plan.add_argument("--runs", required=True, type=cli.json_argument, help="JSON, see above")
+    plan.add_argument("--settings", type=cli.json_object, default={},
                       help="JSON: scripts/aggregate.py's --settings")
     plan.add_argument("--out", required=True, type=Path, help="plan.json to write")
     args = parser.parse_args(argv)
-    runtime.setup_logging()
+    cli.setup_logging()
     started, cpu_started = time.perf_counter(), time.process_time()
-    with runtime.clear_errors():
+    with cli.clear_errors():
         if args.command == "copy":
             copy_files(args.files, args.to)
         elif args.command == "heads":
-            runtime.check_destination(args.out, "heads: --out")
+            cli.check_destination(args.out, "heads: --out")
             save_heads(heads_checkpoint(args.checkpoint), args.out)
         else:
-            runtime.check_destination(args.out, "plan: --out")
+            cli.check_destination(args.out, "plan: --out")
             write_plan(make_plan(args.dataset, args.runs, args.settings), args.out)
     log.info("%s done in %.1f s (%.1f s CPU)", args.command, time.perf_counter() - started,
              time.process_time() - cpu_started)

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from s3rec import runs, runtime
+from s3rec import cli, runs
 from s3rec.config import COMPILE_MODES
 
 
@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="cuda-graph: each fixed-shape step replayed as a CUDA graph; other modes train the "
                              "eager step (RunConfig.compile; default none)")
     args = parser.parse_args(argv)
-    runtime.setup_logging()
-    with runtime.clear_errors():
+    cli.setup_logging()
+    with cli.clear_errors():
         cfg = runs.resolve_config(args.settings, args.variant, args.seed, args.device, args.threads, args.compile)
         runs.finetune(args.data, args.out_dir, cfg, args.variant, pretrained=args.pretrained)
     return 0

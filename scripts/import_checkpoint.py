@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from s3rec import runs, runtime
+from s3rec import cli, files, runs, runtime
 from s3rec.authors import check_shapes, convert_state_dict
 from s3rec.data import load_dataset
 from s3rec.pretraining import PretrainModel
@@ -38,7 +38,7 @@ def import_checkpoint(authors: Path, data_dir: Path, out: Path, variant: str = "
     if not isinstance(settings, dict) or set(settings) - {"model"}:
         raise ValueError(f"--settings: expected a JSON object with only a `model` section (an import's pretraining "
                          f"settings are the paper preset and --epochs), got {settings!r}")
-    theirs = runtime.load_torch(authors)
+    theirs = files.load_torch(authors)
     if not isinstance(theirs, dict) or not all(isinstance(v, torch.Tensor) for v in theirs.values()):
         raise ValueError(f"{authors}: expected a state dict of tensors (the authors' S3RecModel), got {type(theirs).__name__}")
     embeddings = theirs.get("item_embeddings.weight", torch.empty(0, 64))  # absent: check_shapes names it
@@ -59,13 +59,13 @@ def import_checkpoint(authors: Path, data_dir: Path, out: Path, variant: str = "
     except (ValueError, RuntimeError) as error:
         raise ValueError(f"{authors} does not fit {data_dir}: {error}") from error
     # in one line (torch's strict load lists every key: 38 lines for another hidden_size)
-    runtime.load_state(pretrain_model, converted, authors, f"a pretraining model of {data_dir} with these settings")
+    files.load_state(pretrain_model, converted, authors, f"a pretraining model of {data_dir} with these settings")
     checkpoint = {"config": cfg.to_dict(), "variant": variant, "seed": None,  # one import serves every seed
                   "data_digest": runtime.digest(runs.data_files(data_dir)), "epoch": cfg.pretrain.epochs,
                   "wall_seconds": 0.0, "cpu_seconds": 0.0,
                   "source": {"authors_checkpoint": str(authors), "sha256": runtime.digest([authors])},
                   "state_dict": pretrain_model.state_dict()}
-    runtime.save_torch(out, checkpoint)
+    files.save_torch(out, checkpoint)
     log.info("wrote %s (variant %s, %d items, %d attributes, %d layers) from %s in %.1f s", out, variant,
              dataset.num_items, dataset.num_attributes, cfg.model.num_layers, authors, time.perf_counter() - started)
     return checkpoint
@@ -85,13 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="the prepared data set it was trained on (resources/<name>)")
     parser.add_argument("--out", required=True, type=Path, help="pretrain.pt to write")
     parser.add_argument("--variant", default="full", help="variant name recorded in the checkpoint: full (default) or authors")
-    parser.add_argument("--settings", type=runtime.json_object, default={},
+    parser.add_argument("--settings", type=cli.json_object, default={},
                         help="JSON with a `model` section where their model differs from the defaults (e.g. num_heads)")
-    parser.add_argument("--epochs", type=runtime.positive_int, default=None, help="pretraining epochs, if the file name does not say")
+    parser.add_argument("--epochs", type=cli.positive_int, default=None, help="pretraining epochs, if the file name does not say")
     args = parser.parse_args(argv)
-    runtime.setup_logging()
-    with runtime.clear_errors():
-        runtime.check_destination(args.out, "--out")  # before converting, not at the write
+    cli.setup_logging()
+    with cli.clear_errors():
+        cli.check_destination(args.out, "--out")  # before converting, not at the write
         import_checkpoint(args.authors, args.data, args.out, args.variant, args.settings, args.epochs)
     return 0
 

@@ -47,7 +47,7 @@ import sys
 import time
 from pathlib import Path
 
-from s3rec import runtime
+from s3rec import cli, files
 
 log = logging.getLogger("s3rec")
 
@@ -84,14 +84,14 @@ def unfinished_files(study) -> tuple[set[Path], set[Path]]:
 
 def epoch_of(path: Path) -> int:
     """The epochs a training checkpoint (s3rec.training.save) has completed."""
-    saved = runtime.load_torch(path)
+    saved = files.load_torch(path)
     if not (isinstance(saved, dict) and isinstance(saved.get("loop"), dict) and "epoch" in saved["loop"]):
         raise ValueError(f"{path}: not a training checkpoint of s3rec.training (expected a dict with loop.epoch)")
     return int(saved["loop"]["epoch"])
 
 
 def copy(source: Path, target: Path) -> None:
-    runtime.atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+    files.atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def describe(path: Path) -> str:
@@ -173,7 +173,7 @@ def check_parked(parked: list[Path]) -> None:
         if path.name.endswith(".state.pt"):
             epoch_of(path)
         elif path.suffix == ".pt":
-            runtime.load_torch(path)
+            files.load_torch(path)
 
 
 def restore(parking: Path, results: Path, data: Path) -> dict:
@@ -211,11 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", type=Path, default=Path("study"), help="the study folder (config: study_dir)")
     parser.add_argument("--resources", type=Path, default=Path("resources"), help="the prepared data's folder")
     args = parser.parse_args(argv)
-    runtime.setup_logging()
+    cli.setup_logging()
     started = time.perf_counter()
     results, study = args.results / args.dataset, args.study / args.dataset
     parking = args.study / "unfinished" / args.dataset
-    with runtime.clear_errors():
+    with cli.clear_errors():
         if args.command == "park":
             counts = park(results, study, parking)
         else:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from s3rec import plots, report, report_inputs, runtime
+from s3rec import cli, files, plots, report, report_inputs
 from s3rec.data import ATTRIBUTES_FILE, SEQUENCES_FILE, load_dataset
 from s3rec.report_inputs import object_field
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("figure", choices=sorted(FIGURES))
     parser.add_argument("--inputs", nargs="+", required=True)
     parser.add_argument("--out", nargs="+", required=True, type=Path, help="e.g. FIG.png FIG.pdf")
-    parser.add_argument("--settings", type=runtime.json_object, default={})
+    parser.add_argument("--settings", type=cli.json_object, default={})
     args = parser.parse_args(argv)
     formats = plots.figure_formats()  # checked before drawing: else a traceback after it
     for out in args.out:
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--out {out}: expected a file name ending in a figure format ({', '.join(formats)})")
     if len(set(args.out)) < len(args.out):
         parser.error(f"--out: a file given twice in {' '.join(map(str, args.out))}")
-    runtime.setup_logging()
+    cli.setup_logging()
     started, cpu_started = time.perf_counter(), time.process_time()
     try:  # the keys the figures read, as the workflow's schema constrains them: a typo drew blank panels
         unknown = sorted(set(args.settings) - set(DEFAULTS))
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--settings: unknown key {unknown[0]!r}; the figures read {sorted(DEFAULTS)}")
         report_inputs.check_report_settings(args.settings, "--settings")
         for out in args.out:  # before drawing: else a failed write after the first format's file
-            runtime.check_destination(out, "--out")
+            cli.check_destination(out, "--out")
     except ValueError as error:
         parser.error(str(error))
     settings = {**DEFAULTS, **args.settings}
@@ -248,14 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%s from %d input files in %d folders: %s", args.figure, len(args.inputs), len(folders),
              ", ".join(folders) if len(folders) <= 4 else f"{folders[0]} ... {folders[-1]}")
     log.info("settings: %s", json.dumps(settings, sort_keys=True))
-    with runtime.clear_errors():
+    with cli.clear_errors():
         if args.figure != "data_distributions":  # the others draw runs: of one data set, each once
             report.one_dataset(args.inputs)
             report.check_each_run_once(args.inputs)
         fig, drawn = FIGURES[args.figure](args.inputs, settings)
         log.info("drew %s", drawn)
         for out in args.out:  # through a temporary name: a killed run leaves no half-written figure
-            runtime.atomic_write(out, lambda tmp, out=out: plots.save_figure(fig, tmp, suffix=out.suffix))
+            files.atomic_write(out, lambda tmp, out=out: plots.save_figure(fig, tmp, suffix=out.suffix))
             log.info("wrote %s (%d bytes)", out, out.stat().st_size)
     log.info("done in %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)
     return 0

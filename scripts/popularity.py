@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s3rec import runs, runtime
+from s3rec import cli, files, runs, runtime
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset
 from s3rec.evaluation import evaluate
@@ -38,12 +38,12 @@ def popularity_scores(train: list[np.ndarray], num_items: int) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="prepared data set folder (resources/<name>)")
-    parser.add_argument("--out-dir", required=True, type=runtime.folder_argument)
-    parser.add_argument("--settings", type=runtime.json_object, default={}, help="JSON with an `eval` section")
-    parser.add_argument("--threads", type=runtime.positive_int, default=None, help="torch threads (default: SLURM_CPUS_PER_TASK or all)")
+    parser.add_argument("--out-dir", required=True, type=cli.folder_argument)
+    parser.add_argument("--settings", type=cli.json_object, default={}, help="JSON with an `eval` section")
+    parser.add_argument("--threads", type=cli.positive_int, default=None, help="torch threads (default: SLURM_CPUS_PER_TASK or all)")
     args = parser.parse_args(argv)
-    runtime.setup_logging()
-    with runtime.clear_errors():
+    cli.setup_logging()
+    with cli.clear_errors():
         return rank_by_popularity(args)
 
 
@@ -77,8 +77,8 @@ def rank_by_popularity(args: argparse.Namespace) -> int:
         "execution": execution, "config": {"eval": cfg.to_dict()["eval"]}, "provenance": runtime.provenance(),
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    runtime.save_frame(args.out_dir / "ranks.parquet", ranks)
-    runtime.write_json(args.out_dir / "metrics.json", result)
+    files.save_frame(args.out_dir / "ranks.parquet", ranks)
+    files.write_json(args.out_dir / "metrics.json", result)
     for protocol, splits in metrics.items():
         test = splits.get("test", {})
         log.info("%s test: %s", protocol, " ".join(f"{k}={v:.4f}" for k, v in test.items()))

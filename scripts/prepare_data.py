@@ -107,7 +107,7 @@ def fail(message: str) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    # the format of every job's log (runtime.setup_logging's, which would import torch: 2 s)
+    # the format of every job's log (cli.setup_logging's, which would import torch: 2 s)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     started = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from s3rec import runs, runtime, stacked
+from s3rec import cli, runs, stacked
 from s3rec.config import COMPILE_MODES
 
 
@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.seed) != len(args.out_dir):
         parser.error(f"--seed and --out-dir: one folder per seed, got {len(args.seed)} seeds and "
                      f"{len(args.out_dir)} folders")
-    runtime.setup_logging()
-    with runtime.clear_errors():
+    cli.setup_logging()
+    with cli.clear_errors():
         cfg = runs.resolve_config(args.settings, args.variant, args.seed[0], args.device, args.threads, args.compile)
         # the finetuning's evaluation is checked before pretraining only when --settings says it (the
         # workflow gives pretraining jobs no eval section: the defaults would refuse a small data set)

@@ -45,7 +45,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
-from s3rec import report, report_inputs, runtime
+from s3rec import cli, files, report, report_inputs
 from s3rec.report_inputs import object_field
 from s3rec.pretraining import stalled_spans
 
@@ -586,7 +586,7 @@ def log_failure(step: str, error: BaseException) -> None:
 def make_report(study: Study) -> list[str]:
     """runs.md, tables, figures; returns the names of the steps that failed."""
     report = study.folder / "report"
-    runtime.write_text(report / "runs.md", runs_markdown(study))
+    files.write_text(report / "runs.md", runs_markdown(study))
     log.info("wrote %s", report / "runs.md")
     failed = []
     tables = report / "tables"
@@ -624,9 +624,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study_dir", type=Path, help="the study folder of one data set, e.g. study/beauty")
     args = parser.parse_args(argv)
-    runtime.setup_logging()
+    cli.setup_logging()
     started, cpu_started = time.perf_counter(), time.process_time()
-    with runtime.clear_errors():
+    with cli.clear_errors():
         if not args.study_dir.is_dir():
             raise FileNotFoundError(f"study folder {args.study_dir} does not exist")
         study = scan(args.study_dir)

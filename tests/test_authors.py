@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s3rec import runs, runtime
+from s3rec import files, runs
 from s3rec.config import RunConfig
 from s3rec.data import load_dataset, leave_one_out, write_prepared
 from s3rec.pretrain_batches import build_batch, build_instances
@@ -98,7 +98,7 @@ def test_converted_encoder_equals_the_authors_forward_pass(tiny_data, tmp_path, 
     torch.save(theirs, tmp_path / "Tiny-epochs-150.pt")
     out = tmp_path / "pretrain.pt"
     import_checkpoint(tmp_path / "Tiny-epochs-150.pt", tiny_data, out, settings={"model": {"hidden_size": D}})
-    saved = runtime.load_torch(out)
+    saved = files.load_torch(out)
     assert saved["variant"] == "full" and saved["epoch"] == 150 and saved["seed"] is None
     model = PretrainModel(RunConfig.from_dict(saved["config"]), data.num_items, data.num_attributes).double().eval()
     model.load_state_dict(saved["state_dict"])
@@ -216,7 +216,7 @@ def test_authors_beauty_checkpoint_knows_beautys_attributes(tmp_path):
                     "--out", str(prepared)], check=True, capture_output=True)
     import_checkpoint(checkpoint, prepared, tmp_path / "pretrain.pt")
     data = load_dataset(prepared)
-    saved = runtime.load_torch(tmp_path / "pretrain.pt")
+    saved = files.load_torch(tmp_path / "pretrain.pt")
     cfg = RunConfig.from_dict(saved["config"])
     split = leave_one_out(data.sequences[:2000])
     instances = build_instances(split.train, data.item_attributes, data.num_items, data.num_attributes, max_len=50)

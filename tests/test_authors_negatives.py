@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from s3rec import runs, runtime
+from s3rec import files, runs
 from s3rec.authors_data import read_s3rec
 from s3rec.data import DataError, load_dataset, load_sampled_negatives, write_prepared
 from s3rec.evaluation import sample_negatives
@@ -216,7 +216,7 @@ def test_keys_added_later_leave_a_checkpoint_resumable_at_their_old_behaviour(ti
     checkpoint = tmp_path / "part" / "finetune.state.pt"
     cfg = runs.resolve_config({**SETTINGS, "finetune": {**SETTINGS["finetune"], "epochs": 3}}, "none", 0, device="cpu")
     assert runs.finetune(tiny, tmp_path / "part", cfg, "none", stop_after=1) is None
-    saved = runtime.load_torch(checkpoint)
+    saved = files.load_torch(checkpoint)
     assert "negatives" not in saved["config"]["config"]["eval"]
     caplog.set_level("INFO", logger="s3rec")
     runs.finetune(tiny, tmp_path / "part", cfg, "none")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import torch
 
-from s3rec import runtime
+from s3rec import files
 from s3rec.authors import convert_state_dict
 from s3rec.data import leave_one_out, load_dataset, write_prepared
 from s3rec.encoder import Encoder
@@ -61,7 +61,7 @@ def test_both_layouts_of_one_model_give_one_report(tmp_path, capsys):
     torch.save(theirs, tmp_path / "Finetune_full-Tiny-0.pt")
     state = {k.removeprefix("encoder."): v for k, v in convert_state_dict(theirs).items() if k.startswith("encoder.")}
     config = {"model": {"hidden_size": D}}
-    runtime.save_torch(tmp_path / "finetune.pt", {"config": config, "variant": "none", "best_epoch": 1, "state_dict": state})
+    files.save_torch(tmp_path / "finetune.pt", {"config": config, "variant": "none", "best_epoch": 1, "state_dict": state})
 
     assert authors_ranking.main(["--data", str(data), str(tmp_path / "Finetune_full-Tiny-0.pt"),
                                  str(tmp_path / "finetune.pt")]) == 0

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from s3rec import runs, runtime
+from s3rec import files, runs
 from s3rec.config import COMPILE_MODES, RunConfig
 from s3rec.data import write_prepared
 from s3rec.pretraining import LOSS_NAMES
@@ -45,7 +45,7 @@ def history(out):
 
 
 def weights(out):
-    return runtime.load_torch(out / "pretrain.pt")["state_dict"]
+    return files.load_torch(out / "pretrain.pt")["state_dict"]
 
 
 @pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning")  # torch.compile's own imports

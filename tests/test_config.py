@@ -81,9 +81,9 @@ def test_a_settings_key_given_twice_is_refused():
     """Before, json kept the last: {"finetune": {"epochs": 1, "epochs": 1000}} ran past epoch 1."""
     import argparse
 
-    from s3rec import runtime
+    from s3rec import cli
     with pytest.raises(argparse.ArgumentTypeError, match="key 'epochs' given twice in one object"):
-        runtime.json_object('{"finetune": {"epochs": 1, "epochs": 1000}}')
+        cli.json_object('{"finetune": {"epochs": 1, "epochs": 1000}}')
     with pytest.raises(argparse.ArgumentTypeError, match="key 'finetune' given twice"):
-        runtime.json_object('{"finetune": {"epochs": 1}, "finetune": {"lr": 0.1}}')
-    assert runtime.json_object('{"finetune": {"epochs": 1}, "pretrain": {"epochs": 1}}')["pretrain"] == {"epochs": 1}
+        cli.json_object('{"finetune": {"epochs": 1}, "finetune": {"lr": 0.1}}')
+    assert cli.json_object('{"finetune": {"epochs": 1}, "pretrain": {"epochs": 1}}')["pretrain"] == {"epochs": 1}

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import torch
 
-from s3rec import evaluation, runs, runtime
+from s3rec import evaluation, files, runs, runtime
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset
 from s3rec.encoder import Dropout, Encoder, SelfAttention
@@ -269,8 +269,8 @@ def test_a_cuda_graph_run_resumes_and_takes_an_eager_checkpoint(tiny_data, tmp_p
     assert whole["config"]["compile"] == "cuda-graph"
     assert run_pretrain(tiny_data, tmp_path / "parts", "cuda-graph", stop_after=1) is None
     run_pretrain(tiny_data, tmp_path / "parts", "cuda-graph")
-    a = runtime.load_torch(tmp_path / "whole" / "pretrain.pt")["state_dict"]
-    b = runtime.load_torch(tmp_path / "parts" / "pretrain.pt")["state_dict"]
+    a = files.load_torch(tmp_path / "whole" / "pretrain.pt")["state_dict"]
+    b = files.load_torch(tmp_path / "parts" / "pretrain.pt")["state_dict"]
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6, msg=name)
     # an eager run's checkpoint (Adam not capturable) goes on under cuda-graph
@@ -411,7 +411,7 @@ def test_a_stacked_cuda_graph_run_trains_each_seed_as_its_own_and_resumes(tiny_d
         return stacked.pretrain_stacked(tiny_data, [out / "s0", out / "s1"], cfg, "r4", [0, 1], stop_after=stop_after)
 
     def weights(folder):
-        return runtime.load_torch(folder / "pretrain.pt")["state_dict"]
+        return files.load_torch(folder / "pretrain.pt")["state_dict"]
 
     group(no_dropout, tmp_path / "group")
     for seed in (0, 1):

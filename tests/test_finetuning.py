@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import torch
 
-from s3rec import runs, runtime
+from s3rec import files, runs, runtime
 from s3rec.config import ModelConfig
 from s3rec.data import write_prepared
 from s3rec.encoder import Encoder
@@ -267,7 +267,7 @@ def _fake_pretrained(path, variant, hidden_size=16, num_items=40, seed=0, data=N
     state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     digest = runtime.digest(runs.data_files(data)) if data else "0" * 64
     config = {"model": recorded_model} if recorded_model else {}
-    runtime.save_torch(path, {"config": config, "variant": variant, "seed": seed, "data_digest": digest, "epoch": 1,
+    files.save_torch(path, {"config": config, "variant": variant, "seed": seed, "data_digest": digest, "epoch": 1,
                               "state_dict": state})
     return encoder
 
@@ -276,7 +276,7 @@ def test_pretrained_encoder_is_loaded_strictly(tiny_data, tmp_path):
     encoder = _fake_pretrained(tmp_path / "full.pt", "full", data=tiny_data)
     result = run(tiny_data, tmp_path / "ok", variant="full", pretrained=tmp_path / "full.pt", epochs=1)
     assert result["parameters"]["heads"]["aap"] == 16 * 16 + 16
-    loaded = runtime.load_torch(tmp_path / "ok" / "finetune.pt")
+    loaded = files.load_torch(tmp_path / "ok" / "finetune.pt")
     assert loaded["variant"] == "full"
     del encoder
 
@@ -304,7 +304,7 @@ def test_bad_pretrained_checkpoint_is_an_error(tiny_data, tmp_path, case):
         torch.save({"item_embeddings.weight": torch.zeros(3, 2)}, path)
     elif case == "heads_only":  # a study's heads.pt; before: "does not fit this model: 28 missing tensors"
         _fake_pretrained(path, "full", data=tiny_data)
-        torch.save({**runtime.load_torch(path), "state_dict": {"heads.aap.weight": torch.zeros(16, 16)}}, path)
+        torch.save({**files.load_torch(path), "state_dict": {"heads.aap.weight": torch.zeros(16, 16)}}, path)
     elif case == "a_list":  # before: an AttributeError traceback
         torch.save([1, 2], path)
     if case == "no_checkpoint":

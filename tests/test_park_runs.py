@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 
-from s3rec import runs, runtime
+from s3rec import files, runs
 from s3rec.data import write_prepared
 from s3rec.synthetic import SyntheticSpec, generate
 from scripts_import import load_script
@@ -37,10 +37,10 @@ def layout(tmp_path):
 
 
 def checkpoint(path, epoch: int) -> None:
-    runtime.save_torch(path, {"config": {}, "model": {}, "optimizer": {}, "loop": {"epoch": epoch}})
+    files.save_torch(path, {"config": {}, "model": {}, "optimizer": {}, "loop": {"epoch": epoch}})
 
 
-def files(folder) -> list[str]:
+def files_under(folder) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
@@ -58,12 +58,12 @@ def test_a_parked_and_restored_pretraining_ends_where_an_uninterrupted_one_does(
     runs.pretrain(data, tmp_path / "whole", cfg, "r4")
     assert runs.pretrain(data, results / RUN, cfg, "r4", stop_after=1) is None
     main("park", tmp_path)
-    assert files(parking) == [f"{RUN}/pretrain.state.pt"]
+    assert files_under(parking) == [f"{RUN}/pretrain.state.pt"]
     shutil.rmtree(tmp_path / "results")  # the machine is gone; the parked file was committed
     main("restore", tmp_path)
     assert runs.pretrain(data, results / RUN, cfg, "r4") is not None
-    whole = runtime.load_torch(tmp_path / "whole" / "pretrain.pt")["state_dict"]
-    parts = runtime.load_torch(results / RUN / "pretrain.pt")["state_dict"]
+    whole = files.load_torch(tmp_path / "whole" / "pretrain.pt")["state_dict"]
+    parts = files.load_torch(results / RUN / "pretrain.pt")["state_dict"]
     assert all(torch.equal(whole[k], parts[k]) for k in whole)
 
 
@@ -71,15 +71,15 @@ def test_what_is_parked_follows_the_run_until_it_is_in_the_study(layout, tmp_pat
     results, study, parking = layout
     checkpoint(results / RUN / "pretrain.state.pt", 3)
     main("park", tmp_path)
-    assert files(parking) == [f"{RUN}/pretrain.state.pt"]
+    assert files_under(parking) == [f"{RUN}/pretrain.state.pt"]
 
     (results / RUN / "pretrain.state.pt").unlink()  # pretraining done: runs.pretrain deletes its state
-    runtime.save_torch(results / RUN / "pretrain.pt", {"model": {}})  # park reads every checkpoint first
+    files.save_torch(results / RUN / "pretrain.pt", {"model": {}})  # park reads every checkpoint first
     for name in ("pretrain_history.csv", "pretrain_run.json"):
         (results / RUN / name).write_text(name)
     checkpoint(results / RUN / "ce" / "finetune.state.pt", 2)
     main("park", tmp_path)
-    assert files(parking) == [f"{RUN}/ce/finetune.state.pt", f"{RUN}/pretrain.pt",
+    assert files_under(parking) == [f"{RUN}/ce/finetune.state.pt", f"{RUN}/pretrain.pt",
                               f"{RUN}/pretrain_history.csv", f"{RUN}/pretrain_run.json"]
 
     exported = ["pretrain_history.csv", "pretrain_run.json", "heads.pt"] + [  # every run's files in the study
@@ -88,14 +88,14 @@ def test_what_is_parked_follows_the_run_until_it_is_in_the_study(layout, tmp_pat
         (study / RUN / name).parent.mkdir(parents=True, exist_ok=True)
         (study / RUN / name).write_text('{"dataset": "tiny", "seed": 0}')
     main("park", tmp_path)
-    assert files(parking) == [] and not (parking / "seed-r4").exists()
+    assert files_under(parking) == [] and not (parking / "seed-r4").exists()
 
 
 def test_parking_on_a_fresh_machine_deletes_nothing(layout, tmp_path, caplog):
     results, _, parking = layout
     checkpoint(parking / RUN / "pretrain.state.pt", 5)
     main("park", tmp_path)  # results/ is empty: nothing to copy, nothing finished
-    assert files(parking) == [f"{RUN}/pretrain.state.pt"]
+    assert files_under(parking) == [f"{RUN}/pretrain.state.pt"]
     assert not results.exists() and f"nothing to park: {results} does not exist" in caplog.text
 
 
@@ -114,8 +114,8 @@ def test_restore_replaces_an_earlier_checkpoint_and_keeps_a_later_one(layout, tm
     checkpoint(results / RUN / "pretrain.state.pt", 3)
     checkpoint(results / RUN / "bce" / "finetune.state.pt", 7)
     main("restore", tmp_path)
-    assert runtime.load_torch(results / RUN / "pretrain.state.pt")["loop"]["epoch"] == 5
-    assert runtime.load_torch(results / RUN / "bce" / "finetune.state.pt")["loop"]["epoch"] == 7
+    assert files.load_torch(results / RUN / "pretrain.state.pt")["loop"]["epoch"] == 5
+    assert files.load_torch(results / RUN / "bce" / "finetune.state.pt")["loop"]["epoch"] == 7
     assert "after epoch 7" in caplog.text and "1 restored, 1 kept" in caplog.text
 
 
@@ -132,7 +132,7 @@ def test_a_damaged_parked_checkpoint_stops_the_restore_before_anything_is_copied
     with pytest.raises(SystemExit) as exit_:
         main("restore", tmp_path)
     assert exit_.value.code == 2 and str(whole) in caplog.text
-    assert files(results) == []
+    assert files_under(results) == []
 
 
 def test_park_keeps_a_parked_checkpoint_that_is_further_along(layout, tmp_path, caplog):
@@ -143,11 +143,11 @@ def test_park_keeps_a_parked_checkpoint_that_is_further_along(layout, tmp_path, 
     checkpoint(parking / RUN / "pretrain.state.pt", 60)
     checkpoint(results / RUN / "pretrain.state.pt", 5)
     main("park", tmp_path)
-    assert runtime.load_torch(parking / RUN / "pretrain.state.pt")["loop"]["epoch"] == 60
+    assert files.load_torch(parking / RUN / "pretrain.state.pt")["loop"]["epoch"] == 60
     assert "after epoch 60" in caplog.text and "0 copied, 0 unchanged, 1 kept" in caplog.text
     checkpoint(results / RUN / "pretrain.state.pt", 61)  # further along: parked
     main("park", tmp_path)
-    assert runtime.load_torch(parking / RUN / "pretrain.state.pt")["loop"]["epoch"] == 61
+    assert files.load_torch(parking / RUN / "pretrain.state.pt")["loop"]["epoch"] == 61
 
 
 def test_an_unreadable_checkpoint_in_results_stops_the_restore_before_anything_is_copied(layout, tmp_path, caplog):
@@ -161,7 +161,7 @@ def test_an_unreadable_checkpoint_in_results_stops_the_restore_before_anything_i
     with pytest.raises(SystemExit) as exit_:
         main("restore", tmp_path)
     assert exit_.value.code == 2 and str(damaged) in caplog.text
-    assert files(results) == [f"{RUN}/pretrain.state.pt"]  # the finetuning's was not restored first
+    assert files_under(results) == [f"{RUN}/pretrain.state.pt"]  # the finetuning's was not restored first
 
 
 def test_a_missing_or_bad_plan_is_a_clear_error(tmp_path, caplog):
@@ -196,7 +196,7 @@ def test_a_stacked_group_is_named_as_not_parked(layout, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="s3rec"):
         main("park", tmp_path)
     assert f"not parked: {group}, a group of seeds pretrained as one" in caplog.text
-    assert files(parking) == []
+    assert files_under(parking) == []
 
 
 def test_a_corrupt_checkpoint_in_results_stops_park_before_anything_is_copied(layout, tmp_path, caplog):
@@ -211,4 +211,4 @@ def test_a_corrupt_checkpoint_in_results_stops_park_before_anything_is_copied(la
         with pytest.raises(SystemExit) as exit_:
             main("park", tmp_path)
         assert exit_.value.code == 2 and str(damaged) in caplog.text
-        assert files(parking) == []
+        assert files_under(parking) == []

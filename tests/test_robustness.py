@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import torch
 
-from s3rec import evaluation, runtime, training
+from s3rec import cli, evaluation, files, runtime, training
 from s3rec.config import EvalConfig
 from s3rec.data import write_prepared
 from s3rec.synthetic import SyntheticSpec, generate
@@ -45,7 +45,7 @@ def test_load_torch_rejects_unreadable_files_with_a_clear_message(tmp_path):
         path = tmp_path / f"{name}.pt"
         path.write_bytes(content)
         with pytest.raises(ValueError) as info:
-            runtime.load_torch(path)
+            files.load_torch(path)
         message = str(info.value)
         assert str(path) in message and "not a readable torch checkpoint" in message, (name, message)
         assert "weights_only" not in message, (name, message)
@@ -55,9 +55,9 @@ def test_load_torch_rejects_unreadable_files_with_a_clear_message(tmp_path):
 def test_load_torch_still_loads_good_files_and_reports_missing_ones(tmp_path):
     path = tmp_path / "ok.pt"
     path.write_bytes(_checkpoint_bytes(tmp_path))
-    assert torch.equal(runtime.load_torch(path)["state_dict"]["w"], torch.arange(300.0))
+    assert torch.equal(files.load_torch(path)["state_dict"]["w"], torch.arange(300.0))
     with pytest.raises(FileNotFoundError):
-        runtime.load_torch(tmp_path / "missing.pt")
+        files.load_torch(tmp_path / "missing.pt")
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_a_torch_file_that_is_no_resume_checkpoint_is_moved_aside(tmp_path):
 
 def test_a_stale_temporary_of_a_killed_write_is_removed_and_never_read(tmp_path):
     _loop(tmp_path, epochs=2, stop_after=1)
-    stale = tmp_path / ".x.state.pt.k1ll3d.tmp"  # what runtime.atomic_write leaves when killed mid-write
+    stale = tmp_path / ".x.state.pt.k1ll3d.tmp"  # what files.atomic_write leaves when killed mid-write
     stale.write_bytes(b"half a checkpoint")
     other = tmp_path / ".other.pt.k1ll3d.tmp"  # another file's temporary is not ours to remove
     other.write_bytes(b"x")
@@ -213,11 +213,11 @@ def test_negatives_drawn_up_front_are_the_ones_evaluate_uses(monkeypatch):
 def test_written_files_follow_the_umask(tmp_path, umask, mode):
     previous = os.umask(umask)
     try:
-        runtime.write_json(tmp_path / "a.json", {"x": 1})
-        runtime.save_torch(tmp_path / "b.pt", {"x": torch.zeros(2)})
-        runtime.save_frame(tmp_path / "c.csv", pl.DataFrame({"x": [1]}))
-        runtime.save_frame(tmp_path / "d.parquet", pl.DataFrame({"x": [1]}))
-        runtime.write_json(tmp_path / "a.json", {"x": 2})  # replacing a file too
+        files.write_json(tmp_path / "a.json", {"x": 1})
+        files.save_torch(tmp_path / "b.pt", {"x": torch.zeros(2)})
+        files.save_frame(tmp_path / "c.csv", pl.DataFrame({"x": [1]}))
+        files.save_frame(tmp_path / "d.parquet", pl.DataFrame({"x": [1]}))
+        files.write_json(tmp_path / "a.json", {"x": 2})  # replacing a file too
     finally:
         os.umask(previous)
     for name in ("a.json", "b.pt", "c.csv", "d.parquet"):
@@ -226,9 +226,9 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
 
 
 def test_a_failed_write_leaves_no_temporary_and_keeps_the_old_file(tmp_path):
-    runtime.write_json(tmp_path / "a.json", {"x": 1})
+    files.write_json(tmp_path / "a.json", {"x": 1})
     with pytest.raises(TypeError):
-        runtime.write_json(tmp_path / "a.json", {"x": object()})
+        files.write_json(tmp_path / "a.json", {"x": object()})
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
     assert (tmp_path / "a.json").read_text().strip().endswith("}")
 
@@ -290,11 +290,11 @@ def test_popularity_refuses_settings_beside_eval(tmp_path, caplog):
 
 
 def test_integer_argument_takes_its_bounds():
-    assert runtime.integer_argument(0)("0") == 0
-    assert runtime.seed_argument(str(2**32 - 1)) == 2**32 - 1
+    assert cli.integer_argument(0)("0") == 0
+    assert cli.seed_argument(str(2**32 - 1)) == 2**32 - 1
     with pytest.raises(argparse.ArgumentTypeError, match=r"expected an integer in \[0, 4294967295\], got '4294967296'"):
-        runtime.seed_argument(str(2**32))
-    assert runtime.device_argument("cuda:3") == "cuda:3"
+        cli.seed_argument(str(2**32))
+    assert cli.device_argument("cuda:3") == "cuda:3"
 
 
 def test_a_folder_where_a_file_goes_is_named_without_a_traceback(tmp_path, caplog):
@@ -302,13 +302,13 @@ def test_a_folder_where_a_file_goes_is_named_without_a_traceback(tmp_path, caplo
     (import_checkpoint --out): before, an IsADirectoryError traceback, the write's naming its
     temporary file after the work was done."""
     with pytest.raises(IsADirectoryError):
-        runtime.atomic_write(tmp_path, lambda tmp: tmp.write_text("x"))
+        files.atomic_write(tmp_path, lambda tmp: tmp.write_text("x"))
     assert sorted(tmp_path.parent.glob(f".{tmp_path.name}.*.tmp")) == []
     with pytest.raises(SystemExit) as stop:
         load_script("aggregate", "scripts").main(["--metrics", str(tmp_path), "--out-dir", str(tmp_path / "t")])
     assert stop.value.code == 2 and f"{tmp_path}: is a directory; expected a file" in caplog.text
     assert not (tmp_path / "t").exists()
-    with pytest.raises(SystemExit) as stop, runtime.clear_errors():
+    with pytest.raises(SystemExit) as stop, cli.clear_errors():
         (tmp_path / "file").write_text("x")
         (tmp_path / "file" / "inside").write_text("x")
     assert stop.value.code == 2 and f"{tmp_path / 'file' / 'inside'}: not a directory; expected a folder" in caplog.text
@@ -328,11 +328,11 @@ def test_a_full_disk_is_one_line_and_other_os_errors_pass_through(caplog):
     import os
 
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "out/.pretrain.state.pt.1a2b.tmp")
-    with pytest.raises(SystemExit) as stop, runtime.clear_errors():
+    with pytest.raises(SystemExit) as stop, cli.clear_errors():
         raise full
     assert stop.value.code == 2
     assert "out/.pretrain.state.pt.1a2b.tmp: no space left on device (files are written whole" in caplog.text
-    with pytest.raises(ConnectionResetError), runtime.clear_errors():  # not about the disk: as it was
+    with pytest.raises(ConnectionResetError), cli.clear_errors():  # not about the disk: as it was
         raise ConnectionResetError(errno.ECONNRESET, "reset")
 
 
@@ -382,7 +382,7 @@ def test_an_out_dir_that_cannot_be_written_is_a_usage_error(read_only_folder, ca
 def test_a_write_that_cannot_start_names_the_file_meant(read_only_folder):
     """Before, the error named the temporary (`.metrics.json.<hex>.tmp`), a file the user never asked for."""
     with pytest.raises(OSError) as error:
-        runtime.write_text(read_only_folder / "metrics.json", "{}")
+        files.write_text(read_only_folder / "metrics.json", "{}")
     assert error.value.filename == str(read_only_folder / "metrics.json")
     with pytest.raises(ValueError, match=f"--out {read_only_folder / 'a.pt'}: cannot write in {read_only_folder}"):
-        runtime.check_destination(read_only_folder / "a.pt", "--out")
+        cli.check_destination(read_only_folder / "a.pt", "--out")

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import torch
 
-from s3rec import runs, runtime
+from s3rec import files, runs, runtime
 from s3rec.data import write_prepared
 from s3rec.synthetic import SyntheticSpec, generate
 from s3rec.training import time_left
@@ -37,8 +37,8 @@ def test_pretraining_is_deterministic_and_resumable(tiny_data, tmp_path):
     assert pretrain(tiny_data, tmp_path / "parts", stop_after=1) is None
     assert not (tmp_path / "parts" / "pretrain.pt").exists()
     pretrain(tiny_data, tmp_path / "parts")
-    a = runtime.load_torch(tmp_path / "whole" / "pretrain.pt")["state_dict"]
-    b = runtime.load_torch(tmp_path / "parts" / "pretrain.pt")["state_dict"]
+    a = files.load_torch(tmp_path / "whole" / "pretrain.pt")["state_dict"]
+    b = files.load_torch(tmp_path / "parts" / "pretrain.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     history = pl.read_csv(tmp_path / "whole" / "pretrain_history.csv")
     assert {"epoch", "loss", "aap", "mip", "map", "sp", "seconds", "instances", "instances_per_s"} <= set(history.columns)
@@ -120,9 +120,9 @@ def test_scripts_pretrain_then_finetune(tiny_data, tmp_path):
     # which weights it started from: those the pretraining recorded, a digest of pretrain.pt's tensors
     pretrained = json.loads((out / "pretrain_run.json").read_text())["weights_sha256"]
     assert metrics["pretrained_weights_sha256"] == pretrained
-    assert pretrained == runtime.weights_digest(runtime.load_torch(out / "pretrain.pt")["state_dict"])
+    assert pretrained == runtime.weights_digest(files.load_torch(out / "pretrain.pt")["state_dict"])
     # the finetuned model names its data set, as the pretrained one does (authors_ranking checks it)
-    assert runtime.load_torch(out / "finetune.pt")["data_digest"] == runtime.digest(runs.data_files(tiny_data))
+    assert files.load_torch(out / "finetune.pt")["data_digest"] == runtime.digest(runs.data_files(tiny_data))
     assert metrics["provenance"]["versions"]["torch"] == version("torch")
     assert metrics["provenance"]["git_sha"]
     ranks = pl.read_parquet(out / "ranks.parquet")

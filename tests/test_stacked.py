@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import torch
 
-from s3rec import runs, runtime, stacked
+from s3rec import files, runs, runtime, stacked
 from s3rec.config import RunConfig
 from s3rec.cuda_graphs import GRID_INPUTS
 from s3rec.data import leave_one_out, load_dataset, write_prepared
@@ -41,7 +41,7 @@ def tiny_data(tmp_path_factory):
 
 
 def weights(folder) -> dict[str, torch.Tensor]:
-    return runtime.load_torch(folder / "pretrain.pt")["state_dict"]
+    return files.load_torch(folder / "pretrain.pt")["state_dict"]
 
 
 def largest_difference(a: dict, b: dict) -> float:
@@ -183,7 +183,7 @@ def test_stacked_pretraining_ends_where_each_seeds_own_run_ends(tiny_data, tmp_p
         assert run["seed"] == seed and run["stacked"]["seeds"] == [0, 1]
         assert run["wall_seconds"] == pytest.approx(group["seconds"].sum() / 2)
         assert run["stacked"]["wall_seconds"] == pytest.approx(group["seconds"].sum())
-        saved = runtime.load_torch(tmp_path / f"g{seed}" / "pretrain.pt")
+        saved = files.load_torch(tmp_path / f"g{seed}" / "pretrain.pt")
         assert (saved["seed"], saved["config"]["seed"], saved["stacked"]["seeds"]) == (seed, seed, [0, 1])
     assert not (tmp_path / "g0" / stacked.GROUP_CHECKPOINT).exists()
 

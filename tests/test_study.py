@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import torch
 
-from s3rec import report, runs, runtime
+from s3rec import files, report, runs
 from s3rec.data import leave_one_out, load_dataset
 from scripts_import import load_script
 from test_runs import SETTINGS, tiny_data  # noqa: F401  (a fixture)
@@ -32,8 +32,8 @@ def test_copy_writes_each_file_through_a_temporary_name(tmp_path, monkeypatch):
     (sources / "metrics.json").write_text('{"a": 1}\n')
     (sources / "ranks.parquet").write_bytes(b"\x00\x01binary")
     written = []
-    real_replace = runtime.os.replace
-    monkeypatch.setattr(runtime.os, "replace", lambda src, dst: (written.append((src, dst)), real_replace(src, dst)))
+    real_replace = files.os.replace
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (written.append((src, dst)), real_replace(src, dst)))
     out = tmp_path / "study" / "toy" / "none" / "seed0" / "bce"
     assert export.main(["copy", str(sources / "metrics.json"), str(sources / "ranks.parquet"), "--to", str(out)]) == 0
     assert (out / "metrics.json").read_text() == '{"a": 1}\n'
@@ -99,7 +99,7 @@ def test_heads_keeps_the_head_tensors_and_the_metadata(pretrained, tmp_path, cap
     checkpoint = pretrained / "pretrain.pt"
     out = tmp_path / "heads.pt"
     assert export.main(["heads", str(checkpoint), "--out", str(out)]) == 0
-    full, heads = runtime.load_torch(checkpoint), runtime.load_torch(out)
+    full, heads = files.load_torch(checkpoint), files.load_torch(out)
     assert set(heads["state_dict"]) == {k for k in full["state_dict"] if k.startswith("heads.")}
     assert {"heads.aap.U", "heads.aap.V", "heads.map.U", "heads.mip.weight", "heads.sp.weight"} <= set(heads["state_dict"])
     assert all(torch.equal(heads["state_dict"][k], full["state_dict"][k]) for k in heads["state_dict"])
@@ -117,7 +117,7 @@ def test_heads_keeps_the_head_tensors_and_the_metadata(pretrained, tmp_path, cap
 
 
 def test_heads_drops_other_tensor_entries(pretrained, tmp_path):
-    checkpoint = runtime.load_torch(pretrained / "pretrain.pt")
+    checkpoint = files.load_torch(pretrained / "pretrain.pt")
     checkpoint["optimizer"] = {"state": {0: {"exp_avg": torch.zeros(1000)}}, "param_groups": [{"lr": 0.001}]}
     path = tmp_path / "pretrain.pt"
     torch.save(checkpoint, path)
@@ -139,7 +139,7 @@ def test_heads_of_a_checkpoint_without_heads_is_an_error(tmp_path, caplog):
 
 def test_segment_scores_of_a_pretraining_and_of_its_state_file(pretrained, tiny_data, tmp_path, capsys):  # noqa: F811
     segment_scores = load_script("segment_scores", folder="benchmarks")
-    checkpoint = runtime.load_torch(pretrained / "pretrain.pt")
+    checkpoint = files.load_torch(pretrained / "pretrain.pt")
     # the same weights as a running job's pretrain.state.pt, with an SP head that scores every pair 0
     state = {k: (torch.zeros_like(v) if k.startswith("heads.sp.") else v) for k, v in checkpoint["state_dict"].items()}
     state_file = tmp_path / "pretrain.state.pt"
@@ -184,7 +184,7 @@ def test_checkpoint_benchmarks_refuse_other_data_or_another_model(pretrained, ti
                                                                   benchmark):
     """runs.load_pretraining_model, which the three share: before, a checkpoint of other data was
     scored (continue_pretraining, compare_pretraining) and one without heads a torch traceback."""
-    checkpoint = runtime.load_torch(pretrained / "pretrain.pt")
+    checkpoint = files.load_torch(pretrained / "pretrain.pt")
     heads = [k for k in checkpoint["state_dict"] if k.startswith("heads.")]
     cases = {"other.pt": ({**checkpoint, "data_digest": "0" * 64}, " was trained on other data than"),
              "encoder.pt": ({**checkpoint, "state_dict": {k: v for k, v in checkpoint["state_dict"].items()
