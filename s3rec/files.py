@@ -9,9 +9,10 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("s3rec")
 
@@ -69,6 +70,8 @@ def save_torch(path: Path, obj: Any) -> None:
     the file, here atomic_write's random temporary name, so equal contents would give different
     bytes, and a finetuning run (which checks its pretrained file's digest to resume) would start
     over after that file was merely rewritten."""
+    import torch  # here and in load_torch only: the table scripts write files without torch
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
@@ -99,6 +102,8 @@ def load_torch(path: Path) -> Any:
     naming the path. torch's own message is dropped: it can advise retrying with
     weights_only=False, which would execute whatever the file holds.
     """
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError):

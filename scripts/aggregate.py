@@ -16,9 +16,11 @@ authors; popularity, not finetuned) and its seed, all read from metrics.json. Wr
   the formatted table.
 - difference: within each loss, every rank minus its preset's full (the claim under test), and
   each preset's full minus none and minus authors, in the per-user metric, with a paired
-  bootstrap interval over users (and seeds). A rank whose full is missing is left out (logged,
-  and named below the table in its .md and .tex); a comparison on one common seed, whose
-  interval covers users only, stays in the table and is named below it.
+  bootstrap interval over users (and seeds) and a t interval over the seeds' mean differences
+  (none on one seed); a note names each comparison where only one of the two excludes 0. A
+  rank whose full is missing is left out (logged, and named below the table in its .md and
+  .tex); a comparison on one common seed, whose interval covers users only, stays in the table
+  and is named below it.
 Bad input (a malformed metrics.json or ranks.parquet, a run given twice, a --settings value of
 the wrong type or range) ends it with exit status 2 and a message naming the file or key; each
 table file is written through a temporary file and a rename.

@@ -115,6 +115,19 @@ def test_aggregate_prints_the_message_alone_without_a_traceback(runs, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("script", ["aggregate", "plot_report"])
+def test_the_table_and_figure_scripts_start_without_torch(script):
+    """They run once per table set and per figure: importing torch (about 2 s) for file writes
+    and argument checks they share with training was most of their start-up."""
+    check = ("import runpy, sys; sys.argv = ['x', '--help']\n"
+             f"try: runpy.run_path({str(REPO / 'scripts' / (script + '.py'))!r}, run_name='__main__')\n"
+             "except SystemExit: pass\n"
+             "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
 # ---------------------------------------------------------------- A: ranks.parquet
 
 
