@@ -418,12 +418,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": runtime.cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__}
 
 

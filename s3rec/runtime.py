@@ -103,14 +103,31 @@ def epoch_generators(seed: int | tuple[int, ...], epoch: int):
 
 def describe_execution(device: torch.device | str) -> dict[str, Any]:
     """Where this process actually computes: the concrete device ("cpu", "cuda:0"; a bare "cuda"
-    resolved to the current GPU), the GPU's name on CUDA, and torch's intra-op thread count."""
+    resolved to the current GPU), the GPU's name on CUDA, and torch's intra-op thread count.
+
+    On a CPU also its model and the vector instructions torch's kernels use (AVX2, AVX512),
+    which torch picks per CPU: the study's `none` finetuning, rerun at its own commit with the
+    same packages and one thread on a later machine, began with another loss in the 8th digit
+    and ended with a tenth of a percent of its ranks one place apart. Runs made before this was
+    recorded name no CPU (README, "Reproduction")."""
     device = torch.device(device)
     described: dict[str, Any] = {"device": str(device)}
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         described = {"device": f"cuda:{index}", "gpu": torch.cuda.get_device_name(index)}
+    else:
+        described.update(cpu=cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability())
     described["threads"] = torch.get_num_threads()
     return described
+
+
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (Linux), else platform's guess, else "unknown"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
 
 
 def to_device(tensors: dict[str, torch.Tensor], device: torch.device | str,

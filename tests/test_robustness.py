@@ -235,7 +235,10 @@ def test_a_failed_write_leaves_no_temporary_and_keeps_the_old_file(tmp_path):
 
 # 12: which device and how many threads actually ran.
 def test_describe_execution_on_cpu():
-    assert runtime.describe_execution(torch.device("cpu")) == {"device": "cpu", "threads": torch.get_num_threads()}
+    assert runtime.describe_execution(torch.device("cpu")) == {
+        "device": "cpu", "cpu": runtime.cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads()}
+    assert runtime.cpu_model() != "unknown" and runtime.describe_execution("cpu")["cpu_capability"]
     assert runtime.describe_execution("cpu")["device"] == "cpu"
     assert "torch_threads" not in runtime.provenance() and "threads" not in runtime.provenance()
 
