@@ -292,6 +292,8 @@ def execution_of(recorded: dict) -> tuple[str, str]:
     device = str(execution.get("device") or "not recorded")
     if execution.get("gpu"):
         device += f" ({execution['gpu']})"
+    elif execution.get("cpu"):  # recorded since 2026-12-05: the numbers' last digits depend on it
+        device += f" ({execution['cpu']}, {execution.get('cpu_capability') or 'instruction set not recorded'})"
     threads = execution.get("threads")
     return device, str(threads) if threads is not None else "not recorded"
 

@@ -298,6 +298,12 @@ def fake_pretraining(folder, variant, seed, wall=100.0, cpu=90.0, sp=(0.3,), pai
     torch.save({"variant": variant, "state_dict": {"heads.aap.weight": torch.eye(4)}}, folder / "heads.pt")
 
 
+def test_execution_names_the_cpu_where_recorded():
+    cpu = {"device": "cpu", "cpu": "AMD EPYC", "cpu_capability": "AVX2", "threads": 1}
+    assert report_study.execution_of({"execution": cpu}) == ("cpu (AMD EPYC, AVX2)", "1")
+    assert report_study.execution_of({"execution": {"device": "cpu", "threads": 2}}) == ("cpu", "2")  # before
+
+
 @pytest.fixture
 def fabricated_study(tmp_path):
     """Planned: none, seed-full x seeds 0, 1 x loss bce; authors; popularity. Present: all but
