@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -69,7 +70,9 @@ def paired(root: Path, arm: str, reference: str) -> dict:
     for protocol in ("full", "sampled"):
         difference = paired_difference(ranks, "", arm, reference, protocol, "test", "NDCG@10")
         result[protocol] = dict(zip(("difference", "ci_low", "ci_high"), paired_bootstrap(difference)))
-        result[protocol].update(zip(("seeds_ci_low", "seeds_ci_high"), seeds_t_interval(difference)))
+        # none on one seed: null in the JSON (NaN is no JSON), "–" in the line
+        result[protocol].update(zip(("seeds_ci_low", "seeds_ci_high"),
+                                    (None if math.isnan(v) else v for v in seeds_t_interval(difference))))
     return result
 
 
@@ -113,8 +116,8 @@ def print_tables(args: argparse.Namespace) -> None:
         result = paired(args.root, *args.paired)
         print(json.dumps(result, indent=1) if args.json else " ".join(
             [f"{result['arm']} − {result['reference']}, seeds {', '.join(result['seeds'])}:"]
-            + [f"{p} {d['difference']:+.4f} bootstrap [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
-               f" t over seeds [{d['seeds_ci_low']:+.4f}, {d['seeds_ci_high']:+.4f}]"
+            + [f"{p} {d['difference']:+.4f} bootstrap [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] t over seeds "
+               + (f"[{d['seeds_ci_low']:+.4f}, {d['seeds_ci_high']:+.4f}]" if d["seeds_ci_low"] is not None else "–")
                for p, d in result.items() if p in ("full", "sampled")]))
         return
     if args.sampled is not None:

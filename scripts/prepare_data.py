@@ -25,6 +25,7 @@ import sys
 import time
 from typing import NoReturn
 
+from s3rec import cli
 from s3rec.amazon import read_amazon
 from s3rec.authors_data import read_s3rec
 from s3rec.data import DataError, OutputRefused, Prepared, check_output_dir, write_prepared
@@ -107,9 +108,7 @@ def fail(message: str) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    # the format of every job's log (cli.setup_logging's, which would import torch: 2 s)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    cli.setup_logging()  # the format of every job's log
     started = time.perf_counter()
     try:
         check_output_dir(args.out, args.force)  # before reading the input: refuse at once

@@ -702,6 +702,21 @@ def test_reproduction_table_t_interval_spans_the_seeds(tmp_path, capsys):
     assert result["full"]["ci_low"] >= min(means) - 1e-9  # the bootstrap stays within the seeds' range
 
 
+def test_reproduction_table_on_one_seed_has_no_t_interval(tmp_path, capsys):
+    for arm, rank in (("better", 1), ("reference", 3)):
+        run = tmp_path / arm / "seed0"
+        run.mkdir(parents=True)
+        pl.DataFrame({"user_id": [1, 2], "split": ["test"] * 2, "protocol": ["full", "sampled"], "rank": [rank] * 2},
+                     schema={"user_id": pl.Int32, "split": pl.Utf8, "protocol": pl.Utf8, "rank": pl.Int32}
+                     ).write_parquet(run / "ranks.parquet")
+    reproduction_table = load_script("reproduction_table", folder="benchmarks")
+    reproduction_table.main([str(tmp_path), "--paired", "better", "reference", "--json"])
+    result = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"{name} is no JSON"))
+    assert result["full"]["seeds_ci_low"] is None and result["full"]["seeds_ci_high"] is None
+    reproduction_table.main([str(tmp_path), "--paired", "better", "reference"])
+    assert "full +0.5000 bootstrap [+0.5000, +0.5000] t over seeds –" in capsys.readouterr().out
+
+
 def test_reproduction_table_sampled_columns_are_the_authors(tmp_path, capsys):
     for seed, mrr in ((0, 0.30), (1, 0.34)):
         run = tmp_path / "lastfm_none_sampled" / f"seed{seed}"
