@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
 import polars as pl
 
 from s3rec import cli, report_inputs
-from s3rec.intervals import paired_bootstrap, seeds_t_interval
+from s3rec.intervals import paired_intervals
 from s3rec.report import paired_difference
 
 
@@ -69,10 +68,7 @@ def paired(root: Path, arm: str, reference: str) -> dict:
     result = {"arm": arm, "reference": reference, "seeds": seeds}
     for protocol in ("full", "sampled"):
         difference = paired_difference(ranks, "", arm, reference, protocol, "test", "NDCG@10")
-        result[protocol] = dict(zip(("difference", "ci_low", "ci_high"), paired_bootstrap(difference)))
-        # none on one seed: null in the JSON (NaN is no JSON), "–" in the line
-        result[protocol].update(zip(("seeds_ci_low", "seeds_ci_high"),
-                                    (None if math.isnan(v) else v for v in seeds_t_interval(difference))))
+        result[protocol] = paired_intervals(difference)  # the t interval null on one seed (NaN is no JSON)
     return result
 
 

@@ -3,6 +3,7 @@ metric differences (report.paired_difference) in, a mean and its uncertainty out
 
 - `paired_bootstrap`: percentile interval, users and seeds resampled on the grid.
 - `seeds_t_interval`: Student-t interval over the seeds' mean differences, users held fixed.
+- `paired_intervals`: the mean with both, as the difference table and reproduction_table state them.
 - `variance_components`: how the difference varies between seeds, between users and in their
   interaction, and so how many seeds an interval of a given width needs (benchmarks/seeds_needed.py).
 - `intervals_exclude_zero`: the significance the report marks: both intervals leave out 0.
@@ -83,6 +84,18 @@ def seeds_t_interval(difference: np.ndarray, confidence: float = 0.95) -> tuple[
         return math.nan, math.nan
     half = t_quantile(confidence, len(seed_means) - 1) * seed_means.std(ddof=1) / math.sqrt(len(seed_means))
     return float(seed_means.mean() - half), float(seed_means.mean() + half)
+
+
+def paired_intervals(difference: np.ndarray, samples: int = 2000, seed: int = 0, confidence: float = 0.95,
+                     resample_seeds: bool = True) -> dict:
+    """The mean difference with both of its intervals, as the report states them: `ci_low`,
+    `ci_high` (paired_bootstrap) and `seeds_ci_low`, `seeds_ci_high` (seeds_t_interval; None on
+    one seed, where there is none)."""
+    mean, low, high = paired_bootstrap(difference, samples, seed, confidence, resample_seeds)
+    seeds_low, seeds_high = seeds_t_interval(difference, confidence)
+    none_if_nan = (lambda v: None if math.isnan(v) else v)
+    return {"difference": mean, "ci_low": low, "ci_high": high,
+            "seeds_ci_low": none_if_nan(seeds_low), "seeds_ci_high": none_if_nan(seeds_high)}
 
 
 @dataclass(frozen=True)

@@ -238,19 +238,12 @@ def _dodge(xs: np.ndarray, span: float, fraction: float = 0.035) -> np.ndarray:
     return out
 
 
-def on_parameter_axis(runs: pl.DataFrame) -> pl.DataFrame:
+def on_parameter_axis(runs: pl.DataFrame, counted: bool = True) -> pl.DataFrame:
     """The runs params_vs_accuracy places: this project's pretrainings and none (not the reference
-    rows), with a recorded parameter count (a run without one has no place on the axis)."""
-    return runs.filter(_not_a_reference_row() & pl.col("heads_params").is_not_null())
-
-
-def off_parameter_axis(runs: pl.DataFrame) -> pl.DataFrame:
-    """The runs params_vs_accuracy would place but cannot: no parameter count recorded."""
-    return runs.filter(_not_a_reference_row() & pl.col("heads_params").is_null())
-
-
-def _not_a_reference_row() -> pl.Expr:
-    return ~pl.col("pretraining").is_in(list(REFERENCE_ROWS))
+    rows), with a recorded parameter count (a run without one has no place on the axis); with
+    counted=False, those it would place but cannot, having none."""
+    recorded = pl.col("heads_params").is_not_null()
+    return runs.filter(~pl.col("pretraining").is_in(list(REFERENCE_ROWS)) & (recorded if counted else ~recorded))
 
 
 def params_vs_accuracy(runs: pl.DataFrame, metric: str, split: str, protocols: Sequence[str]):

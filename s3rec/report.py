@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from s3rec.intervals import paired_bootstrap, seeds_t_interval
+from s3rec.intervals import paired_intervals
 from s3rec.metrics import METRICS_FULL, per_user_metric
 from s3rec.report_inputs import check_drawn_columns, check_result, read_history, read_json_object, read_ranks
 
@@ -742,12 +742,9 @@ def difference_table(ranks: pl.DataFrame, metric: str, protocols: Sequence[str],
     for loss, pretraining, reference in comparison_pairs(ranks)[0]:
         for protocol in protocols:
             difference = paired_difference(ranks, loss, pretraining, reference, protocol, split, metric)
-            mean, low, high = paired_bootstrap(difference, samples, seed, confidence, resample_seeds)
-            seeds_low, seeds_high = seeds_t_interval(difference, confidence)
             rows.append({"loss": loss, "pretraining": pretraining, "reference": reference, "protocol": protocol,
-                         "split": split, "metric": metric, "difference": mean, "ci_low": low, "ci_high": high,
-                         "seeds_ci_low": None if math.isnan(seeds_low) else seeds_low,
-                         "seeds_ci_high": None if math.isnan(seeds_high) else seeds_high,
+                         "split": split, "metric": metric,
+                         **paired_intervals(difference, samples, seed, confidence, resample_seeds),
                          "confidence": confidence, "seeds": difference.shape[0], "users": difference.shape[1]})
     return pl.DataFrame(rows, schema=DIFFERENCE_SCHEMA)
 

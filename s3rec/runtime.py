@@ -121,10 +121,10 @@ def describe_execution(device: torch.device | str) -> dict[str, Any]:
     return described
 
 
-def cpu_model() -> str:
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     """The CPU's model name as /proc/cpuinfo gives it (Linux), else platform's guess, else "unknown"."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or "unknown"

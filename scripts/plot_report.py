@@ -98,7 +98,7 @@ def accuracy_vs_rank(inputs, s):
 def params_vs_accuracy(inputs, s):
     runs = finetuned(report.load_runs(required(inputs, "metrics.json", "params_vs_accuracy")), "params_vs_accuracy")
     drawable = plots.on_parameter_axis(runs)
-    uncounted = plots.off_parameter_axis(runs)
+    uncounted = plots.on_parameter_axis(runs, counted=False)
     if len(uncounted):
         log.warning("params_vs_accuracy: left out, no parameter count recorded in their metrics.json: %s",
                     runs_drawn(uncounted))

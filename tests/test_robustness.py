@@ -243,14 +243,12 @@ def test_describe_execution_on_cpu():
 
 def test_cpu_model_without_a_model_name_line(monkeypatch, tmp_path):
     """aarch64 kernels often write no "model name" line: platform's guess, else "unknown"."""
-    (tmp_path / "cpuinfo").write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")
-    real_open = open
-    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
-        tmp_path / "cpuinfo" if str(path) == "/proc/cpuinfo" else path, *a, **k))
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")
     monkeypatch.setattr(runtime.platform, "processor", lambda: "")
-    assert runtime.cpu_model() == "unknown"
+    assert runtime.cpu_model(cpuinfo) == "unknown"
     monkeypatch.setattr(runtime.platform, "processor", lambda: "aarch64")
-    assert runtime.cpu_model() == "aarch64"
+    assert runtime.cpu_model(cpuinfo) == "aarch64"
     assert runtime.describe_execution("cpu")["device"] == "cpu"
     assert "torch_threads" not in runtime.provenance() and "threads" not in runtime.provenance()
 
