@@ -28,7 +28,8 @@ from s3rec.heads import make_head, parameter_count
 from s3rec.metrics import metrics_from_ranks
 from s3rec.pretrain_batches import PretrainInstances, item_attribute_table, split_instances
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
-from s3rec.pretraining import LOSS_NAMES, PretrainModel, fixed_shape_step_losses, segment_head_stalled, step_losses
+from s3rec.pretraining import LOSS_NAMES, PretrainModel, fixed_shape_step_losses, step_losses
+from s3rec.stalls import warn_if_segment_head_stalled
 from s3rec.training import adam, remove_earlier_outputs, run_epochs
 
 log = logging.getLogger("s3rec")
@@ -366,16 +367,6 @@ def recorded_config(cfg: RunConfig, pretrain: dict | None) -> dict:
     else:
         config["pretrain"] = pretrain
     return config
-
-
-def warn_if_segment_head_stalled(sp_losses: list[float], sp_loss: float, pair_loss: str) -> None:
-    """Append this epoch's SP loss; warn once, the epoch SP is first found stalled at ln 2."""
-    sp_losses.append(sp_loss)
-    if segment_head_stalled(sp_losses, pair_loss) and not segment_head_stalled(sp_losses[:-1], pair_loss):
-        log.warning("the SP loss has been ln 2 (%.4f) for three epochs in a row: the segment head's scores have most "
-                    "likely saturated, where pair_loss sigmoid_difference (the authors') has next to no gradient; SP "
-                    "learns nothing until the encoder moves its scores out (pair_loss logsigmoid cannot stall this way)",
-                    sp_loss)
 
 
 def pretraining_steps(model: PretrainModel, optimizer: torch.optim.Optimizer, instances: PretrainInstances,

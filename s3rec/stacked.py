@@ -43,6 +43,7 @@ from s3rec.encoder import SelfAttention
 from s3rec.pretrain_batches import Batch, PretrainInstances, item_attribute_table
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import LOSS_NAMES, PretrainModel
+from s3rec.stalls import warn_if_segment_head_stalled
 from s3rec.training import adam, remove_earlier_outputs, run_epochs
 
 log = logging.getLogger("s3rec")
@@ -267,7 +268,7 @@ def pretrain_stacked(data_dir: Path, out_dirs: list[Path], cfg: RunConfig, varia
         means = (sums / len(instances)).tolist()
         row = {f"seed{seed}_{name}": means[j][i] for i, seed in enumerate(seeds) for j, name in enumerate(LOSSES)}
         for i, seed in enumerate(seeds):
-            runs.warn_if_segment_head_stalled(sp_losses[i], row[f"seed{seed}_sp"], p.pair_loss)
+            warn_if_segment_head_stalled(sp_losses[i], row[f"seed{seed}_sp"], p.pair_loss)
         return row | {"instances": len(instances) * len(seeds)}
 
     identity = {"config": runs.run_identity(cfg), "variant": variant, "inputs": setup.data_digest,

@@ -47,7 +47,7 @@ from typing import NamedTuple
 
 from s3rec import cli, files, report, report_inputs
 from s3rec.report_inputs import object_field
-from s3rec.pretraining import stalled_spans
+from s3rec.stalls import stalled_spans
 
 log = logging.getLogger("s3rec")
 SCRIPTS = Path(__file__).resolve().parent
@@ -407,7 +407,7 @@ def runs_markdown(study: Study) -> str:
 
 def stalled_segment_heads(study: Study) -> list[tuple[Run, list[tuple[int, int]], float]]:
     """Complete pretrainings whose SP loss sat at ln 2 for three epochs or more
-    (pretraining.stalled_spans): the run, those stretches of epochs, its last epoch's SP loss."""
+    (stalls.stalled_spans): the run, those stretches of epochs, its last epoch's SP loss."""
     stalled = []
     for run in study.runs("pretraining"):
         recorded = json.loads(study.path(run, "pretrain_run.json").read_text(encoding="utf-8"))
@@ -469,7 +469,7 @@ def pretraining_checks(study: Study) -> list[str]:
     lines = ["## Pretraining checks", "",
              "SP stalled: the SP loss sat at ln 2 = 0.6931 for three epochs or more under the authors' "
              "sigmoid_difference pair loss: the head's scores saturated, where that loss has next to no "
-             "gradient, and SP learned nothing in those epochs (`s3rec.pretraining.stalled_spans`).", ""]
+             "gradient, and SP learned nothing in those epochs (`s3rec.stalls.stalled_spans`).", ""]
     if not stalled:
         lines += [f"None of the {len(study.runs('pretraining'))} complete pretrainings.", ""]
     else:
