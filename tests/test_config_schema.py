@@ -42,12 +42,14 @@ def test_default_config_validates_and_gets_defaults():
     assert config["settings"]["pretrain"]["aap_weight"] is None  # left to the preset
 
 
-def test_beauty_config_validates_on_top_of_the_default():
+@pytest.mark.parametrize("name", ["beauty", "lastfm"])
+def test_a_data_set_config_validates_on_top_of_the_default(name):
     config = load("config.yaml")
-    update_config(config, load("beauty.yaml"))  # what `--configfile config/beauty.yaml` does
+    update_config(config, load(f"{name}.yaml"))  # what `--configfile config/<name>.yaml` does
     config = check(config)
-    assert config["run_on"] == ["beauty"]
-    assert config["datasets"]["beauty"]["source"] == "s3rec"
+    assert config["run_on"] == [name]
+    assert config["datasets"][name]["source"] == "s3rec"
+    assert config["settings"]["finetune"]["batch_size"] == 256  # the paper's, not config.yaml's 64
 
 
 @pytest.mark.parametrize("path, key", [

@@ -138,6 +138,27 @@ def test_dry_run_of_beauty():
     assert counts["export_finetuning"] == 8 * 3 * 2 and counts["report_study"] == 1
 
 
+LASTFM = [REPO.parent / "shared/data/s3rec" / name for name in ("LastFM.txt", "LastFM_item2attributes.json",
+                                                               "LastFM_sample.txt")]
+LASTFM_AUTHORS = REPO.parent / "shared/authors/LastFM-epochs-150.pt"
+
+
+@pytest.mark.skipif(not all(p.exists() for p in [*LASTFM, LASTFM_AUTHORS]),
+                    reason=f"the authors' LastFM files are not at {LASTFM[0].parent} and {LASTFM_AUTHORS.parent}")
+def test_dry_run_of_lastfm():
+    """config/lastfm.yaml plans Beauty's design on LastFM, its relative ../shared paths resolving,
+    and its finetunings rank the sampled protocol against the authors' negatives file."""
+    planned = run_snakemake(REPO, "-n", "--nolock", "-p", "--configfile", "config/lastfm.yaml", "--forceall")
+    out = planned.stdout + planned.stderr
+    counts = job_counts(out)
+    assert counts["pretrain_model"] == 6 * 3 and counts["finetune_model"] == 8 * 3 * 2
+    assert counts["import_authors_checkpoint"] == 1 and counts["report_study"] == 1
+    assert "--negatives ../shared/data/s3rec/LastFM_sample.txt" in out
+    finetunings = [line for line in out.splitlines() if line.startswith("Shell command: python scripts/finetune.py")]
+    assert len(finetunings) == 48 and all('"negatives": "file"' in line for line in finetunings)
+    assert all('"batch_size": 256' in line for line in finetunings)  # not config.yaml's 64
+
+
 def documented_commands():
     """Every `snakemake ...` line of the bash blocks in README.md's workflow section and in
     config/README.md (comments cut), except `--report` (needs finished runs) and lines with
@@ -158,12 +179,14 @@ def documented_commands():
 def test_documented_commands_parse_and_plan():
     """The documented command forms, with -n added right after `snakemake` (so that the order of
     targets and --configfile is kept), plan the study. In the repository itself, as the Beauty
-    forms need ../shared; those are skipped where the Beauty files are absent."""
+    and LastFM forms need ../shared; those are skipped where their files are absent."""
     commands = documented_commands()
     assert any("--configfile config/beauty.yaml -- report" in c for c in commands)
     assert any(c.startswith("snakemake report --configfile") for c in commands)
     for command in commands:
         if "beauty" in command and not (BEAUTY.exists() and AUTHORS.exists()):
+            continue
+        if "lastfm" in command and not all(p.exists() for p in [*LASTFM, LASTFM_AUTHORS]):
             continue
         result = run_snakemake(REPO, "-n", "--nolock", *command.split()[1:], check=False)
         out = result.stdout + result.stderr
