@@ -168,6 +168,15 @@ def error_lines(output):
      "config: unknown key settings.pretrain.preset; it is a study axis now: set `pretraining`"),
     ("seeds: [zero]\n", "config: seeds[0] = 'zero': expected a value of type integer"),
     ("datasets:\n  raw: {source: synthetic}\n", "config: datasets: the name 'raw' is not allowed"),
+    # a data set's keys depend on its source: the message says which source it read
+    ("datasets:\n  synthetic: {source: synthetic, sequences: a.txt}\n",
+     "config: unknown key datasets.synthetic.sequences\n"
+     "  allowed under datasets.synthetic with source: synthetic: attributes, items, seed, source, users"),
+    # a value of several forms: the item that fits none is named, and the forms (it said only
+    # "is not valid under any of the given schemas")
+    ("pretraining: {paper: [full, R16]}\n",
+     "config: pretraining.paper[1] = 'R16': expected `all` or a list of distinct variants, each full or r<rank>"),
+    ("pretraining: {seed: al}\n", "config: pretraining.seed = 'al': expected `all` or a list of distinct variants"),
     ("settings:\n  finetune:\n    early_stopping_metric: AUC\n",
      "config: settings.finetune.early_stopping_metric = 'AUC': expected one of HR@1"),
     # what RunConfig refuses beyond the schema: before, the first training job said it, after the data
@@ -187,7 +196,7 @@ def test_snakemake_rejects_a_bad_key_with_a_short_message(tmp_path, text, first_
     result = snakemake("-n", "--nolock", "--configfile", str(bad))
     assert result.returncode != 0
     lines = error_lines(result.stderr + result.stdout)
-    assert lines[1].startswith(first_line), lines
+    assert "\n".join(lines[1:]).startswith(first_line), lines
     assert len(lines) <= 4 and all(len(line) <= 300 for line in lines), lines
     assert "config/README.md" in lines[2]
 

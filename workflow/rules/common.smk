@@ -36,8 +36,10 @@ def config_error_message(error):
         full = f"{key}.{unknown}" if error.absolute_path else unknown
         if full in MOVED_KEYS:
             hint = f"; it is a study axis now: set {MOVED_KEYS[full]}"
+        # a data set's keys depend on its source (one if/then branch of the schema each)
+        source = f" with source: {value['source']}" if key.startswith("datasets.") and "source" in value else ""
         return (f"config: unknown key {full}{hint}\n"
-                f"  allowed under {key}: {', '.join(allowed)}{where}")
+                f"  allowed under {key}{source}: {', '.join(allowed)}{where}")
     if error.validator == "required":
         return f"config: {key}: {error.message}\n{where}"
     description = " ".join(str(schema.get("description", "")).split())
@@ -58,6 +60,13 @@ def config_error_message(error):
             expected += " (from --config? it reads list and mapping items as strings: use a --configfile)"
     elif error.validator == "not":
         expected = "this value is not allowed here"
+    elif error.validator == "oneOf":  # jsonschema: "... is not valid under any of the given schemas"
+        item = next((e for e in error.context if e.relative_path), None)  # an item that fits no form
+        if item is not None:
+            key += "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item.relative_path)
+            shown = repr(item.instance)
+        expected = description or "not one of the forms config/README.md gives"
+        description = ""
     else:
         expected = error.message if len(error.message) <= 120 else error.message[:117] + "..."
     about = f"\n  {key}: {description}" if description else "\n"
