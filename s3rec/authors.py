@@ -58,6 +58,17 @@ def convert_state_dict(theirs: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return ours
 
 
+def model_settings(theirs: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The model settings their tensors show: the hidden size and the depth (their run_pretrain.py
+    defaults where a tensor is missing; check_shapes then names it). The number of attention
+    heads shows in no shape and the positions are checked against model.max_len: both are
+    their defaults, ours, unless an import is told otherwise."""
+    embeddings = theirs.get("item_embeddings.weight")
+    layers = {int(m.group(1)) for m in map(re.compile(r"^item_encoder\.layer\.(\d+)\.").match, theirs) if m}
+    return {"hidden_size": int(embeddings.shape[-1]) if embeddings is not None and embeddings.dim() == 2 else 64,
+            "num_layers": len(layers) or 2}
+
+
 def check_shapes(theirs: dict[str, torch.Tensor], num_items: int, num_attributes: int, max_len: int) -> int:
     """Their table sizes against the prepared data set; returns the hidden size d."""
     expected = {"item_embeddings.weight": (num_items + 2, "items + 2 (padding and [MASK])"),

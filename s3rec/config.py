@@ -54,6 +54,11 @@ class ModelConfig:
     rank: int | None = None
 
 
+# The model settings a pretrained encoder's weights mean something under. num_heads changes no
+# shape, so a strict load alone would accept an encoder pretrained with other heads.
+ARCHITECTURE = ("hidden_size", "num_layers", "num_heads", "max_len")
+
+
 @dataclass
 class PretrainConfig:
     """Self-supervised pretraining. Defaults are the `seed` preset (see PRESETS)."""

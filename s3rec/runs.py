@@ -16,7 +16,7 @@ import torch
 
 from s3rec import cli, files, runtime
 from s3rec.batching import chunk_bounds
-from s3rec.config import HEAD_NAMES, ModelConfig, RunConfig, parse_variant, validate
+from s3rec.config import ARCHITECTURE, HEAD_NAMES, ModelConfig, RunConfig, parse_variant, validate
 from s3rec.cuda_graphs import GRID_INPUTS, NEXT_ITEM_INPUTS, GraphedSteps
 from s3rec.data import (ATTRIBUTES_FILE, NEGATIVES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset,
                         load_sampled_negatives)
@@ -76,11 +76,6 @@ def parameter_counts(cfg: RunConfig, num_items: int, num_attributes: int, pretra
 # removed when a run starts in the same folder (training.remove_earlier_outputs).
 FINETUNE_OUTPUTS = ("finetune.pt", "metrics.json", "ranks.parquet")
 PRETRAIN_OUTPUTS = ("pretrain.pt", "pretrain_run.json")
-
-# The model settings a pretrained encoder's weights mean something under. num_heads changes no
-# shape, so a strict load alone would accept an encoder pretrained with other heads.
-ARCHITECTURE = ("hidden_size", "num_layers", "num_heads", "max_len")
-
 
 def architecture_differences(saved_model: dict | None, model: ModelConfig) -> list[str]:
     """A checkpoint's recorded model settings against this run's, each difference as

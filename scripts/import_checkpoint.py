@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from s3rec import cli, files, runs, runtime
-from s3rec.authors import check_shapes, convert_state_dict
+from s3rec.authors import check_shapes, convert_state_dict, model_settings
 from s3rec.data import load_dataset
 from s3rec.pretraining import PretrainModel
 
@@ -46,10 +46,8 @@ def import_checkpoint(authors: Path, data_dir: Path, out: Path, variant: str = "
         raise ValueError(f"{authors}: expected a state dict of named tensors with a 2-D item_embeddings.weight "
                          "(items + 2, hidden size), as the authors' S3RecModel saves it")
     dataset = load_dataset(data_dir)
-    layers = {int(m.group(1)) for m in map(re.compile(r"^item_encoder\.layer\.(\d+)\.").match, theirs) if m}
     # Their run_pretrain.py defaults; the hidden size and depth are read off the tensors.
-    model = {"hidden_size": int(embeddings.shape[-1]),
-             "num_layers": len(layers) or 2, **settings.get("model", {})}
+    model = {**model_settings(theirs), **settings.get("model", {})}
     epochs = epochs if epochs is not None else _epochs(authors)  # --epochs 0 is refused, not read off the name
     cfg = runs.resolve_config({"model": model, "pretrain": {"preset": "paper", "epochs": epochs}}, variant, seed=0)
     try:

@@ -306,6 +306,32 @@ def test_authors_checkpoint_adds_the_authors_variant(workdir):
     assert "scripts/import_checkpoint.py --authors 'my models/Mine-epochs-150.pt' --data" in out
 
 
+def test_an_authors_checkpoint_of_other_model_settings_is_refused_before_any_job(workdir):
+    """The `authors` variant finetunes with settings.model: a checkpoint of other settings failed
+    every one of its finetunings, after the import, each naming only the checkpoint."""
+    import torch
+    from test_authors import authors_state_dict
+
+    for name in ("Mine.txt", "Mine_item2attributes.json"):
+        (workdir / name).write_text("placeholder")
+    torch.save(authors_state_dict(num_items=30, num_attributes=7), workdir / "Mine-epochs-150.pt")  # d 16, 2 layers
+    spec = {"source": "s3rec", "sequences": "Mine.txt", "attributes": "Mine_item2attributes.json",
+            "authors_checkpoint": "Mine-epochs-150.pt"}
+    config = {"run_on": ["mine"], "datasets": {"mine": spec}, "ranks": [8],
+              "settings": {"model": {"hidden_size": 32}}}
+    result = run_snakemake(workdir, "-n", "--configfile", write_config(workdir, config), check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert ("config: datasets.mine.authors_checkpoint: Mine-epochs-150.pt has hidden_size 16 (settings.model: 32)"
+            in out), out[-2000:]
+    assert "authors_checkpoint: null" in out
+    config["settings"]["model"] = {"hidden_size": 16, "num_heads": 4}  # no shape shows the heads: theirs are 2
+    result = run_snakemake(workdir, "-n", "--configfile", write_config(workdir, config), check=False)
+    assert result.returncode != 0 and "has num_heads 2 (settings.model: 4)" in result.stdout + result.stderr
+    config["settings"]["model"] = {"hidden_size": 16, "num_layers": 2}  # the checkpoint's: planned
+    assert planned(workdir, "--configfile", write_config(workdir, config))["import_authors_checkpoint"] == 1
+
+
 def test_a_negatives_file_reaches_prepare_data_and_eval_file_needs_one(workdir):
     """datasets.<name>.negatives: the authors' <Name>_sample.txt, an input of prepare_data."""
     for name in ("Mine.txt", "Mine_item2attributes.json", "Mine_sample.txt"):

@@ -312,6 +312,34 @@ def check_config():
                 "(<Data>-epochs-150.pt) with RUCAIBox/CIKM2020-S3Rec; set the key to null in a config "
                 "file (--config cannot give a nested null) to leave the `authors` variant out."
             )
+        if authors and (problem := authors_architecture_problem(name, authors)):
+            raise WorkflowError(problem)
+
+
+def authors_architecture_problem(name, path):
+    """The `authors` variant is finetuned with the study's settings.model, so a checkpoint of
+    another architecture would fail every one of its finetunings, after the import. Said here,
+    before any job. The file is read (torch, about 2 s) only when settings.model leaves the
+    defaults, which are the authors' (d 64, 2 layers, 2 heads, 50 positions) and so theirs."""
+    from s3rec.config import ARCHITECTURE, ModelConfig
+
+    study = config["settings"]["model"]
+    defaults = {key: getattr(ModelConfig(), key) for key in ARCHITECTURE}
+    if all(study.get(key, value) == value for key, value in defaults.items()):
+        return None
+    from s3rec import authors, files
+
+    try:
+        theirs = {**defaults, **authors.model_settings(files.load_torch(Path(path)))}
+    except Exception:  # not a state dict: the import job says what it is
+        return None
+    differences = [f"{key} {theirs[key]} (settings.model: {study[key]})" for key in ARCHITECTURE
+                   if study.get(key, theirs[key]) != theirs[key]]
+    if not differences:
+        return None
+    return (f"config: datasets.{name}.authors_checkpoint: {path} has {', '.join(differences)}\n"
+            "  the `authors` variant is finetuned with settings.model: set it to the checkpoint's, or leave "
+            "the variant out with authors_checkpoint: null in a config file")
 
 
 def run_settings_problem():
