@@ -71,6 +71,12 @@ def preset_color(preset: str, presets: Sequence[str]):
     return sns.color_palette(_family(preset, presets), n_colors=6)[-1]
 
 
+# Where the ranks' shades lie on their family's colour map (0 white, 1 darkest), the same span
+# however many ranks: lighter hardly shows on white (the smallest of four ranks, spread over the
+# whole map, did not), darker meets `full` (about 0.85).
+RANK_SHADES = (0.35, 0.7)
+
+
 def pretraining_palette(labels: Sequence[str]) -> dict[str, object]:
     """A colour per pretraining label (see the module docstring)."""
     labels = sort_pretrainings(labels)
@@ -79,8 +85,9 @@ def pretraining_palette(labels: Sequence[str]) -> dict[str, object]:
     for preset in presets:
         ranked = [label for label in labels if split_pretraining(label)[0] == preset
                   and variant_rank(split_pretraining(label)[1]) is not None]
-        shades = sns.color_palette(_family(preset, presets), n_colors=len(ranked) + 3)
-        palette.update(zip(ranked, shades[1:-2]))  # lightest left out: it hardly shows on white
+        shades = sns.color_palette(_family(preset, presets), as_cmap=True)
+        points = np.linspace(*RANK_SHADES, len(ranked)) if len(ranked) > 1 else [sum(RANK_SHADES) / 2]
+        palette.update((label, tuple(shades(point)[:3])) for label, point in zip(ranked, points))
         palette[f"{preset}-full"] = preset_color(preset, presets)  # the same whatever the ranks
     return {label: palette.get(label, OTHER_COLOR) for label in labels}
 
@@ -336,7 +343,9 @@ def pretrain_losses(history: pl.DataFrame, weights: dict[str, dict[str, float]] 
                            value_name="value").to_pandas()
     fig, axes = plt.subplots(len(presets), len(tasks), figsize=(3.4 * len(tasks), 2.9 * len(presets) + 0.9),
                              squeeze=False, layout="constrained")
-    many_epochs = history["epoch"].max() > 2
+    last_epoch = history["epoch"].max()
+    many_epochs = last_epoch > 2
+    marker = "o" if last_epoch <= 5 else None  # a line of one epoch is a point, which shows only as a marker
     differing = []
     for row, preset in enumerate(presets):
         own = [label for label in labels if split_pretraining(label)[0] == preset]
@@ -347,7 +356,8 @@ def pretrain_losses(history: pl.DataFrame, weights: dict[str, dict[str, float]] 
         for column, (ax, task) in enumerate(zip(axes[row], tasks)):
             frame = long[(long["task"] == task) & (long["preset"] == preset)]
             sns.lineplot(data=frame, x="epoch", y="value", hue="pretraining", hue_order=own,
-                         palette={label: palette[label] for label in own}, errorbar="sd", ax=ax, legend=False)
+                         palette={label: palette[label] for label in own}, errorbar="sd", ax=ax, legend=False,
+                         marker=marker, markersize=4)
             title = f"{preset}: {TASK_TITLES[task]}"
             if shared and task in shared:
                 title += f" (weight {shared[task]:g})"
@@ -357,6 +367,9 @@ def pretrain_losses(history: pl.DataFrame, weights: dict[str, dict[str, float]] 
             ax.set_ylabel("weighted total per instance" if task == "train_loss"
                           else "loss per instance (epoch mean)" if column <= 1 else "")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if last_epoch == 1:  # else the locator, finding one whole number, ticks 0.95, 0.96, ...
+                ax.set_xlim(0.5, 1.5)
+                ax.set_xticks([1])
             if many_epochs:
                 limits = _robust_limits(frame["value"].to_numpy(dtype=float), frame["epoch"].to_numpy() == 1)
                 if limits:

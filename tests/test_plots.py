@@ -283,6 +283,19 @@ def test_pretrain_losses_has_a_row_per_preset_with_its_weights(study):
     assert legend[: 3 * len(presets)] == [f"{p}-{v}" for p in presets for v in ("full", "r2", "r4")]
 
 
+def test_pretrain_losses_of_one_epoch_draw_points_at_epoch_1():
+    """A quick run of one epoch: each line is a point, drawn only as a marker (the panels were
+    empty), and the axis ticks epoch 1 (it ticked 0.945, 0.960, ..., written over each other)."""
+    tasks = list(plots.TASK_TITLES)
+    history = pl.DataFrame([{"pretraining": label, "preset": "seed", "seed": seed, "epoch": 1,
+                             **{task: 1.0 + i + seed for i, task in enumerate(tasks)}}
+                            for label in ("seed-full", "seed-r4") for seed in (0, 1)])
+    fig = plots.pretrain_losses(history)
+    for ax in panels(fig):
+        assert {line.get_marker() for line in ax.lines} == {"o"} and len(ax.lines) >= 2
+        assert list(ax.get_xticks()) == [1]
+
+
 def test_finetune_validation_has_a_panel_per_loss_and_marks_capped_runs(study):
     _, inputs, presets, losses = study
     fig, _ = plot_report.finetune_validation(inputs["finetune_validation"], SETTINGS)
@@ -355,6 +368,11 @@ def test_palette_keeps_a_preset_family_and_fixed_reference_colours():
     assert blue[2] > blue[0] and orange[0] > orange[2]  # seed blue, paper orange
     # a preset keeps its colour whichever other presets are drawn beside it
     assert plots.pretraining_palette(["paper-full"])["paper-full"] == orange
+    # ranks run light to dark below full, and even the lightest of four shows on white (the
+    # palest was near-white: 0.78, 0.86, 0.94)
+    four = plots.pretraining_palette(["seed-r4", "seed-r8", "seed-r16", "seed-r32", "seed-full"])
+    brightness = [sum(four[label]) / 3 for label in ("seed-r4", "seed-r8", "seed-r16", "seed-r32", "seed-full")]
+    assert brightness == sorted(brightness, reverse=True) and brightness[0] < 0.8
 
 
 # ---------------------------------------------------------------- bad input
