@@ -51,8 +51,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from s3rec import cli, files, report_inputs
 from s3rec.config import SEED_MAX, is_seed
 from s3rec.report import LOSSES, pretraining_order  # the report's order and losses
@@ -97,6 +95,8 @@ def copy_files(sources: list[Path], folder: Path) -> list[Path]:
 
 def holds_tensors(value) -> bool:
     """Whether a checkpoint entry contains a tensor anywhere (state dicts, optimizer states)."""
+    import torch  # in the heads' functions only: copying a finetuning's files needs none (~1.5 s a job)
+
     if isinstance(value, torch.Tensor):
         return True
     if isinstance(value, dict):
@@ -112,11 +112,15 @@ def is_head_key(key: str) -> bool:
 
 
 def state_bytes(state: dict) -> int:
+    import torch
+
     return sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
 
 
 def heads_checkpoint(path: Path) -> dict:
     """The checkpoint at `path` with only the heads' tensors in its state dict and no other tensors."""
+    import torch
+
     checkpoint = files.load_torch(path)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         keys = f" with keys {sorted(map(str, checkpoint))[:8]}" if isinstance(checkpoint, dict) else ""
