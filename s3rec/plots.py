@@ -213,7 +213,8 @@ def accuracy_vs_rank(differences: pl.DataFrame, runs: pl.DataFrame, metric: str,
             ax.set_xticks([*ranks, d], [*map(str, ranks), f"full\n(d = {d})"])
             ax.xaxis.set_minor_locator(NullLocator())
             ax.margins(x=0.12, y=0.15)
-            ax.set_xlabel("rank r of the AAP/MAP heads (W = U Vᵀ; log scale)")
+            # the axis is shared: its ticks and label under the bottom row only
+            ax.set_xlabel("rank r of the AAP/MAP heads (W = U Vᵀ; log scale)" if row == rows - 1 else "")
             ax.set_ylabel(_label(metric, split))
             floor = summary.filter(pl.col("pretraining") == "popularity")
             note = f"\npopularity: {floor['mean'][0]:.4f}" if len(floor) else ""

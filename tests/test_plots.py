@@ -220,6 +220,8 @@ def test_accuracy_vs_rank_panels_lines_and_references(study):
     # full stands at r = d; ticks (labelled on the bottom row): the ranks, then full
     assert list(ax.get_xticks()) == [2, 4, D]
     assert [t.get_text() for t in panels(fig)[-1].get_xticklabels()] == ["2", "4", f"full\n(d = {D})"]
+    bottom = panels(fig)[-2:]  # and so is the axis label (the top row wrote it over no ticks)
+    assert [bool(ax.get_xlabel()) for ax in panels(fig)] == [ax in bottom for ax in panels(fig)]
     horizontal = [line for line in ax.lines if len(set(line.get_ydata())) == 1 and len(line.get_xdata()) == 2]
     assert len(horizontal) == (2 if name == "2x2" else 1)  # none (+ authors)
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
