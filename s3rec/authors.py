@@ -59,10 +59,11 @@ def convert_state_dict(theirs: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def model_settings(theirs: dict[str, torch.Tensor]) -> dict[str, int]:
-    """The model settings their tensors show: the hidden size and the depth (their run_pretrain.py
-    defaults where a tensor is missing; check_shapes then names it). The number of attention
-    heads shows in no shape and the positions are checked against model.max_len: both are
-    their defaults, ours, unless an import is told otherwise."""
+    """The model settings read off their tensors: the hidden size and the number of layers (where
+    a tensor is missing, their run_pretrain.py defaults, 64 and 2; check_shapes then names it).
+    The other settings of ARCHITECTURE are taken to be their defaults, which are ours: the
+    number of attention heads shows in no shape, and check_shapes holds the position table to
+    model.max_len."""
     embeddings = theirs.get("item_embeddings.weight")
     layers = {int(m.group(1)) for m in map(re.compile(r"^item_encoder\.layer\.(\d+)\.").match, theirs) if m}
     return {"hidden_size": int(embeddings.shape[-1]) if embeddings is not None and embeddings.dim() == 2 else 64,

@@ -77,6 +77,7 @@ def parameter_counts(cfg: RunConfig, num_items: int, num_attributes: int, pretra
 FINETUNE_OUTPUTS = ("finetune.pt", "metrics.json", "ranks.parquet")
 PRETRAIN_OUTPUTS = ("pretrain.pt", "pretrain_run.json")
 
+
 def architecture_differences(saved_model: dict | None, model: ModelConfig) -> list[str]:
     """A checkpoint's recorded model settings against this run's, each difference as
     "<name> <there> there, <here> here" (none recorded: the strict load still checks every shape)."""

@@ -1,8 +1,8 @@
 """When pretraining's SP head stops learning: its loss at ln 2 for several epochs in a row.
 
 Read from a run's SP losses, one per epoch: while training (a warning in the log, once) and
-in a study's report (runs.md lists the stretches). Plain numbers only, so that the report
-scripts need no torch.
+in a study's report (runs.md lists the stretches), from its pretrain_history.csv, which is why
+it needs no torch.
 """
 from __future__ import annotations
 
