@@ -59,6 +59,13 @@ class ModelConfig:
 ARCHITECTURE = ("hidden_size", "num_layers", "num_heads", "max_len")
 
 
+def architecture_differences(saved_model: dict | None, model: ModelConfig) -> list[str]:
+    """A checkpoint's recorded model settings against this run's, each difference as
+    "<name> <there> there, <here> here" (none recorded: the strict load still checks every shape)."""
+    return [f"{name} {saved_model[name]} there, {getattr(model, name)} here" for name in ARCHITECTURE
+            if saved_model and name in saved_model and saved_model[name] != getattr(model, name)]
+
+
 @dataclass
 class PretrainConfig:
     """Self-supervised pretraining. Defaults are the `seed` preset (see PRESETS)."""

@@ -16,7 +16,7 @@ import torch
 
 from s3rec import cli, files, runtime
 from s3rec.batching import chunk_bounds
-from s3rec.config import ARCHITECTURE, HEAD_NAMES, ModelConfig, RunConfig, parse_variant, validate
+from s3rec.config import HEAD_NAMES, ModelConfig, RunConfig, architecture_differences, parse_variant, validate
 from s3rec.cuda_graphs import GRID_INPUTS, NEXT_ITEM_INPUTS, GraphedSteps
 from s3rec.data import (ATTRIBUTES_FILE, NEGATIVES_FILE, SEQUENCES_FILE, Dataset, leave_one_out, load_dataset,
                         load_sampled_negatives)
@@ -76,13 +76,6 @@ def parameter_counts(cfg: RunConfig, num_items: int, num_attributes: int, pretra
 # removed when a run starts in the same folder (training.remove_earlier_outputs).
 FINETUNE_OUTPUTS = ("finetune.pt", "metrics.json", "ranks.parquet")
 PRETRAIN_OUTPUTS = ("pretrain.pt", "pretrain_run.json")
-
-
-def architecture_differences(saved_model: dict | None, model: ModelConfig) -> list[str]:
-    """A checkpoint's recorded model settings against this run's, each difference as
-    "<name> <there> there, <here> here" (none recorded: the strict load still checks every shape)."""
-    return [f"{name} {saved_model[name]} there, {getattr(model, name)} here" for name in ARCHITECTURE
-            if saved_model and name in saved_model and saved_model[name] != getattr(model, name)]
 
 
 def load_pretrained_encoder(encoder: Encoder, path: Path, variant: str, seed: int, data_digest: str) -> dict:

@@ -193,11 +193,11 @@ def authors_architecture_problem(name, path):
     another architecture would fail every one of its finetunings, after the import. Said here,
     before any job. The file is read (torch, about 2 s) only when settings.model leaves the
     defaults, which are the authors' (d 64, 2 layers, 2 heads, 50 positions) and so theirs."""
-    from s3rec.config import ARCHITECTURE, ModelConfig
+    from s3rec.config import ARCHITECTURE, ModelConfig, architecture_differences
 
-    study = config["settings"]["model"]
+    study = ModelConfig(**{key: config["settings"]["model"][key] for key in ARCHITECTURE})  # the schema fills them
     defaults = {key: getattr(ModelConfig(), key) for key in ARCHITECTURE}
-    if all(study.get(key, value) == value for key, value in defaults.items()):
+    if not architecture_differences(defaults, study):
         return None
     from s3rec import authors, files
 
@@ -205,11 +205,11 @@ def authors_architecture_problem(name, path):
         theirs = {**defaults, **authors.model_settings(files.load_torch(Path(path)))}
     except Exception:  # not a state dict: the import job says what it is
         return None
-    differences = [f"{key} {theirs[key]} (settings.model: {study[key]})" for key in ARCHITECTURE
-                   if study.get(key, theirs[key]) != theirs[key]]
+    differences = architecture_differences(theirs, study)
     if not differences:
         return None
-    return (f"config: datasets.{name}.authors_checkpoint: {path} has {', '.join(differences)}\n"
+    return (f"config: datasets.{name}.authors_checkpoint: {path} has other model settings than settings.model "
+            f"({'; '.join(differences)})\n"
             "  the `authors` variant is finetuned with settings.model: set it to the checkpoint's, or leave "
             "the variant out with authors_checkpoint: null in a config file")
 

@@ -19,13 +19,18 @@ MOVED_KEYS = {
 }
 
 
+def key_path(path):
+    """settings.finetune.epochs, seeds[0]: a jsonschema error's path as the config writes it."""
+    parts = [f"[{p}]" if isinstance(p, int) else f".{p}" for p in path]
+    return "".join(parts).lstrip(".") or "(top level)"
+
+
 def config_error_message(error):
     """Two lines from a jsonschema ValidationError: key path, bad value, what was expected.
 
     (snakemake's own message prints the whole schema and config after the useful line.)
     """
-    parts = [f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path]
-    key = "".join(parts).lstrip(".") or "(top level)"
+    key = key_path(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
     value = error.instance
     where = "  (config/README.md explains every key)"
@@ -64,7 +69,7 @@ def config_error_message(error):
     elif error.validator == "oneOf":  # jsonschema: "... is not valid under any of the given schemas"
         item = next((e for e in error.context if e.relative_path), None)  # an item that fits no form
         if item is not None:
-            key += "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item.relative_path)
+            key = key_path(item.absolute_path)  # a sub-error's path runs from the config's top
             shown = repr(item.instance)
         expected = description or "not one of the forms config/README.md gives"
         description = ""
