@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from s3rec import cli, report, report_inputs
+from s3rec import cli, report_inputs, run_paths, spectra
 from s3rec.config import HEAD_NAMES
 
 
 def energies(path: Path, heads: list[str], ranks: list[int]) -> list[dict]:
     state = report_inputs.read_head_weights(path)
-    pretraining, seed, _ = report.run_of_path(path)
-    dataset = report.dataset_of(path)
+    pretraining, seed, _ = run_paths.run_of_path(path)
+    dataset = run_paths.dataset_of(path)
     if not any(key.endswith((f"heads.{head}.weight", f"heads.{head}.U")) for key in state for head in heads):
         # a finetune.pt (encoder only), or another model's file
         raise ValueError(f"{path}: no {' or '.join(heads)} head weights; expected a heads.pt or pretrain.pt")
@@ -35,7 +35,7 @@ def energies(path: Path, heads: list[str], ranks: list[int]) -> list[dict]:
         if not any(key.endswith(f"heads.{head}.weight") for key in state):
             continue  # low rank
         report_inputs.check_head_finite(path, state, head)
-        kept = report.rank_energy(report.head_spectrum(state, head), ranks)
+        kept = spectra.rank_energy(spectra.head_spectrum(state, head), ranks)
         rows.append({"file": str(path), "dataset": dataset, "pretraining": pretraining, "seed": seed, "head": head,
                      "energy": {str(r): v for r, v in kept.items()}})
     return rows
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{option}: a value given twice in {' '.join(map(str, values))}")
     cli.setup_logging()
     with cli.clear_errors():  # a file that is no run's checkpoint, NaN weights: its message alone
-        report.check_each_run_once(args.files)
+        run_paths.check_each_run_once(args.files)
         rows = [row for path in args.files for row in energies(path, args.heads, args.ranks)]
     if not rows:
         parser.error(f"no dense {' or '.join(args.heads)} head in {' '.join(map(str, args.files))}: their heads "

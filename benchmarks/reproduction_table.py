@@ -23,7 +23,7 @@ import polars as pl
 
 from s3rec import cli, report_inputs
 from s3rec.intervals import paired_intervals
-from s3rec.report import paired_difference
+from s3rec.differences import paired_difference
 
 
 def load_arms(root: Path) -> dict[str, list[dict]]:

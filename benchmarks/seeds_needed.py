@@ -23,7 +23,7 @@ import math
 import sys
 from pathlib import Path
 
-from s3rec import cli, intervals, report
+from s3rec import cli, differences, intervals, report
 from s3rec.metrics import METRICS_FULL
 
 
@@ -31,10 +31,10 @@ def comparison(ranks, loss: str, pretraining: str, reference: str, protocol: str
                target: float) -> dict | None:
     """The sizing of one comparison; None when it has one common seed (seed and user variation
     cannot be told apart)."""
-    difference = report.paired_difference(ranks, loss, pretraining, reference, protocol, split, metric)
+    difference = differences.paired_difference(ranks, loss, pretraining, reference, protocol, split, metric)
     if difference.shape[0] < 2:
         return None
-    reference_mean = float(report.user_scores(ranks, loss, reference, protocol, split, metric)[2].mean())
+    reference_mean = float(differences.user_scores(ranks, loss, reference, protocol, split, metric)[2].mean())
     parts = intervals.variance_components(difference)
     now, floor = parts.half_width(parts.seeds), parts.half_width(math.inf)
     return {
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, skipped = [], []
     with cli.clear_errors():  # a malformed or missing run file, a protocol the runs lack: its message alone
         ranks = report.load_ranks(args.metrics)
-        for loss, pretraining, reference in report.comparison_pairs(ranks)[0]:
+        for loss, pretraining, reference in differences.comparison_pairs(ranks)[0]:
             for protocol in args.protocols:
                 row = comparison(ranks, loss, pretraining, reference, protocol, args.split, args.metric, args.target)
                 if row is None:

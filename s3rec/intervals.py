@@ -1,5 +1,5 @@
 """Intervals for a paired difference between two variants: a (seeds, users) matrix of per-user
-metric differences (report.paired_difference) in, a mean and its uncertainty out.
+metric differences (differences.paired_difference) in, a mean and its uncertainty out.
 
 - `paired_bootstrap`: percentile interval, users and seeds resampled on the grid.
 - `seeds_t_interval`: Student-t interval over the seeds' mean differences, users held fixed.

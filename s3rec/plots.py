@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from s3rec.intervals import intervals_exclude_zero
-from s3rec.report import (PRESETS, REFERENCE_ROWS, sort_losses, sort_presets, sort_pretrainings, split_pretraining,
+from s3rec.labels import (PRESETS, REFERENCE_ROWS, sort_losses, sort_presets, sort_pretrainings, split_pretraining,
                           variant_rank)
 
 NONE_COLOR, POPULARITY_COLOR, AUTHORS_COLOR, OTHER_COLOR = "#8c8c8c", "#a6611a", "#7b3294", "#e7298a"

@@ -1,236 +1,37 @@
-"""Pure functions behind the report: finished runs in, tables out.
+"""Pure functions behind the report's results table: finished runs in, tables out.
 
-A run is identified by (loss, pretraining, seed): `loss` is the finetuning loss (bce, ce, ...;
-none for the popularity baseline) and `pretraining` the label of what it was finetuned from:
-`none` (trained from scratch), `<preset>-<variant>` (pretrained here with a RunConfig preset,
-e.g. seed-full, paper-r16), `authors` (the S3Rec authors' released checkpoint) or `popularity`.
+Runs are named and ordered as in s3rec/labels.py (loss, pretraining, seed); the paired
+differences are s3rec/differences.py's, the path grammar of history and checkpoint files
+s3rec/run_paths.py's, the head spectra s3rec/spectra.py's.
 
 - `load_runs`: metrics.json files -> one long frame, a row per run, protocol, split and metric,
   with each run's CPU time and whether its finetuning stopped early or at the epoch cap.
   `load_ranks`, `load_histories`: ranks.parquet and history CSVs. Every file is checked as it
   is read (s3rec/report_inputs.py): bad input is a ValueError naming the file and the field,
   line or column. A run given twice is refused by read_results, and for histories and
-  checkpoints by `check_each_run_once`, which plot_report runs on every figure's inputs.
+  checkpoints by `run_paths.check_each_run_once`, which plot_report runs on every figure's inputs.
 - `summarize` / `results_table` / `results_notes`: mean and std over seeds per loss and
   pretraining; runs that hit the finetuning epoch cap are marked.
-- `comparison_pairs` / `paired_difference` / `difference_table`: differences between two
-  pretrainings finetuned with the same loss (each rank against its preset's `full`; `full`
-  against `none` and against `authors`), scored on the same users and seeds, with the two
-  intervals of s3rec/intervals.py: a paired bootstrap over users and seeds, a t interval over seeds.
-- `run_of_path` / `dataset_of`: the path grammar of history and checkpoint files, which carry
-  no labels of their own.
 - `to_markdown` / `to_latex`: render a string table (LaTeX with booktabs rules).
 Nothing here reads a config; scripts/aggregate.py does the I/O.
 """
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
-from s3rec.intervals import paired_intervals
-from s3rec.metrics import METRICS_FULL, per_user_metric
+from s3rec.labels import PROTOCOL_LABELS, pretrained_here, pretraining_label, report_order, split_pretraining
+from s3rec.metrics import METRICS_FULL
 from s3rec.report_inputs import check_drawn_columns, check_result, read_history, read_json_object, read_ranks
+from s3rec.run_paths import run_of_path
 
-# Rows shown for reference only, never compared as a variant: `authors` is finetuned from the
-# S3Rec authors' released checkpoint, pretrained by their code on their data handling (which sees
-# the held-out items), so it is a distance to reach, not a like-for-like variant; popularity is
-# the floor and was not finetuned at all.
-REFERENCE_ROWS = ("authors", "popularity")
-PROTOCOL_LABELS = {"full": "full ranking", "sampled": "sampled"}  # "full" alone reads as the variant
 CAP_MARK = "†"  # after a row that has a run which hit the finetuning epoch cap
 CPU_COLUMN = "CPU time (s), pretrain + finetune"
 NO_LOSS = "–"  # the Finetuning cell of popularity, which was not finetuned
 NOT_RECORDED = "–"  # a cell the runs did not record
-LOSSES = ("bce", "ce")  # shown first, in this order; other losses follow alphabetically
-PRESETS = ("seed", "paper")  # likewise for the pretraining presets
-_RANK = re.compile(r"^r(\d+)$")
-# <preset>-<variant> for a model pretrained here: the preset is a RunConfig preset name (lowercase)
-_PRETRAINED_HERE = re.compile(r"^(?P<preset>[a-z][a-z0-9_]*)-(?P<variant>full|r\d+)$")
-
-
-# ---------------------------------------------------------------- labels and order
-
-
-def variant_order(variant: str) -> tuple[int, int]:
-    """Sort key: none, full, r<small> .. r<large>, authors, popularity, anything else."""
-    if variant == "none":
-        return (0, 0)
-    if variant == "full":
-        return (1, 0)
-    match = _RANK.match(variant)
-    if match:
-        return (2, int(match.group(1)))
-    return {"authors": (3, 0), "popularity": (4, 0)}.get(variant, (5, 0))
-
-
-def variant_rank(variant: str) -> int | None:
-    match = _RANK.match(variant)
-    return int(match.group(1)) if match else None
-
-
-def _named_order(name: str | None, first: Sequence[str]) -> tuple[int, int, str]:
-    """`first` in its order, then other names alphabetically, then None."""
-    if name is None:
-        return (2, 0, "")
-    return (0, first.index(name), "") if name in first else (1, 0, name)
-
-
-def loss_order(loss: str | None) -> tuple[int, int, str]:
-    """Sort key: bce, ce, other losses alphabetically, no loss (popularity) last."""
-    return _named_order(loss, LOSSES)
-
-
-def preset_order(preset: str | None) -> tuple[int, int, str]:
-    """Sort key: seed, paper, other presets alphabetically."""
-    return _named_order(preset, PRESETS)
-
-
-def sort_losses(losses: Iterable[str | None]) -> list[str | None]:
-    return sorted(set(losses), key=loss_order)
-
-
-def sort_presets(presets: Iterable[str | None]) -> list[str]:
-    return sorted({p for p in presets if p is not None}, key=preset_order)
-
-
-def pretraining_label(variant: str, preset: str | None) -> str:
-    """`<preset>-<variant>` for a model pretrained here, else the variant (none, authors, popularity)."""
-    return f"{preset}-{variant}" if preset else variant
-
-
-def split_pretraining(label: str) -> tuple[str | None, str]:
-    """(preset, variant) of a pretraining label: 'paper-r16' -> ('paper', 'r16'), 'none' -> (None, 'none')."""
-    match = _PRETRAINED_HERE.match(label)
-    return (match["preset"], match["variant"]) if match else (None, label)
-
-
-def pretrained_here(variant: str) -> bool:
-    """Whether the variant is pretrained by this project (with a preset): full and r<rank>."""
-    return variant == "full" or variant_rank(variant) is not None
-
-
-def pretraining_order(label: str) -> tuple:
-    """Sort key: none; per preset (seed, paper, others) full, r<small>..r<large>; authors; popularity."""
-    preset, variant = split_pretraining(label)
-    if preset is not None:
-        return (1, preset_order(preset), variant_order(variant))
-    group = {"none": 0, "authors": 2, "popularity": 3}.get(label, 4)
-    return (group, preset_order(None), (0, 0), label)
-
-
-def sort_pretrainings(labels: Iterable[str]) -> list[str]:
-    return sorted(set(labels), key=pretraining_order)
-
-
-def report_order(frame: pl.DataFrame, *then: str) -> pl.DataFrame:
-    """`frame` sorted as the report shows it: by loss, then pretraining, then the columns `then`."""
-    keys = []
-    if "loss" in frame.columns:
-        rank = {loss: i for i, loss in enumerate(sort_losses(frame["loss"].drop_nulls()))}
-        keys.append(pl.col("loss").replace_strict(rank, default=None, return_dtype=pl.Int64))
-    if "pretraining" in frame.columns:
-        rank = {label: i for i, label in enumerate(sort_pretrainings(frame["pretraining"]))}
-        keys.append(pl.col("pretraining").replace_strict(rank, return_dtype=pl.Int64))
-    return frame.sort([*keys, *then], nulls_last=True, maintain_order=True)
-
-
-# ---------------------------------------------------------------- paths
-
-
-_SEED_DIR = re.compile(r"seed(\d+)")
-_LOSS_DIR = re.compile(r"[a-z][a-z0-9_]*")
-RUN_LAYOUT = ("<root>/<dataset>/<pretraining>/seed<S>/<file> (pretraining files), "
-              "<root>/<dataset>/<pretraining>/seed<S>/<loss>/<file> (finetuning files) or "
-              "<root>/<dataset>/authors/<file> (the authors' checkpoint), where <pretraining> is none, "
-              "authors or <preset>-<variant> (e.g. seed-full, paper-r16) and <loss> e.g. bce or ce")
-
-
-def _parse_run_path(path: Path) -> tuple[str, int | None, str | None, Path]:
-    """(pretraining, seed, loss, the pretraining's folder) of a run file; ValueError off the grammar."""
-    folder, loss = path.parent, None
-    if not _SEED_DIR.fullmatch(folder.name) and _SEED_DIR.fullmatch(folder.parent.name):
-        loss, folder = folder.name, folder.parent  # .../seed<S>/<loss>/<file>
-    match = _SEED_DIR.fullmatch(folder.name)
-    run, seed = (folder.parent, int(match.group(1))) if match else (folder, None)
-    label = run.name
-    valid = ((match is not None and (label in ("none", "authors") or _PRETRAINED_HERE.fullmatch(label)))
-             or (match is None and label == "authors"))  # the seed-independent authors' checkpoint
-    if not valid or (loss is not None and not _LOSS_DIR.fullmatch(loss)):
-        raise ValueError(f"{path}: not a run file; expected {RUN_LAYOUT}")
-    return label, seed, loss, run
-
-
-def run_of_path(path: str | Path) -> tuple[str, int | None, str | None]:
-    """(pretraining, seed, loss) of a history or checkpoint file, which carries no labels itself.
-
-    .../seed-r16/seed2/pretrain_history.csv -> ('seed-r16', 2, None);
-    .../seed-r16/seed2/ce/finetune_history.csv -> ('seed-r16', 2, 'ce');
-    .../authors/pretrain.pt -> ('authors', None, None) (one checkpoint serves every seed).
-    Any root folder above <dataset> is accepted (results/, study/, ...).
-    """
-    label, seed, loss, _ = _parse_run_path(Path(path))
-    return label, seed, loss
-
-
-def dataset_of(path: str | Path) -> str:
-    """<dataset> of a file under <root>/<dataset>/: a run file (see `run_of_path`),
-    popularity/<file> or report/<kind>/<file>."""
-    path = Path(path)
-    if path.parent.name == "popularity":
-        folder = path.parent.parent
-    elif path.parent.parent.name == "report":
-        folder = path.parents[2]
-    else:
-        try:
-            folder = _parse_run_path(path)[3].parent
-        except ValueError:  # say the two other layouts too (a difference.csv copied elsewhere, say)
-            raise ValueError(f"{path}: neither a run file nor popularity's or the report's; expected {RUN_LAYOUT}; "
-                             "or <root>/<dataset>/popularity/<file>, or <root>/<dataset>/report/tables/<file> "
-                             "(difference.csv)") from None
-    if not folder.name:
-        raise ValueError(f"{path}: no <dataset> folder above the run folder; expected {RUN_LAYOUT}")
-    return folder.name
-
-
-def one_dataset(paths: Sequence[str | Path]) -> str:
-    """The data set of files that must all be of one (a figure's runs), or an error naming two
-    files of different data sets: their runs would share labels (seed-full seed 0) in one figure."""
-    first: dict[str, Path] = {}
-    for path in map(Path, paths):
-        first.setdefault(dataset_of(path), path)
-    if len(first) > 1:
-        (one, a), (two, b) = list(first.items())[:2]
-        raise ValueError(f"{a} is of data set {one!r}, {b} of {two!r}; expected the runs of one data set")
-    return next(iter(first))
-
-
-# a run's pretraining checkpoint, and the copy of its head weights alone (scripts/export_study.py)
-HEAD_CHECKPOINTS = ("pretrain.pt", "heads.pt")
-
-
-def check_each_run_once(paths: Sequence[str | Path]) -> None:
-    """Each run's file given once: the same file twice, or a copy of it under another root
-    (results/ and study/), would be drawn twice as one run's, or as another seed's. A run's
-    heads.pt holds its pretrain.pt's head weights, so the two count as one file. Popularity's
-    and the report's files are not run files."""
-    seen: dict[tuple, Path] = {}
-    for path in map(Path, paths):
-        if path.parent.name == "popularity" or path.parent.parent.name == "report":
-            continue
-        pretraining, seed, loss = run_of_path(path)
-        kind = "pretrain.pt" if path.name in HEAD_CHECKPOINTS else path.name
-        identity = (dataset_of(path), kind, pretraining, seed, loss)
-        if identity in seen:
-            run = f"{pretraining}" + (f" seed {seed}" if seed is not None else "") + (f", {loss}" if loss else "")
-            what = "head weights" if path.name in HEAD_CHECKPOINTS else path.name
-            raise ValueError(f"{seen[identity]} and {path}: both are the {what} of {run} of {identity[0]}; "
-                             "expected each once")
-        seen[identity] = path
 
 
 # ---------------------------------------------------------------- loading
@@ -467,42 +268,6 @@ def load_histories(paths: Iterable[str | Path]) -> pl.DataFrame:
     return report_order(pl.concat(frames, how="diagonal_relaxed"), "seed", "epoch")
 
 
-def head_spectrum(state_dict: dict, head: str) -> np.ndarray | None:
-    """Singular values (descending) of a head's bilinear weight: W, or U Vᵀ for a low-rank head.
-
-    Keys end in `heads.<head>.weight` (dense) or `heads.<head>.U` / `.V` (low rank); a low-rank
-    spectrum is cut at r, as the remaining values are zero. None when the head is absent.
-    """
-    def find(suffix):
-        return next((v for k, v in state_dict.items() if k.endswith(f"heads.{head}.{suffix}")), None)
-
-    weight, u, v = find("weight"), find("U"), find("V")
-    if u is not None and v is not None:
-        u, v = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
-        return np.linalg.svd(u @ v.T, compute_uv=False)[: u.shape[1]]
-    if weight is not None:
-        return np.linalg.svd(np.asarray(weight, dtype=np.float64), compute_uv=False)
-    return None
-
-
-def rank_energy(spectrum: Sequence[float], ranks: Iterable[int]) -> dict[int, float]:
-    """Share of ‖W‖²_F that the best rank-r approximation of W keeps, per r: Σ_{i≤r} σᵢ² / Σ σᵢ².
-
-    By Eckart–Young this is the most a rank-r factorisation U Vᵀ can keep of a dense head's
-    learned W, and 1 − it is the squared relative Frobenius error of that best approximation.
-    `spectrum` holds W's singular values (any order); r at or past their number gives 1.
-    """
-    squares = np.sort(np.asarray(spectrum, dtype=np.float64) ** 2)[::-1]
-    total = squares.sum()
-    if total <= 0:
-        raise ValueError("rank_energy: the spectrum is all zero; W has no energy to share")
-    kept = np.cumsum(squares) / total
-    ranks = [int(r) for r in ranks]
-    if any(r < 1 for r in ranks):
-        raise ValueError(f"rank_energy: ranks must be >= 1, got {ranks}")
-    return {r: float(kept[min(r, len(kept)) - 1]) for r in ranks}
-
-
 # ---------------------------------------------------------------- summaries
 
 
@@ -652,122 +417,6 @@ def pretraining_rerun_notes(runs: pl.DataFrame) -> list[str]:
         notes.append(f"{pretraining} seed {seed}: its finetunings record different pretraining runs (pretraining "
                      f"wall time {times}), not which weights they started from: they may not share one start.")
     return notes
-
-
-# ---------------------------------------------------------------- paired bootstrap
-
-
-def comparison_pairs(ranks: pl.DataFrame) -> tuple[list[tuple[str, str, str]], list[str]]:
-    """The comparisons of the difference table, within each finetuning loss, and those left out.
-
-    Pairs are (loss, pretraining, reference), for every preset p with `p-full` present:
-    `p-r<k>` − `p-full` (the claim under test), `p-full` − `none` (does pretraining help) and
-    `p-full` − `authors` (the distance to the authors' checkpoint), each when both sides were
-    finetuned with that loss. A rank whose `p-full` is missing (a partial study) is left out
-    and described in the second list. Popularity, never finetuned, is in no pair.
-    """
-    pairs, skipped = [], []
-    present = ranks.filter(pl.col("loss").is_not_null()).select("loss", "pretraining").unique()
-    for loss in sort_losses(present["loss"]):
-        labels = set(present.filter(pl.col("loss") == loss)["pretraining"])
-        for preset in sort_presets(split_pretraining(label)[0] for label in labels):
-            full = f"{preset}-full"
-            ranked = [label for label in sort_pretrainings(labels)
-                      if split_pretraining(label)[0] == preset and label != full]
-            if full not in labels:
-                skipped += [f"{label} − {full} ({loss}): no {full} finetuned with {loss}" for label in ranked]
-                continue
-            pairs += [(loss, full, reference) for reference in ("none", "authors") if reference in labels]
-            pairs += [(loss, label, full) for label in ranked]
-    return pairs, skipped
-
-
-def user_scores(ranks: pl.DataFrame, loss: str, pretraining: str, protocol: str, split: str, metric: str
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(seeds, user_ids, values (S, U)) of one pretraining finetuned with `loss`, users sorted by id."""
-    part = (ranks.filter((pl.col("loss") == loss) & (pl.col("pretraining") == pretraining)
-                         & (pl.col("protocol") == protocol) & (pl.col("split") == split))
-            .select("seed", "user_id", "rank"))
-    if part.is_empty():
-        raise ValueError(f"no ranks for {pretraining!r} finetuned with {loss!r}, protocol {protocol!r}, "
-                         f"split {split!r}: the ranks.parquet of its runs ({pretraining}/seed*/{loss}/) hold none; "
-                         "were they evaluated without that protocol (eval.protocols)?")
-    wide = part.pivot(on="seed", index="user_id", values="rank").sort("user_id")
-    seeds = np.array(sorted(int(s) for s in wide.columns if s != "user_id"))
-    matrix = wide.select([str(s) for s in seeds]).to_numpy().T  # (S, U)
-    if np.isnan(matrix.astype(np.float64)).any():
-        counts = part.group_by("seed").agg(pl.col("user_id").n_unique().alias("users")).sort("seed")
-        short = counts.filter(pl.col("users") < counts["users"].max())
-        where = (f"{pretraining}/seed{short['seed'][0]}/{loss}/ranks.parquet ranks {short['users'][0]:,} users "
-                 f"({protocol}, {split}), another seed {counts['users'].max():,}" if len(short) else
-                 f"{pretraining}/seed*/{loss}/ranks.parquet rank as many users but not the same ones")
-        raise ValueError(f"{where}: the seeds of {pretraining!r} ({loss}) did not rank the same users")
-    return seeds, wide["user_id"].to_numpy(), per_user_metric(matrix, metric)
-
-
-def paired_difference(ranks: pl.DataFrame, loss: str, pretraining: str, reference: str, protocol: str,
-                      split: str, metric: str) -> np.ndarray:
-    """(S, U) per-user metric of `pretraining` minus `reference`, both finetuned with `loss`, on
-    their common seeds and users."""
-    seeds_a, users_a, a = user_scores(ranks, loss, pretraining, protocol, split, metric)
-    seeds_b, users_b, b = user_scores(ranks, loss, reference, protocol, split, metric)
-    seeds = np.intersect1d(seeds_a, seeds_b)
-    users = np.intersect1d(users_a, users_b)
-    if not len(seeds) or not len(users):
-        raise ValueError(f"{pretraining!r} and {reference!r} ({loss}) share no seeds or no users")
-    return _select(a, seeds_a, users_a, seeds, users) - _select(b, seeds_b, users_b, seeds, users)
-
-
-def _select(values: np.ndarray, seeds: np.ndarray, users: np.ndarray, keep_seeds: np.ndarray,
-            keep_users: np.ndarray) -> np.ndarray:
-    """Rows of `keep_seeds` and columns of `keep_users` (both sorted subsets) of a (S, U) matrix."""
-    return values[np.searchsorted(seeds, keep_seeds)][:, np.searchsorted(users, keep_users)]
-
-
-DIFFERENCE_SCHEMA = {
-    "loss": pl.String, "pretraining": pl.String, "reference": pl.String, "protocol": pl.String,
-    "split": pl.String, "metric": pl.String, "difference": pl.Float64, "ci_low": pl.Float64,
-    "ci_high": pl.Float64, "seeds_ci_low": pl.Float64, "seeds_ci_high": pl.Float64, "confidence": pl.Float64,
-    "seeds": pl.Int64, "users": pl.Int64,
-}
-
-
-def difference_table(ranks: pl.DataFrame, metric: str, protocols: Sequence[str], split: str = "test",
-                     samples: int = 2000, seed: int = 0, confidence: float = 0.95,
-                     resample_seeds: bool = True) -> pl.DataFrame:
-    """Every pair of `comparison_pairs` per protocol: the mean difference, its paired bootstrap
-    interval (ci_low, ci_high) and its t interval over seeds (seeds_ci_low, seeds_ci_high; null on
-    one seed), in the order of the pairs (columns: DIFFERENCE_SCHEMA)."""
-    rows = []
-    for loss, pretraining, reference in comparison_pairs(ranks)[0]:
-        for protocol in protocols:
-            difference = paired_difference(ranks, loss, pretraining, reference, protocol, split, metric)
-            rows.append({"loss": loss, "pretraining": pretraining, "reference": reference, "protocol": protocol,
-                         "split": split, "metric": metric,
-                         **paired_intervals(difference, samples, seed, confidence, resample_seeds),
-                         "confidence": confidence, "seeds": difference.shape[0], "users": difference.shape[1]})
-    return pl.DataFrame(rows, schema=DIFFERENCE_SCHEMA)
-
-
-def format_difference_table(differences: pl.DataFrame, digits: int = 4) -> pl.DataFrame:
-    """String table: a row per comparison ('seed-r16 − seed-full') and loss, two columns per
-    protocol: 'Δ [low, high]' (bootstrap) and '[low, high]' (t over seeds; '–' on one seed)."""
-    if differences.is_empty():
-        return pl.DataFrame({"Finetuning": [], "Comparison": []},
-                            schema={"Finetuning": pl.String, "Comparison": pl.String})
-    level = f"{round(differences['confidence'][0] * 100):d}%"
-    rows = {}
-    for r in differences.iter_rows(named=True):  # in the order of the pairs
-        row = rows.setdefault((r["loss"], r["pretraining"], r["reference"]), {
-            "Finetuning": r["loss"], "Comparison": f"{r['pretraining']} − {r['reference']}"})
-        label = PROTOCOL_LABELS.get(r["protocol"], r["protocol"])
-        header = f"Δ{r['metric']}, {label} [{level} CI]"
-        row[header] = f"{r['difference']:+.{digits}f} [{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}]"
-        seeds_low, seeds_high = r.get("seeds_ci_low"), r.get("seeds_ci_high")
-        row[f"{label}, over seeds [{level} t]"] = ("–" if seeds_low is None or seeds_high is None
-                                                   else f"[{seeds_low:+.{digits}f}, {seeds_high:+.{digits}f}]")
-    return pl.DataFrame(list(rows.values()))
-
 
 # ---------------------------------------------------------------- rendering
 

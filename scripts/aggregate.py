@@ -36,6 +36,8 @@ from pathlib import Path
 import polars as pl
 
 from s3rec import cli, files, intervals, report, report_inputs
+from s3rec.differences import comparison_pairs, difference_table, format_difference_table
+from s3rec.labels import report_order
 
 log = logging.getLogger("s3rec")
 
@@ -68,10 +70,10 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
     dataset = datasets[0]
     summary = report.summarize(runs, split=s["split"])
     ranks = report.load_ranks(metrics)
-    left_out = report.comparison_pairs(ranks)[1]
+    left_out = comparison_pairs(ranks)[1]
     for reason in left_out:
         log.warning("difference table: left out %s", reason)
-    differences = report.difference_table(
+    differences = difference_table(
         ranks, metric=s["metric"], protocols=s["protocols"], split=s["split"], samples=s["bootstrap_samples"],
         seed=s["bootstrap_seed"], confidence=s["confidence"], resample_seeds=s["resample_seeds"])
 
@@ -97,7 +99,7 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
     tables = {
         "results": (summary, report.results_table(summary, s["metrics"], s["protocols"]),
                     report.results_notes(summary) + report.pretraining_rerun_notes(runs)),
-        "difference": (differences, report.format_difference_table(differences),
+        "difference": (differences, format_difference_table(differences),
                        difference_notes(differences, left_out, s["resample_seeds"],
                                         ranks.filter(pl.col("split") == s["split"])["user_id"].n_unique())),
     }
@@ -110,7 +112,7 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
                    report.to_latex(pretty, caption=captions[name], label=f"tab:{dataset}-{name}", notes=notes))
         log.info("%s table (%s.csv, .md, .tex):\n%s%s", name, out_dir / name, report.to_markdown(pretty),
                  footnotes)
-    capped = report.report_order(summary.filter(pl.col("runs_at_cap") > 0).select("loss", "pretraining").unique())
+    capped = report_order(summary.filter(pl.col("runs_at_cap") > 0).select("loss", "pretraining").unique())
     if len(capped):
         log.warning("finetuning hit the epoch cap in %s: see the results table's footnote",
                     ", ".join(f"{label} ({loss})" for loss, label in capped.rows()))
@@ -137,7 +139,7 @@ def difference_notes(differences, left_out: list[str], resample_seeds: bool = Tr
     and seeds" would otherwise pass off as covering the variation between seeds; and comparisons
     whose bootstrap and t-over-seeds intervals disagree on 0."""
     notes = [f"Left out: {'; '.join(left_out)}."] if left_out else []
-    one_seed = report.report_order(differences.filter(pl.col("seeds") == 1)
+    one_seed = report_order(differences.filter(pl.col("seeds") == 1)
                                    .unique(["loss", "pretraining", "reference"]), "reference")
     if resample_seeds and len(one_seed):
         named = "; ".join(f"{label} − {reference} ({loss})"
@@ -145,13 +147,13 @@ def difference_notes(differences, left_out: list[str], resample_seeds: bool = Tr
         notes.append(f"On one seed: {named}. Their intervals re-sample users only: they say nothing of how "
                      "the difference varies between seeds.")
     most = differences["seeds"].max() if len(differences) else 0
-    partial = report.report_order(differences.filter((pl.col("seeds") > 1) & (pl.col("seeds") < most))
+    partial = report_order(differences.filter((pl.col("seeds") > 1) & (pl.col("seeds") < most))
                                   .unique(["loss", "pretraining", "reference"]), "reference")
     if len(partial):  # paired on the seeds both arms ran: the CSV's `seeds` alone said so
         named = "; ".join(f"{label} − {reference} ({loss}): {n}" for loss, label, reference, n in
                           partial.select("loss", "pretraining", "reference", "seeds").rows())
         notes.append(f"On fewer seeds than the table's {most} (those both runs have): {named}.")
-    fewer = report.report_order(differences.filter(pl.col("users") < (users or 0)), "reference", "protocol")
+    fewer = report_order(differences.filter(pl.col("users") < (users or 0)), "reference", "protocol")
     if len(fewer):  # paired on the users both ranked: the CSV's `users` alone said so
         named = "; ".join(f"{label} − {reference} ({loss}, {protocol}): {n:,}"
                           for loss, label, reference, protocol, n in

@@ -53,12 +53,12 @@ from pathlib import Path
 
 from s3rec import cli, files, report_inputs
 from s3rec.config import SEED_MAX, is_seed
-from s3rec.report import LOSSES, pretraining_order  # the report's order and losses
+from s3rec.labels import LOSSES, pretraining_order  # the report's order and losses
 
 log = logging.getLogger("s3rec")
 
 PLAN_VERSION = 1
-# The preset as s3rec/report.py's run layout (_PRETRAINED_HERE) reads it: a label it would not read
+# The preset as s3rec/labels.py and run_paths.py (PRETRAINED_HERE) reads it: a label it would not read
 # back (Seed-full, 1x-full) must be refused when the plan is made, not when the report is.
 PRETRAINING = re.compile(r"^(?P<preset>[a-z][a-z0-9_]*)-(?P<variant>full|r(?P<rank>[1-9][0-9]*))$")
 PRETRAINING_FORM = "<preset>-full | <preset>-r<rank> (<preset>: lowercase letters, digits, _, first a letter)"

@@ -35,7 +35,10 @@ import polars as pl
 
 from s3rec import cli, files, plots, report, report_inputs
 from s3rec.data import ATTRIBUTES_FILE, SEQUENCES_FILE, load_dataset
+from s3rec.labels import report_order, sort_pretrainings, split_pretraining, variant_rank
 from s3rec.report_inputs import object_field
+from s3rec.run_paths import check_each_run_once, dataset_of, one_dataset, run_of_path
+from s3rec.spectra import head_spectrum
 
 HEADS = ("aap", "mip", "map", "sp")
 DEFAULTS = {"metric": "NDCG@10", "split": "test", "protocols": ["full", "sampled"]}
@@ -65,13 +68,13 @@ def finetuned(runs: pl.DataFrame, figure: str) -> pl.DataFrame:
 
 
 # <dataset> of a file under <root>/<dataset>/ (results/, study/, ...): a run file, popularity/ or report/
-dataset_of = report.dataset_of
+dataset_of = dataset_of
 
 
 def runs_drawn(frame: pl.DataFrame) -> str:
     """'bce: none seeds 0 1, seed-full seeds 0 1; ce: ...; popularity' of a frame with loss,
     pretraining and seed columns (a null loss: a run that was not finetuned)."""
-    seeds = report.report_order(frame.group_by("loss", "pretraining").agg(pl.col("seed").unique().sort()))
+    seeds = report_order(frame.group_by("loss", "pretraining").agg(pl.col("seed").unique().sort()))
     parts: dict[str, list[str]] = {}
     for r in seeds.iter_rows(named=True):
         drawn = r["pretraining"]
@@ -114,9 +117,9 @@ def pretrain_losses(inputs, s):
     for path in histories:
         run_file = Path(path).with_name("pretrain_run.json")
         if run_file.exists():
-            weights[report.run_of_path(path)[0]] = task_weights(run_file)
+            weights[run_of_path(path)[0]] = task_weights(run_file)
     history = report.load_histories(histories)
-    weights = {label: weights[label] for label in report.sort_pretrainings(weights)}
+    weights = {label: weights[label] for label in sort_pretrainings(weights)}
     drawn = (f"{history.height} epochs of {len(histories)} runs "
              f"({runs_drawn(history.unique(['pretraining', 'seed']))}), tasks "
              f"{[t for t in plots.TASK_TITLES if t in history.columns]}; weights {weights or 'not recorded'}")
@@ -160,7 +163,7 @@ def finetune_validation(inputs, s):
         followed[labels["loss"]] = ((metric if f"valid_{metric}" in history.columns else s["metric"]),
                                     finetune.get("early_stopping_protocol") or "full")
     dataset = dataset_of(named(inputs, "finetune_history.csv")[0])
-    capped = report.report_order(runs.filter(pl.col("hit_cap").fill_null(False)), "seed")
+    capped = report_order(runs.filter(pl.col("hit_cap").fill_null(False)), "seed")
     at_cap = ", ".join(f"{label} ({loss}) seed {seed}" for label, loss, seed in
                        capped.select("pretraining", "loss", "seed").rows())
     which = "; ".join(f"{loss}: {metric} ({protocol})" for loss, (metric, protocol) in sorted(followed.items()))
@@ -178,18 +181,18 @@ def head_spectra(inputs, s):
                 if any(k.endswith(f"heads.{h}.U") for k in state)} or {"aap", "map"}
     heads = sorted(low_rank, key=HEADS.index)
     for path, state in checkpoints.items():
-        pretraining, seed, _ = report.run_of_path(path)
+        pretraining, seed, _ = run_of_path(path)
         for head in heads:
             report_inputs.check_head_finite(path, state, head)
-            values = report.head_spectrum(state, head)
+            values = head_spectrum(state, head)
             if values is None:
                 log.warning("%s has no %s head: left out", path, head)
                 continue
             # the authors' checkpoint serves every seed: one spectrum, drawn as seed 0
             rows += [{"pretraining": pretraining, "seed": seed or 0, "head": head, "index": i + 1, "value": float(v)}
                      for i, v in enumerate(values)]
-    spectra = report.report_order(pl.DataFrame(rows), "seed", "head", "index")
-    ranks = sorted({r for r in (report.variant_rank(report.split_pretraining(label)[1])
+    spectra = report_order(pl.DataFrame(rows), "seed", "head", "index")
+    ranks = sorted({r for r in (variant_rank(split_pretraining(label)[1])
                                 for label in spectra["pretraining"].unique()) if r is not None})
     models = spectra.unique(["pretraining", "seed"]).with_columns(loss=pl.lit(None, pl.String))
     drawn = (f"normalised singular values and cumulative energy of heads {heads} from {len(checkpoints)} "
@@ -250,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("settings: %s", json.dumps(settings, sort_keys=True))
     with cli.clear_errors():
         if args.figure != "data_distributions":  # the others draw runs: of one data set, each once
-            report.one_dataset(args.inputs)
-            report.check_each_run_once(args.inputs)
+            one_dataset(args.inputs)
+            check_each_run_once(args.inputs)
         fig, drawn = FIGURES[args.figure](args.inputs, settings)
         log.info("drew %s", drawn)
         for out in args.out:  # through a temporary name: a killed run leaves no half-written figure

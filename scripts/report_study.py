@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from s3rec import cli, files, report, report_inputs
+from s3rec.labels import LOSSES, pretraining_label, pretraining_order, split_pretraining
 from s3rec.report_inputs import object_field
 from s3rec.stalls import stalled_spans
 
@@ -102,7 +103,7 @@ KIND_ORDER = {"pretraining": 0, "authors": 1, "finetuning": 2, "popularity": 3}
 
 
 def make_run(kind: str, pretraining: str | None = None, seed: int | None = None, loss: str | None = None) -> Run:
-    order = report.pretraining_order(pretraining) if pretraining else ()
+    order = pretraining_order(pretraining) if pretraining else ()
     return Run((KIND_ORDER[kind], order, seed or 0, loss or ""), kind, pretraining, seed, loss)
 
 
@@ -116,7 +117,7 @@ def run_of_file(relative: Path) -> Run | None:
         return make_run("authors")
     if len(parts) == 2 and seed and export.PRETRAINING.match(parts[0]) and name in PRETRAIN_FILES:
         return make_run("pretraining", parts[0], int(seed[1]))
-    if (len(parts) == 3 and seed and name in FINETUNE_FILES and parts[2] in report.LOSSES
+    if (len(parts) == 3 and seed and name in FINETUNE_FILES and parts[2] in LOSSES
             and (parts[0] in ("none", "authors") or export.PRETRAINING.match(parts[0]))):
         return make_run("finetuning", parts[0], int(seed[1]), parts[2])
     return None
@@ -247,9 +248,9 @@ def check_identity(study: Study) -> None:
             else:
                 # no preset recorded (an older file): the variant alone is checked
                 preset = (object_field(object_field(recorded, "config"), "pretrain").get("preset")
-                          or report.split_pretraining(run.pretraining)[0])
+                          or split_pretraining(run.pretraining)[0])
                 variant = recorded.get("variant")
-                pretraining, loss = (report.pretraining_label(variant, preset) if variant else None), None
+                pretraining, loss = (pretraining_label(variant, preset) if variant else None), None
             if None not in (run.pretraining, pretraining) and pretraining != run.pretraining:
                 raise ValueError(f"{path}: pretraining {pretraining!r}, but its folder says {run.pretraining}")
             if None not in (run.loss, loss) and loss != run.loss:
@@ -275,7 +276,7 @@ def cell(study: Study, run: Run) -> str:
 
 def grid(study: Study, runs: list[Run], title: str) -> list[str]:
     """A markdown table: pretraining × seed, a cell per run."""
-    rows = sorted({r.pretraining for r in runs}, key=report.pretraining_order)
+    rows = sorted({r.pretraining for r in runs}, key=pretraining_order)
     seeds = sorted({r.seed for r in runs})
     by_key = {(r.pretraining, r.seed): r for r in runs}
     lines = [f"### {title}", "", "| pretraining | " + " | ".join(f"seed {s}" for s in seeds) + " |",
@@ -381,7 +382,7 @@ def runs_markdown(study: Study) -> str:
              "missing (left out of the tables and figures); (extra) = here but not in the plan (left out of the "
              "tables and figures: delete its folder once it is not wanted); – = neither.", ""]
     all_finetunings = sorted(set(finetunings) | {r for r in study.present if r.kind == "finetuning"})
-    for loss in [loss for loss in report.LOSSES if any(r.loss == loss for r in all_finetunings)]:
+    for loss in [loss for loss in LOSSES if any(r.loss == loss for r in all_finetunings)]:
         lines += grid(study, [r for r in all_finetunings if r.loss == loss], f"Finetunings, loss {loss}")
     all_pretrainings = sorted(set(pretrainings) | {r for r in study.present if r.kind == "pretraining"})
     if all_pretrainings:

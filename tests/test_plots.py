@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from s3rec import plots, report
+from s3rec import labels, plots, spectra
 from scripts_import import load_script
 
 plot_report = load_script("plot_report")
@@ -32,7 +32,7 @@ FIGURES = ("accuracy_vs_rank", "params_vs_accuracy", "pretrain_losses", "finetun
 def heads_state(variant: str, rng) -> dict:
     """Pretraining-head tensors of one model (heads.pt holds only these): AAP/MAP low rank for
     r<k>, dense otherwise; MIP and SP dense."""
-    rank = report.variant_rank(variant)
+    rank = labels.variant_rank(variant)
     state = {}
     for head in ("aap", "mip", "map", "sp"):
         if rank and head in ("aap", "map"):
@@ -64,7 +64,7 @@ def fabricate_study(root, presets, losses, authors=False, capped=()):
     inputs = {figure: [] for figure in FIGURES}
     weights = {"seed": (1.0, 0.2, 1.0, 0.5), "paper": (0.2, 1.0, 1.0, 0.5)}
     for label in pretrainings:
-        preset, variant = report.split_pretraining(label)
+        preset, variant = labels.split_pretraining(label)
         for seed in SEEDS:
             run = folder / label / f"seed{seed}"
             epochs = np.arange(1, 6)
@@ -88,7 +88,7 @@ def fabricate_study(root, presets, losses, authors=False, capped=()):
     metrics_files = []
     for li, loss in enumerate(losses):
         for fi, label in enumerate(finetuned):
-            preset, variant = report.split_pretraining(label)
+            preset, variant = labels.split_pretraining(label)
             for seed in SEEDS:
                 run = folder / label / f"seed{seed}" / loss
                 ranks = np.maximum(base - fi - seed - 3 * li, 1)
@@ -100,7 +100,7 @@ def fabricate_study(root, presets, losses, authors=False, capped=()):
                 if preset:
                     config["pretrain"] = {"preset": preset}
                 heads = 0 if variant in ("none", "authors") else (
-                    4 * D * D if variant == "full" else 2 * (2 * D * report.variant_rank(variant)) + 2 * D * D)
+                    4 * D * D if variant == "full" else 2 * (2 * D * labels.variant_rank(variant)) + 2 * D * D)
                 result = {"dataset": "toy", "variant": variant, "seed": seed, "finetune": {"loss": loss},
                           "metrics": {p: {s: {"NDCG@10": level + 0.1 * (p == "sampled"), "HR@10": 2 * level}
                                           for s in ("valid", "test")} for p in ("full", "sampled")},
@@ -353,9 +353,9 @@ def test_head_spectra_bytes_do_not_move_with_the_svds_last_bits(study, tmp_path,
     the committed study's head_spectra.png (so `git diff` after report_study.py was not empty)."""
     _, inputs, _, _ = study
     exact = draw("head_spectra", inputs["head_spectra"], tmp_path, "exact")
-    spectrum = report.head_spectrum
+    spectrum = spectra.head_spectrum
     for scale in (1 + 2**-50, 1 - 2**-50):  # a few float64 ulps, far below float32's
-        monkeypatch.setattr(report, "head_spectrum", lambda state, head: spectrum(state, head) * scale)
+        monkeypatch.setattr(plot_report, "head_spectrum", lambda state, head: spectrum(state, head) * scale)
         assert draw("head_spectra", inputs["head_spectra"], tmp_path, "perturbed") == exact
 
 

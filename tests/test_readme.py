@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from s3rec import report
+from s3rec import differences, report
 from scripts_import import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def formatted_differences() -> dict[tuple[str, str], dict[str, str]]:
     """difference.csv's NDCG@10 rows formatted by the report ('+0.0015 [-0.0004, +0.0036]' a
     protocol), by (finetuning, comparison), with README's minus sign."""
     frame = pl.read_csv(TABLES / "difference.csv").filter(pl.col("metric") == "NDCG@10")
-    table = report.format_difference_table(frame)
+    table = differences.format_difference_table(frame)
     return {(r["Finetuning"], r["Comparison"]): {k: v.replace("-", "−") for k, v in r.items()}
             for r in table.iter_rows(named=True)}
 

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from s3rec import report
+from s3rec import differences, labels, metrics, report, run_paths, spectra
 from scripts_import import load_script
 
 aggregate = load_script("aggregate")
@@ -21,7 +21,7 @@ def write_run(root, pretraining, seed, loss, ndcg, ranks, heads=0, total=100, **
     """A metrics.json (CONTRACTS.md structure, trimmed) and its ranks.parquet of one finetuning,
     in the workflow's folder root/<pretraining>/seed<S>/<loss>/ (root/popularity/ for popularity);
     `extra` adds or replaces top-level keys (e.g. cpu_seconds, early_stopped)."""
-    preset, variant = report.split_pretraining(pretraining)
+    preset, variant = labels.split_pretraining(pretraining)
     directory = root / "popularity" if variant == "popularity" else root / pretraining / f"seed{seed}" / loss
     directory.mkdir(parents=True, exist_ok=True)
     metrics = {p: {s: {"NDCG@10": ndcg, "HR@10": 2 * ndcg} for s in ("valid", "test")} for p in ("full", "sampled")}
@@ -157,24 +157,24 @@ def test_capped_runs_are_marked_and_cpu_time_reported(tmp_path):
     latex = report.to_latex(table, notes=notes)
     assert r"none\textsuperscript{\dag}" in latex and r"\footnotesize \textsuperscript{\dag} Finetuning" in latex
     # authors is a reference: seed-full is compared with it, never the other way round
-    differences = report.difference_table(report.load_ranks(paths), metric="NDCG@10", protocols=["full"], samples=100)
-    assert differences.select("pretraining", "reference").rows() == [("seed-full", "none"), ("seed-full", "authors")]
+    table = differences.difference_table(report.load_ranks(paths), metric="NDCG@10", protocols=["full"], samples=100)
+    assert table.select("pretraining", "reference").rows() == [("seed-full", "none"), ("seed-full", "authors")]
 
 
 # ---------------------------------------------------------------- labels, order, paths
 
 
 def test_order_of_variants_losses_presets_and_pretrainings():
-    assert sorted(["r32", "popularity", "r8", "authors", "full", "none", "r16"], key=report.variant_order) == [
+    assert sorted(["r32", "popularity", "r8", "authors", "full", "none", "r16"], key=labels.variant_order) == [
         "none", "full", "r8", "r16", "r32", "authors", "popularity"]
-    assert report.sort_losses(["focal", "ce", None, "bce", "ace"]) == ["bce", "ce", "ace", "focal", None]
-    assert report.sort_presets(["zeta", "paper", None, "seed", "alpha"]) == ["seed", "paper", "alpha", "zeta"]
-    assert report.sort_pretrainings(["popularity", "paper-r16", "authors", "alpha-full", "seed-r32", "paper-full",
+    assert labels.sort_losses(["focal", "ce", None, "bce", "ace"]) == ["bce", "ce", "ace", "focal", None]
+    assert labels.sort_presets(["zeta", "paper", None, "seed", "alpha"]) == ["seed", "paper", "alpha", "zeta"]
+    assert labels.sort_pretrainings(["popularity", "paper-r16", "authors", "alpha-full", "seed-r32", "paper-full",
                                      "seed-r8", "none", "seed-full", "alpha-r4"]) == [
         "none", "seed-full", "seed-r8", "seed-r32", "paper-full", "paper-r16", "alpha-full", "alpha-r4",
         "authors", "popularity"]
-    assert report.split_pretraining("paper-r16") == ("paper", "r16")
-    assert report.split_pretraining("authors") == (None, "authors")
+    assert labels.split_pretraining("paper-r16") == ("paper", "r16")
+    assert labels.split_pretraining("authors") == (None, "authors")
 
 
 def test_labels_come_from_metrics_json_not_the_path(tmp_path):
@@ -206,21 +206,21 @@ def test_load_runs_is_in_report_order_whatever_the_input_order(runs_on_disk):
 
 @pytest.mark.parametrize("root", ["results/beauty", "study/beauty", "/somewhere/else/beauty"])
 def test_run_of_path_on_both_layouts(root):
-    assert report.run_of_path(f"{root}/seed-r16/seed2/pretrain_history.csv") == ("seed-r16", 2, None)
-    assert report.run_of_path(f"{root}/paper-full/seed0/heads.pt") == ("paper-full", 0, None)
-    assert report.run_of_path(f"{root}/seed-r16/seed2/ce/finetune_history.csv") == ("seed-r16", 2, "ce")
-    assert report.run_of_path(f"{root}/none/seed1/bce/metrics.json") == ("none", 1, "bce")
-    assert report.run_of_path(f"{root}/authors/seed3/ce/finetune_history.csv") == ("authors", 3, "ce")
-    assert report.run_of_path(f"{root}/authors/pretrain.pt") == ("authors", None, None)
-    assert report.run_of_path(f"{root}/authors/heads.pt") == ("authors", None, None)
-    assert report.run_of_path(f"{root}/my_preset-r4/seed0/focal/finetune_history.csv") == ("my_preset-r4", 0, "focal")
+    assert run_paths.run_of_path(f"{root}/seed-r16/seed2/pretrain_history.csv") == ("seed-r16", 2, None)
+    assert run_paths.run_of_path(f"{root}/paper-full/seed0/heads.pt") == ("paper-full", 0, None)
+    assert run_paths.run_of_path(f"{root}/seed-r16/seed2/ce/finetune_history.csv") == ("seed-r16", 2, "ce")
+    assert run_paths.run_of_path(f"{root}/none/seed1/bce/metrics.json") == ("none", 1, "bce")
+    assert run_paths.run_of_path(f"{root}/authors/seed3/ce/finetune_history.csv") == ("authors", 3, "ce")
+    assert run_paths.run_of_path(f"{root}/authors/pretrain.pt") == ("authors", None, None)
+    assert run_paths.run_of_path(f"{root}/authors/heads.pt") == ("authors", None, None)
+    assert run_paths.run_of_path(f"{root}/my_preset-r4/seed0/focal/finetune_history.csv") == ("my_preset-r4", 0, "focal")
     for path in (f"{root}/seed-r16/seed2/ce/finetune_history.csv", f"{root}/popularity/metrics.json",
                  f"{root}/report/tables/difference.csv", f"{root}/authors/pretrain.pt"):
-        assert report.dataset_of(path) == "beauty"
+        assert run_paths.dataset_of(path) == "beauty"
     # a difference.csv outside report/tables/: before, the message named the run layouts only
     with pytest.raises(ValueError, match=r"^tables/difference.csv: neither a run file nor popularity's or the "
                                          r"report's; .* or <root>/<dataset>/report/tables/<file> \(difference.csv\)"):
-        report.dataset_of("tables/difference.csv")
+        run_paths.dataset_of("tables/difference.csv")
 
 
 @pytest.mark.parametrize("path", [
@@ -234,7 +234,7 @@ def test_run_of_path_on_both_layouts(root):
 ])
 def test_run_of_path_names_the_path_and_the_layout_when_off_the_grammar(path):
     with pytest.raises(ValueError) as error:
-        report.run_of_path(path)
+        run_paths.run_of_path(path)
     assert str(error.value).startswith(f"{path}: ") and "<pretraining>/seed<S>/<loss>/<file>" in str(error.value)
 
 
@@ -260,8 +260,8 @@ def study_ranks(tmp_path, labels_per_loss, seeds=(0, 1), users=200):
     rng = np.random.default_rng(2)
     base = rng.integers(8, 30, size=users)
     paths = []
-    for loss, labels in labels_per_loss.items():
-        for label in labels:
+    for loss, names in labels_per_loss.items():
+        for label in names:
             for seed in seeds:
                 ranks = np.maximum(base - quality[label] - seed, 1)
                 paths.append(write_run(tmp_path, label, seed, loss, 0.1, ranks))
@@ -275,7 +275,7 @@ def test_difference_pairs_for_two_presets_and_two_losses_with_a_partial_set(tmp_
         "ce": ["none", "seed-r16", "paper-full", "paper-r16"],  # seed-full missing, no authors
     })
     ranks = report.load_ranks(paths)
-    pairs, skipped = report.comparison_pairs(ranks)
+    pairs, skipped = differences.comparison_pairs(ranks)
     assert pairs == [
         ("bce", "seed-full", "none"), ("bce", "seed-full", "authors"),
         ("bce", "seed-r8", "seed-full"), ("bce", "seed-r16", "seed-full"),
@@ -284,25 +284,25 @@ def test_difference_pairs_for_two_presets_and_two_losses_with_a_partial_set(tmp_
     ]
     assert skipped == ["seed-r16 − seed-full (ce): no seed-full finetuned with ce"]
 
-    differences = report.difference_table(ranks, metric="MRR", protocols=["full", "sampled"], samples=50)
-    assert differences.columns == ["loss", "pretraining", "reference", "protocol", "split", "metric", "difference",
-                                   "ci_low", "ci_high", "seeds_ci_low", "seeds_ci_high", "confidence", "seeds",
-                                   "users"]
-    assert differences.height == 2 * len(pairs)
-    assert "popularity" not in set(differences["pretraining"]) | set(differences["reference"])
+    table = differences.difference_table(ranks, metric="MRR", protocols=["full", "sampled"], samples=50)
+    assert table.columns == ["loss", "pretraining", "reference", "protocol", "split", "metric", "difference",
+                              "ci_low", "ci_high", "seeds_ci_low", "seeds_ci_high", "confidence", "seeds",
+                              "users"]
+    assert table.height == 2 * len(pairs)
+    assert "popularity" not in set(table["pretraining"]) | set(table["reference"])
     by_pair = {(r["loss"], r["pretraining"], r["reference"]): r for r in
-               differences.filter(pl.col("protocol") == "full").iter_rows(named=True)}
+               table.filter(pl.col("protocol") == "full").iter_rows(named=True)}
     assert by_pair[("bce", "seed-r16", "seed-full")]["difference"] > 0  # better ranks
     assert by_pair[("bce", "seed-r8", "seed-full")]["difference"] < 0
     assert by_pair[("bce", "paper-r16", "paper-full")]["difference"] == 0.0  # the same ranks
     assert by_pair[("bce", "seed-full", "authors")]["ci_high"] < 0
     assert by_pair[("ce", "paper-full", "none")]["seeds"] == 2 and by_pair[("ce", "paper-full", "none")]["users"] == 200
 
-    pretty = report.format_difference_table(differences)
+    pretty = differences.format_difference_table(table)
     assert pretty.columns == ["Finetuning", "Comparison", "ΔMRR, full ranking [95% CI]", "full ranking, over seeds [95% t]",
                               "ΔMRR, sampled [95% CI]", "sampled, over seeds [95% t]"]
-    one_seed = report.format_difference_table(
-        differences.head(1).with_columns(pl.lit(None, pl.Float64).alias(c) for c in ("seeds_ci_low", "seeds_ci_high")))
+    one_seed = differences.format_difference_table(
+        table.head(1).with_columns(pl.lit(None, pl.Float64).alias(c) for c in ("seeds_ci_low", "seeds_ci_high")))
     assert one_seed["full ranking, over seeds [95% t]"].to_list() == ["–"]
     assert pretty.rows()[2][:2] == ("bce", "seed-r8 − seed-full")
     assert pretty.select("Finetuning", "Comparison").rows()[-2:] == [("ce", "paper-full − none"),
@@ -312,10 +312,10 @@ def test_difference_pairs_for_two_presets_and_two_losses_with_a_partial_set(tmp_
 
 def test_difference_table_without_any_pair_is_empty_with_its_columns(tmp_path):
     ranks = report.load_ranks(study_ranks(tmp_path, {"bce": ["none", "seed-r8"]}))
-    assert report.comparison_pairs(ranks) == ([], ["seed-r8 − seed-full (bce): no seed-full finetuned with bce"])
-    differences = report.difference_table(ranks, metric="MRR", protocols=["full"], samples=10)
-    assert differences.is_empty() and differences.columns[:3] == ["loss", "pretraining", "reference"]
-    assert report.format_difference_table(differences).columns == ["Finetuning", "Comparison"]
+    assert differences.comparison_pairs(ranks) == ([], ["seed-r8 − seed-full (bce): no seed-full finetuned with bce"])
+    table = differences.difference_table(ranks, metric="MRR", protocols=["full"], samples=10)
+    assert table.is_empty() and table.columns[:3] == ["loss", "pretraining", "reference"]
+    assert differences.format_difference_table(table).columns == ["Finetuning", "Comparison"]
 
 
 def test_format_mean_std():
@@ -326,12 +326,12 @@ def test_format_mean_std():
 
 def test_per_user_metric_golden_values():
     ranks = np.array([1, 3, 10, 11])
-    np.testing.assert_allclose(report.per_user_metric(ranks, "NDCG@10"),
+    np.testing.assert_allclose(metrics.per_user_metric(ranks, "NDCG@10"),
                                [1.0, 0.5, 1 / np.log2(11), 0.0])
-    np.testing.assert_allclose(report.per_user_metric(ranks, "HR@10"), [1, 1, 1, 0])
-    np.testing.assert_allclose(report.per_user_metric(ranks, "MRR"), [1, 1 / 3, 0.1, 1 / 11])
+    np.testing.assert_allclose(metrics.per_user_metric(ranks, "HR@10"), [1, 1, 1, 0])
+    np.testing.assert_allclose(metrics.per_user_metric(ranks, "MRR"), [1, 1 / 3, 0.1, 1 / 11])
     with pytest.raises(ValueError, match="AUC"):
-        report.per_user_metric(ranks, "AUC")
+        metrics.per_user_metric(ranks, "AUC")
 
 
 def planted_ranks(num_users=3000, seeds=(0, 1, 2)):
@@ -349,21 +349,21 @@ def planted_ranks(num_users=3000, seeds=(0, 1, 2)):
                                         "protocol": "full", "rank": rank.astype(np.int32),
                                         "pretraining": label, "loss": "bce", "seed": seed}))
     reference = np.arange(1, 21)
-    true = (report.per_user_metric(np.maximum(reference - 2, 1), "NDCG@10")
-            - report.per_user_metric(reference, "NDCG@10")).mean()
+    true = (metrics.per_user_metric(np.maximum(reference - 2, 1), "NDCG@10")
+            - metrics.per_user_metric(reference, "NDCG@10")).mean()
     return pl.concat(frames), true
 
 
 def test_bootstrap_interval_contains_planted_effect_and_is_deterministic():
     ranks, true = planted_ranks()
     kwargs = dict(metric="NDCG@10", protocols=["full"], samples=500, seed=3)
-    first = report.difference_table(ranks, **kwargs).row(0, named=True)
+    first = differences.difference_table(ranks, **kwargs).row(0, named=True)
     assert (first["pretraining"], first["reference"]) == ("seed-r8", "seed-full")
     assert first["users"] == 3000 and first["seeds"] == 3
     assert first["ci_low"] < true < first["ci_high"]
     assert first["ci_low"] > 0  # the effect is detected
-    assert report.difference_table(ranks, **kwargs).row(0, named=True) == first
-    other_seed = report.difference_table(ranks, **{**kwargs, "seed": 4}).row(0, named=True)
+    assert differences.difference_table(ranks, **kwargs).row(0, named=True) == first
+    other_seed = differences.difference_table(ranks, **{**kwargs, "seed": 4}).row(0, named=True)
     assert other_seed["ci_low"] != first["ci_low"]
 
 
@@ -373,10 +373,10 @@ def test_paired_difference_uses_common_users_and_seeds_of_one_loss():
         "pretraining": ["seed-full"] * 3 + ["seed-r8"] * 2 + ["seed-r8"] * 2, "seed": [0] * 7,
         "loss": ["bce"] * 5 + ["ce"] * 2,
     })
-    difference = report.paired_difference(frame, "bce", "seed-r8", "seed-full", "full", "test", "MRR")
+    difference = differences.paired_difference(frame, "bce", "seed-r8", "seed-full", "full", "test", "MRR")
     np.testing.assert_allclose(difference, [[1 / 3 - 1, 1 / 3 - 1]])
     with pytest.raises(ValueError, match="no ranks for 'seed-full' finetuned with 'ce'"):
-        report.paired_difference(frame, "ce", "seed-r8", "seed-full", "full", "test", "MRR")
+        differences.paired_difference(frame, "ce", "seed-r8", "seed-full", "full", "test", "MRR")
 
 
 def test_markdown_and_latex_rendering():
@@ -397,11 +397,11 @@ def test_head_spectrum_dense_and_low_rank():
     u, v = rng.normal(size=(4, 2)), rng.normal(size=(4, 2))
     state = {"heads.aap.weight": weight, "heads.aap.bias": np.zeros(4),
              "heads.map.U": u, "heads.map.V": v}
-    np.testing.assert_allclose(report.head_spectrum(state, "aap"), [3.0, 2.0, 1.0, 0.5])
-    low = report.head_spectrum(state, "map")
+    np.testing.assert_allclose(spectra.head_spectrum(state, "aap"), [3.0, 2.0, 1.0, 0.5])
+    low = spectra.head_spectrum(state, "map")
     assert low.shape == (2,)
     np.testing.assert_allclose(low, np.linalg.svd(u @ v.T, compute_uv=False)[:2])
-    assert report.head_spectrum(state, "sp") is None
+    assert spectra.head_spectrum(state, "sp") is None
 
 
 # ---------------------------------------------------------------- scripts/aggregate.py
@@ -532,7 +532,7 @@ def test_a_difference_table_without_any_pair_says_so(tmp_path):
 
 def test_rank_energy_is_the_eckart_young_share_of_the_squared_norm():
     # σ = 3, 2, 1, 0.5 (given out of order): σ² = 9, 4, 1, 0.25, total 14.25
-    energy = report.rank_energy([1.0, 3.0, 0.5, 2.0], [1, 2, 3, 4, 8])
+    energy = spectra.rank_energy([1.0, 3.0, 0.5, 2.0], [1, 2, 3, 4, 8])
     assert energy == pytest.approx({1: 9 / 14.25, 2: 13 / 14.25, 3: 14 / 14.25, 4: 1.0, 8: 1.0})
     # the same as the squared error of the best rank-r approximation, computed directly
     rng = np.random.default_rng(1)
@@ -540,12 +540,12 @@ def test_rank_energy_is_the_eckart_young_share_of_the_squared_norm():
     u, s, vt = np.linalg.svd(weight)
     best2 = (u[:, :2] * s[:2]) @ vt[:2]
     error = np.linalg.norm(weight - best2) ** 2 / np.linalg.norm(weight) ** 2
-    assert report.rank_energy(report.head_spectrum({"heads.aap.weight": weight}, "aap"), [2])[2] == \
+    assert spectra.rank_energy(spectra.head_spectrum({"heads.aap.weight": weight}, "aap"), [2])[2] == \
         pytest.approx(1 - error)
     with pytest.raises(ValueError, match="ranks must be >= 1"):
-        report.rank_energy([1.0], [0])
+        spectra.rank_energy([1.0], [0])
     with pytest.raises(ValueError, match="all zero"):
-        report.rank_energy([0.0, 0.0], [1])
+        spectra.rank_energy([0.0, 0.0], [1])
 
 
 def test_head_energy_benchmark_reports_dense_heads_per_pretraining(tmp_path, capsys, caplog):
@@ -763,7 +763,7 @@ def test_runs_of_other_settings_in_one_table_are_refused(tmp_path, odd, config, 
     paths = []
     for pretraining in ("none", "seed-full", "seed-r8"):
         for seed in (0, 1):
-            preset = report.split_pretraining(pretraining)[0]
+            preset = labels.split_pretraining(pretraining)[0]
             recorded = {"model": {"hidden_size": 64, "rank": 8 if pretraining == "seed-r8" else None},
                         "finetune": {"loss": "bce", "lr": 0.001}, "eval": {"batch_size": 256 + seed},
                         **({"pretrain": {"preset": preset, "epochs": 100}} if preset else {})}

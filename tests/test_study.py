@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import torch
 
-from s3rec import files, report, runs
+from s3rec import files, runs, spectra
 from s3rec.data import leave_one_out, load_dataset
 from scripts_import import load_script
 from test_runs import SETTINGS, tiny_data  # noqa: F401  (a fixture)
@@ -108,8 +108,8 @@ def test_heads_keeps_the_head_tensors_and_the_metadata(pretrained, tmp_path, cap
     assert "heads.aap.U" in caplog.text and "bytes of the state dict" in caplog.text
     # what the head-spectra figure computes is the same from either file
     for head in ("aap", "mip"):
-        np.testing.assert_allclose(report.head_spectrum(heads["state_dict"], head),
-                                   report.head_spectrum(full["state_dict"], head))
+        np.testing.assert_allclose(spectra.head_spectrum(heads["state_dict"], head),
+                                   spectra.head_spectrum(full["state_dict"], head))
     # byte-stable: a second export gives the same file (git diff shows nothing)
     again = tmp_path / "again" / "heads.pt"
     export.main(["heads", str(checkpoint), "--out", str(again)])
@@ -246,7 +246,7 @@ def test_plan_ranks_sort_by_number_not_text():
     # before accepted: park_runs then left that pretraining's pretrain.pt behind
     ({"finetunings": [{"pretraining": "seed-r8", "seed": 2, "loss": "bce"}], "pretrainings": []},
      r"finetuning seed-r8 seed 2 \(bce\) starts from a pretraining that `pretrainings` does not list"),
-    # s3rec/report.py's run layout reads a lowercase preset only: refused here, not in the report
+    # s3rec/run_paths.py's run layout reads a lowercase preset only: refused here, not in the report
     ([{"pretraining": "Seed-full", "seed": 0, "loss": "ce"}],
      r"finetunings\[0\].pretraining: expected .*<preset>: lowercase letters, digits, _, first a letter.*'Seed-full'"),
     ({"finetunings": [], "pretrainings": [{"pretraining": "1x-r8", "seed": 0}]},
