@@ -43,26 +43,17 @@ alphabetical), authors; then by seed and loss. Pretrainings likewise.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from s3rec import cli, files, report_inputs
-from s3rec.config import SEED_MAX, is_seed
-from s3rec.labels import LOSSES, pretraining_order  # the report's order and losses
+from s3rec import cli, files
+from s3rec.study_folder import make_plan, plan_text
 
 log = logging.getLogger("s3rec")
 
-PLAN_VERSION = 1
-# The preset as s3rec/labels.py and run_paths.py (PRETRAINED_HERE) reads it: a label it would not read
-# back (Seed-full, 1x-full) must be refused when the plan is made, not when the report is.
-PRETRAINING = re.compile(r"^(?P<preset>[a-z][a-z0-9_]*)-(?P<variant>full|r(?P<rank>[1-9][0-9]*))$")
-PRETRAINING_FORM = "<preset>-full | <preset>-r<rank> (<preset>: lowercase letters, digits, _, first a letter)"
-FIGURE_SETTINGS = ("metric", "split", "protocols")  # what scripts/plot_report.py reads
 
 
 # ---------------------------------------------------------------- copy
@@ -146,85 +137,6 @@ def save_heads(checkpoint: dict, out: Path) -> None:
 
 
 # ---------------------------------------------------------------- plan
-
-
-def check_run(entry, index: int, kind: str, source: str) -> dict:
-    """One entry of the runs' `finetunings` or `pretrainings`, checked, as a clean dict."""
-    where = f"{source}: {kind}[{index}]"
-    fields = ("pretraining", "seed", "loss") if kind == "finetunings" else ("pretraining", "seed")
-    if not isinstance(entry, dict) or set(entry) != set(fields):
-        raise ValueError(f"{where}: expected an object with exactly the keys {list(fields)}, got {entry!r}")
-    pretraining, seed = entry["pretraining"], entry["seed"]
-    allowed = ("none", "authors") if kind == "finetunings" else ()
-    if not isinstance(pretraining, str) or not (pretraining in allowed or PRETRAINING.match(pretraining)):
-        expected = " | ".join(allowed + (PRETRAINING_FORM,))
-        raise ValueError(f"{where}.pretraining: expected {expected}, got {pretraining!r}")
-    if not is_seed(seed):
-        raise ValueError(f"{where}.seed: expected an integer in [0, {SEED_MAX}], got {seed!r}")
-    if kind == "finetunings" and entry["loss"] not in LOSSES:
-        raise ValueError(f"{where}.loss: expected one of {list(LOSSES)}, got {entry['loss']!r}")
-    return {field: entry[field] for field in fields}
-
-
-def sorted_unique(entries: list[dict], kind: str, source: str) -> list[dict]:
-    key = lambda e: (pretraining_order(e["pretraining"]), e["seed"], e.get("loss", ""))  # noqa: E731
-    keys = [key(e) for e in entries]
-    duplicates = sorted({k for k in keys if keys.count(k) > 1})
-    if duplicates:
-        first = next(e for e in entries if key(e) == duplicates[0])
-        raise ValueError(f"{source}: {kind} lists {first} more than once")
-    return sorted(entries, key=key)
-
-
-def make_plan(dataset: str, runs, settings: dict, source: str = "--runs") -> dict:
-    """The plan.json object (module docstring) from --dataset, --runs and --settings; `source`
-    names where the runs come from in error messages (--runs, or a plan.json read back)."""
-    if not isinstance(dataset, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", dataset):
-        raise ValueError(f"{source}: dataset: expected a data set name (letters, digits, _ . -), got {dataset!r}")
-    if isinstance(runs, list):
-        runs = {"finetunings": runs}
-    if not isinstance(runs, dict) or "finetunings" not in runs:
-        raise ValueError(f"{source}: expected a JSON object with a `finetunings` list (or that list itself)")
-    unknown = sorted(set(runs) - {"finetunings", "pretrainings", "authors", "popularity"})
-    if unknown:
-        raise ValueError(f"{source}: unknown key {unknown[0]!r}; "
-                         "expected finetunings, pretrainings, authors, popularity")
-    report_inputs.check_report_settings(settings, f"{source}: settings")  # aggregate.py's --settings
-    for key in ("finetunings", "pretrainings"):
-        if not isinstance(runs.get(key, []), list):
-            raise ValueError(f"{source}: {key}: expected a list, got {type(runs[key]).__name__}")
-    finetunings = sorted_unique([check_run(e, i, "finetunings", source) for i, e in enumerate(runs["finetunings"])],
-                                "finetunings", source)
-    if "pretrainings" in runs:
-        pretrainings = [check_run(e, i, "pretrainings", source) for i, e in enumerate(runs["pretrainings"])]
-    else:  # every pretraining a finetuning starts from
-        pretrainings = [{"pretraining": p, "seed": s} for p, s in
-                        {(f["pretraining"], f["seed"]) for f in finetunings if PRETRAINING.match(f["pretraining"])}]
-    pretrainings = sorted_unique(pretrainings, "pretrainings", source)
-    listed = {(p["pretraining"], p["seed"]) for p in pretrainings}
-    orphan = next((f for f in finetunings if PRETRAINING.match(f["pretraining"])
-                   and (f["pretraining"], f["seed"]) not in listed), None)
-    if orphan is not None:  # park_runs would not keep its pretrain.pt, runs.md not list it as missing
-        raise ValueError(f"{source}: finetuning {orphan['pretraining']} seed {orphan['seed']} ({orphan['loss']}) "
-                         "starts from a pretraining that `pretrainings` does not list")
-    expected = {"authors": any(f["pretraining"] == "authors" for f in finetunings), "popularity": True}
-    for key in expected:
-        expected[key] = runs.get(key, expected[key])
-        if not isinstance(expected[key], bool):
-            raise ValueError(f"{source}: {key}: expected true or false, got {expected[key]!r}")
-    return {
-        "version": PLAN_VERSION,
-        "dataset": dataset,
-        "finetunings": finetunings,
-        "pretrainings": pretrainings,
-        **expected,
-        "report": {"tables": settings, "figures": {k: settings[k] for k in FIGURE_SETTINGS if k in settings}},
-    }
-
-
-def plan_text(plan: dict) -> str:
-    """plan.json's bytes: sorted keys and fixed indents, so that the same plan never shows in git diff."""
-    return json.dumps(plan, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def write_plan(plan: dict, out: Path) -> None:

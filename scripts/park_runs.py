@@ -8,7 +8,7 @@ session, and the machine may be replaced between sessions. Its per-epoch checkpo
 (pretrain.state.pt) lives in the untracked results/ and would be lost with the machine, and so
 would a finished pretrain.pt whose finetunings have not run yet. `park` copies what an
 unfinished run of the plan (study/<dataset>/plan.json) would need to continue, a run being
-finished when study/<dataset>/ holds all its files (as runs.md counts them, scripts/report_study.py):
+finished when study/<dataset>/ holds all its files (as runs.md counts them: s3rec/study_folder.py):
 
   a pretraining not finished, or with a finetuning not finished:
       pretrain.state.pt (mid-run), or pretrain.pt + pretrain_history.csv + pretrain_run.json (done)
@@ -40,14 +40,13 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import importlib.util
 import logging
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from s3rec import cli, files
+from s3rec import cli, files, study_folder
 
 log = logging.getLogger("s3rec")
 
@@ -56,20 +55,9 @@ PRETRAINING_DONE = ("pretrain.pt", "pretrain_history.csv", "pretrain_run.json")
 FINETUNING_STATE = "finetune.state.pt"
 
 
-def load_script(name: str):
-    """A file of scripts/ as a module (scripts/ is no package), as report_study.py loads its neighbours."""
-    spec = importlib.util.spec_from_file_location(f"scripts_{name}", Path(__file__).resolve().parent / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report_study = load_script("report_study")  # the plan's checks, and which runs the study folder holds complete
-
-
 def unfinished_files(study) -> tuple[set[Path], set[Path]]:
     """(files an unfinished run may need, parked files of finished runs), relative to the data set
-    folder, for a report_study.Study: a run is finished when the study folder holds it complete, a
+    folder, for a study_folder.Study: a run is finished when the study folder holds it complete, a
     pretraining when also every finetuning of it is."""
     wanted, finished = set(), set()
     finetunings = [r for r in study.planned if r.kind == "finetuning"]
@@ -133,7 +121,7 @@ def park(results: Path, study: Path, parking: Path) -> dict:
         log.warning("not parked: %s, a group of seeds pretrained as one (pretrain_seeds_per_job): its "
                     "pretrainings must finish on the machine they started on (on a fresh one snakemake runs the "
                     "group again, restored files or not)", group)
-    wanted, finished = unfinished_files(report_study.scan(study))
+    wanted, finished = unfinished_files(study_folder.scan(study))
     sources = [relative for relative in sorted(wanted) if parkable(results, relative)]
     # every checkpoint to park read before anything is copied: a corrupt one in results/ was copied
     # into the tracked folder first, the error named the copy, and the next park took it as unchanged

@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 
-from s3rec import files, runs
+from s3rec import files, runs, study_folder
 from s3rec.data import write_prepared
 from s3rec.synthetic import SyntheticSpec, generate
 from scripts_import import load_script
@@ -30,7 +30,7 @@ def layout(tmp_path):
     """A study of one pretraining (seed-r4, seed 0) finetuned with bce and ce: (results, study, parking)."""
     study = tmp_path / "study" / "tiny"
     runs_ = [{"pretraining": "seed-r4", "seed": 0, "loss": loss} for loss in ("bce", "ce")]
-    export_study.write_plan(export_study.make_plan("tiny", runs_, {}), study / "plan.json")
+    export_study.write_plan(study_folder.make_plan("tiny", runs_, {}), study / "plan.json")
     (tmp_path / "resources" / "tiny").mkdir(parents=True)
     (tmp_path / "resources" / "tiny" / "stats.json").write_text("{}")  # the prepared data restore checks for
     return tmp_path / "results" / "tiny", study, tmp_path / "study" / "unfinished" / "tiny"

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import torch
 
-from s3rec import files, runs, spectra
+from s3rec import files, runs, spectra, study_folder
 from s3rec.data import leave_one_out, load_dataset
 from scripts_import import load_script
 from test_runs import SETTINGS, tiny_data  # noqa: F401  (a fixture)
@@ -229,7 +229,7 @@ def test_plan_is_sorted_and_byte_stable(tmp_path):
 
 def test_plan_ranks_sort_by_number_not_text():
     runs = [{"pretraining": f"paper-r{r}", "seed": 0, "loss": "ce"} for r in (32, 8, 16)]
-    plan = export.make_plan("toy", runs + [{"pretraining": "paper-full", "seed": 0, "loss": "ce"}], {})
+    plan = study_folder.make_plan("toy", runs + [{"pretraining": "paper-full", "seed": 0, "loss": "ce"}], {})
     assert [f["pretraining"] for f in plan["finetunings"]] == ["paper-full", "paper-r8", "paper-r16", "paper-r32"]
 
 
@@ -254,7 +254,7 @@ def test_plan_ranks_sort_by_number_not_text():
 ])
 def test_plan_rejects_bad_runs_by_name(runs, message):
     with pytest.raises(ValueError, match=message):
-        export.make_plan("toy", runs, {})
+        study_folder.make_plan("toy", runs, {})
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -266,7 +266,7 @@ def test_plan_rejects_bad_runs_by_name(runs, message):
 def test_plan_rejects_report_settings_the_report_would_misread(settings, message):
     """A string for the metrics list made a column per character; "false" resampled the seeds."""
     with pytest.raises(ValueError, match=re.escape(message)):
-        export.make_plan("toy", [{"pretraining": "none", "seed": 0, "loss": "ce"}], settings)
+        study_folder.make_plan("toy", [{"pretraining": "none", "seed": 0, "loss": "ce"}], settings)
 
 
 # ---------------------------------------------------------------- a fabricated study folder
@@ -311,7 +311,7 @@ def fabricated_study(tmp_path):
     (missing); extra: seed-r4/seed0/ce and a stray file."""
     study = tmp_path / "study" / "toy"
     runs_ = [{"pretraining": p, "seed": s, "loss": "bce"} for p in ("none", "seed-full", "authors") for s in (0, 1)]
-    export.write_plan(export.make_plan("toy", runs_, TABLES), study / "plan.json")
+    export.write_plan(study_folder.make_plan("toy", runs_, TABLES), study / "plan.json")
     for pretraining, seed in [("none", 0), ("seed-full", 0), ("seed-full", 1), ("authors", 0), ("authors", 1)]:
         fake_finetuning(study / pretraining / f"seed{seed}" / "bce", pretraining, seed)
     fake_finetuning(study / "seed-r4" / "seed0" / "ce", "r4", 0, device="cuda:0", wall=3600.0, cpu=3000.0)
@@ -325,7 +325,7 @@ def fabricated_study(tmp_path):
 
 
 def test_runs_md_lists_present_missing_incomplete_and_extra_runs(fabricated_study, caplog):
-    study = report_study.scan(fabricated_study)
+    study = study_folder.scan(fabricated_study)
     text = report_study.runs_markdown(study)
     assert "**5 of 6 finetunings, 1 of 2 pretrainings**" in text
     assert "the authors' checkpoint (authors/heads.pt): missing, popularity: present" in text
@@ -355,11 +355,11 @@ def test_runs_md_lists_present_missing_incomplete_and_extra_runs(fabricated_stud
 
 
 def test_runs_md_flags_pretrainings_whose_sp_loss_stalled_at_ln2(fabricated_study, caplog):
-    text = report_study.runs_markdown(report_study.scan(fabricated_study))
+    text = report_study.runs_markdown(study_folder.scan(fabricated_study))
     assert "## Pretraining checks" in text and "None of the 1 complete pretrainings." in text
     stalled = [0.6935, 0.6931, 0.6932, 0.6931]
     fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, sp=stalled, pair_loss="sigmoid_difference")
-    study = report_study.scan(fabricated_study)
+    study = study_folder.scan(fabricated_study)
     text = report_study.runs_markdown(study)
     assert "- pretraining seed-full/seed0: SP stalled in epochs 1–4 (last epoch's SP loss 0.6931)" in text
     report_study.log_problems(study)
@@ -367,20 +367,20 @@ def test_runs_md_flags_pretrainings_whose_sp_loss_stalled_at_ln2(fabricated_stud
     # a stall the run left behind is listed too, with its epochs
     fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, sp=stalled + [0.66, 0.6931],
                      pair_loss="sigmoid_difference")
-    text = report_study.runs_markdown(report_study.scan(fabricated_study))
+    text = report_study.runs_markdown(study_folder.scan(fabricated_study))
     assert "- pretraining seed-full/seed0: SP stalled in epochs 1–4 (last epoch's SP loss 0.6931)" in text
     # the same losses under logsigmoid are not flagged
     fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, sp=stalled, pair_loss="logsigmoid")
-    assert "None of the 1" in report_study.runs_markdown(report_study.scan(fabricated_study))
+    assert "None of the 1" in report_study.runs_markdown(study_folder.scan(fabricated_study))
 
 
 def test_runs_md_lists_finetunings_from_another_pretraining_run_than_their_folders(fabricated_study, caplog):
     """Before: a pretraining run again (its first pretrain.pt not kept) and finetuned with ce, beside
     the exported files of the first, was reported with the first's heads and losses, unflagged."""
-    text = report_study.runs_markdown(report_study.scan(fabricated_study))
+    text = report_study.runs_markdown(study_folder.scan(fabricated_study))
     assert "Finetuned from another pretraining run" in text and "None of the 6 complete finetunings." in text
     fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, wall=6379.9)
-    study = report_study.scan(fabricated_study)
+    study = study_folder.scan(fabricated_study)
     assert ("- finetuning seed-full/seed0/bce: it records a pretraining of 100 s wall time, seed-full/seed0 one of "
             "6,380 s (weights not recorded)") in report_study.runs_markdown(study)
     report_study.log_problems(study)
@@ -392,7 +392,7 @@ def test_runs_md_lists_finetunings_from_another_pretraining_run_than_their_folde
     for used, expected in (("a" * 64, False), ("b" * 64, True)):
         write_json(run_json, {**json.loads(run_json.read_text()), "weights_sha256": "a" * 64})
         write_json(metrics_json, {**json.loads(metrics_json.read_text()), "pretrained_weights_sha256": used})
-        text = report_study.runs_markdown(report_study.scan(fabricated_study))
+        text = report_study.runs_markdown(study_folder.scan(fabricated_study))
         listed = ("- finetuning seed-full/seed0/bce: its pretrained weights (sha256 bbbbbbbbbbbb…) are not those of "
                   "seed-full/seed0 (aaaaaaaaaaaa…)")
         assert (listed in text) == expected and ("None of the 6 complete finetunings." in text) != expected
@@ -402,7 +402,7 @@ def test_only_complete_planned_runs_feed_the_tables_and_figures(fabricated_study
     """And no extra one (seed-r4/seed0/ce): before, a rank or seed dropped from the config stayed
     in the study's tables (its seeds averaged in) while results/'s report left it out, and a stale
     run with other settings stopped the workflow at report_study."""
-    study = report_study.scan(fabricated_study)
+    study = study_folder.scan(fabricated_study)
     relative = [p.relative_to(fabricated_study).as_posix() for p in report_study.metrics_files(study)]
     assert relative == ["none/seed0/bce/metrics.json", "seed-full/seed0/bce/metrics.json",
                         "seed-full/seed1/bce/metrics.json", "authors/seed0/bce/metrics.json",
@@ -417,18 +417,18 @@ def test_only_complete_planned_runs_feed_the_tables_and_figures(fabricated_study
 
 
 def test_runs_md_does_not_depend_on_the_order_of_files(fabricated_study, tmp_path, monkeypatch):
-    first = report_study.runs_markdown(report_study.scan(fabricated_study))
+    first = report_study.runs_markdown(study_folder.scan(fabricated_study))
     copy = tmp_path / "copy" / "toy"
     shutil.copytree(fabricated_study, copy)
     real_rglob = type(copy).rglob
     monkeypatch.setattr(type(copy), "rglob", lambda self, pattern: reversed(list(real_rglob(self, pattern))))
-    assert report_study.runs_markdown(report_study.scan(copy)) == first
+    assert report_study.runs_markdown(study_folder.scan(copy)) == first
 
 
 def test_report_skips_figures_without_inputs(tmp_path, caplog):
     """A plan with nothing run yet: runs.md says so, tables and figures are skipped, no crash."""
     study = tmp_path / "toy"
-    export.write_plan(export.make_plan("toy", [{"pretraining": "seed-full", "seed": 0, "loss": "ce"}], {}),
+    export.write_plan(study_folder.make_plan("toy", [{"pretraining": "seed-full", "seed": 0, "loss": "ce"}], {}),
                       study / "plan.json")
     assert report_study.main([str(study)]) == 0
     assert "**0 of 1 finetunings, 0 of 1 pretrainings**, popularity: missing." in (study / "report" / "runs.md").read_text()
@@ -512,7 +512,7 @@ def test_a_study_in_a_folder_named_otherwise_than_its_data_set_is_refused(fabric
 def test_unreadable_sections_of_a_run_file_are_reported_as_not_recorded(fabricated_study):
     path = fabricated_study / "none/seed0/bce/metrics.json"
     write_json(path, {**json.loads(path.read_text()), "finetune": [], "execution": ["cpu"]})
-    text = report_study.runs_markdown(report_study.scan(fabricated_study))
+    text = report_study.runs_markdown(study_folder.scan(fabricated_study))
     assert "| not recorded | not recorded | finetuning | 1 |" in text
 
 
@@ -558,12 +558,12 @@ def real_study(tiny_data, pretrained, tmp_path_factory):  # noqa: F811
             pretrained_arg = [] if variant == "none" else ["--pretrained", str(run / "pretrain.pt")]
             load_script("finetune").main(common + pretrained_arg + ["--variant", variant, "--settings",
                                                                     json.dumps(settings), "--out-dir", str(run / loss)])
-            export.main(["copy", *(str(run / loss / name) for name in report_study.FINETUNE_FILES),
+            export.main(["copy", *(str(run / loss / name) for name in study_folder.FINETUNE_FILES),
                          "--to", str(study / pretraining / "seed0" / loss)])
             finetunings.append({"pretraining": pretraining, "seed": 0, "loss": loss})
     load_script("popularity").main(["--data", str(tiny_data), "--out-dir", str(results / "popularity"),
                                     "--settings", json.dumps({"eval": SETTINGS["eval"]}), "--threads", "1"])
-    export.main(["copy", *(str(results / "popularity" / name) for name in report_study.POPULARITY_FILES),
+    export.main(["copy", *(str(results / "popularity" / name) for name in study_folder.POPULARITY_FILES),
                  "--to", str(study / "popularity")])
     for folder in sorted(study.glob("*/seed0")):
         shutil.copytree(folder, folder.with_name("seed1"))

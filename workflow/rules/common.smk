@@ -420,6 +420,7 @@ REPORT_CODE = [
     "s3rec/spectra.py",
     "s3rec/plots.py",
     "s3rec/report_inputs.py",
+    "s3rec/study_folder.py",
 ]
 
 

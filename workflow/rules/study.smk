@@ -112,7 +112,7 @@ rule report_study:
     """The study report (tables, figures, runs.md) from the study folder alone."""
     input:
         script="scripts/report_study.py",
-        code=REPORT_CODE + ["scripts/aggregate.py", "scripts/plot_report.py", "scripts/export_study.py"],
+        code=REPORT_CODE + ["scripts/aggregate.py", "scripts/plot_report.py"],
         study=study_inputs,
     output:
         study_report("{dataset}"),
