@@ -67,10 +67,6 @@ def finetuned(runs: pl.DataFrame, figure: str) -> pl.DataFrame:
     return found
 
 
-# <dataset> of a file under <root>/<dataset>/ (results/, study/, ...): a run file, popularity/ or report/
-dataset_of = dataset_of
-
-
 def runs_drawn(frame: pl.DataFrame) -> str:
     """'bce: none seeds 0 1, seed-full seeds 0 1; ce: ...; popularity' of a frame with loss,
     pretraining and seed columns (a null loss: a run that was not finetuned)."""
