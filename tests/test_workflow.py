@@ -62,6 +62,37 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+JOB_EVENT = re.compile(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    jobid: (\d+)\n(?:    .*\n)*?    wildcards: (.*)\n"
+                       r"|^Finished jobid: (\d+) \(Rule: (\w+)\)", re.M)
+
+
+def finetunings_overtaken(output: str) -> list[str]:
+    """The finetunings a pretraining started ahead of, from a snakemake run's log: each was ready
+    (its data prepared, and its pretraining or the authors' import finished) and not started when
+    a pretrain_model job started (rule priorities put finetunings first)."""
+    made, started, overtaken, jobs = set(), set(), [], {}
+    events = [(m[1], int(m[2]), dict(kv.split("=", 1) for kv in m[3].split(", "))) if m[1] else ("end", int(m[4]), None)
+              for m in JOB_EVENT.finditer(output)]
+    finetunings = [w for rule, _, w in events if rule == "finetune_model"]
+    for rule, jobid, wildcards in events:
+        if rule == "end":
+            if jobid in jobs:  # not `all`, which has no wildcards
+                made.add(jobs[jobid])
+            continue
+        run = wildcards.get("pretraining") or f"{wildcards.get('preset')}-{wildcards.get('variant')}"
+        jobs[jobid] = (rule, run if rule == "pretrain_model" else None, wildcards.get("seed"))
+        if rule == "finetune_model":
+            started.add((run, wildcards["seed"], wildcards["loss"]))
+        elif rule == "pretrain_model":
+            for f in finetunings:
+                before = {"none": set(), "authors": {("import_authors_checkpoint", None, None)}}.get(
+                    f["pretraining"], {("pretrain_model", f["pretraining"], f["seed"])})
+                ready = ("prepare_data", None, None) in made and before <= made
+                if ready and (f["pretraining"], f["seed"], f["loss"]) not in started:
+                    overtaken.append(f"{f['pretraining']} seed {f['seed']} {f['loss']} by {run} seed {wildcards['seed']}")
+    return overtaken
+
+
 def planned(cwd, *args) -> dict[str, int]:
     result = run_snakemake(cwd, "-n", *args)
     return job_counts(result.stdout + result.stderr)
@@ -486,6 +517,8 @@ def test_end_to_end_tiny_study_and_reruns(workdir):
     # as `input:` and in snakemake's `Reason:` line (which lists them anyway).
     output = first.stdout + first.stderr
     assert "localrule all:" not in output
+    # A ready finetuning runs before another pretraining (priorities): results arrive run by run.
+    assert "Finished jobid" in output and finetunings_overtaken(output) == []
     block = output.split("the study of tiny: tables and figures of every run", 1)[1].split("\n[", 1)[0]
     assert "Reason:" in block and "input:" not in block, block[:300]
     # Every log says what it did, with timestamps.

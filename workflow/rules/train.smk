@@ -94,6 +94,10 @@ else:
 
 
 rule finetune_model:
+    # Before further pretrainings (priority 0) whenever both are ready: a finished pretraining's
+    # finetunings run next, so a long study's results arrive per run, not all after the last
+    # pretraining; the total work is the same.
+    priority: 1
     input:
         unpack(prepared_data),
         script="scripts/finetune.py",
