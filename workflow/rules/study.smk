@@ -16,7 +16,7 @@ localrules:
 
 rule export_pretraining:
     """A pretraining's histories and its pretraining heads (heads.pt, for the spectra figure)."""
-    priority: 1  # copied to the study folder as soon as the run ends (finetune_model's note)
+    priority: 2  # a few seconds: copied to the study folder as soon as the run ends, before other jobs
     input:
         script="scripts/export_study.py",
         model="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.pt",
@@ -38,7 +38,7 @@ rule export_pretraining:
 
 
 rule export_finetuning:
-    priority: 1  # copied to the study folder as soon as the run ends (finetune_model's note)
+    priority: 2  # a few seconds: copied to the study folder as soon as the run ends, before other jobs
     input:
         script="scripts/export_study.py",
         history="results/{dataset}/{pretraining}/seed{seed}/{loss}/finetune_history.csv",
