@@ -313,6 +313,9 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
         # which pretrained weights: a report refuses to set finetunings of one seed side by side
         # when a pretraining rerun between them gave them different starts
         "pretrained_weights_sha256": pretraining["weights_sha256"],
+        # which prepared data: a study continued on another machine keeps this run only when that
+        # machine's data are the same (scripts/park_runs.py restore)
+        "data_sha256": data_digest,
         "execution": execution | peak_memory(device), "config": recorded_config(cfg, pretraining["pretrain"]),
         "provenance": provenance,
     }
@@ -506,7 +509,8 @@ def write_pretrained(out_dir: Path, cfg: RunConfig, variant: str, setup: Pretrai
     run = {"dataset": setup.dataset_name, "variant": variant, "seed": cfg.seed, "epochs": len(history),
            "instances": len(setup.instances), "parameters": counts, "wall_seconds": seconds, "cpu_seconds": cpu,
            "execution": setup.execution | peak_memory(setup.device), "config": cfg.to_dict(),
-           "weights_sha256": runtime.weights_digest(state_dict), "provenance": setup.provenance, **extra}
+           "weights_sha256": runtime.weights_digest(state_dict), "data_sha256": setup.data_digest,
+           "provenance": setup.provenance, **extra}
     files.write_json(out_dir / "pretrain_run.json", run)
     files.save_torch(out_dir / "pretrain.pt", {"config": cfg.to_dict(), "variant": variant, "seed": cfg.seed,
                                                 "data_digest": setup.data_digest, "epoch": len(history),

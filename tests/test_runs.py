@@ -122,7 +122,10 @@ def test_scripts_pretrain_then_finetune(tiny_data, tmp_path):
     assert metrics["pretrained_weights_sha256"] == pretrained
     assert pretrained == runtime.weights_digest(files.load_torch(out / "pretrain.pt")["state_dict"])
     # the finetuned model names its data set, as the pretrained one does (authors_ranking checks it)
-    assert files.load_torch(out / "finetune.pt")["data_digest"] == runtime.digest(runs.data_files(tiny_data))
+    data = runtime.digest(runs.data_files(tiny_data))
+    assert files.load_torch(out / "finetune.pt")["data_digest"] == data
+    # and both run records, which the study folder keeps (park_runs restore checks them)
+    assert metrics["data_sha256"] == json.loads((out / "pretrain_run.json").read_text())["data_sha256"] == data
     assert metrics["provenance"]["versions"]["torch"] == version("torch")
     assert metrics["provenance"]["git_sha"]
     ranks = pl.read_parquet(out / "ranks.parquet")
