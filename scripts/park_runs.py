@@ -28,6 +28,13 @@ would be newer than a restored pretrain.pt, and snakemake would run that pretrai
 digest as always (s3rec.training.resume) and starts from epoch 1 when they differ, so a stale
 parked checkpoint cannot leak into a run.
 
+`restore` also keeps the study's finished runs: a fresh clone dates their files in the study
+folder before the data prepared after it, and snakemake would run every one of them again (their
+results/ files are gone). It makes them newer than the data, after checking that each run which
+records its data's digest (data_sha256) was trained on these data; then `snakemake ... study`
+runs only what the study folder lacks (`snakemake` or `report` would also remake results/'s
+report, which needs every run in results/).
+
 Groups of seeds pretrained as one (config pretrain_seeds_per_job > 1, results/<dataset>/
 <pretraining>/stacked-seeds<group>/) are not parked: made for a GPU node, where a group's 100
 epochs take minutes, they must finish where they started (on a fresh machine snakemake would
@@ -41,12 +48,13 @@ from __future__ import annotations
 import argparse
 import filecmp
 import logging
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from s3rec import cli, files, study_folder
+from s3rec import cli, files, report_inputs, runs, runtime, study_folder
 
 log = logging.getLogger("s3rec")
 
@@ -164,7 +172,39 @@ def check_parked(parked: list[Path]) -> None:
             files.load_torch(path)
 
 
-def restore(parking: Path, results: Path, data: Path) -> dict:
+def keep_finished(study: study_folder.Study, data: Path) -> int:
+    """Make the finished runs' files in the study folder newer than the data just prepared, and
+    return how many runs that is. A fresh clone gives them the clone's time, older than the data
+    made after it, and snakemake, with no record of them on this machine and their results/ files
+    missing, would run them all again to remake them. A run that records its data's digest
+    (data_sha256) is kept only if it matches this machine's data; one that records none (written
+    before 2026-12-06) cannot be checked, and is counted in the log."""
+    finished = [run for run in study.planned if study.complete(run)]
+    digest, unchecked, others = None, 0, []
+    for run in finished:
+        paths = [study.path(run, name) for name in run.files if name.endswith(".json")]
+        recorded = {path: value for path in paths
+                    if (value := report_inputs.read_json_object(path).get("data_sha256")) is not None}
+        if not recorded:
+            unchecked += 1
+            continue
+        digest = digest or runtime.digest(runs.data_files(data))
+        others += [f"{path}: data_sha256 {str(value)[:12]}…" for path, value in recorded.items() if value != digest]
+    if others:
+        raise ValueError(f"restore: runs of {study.folder} were trained on other data than {data} (data_sha256 "
+                         f"{digest[:12]}…): " + "; ".join(others) + ". Prepare the data they were trained on, or "
+                         "delete those runs' folders to run them again; nothing was restored")
+    now = time.time()
+    for run in finished:
+        for name in run.files:
+            os.utime(study.path(run, name), (now, now))
+    if unchecked:
+        log.warning("%d of %d finished runs in %s record no data digest (written before data_sha256): kept "
+                    "unchecked against %s", unchecked, len(finished), study.folder, data)
+    return len(finished)
+
+
+def restore(parking: Path, results: Path, data: Path, study: Path) -> dict:
     if not (data / "stats.json").is_file():
         raise FileNotFoundError(
             f"restore: no prepared data at {data} (stats.json): make it first, e.g. snakemake --configfile "
@@ -176,10 +216,12 @@ def restore(parking: Path, results: Path, data: Path) -> dict:
     check_parked(parked)
     # every decision before anything is copied: an unreadable checkpoint in results/ stopped the
     # restore half done
+    kept_runs = keep_finished(study_folder.scan(study), data)  # may refuse: before any copy
     targets = {source: results / source.relative_to(parking) for source in parked}
     restoring = {source: not target.is_file() or (source.name.endswith(".state.pt") and further_along(source, target))
                  for source, target in targets.items()}
     counts = dict.fromkeys(("restored", "kept"), 0)
+    counts["finished runs kept"] = kept_runs
     for source, target in targets.items():
         if not restoring[source]:
             log.info("kept %s; not restoring %s", describe(target), describe(source))
@@ -207,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "park":
             counts = park(results, study, parking)
         else:
-            counts = restore(parking, results, args.resources / args.dataset)
+            counts = restore(parking, results, args.resources / args.dataset, study)
     log.info("%s %s: %s in %.1f s", args.command, args.dataset,
              ", ".join(f"{n} {what}" for what, n in counts.items()), time.perf_counter() - started)
     return 0

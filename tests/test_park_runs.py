@@ -7,12 +7,13 @@ continued ends exactly where an uninterrupted one does; what is parked at each s
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 
 import pytest
 import torch
 
-from s3rec import files, runs, study_folder
+from s3rec import files, runs, runtime, study_folder
 from s3rec.data import write_prepared
 from s3rec.synthetic import SyntheticSpec, generate
 from scripts_import import load_script
@@ -212,3 +213,72 @@ def test_a_corrupt_checkpoint_in_results_stops_park_before_anything_is_copied(la
             main("park", tmp_path)
         assert exit_.value.code == 2 and str(damaged) in caplog.text
         assert files_under(parking) == []
+
+
+def finish_pretraining(study, data_sha256=None) -> None:
+    """seed-r4 seed 0's files in the study folder, as if exported (their content is not read but
+    pretrain_run.json's data_sha256, recorded when given)."""
+    folder = study / RUN
+    folder.mkdir(parents=True)
+    for name in study_folder.PRETRAIN_FILES:
+        (folder / name).write_text("x")
+    run = {"dataset": "tiny", "variant": "r4", "seed": 0, "config": {"pretrain": {"preset": "seed"}}}
+    files.write_json(folder / "pretrain_run.json", run | ({} if data_sha256 is None else {"data_sha256": data_sha256}))
+
+
+def write_data(tmp_path, content: bytes) -> str:
+    """Prepared data of these bytes (only their digest is read here): their data_sha256."""
+    data = tmp_path / "resources" / "tiny"
+    paths = runs.data_files(data)
+    for path in paths:
+        path.write_bytes(content)
+    return runtime.digest(paths)
+
+
+def dated_earlier(folder) -> None:
+    for path in folder.rglob("*"):
+        os.utime(path, (1_000_000_000, 1_000_000_000))  # 2001: a clone older than the data
+
+
+def test_restore_dates_the_finished_runs_after_the_data(layout, tmp_path, caplog):
+    """A fresh clone dates the study folder before the data made after it, and snakemake would
+    run its finished runs again: restore makes a finished run's files newer than the data once its
+    recorded data digest matches; an unfinished run's files stay as they were."""
+    _, study, _ = layout
+    finish_pretraining(study, write_data(tmp_path, b"data"))
+    (study / RUN / "bce").mkdir()
+    (study / RUN / "bce" / "finetune_history.csv").write_text("x")  # a finetuning not finished: no metrics, no ranks
+    dated_earlier(study)
+    with caplog.at_level(logging.INFO, logger="s3rec"):
+        main("restore", tmp_path)
+    data_time = (tmp_path / "resources" / "tiny" / "sequences.parquet").stat().st_mtime
+    assert all((study / RUN / name).stat().st_mtime >= data_time for name in study_folder.PRETRAIN_FILES)
+    assert (study / RUN / "bce" / "finetune_history.csv").stat().st_mtime == 1_000_000_000
+    assert "1 finished runs kept" in caplog.text and "record no data digest" not in caplog.text
+
+
+def test_restore_counts_the_finished_runs_it_cannot_check(layout, tmp_path, caplog):
+    _, study, _ = layout
+    finish_pretraining(study)
+    dated_earlier(study)
+    with caplog.at_level(logging.INFO, logger="s3rec"):
+        main("restore", tmp_path)
+    assert (study / RUN / "heads.pt").stat().st_mtime > 1_000_000_000
+    assert f"1 of 1 finished runs in {study} record no data digest" in caplog.text
+
+
+def test_restore_refuses_finished_runs_of_other_data(layout, tmp_path, caplog):
+    """A run trained on other data than this machine's must not be kept: restore names its file
+    and the two digests, and changes nothing (no date, no parked file restored)."""
+    results, study, parking = layout
+    finish_pretraining(study, write_data(tmp_path, b"old data"))
+    here = write_data(tmp_path, b"new data")
+    checkpoint(parking / "seed-r4" / "seed1" / "pretrain.state.pt", 3)
+    dated_earlier(study)
+    with pytest.raises(SystemExit) as exit_:
+        main("restore", tmp_path)
+    assert exit_.value.code == 2
+    assert f"trained on other data than {tmp_path / 'resources' / 'tiny'} (data_sha256 {here[:12]}" in caplog.text
+    assert f"{study / RUN / 'pretrain_run.json'}: data_sha256" in caplog.text
+    assert (study / RUN / "heads.pt").stat().st_mtime == 1_000_000_000
+    assert not results.exists()

@@ -426,6 +426,38 @@ def test_a_parked_pretraining_is_not_rerun_on_a_fresh_machine(workdir):
     assert (workdir / "results/tiny/seed-full/seed0/bce/metrics.json").is_file()
 
 
+@pytest.mark.slow
+def test_a_study_half_done_continues_on_a_fresh_clone_without_running_its_runs_again(workdir):
+    """README's procedure on a fresh clone of a study half done (the tracked study folder only):
+    the data, restore, `snakemake study`: only the run the folder lacks runs; the pretraining it
+    holds is neither run again nor rewritten. Without restore, the data made after the clone date
+    the folder's runs as outdated, and snakemake plans them all again."""
+    tiny = write_config(workdir, {**TINY, "seeds": [0], "pretraining": {"seed": ["full"]}, "finetune_losses": ["bce"]})
+    run_snakemake(workdir, "--cores", "1", "--configfile", tiny, "--", "study")
+    pretraining = workdir / "study/tiny/seed-full/seed0/pretrain_run.json"
+    recorded = pretraining.read_bytes()
+    shutil.rmtree(workdir / "study/tiny/none/seed0/bce")  # a run the study has not done yet
+    for folder in ("results", "resources", ".snakemake", "logs"):
+        shutil.rmtree(workdir / folder)
+    run_snakemake(workdir, "--cores", "1", "--configfile", tiny, "--", "resources/tiny/stats.json")
+    study = ("--configfile", tiny, "--", "study")
+    assert planned(workdir, *study)["pretrain_model"] == 1
+    restore = [sys.executable, "scripts/park_runs.py", "restore", "tiny"]
+    log = subprocess.run(restore, cwd=workdir, check=True, capture_output=True, text=True).stderr
+    assert "3 finished runs kept" in log and "no data digest" not in log  # seed-full and its bce, popularity
+    counts = planned(workdir, *study)
+    assert counts["finetune_model"] == 1 and counts["export_finetuning"] == 1 and "pretrain_model" not in counts
+    run_snakemake(workdir, "--cores", "1", *study)
+    assert pretraining.read_bytes() == recorded and not (workdir / "results/tiny/seed-full").exists()
+    assert "**2 of 2 finetunings, 1 of 1 pretrainings**" in (workdir / "study/tiny/report/runs.md").read_text()
+
+
+def test_target_study_needs_a_study_folder(workdir):
+    tiny = write_config(workdir, {**TINY, "study_dir": None})
+    result = run_snakemake(workdir, "-n", "--configfile", tiny, "--", "study", check=False)
+    assert result.returncode != 0 and "target study: config study_dir is not set" in result.stdout + result.stderr
+
+
 STACKED = {**TINY, "seeds": [0, 1, 2], "pretrain_seeds_per_job": 2,
            "settings": {**TINY["settings"], "pretrain": {"epochs": 1, "batching": "padded"}}}
 

@@ -540,6 +540,16 @@ def incomplete_job_outputs():
     return missing
 
 
+def study_folder_files(wildcards):
+    """Target `study`: the study report of each data set, which brings about every run the study
+    folder lacks, and not results/'s report, which needs every run in results/ (on a fresh clone
+    it would run again the runs the study folder holds; scripts/park_runs.py restore first)."""
+    if not config["study_dir"]:
+        raise WorkflowError("target study: config study_dir is not set (e.g. study_dir: study): there is no study "
+                            "folder to continue; `snakemake` or `snakemake report` runs and reports from results/")
+    return [f"{study_dir(name)}/report/runs.md" for name in config["run_on"]] + incomplete_job_outputs()
+
+
 def study_files():
     """Every table and figure (which need every run), plus any run file deleted from a finished
     job, so that it is made again with everything that reads it."""

@@ -6,12 +6,23 @@ STUDY = study_root()  # a path prefix for the rules even when unset
 
 
 localrules:
+    study,
     export_pretraining,
     export_finetuning,
     export_authors,
     export_popularity,
     study_plan,
     report_study,
+
+
+rule study:
+    """Target: the study report and every run the study folder still lacks (snakemake study),
+    without results/'s report. On a fresh clone, after scripts/park_runs.py restore, the runs the
+    folder holds are not run again."""
+    input:
+        study_folder_files,
+    message:
+        "the study folder of {}: its report and the runs it lacks".format(", ".join(config["run_on"]))
 
 
 rule export_pretraining:
