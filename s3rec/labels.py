@@ -23,8 +23,12 @@ PROTOCOL_LABELS = {"full": "full ranking", "sampled": "sampled"}  # "full" alone
 LOSSES = ("bce", "ce")  # shown first, in this order; other losses follow alphabetically
 PRESETS = ("seed", "paper")  # likewise for the pretraining presets
 _RANK = re.compile(r"^r(\d+)$")
-# <preset>-<variant> for a model pretrained here: the preset is a RunConfig preset name (lowercase)
-PRETRAINED_HERE = re.compile(r"^(?P<preset>[a-z][a-z0-9_]*)-(?P<variant>full|r\d+)$")
+# <preset>-<variant> for a model pretrained here: the preset is a RunConfig preset name
+# (lowercase), the rank a positive integer as the config writes it (no leading zero: r016 would
+# name another folder than the r16 the workflow makes). The one grammar of the run paths
+# (run_paths.py), the report's labels and a study's plan (study_folder.py).
+PRETRAINED_HERE = re.compile(r"^(?P<preset>[a-z][a-z0-9_]*)-(?P<variant>full|r(?P<rank>[1-9][0-9]*))$")
+PRETRAINED_HERE_FORM = "<preset>-full | <preset>-r<rank> (<preset>: lowercase letters, digits, _, first a letter)"
 
 
 def variant_order(variant: str) -> tuple[int, int]:

@@ -24,16 +24,13 @@ from typing import NamedTuple
 
 from s3rec import report, report_inputs
 from s3rec.config import SEED_MAX, is_seed
-from s3rec.labels import LOSSES, pretraining_label, pretraining_order, split_pretraining
+from s3rec.labels import (LOSSES, PRETRAINED_HERE, PRETRAINED_HERE_FORM, pretraining_label, pretraining_order,
+                          split_pretraining)
 from s3rec.report_inputs import object_field
 
 log = logging.getLogger("s3rec")
 
 PLAN_VERSION = 1
-# The preset as s3rec/labels.py and run_paths.py (PRETRAINED_HERE) read it: a label they would not
-# read back (Seed-full, 1x-full) must be refused when the plan is made, not when the report is.
-PRETRAINING = re.compile(r"^(?P<preset>[a-z][a-z0-9_]*)-(?P<variant>full|r(?P<rank>[1-9][0-9]*))$")
-PRETRAINING_FORM = "<preset>-full | <preset>-r<rank> (<preset>: lowercase letters, digits, _, first a letter)"
 FIGURE_SETTINGS = ("metric", "split", "protocols")  # what scripts/plot_report.py reads
 
 PRETRAIN_FILES = ("pretrain_history.csv", "pretrain_run.json", "heads.pt")
@@ -53,8 +50,8 @@ def check_run(entry, index: int, kind: str, source: str) -> dict:
         raise ValueError(f"{where}: expected an object with exactly the keys {list(fields)}, got {entry!r}")
     pretraining, seed = entry["pretraining"], entry["seed"]
     allowed = ("none", "authors") if kind == "finetunings" else ()
-    if not isinstance(pretraining, str) or not (pretraining in allowed or PRETRAINING.match(pretraining)):
-        expected = " | ".join(allowed + (PRETRAINING_FORM,))
+    if not isinstance(pretraining, str) or not (pretraining in allowed or PRETRAINED_HERE.match(pretraining)):
+        expected = " | ".join(allowed + (PRETRAINED_HERE_FORM,))
         raise ValueError(f"{where}.pretraining: expected {expected}, got {pretraining!r}")
     if not is_seed(seed):
         raise ValueError(f"{where}.seed: expected an integer in [0, {SEED_MAX}], got {seed!r}")
@@ -96,10 +93,10 @@ def make_plan(dataset: str, runs, settings: dict, source: str = "--runs") -> dic
         pretrainings = [check_run(e, i, "pretrainings", source) for i, e in enumerate(runs["pretrainings"])]
     else:  # every pretraining a finetuning starts from
         pretrainings = [{"pretraining": p, "seed": s} for p, s in
-                        {(f["pretraining"], f["seed"]) for f in finetunings if PRETRAINING.match(f["pretraining"])}]
+                        {(f["pretraining"], f["seed"]) for f in finetunings if PRETRAINED_HERE.match(f["pretraining"])}]
     pretrainings = sorted_unique(pretrainings, "pretrainings", source)
     listed = {(p["pretraining"], p["seed"]) for p in pretrainings}
-    orphan = next((f for f in finetunings if PRETRAINING.match(f["pretraining"])
+    orphan = next((f for f in finetunings if PRETRAINED_HERE.match(f["pretraining"])
                    and (f["pretraining"], f["seed"]) not in listed), None)
     if orphan is not None:  # park_runs would not keep its pretrain.pt, runs.md not list it as missing
         raise ValueError(f"{source}: finetuning {orphan['pretraining']} seed {orphan['seed']} ({orphan['loss']}) "
@@ -199,10 +196,10 @@ def run_of_file(relative: Path) -> Run | None:
         return make_run("popularity")
     if parts == ("authors",) and name in AUTHORS_FILES:
         return make_run("authors")
-    if len(parts) == 2 and seed and PRETRAINING.match(parts[0]) and name in PRETRAIN_FILES:
+    if len(parts) == 2 and seed and PRETRAINED_HERE.match(parts[0]) and name in PRETRAIN_FILES:
         return make_run("pretraining", parts[0], int(seed[1]))
     if (len(parts) == 3 and seed and name in FINETUNE_FILES and parts[2] in LOSSES
-            and (parts[0] in ("none", "authors") or PRETRAINING.match(parts[0]))):
+            and (parts[0] in ("none", "authors") or PRETRAINED_HERE.match(parts[0]))):
         return make_run("finetuning", parts[0], int(seed[1]), parts[2])
     return None
 

@@ -251,6 +251,7 @@ def test_plan_ranks_sort_by_number_not_text():
      r"finetunings\[0\].pretraining: expected .*<preset>: lowercase letters, digits, _, first a letter.*'Seed-full'"),
     ({"finetunings": [], "pretrainings": [{"pretraining": "1x-r8", "seed": 0}]},
      r"pretrainings\[0\].pretraining: .*'1x-r8'"),
+    ([{"pretraining": "seed-r016", "seed": 0, "loss": "ce"}], r"finetunings\[0\].pretraining: .*'seed-r016'"),
 ])
 def test_plan_rejects_bad_runs_by_name(runs, message):
     with pytest.raises(ValueError, match=message):
