@@ -153,7 +153,7 @@ def load_pretraining_model(path: Path, dataset: Dataset, data_dir: Path) -> tupl
     else:
         raise ValueError(f"{path}: neither a pretrain.pt (config, state_dict) nor a pretrain.state.pt "
                          "(config, model, loop)")
-    check_same_data(path, digest, runtime.digest(data_files(data_dir)), str(data_dir))
+    check_same_data(path, digest, digest_of_data(data_dir), str(data_dir))
     model = PretrainModel(RunConfig.from_dict(config), dataset.num_items, dataset.num_attributes)
     files.load_state(model, state, path, "a pretraining model of its own settings")
     return model.eval(), about
@@ -175,6 +175,11 @@ def other_data(recorded: str | None, digest: str, folder: str, trained: str = "t
 
 def data_files(data_dir: Path) -> list[Path]:
     return [Path(data_dir) / name for name in (SEQUENCES_FILE, ATTRIBUTES_FILE)]
+
+
+def digest_of_data(data_dir: Path) -> str:
+    """The prepared data's digest: what checkpoints (data_digest) and run records (data_sha256) hold."""
+    return runtime.digest(data_files(data_dir))
 
 
 def sampled_negatives(data_dir: Path, dataset: Dataset, cfg: RunConfig) -> np.ndarray | None:
@@ -258,7 +263,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     negatives = sampled_negatives(data_dir, dataset, cfg)  # fails before training
     runtime.epoch_generators(cfg.seed, 0)  # the initial weights depend on the seed alone
     encoder = Encoder(cfg.model, dataset.num_items)
-    data_digest = runtime.digest(data_files(data_dir))
+    data_digest = digest_of_data(data_dir)
     pretraining = (load_pretrained_encoder(encoder, pretrained, variant, cfg.seed, data_digest) if pretrained
                    else {"wall_seconds": 0.0, "cpu_seconds": 0.0, "pretrain": None, "weights_sha256": None})
     encoder.to(device)
@@ -496,7 +501,7 @@ def pretraining_setup(data_dir: Path, cfg: RunConfig, variant: str, label: str,
     instances = split_instances(dataset, split, max_len=cfg.model.max_len, kind=p.instances)
     log.info("%d pretraining instances (%s) from %d users", len(instances), p.instances, len(split.train))
     return PretrainingSetup(device, execution, provenance, Path(data_dir).name, dataset, instances,
-                            runtime.digest(data_files(data_dir)))
+                            digest_of_data(data_dir))
 
 
 def write_pretrained(out_dir: Path, cfg: RunConfig, variant: str, setup: PretrainingSetup, history: list[dict],

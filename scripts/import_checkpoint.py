@@ -59,7 +59,7 @@ def import_checkpoint(authors: Path, data_dir: Path, out: Path, variant: str = "
     # in one line (torch's strict load lists every key: 38 lines for another hidden_size)
     files.load_state(pretrain_model, converted, authors, f"a pretraining model of {data_dir} with these settings")
     checkpoint = {"config": cfg.to_dict(), "variant": variant, "seed": None,  # one import serves every seed
-                  "data_digest": runtime.digest(runs.data_files(data_dir)), "epoch": cfg.pretrain.epochs,
+                  "data_digest": runs.digest_of_data(data_dir), "epoch": cfg.pretrain.epochs,
                   "wall_seconds": 0.0, "cpu_seconds": 0.0,
                   "source": {"authors_checkpoint": str(authors), "sha256": runtime.digest([authors])},
                   "state_dict": pretrain_model.state_dict()}

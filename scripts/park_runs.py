@@ -54,7 +54,7 @@ import sys
 import time
 from pathlib import Path
 
-from s3rec import cli, files, report_inputs, runs, runtime, study_folder
+from s3rec import cli, files, report_inputs, runs, study_folder
 
 log = logging.getLogger("s3rec")
 
@@ -188,7 +188,7 @@ def keep_finished(study: study_folder.Study, data: Path) -> int:
         if not recorded:
             unchecked += 1
             continue
-        digest = digest or runtime.digest(runs.data_files(data))
+        digest = digest or runs.digest_of_data(data)
         others += [f"{path}: data_sha256 {str(value)[:12]}…" for path, value in recorded.items() if value != digest]
     if others:
         raise ValueError(f"restore: runs of {study.folder} were trained on other data than {data} (data_sha256 "

@@ -75,7 +75,7 @@ def rank_by_popularity(args: argparse.Namespace) -> int:
         "cpu_seconds": {"pretrain": 0.0, "finetune": time.process_time() - cpu_started},
         "finetune": {"loss": None, "negatives_exclude_heldout": None},
         "execution": execution, "config": {"eval": cfg.to_dict()["eval"]}, "provenance": runtime.provenance(),
-        "data_sha256": runtime.digest(runs.data_files(args.data)),
+        "data_sha256": runs.digest_of_data(args.data),
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     files.save_frame(args.out_dir / "ranks.parquet", ranks)

@@ -479,13 +479,16 @@ def study_report(dataset):
     )
 
 
+def study_reports():
+    """The study report of every data set of run_on (its runs.md stands for all of it: rule
+    report_study writes every file at once)."""
+    return [f"{study_dir(name)}/report/runs.md" for name in config["run_on"]]
+
+
 def study_report_files():
-    """Tables and figures of every data set of run_on; with study_dir, also the study report
-    (its runs.md stands for all of it: rule report_study writes every file at once)."""
+    """Tables and figures of every data set of run_on; with study_dir, also the study report."""
     files = [path for name in config["run_on"] for path in report_files(name)]
-    if config["study_dir"]:
-        files += [f"{study_dir(name)}/report/runs.md" for name in config["run_on"]]
-    return files
+    return files + (study_reports() if config["study_dir"] else [])
 
 
 def job_outputs(dataset):
@@ -547,7 +550,7 @@ def study_folder_files(wildcards):
     if not config["study_dir"]:
         raise WorkflowError("target study: config study_dir is not set (e.g. study_dir: study): there is no study "
                             "folder to continue; `snakemake` or `snakemake report` runs and reports from results/")
-    return [f"{study_dir(name)}/report/runs.md" for name in config["run_on"]] + incomplete_job_outputs()
+    return study_reports() + incomplete_job_outputs()
 
 
 def study_files():
