@@ -27,7 +27,10 @@ _RANK = re.compile(r"^r(\d+)$")
 # (lowercase), the rank a positive integer as the config writes it (no leading zero: r016 would
 # name another folder than the r16 the workflow makes). The one grammar of the run paths
 # (run_paths.py), the report's labels and a study's plan (study_folder.py).
-PRETRAINED_HERE = re.compile(r"^(?P<preset>[a-z][a-z0-9_]*)-(?P<variant>full|r(?P<rank>[1-9][0-9]*))$")
+# The two parts as plain patterns too: the workflow's wildcard constraints (common.smk) are these.
+PRESET_PATTERN = r"[a-z][a-z0-9_]*"
+VARIANT_PATTERN = r"full|r[1-9][0-9]*"
+PRETRAINED_HERE = re.compile(rf"^(?P<preset>{PRESET_PATTERN})-(?P<variant>full|r(?P<rank>[1-9][0-9]*))$")
 PRETRAINED_HERE_FORM = "<preset>-full | <preset>-r<rank> (<preset>: lowercase letters, digits, _, first a letter)"
 
 

@@ -458,6 +458,19 @@ def test_target_study_needs_a_study_folder(workdir):
     assert result.returncode != 0 and "target study: config study_dir is not set" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("target", ["results/tiny/seed-r016/seed0/pretrain_run.json",
+                                    "results/tiny/seed-r0/seed0/pretrain_run.json",
+                                    "results/tiny/seed-r016/seed0/bce/metrics.json"])
+def test_a_run_path_outside_the_label_grammar_names_no_job(workdir, target):
+    """r016 is not the r16 the report and a study folder read (labels.PRETRAINED_HERE): asked
+    for by path, no rule makes it, rather than a pretraining in a folder nothing reads."""
+    tiny = write_config(workdir, TINY)
+    result = run_snakemake(workdir, "-n", "--configfile", tiny, "--", target, check=False)
+    assert result.returncode != 0 and "MissingRuleException" in result.stdout + result.stderr
+    good = target.replace("r016", "r4").replace("r0/", "r4/")
+    assert job_counts(run_snakemake(workdir, "-n", "--configfile", tiny, "--", good).stdout)
+
+
 STACKED = {**TINY, "seeds": [0, 1, 2], "pretrain_seeds_per_job": 2,
            "settings": {**TINY["settings"], "pretrain": {"epochs": 1, "batching": "padded"}}}
 

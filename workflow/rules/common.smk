@@ -8,12 +8,17 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+# The one grammar of run labels (s3rec/labels.py) and of the study folder's file lists: a run path
+# the report or a study folder would refuse (seed-r016, seed-r0) names no job here either.
+from s3rec.labels import PRESET_PATTERN, PRETRAINED_HERE, VARIANT_PATTERN
+from s3rec.study_folder import FINETUNE_FILES as STUDY_FINETUNE_FILES, PRETRAIN_FILES as STUDY_PRETRAIN_FILES
+
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_-]+",
-    preset=r"[a-z]+",
-    variant=r"full|r\d+",
-    pretraining=r"none|authors|[a-z]+-(?:full|r\d+)",
+    preset=PRESET_PATTERN,
+    variant=VARIANT_PATTERN,
+    pretraining=rf"none|authors|{PRESET_PATTERN}-(?:{VARIANT_PATTERN})",
     seed=r"\d+",
     seeds=r"\d+(?:-\d+)*",
     loss=r"[a-z]+",
@@ -69,8 +74,8 @@ def split_pretraining(pretraining):
     """(preset, variant) of a label: seed-r16 -> (seed, r16); none and authors -> (None, label)."""
     if pretraining in ("none", "authors"):
         return None, pretraining
-    preset, variant = pretraining.split("-", 1)
-    return preset, variant
+    match = PRETRAINED_HERE.match(pretraining)
+    return match["preset"], match["variant"]
 
 
 def dataset_spec(name):
@@ -499,9 +504,8 @@ def job_outputs(dataset):
     return jobs
 
 
-# the outputs of rules export_pretraining and export_finetuning (study.smk), per run folder
-STUDY_PRETRAIN_FILES = ["pretrain_history.csv", "pretrain_run.json", "heads.pt"]
-STUDY_FINETUNE_FILES = ["finetune_history.csv", "metrics.json", "ranks.parquet"]
+# the outputs of rules export_pretraining and export_finetuning (study.smk), per run folder, are
+# STUDY_PRETRAIN_FILES and STUDY_FINETUNE_FILES: what s3rec/study_folder.py reads (imported above)
 
 
 def export_jobs(dataset):
