@@ -30,7 +30,7 @@ _RANK = re.compile(r"^r(\d+)$")
 # The two parts as plain patterns too: the workflow's wildcard constraints (common.smk) are these.
 PRESET_PATTERN = r"[a-z][a-z0-9_]*"
 VARIANT_PATTERN = r"full|r[1-9][0-9]*"
-PRETRAINED_HERE = re.compile(rf"^(?P<preset>{PRESET_PATTERN})-(?P<variant>full|r(?P<rank>[1-9][0-9]*))$")
+PRETRAINED_HERE = re.compile(rf"^(?P<preset>{PRESET_PATTERN})-(?P<variant>{VARIANT_PATTERN})$")
 PRETRAINED_HERE_FORM = "<preset>-full | <preset>-r<rank> (<preset>: lowercase letters, digits, _, first a letter)"
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-# The one grammar of run labels (s3rec/labels.py) and of the study folder's file lists: a run path
-# the report or a study folder would refuse (seed-r016, seed-r0) names no job here either.
-from s3rec.labels import PRESET_PATTERN, PRETRAINED_HERE, VARIANT_PATTERN
+# The one grammar of run labels (s3rec/labels.py): a run path the report or a study folder would
+# refuse (seed-r016, seed-r0) names no job here either. STUDY_*_FILES, the outputs of rules
+# export_pretraining and export_finetuning (study.smk) per run folder, are what study_folder reads.
+from s3rec.labels import PRESET_PATTERN, VARIANT_PATTERN, split_pretraining
 from s3rec.study_folder import FINETUNE_FILES as STUDY_FINETUNE_FILES, PRETRAIN_FILES as STUDY_PRETRAIN_FILES
 
 
@@ -68,14 +69,6 @@ def finetunings(dataset):
     pretraining, and `authors` (the authors' checkpoint) when the data set names one."""
     extra = ["authors"] if authors_checkpoint(dataset) else []
     return ["none"] + pretrainings(dataset) + extra
-
-
-def split_pretraining(pretraining):
-    """(preset, variant) of a label: seed-r16 -> (seed, r16); none and authors -> (None, label)."""
-    if pretraining in ("none", "authors"):
-        return None, pretraining
-    match = PRETRAINED_HERE.match(pretraining)
-    return match["preset"], match["variant"]
 
 
 def dataset_spec(name):
@@ -502,10 +495,6 @@ def job_outputs(dataset):
     jobs += [[f"{run}/{name}" for name in FINETUNE_FILES] for run in finetune_runs(dataset)]
     jobs.append([f"results/{dataset}/popularity/{name}" for name in POPULARITY_FILES])
     return jobs
-
-
-# the outputs of rules export_pretraining and export_finetuning (study.smk), per run folder, are
-# STUDY_PRETRAIN_FILES and STUDY_FINETUNE_FILES: what s3rec/study_folder.py reads (imported above)
 
 
 def export_jobs(dataset):
