@@ -304,7 +304,11 @@ COMPILE_MODES = ("none", "eager", "default", "reduce-overhead", "max-autotune-no
 STACKED_COMPILE_MODES = ("none", "cuda-graph")
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:([0-9]+|any))?)$")  # as workflow/schemas/config.schema.yaml
-VARIANT_PATTERN = re.compile(r"^(none|full|authors|r[1-9][0-9]*)$")
+# A rank as the config writes it: r16, never r016 or r0 (r016 would name another folder than the
+# r16 the workflow makes). labels.py builds the run labels (<preset>-<variant>) from these.
+RANK_PATTERN = r"r[1-9][0-9]*"
+PRETRAINED_VARIANT_PATTERN = rf"full|{RANK_PATTERN}"
+VARIANT_PATTERN = re.compile(rf"^(none|authors|{PRETRAINED_VARIANT_PATTERN})$")
 
 
 def parse_variant(variant: str) -> tuple[bool, int | None]:

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 
 import polars as pl
 
+from s3rec.config import PRETRAINED_VARIANT_PATTERN, RANK_PATTERN
+
 # Rows shown for reference only, never compared as a variant: `authors` is finetuned from the
 # S3Rec authors' released checkpoint, pretrained by their code on their data handling (which sees
 # the held-out items), so it is a distance to reach, not a like-for-like variant; popularity is
@@ -22,14 +24,13 @@ REFERENCE_ROWS = ("authors", "popularity")
 PROTOCOL_LABELS = {"full": "full ranking", "sampled": "sampled"}  # "full" alone reads as the variant
 LOSSES = ("bce", "ce")  # shown first, in this order; other losses follow alphabetically
 PRESETS = ("seed", "paper")  # likewise for the pretraining presets
-_RANK = re.compile(r"^r(\d+)$")
 # <preset>-<variant> for a model pretrained here: the preset is a RunConfig preset name
-# (lowercase), the rank a positive integer as the config writes it (no leading zero: r016 would
-# name another folder than the r16 the workflow makes). The one grammar of the run paths
-# (run_paths.py), the report's labels and a study's plan (study_folder.py).
+# (lowercase), the variant full or r<rank> as the config writes it (config.RANK_PATTERN). The one
+# grammar of the run paths (run_paths.py), the report's labels and a study's plan (study_folder.py).
 # The two parts as plain patterns too: the workflow's wildcard constraints (common.smk) are these.
 PRESET_PATTERN = r"[a-z][a-z0-9_]*"
-VARIANT_PATTERN = r"full|r[1-9][0-9]*"
+VARIANT_PATTERN = PRETRAINED_VARIANT_PATTERN
+_RANK = re.compile(rf"^{RANK_PATTERN}$")  # what variant_order and variant_rank read as a rank: r16, never r016
 PRETRAINED_HERE = re.compile(rf"^(?P<preset>{PRESET_PATTERN})-(?P<variant>{VARIANT_PATTERN})$")
 PRETRAINED_HERE_FORM = "<preset>-full | <preset>-r<rank> (<preset>: lowercase letters, digits, _, first a letter)"
 
@@ -40,15 +41,15 @@ def variant_order(variant: str) -> tuple[int, int]:
         return (0, 0)
     if variant == "full":
         return (1, 0)
-    match = _RANK.match(variant)
-    if match:
-        return (2, int(match.group(1)))
+    rank = variant_rank(variant)
+    if rank is not None:
+        return (2, rank)
     return {"authors": (3, 0), "popularity": (4, 0)}.get(variant, (5, 0))
 
 
 def variant_rank(variant: str) -> int | None:
-    match = _RANK.match(variant)
-    return int(match.group(1)) if match else None
+    """16 for 'r16'; None for any other variant (full, none, authors, popularity, r016, r0)."""
+    return int(variant[1:]) if _RANK.match(variant) else None
 
 
 def _named_order(name: str | None, first: Sequence[str]) -> tuple[int, int, str]:

@@ -66,6 +66,20 @@ def test_variants():
         parse_variant("r0")
 
 
+@pytest.mark.parametrize("variant", ["r016", "r0", "r", "R16", "r16a", "full16"])
+def test_a_rank_the_config_refuses_is_no_rank_in_the_report_either(variant):
+    """The config, the run labels and the report read ranks by one pattern (config.RANK_PATTERN):
+    before, the report's sort key and `pretrained_here` took r016 as rank 16, a variant the config
+    refuses and whose folder the workflow never makes."""
+    from s3rec import labels
+    with pytest.raises(ValueError, match="expected none, full, authors or r<rank>"):
+        parse_variant(variant)
+    assert labels.variant_rank(variant) is None
+    assert not labels.pretrained_here(variant)
+    assert labels.split_pretraining(f"seed-{variant}") == (None, f"seed-{variant}")
+    assert labels.variant_rank("r16") == 16 and labels.pretrained_here("r16")
+
+
 @pytest.mark.parametrize("settings, key", [
     ({"finetune": {"lr": float("inf")}}, "finetune.lr: expected a finite number > 0, got inf"),
     ({"pretrain": {"aap_weight": float("inf")}}, "pretrain.aap_weight: expected a finite number >= 0, got inf"),
