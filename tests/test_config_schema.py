@@ -248,6 +248,19 @@ def test_run_config_takes_the_devices_the_schema_takes():
     assert schema["properties"]["device"]["pattern"] == DEVICE_PATTERN.pattern
 
 
+def test_a_preset_lists_its_variants_in_the_run_label_grammar():
+    """The schema's variant of a preset is the one the run labels read (config.RANK_PATTERN): it
+    took r016, which then failed later, in common.smk, as 'neither full nor a rank of ranks'."""
+    from s3rec.config import PRETRAINED_VARIANT_PATTERN
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    listed = schema["properties"]["pretraining"]["additionalProperties"]["oneOf"][1]["items"]["pattern"]
+    assert listed == f"^({PRETRAINED_VARIANT_PATTERN})$"
+    config = load("config.yaml")
+    config["pretraining"] = {"paper": ["full", "r016"]}
+    with pytest.raises(WorkflowError, match="r016"):
+        check(config)
+
+
 @pytest.mark.parametrize("folder", ["study", "studies/beauty-2026", "my_study.v2"])
 def test_study_dir_takes_a_plain_relative_folder(folder):
     config = load("config.yaml")
