@@ -27,11 +27,11 @@ PRESETS = ("seed", "paper")  # likewise for the pretraining presets
 # <preset>-<variant> for a model pretrained here: the preset is a RunConfig preset name
 # (lowercase), the variant full or r<rank> as the config writes it (config.RANK_PATTERN). The one
 # grammar of the run paths (run_paths.py), the report's labels and a study's plan (study_folder.py).
-# The two parts as plain patterns too: the workflow's wildcard constraints (common.smk) are these.
+# The preset as a plain pattern too: with config.PRETRAINED_VARIANT_PATTERN, the workflow's
+# wildcard constraints (common.smk).
 PRESET_PATTERN = r"[a-z][a-z0-9_]*"
-VARIANT_PATTERN = PRETRAINED_VARIANT_PATTERN
 _RANK = re.compile(rf"^{RANK_PATTERN}$")  # what variant_order and variant_rank read as a rank: r16, never r016
-PRETRAINED_HERE = re.compile(rf"^(?P<preset>{PRESET_PATTERN})-(?P<variant>{VARIANT_PATTERN})$")
+PRETRAINED_HERE = re.compile(rf"^(?P<preset>{PRESET_PATTERN})-(?P<variant>{PRETRAINED_VARIANT_PATTERN})$")
 PRETRAINED_HERE_FORM = "<preset>-full | <preset>-r<rank> (<preset>: lowercase letters, digits, _, first a letter)"
 
 

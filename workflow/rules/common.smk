@@ -8,18 +8,20 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-# The one grammar of run labels (s3rec/labels.py): a run path the report or a study folder would
-# refuse (seed-r016, seed-r0) names no job here either. STUDY_*_FILES, the outputs of rules
-# export_pretraining and export_finetuning (study.smk) per run folder, are what study_folder reads.
-from s3rec.labels import PRESET_PATTERN, VARIANT_PATTERN, split_pretraining
+# The one grammar of run labels (s3rec/labels.py, its variants from s3rec/config.py): a run path
+# the report or a study folder would refuse (seed-r016, seed-r0) names no job here either.
+# STUDY_*_FILES, the outputs of rules export_pretraining and export_finetuning (study.smk) per run
+# folder, are what study_folder reads.
+from s3rec.config import PRETRAINED_VARIANT_PATTERN
+from s3rec.labels import PRESET_PATTERN, split_pretraining
 from s3rec.study_folder import FINETUNE_FILES as STUDY_FINETUNE_FILES, PRETRAIN_FILES as STUDY_PRETRAIN_FILES
 
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_-]+",
     preset=PRESET_PATTERN,
-    variant=VARIANT_PATTERN,
-    pretraining=rf"none|authors|{PRESET_PATTERN}-(?:{VARIANT_PATTERN})",
+    variant=PRETRAINED_VARIANT_PATTERN,
+    pretraining=rf"none|authors|{PRESET_PATTERN}-(?:{PRETRAINED_VARIANT_PATTERN})",
     seed=r"\d+",
     seeds=r"\d+(?:-\d+)*",
     loss=r"[a-z]+",
