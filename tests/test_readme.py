@@ -1,5 +1,6 @@
-"""README's Beauty tables quote the committed study: the results and difference tables its report
-(study/beauty/report/tables/*.csv), the head-energy table its heads.pt files.
+"""README's study tables quote the committed studies: for Beauty and LastFM, the results and
+difference tables their reports (study/<dataset>/report/tables/*.csv) and the head-energy table
+their heads.pt files. Each table is the first with its header after its study's heading.
 
 The report regenerates byte for byte from the committed runs (tests/test_study.py); this pins the
 last link, README, so that a number in it cannot drift from the runs it claims to come from
@@ -16,15 +17,25 @@ from s3rec import differences, report
 from scripts_import import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = ROOT / "study" / "beauty" / "report" / "tables"
-pytestmark = pytest.mark.skipif(not (TABLES / "results.csv").exists(), reason="no committed Beauty study report")
+# README's heading of each study's paragraph: its tables are the first after it
+HEADINGS = {"beauty": "**The Beauty study**", "lastfm": "**The LastFM study**"}
+STUDIES = [pytest.param(dataset, marks=pytest.mark.skipif(
+    not (ROOT / "study" / dataset / "report" / "tables" / "results.csv").exists(),
+    reason=f"no committed {dataset} study report")) for dataset in HEADINGS]
 
 
-def readme_table(first_header_cells: list[str]) -> list[dict[str, str]]:
-    """The rows of the README table whose header starts with these cells, as dicts by header."""
+def tables(dataset: str) -> Path:
+    return ROOT / "study" / dataset / "report" / "tables"
+
+
+def readme_table(dataset: str, first_header_cells: list[str]) -> list[dict[str, str]]:
+    """The rows of the first README table after the study's heading whose header starts with
+    these cells, as dicts by header."""
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
-        cells = split_row(line)
+    starts = [i for i, line in enumerate(lines) if line.startswith(HEADINGS[dataset])]
+    assert len(starts) == 1, f"README.md has {len(starts)} lines starting {HEADINGS[dataset]}"
+    for i in range(starts[0], len(lines)):
+        cells = split_row(lines[i])
         if cells[: len(first_header_cells)] == first_header_cells:
             rows = []
             for body in lines[i + 2:]:  # past the |---| line
@@ -32,15 +43,15 @@ def readme_table(first_header_cells: list[str]) -> list[dict[str, str]]:
                     break
                 rows.append(dict(zip(cells, split_row(body))))
             return rows
-    raise AssertionError(f"README.md has no table with header {first_header_cells}")
+    raise AssertionError(f"README.md has no table with header {first_header_cells} after {HEADINGS[dataset]}")
 
 
 def split_row(line: str) -> list[str]:
     return [cell.strip() for cell in line.strip().strip("|").split("|")] if line.startswith("|") else []
 
 
-def read_csv(name: str) -> list[dict[str, str]]:
-    with open(TABLES / name, newline="", encoding="utf-8") as f:
+def read_csv(dataset: str, name: str) -> list[dict[str, str]]:
+    with open(tables(dataset) / name, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
@@ -49,18 +60,19 @@ def mean_std(row: dict[str, str]) -> str:
     return report.format_mean_std(float(row["mean"]), float(row["std"]) if int(row["seeds"]) > 1 else None)
 
 
-def formatted_differences() -> dict[tuple[str, str], dict[str, str]]:
+def formatted_differences(dataset: str) -> dict[tuple[str, str], dict[str, str]]:
     """difference.csv's NDCG@10 rows formatted by the report ('+0.0015 [-0.0004, +0.0036]' a
     protocol), by (finetuning, comparison), with README's minus sign."""
-    frame = pl.read_csv(TABLES / "difference.csv").filter(pl.col("metric") == "NDCG@10")
+    frame = pl.read_csv(tables(dataset) / "difference.csv").filter(pl.col("metric") == "NDCG@10")
     table = differences.format_difference_table(frame)
     return {(r["Finetuning"], r["Comparison"]): {k: v.replace("-", "−") for k, v in r.items()}
             for r in table.iter_rows(named=True)}
 
 
-def test_readme_results_table_quotes_the_report():
-    summary = {(r["loss"], r["pretraining"], r["protocol"], r["metric"]): r for r in read_csv("results.csv")}
-    rows = readme_table(["finetuning", "pretraining", "seeds"])
+@pytest.mark.parametrize("dataset", STUDIES)
+def test_readme_results_table_quotes_the_report(dataset):
+    summary = {(r["loss"], r["pretraining"], r["protocol"], r["metric"]): r for r in read_csv(dataset, "results.csv")}
+    rows = readme_table(dataset, ["finetuning", "pretraining", "seeds"])
     assert len(rows) == len({(r["loss"], r["pretraining"]) for r in summary.values()})
     columns = {"NDCG@10 full": ("full", "NDCG@10"), "HR@10 full": ("full", "HR@10"),
                 "NDCG@10 sampled": ("sampled", "NDCG@10")}
@@ -80,10 +92,11 @@ def test_readme_results_table_quotes_the_report():
             assert cpu == report.format_seconds(float(quoted["pretrain_cpu_seconds"])), (loss, row["pretraining"])
 
 
-def test_readme_difference_table_quotes_the_report():
-    seeds = {(r["loss"], f"{r['pretraining']} − {r['reference']}"): int(r["seeds"]) for r in read_csv("difference.csv")}
-    quoted = formatted_differences()
-    rows = readme_table(["finetuning", "comparison", "seeds"])
+@pytest.mark.parametrize("dataset", STUDIES)
+def test_readme_difference_table_quotes_the_report(dataset):
+    seeds = {(r["loss"], f"{r['pretraining']} − {r['reference']}"): int(r["seeds"]) for r in read_csv(dataset, "difference.csv")}
+    quoted = formatted_differences(dataset)
+    rows = readme_table(dataset, ["finetuning", "comparison", "seeds"])
     assert len(rows) == len(quoted)
     for row in rows:
         key = (row["finetuning"], row["comparison"])
@@ -94,15 +107,16 @@ def test_readme_difference_table_quotes_the_report():
         assert len(row["seeds"].split(",")) == seeds[key], row["comparison"]
 
 
-def test_readme_head_energy_table_quotes_the_committed_heads():
+@pytest.mark.parametrize("dataset", STUDIES)
+def test_readme_head_energy_table_quotes_the_committed_heads(dataset):
     """The table of ‖W‖² kept at rank 8 / 16 / 32, remade from the committed heads.pt files."""
     head_energy = load_script("head_energy", "benchmarks")
-    rows = readme_table(["dense head"])
+    rows = readme_table(dataset, ["dense head"])
     header = list(rows[0])[1:]  # e.g. "`seed-full` (mean of 3 seeds)", "`paper-full` (seed 0)", "`authors`"
     for column in header:
         pretraining = column.split("`")[1]
         pattern = "authors/heads.pt" if pretraining == "authors" else f"{pretraining}/seed*/heads.pt"
-        files = sorted((ROOT / "study" / "beauty").glob(pattern))
+        files = sorted((ROOT / "study" / dataset).glob(pattern))
         if "(" in column:  # "(mean of 3 seeds)" or "(seed 0)": how many seeds the column averages
             count = column.split("(")[1].removeprefix("mean of ").split()[0]
             assert len(files) == (int(count) if "seeds" in column else 1), column
