@@ -29,12 +29,13 @@ def tables(dataset: str) -> Path:
 
 
 def readme_table(dataset: str, first_header_cells: list[str]) -> list[dict[str, str]]:
-    """The rows of the first README table after the study's heading whose header starts with
-    these cells, as dicts by header."""
+    """The rows of the first README table in the study's paragraph (from its heading to the next
+    study's) whose header starts with these cells, as dicts by header."""
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith(HEADINGS[dataset])]
     assert len(starts) == 1, f"README.md has {len(starts)} lines starting {HEADINGS[dataset]}"
-    for i in range(starts[0], len(lines)):
+    others = [i for i, line in enumerate(lines) if i > starts[0] and line.startswith(tuple(HEADINGS.values()))]
+    for i in range(starts[0], min(others, default=len(lines))):  # not into the next study's paragraph
         cells = split_row(lines[i])
         if cells[: len(first_header_cells)] == first_header_cells:
             rows = []
@@ -43,7 +44,7 @@ def readme_table(dataset: str, first_header_cells: list[str]) -> list[dict[str, 
                     break
                 rows.append(dict(zip(cells, split_row(body))))
             return rows
-    raise AssertionError(f"README.md has no table with header {first_header_cells} after {HEADINGS[dataset]}")
+    raise AssertionError(f"README.md has no table with header {first_header_cells} in the paragraph of {HEADINGS[dataset]}")
 
 
 def split_row(line: str) -> list[str]:
