@@ -1,6 +1,7 @@
 """README's study tables quote the committed studies: for Beauty and LastFM, the results and
 difference tables their reports (study/<dataset>/report/tables/*.csv) and the head-energy table
-their heads.pt files. Each table is the first with its header after its study's heading.
+their heads.pt files. Each table is the first with its header in its study's paragraph (from
+its heading to the next study's).
 
 The report regenerates byte for byte from the committed runs (tests/test_study.py); this pins the
 last link, README, so that a number in it cannot drift from the runs it claims to come from
@@ -17,15 +18,17 @@ from s3rec import differences, report
 from scripts_import import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-# README's heading of each study's paragraph: its tables are the first after it
+# README's heading of each study's paragraph, which holds that study's tables
 HEADINGS = {"beauty": "**The Beauty study**", "lastfm": "**The LastFM study**"}
-STUDIES = [pytest.param(dataset, marks=pytest.mark.skipif(
-    not (ROOT / "study" / dataset / "report" / "tables" / "results.csv").exists(),
-    reason=f"no committed {dataset} study report")) for dataset in HEADINGS]
 
 
 def tables(dataset: str) -> Path:
     return ROOT / "study" / dataset / "report" / "tables"
+
+
+STUDIES = [pytest.param(dataset, marks=pytest.mark.skipif(
+    not (tables(dataset) / "results.csv").exists(), reason=f"no committed {dataset} study report"))
+    for dataset in HEADINGS]
 
 
 def readme_table(dataset: str, first_header_cells: list[str]) -> list[dict[str, str]]:
