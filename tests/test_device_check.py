@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,10 @@ SCRIPT = REPO / "benchmarks" / "device_check.sh"
 
 
 def device_check(tmp_path, *steps: str, out: str = "out", deadline: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OUT": str(tmp_path / out), "DEVICE": "cpu", "DEADLINE": str(deadline)}
+    # this Python's bin folder first on PATH: the script's `python3` must be the one with torch,
+    # also when pytest runs as .venv/bin/python -m pytest without the venv activated
+    env = {**os.environ, "OUT": str(tmp_path / out), "DEVICE": "cpu", "DEADLINE": str(deadline),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(["bash", str(SCRIPT), *steps], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
 
