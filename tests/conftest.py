@@ -68,8 +68,15 @@ def _silent_scontrol_dir() -> str | None:
     return str(folder)
 
 
+def this_python_env(*folders: str | None, **extra: str) -> dict[str, str]:
+    """The environment of a subprocess that calls `python`, `python3` or `snakemake` by name:
+    this Python's bin folder first on PATH (then `folders`), so they are this venv's, also when
+    pytest runs as .venv/bin/python -m pytest without the venv activated."""
+    path = [str(Path(sys.executable).parent), *folders, os.environ["PATH"]]
+    return {**os.environ, **extra, "PATH": os.pathsep.join(f for f in path if f)}
+
+
 def snakemake_env(**extra: str) -> dict[str, str]:
-    """The environment of a snakemake subprocess: this Python's bin folder first on PATH (its
-    jobs run this venv's python), plus the failing `scontrol` where no controller answers."""
-    folders = [str(Path(sys.executable).parent), _silent_scontrol_dir(), os.environ["PATH"]]
-    return {**os.environ, **extra, "PATH": os.pathsep.join(f for f in folders if f)}
+    """The environment of a snakemake subprocess: this_python_env (its jobs run this venv's
+    python), plus the failing `scontrol` where no controller answers."""
+    return this_python_env(_silent_scontrol_dir(), **extra)

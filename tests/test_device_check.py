@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounter
 
-from conftest import REPO
+from conftest import REPO, this_python_env
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset, write_prepared
 from s3rec.encoder import Encoder
@@ -26,10 +25,7 @@ SCRIPT = REPO / "benchmarks" / "device_check.sh"
 
 
 def device_check(tmp_path, *steps: str, out: str = "out", deadline: int = 300) -> subprocess.CompletedProcess:
-    # this Python's bin folder first on PATH: the script's `python3` must be the one with torch,
-    # also when pytest runs as .venv/bin/python -m pytest without the venv activated
-    env = {**os.environ, "OUT": str(tmp_path / out), "DEVICE": "cpu", "DEADLINE": str(deadline),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = this_python_env(OUT=str(tmp_path / out), DEVICE="cpu", DEADLINE=str(deadline))  # its python3 has torch
     return subprocess.run(["bash", str(SCRIPT), *steps], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
 
