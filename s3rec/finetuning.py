@@ -60,6 +60,18 @@ def trainable_users(train: list[np.ndarray]) -> np.ndarray:
     return np.flatnonzero(np.array([len(t) for t in train]) >= 2)
 
 
+def check_negatives_drawable(train: list[np.ndarray], excluded: list[np.ndarray], num_items: int,
+                             user_ids=None) -> None:
+    """Fail, naming the user, where a trainable user's `excluded` items are the whole catalogue:
+    redrawing a negative until it misses them would never end (pretraining checks the same)."""
+    for row in trainable_users(train):
+        if len(excluded[row]) >= num_items and len(np.unique(excluded[row])) >= num_items:
+            user = f"user {user_ids[row]}" if user_ids is not None else f"user row {row}"
+            raise ValueError(f"{user}: all {num_items} items are among those its finetuning negatives must avoid "
+                             "(its training part, or its whole sequence with finetune.negatives_exclude_heldout), "
+                             "so none can be drawn; expected a catalogue larger than any sequence")
+
+
 def sample_negatives(targets: np.ndarray, excluded: np.ndarray, num_items: int,
                      rng: np.random.Generator) -> np.ndarray:
     """One uniform item per target position, never in that row's `excluded` (B, S) set (0 = none)."""

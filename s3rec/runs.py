@@ -23,7 +23,7 @@ from s3rec.data import (ATTRIBUTES_FILE, NEGATIVES_FILE, SEQUENCES_FILE, Dataset
 from s3rec.encoder import Encoder
 from s3rec.evaluation import check_sampled_protocol, draw_negatives, evaluate, full_ranking_ranks, sampled_ranks
 from s3rec.finetuning import iterate_batches as finetune_batches
-from s3rec.finetuning import fixed_shape_loss, score_function, step_loss
+from s3rec.finetuning import check_negatives_drawable, fixed_shape_loss, score_function, step_loss
 from s3rec.heads import make_head, parameter_count
 from s3rec.metrics import metrics_from_ranks
 from s3rec.pretrain_batches import PretrainInstances, item_attribute_table, split_instances
@@ -270,6 +270,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     f = cfg.finetune
     optimizer = adam(encoder.parameters(), lr=f.lr, weight_decay=f.weight_decay)
     excluded = excluded_negatives(dataset, split, f.negatives_exclude_heldout)
+    check_negatives_drawable(split.train, excluded, dataset.num_items, dataset.user_ids)
     score = score_function(encoder, device)
     train_step, layout = finetuning_steps(encoder, optimizer, cfg, device)
 

@@ -13,8 +13,8 @@ from s3rec.config import ModelConfig
 from s3rec.data import write_prepared
 from s3rec.encoder import Encoder
 from s3rec.batching import CHUNK_BOUNDS, bucketed_batches, chunk_bounds, training_batches
-from s3rec.finetuning import (TARGET_SLOTS, NextItemBatch, fixed_shape, fixed_shape_loss, iterate_batches, make_batch,
-                              sample_negatives, step_loss)
+from s3rec.finetuning import (TARGET_SLOTS, NextItemBatch, check_negatives_drawable, fixed_shape, fixed_shape_loss,
+                              iterate_batches, make_batch, sample_negatives, step_loss)
 from s3rec.synthetic import SyntheticSpec, generate
 
 SMALL_MODEL = {"hidden_size": 16, "num_heads": 2, "max_len": 12}
@@ -82,6 +82,26 @@ def test_batch_targets_are_the_next_items_and_negatives_avoid_the_training_part(
         assert not set(negatives[1][-1:]) & {5, 6}
         assert (negatives[batch.targets.numpy() == 0] == 0).all()
     assert batch.target_positions.tolist() == [0, 1, 2, 5]  # flat indices of the targets 2, 3, 4 and 6
+
+
+def test_a_user_whose_excluded_items_are_the_whole_catalogue_is_an_error_naming_it():
+    """Redrawing a negative until it misses the user's items would never end: refused at once."""
+    train = [np.array([1, 2]), np.array([1, 1, 2, 2]), np.array([3])]
+    check_negatives_drawable(train, train, num_items=3)  # row 1 is 4 long but holds 2 items; row 2 has no target
+    whole = [np.array([1, 2, 3])] * 2
+    check_negatives_drawable(train, whole, num_items=4)  # 3 of 4 items: one is left to draw
+    with pytest.raises(ValueError, match=r"^user 7: all 3 items are among those its finetuning negatives must avoid"):
+        check_negatives_drawable(train[:2], whole, num_items=3, user_ids=np.array([7, 4]))
+
+
+def test_a_finetuning_that_could_draw_no_negative_fails_before_writing_anything(tmp_path):
+    data = tmp_path / "six_items"  # 6 items: some users' sequences hold them all
+    write_prepared(generate(SyntheticSpec(users=20, items=6, attributes=2, seed=0, max_length=15)), data)
+    cfg = runs.resolve_config({**settings(negatives_exclude_heldout=True), "eval": {"protocols": ["full"]}}, "none", 0,
+                              device="cpu")  # sampled-99 ranking would refuse these users first
+    with pytest.raises(ValueError, match=r"^user \d+: all 6 items are among"):
+        runs.finetune(data, tmp_path / "out", cfg, "none")
+    assert not (tmp_path / "out").exists()
 
 
 def test_batch_to_keeps_every_field_also_when_packed_into_one_copy():
