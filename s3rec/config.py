@@ -281,15 +281,16 @@ def check_ranges(cfg: RunConfig) -> None:
                      "pretrain.map_weight": p.map_weight, "pretrain.sp_weight": p.sp_weight,
                      "pretrain.weight_decay": p.weight_decay, "finetune.weight_decay": f.weight_decay}
     positive = {"model.init_std": m.init_std, "pretrain.lr": p.lr, "finetune.lr": f.lr}
-    probabilities = {"model.hidden_dropout": m.hidden_dropout, "model.attention_dropout": m.attention_dropout,
-                     "pretrain.mask_prob": p.mask_prob}
+    dropouts = {"model.hidden_dropout": m.hidden_dropout, "model.attention_dropout": m.attention_dropout}
     checks = ([(key, value, value >= 1, "a positive integer") for key, value in at_least_one.items()]
               + [(key, value, 0 <= value <= SEED_MAX, f"an integer in [0, {SEED_MAX}]")
                  for key, value in seeds.items()]
               # finite too: an infinite weight or learning rate diverged at epoch 1, blamed on the lr
               + [(key, value, 0 <= value < math.inf, "a finite number >= 0") for key, value in at_least_zero.items()]
               + [(key, value, 0 < value < math.inf, "a finite number > 0") for key, value in positive.items()]
-              + [(key, value, 0 <= value <= 1, "a number in [0, 1]") for key, value in probabilities.items()])
+              # a dropout of 1 would zero every value (and divide by 0 on the CPU path: encoder.py)
+              + [(key, value, 0 <= value < 1, "a number in [0, 1)") for key, value in dropouts.items()]
+              + [("pretrain.mask_prob", p.mask_prob, 0 <= p.mask_prob <= 1, "a number in [0, 1]")])
     if cfg.threads is not None:  # 0 would silently mean torch's default, a negative count fail in torch
         checks.append(("threads", cfg.threads, cfg.threads >= 1, "an integer >= 1 or null (torch's default)"))
     for key, value, ok, expected in checks:
