@@ -210,8 +210,15 @@ def test_a_list_of_numbers_from_the_command_line_says_why_it_is_refused():
                         "and mapping items as strings: use a --configfile)"), lines
 
 
-def test_lint_is_clean():
-    result = snakemake("--lint", "--nolock")
+@pytest.mark.parametrize("extra", [None, "stacked"])
+def test_lint_is_clean(tmp_path, extra):
+    """Also with seeds stacked into one pretraining job: its rules exist only then."""
+    options = []
+    if extra == "stacked":
+        stacked = tmp_path / "stacked.yaml"
+        stacked.write_text("pretrain_seeds_per_job: 2\nsettings: {pretrain: {batching: padded}}\n")
+        options = ["--configfile", "config/config.yaml", str(stacked)]
+    result = snakemake("--lint", "--nolock", *options)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations" in result.stdout + result.stderr
 

@@ -511,6 +511,8 @@ def test_stacked_seeds_train_finetune_and_rerun_nothing(workdir):
     assert (run["seed"], run["stacked"]["seeds"]) == (1, [0, 1])
     assert json.loads((workdir / "results/tiny/seed-r4/seed1/bce/metrics.json").read_text())["seed"] == 1
     assert (workdir / "results/tiny/seed-r4/stacked-seeds0-1/seed0/pretrain.pt").is_file()
+    copied = (workdir / "logs/results/tiny/seed-r4/seed1/unstack.log").read_text()  # every job logs
+    assert "copied pretrain.pt, pretrain_history.csv and pretrain_run.json from results/tiny/seed-r4/stacked-seeds0-1/seed1" in copied
     assert "Nothing to be done" in "".join(run_snakemake(workdir, "-n", *target).stdout.splitlines(True))
 
 

@@ -84,13 +84,19 @@ else:
             model="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.pt",
             history="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_history.csv",
             run="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_run.json",
+        log:
+            "logs/results/{dataset}/{preset}-{variant}/seed{seed}/unstack.log",
         localrule: True
+        conda:
+            "../../environment.yml"
         params:
             source=lambda wildcards, input: f"{Path(input.done).parent}/seed{wildcards.seed}",
         shell:
-            "cp {params.source}/pretrain_history.csv {output.history}"
+            "(cp {params.source}/pretrain_history.csv {output.history}"
             " && cp {params.source}/pretrain_run.json {output.run}"
             " && cp {params.source}/pretrain.pt {output.model}"
+            " && echo \"$(date -Is) copied pretrain.pt, pretrain_history.csv and pretrain_run.json"
+            " from {params.source}\") > {log} 2>&1"
 
 
 rule finetune_model:
