@@ -54,10 +54,14 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from s3rec import cli, files, report_inputs, runs, study_folder
+from s3rec.stacked import GROUP_CHECKPOINT
 
 log = logging.getLogger("s3rec")
 
+REPO = Path(__file__).resolve().parent.parent  # config/ lives here
 PRETRAINING_STATE = "pretrain.state.pt"
 PRETRAINING_DONE = ("pretrain.pt", "pretrain_history.csv", "pretrain_run.json")
 FINETUNING_STATE = "finetune.state.pt"
@@ -122,10 +126,19 @@ def parkable(results: Path, relative: Path) -> bool:
     return True
 
 
+def unfinished_group(group: Path) -> bool:
+    """A stacked group (stacked-seeds0-1/) still pretraining: its checkpoint is there, or a seed's
+    pretrain.pt is not. A finished one (say, of an earlier pretrain_seeds_per_job) needs no warning:
+    its seeds' runs are parked, or kept, from their own folders."""
+    seeds = [folder for folder in group.glob("seed*") if folder.is_dir()]
+    return not seeds or any((folder / GROUP_CHECKPOINT).exists() or not (folder / "pretrain.pt").exists()
+                            for folder in seeds)
+
+
 def park(results: Path, study: Path, parking: Path) -> dict:
     if not results.is_dir():  # a fresh machine, or a wrong --results: say so rather than "0 copied"
         log.warning("nothing to park: %s does not exist", results)
-    for group in sorted(results.glob("*/stacked-seeds*")):  # pretrain_seeds_per_job > 1
+    for group in filter(unfinished_group, sorted(results.glob("*/stacked-seeds*"))):  # pretrain_seeds_per_job > 1
         log.warning("not parked: %s, a group of seeds pretrained as one (pretrain_seeds_per_job): its "
                     "pretrainings must finish on the machine they started on (on a fresh one snakemake runs the "
                     "group again, restored files or not)", group)
@@ -204,12 +217,21 @@ def keep_finished(study: study_folder.Study, data: Path) -> int:
     return len(finished)
 
 
+def preparing_command(dataset: str, data: Path) -> str:
+    """The snakemake command that prepares `dataset`: with the repository's config that lists it
+    (none for config/config.yaml, snakemake's default), else a placeholder for the user's own."""
+    for config in sorted((REPO / "config").glob("*.yaml")):
+        if dataset in (yaml.safe_load(config.read_text()) or {}).get("datasets", {}):
+            option = "" if config.name == "config.yaml" else f"--configfile config/{config.name} "
+            return f"snakemake --cores 1 {option}-- {data}/stats.json"
+    return f"snakemake --cores 1 --configfile <the config that lists {dataset} under datasets> -- {data}/stats.json"
+
+
 def restore(parking: Path, results: Path, data: Path, study: Path) -> dict:
     if not (data / "stats.json").is_file():
         raise FileNotFoundError(
-            f"restore: no prepared data at {data} (stats.json): make it first, e.g. snakemake --configfile "
-            f"config/{results.name}.yaml -- {data}/stats.json, then restore; restored files must be newer than the "
-            "data, or snakemake runs their pretrainings again")
+            f"restore: no prepared data at {data} (stats.json): make it first ({preparing_command(results.name, data)}), "
+            "then restore; restored files must be newer than the data, or snakemake runs their pretrainings again")
     parked = sorted(p for p in parking.rglob("*") if p.is_file())
     if not parked:  # nothing was parked, or a wrong --study or data set name: say so rather than "0 restored"
         log.warning("nothing to restore: %s holds no parked file", parking)

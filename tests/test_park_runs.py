@@ -200,6 +200,31 @@ def test_a_stacked_group_is_named_as_not_parked(layout, tmp_path, caplog):
     assert files_under(parking) == []
 
 
+def test_a_finished_stacked_group_gets_no_warning(layout, tmp_path, caplog):
+    """Say, the group of an earlier pretrain_seeds_per_job: its seeds' files are in their own folders."""
+    results, _, _ = layout
+    group = results / "seed-r4" / "stacked-seeds0-1"
+    for seed in (0, 1):
+        (group / f"seed{seed}").mkdir(parents=True)
+        (group / f"seed{seed}" / "pretrain.pt").write_text("x")
+    with caplog.at_level(logging.INFO, logger="s3rec"):
+        main("park", tmp_path)
+    assert "not parked" not in caplog.text
+    checkpoint(group / "seed0" / "pretrain_stacked.state.pt", 1)  # the same group, pretraining again
+    main("park", tmp_path)
+    assert f"not parked: {group}" in caplog.text
+
+
+@pytest.mark.parametrize("dataset, command", [
+    ("synthetic", "snakemake --cores 1 -- {data}/stats.json"),  # config/config.yaml, the default
+    ("beauty", "snakemake --cores 1 --configfile config/beauty.yaml -- {data}/stats.json"),
+    ("tiny", "snakemake --cores 1 --configfile <the config that lists tiny under datasets> -- {data}/stats.json"),
+])
+def test_restore_names_the_command_that_makes_the_data(tmp_path, dataset, command):
+    data = tmp_path / "resources" / dataset
+    assert park_runs.preparing_command(dataset, data) == command.format(data=data)
+
+
 def test_a_corrupt_checkpoint_in_results_stops_park_before_anything_is_copied(layout, tmp_path, caplog):
     """Before, park copied it into the tracked folder first, named the copy in its error, and the
     next park counted the corrupt copy as unchanged and exited 0."""
