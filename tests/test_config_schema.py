@@ -14,6 +14,7 @@ from snakemake.utils import update_config, validate
 
 from conftest import snakemake_env
 from s3rec.config import PRESETS, RunConfig
+from s3rec.metrics import METRICS_FULL, METRICS_SAMPLED
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
@@ -92,6 +93,14 @@ def test_wrong_type_is_rejected(path, value, message):
     with pytest.raises(WorkflowError) as error:
         check(config)
     assert message in "\n".join(map(str, error.value.args))
+
+
+def test_the_per_user_metrics_of_the_schema_are_those_of_either_protocol():
+    """report.metric and early stopping take a metric of one user's rank under both protocols."""
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    properties = schema["properties"]["report"]["properties"], schema["$defs"]["finetune"]["properties"]
+    assert properties[0]["metric"]["enum"] == properties[1]["early_stopping_metric"]["enum"] == list(METRICS_FULL)
+    assert schema["$defs"]["metric"]["enum"] == list(METRICS_SAMPLED)
 
 
 def test_s3rec_dataset_requires_its_files():
@@ -179,6 +188,10 @@ def error_lines(output):
     ("pretraining: {seed: al}\n", "config: pretraining.seed = 'al': expected `all` or a list of distinct variants"),
     ("settings:\n  finetune:\n    early_stopping_metric: AUC\n",
      "config: settings.finetune.early_stopping_metric = 'AUC': expected one of HR@1"),
+    # the values offered are the values taken: it offered AUC, then refused it ("not allowed here")
+    ("report:\n  metric: NDCG@11\n",
+     "config: report.metric = 'NDCG@11': expected one of HR@1, HR@5, HR@10, HR@20, NDCG@5, NDCG@10, NDCG@20, MRR\n"),
+    ("report:\n  metric: AUC\n", "config: report.metric = 'AUC': expected one of HR@1, HR@5, HR@10, HR@20, NDCG@5"),
     # what RunConfig refuses beyond the schema: before, the first training job said it, after the data
     ("ranks: [4]\nsettings:\n  model:\n    hidden_size: 6\n    num_heads: 4\n",
      "config: settings.model.hidden_size 6 must be divisible by model.num_heads 4"),
