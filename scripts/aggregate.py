@@ -84,7 +84,7 @@ def aggregate(metrics: list[Path], out_dir: Path, s: dict) -> None:
                f"{' or '.join(map(str, threads))} thread{'s' if threads != [1] else ''}"
                if threads else "threads not recorded")
     captions = {
-        "results": f"{dataset}, {s['split']} split: mean ± std over seeds. Head params: parameters of "
+        "results": f"{dataset}, {s['split']} split: mean ± std over seeds (sample std, n − 1). Head params: parameters of "
                    f"the four pretraining heads. {report.CPU_COLUMN}: process CPU time (user + sys) of "
                    f"pretraining and of finetuning (validation and test evaluation included), mean over "
                    f"seeds, {per_job}; unlike wall-clock time it does not grow when jobs share cores "

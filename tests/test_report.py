@@ -659,6 +659,26 @@ def test_seeds_needed_benchmark_sizes_each_comparison_with_two_seeds(tmp_path, c
     assert "--protocols: a protocol given twice in full full" in capsys.readouterr().err
 
 
+def test_bootstrap_stability_flags_an_interval_whose_end_lies_within_its_draws_of_zero(tmp_path, capsys):
+    stability = load_script("bootstrap_stability", folder="benchmarks")
+    # 400 users of +1 or -1, mean 0.1: the 95 % interval's lower end lies at about 0
+    edge = np.where(np.arange(400) < 220, 1.0, -1.0)[None, :]
+    row = stability.stability(edge, samples=2000, rng_seeds=10, large_samples=20000)
+    assert row["difference"] == pytest.approx(0.1) and row["interval"][0] == pytest.approx(0.0, abs=0.01)
+    assert not row["stable"] and 0 < row["excluding_redraws"] < 10  # some redraws exclude 0, some do not
+    assert stability.stability(edge + 0.5, 2000, 3, 4000)["stable"]  # far from 0: every draw agrees
+    rng = np.random.default_rng(7)
+    base = rng.integers(1, 30, size=300)
+    paths = [write_run(tmp_path, label, seed, "bce", 0.1, np.maximum(base + rng.integers(-3, 4, size=300) - shift, 1))
+             for label, shift in (("seed-full", 0), ("seed-r16", 5)) for seed in (0, 1)]
+    for near, checked in (("0", 0), ("inf", 1)):  # r16 is clearly ahead: far from 0 unless every comparison is asked for
+        assert stability.main([*map(str, paths), "--protocols", "full", "--rng-seeds", "2", "--large-samples", "500",
+                               "--near", near]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert (len(out["checked"]), out["far"], out["unstable"]) == (checked, 1 - checked, [])
+    assert out["checked"][0]["interval"][0] > 0 and out["checked"][0]["excluding_redraws"] == 2
+
+
 def test_reproduction_table_pairs_two_arms_user_by_user(tmp_path, capsys):
     """An arm whose every user ranks its target first (NDCG@10 1) against one that ranks it third
     (1/log2(4) = 0.5): the paired difference is 0.5 on every user, so its interval is [0.5, 0.5]."""
