@@ -104,6 +104,18 @@ def test_a_finetuning_that_could_draw_no_negative_fails_before_writing_anything(
     assert not (tmp_path / "out").exists()
 
 
+def test_negatives_avoid_the_held_out_items_only_when_excluded_says_so():
+    """make_batch draws around `excluded`, not around the training part it batches: before this
+    test every caller passed the training part as both, so drawing around `train` passed too."""
+    train, sequence = [np.array([1, 2, 3, 4])], [np.array([1, 2, 3, 4, 5, 6])]  # 5, 6: validation, test
+    drawn = {excluded: set() for excluded in ("train", "sequence")}
+    for seed in range(40):
+        for name, excluded in (("train", train), ("sequence", sequence)):
+            batch = make_batch(np.array([0]), train, excluded, num_items=7, max_len=10, rng=np.random.default_rng(seed))
+            drawn[name] |= set(batch.negatives[batch.targets > 0].tolist())
+    assert drawn == {"train": {5, 6, 7}, "sequence": {7}}
+
+
 def test_batch_to_keeps_every_field_also_when_packed_into_one_copy():
     train = [np.array([1, 2, 3, 4]), np.array([5, 6])]
     batch = make_batch(np.array([0, 1]), train, train, 9, 10, np.random.default_rng(0))

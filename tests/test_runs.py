@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from importlib.metadata import version
 
 import polars as pl
@@ -32,11 +33,15 @@ def pretrain(data, out, seed=0, variant="r4", stop_after=None):
     return runs.pretrain(data, out, cfg, variant, stop_after=stop_after)
 
 
-def test_pretraining_is_deterministic_and_resumable(tiny_data, tmp_path):
+def test_pretraining_is_deterministic_and_resumable(tiny_data, tmp_path, caplog):
     whole = pretrain(tiny_data, tmp_path / "whole")
     assert pretrain(tiny_data, tmp_path / "parts", stop_after=1) is None
     assert not (tmp_path / "parts" / "pretrain.pt").exists()
-    pretrain(tiny_data, tmp_path / "parts")
+    checkpoint = tmp_path / "parts" / "pretrain.state.pt"
+    with caplog.at_level(logging.INFO, logger="s3rec"):
+        pretrain(tiny_data, tmp_path / "parts")
+    # resumed, not started again: a rerun from epoch 1 would end with the same weights too
+    assert f"resuming from {checkpoint} after epoch 1" in caplog.text
     a = files.load_torch(tmp_path / "whole" / "pretrain.pt")["state_dict"]
     b = files.load_torch(tmp_path / "parts" / "pretrain.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -6,6 +6,7 @@ deterministic and resumable; and it refuses what it cannot do, by name."""
 from __future__ import annotations
 
 import json
+import logging
 
 import polars as pl
 import pytest
@@ -188,7 +189,7 @@ def test_stacked_pretraining_ends_where_each_seeds_own_run_ends(tiny_data, tmp_p
     assert not (tmp_path / "g0" / stacked.GROUP_CHECKPOINT).exists()
 
 
-def test_stacked_pretraining_is_deterministic_resumable_and_finetunes_per_seed(tiny_data, tmp_path):
+def test_stacked_pretraining_is_deterministic_resumable_and_finetunes_per_seed(tiny_data, tmp_path, caplog):
     """Dropout on: an interrupted and resumed group ends exactly where an uninterrupted one does;
     through scripts/pretrain.py (several --seed), whose seed-1 checkpoint finetune.py takes."""
     def script(out, *extra):
@@ -201,7 +202,10 @@ def test_stacked_pretraining_is_deterministic_resumable_and_finetunes_per_seed(t
     parts = [tmp_path / "parts" / "s0", tmp_path / "parts" / "s1"]
     assert stacked.pretrain_stacked(tiny_data, parts, cfg, "r4", [0, 1], stop_after=1) is None
     assert (parts[0] / stacked.GROUP_CHECKPOINT).exists() and not (parts[1] / "pretrain.pt").exists()
-    assert len(stacked.pretrain_stacked(tiny_data, parts, cfg, "r4", [0, 1])) == 2
+    with caplog.at_level(logging.INFO, logger="s3rec"):
+        assert len(stacked.pretrain_stacked(tiny_data, parts, cfg, "r4", [0, 1])) == 2
+    # resumed, not started again (which would end with the same weights too)
+    assert f"resuming from {parts[0] / stacked.GROUP_CHECKPOINT} after epoch 1" in caplog.text
     for seed in ("s0", "s1"):
         a, b = weights(tmp_path / "whole" / seed), weights(tmp_path / "parts" / seed)
         assert all(torch.equal(a[name], b[name]) for name in a), seed
