@@ -11,6 +11,7 @@ from this project's own `full` runs in the workflow.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
@@ -46,6 +47,7 @@ def import_checkpoint(authors: Path, data_dir: Path, out: Path, variant: str = "
         raise ValueError(f"{authors}: expected a state dict of named tensors with a 2-D item_embeddings.weight "
                          "(items + 2, hidden size), as the authors' S3RecModel saves it")
     dataset = load_dataset(data_dir)
+    warn_unless_release_ids(data_dir)
     # Their run_pretrain.py defaults; the hidden size and depth are read off the tensors.
     model = {**model_settings(theirs), **settings.get("model", {})}
     epochs = epochs if epochs is not None else _epochs(authors)  # --epochs 0 is refused, not read off the name
@@ -67,6 +69,18 @@ def import_checkpoint(authors: Path, data_dir: Path, out: Path, variant: str = "
     log.info("wrote %s (variant %s, %d items, %d attributes, %d layers) from %s in %.1f s", out, variant,
              dataset.num_items, dataset.num_attributes, cfg.model.num_layers, authors, time.perf_counter() - started)
     return checkpoint
+
+
+def warn_unless_release_ids(data_dir: Path) -> None:
+    """Their embedding rows are their release's item and attribute ids, which only --format s3rec
+    keeps: a data set of another format and the same sizes fits the tables but not their rows (the
+    amazon format numbers attributes by first appearance, not as the release does)."""
+    stats = Path(data_dir) / "stats.json"  # load_dataset has read it, when it is there, as a JSON object
+    prepared_as = json.loads(stats.read_text(encoding="utf-8")).get("format") if stats.is_file() else "unknown"
+    if prepared_as != "s3rec":
+        log.warning("%s was prepared with --format %s: the authors' item and attribute embeddings are indexed by "
+                    "their release's ids (--format s3rec), which this data set's ids need not match", data_dir,
+                    prepared_as)
 
 
 def _epochs(path: Path) -> int:

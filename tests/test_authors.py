@@ -8,8 +8,11 @@ recognise Beauty's item attributes (which fails if item or attribute ids were mi
 """
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
+import shutil
 import subprocess
 import sys
 
@@ -150,6 +153,24 @@ def test_a_finetuning_resumes_after_its_import_is_rewritten(tiny_data, tmp_path,
         assert runs.finetune(tiny_data, tmp_path / "seed0", cfg, "authors", pretrained=out) is not None
     assert "resuming from" in caplog.text and "after epoch 1" in caplog.text
     assert "not resuming from" not in caplog.text
+
+
+def test_an_import_into_data_of_another_format_than_the_release_warns(tiny_data, tmp_path, caplog):
+    """Their embedding rows are the release's ids: a generated (or raw Amazon) data set of the same
+    sizes fits the tables, not the rows. The release's own format imports without a word."""
+    data = load_dataset(tiny_data)
+    torch.save(authors_state_dict(data.num_items, data.num_attributes), tmp_path / "Tiny-epochs-150.pt")
+    release = tmp_path / "release"
+    shutil.copytree(tiny_data, release)
+    stats = json.loads((release / "stats.json").read_text())
+    (release / "stats.json").write_text(json.dumps({**stats, "format": "s3rec"}))
+    for data_dir, warned in ((tiny_data, True), (release, False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            import_checkpoint(tmp_path / "Tiny-epochs-150.pt", data_dir, tmp_path / data_dir.name / "pretrain.pt",
+                              settings={"model": {"hidden_size": D}})
+        assert (f"{data_dir} was prepared with --format synthetic: the authors' item and attribute embeddings are "
+                "indexed by their release's ids" in caplog.text) == warned, caplog.text
 
 
 def test_a_checkpoint_of_other_data_or_garbage_is_a_one_line_error(tiny_data, tmp_path):
