@@ -28,25 +28,23 @@ from s3rec import cli, differences, intervals, report
 from s3rec.metrics import METRICS_FULL
 
 
-def excludes_zero(low: float, high: float) -> bool:
-    return bool(low > 0 or high < 0)
-
-
-def stability(difference: np.ndarray, samples: int, rng_seeds: int, large_samples: int) -> dict:
-    """The report's interval (RNG seed 0) beside its redraws with other seeds and more resamples."""
-    mean, low, high = intervals.paired_bootstrap(difference, samples, seed=0)
+def stability(difference: np.ndarray, report: tuple[float, float, float], samples: int, rng_seeds: int,
+              large_samples: int) -> dict:
+    """The report's interval (`report`: paired_bootstrap's mean, low, high with RNG seed 0) beside
+    its redraws with other seeds and more resamples."""
+    mean, low, high = report
     redraws = np.array([intervals.paired_bootstrap(difference, samples, seed=seed)[1:]
                         for seed in range(1, rng_seeds + 1)])
     _, large_low, large_high = intervals.paired_bootstrap(difference, large_samples, seed=0)
-    decision = excludes_zero(low, high)
-    excluding = sum(excludes_zero(*ends) for ends in redraws)
+    decision = intervals.excludes_zero(low, high)
+    excluding = sum(bool(intervals.excludes_zero(*ends)) for ends in redraws)
     return {
         "difference": mean, "interval": [low, high], "excludes_zero": decision,
         "low_range": [float(redraws[:, 0].min()), float(redraws[:, 0].max())],
         "high_range": [float(redraws[:, 1].min()), float(redraws[:, 1].max())],
         "excluding_redraws": int(excluding), "redraws": rng_seeds,
         "large_interval": [large_low, large_high],
-        "stable": bool(excluding == (rng_seeds if decision else 0) and excludes_zero(large_low, large_high) == decision),
+        "stable": excluding == (rng_seeds if decision else 0) and intervals.excludes_zero(large_low, large_high) == decision,
     }
 
 
@@ -77,13 +75,14 @@ def main(argv: list[str] | None = None) -> int:
             for protocol in args.protocols:
                 difference = differences.paired_difference(ranks, loss, pretraining, reference, protocol,
                                                            args.split, args.metric)
-                _, low, high = intervals.paired_bootstrap(difference, args.samples, seed=0)
-                if not (math.isinf(args.near) or near_zero(low, high, args.near)):
+                report_interval = intervals.paired_bootstrap(difference, args.samples, seed=0)
+                if not (math.isinf(args.near) or near_zero(*report_interval[1:], args.near)):
                     far += 1
                     continue
                 checked.append({"loss": loss, "pretraining": pretraining, "reference": reference,
                                 "protocol": protocol, "seeds": difference.shape[0], "users": difference.shape[1],
-                                **stability(difference, args.samples, args.rng_seeds, args.large_samples)})
+                                **stability(difference, report_interval, args.samples, args.rng_seeds,
+                                            args.large_samples)})
     print(json.dumps({"metric": args.metric, "split": args.split, "samples": args.samples,
                       "rng_seeds": args.rng_seeds, "large_samples": args.large_samples, "near": args.near,
                       "checked": checked, "far": far,

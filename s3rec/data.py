@@ -149,13 +149,31 @@ def _check_users(sequences: pl.DataFrame, path: Path) -> None:
                         "leave-one-out split")
 
 
-def _declared_attributes(stats_path: Path, largest_held: int) -> int:
+def _read_stats(stats_path: Path) -> dict | None:
+    """A prepared data set's stats.json as a dict; None when there is none."""
     if not stats_path.is_file():
-        return largest_held
+        return None
     try:
-        declared = json.loads(stats_path.read_text(encoding="utf-8")).get("attributes")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
+        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{stats_path}: not a readable JSON object ({err}); prepare the data set again") from None
+    if not isinstance(stats, dict):
+        raise DataError(f"{stats_path}: not a readable JSON object (a {type(stats).__name__}); prepare the data set again")
+    return stats
+
+
+def prepared_format(directory: str | Path) -> str | None:
+    """The --format a data set was prepared with (s3rec, amazon, synthetic), from its stats.json;
+    None without one."""
+    stats = _read_stats(Path(directory) / STATS_FILE)
+    return None if stats is None else stats.get("format")
+
+
+def _declared_attributes(stats_path: Path, largest_held: int) -> int:
+    stats = _read_stats(stats_path)
+    if stats is None:
+        return largest_held
+    declared = stats.get("attributes")
     if not isinstance(declared, int) or isinstance(declared, bool) or declared < largest_held:
         raise DataError(f"{stats_path}: attributes: expected an integer >= {largest_held} (the largest attribute "
                         f"id of {ATTRIBUTES_FILE}), got {declared!r}")

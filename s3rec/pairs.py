@@ -18,7 +18,9 @@ def redraw_owned(owned: np.ndarray, rows: np.ndarray, draws: np.ndarray, num_ite
     """`draws` (1-d, changed in place) with every entry whose (row, draw) pair is in `owned`
     (sorted keys) drawn again, uniformly from 1..num_items, until none is; only the entries just
     redrawn are checked again. `pending`: the increasing indices to check (default: all), which
-    is also the order in which the redraws are assigned."""
+    is also the order in which the redraws are assigned. A row that owns every item would never
+    end: callers refuse such data once per run, before drawing (pretrain_batches._excluded_keys,
+    finetuning.check_negatives_drawable), not here in every batch."""
     pending = np.arange(len(draws)) if pending is None else pending
     while len(pending):
         pending = pending[contains(owned, pair_keys(rows[pending], draws[pending], num_items))]

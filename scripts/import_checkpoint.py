@@ -11,7 +11,6 @@ from this project's own `full` runs in the workflow.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -22,7 +21,7 @@ import torch
 
 from s3rec import cli, files, runs, runtime
 from s3rec.authors import check_shapes, convert_state_dict, model_settings
-from s3rec.data import load_dataset
+from s3rec.data import load_dataset, prepared_format
 from s3rec.pretraining import PretrainModel
 
 log = logging.getLogger("import_checkpoint")
@@ -75,8 +74,7 @@ def warn_unless_release_ids(data_dir: Path) -> None:
     """Their embedding rows are their release's item and attribute ids, which only --format s3rec
     keeps: a data set of another format and the same sizes fits the tables but not their rows (the
     amazon format numbers attributes by first appearance, not as the release does)."""
-    stats = Path(data_dir) / "stats.json"  # load_dataset has read it, when it is there, as a JSON object
-    prepared_as = json.loads(stats.read_text(encoding="utf-8")).get("format") if stats.is_file() else "unknown"
+    prepared_as = prepared_format(data_dir) or "unknown (no stats.json)"
     if prepared_as != "s3rec":
         log.warning("%s was prepared with --format %s: the authors' item and attribute embeddings are indexed by "
                     "their release's ids (--format s3rec), which this data set's ids need not match", data_dir,

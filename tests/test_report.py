@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from s3rec import differences, labels, metrics, report, run_paths, spectra
+from s3rec.intervals import paired_bootstrap
 from scripts_import import load_script
 
 aggregate = load_script("aggregate")
@@ -663,10 +664,12 @@ def test_bootstrap_stability_flags_an_interval_whose_end_lies_within_its_draws_o
     stability = load_script("bootstrap_stability", folder="benchmarks")
     # 400 users of +1 or -1, mean 0.1: the 95 % interval's lower end lies at about 0
     edge = np.where(np.arange(400) < 220, 1.0, -1.0)[None, :]
-    row = stability.stability(edge, samples=2000, rng_seeds=10, large_samples=20000)
+    row = stability.stability(edge, paired_bootstrap(edge, 2000, seed=0), samples=2000, rng_seeds=10,
+                              large_samples=20000)
     assert row["difference"] == pytest.approx(0.1) and row["interval"][0] == pytest.approx(0.0, abs=0.01)
     assert not row["stable"] and 0 < row["excluding_redraws"] < 10  # some redraws exclude 0, some do not
-    assert stability.stability(edge + 0.5, 2000, 3, 4000)["stable"]  # far from 0: every draw agrees
+    far = edge + 0.5
+    assert stability.stability(far, paired_bootstrap(far, 2000, seed=0), 2000, 3, 4000)["stable"]  # every draw agrees
     rng = np.random.default_rng(7)
     base = rng.integers(1, 30, size=300)
     paths = [write_run(tmp_path, label, seed, "bce", 0.1, np.maximum(base + rng.integers(-3, 4, size=300) - shift, 1))
