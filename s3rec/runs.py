@@ -534,12 +534,13 @@ def add_run_arguments(parser, several_seeds: bool = False) -> None:
     several = {"nargs": "+"} if several_seeds else {}
     parser.add_argument("--data", required=True, type=Path, help="prepared data set folder (resources/<name>)")
     variants = "full or r<rank>, e.g. r16" if several_seeds else "none, full, r<rank> (e.g. r16) or authors"
+    example = '{"pretrain": {"epochs": 10}}' if several_seeds else '{"finetune": {"loss": "ce"}}'
     parser.add_argument("--variant", required=True, help=variants)
     parser.add_argument("--seed", type=cli.seed_argument, default=[0] if several_seeds else 0, **several)
     parser.add_argument("--out-dir", required=True, type=cli.folder_argument, **several,
                         help=("run folder, e.g. results/<data>/<preset>-<variant>/seed0" + (" (one per seed)" if several
                               else "/<loss> (none: results/<data>/none/seed0/<loss>)")))
     parser.add_argument("--settings", type=cli.json_object, default={},
-                        help="JSON object with RunConfig sections, e.g. '{\"finetune\": {\"loss\": \"ce\"}}'")
+                        help=f"JSON object with RunConfig sections, e.g. '{example}'")
     parser.add_argument("--device", type=cli.device_argument, default=None, help="auto (default), cpu, cuda, cuda:N or cuda:any (the node's least-used card)")
     parser.add_argument("--threads", type=cli.positive_int, default=None, help="torch threads (default: SLURM_CPUS_PER_TASK or all)")

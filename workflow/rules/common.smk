@@ -299,8 +299,8 @@ except WorkflowError as error:  # raised again here: snakemake then shows this l
 
 
 # ---------------------------------------------------------------- GPU
-# A training job (pretrain_model, finetune_model) declares the resource `gpu: 1` only when
-# `device` is cuda, cuda:N or cuda:any. What one unit means depends on the executor:
+# A training job (pretrain_model, pretrain_stacked, finetune_model) declares the resource
+# `gpu: 1` only when `device` is cuda, cuda:N or cuda:any. What one unit means depends on the executor:
 #   local:  a slot of `--resources gpu=N`: at most N training jobs at once on the node; with
 #           cuda:any (profiles/gpu) each job takes the card the fewest jobs hold (s3rec/cards.py),
 #           so gpu=4 per card spreads them evenly; cuda = the first card, cuda:N card N.
