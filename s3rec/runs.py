@@ -304,6 +304,9 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     evaluation_started, evaluation_cpu = time.perf_counter(), time.process_time()
     metrics, ranks = evaluate(score, split, dataset.sequences, dataset.user_ids, dataset.num_items, cfg.eval,
                               negatives=negatives)
+    # what was trained: the pretraining settings of its checkpoint (none without one), in both
+    # files; cfg.pretrain here is only this finetuning's default, which trained nothing
+    recorded = recorded_config(cfg, pretraining["pretrain"])
     result = {
         "dataset": Path(data_dir).name, "variant": variant, "seed": cfg.seed, "metrics": metrics,
         "parameters": parameter_counts(cfg, dataset.num_items, dataset.num_attributes, pretrained is not None),
@@ -322,10 +325,10 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
         # which prepared data: a study continued on another machine keeps this run only when that
         # machine's data are the same (scripts/park_runs.py restore)
         "data_sha256": data_digest,
-        "execution": execution | peak_memory(device), "config": recorded_config(cfg, pretraining["pretrain"]),
+        "execution": execution | peak_memory(device), "config": recorded,
         "provenance": provenance,
     }
-    files.save_torch(out_dir / "finetune.pt", {"config": cfg.to_dict(), "variant": variant, "data_digest": data_digest,
+    files.save_torch(out_dir / "finetune.pt", {"config": recorded, "variant": variant, "data_digest": data_digest,
                                                 "best_epoch": state.best_epoch, "state_dict": state.best_state})
     files.save_frame(out_dir / "ranks.parquet", ranks)
     files.write_json(out_dir / "metrics.json", result)

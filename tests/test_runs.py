@@ -116,9 +116,13 @@ def test_scripts_pretrain_then_finetune(tiny_data, tmp_path):
     out = tmp_path / "r4" / "seed0"
     settings = json.dumps(SETTINGS)
     common = ["--data", str(tiny_data), "--variant", "r4", "--seed", "0", "--out-dir", str(out),
-              "--settings", settings, "--device", "cpu", "--threads", "1"]
-    assert load_script("pretrain").main(common) == 0
-    assert load_script("finetune").main(common + ["--pretrained", str(out / "pretrain.pt")]) == 0
+              "--device", "cpu", "--threads", "1"]
+    assert load_script("pretrain").main(common + ["--settings", settings]) == 0
+    # the finetuning is told nothing of how its checkpoint was pretrained (as the workflow tells
+    # an `authors` finetuning: the checkpoint says it)
+    finetune_settings = json.dumps({k: v for k, v in SETTINGS.items() if k != "pretrain"})
+    assert load_script("finetune").main(common + ["--settings", finetune_settings,
+                                                  "--pretrained", str(out / "pretrain.pt")]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["variant"] == "r4" and metrics["seed"] == 0
     assert metrics["wall_seconds"]["pretrain"] > 0
@@ -129,6 +133,11 @@ def test_scripts_pretrain_then_finetune(tiny_data, tmp_path):
     # the finetuned model names its data set, as the pretrained one does (authors_ranking checks it)
     data = runtime.digest(runs.data_files(tiny_data))
     assert files.load_torch(out / "finetune.pt")["data_digest"] == data
+    # both finetuning records name the settings the checkpoint was pretrained with, not the
+    # finetuning's own pretrain section (a default that trained nothing)
+    pretrain_settings = files.load_torch(out / "pretrain.pt")["config"]["pretrain"]
+    assert json.loads(json.dumps(files.load_torch(out / "finetune.pt")["config"])) == metrics["config"]
+    assert metrics["config"]["pretrain"] == pretrain_settings
     # and both run records, which the study folder keeps (park_runs restore checks them)
     assert metrics["data_sha256"] == json.loads((out / "pretrain_run.json").read_text())["data_sha256"] == data
     assert metrics["provenance"]["versions"]["torch"] == version("torch")
