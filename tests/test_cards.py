@@ -134,3 +134,25 @@ def test_claims_of_two_processes_with_one_pid_do_not_collide(tmp_path, monkeypat
         if cards._claim is not None:
             cards._claim[1].close()
         monkeypatch.setattr(cards, "_claim", None)
+
+
+def test_live_claims_count_old_claims_skip_cards_beyond_ours_and_leave_other_files(tmp_path):
+    """A claim of an older version (no token) still holds its card; a live claim of a card beyond
+    this job's `count` (a job that saw more cards) is neither counted nor deleted; a dead claim is
+    deleted; files that are no claim are left alone."""
+    import fcntl
+
+    held = []
+    try:
+        for name in ("card0.pid99", "card5.pid98.ab12"):
+            held.append(open(tmp_path / name, "a"))
+            fcntl.flock(held[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        (tmp_path / "card1.pid97.cd34").touch()  # its job ended
+        (tmp_path / "notes").write_text("not a claim")
+        assert cards.live_claims(tmp_path, 2) == [1, 0]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["card0.pid99", "card5.pid98.ab12", "notes"]
+    finally:
+        for file in held:
+            file.close()
+    with pytest.raises(ValueError, match="no card to claim among 0"):
+        cards.claim_card(0, tmp_path)

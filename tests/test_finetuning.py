@@ -12,7 +12,7 @@ from s3rec import files, runs, runtime
 from s3rec.config import ModelConfig
 from s3rec.data import write_prepared
 from s3rec.encoder import Encoder
-from s3rec.batching import CHUNK_BOUNDS, bucketed_batches, chunk_bounds, training_batches
+from s3rec.batching import CHUNK_BOUNDS, bucketed_batches, chunk_bounds, length_chunks, training_batches
 from s3rec.finetuning import (TARGET_SLOTS, NextItemBatch, check_negatives_drawable, fixed_shape, fixed_shape_loss,
                               iterate_batches, make_batch, sample_negatives, step_loss)
 from s3rec.synthetic import SyntheticSpec, generate
@@ -218,6 +218,28 @@ def test_chunk_bounds_change_how_a_step_is_cut_never_which_users_it_holds():
     whole = training_batches(lengths, 64, np.random.default_rng(7), "padded", ())
     assert all(len(step) == 1 for step in whole) and max(len(step) for step in chunked) == 4
     assert [sorted(np.concatenate(a).tolist()) for a in chunked] == [sorted(b[0].tolist()) for b in whole]
+
+
+def test_padded_batches_are_a_fresh_permutation_cut_in_order_and_chunked_at_the_bounds():
+    """The authors' DataLoader: the generator's permutation of the instances cut into consecutive
+    batches; each batch split into chunks of length <= 8, 9-16, 17-32 and > 32."""
+    lengths = np.array([8, 9, 16, 17, 32, 33, 1, 40, 12, 5])
+    steps = training_batches(lengths, 4, np.random.default_rng(3), "padded", ())
+    order = np.random.default_rng(3).permutation(10)
+    assert [step[0].tolist() for step in steps] == [order[:4].tolist(), order[4:8].tolist(), order[8:].tolist()]
+    assert order.tolist() != list(range(10))
+    assert [c.tolist() for c in length_chunks(np.arange(10), lengths)] == [[0, 6, 9], [1, 2, 8], [3, 4], [5, 7]]
+    with pytest.raises(ValueError, match="expected padded or bucketed, got 'random'"):
+        training_batches(lengths, 4, np.random.default_rng(3), "random")
+
+
+def test_bucketed_batches_by_default_sort_within_windows_of_many_batches():
+    # 1000 lengths in 1..50, batches of 8: a window of 50 batches (400 instances) holds about 8 of
+    # each length, so a batch spans a length or two; a window of one batch leaves it near random
+    # (a spread about 38 on average)
+    lengths = np.random.default_rng(0).integers(1, 51, size=1000)
+    batches = bucketed_batches(lengths, 8, np.random.default_rng(1))
+    assert np.mean([np.ptp(lengths[b]) for b in batches]) < 2
 
 
 @pytest.mark.parametrize("loss", ["bce", "ce"])

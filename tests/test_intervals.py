@@ -14,7 +14,9 @@ def test_t_quantile_matches_tabulated_values():
         assert intervals.t_quantile(confidence, df) == pytest.approx(tabulated, abs=1e-6)
     with pytest.raises(ValueError, match="df >= 1"):
         intervals.t_quantile(0.95, 0)
-
+    for confidence in (0.0, 1.0):  # no two-sided interval: at 1 it would be infinite
+        with pytest.raises(ValueError, match="0 < confidence < 1"):
+            intervals.t_quantile(confidence, 2)
 
 
 def test_seeds_t_interval_by_hand():
@@ -24,7 +26,6 @@ def test_seeds_t_interval_by_hand():
     half = 4.3026527 * math.sqrt(7 / 3)
     assert (low, high) == (pytest.approx(3 - half, abs=1e-5), pytest.approx(3 + half, abs=1e-5))
     assert all(math.isnan(v) for v in intervals.seeds_t_interval(np.ones((1, 5))))
-
 
 
 def test_seeds_interval_widens_what_the_bootstrap_keeps_narrow_on_three_seeds():
@@ -41,11 +42,9 @@ def test_seeds_interval_widens_what_the_bootstrap_keeps_narrow_on_three_seeds():
     assert intervals.intervals_exclude_zero({"ci_low": low, "ci_high": 1.0})  # a table made before the t column
 
 
-
 def test_bootstrap_of_identical_variants_is_zero():
     difference = np.zeros((2, 100))
     assert intervals.paired_bootstrap(difference, samples=200) == (0.0, 0.0, 0.0)
-
 
 
 def test_variance_components_on_a_hand_computed_two_by_three_table():
@@ -62,7 +61,6 @@ def test_variance_components_on_a_hand_computed_two_by_three_table():
         intervals.variance_components(np.ones((1, 5)))
 
 
-
 def test_the_grid_bootstraps_half_width_is_what_its_resampling_gives():
     """paired_bootstrap's users × seeds draws against VarianceComponents.grid_bootstrap_half_width,
     on a seed × user-dominated matrix of 3 seeds (as on Beauty): the bootstrap is wider than the
@@ -73,7 +71,6 @@ def test_the_grid_bootstraps_half_width_is_what_its_resampling_gives():
     mean, low, high = intervals.paired_bootstrap(d, samples=20000, seed=1)
     assert (high - low) / 2 == pytest.approx(parts.grid_bootstrap_half_width(), rel=0.04)
     assert parts.grid_bootstrap_half_width() > 1.1 * parts.half_width(3)
-
 
 
 def test_variance_components_recover_planted_spreads_and_size_the_seeds():
@@ -95,3 +92,35 @@ def test_variance_components_recover_planted_spreads_and_size_the_seeds():
     for target in (1.05 * floor, 1.5 * floor, 3 * floor, 100 * floor):
         n = parts.seeds_for(target)
         assert parts.half_width(n) <= target and (n == 1 or parts.half_width(n - 1) > target)
+
+
+def test_bootstrap_without_seed_resampling_holds_the_seeds_fixed():
+    # each seed gives every user the same difference, 0 on one seed and 1 on the other: drawing
+    # users only, every resample's mean is the two seeds' mean, 0.5, so the interval is [0.5, 0.5];
+    # drawing seeds too, a resample of seed 0 twice gives 0 and the interval reaches below 0.5
+    difference = np.array([[0.0] * 20, [1.0] * 20])
+    assert intervals.paired_bootstrap(difference, samples=200, resample_seeds=False) == (0.5, 0.5, 0.5)
+    _, low, high = intervals.paired_bootstrap(difference, samples=200, resample_seeds=True)
+    assert low == 0.0 and high == 1.0
+    fixed = intervals.paired_intervals(difference, samples=200, resample_seeds=False)
+    assert (fixed["difference"], fixed["ci_low"], fixed["ci_high"]) == (0.5, 0.5, 0.5)
+    # t over the seed means 0 and 1 at 50%: 0.5 ± t(0.5, 1 df) = 1 (the Cauchy quartile) × sd 0.707 / sqrt(2)
+    half = intervals.paired_intervals(difference, samples=200, confidence=0.5)
+    assert (half["seeds_ci_low"], half["seeds_ci_high"]) == (pytest.approx(0.0, abs=1e-9), pytest.approx(1.0))
+    assert intervals.paired_intervals(difference, samples=200)["ci_low"] == 0.0
+
+
+def test_variance_components_set_negative_estimates_to_zero():
+    # [[0, 1], [1, 0]]: every seed mean and user mean is the grand mean 0.5, so MS seed = MS user = 0;
+    # the interaction is ±0.5 in each cell, MS residual 1 / 1 = 1 -> seed and user (0 - 1) / 2, set to 0
+    parts = intervals.variance_components([[0.0, 1.0], [1.0, 0.0]])
+    assert (parts.seed, parts.user, parts.residual) == (0.0, 0.0, pytest.approx(1.0))
+
+
+def test_excludes_zero_on_either_side_and_not_at_zero():
+    assert intervals.excludes_zero(0.1, 0.3) and intervals.excludes_zero(-0.3, -0.1)
+    assert not intervals.excludes_zero(0.0, 0.3) and not intervals.excludes_zero(-0.3, 0.0)
+    assert not intervals.excludes_zero(-0.1, 0.1)
+    # one seed: no t interval, stated as None (NaN is no JSON)
+    one_seed = intervals.paired_intervals(np.array([[1.0, 2.0, 3.0]]), samples=50)
+    assert one_seed["difference"] == 2.0 and one_seed["seeds_ci_low"] is None and one_seed["seeds_ci_high"] is None

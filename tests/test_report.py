@@ -178,6 +178,18 @@ def test_order_of_variants_losses_presets_and_pretrainings():
     assert labels.split_pretraining("authors") == (None, "authors")
 
 
+def test_other_losses_presets_variants_and_labels_sort_alphabetically_after_the_known_ones():
+    # given in reverse: a sort key that ties them would keep this order (the sort is stable)
+    assert sorted(["focal", "ace"], key=labels.loss_order) == ["ace", "focal"]
+    assert sorted(["zeta", "alpha"], key=labels.preset_order) == ["alpha", "zeta"]
+    assert sorted(["zz", "aa"], key=labels.pretraining_order) == ["aa", "zz"]
+    # a variant or label outside the grammar comes after every known one, none included
+    assert sorted(["weird", "popularity", "none", "r4", "full"], key=labels.variant_order) == [
+        "none", "full", "r4", "popularity", "weird"]
+    assert sorted(["seed-r016", "popularity", "authors", "seed-full", "none"], key=labels.pretraining_order) == [
+        "none", "seed-full", "authors", "popularity", "seed-r016"]
+
+
 def test_labels_come_from_metrics_json_not_the_path(tmp_path):
     """preset and loss are what the run recorded, wherever its files lie."""
     path = write_run(tmp_path, "seed-full", 0, "bce", 0.3, np.arange(1, 11))
@@ -380,6 +392,52 @@ def test_paired_difference_uses_common_users_and_seeds_of_one_loss():
     np.testing.assert_allclose(difference, [[1 / 3 - 1, 1 / 3 - 1]])
     with pytest.raises(ValueError, match="no ranks for 'seed-full' finetuned with 'ce'"):
         differences.paired_difference(frame, "ce", "seed-r8", "seed-full", "full", "test", "MRR")
+
+
+def ranks_frame(rows):
+    """A ranks frame of (pretraining, seed, user_id, rank) rows, finetuned with bce, full ranking, test."""
+    pretraining, seed, user, rank = zip(*rows)
+    return pl.DataFrame({"user_id": list(user), "split": "test", "protocol": "full", "rank": list(rank),
+                         "pretraining": list(pretraining), "loss": "bce", "seed": list(seed)})
+
+
+def test_paired_difference_on_a_reference_with_fewer_seeds_and_users_than_the_pretraining():
+    # seed-r8 on seeds 0-2 and users 1-3, seed-full on seeds 0 and 2 and users 1-2: paired on
+    # seeds 0, 2 and users 1, 2. MRR: r8 ranks 1 (1) on seed 0, 2 (1/2) on seed 2; full ranks 4 (1/4)
+    frame = ranks_frame([("seed-r8", s, u, {0: 1, 1: 3, 2: 2}[s]) for s in (0, 1, 2) for u in (1, 2, 3)]
+                        + [("seed-full", s, u, 4) for s in (0, 2) for u in (1, 2)])
+    difference = differences.paired_difference(frame, "bce", "seed-r8", "seed-full", "full", "test", "MRR")
+    np.testing.assert_allclose(difference, [[0.75, 0.75], [0.25, 0.25]])
+    disjoint = ranks_frame([("seed-r8", 0, 1, 1), ("seed-r8", 0, 2, 1), ("seed-full", 1, 1, 2), ("seed-full", 1, 2, 2)])
+    with pytest.raises(ValueError, match="share no seeds or no users"):
+        differences.paired_difference(disjoint, "bce", "seed-r8", "seed-full", "full", "test", "MRR")
+
+
+def test_paired_difference_pairs_users_by_id_whatever_the_order_of_the_rows():
+    # seed-r8's rows list users 3, 2, 1, seed-full's 1, 2, 3; user u is ranked u by r8 and 1 by full:
+    # MRR differences 1/1 - 1, 1/2 - 1, 1/3 - 1 in the order of the ids
+    frame = ranks_frame([("seed-r8", 0, u, u) for u in (3, 2, 1)] + [("seed-full", 0, u, 1) for u in (1, 2, 3)])
+    difference = differences.paired_difference(frame, "bce", "seed-r8", "seed-full", "full", "test", "MRR")
+    np.testing.assert_allclose(difference, [[0.0, -0.5, -2 / 3]])
+
+
+def test_difference_table_passes_its_confidence_and_seed_resampling_to_both_intervals():
+    # every user ranked 2 by seed-full (MRR 1/2), by seed-r8 2 on seed 0 and 1 on seed 1: differences
+    # 0 on seed 0 and 1/2 on seed 1, mean 1/4. Users only resampled: [1/4, 1/4]; seeds too: [0, 1/2].
+    # t over the seed means 0 and 1/2: sd / sqrt(2) = 1/4, t(0.5, 1 df) = 1 (the Cauchy quartile): [0, 1/2]
+    frame = ranks_frame([("seed-full", s, u, 2) for s in (0, 1) for u in range(6)]
+                        + [("seed-r8", s, u, 2 - s) for s in (0, 1) for u in range(6)])
+    fixed = differences.difference_table(frame, "MRR", ["full"], samples=200, resample_seeds=False).row(0, named=True)
+    assert (fixed["difference"], fixed["ci_low"], fixed["ci_high"]) == (0.25, 0.25, 0.25)
+    row = differences.difference_table(frame, "MRR", ["full"], samples=200, confidence=0.5).row(0, named=True)
+    assert row["confidence"] == 0.5
+    assert (row["seeds_ci_low"], row["seeds_ci_high"]) == (pytest.approx(0.0, abs=1e-9), pytest.approx(0.5))
+    resampled = differences.difference_table(frame, "MRR", ["full"], samples=200).row(0, named=True)
+    assert (resampled["ci_low"], resampled["ci_high"]) == (0.0, 0.5)
+    assert resampled["seeds_ci_high"] == pytest.approx(0.25 + 12.7062047 * 0.25, abs=1e-5)
+    pretty = differences.format_difference_table(pl.DataFrame([row]))
+    assert pretty.columns[2:] == ["ΔMRR, full ranking [50% CI]", "full ranking, over seeds [50% t]"]
+    assert pretty.row(0)[2:] == (f"+0.2500 [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]", "[+0.0000, +0.5000]")
 
 
 def test_markdown_and_latex_rendering():

@@ -39,3 +39,16 @@ def test_a_stalled_segment_head_is_logged_once(caplog):
             warn_if_segment_head_stalled(seen, loss, "sigmoid_difference")
     assert len(seen) == len(LEARNING[0]) and not caplog.records
 
+
+def test_only_losses_within_the_tolerance_of_ln2_count_and_an_unrecorded_pair_loss_is_not_flagged():
+    # ln 2 = 0.693147: 0.6936 and 0.6927 are within 5e-4 of it, a head learning slowly at 0.6905 to
+    # 0.6895 (0.0027 to 0.0037 below) is not stalled
+    assert stalled_spans([0.6936, 0.6927, 0.6936], "sigmoid_difference") == [(1, 3)]
+    assert stalled_spans([0.6905, 0.6900, 0.6895], "sigmoid_difference") == []
+    assert stalled_spans([0.6905, 0.6900, 0.6895], "sigmoid_difference", tolerance=5e-3) == [(1, 3)]
+    # a run whose recorded config lacks pretrain.pair_loss (read as "" by scripts/report_study.py)
+    assert stalled_spans(STALLED, "") == [] and not segment_head_stalled(STALLED, "")
+    # segment_head_stalled passes its own epochs and tolerance on
+    assert segment_head_stalled(STALLED[:2], "sigmoid_difference", epochs=2)
+    assert not segment_head_stalled([0.6905, 0.6900, 0.6895], "sigmoid_difference")
+    assert segment_head_stalled([0.6905, 0.6900, 0.6895], "sigmoid_difference", tolerance=5e-3)

@@ -252,6 +252,9 @@ def test_plan_ranks_sort_by_number_not_text():
     ({"finetunings": [], "pretrainings": [{"pretraining": "1x-r8", "seed": 0}]},
      r"pretrainings\[0\].pretraining: .*'1x-r8'"),
     ([{"pretraining": "seed-r016", "seed": 0, "loss": "ce"}], r"finetunings\[0\].pretraining: .*'seed-r016'"),
+    # a key beyond the three (a typo of another field, or one the plan would drop unsaid)
+    ([{"pretraining": "none", "seed": 0, "loss": "ce", "lr": 0.1}], r"finetunings\[0\]: expected an object with exactly"),
+    ({"finetunings": [], "author": True}, "unknown key 'author'; expected finetunings, pretrainings, authors, popularity"),
 ])
 def test_plan_rejects_bad_runs_by_name(runs, message):
     with pytest.raises(ValueError, match=message):
@@ -447,6 +450,8 @@ def test_report_skips_figures_without_inputs(tmp_path, caplog):
 @pytest.mark.parametrize("change, message", [
     (lambda s: (s / "plan.json").unlink(), "plan.json does not exist"),
     (lambda s: (s / "plan.json").write_text('{"dataset": "toy"}'), "plan.json: expected an object with the keys"),
+    (lambda s: write_json(s / "plan.json", {**json.loads((s / "plan.json").read_text()), "version": 2}),
+     "plan.json: version 2; this code reads version 1"),
     # the decode errors named no file
     (lambda s: (s / "plan.json").write_bytes((s / "plan.json").read_bytes() + b"\xff"), "plan.json: not valid JSON ("),
     (lambda s: (s / "seed-full/seed0/pretrain_history.csv").write_bytes(b"epoch,sp\n1,0.3\n\xff\n"),
@@ -508,6 +513,41 @@ def test_a_study_in_a_folder_named_otherwise_than_its_data_set_is_refused(fabric
         report_study.main([str(moved)])
     assert exit_info.value.code == 2 and not (moved / "report").exists()
     assert f"{moved}: a study of data set 'toy' ({moved / 'plan.json'}) in a folder named 'other'" in caplog.text
+
+
+def test_run_of_file_takes_only_the_folder_grammar():
+    """A seed written with a leading zero, or a loss folder other than bce and ce, is no run (the
+    file is listed as unrecognised), not a run of seed 1 or of loss mse."""
+    finetuning = study_folder.run_of_file(Path("none/seed1/bce/metrics.json"))
+    assert (finetuning.kind, finetuning.pretraining, finetuning.seed, finetuning.loss) == ("finetuning", "none", 1, "bce")
+    pretraining = study_folder.run_of_file(Path("seed-r8/seed10/heads.pt"))
+    assert (pretraining.kind, pretraining.pretraining, pretraining.seed) == ("pretraining", "seed-r8", 10)
+    for path in ("none/seed01/bce/metrics.json", "seed-full/seed01/heads.pt", "none/seed1/mse/metrics.json",
+                 "none/seed1/bce/notes.txt", "none/seed1/heads.pt", "popularity/heads.pt"):
+        assert study_folder.run_of_file(Path(path)) is None, path
+
+
+def test_plan_figures_set_apart_from_the_tables_are_kept_with_a_warning(fabricated_study, caplog):
+    path = fabricated_study / "plan.json"
+    plan = json.loads(path.read_text())
+    write_json(path, {**plan, "report": {"tables": plan["report"]["tables"], "figures": {"split": "valid"}}})
+    with caplog.at_level(logging.WARNING, logger="s3rec"):
+        assert study_folder.read_plan(fabricated_study)["report"]["figures"] == {"split": "valid"}
+    assert "report.figures {'split': 'valid'} differs from what report.tables gives" in caplog.text
+
+
+def test_a_pretraining_that_records_no_preset_is_checked_against_its_folders_preset(tmp_path):
+    """An older pretrain_run.json has no config.pretrain.preset: its variant is checked, with the
+    preset of the folder it lies in (paper-full), not some other preset's."""
+    study = tmp_path / "toy"
+    export.write_plan(study_folder.make_plan("toy", [{"pretraining": "paper-full", "seed": 0, "loss": "bce"}], {}),
+                      study / "plan.json")
+    fake_pretraining(study / "paper-full" / "seed0", "full", 0)
+    scanned = study_folder.scan(study)
+    assert scanned.status(study_folder.make_run("pretraining", "paper-full", 0)) == "present"
+    fake_pretraining(study / "paper-full" / "seed0", "r4", 0)
+    with pytest.raises(ValueError, match=r"pretrain_run.json: pretraining 'paper-r4', but its folder says paper-full"):
+        study_folder.scan(study)
 
 
 def test_unreadable_sections_of_a_run_file_are_reported_as_not_recorded(fabricated_study):
