@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from conftest import REPO
 from s3rec import report, report_inputs
@@ -98,6 +99,15 @@ def assert_clear_error(paths, tmp_path, caplog, *expected):
      "metrics.full.tset: expected one of valid, test"),
     (lambda p: edit_json(p, lambda r: r["metrics"]["full"]["test"].update(AUC=0.5)),
      "metrics.full.test.AUC: expected one of HR@1, HR@5"),  # full ranking has no AUC
+    # JSON as Python writes it takes NaN and Infinity: a NaN metric made a NaN mean in the table
+    (lambda p: edit_json(p, lambda r: r["metrics"]["full"]["test"].update({"NDCG@10": math.nan})),
+     "metrics.full.test.NDCG@10: expected a finite number, got nan"),
+    (lambda p: edit_json(p, lambda r: r["wall_seconds"].update(pretrain=math.inf)),
+     "wall_seconds.pretrain: expected a finite number, got inf"),
+    (lambda p: edit_json(p, lambda r: r["metrics"]["full"]["test"].update(MRR=True)),  # bool is an int in Python
+     "metrics.full.test.MRR: expected a finite number, got True"),
+    (lambda p: edit_json(p, lambda r: r["parameters"].update(total=-5)),
+     "parameters.total: expected an integer >= 0, got -5"),
 ])
 def test_malformed_metrics_json_is_a_clear_error_naming_file_and_field(runs, tmp_path, caplog, damage, field):
     damage(runs[2])
@@ -266,6 +276,16 @@ def test_histories_may_differ_in_timing_columns_and_valid_auc(tmp_path):
     assert report.load_histories([resumed])["seconds"].to_list() == [None, 0.5, 0.5]  # rows before the resume
 
 
+def test_a_history_resumed_after_more_than_100_epochs_still_reads_its_timing_as_numbers(tmp_path):
+    """Column types come from every row: 120 epochs, the first 101 without the timing cells (written
+    before a resumed run's code recorded them). From the first 100 rows alone, `seconds` (all
+    empty there) read as text and the valid history was refused."""
+    cells = ",".join(["0.2"] * len(METRICS_FULL))
+    rows = "".join(f"{e},1.0,{'' if e <= 101 else 100},{'' if e <= 101 else 0.5},{cells}\n" for e in range(1, 121))
+    frame = report.load_histories([history(tmp_path, "none", 0, FINETUNE_HEADER + "\n" + rows)])
+    assert frame["seconds"].dtype == pl.Float64 and frame["seconds"].to_list() == [None] * 101 + [0.5] * 19
+
+
 # ---------------------------------------------------------------- D: report settings
 
 
@@ -283,6 +303,7 @@ def test_histories_may_differ_in_timing_columns_and_valid_auc(tmp_path):
     ({"protocols": ["all"]}, "protocols: expected"),
     ({"resample_seeds": "false"}, "resample_seeds: expected true or false, got 'false'"),
     ({"confidence": 0}, "confidence: expected a number between 0 and 1 (exclusive)"),
+    ({"confidence": 1}, "confidence: expected a number between 0 and 1 (exclusive)"),  # a 100 % interval
     ({"confidence": 95}, "confidence: expected a number between 0 and 1"),
     ({"confidence": "0.95"}, "confidence: expected a number"),
     ({"bootstrap_samples": 99}, "bootstrap_samples: expected an integer >= 100, got 99"),
@@ -309,6 +330,7 @@ def test_report_settings_not_an_object_is_refused():
 @pytest.mark.parametrize("settings", [
     {}, aggregate.DEFAULTS, {"metric": "MRR", "split": "valid", "protocols": ["sampled"]},  # plan.json's figures
     {"metrics": ["AUC", "HR@1"], "confidence": 0.9, "bootstrap_samples": 100, "resample_seeds": False},
+    {"metrics": ["AUC"]},  # AUC alone is refused only without the sampled protocol (default: both)
 ])
 def test_valid_report_settings_pass(settings):
     report_inputs.check_report_settings(settings, "--settings")
@@ -351,3 +373,13 @@ def test_a_seed_whose_finetunings_record_two_pretraining_runs_is_footnoted(tmp_p
             "for bce, 9,141 s for ce), not which weights they started from: they may not share one start.")
     assert (note in text) == (recorded != "both")  # the same weights: one start, whatever the times
     assert "seed 1" not in text
+
+
+def test_head_weights_with_an_infinite_value_are_refused_naming_them():
+    """check_head_finite, before the head spectra's SVD: inf stops it as NaN does; only the head
+    asked for is checked (heads.mip's NaN is no concern of the aap spectrum)."""
+    state = {"heads.aap.U": torch.tensor([[1.0, math.inf]]), "heads.aap.bias": torch.zeros(2),
+             "heads.mip.U": torch.full((1, 2), math.nan), "heads.map.U": torch.ones(1, 2)}
+    with pytest.raises(ValueError, match=r"^heads\.pt: NaN or infinite values in heads\.aap\.U \(a diverged"):
+        report_inputs.check_head_finite("heads.pt", state, "aap")
+    report_inputs.check_head_finite("heads.pt", state, "map")

@@ -152,6 +152,32 @@ def test_score_fn_of_the_wrong_width_is_an_error():
         full_ranking_ranks(lambda hs: torch.zeros(len(hs), 5), arrays([1]), np.array([2]), num_items=5)
 
 
+def test_a_nan_target_score_is_an_error_not_a_perfect_rank():
+    """Nothing compares >= NaN, so a target scored NaN (a diverged model) would rank 1, HR@1 = 1,
+    under both protocols: it must stop the evaluation instead."""
+    row = [0.0, 0.5, float("nan"), 0.1, 0.7, 0.3]  # target 2 scores NaN
+    score_fn = table_score_fn({(1,): row})
+    with pytest.raises(ValueError, match="NaN for a target item"):
+        full_ranking_ranks(score_fn, arrays([1]), np.array([2]), num_items=5)
+    with pytest.raises(ValueError, match="NaN for a target item"):
+        sampled_ranks(score_fn, arrays([1]), np.array([2]), np.array([[3, 4]]))
+
+
+@pytest.mark.parametrize("target", [0, 6])
+def test_a_target_outside_the_items_is_an_error(target):
+    """Item ids are 1..num_items: target 0 is the padding column (never ranked), 6 is past 5 items."""
+    with pytest.raises(ValueError, match=r"targets must be item ids in 1\.\.5"):
+        full_ranking_ranks(table_score_fn({(1,): ROW}), arrays([1]), np.array([target]), num_items=5)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_a_batch_size_below_one_is_an_error(batch_size):
+    """A negative batch size made no batch at all: every rank left at 0, read as a result."""
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        full_ranking_ranks(table_score_fn({(1,): ROW}), arrays([1]), np.array([2]), num_items=5,
+                           batch_size=batch_size)
+
+
 def test_sampled_negatives_avoid_the_sequence_and_are_distinct(rng):
     num_items = 40
     sizes = rng.integers(1, 25, size=200)
@@ -169,6 +195,35 @@ def test_sampled_negatives_are_deterministic_per_seed(rng):
     first = sample_negatives(sequences, 100, n=20, seed=3)
     assert np.array_equal(first, sample_negatives(sequences, 100, n=20, seed=3))
     assert not np.array_equal(first, sample_negatives(sequences, 100, n=20, seed=4))
+
+
+def test_sampled_negatives_are_the_first_new_distinct_draws_of_each_seeded_row():
+    """The docstring's draw, made by hand: per user a row of 2n + 32 integers in 1..num_items
+    from default_rng(seed), of which the first n that are outside the user's sequence and not
+    earlier in the row, in row order. Pinned so that one negatives_seed gives the same negatives
+    in every version: runs are compared user by user on them."""
+    num_items, n, seed = 30, 5, 11
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(1, num_items + 1, size=rng.integers(0, 20)) for _ in range(40)]
+    draws = np.random.default_rng(seed).integers(1, num_items + 1, size=(40, 2 * n + 32), dtype=np.int64)
+    expected = []
+    for sequence, row in zip(sequences, draws):
+        kept = []
+        for item in row.tolist():
+            if item not in sequence.tolist() and item not in kept:
+                kept.append(item)
+        assert len(kept) >= n  # every row is served by its draws here, none by the fallback
+        expected.append(kept[:n])
+    assert sample_negatives(sequences, num_items, n, seed).tolist() == expected
+
+
+def test_an_item_past_num_items_in_a_sequence_or_history_is_an_error():
+    """Keys are row * (num_items + 1) + item: item 6 of 5 items would read as item 0 of the next
+    user, so a history or sequence outside 1..num_items is refused, not ranked wrongly."""
+    with pytest.raises(ValueError, match=r"item ids in 1\.\.5"):
+        sample_negatives(arrays([1, 6], [2]), num_items=5, n=2, seed=0)
+    with pytest.raises(ValueError, match=r"item ids in 1\.\.5"):
+        full_ranking_ranks(table_score_fn({(1, 6): ROW}), arrays([1, 6]), np.array([2]), num_items=5)
 
 
 def test_sampled_negatives_are_uniform_over_allowed_items():
@@ -269,3 +324,18 @@ def test_evaluate_draws_negatives_once_with_the_configured_seed(toy, monkeypatch
     assert seeds == [99]
     # All scores tie: the target ranks last among 1 + 3 candidates in both splits.
     assert metrics["sampled"]["valid"]["HR@1"] == 0 and metrics["sampled"]["test"]["AUC"] == 0
+
+
+def test_a_history_score_ranks_a_copy_of_a_shared_score_row():
+    """popularity's score_fn hands every user one row, expanded (a view, not a copy): the history
+    score must go into a copy, or it fails on the view or leaks one user's history into the next
+    (and a model's own score matrix must stay as it was, for the sampled protocol).
+    Row 1:-4 2:2 3:-3 4:.5 5:-2 (padding 10), history score 0. User 0, history [1, 2], target 3
+    (-3): 1, 2 (now 0), 4 and 5 beat it, rank 5. User 1, history [4], target 5 (-2): 2 and 4 (now
+    0) beat it, 1 (-4) and 3 (-3) do not, rank 3."""
+    row = torch.tensor([[10.0, -4.0, 2.0, -3.0, 0.5, -2.0]])
+    rows = row.repeat(2, 1)  # a model that keeps its (B, num_items + 1) scores: the same, contiguous
+    for score_fn in (lambda hs: row.expand(len(hs), -1), lambda hs: rows):
+        ranks = full_ranking_ranks(score_fn, arrays([1, 2], [4]), np.array([3, 5]), num_items=5, history_score=0.0)
+        assert ranks.tolist() == [5, 3]
+    assert torch.equal(row, torch.tensor([[10.0, -4.0, 2.0, -3.0, 0.5, -2.0]])) and torch.equal(rows, row.repeat(2, 1))

@@ -15,6 +15,7 @@ from s3rec.encoder import Encoder
 from s3rec.batching import CHUNK_BOUNDS, bucketed_batches, chunk_bounds, length_chunks, training_batches
 from s3rec.finetuning import (TARGET_SLOTS, NextItemBatch, check_negatives_drawable, fixed_shape, fixed_shape_loss,
                               iterate_batches, make_batch, sample_negatives, step_loss)
+from s3rec.pairs import contains, pair_keys
 from s3rec.synthetic import SyntheticSpec, generate
 
 SMALL_MODEL = {"hidden_size": 16, "num_heads": 2, "max_len": 12}
@@ -67,6 +68,18 @@ def test_negatives_are_drawn_as_by_redrawing_every_clash_in_place():
         np.testing.assert_array_equal(sample_negatives(targets, excluded, num_items, got),
                                       redraw_every_clash(targets, excluded, num_items, want))
         assert got.integers(1 << 30) == want.integers(1 << 30)
+
+
+def test_pair_keys_do_not_wrap_and_no_keys_contain_nothing():
+    """pairs.py, under the negatives of both trainings and the sampled protocol. A key is
+    row * (num_items + 1) + item in int64 even for int32 rows: row 100,000 of 100,000 items gives
+    100,000 * 100,001 + 5 = 10,000,100,005, past int32's 2,147,483,647 (a wrapped key would match
+    another user's item). An empty key set contains nothing: were every query found, redrawing
+    would never end for a user who owns no item."""
+    assert pair_keys(np.array([100_000], dtype=np.int32), np.array([5]), 100_000).tolist() == [10_000_100_005]
+    assert pair_keys(np.array([0, 1]), np.array([9, 0]), 9).tolist() == [9, 10]  # item 9 of row 0 != item 0 of row 1
+    assert contains(np.zeros(0, dtype=np.int64), np.array([0, 3, 7])).tolist() == [False, False, False]
+    assert contains(np.array([3, 7]), np.array([0, 3, 5, 7, 8])).tolist() == [False, True, False, True, False]
 
 
 def test_batch_targets_are_the_next_items_and_negatives_avoid_the_training_part():

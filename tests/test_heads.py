@@ -56,6 +56,18 @@ def test_low_rank_init_matches_dense_scale(seed):
     assert 0.015 < w.std().item() < 0.025
 
 
+@pytest.mark.parametrize("rank", [None, 16])
+@pytest.mark.parametrize("init_std", [0.02, 0.1])
+def test_make_head_follows_the_configured_init_std_and_starts_with_zero_bias(seed, rank, init_std):
+    """model.init_std reaches the heads through make_head: W (dense, or U V^T, whose entries are
+    sums of r products of factors of variance init_std / sqrt(r), so of variance init_std^2)
+    has std init_std, within 20 % over 64 * 64 entries; the bias starts at 0 (the authors' init),
+    so that dense and low-rank heads differ only in W at the start."""
+    head = make_head(64, rank, init_std)
+    assert 0.8 * init_std < head.effective_weight().std().item() < 1.2 * init_std
+    assert torch.equal(head.bias, torch.zeros(64))
+
+
 class AllScores(torch.nn.Module):
     """Exposes a head's score_all as forward, so functional_call can vary its parameters."""
 

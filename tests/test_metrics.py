@@ -59,6 +59,8 @@ def test_per_user_values_average_to_the_metric():
         ([1, 2], "AUC", None, "num_candidates"),
         ([1, 101], "AUC", 100, "exceeds"),
         ([], "MRR", None, "non-empty"),
+        # one candidate (no negative): AUC's (n - rank) / (n - 1) would be 0 / 0, a silent NaN
+        ([1, 1], "AUC", 1, "at least 2 candidates"),
     ],
 )
 def test_bad_input_is_an_error(ranks, name, num_candidates, message):

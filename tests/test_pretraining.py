@@ -221,6 +221,32 @@ def test_segment_layouts(instances):
     assert max(pool_starts) - min(pool_starts) > 0.9 * len(pool)
 
 
+def test_negative_segments_are_every_stretch_of_the_pool_its_last_included():
+    """One user of 4 training items (pool 1, 2, 3, 4), one instance of 4: segments of length
+    uniform{1, 2}, a negative one cut at a uniform start of the pool in 0..4 - length, so the
+    stretches (1) (2) (3) (4) (1 2) (2 3) (3 4): each turns up in 400 draws (an end excluded
+    would never give (4) nor (3 4))."""
+    inst = build_instances([np.array([1, 2, 3, 4])], [np.zeros(0, np.int64)] * 7, 6, 1, max_len=50, kind="sequences")
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(400):
+        b = build_batch(inst, np.array([0]), rng, mask_prob=0.2)
+        seen.add(tuple(b.neg_segments[b.masked_segments == inst.mask_id].tolist()))
+    assert seen == {(1,), (2,), (3,), (4,), (1, 2), (2, 3), (3, 4)}
+
+
+@pytest.mark.parametrize("train, attributes, message", [
+    ([np.array([1, 7])], 7, r"item ids must lie in 1\.\.6"),  # item 7 of 6 would be the [MASK] id
+    ([np.array([0, 2])], 7, r"item ids must lie in 1\.\.6"),  # 0 is the padding
+    ([np.array([1, 2])], 6, "expected 7 entries"),  # item 6 would have no attribute row
+])
+def test_items_and_attributes_outside_the_catalogue_are_refused(train, attributes, message):
+    """Items are 1..num_items and item_attributes has one entry per id 0..num_items: anything else
+    would draw [MASK] as an item, or read another item's attributes, without a word."""
+    with pytest.raises(ValueError, match=message):
+        build_instances(train, [np.zeros(0, np.int64)] * attributes, 6, 1, max_len=50)
+
+
 def test_attribute_pairs_are_the_multi_hot_of_the_real_items(corpus, instances):
     _, _, item_attributes = corpus
     b = one_batch(instances)

@@ -3,6 +3,8 @@ resume checkpoints, the sampled protocol's feasibility, file modes, execution re
 from __future__ import annotations
 
 import argparse
+import errno
+import json
 import logging
 import os
 import stat
@@ -58,6 +60,48 @@ def test_load_torch_still_loads_good_files_and_reports_missing_ones(tmp_path):
     assert torch.equal(files.load_torch(path)["state_dict"]["w"], torch.arange(300.0))
     with pytest.raises(FileNotFoundError):
         files.load_torch(tmp_path / "missing.pt")
+
+
+class RunsCode:
+    """Pickled as a call of print: what a checkpoint loaded as a full pickle would execute."""
+
+    def __reduce__(self):
+        return print, ("code ran while loading a checkpoint",)
+
+
+def test_load_torch_never_runs_code_a_checkpoint_holds(tmp_path, capsys):
+    """A checkpoint is data: a file that calls a function when unpickled is refused unread (torch's
+    weights-only loader), not loaded; loading it in full would have printed the line."""
+    path = tmp_path / "code.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "extra": RunsCode()}, path)
+    with pytest.raises(ValueError, match="not a readable torch checkpoint"):
+        files.load_torch(path)
+    assert "code ran" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("number, unreadable", [(errno.EIO, False), (errno.EINVAL, True)])
+def test_load_torch_passes_on_an_io_error_but_not_a_bad_file(tmp_path, monkeypatch, number, unreadable):
+    """An I/O error (EIO: a failing disk, a lost network mount) says nothing of the file: it must
+    stay an OSError, or resume would move a good checkpoint aside and start again from epoch 1.
+    EINVAL (an invalid argument: load_torch counts it as the file's contents) is an unreadable file."""
+    def failing_load(*args, **kwargs):
+        raise OSError(number, os.strerror(number))
+
+    monkeypatch.setattr(torch, "load", failing_load)
+    with pytest.raises(OSError if not unreadable else files.UnreadableCheckpoint) as info:
+        files.load_torch(tmp_path / "x.pt")
+    assert isinstance(info.value, files.UnreadableCheckpoint) == unreadable
+
+
+def test_save_torch_writes_the_same_bytes_for_the_same_contents(tmp_path):
+    """Not the temporary's random name in the archive: a rewritten pretrain.pt keeps its digest,
+    which a finetuning checks to resume."""
+    checkpoint = {"state_dict": {"w": torch.arange(6.0)}, "epoch": 3}
+    files.save_torch(tmp_path / "a.pt", checkpoint)
+    first = (tmp_path / "a.pt").read_bytes()
+    files.save_torch(tmp_path / "a.pt", checkpoint)
+    files.save_torch(tmp_path / "b.pt", checkpoint)
+    assert (tmp_path / "a.pt").read_bytes() == first == (tmp_path / "b.pt").read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +187,17 @@ def test_a_second_corrupt_checkpoint_does_not_overwrite_the_first(tmp_path):
     assert (tmp_path / "x.state.pt.corrupt.1").read_bytes() == b"second"
 
 
+def test_a_third_corrupt_checkpoint_takes_the_next_free_name(tmp_path):
+    """.corrupt and .corrupt.1 taken: the next goes to .corrupt.2, neither earlier one overwritten."""
+    (tmp_path / "x.state.pt.corrupt").write_bytes(b"first")
+    (tmp_path / "x.state.pt.corrupt.1").write_bytes(b"second")
+    (tmp_path / "x.state.pt").write_bytes(b"third")
+    state, _ = _loop(tmp_path, epochs=1)
+    assert state.epoch == 1
+    assert [(tmp_path / f"x.state.pt.{name}").read_bytes() for name in ("corrupt", "corrupt.1", "corrupt.2")] == [
+        b"first", b"second", b"third"]
+
+
 def test_a_torch_file_that_is_no_resume_checkpoint_is_moved_aside(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "x.state.pt")
     state, _ = _loop(tmp_path, epochs=1)
@@ -158,6 +213,17 @@ def test_a_stale_temporary_of_a_killed_write_is_removed_and_never_read(tmp_path)
     state, _ = _loop(tmp_path, epochs=2)
     assert [row["epoch"] for row in state.history] == [1, 2]  # resumed after epoch 1
     assert not stale.exists() and other.exists()
+
+
+def test_temporaries_of_a_file_with_glob_characters_in_its_name_are_found(tmp_path):
+    """files.temporary_name escapes the name: for run[1].csv the glob is .run[1].csv.*.tmp, not
+    a character class that matches .run1.csv's temporaries instead and misses its own."""
+    own = tmp_path / ".run[1].csv.0a1b2c3d.tmp"
+    other = tmp_path / ".run1.csv.0a1b2c3d.tmp"
+    own.write_text("half")
+    other.write_text("another file's")
+    training.remove_temporaries([tmp_path / "run[1].csv"])
+    assert not own.exists() and other.exists()
 
 
 # 8: the sampled protocol's feasibility is known before training; negatives drawn once, reused.
@@ -223,6 +289,39 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
     for name in ("a.json", "b.pt", "c.csv", "d.parquet"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.pt", "c.csv", "d.parquet"]
+
+
+def test_a_write_is_synced_before_the_rename(tmp_path, monkeypatch):
+    """The temporary's data reach the disk before it takes the file's name: else a crash just
+    after the rename can leave an empty a.json. The synced file is the one renamed (its inode)."""
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.fstat(fd).st_ino)) or fsync(fd))
+    monkeypatch.setattr(os, "replace",
+                        lambda src, dst: events.append(("replace", os.stat(src).st_ino)) or replace(src, dst))
+    files.write_json(tmp_path / "a.json", {"x": 1})
+    inode = (tmp_path / "a.json").stat().st_ino
+    assert events == [("fsync", inode), ("replace", inode)]
+
+
+def test_a_write_never_takes_over_a_temporary_that_exists(tmp_path, monkeypatch):
+    """Temporaries are created exclusively: a name already there (another writer's, same random
+    token) is skipped for a fresh token, and that file is left as it is."""
+    taken = tmp_path / ".a.json.0000aaaa.tmp"
+    taken.write_text("another writer's")
+    tokens = iter(["0000aaaa", "1111bbbb"])
+    monkeypatch.setattr(files.secrets, "token_hex", lambda n: next(tokens))
+    files.write_json(tmp_path / "a.json", {"x": 1})
+    assert taken.read_text() == "another writer's" and json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.json.0000aaaa.tmp", "a.json"]
+
+
+def test_a_folder_where_a_file_goes_is_refused_before_writing(tmp_path):
+    """Named after the path meant, before `write` runs: not after the work, naming a temporary."""
+    written = []
+    with pytest.raises(IsADirectoryError) as info:
+        files.atomic_write(tmp_path, written.append)
+    assert info.value.filename == str(tmp_path) and written == []
 
 
 def test_a_failed_write_leaves_no_temporary_and_keeps_the_old_file(tmp_path):

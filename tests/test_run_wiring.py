@@ -1,17 +1,19 @@
 """How the pieces are wired into a run, where hand mutants survived the unit tests: the best
 epoch's weights are the ones evaluated, early stopping watches the validation item, the
 negatives setting reaches the batches, the length cut of finetuning and scoring, the logits'
-columns, the recorded parameter counts, the popularity scores, and a tie in validation."""
+columns, the recorded parameter counts, the popularity scores, a tie in validation, the patience
+count, each epoch's random generators and each epoch's timing columns."""
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
 
-from s3rec import runs, training
+from s3rec import runs, runtime, training
 from s3rec.config import ModelConfig, RunConfig
 from s3rec.data import Prepared, write_prepared
 from s3rec.encoder import Encoder
@@ -118,6 +120,65 @@ def test_a_tie_in_validation_keeps_the_first_best_epoch(tmp_path):
                                 config={}, history_path=tmp_path / "history.csv",
                                 validate=lambda: (next(scores), {}), patience=2)
     assert (state.best_epoch, state.epoch) == (1, 3)
+
+
+def run_loop(tmp_path, train_epoch, epochs, scores=None, patience=None):
+    """training.run_epochs on a one-weight model; `scores`: validation scores, epoch by epoch."""
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    validate = None if scores is None else (lambda: (next(scores), {}))
+    return training.run_epochs(model=model, optimizer=optimizer, epochs=epochs, seed=7, train_epoch=train_epoch,
+                               checkpoint=tmp_path / "state.pt", config={}, history_path=tmp_path / "history.csv",
+                               validate=validate, patience=patience)
+
+
+def test_patience_counts_the_epochs_since_the_last_improvement(tmp_path):
+    """Scores .5 .4 .6 .5 .4, patience 2: epoch 2 is one bad epoch, epoch 3 a new best that starts
+    the count again, epochs 4 and 5 make two: the run stops after epoch 5 with epoch 3 best (a
+    count never reset would stop after epoch 4, having waited one epoch since the best)."""
+    scores = iter([0.5, 0.4, 0.6, 0.5, 0.4, 0.3, 0.2])
+    state = run_loop(tmp_path, lambda rng: {"loss": 1.0}, epochs=7, scores=scores, patience=2)
+    assert (state.best_epoch, state.epoch, state.bad_epochs) == (3, 5, 2)
+
+
+def test_each_epoch_draws_from_its_seed_and_its_own_number(tmp_path):
+    """Epoch k (1-based, as the history numbers it) gets runtime.epoch_generators(seed, k): the
+    numpy generator it is handed and torch's global RNG. Epoch 0's are the initial weights'
+    (runs.pretrain and runs.finetune seed them with (seed, 0)): drawn again in epoch 1, its
+    dropout would repeat the initialisation's random stream."""
+    drawn = []
+    state = run_loop(tmp_path, lambda rng: drawn.append((rng.integers(1 << 30), torch.rand(1).item())) or {},
+                     epochs=3)
+    expected = []
+    for epoch in (1, 2, 3):
+        rng = runtime.epoch_generators(7, epoch)
+        expected.append((rng.integers(1 << 30), torch.rand(1).item()))
+    assert drawn == expected and [row["epoch"] for row in state.history] == [1, 2, 3]
+
+
+def test_the_history_times_each_epoch_on_its_own(tmp_path, monkeypatch):
+    """seconds is one epoch's training, valid_seconds its validation, instances_per_s the epoch's
+    instances over its seconds (CONTRACTS.md's history columns). On a clock that training moves
+    10 s an epoch and validation 3 s: 10, 3 and 500 / 10 = 50 in every row, the second too (not
+    20 s counted from the start of the loop)."""
+    clock = [0.0]
+
+    def train_epoch(rng):
+        clock[0] += 10.0
+        return {"loss": 1.0, "instances": 500}
+
+    def validate():
+        clock[0] += 3.0
+        return 0.5, {}
+
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    model = torch.nn.Linear(1, 1)
+    state = training.run_epochs(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=2,
+                                seed=0, train_epoch=train_epoch, checkpoint=tmp_path / "state.pt", config={},
+                                history_path=tmp_path / "history.csv", validate=validate)
+    history = pl.read_csv(tmp_path / "history.csv")
+    assert history["seconds"].to_list() == [10.0, 10.0] and history["valid_seconds"].to_list() == [3.0, 3.0]
+    assert history["instances_per_s"].to_list() == [50.0, 50.0] and state.epoch == 2
 
 
 # ---------------------------------------------------------------- input checks no test reached
