@@ -28,11 +28,11 @@ from s3rec import cli, differences, intervals, report
 from s3rec.metrics import METRICS_FULL
 
 
-def stability(difference: np.ndarray, report: tuple[float, float, float], samples: int, rng_seeds: int,
+def stability(difference: np.ndarray, reported: tuple[float, float, float], samples: int, rng_seeds: int,
               large_samples: int) -> dict:
-    """The report's interval (`report`: paired_bootstrap's mean, low, high with RNG seed 0) beside
+    """The report's interval (`reported`: paired_bootstrap's mean, low, high with RNG seed 0) beside
     its redraws with other seeds and more resamples."""
-    mean, low, high = report
+    mean, low, high = reported
     redraws = np.array([intervals.paired_bootstrap(difference, samples, seed=seed)[1:]
                         for seed in range(1, rng_seeds + 1)])
     _, large_low, large_high = intervals.paired_bootstrap(difference, large_samples, seed=0)
@@ -44,7 +44,8 @@ def stability(difference: np.ndarray, report: tuple[float, float, float], sample
         "high_range": [float(redraws[:, 1].min()), float(redraws[:, 1].max())],
         "excluding_redraws": int(excluding), "redraws": rng_seeds,
         "large_interval": [large_low, large_high],
-        "stable": excluding == (rng_seeds if decision else 0) and intervals.excludes_zero(large_low, large_high) == decision,
+        "stable": (excluding == (rng_seeds if decision else 0)
+                   and intervals.excludes_zero(large_low, large_high) == decision),
     }
 
 

@@ -7,8 +7,8 @@ and every user gets the same scores. Evaluation is s3rec.evaluation.evaluate wit
 EvalConfig (--settings '{"eval": {...}}'), so the sampled negatives are the runs' negatives:
 drawn with eval.negatives_seed, or with eval.negatives: file the data set's sampled_negatives.parquet.
 Writes metrics.json (a run's structure, variant "popularity", no parameters; cpu_seconds.finetune
-and wall_seconds.finetune are the whole job's: reading the data, counting and ranking) and ranks.parquet. Logs with
-timestamps, like the training scripts.
+and wall_seconds.finetune are the whole job's: reading the data, counting and ranking) and
+ranks.parquet. Logs with timestamps, like the training scripts.
 """
 from __future__ import annotations
 

@@ -109,27 +109,25 @@ def test_popularity_scores_count_the_training_parts_only(tmp_path):
     assert metrics["valid"]["MRR"] == pytest.approx((1 / 3 + 1 / 3 + 1 / 2) / 3)
 
 
+def run_loop(tmp_path, train_epoch, epochs, scores=None, patience=None, validate=None):
+    """training.run_epochs on a one-weight model, seed 7; `scores`: validation scores, epoch by
+    epoch (or `validate` itself)."""
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    if scores is not None:
+        def validate():
+            return next(scores), {}
+    return training.run_epochs(model=model, optimizer=optimizer, epochs=epochs, seed=7, train_epoch=train_epoch,
+                               checkpoint=tmp_path / "state.pt", config={}, history_path=tmp_path / "history.csv",
+                               validate=validate, patience=patience)
+
+
 def test_a_tie_in_validation_keeps_the_first_best_epoch(tmp_path):
     """The docstring's "first epoch with the best score": a >= in place of > survived, as no
     history held a tie."""
     scores = iter([0.5, 0.5, 0.4, 0.4, 0.3])
-    model = torch.nn.Linear(1, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    state = training.run_epochs(model=model, optimizer=optimizer, epochs=5, seed=0,
-                                train_epoch=lambda rng: {"loss": 1.0}, checkpoint=tmp_path / "state.pt",
-                                config={}, history_path=tmp_path / "history.csv",
-                                validate=lambda: (next(scores), {}), patience=2)
+    state = run_loop(tmp_path, lambda rng: {"loss": 1.0}, epochs=5, scores=scores, patience=2)
     assert (state.best_epoch, state.epoch) == (1, 3)
-
-
-def run_loop(tmp_path, train_epoch, epochs, scores=None, patience=None):
-    """training.run_epochs on a one-weight model; `scores`: validation scores, epoch by epoch."""
-    model = torch.nn.Linear(1, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    validate = None if scores is None else (lambda: (next(scores), {}))
-    return training.run_epochs(model=model, optimizer=optimizer, epochs=epochs, seed=7, train_epoch=train_epoch,
-                               checkpoint=tmp_path / "state.pt", config={}, history_path=tmp_path / "history.csv",
-                               validate=validate, patience=patience)
 
 
 def test_patience_counts_the_epochs_since_the_last_improvement(tmp_path):
@@ -172,10 +170,7 @@ def test_the_history_times_each_epoch_on_its_own(tmp_path, monkeypatch):
         return 0.5, {}
 
     monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    model = torch.nn.Linear(1, 1)
-    state = training.run_epochs(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=2,
-                                seed=0, train_epoch=train_epoch, checkpoint=tmp_path / "state.pt", config={},
-                                history_path=tmp_path / "history.csv", validate=validate)
+    state = run_loop(tmp_path, train_epoch, epochs=2, validate=validate)
     history = pl.read_csv(tmp_path / "history.csv")
     assert history["seconds"].to_list() == [10.0, 10.0] and history["valid_seconds"].to_list() == [3.0, 3.0]
     assert history["instances_per_s"].to_list() == [50.0, 50.0] and state.epoch == 2
