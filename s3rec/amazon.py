@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from s3rec.data import MIN_LENGTH, DataError, Prepared, numbered_lines
 log = logging.getLogger(__name__)
 
 REVIEW_FIELDS = {"reviewerID": str, "asin": str, "unixReviewTime": int}
+# A \u escape of a character in U+0040..U+007F, where the letters of every field name are.
+_LETTER_ESCAPE = re.compile(r"\\u00[4-7][0-9A-Fa-f]")
 
 
 def read_amazon(reviews_path: str | Path, meta_path: str | Path, k_core: int = 5) -> Prepared:
@@ -139,8 +142,10 @@ def item_attributes(record: dict, path: str | Path, lineno: int) -> tuple[list[s
 def _check_unique_keys(line: str, path: str | Path, lineno: int) -> None:
     """A JSON object keeps the last of a repeated key, silently: a review with "asin" twice would
     count for one of its items. Parsing every line with a pairs hook costs 2.6x, so the line is
-    parsed again only where a field's quoted name occurs twice in it."""
-    if all(line.count(f'"{key}"') < 2 for key in REVIEW_FIELDS):
+    parsed again only where a field's quoted name occurs twice in it, or where a letter is written
+    as a \\u escape ("\\u0061sin" is "asin": a second key that counting quoted names does not see;
+    JSON writers escape no ASCII letter, so real files take the fast path)."""
+    if not _LETTER_ESCAPE.search(line) and all(line.count(f'"{key}"') < 2 for key in REVIEW_FIELDS):
         return
     objects: list[list[str]] = []  # the keys of every object, the top-level one last
     json.loads(line, object_pairs_hook=lambda items: objects.append([key for key, _ in items]))

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from s3rec.amazon import k_core_filter, read_amazon
+from s3rec.amazon import item_attributes, k_core_filter, read_amazon
 from s3rec.data import DataError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -121,6 +121,56 @@ def test_k_core_reaches_fixed_point():
     assert dropped == {"kcore_reviews": 6, "kcore_users": 2, "kcore_items": 2}
 
 
+def test_k_core_counts_users_and_items_apart():
+    """U3's items C and D have one review each: both go, then U3 with none."""
+    frame = pl.DataFrame([("U1", "A", 1), ("U1", "B", 2), ("U2", "A", 1), ("U2", "B", 2), ("U3", "C", 1),
+                          ("U3", "D", 2)], schema=["user", "item", "time"], orient="row")
+    dropped: dict[str, int] = {}
+    assert k_core_filter(frame, 2, dropped).height == 4
+    assert dropped == {"kcore_reviews": 2, "kcore_users": 1, "kcore_items": 2}
+
+
+def test_k_core_below_1_is_refused(tmp_path):
+    with pytest.raises(DataError, match=r"--k-core: expected an integer >= 1, got 0"):
+        read_amazon(*write_inputs(tmp_path, False, False), k_core=0)
+
+
+def test_sequences_with_k_core_1_exact(tmp_path):
+    """Users of 4, 4, 3 and 3 reviews (U5's one review is too short; X has no metadata). By time:
+    U2 E C B A, U1 C B A E (B before A: same time, file order), U3 C A B, U4 A D E."""
+    prepared = read_amazon(*write_inputs(tmp_path, False, False), k_core=1)
+    assert [s.tolist() for s in prepared.sequences] == [[1, 2, 3, 4], [2, 3, 4, 1], [2, 4, 3], [4, 5, 1]]
+    assert prepared.id_maps["item_map.parquet"]["original"].to_list() == ["E", "C", "B", "A", "D"]
+
+
+def test_reviews_at_one_time_keep_the_file_order(tmp_path):
+    """Two users' reviews interleaved, 20 each at three times: each sequence is in time order, ties
+    in file order (a sort not told to keep it reorders ties of 40 rows already)."""
+    reviews = [(f"U{n % 2}", f"I{n:02d}", n // 2 % 3) for n in range(40)]
+    meta = [{"asin": item, "categories": [["Beauty", "Q"]]} for _, item, _ in reviews]
+    prepared = read_amazon(*write_inputs(tmp_path, False, False, reviews=reviews, meta=meta), k_core=1)
+    asins = prepared.id_maps["item_map.parquet"]["original"].to_list()
+    by_time = sorted(reviews, key=lambda review: review[2])  # stable: file order within a time
+    assert [[asins[item - 1] for item in s] for s in prepared.sequences] == [
+        [item for user, item, _ in by_time if user == name] for name in ("U0", "U1")]
+
+
+def test_dropped_items_without_metadata_and_metadata_without_reviews_are_counted_apart(tmp_path):
+    """Two reviews of X (no metadata): 2 reviews, 1 item. Z and Y have metadata and no review."""
+    reviews = REVIEWS + [("U2", "X", 1)]
+    meta = META + [{"asin": "Y", "categories": [["Beauty", "Y"]]}]
+    prepared = read_amazon(*write_inputs(tmp_path, False, False, reviews=reviews, meta=meta), k_core=3)
+    assert {k: prepared.dropped[k] for k in ("reviews_without_meta", "items_without_meta",
+                                             "meta_without_reviews")} == {
+        "reviews_without_meta": 2, "items_without_meta": 1, "meta_without_reviews": 2}
+
+
+def test_item_attributes_are_the_levels_below_the_top_once_in_order_then_the_brand():
+    record = {"categories": [["Beauty", "Makeup", "Face"], ["Beauty", "Makeup"], ["Beauty", "Face", " "]],
+              "brand": "Acme"}
+    assert item_attributes(record, "meta.json", 1) == (["Makeup", "Face", "Acme"], 1)
+
+
 def test_short_users_dropped_and_counted(tmp_path):
     """With k = 1 nothing is k-core filtered, but users with < 3 reviews cannot be split."""
     reviews, meta = write_inputs(tmp_path, False, False)
@@ -139,6 +189,13 @@ def test_a_repeated_review_line_is_kept_and_counted_in_the_log(tmp_path, caplog)
     assert "1 reviews repeat an earlier review's user, item and time; kept" in caplog.text
     once = read_amazon(*write_inputs(tmp_path / "once", False, False), k_core=1)
     assert sum(map(len, prepared.sequences)) == sum(map(len, once.sequences)) + 1
+
+
+def test_a_review_of_the_same_item_at_another_time_is_no_repeat(tmp_path, caplog):
+    reviews, meta = write_inputs(tmp_path, False, False, reviews=REVIEWS + [("U2", "A", 101)])
+    with caplog.at_level(logging.WARNING):
+        read_amazon(reviews, meta, k_core=1)
+    assert "repeat an earlier review" not in caplog.text
 
 
 GOOD_META = [repr(m) for m in META]
@@ -200,6 +257,22 @@ GOOD_REVIEWS = [review_line(*r) for r in REVIEWS]
          r"reviews\.json:3: key 'asin' occurs twice; expected each key once"),
         (GOOD_REVIEWS, GOOD_META[:1] + ["{'asin': 'B', 'categories': [['Beauty']], 'asin': 'C'}"],
          r"meta\.json:2: key 'asin' occurs twice"),
+        # a key spelt with a \u escape is the same key: it passed, the review counting for item A
+        (GOOD_REVIEWS[:2] + ['{"reviewerID": "U1", "asin": "Z", "\\u0061sin": "A", "unixReviewTime": 3}'], GOOD_META,
+         r"reviews\.json:3: key 'asin' occurs twice; expected each key once"),
+        # the top-level object's keys are checked, not a nested object's (parsed, and hooked, first)
+        (GOOD_REVIEWS[:2] + ['{"reviewerID": "U1", "x": {"y": 1}, "asin": "Z", "asin": "A", "unixReviewTime": 3}'],
+         GOOD_META, r"reviews\.json:3: key 'asin' occurs twice"),
+        (GOOD_REVIEWS[:2] + ['{"reviewerID": "U1" "asin": "A"}'], GOOD_META,
+         r"reviews\.json:3: malformed JSON \(Expecting ',' delimiter at column 21\)"),
+        (GOOD_REVIEWS[:2] + ['{"reviewerID": "U1", "asin": "A", "unixReviewTime": 9223372036854775808}'], GOOD_META,
+         r"reviews\.json:3: field 'unixReviewTime': expected an integer within int64, got 9223372036854775808"),
+        (GOOD_REVIEWS[:2] + ['{"reviewerID": "U1", "asin": "A", "unixReviewTime": true}'], GOOD_META,
+         r"reviews\.json:3: field 'unixReviewTime': expected an integer within int64, got True"),
+        (GOOD_REVIEWS[:2] + ['{"reviewerID": "", "asin": "A", "unixReviewTime": 3}'], GOOD_META,
+         r"reviews\.json:3: field 'reviewerID': expected a non-empty string, got ''"),
+        (GOOD_REVIEWS, GOOD_META[:1] + ["{'asin': 'B', 'categories': [['Beauty']], 'brand': 5}"],
+         r"meta\.json:2: field 'brand': expected a string, got 5"),
     ],
 )
 def test_amazon_bad_input(tmp_path, reviews, meta, message):

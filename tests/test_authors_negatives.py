@@ -56,6 +56,14 @@ def test_prepared_negatives_keep_the_users_order_and_count_the_skipped(release, 
     assert stats["parameters"]["negatives"] == "Toy_sample.txt"
 
 
+def test_read_negatives_are_int32_and_their_width_is_recorded(release, tmp_path):
+    release["negatives"].write_text("1 4 5\n2 1 6\n3 2 3\n4 1 2\n")  # 2 negatives for each of 3 kept users
+    prepared = read_s3rec(release["sequences"], release["attributes"], release["negatives"])
+    assert prepared.sampled_negatives.dtype == np.int32
+    assert prepared.sampled_negatives.tolist() == [[4, 5], [1, 6], [2, 3]]
+    assert prepare(release, tmp_path / "toy")["sampled_negatives_per_user"] == 2
+
+
 def test_without_negatives_nothing_changes(release, tmp_path):
     stats = prepare_data.main(["--format", "s3rec", "--sequences", str(release["sequences"]),
                                "--attributes", str(release["attributes"]), "--out", str(tmp_path / "toy")])
@@ -76,6 +84,9 @@ def test_without_negatives_nothing_changes(release, tmp_path):
     ("1 4 5 6\n2 1 6 3\n", "Toy_sample.txt:2: item 3 is in user 2's sequence"),
     ("1 4 5 6\n3 2 3 4\n", "Toy_sample.txt: no line for user 2 (1 users missing)"),
     ("\n", "Toy_sample.txt: file is empty"),
+    ("1\n2 1 6 7\n3 2 3 4\n", "Toy_sample.txt:1: expected at least one negatives (as on the first line), got 0"),
+    ("1 4 5 6\n2 1 6 5\n", "Toy_sample.txt:2: item 5 is in user 2's sequence"),  # its test target
+    ("1 4 5 6\n2 1 6 7\n", "Toy_sample.txt: no line for user 3 (1 users missing)"),  # the last user
 ])
 def test_a_bad_negatives_file_is_named_and_leaves_no_output(release, tmp_path, text, message, capsys):
     release["negatives"].write_text(text)

@@ -3,12 +3,14 @@ on one model saved in both layouts."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
+import pytest
 import torch
 
 from s3rec import files
-from s3rec.authors import convert_state_dict
+from s3rec.authors import check_shapes, convert_state_dict, model_settings
 from s3rec.data import leave_one_out, load_dataset, write_prepared
 from s3rec.encoder import Encoder
 from s3rec.config import ModelConfig
@@ -20,6 +22,44 @@ from scripts_import import load_script
 from test_authors import D, authors_state_dict
 
 authors_ranking = load_script("authors_ranking", folder="benchmarks")
+
+
+# --- s3rec/authors.py: their state dict read -----------------------------------------------------
+
+
+@pytest.mark.parametrize("extra", ["item_encoder.layer.0.attention.extra.weight",  # a module of no S3RecModel
+                                   "item_encoder.layer.0.attention.dense.weight_g"])  # not .weight itself
+def test_a_key_of_another_model_is_named_not_dropped(extra):
+    theirs = {**authors_state_dict(5, 3), extra: torch.zeros(D)}
+    with pytest.raises(ValueError, match=f"unexpected key '{re.escape(extra)}': not part of the authors' S3RecModel"):
+        convert_state_dict(theirs)
+
+
+def test_a_layer_without_its_value_projection_is_named():
+    theirs = authors_state_dict(5, 3)
+    del theirs["item_encoder.layer.1.attention.value.bias"]
+    with pytest.raises(ValueError, match=r"layer 1: attention bias lacks \['value'\]"):
+        convert_state_dict(theirs)
+
+
+def test_model_settings_fall_back_to_the_authors_defaults():
+    assert model_settings(authors_state_dict(5, 3)) == {"hidden_size": D, "num_layers": 2}
+    assert model_settings({}) == {"hidden_size": 64, "num_layers": 2}
+    one_layer = {k: v for k, v in authors_state_dict(5, 3).items() if ".layer.1." not in k}
+    assert model_settings(one_layer) == {"hidden_size": D, "num_layers": 1}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.pop("attribute_embeddings.weight"), "no 'attribute_embeddings.weight': not an S3RecModel state dict"),
+    (lambda s: s.update({"position_embeddings.weight": torch.zeros(40, D)}),
+     "position_embeddings.weight has 40 rows, the prepared data set needs 50 = model.max_len"),
+])
+def test_check_shapes_names_a_table_missing_or_of_other_rows(change, message):
+    theirs = authors_state_dict(5, 3)
+    assert check_shapes(theirs, 5, 3, 50) == D  # the hidden size d
+    change(theirs)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_shapes(theirs, 5, 3, 50)
 
 
 def scores_row(**items: float) -> np.ndarray:

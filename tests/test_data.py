@@ -15,6 +15,8 @@ from s3rec.data import (
     ATTRIBUTES_SCHEMA,
     SEQUENCES_SCHEMA,
     DataError,
+    Prepared,
+    first_line,
     leave_one_out,
     load_dataset,
     write_prepared,
@@ -57,6 +59,12 @@ def test_leave_one_out_hand_case():
 def test_leave_one_out_rejects_short_sequence():
     with pytest.raises(ValueError, match="sequence 1 has 2 items"):
         leave_one_out([np.array([1, 2, 3]), np.array([1, 2])])
+
+
+def test_leave_one_out_targets_are_int32_whatever_the_input_dtype():
+    split = leave_one_out([np.array([1, 2, 3, 4], dtype=np.int64)])
+    assert split.valid_target.dtype == np.int32 and split.test_target.dtype == np.int32
+    assert (split.valid_target.tolist(), split.test_target.tolist()) == ([3], [4])
 
 
 # --- the authors' release ----------------------------------------------------------------
@@ -150,6 +158,45 @@ def test_load_dataset_item_rows_must_cover_all_items(tmp_path):
         load_dataset(out)
 
 
+def test_load_dataset_item_rows_must_be_in_id_order(tmp_path):
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    out = prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    path = out / "item_attributes.parquet"
+    pl.read_parquet(path).reverse().write_parquet(path)  # every item once, ids 5..1
+    with pytest.raises(DataError, match=r"item_attributes\.parquet: item_id: expected exactly 1\.\.5 in order"):
+        load_dataset(out)
+
+
+def test_load_dataset_refuses_item_0_in_a_sequence(tmp_path):
+    """0 is the padding id: a sequence holding it is no data set of items 1..M."""
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    out = prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    pl.DataFrame({"user_id": [1], "items": [[1, 0, 2]]}, schema=SEQUENCES_SCHEMA).write_parquet(
+        out / "sequences.parquet")
+    with pytest.raises(DataError, match=r"sequences\.parquet: items: expected item ids in 1\.\.5"):
+        load_dataset(out)
+
+
+def test_load_dataset_without_stats_json_takes_the_largest_attribute_held(tmp_path):
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    out = prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    (out / "stats.json").unlink()
+    assert load_dataset(out).num_attributes == 4
+
+
+def test_load_dataset_refuses_a_stats_json_that_is_no_object(tmp_path):
+    seq, attr = write_release(tmp_path, TOY_SEQUENCES, TOY_ATTRIBUTES)
+    out = prepare(tmp_path, "--format", "s3rec", "--sequences", str(seq), "--attributes", str(attr))
+    (out / "stats.json").write_text("[4]")
+    with pytest.raises(DataError, match=r"stats\.json: not a readable JSON object \(a list\)"):
+        load_dataset(out)
+
+
+def test_first_line_of_a_library_message():
+    assert first_line(ValueError("bad footer\n\nHint: read the docs")) == "bad footer"
+    assert first_line(ValueError("")) == "ValueError"
+
+
 # --- bad input: a clear error, and no output -------------------------------------------------
 
 
@@ -189,12 +236,26 @@ def test_load_dataset_item_rows_must_cover_all_items(tmp_path):
         ("1 1 2 3\n2 4 5 6\n", {"1": [1], "2": [2], "3": [3], "4": [1], "6": [1]},
          r"Toy_item2attributes\.json: no attribute entry for item 5 of .*Toy\.txt"),
         ("1 1 2\n2 3\n", TOY_ATTRIBUTES, r"no users left: all 2 users have fewer than 3 items"),
+        # a minus is read as a number, to be refused as an id below 1 by name; a user id is an id too
+        ("1 1 -2 3\n", TOY_ATTRIBUTES, r"Toy\.txt:1: expected ids >= 1 \(0 is padding\), got -2"),
+        ("1 1 2 3\n0 1 2 3\n", TOY_ATTRIBUTES, r"Toy\.txt:2: expected ids >= 1 \(0 is padding\), got 0"),
+        # attribute 0 is padding, and true is no id (bool is an int in Python)
+        ("1 1 2 3\n", {"1": [0], "2": [2], "3": [3]},
+         r"item 1: expected a list of integer attribute ids in 1\.\.2147483647, got \[0\]"),
+        ("1 1 2 3\n", {"1": [True], "2": [2], "3": [3]},
+         r"item 1: expected a list of integer attribute ids .*, got \[True\]"),
+        ("1 1 2 3\n", " \n\n", r"Toy_item2attributes\.json: file is empty"),
     ],
 )
 def test_s3rec_bad_input(tmp_path, sequences, attributes, message):
     seq, attr = write_release(tmp_path, sequences, attributes)
     with pytest.raises(DataError, match=message):
         read_s3rec(seq, attr)
+
+
+def test_ids_separated_by_several_spaces_or_tabs_are_read_as_by_one(tmp_path):
+    seq, attr = write_release(tmp_path, "1  1 2\t\t3 4\n2 3 \t1 2\n", TOY_ATTRIBUTES)
+    assert [s.tolist() for s in read_s3rec(seq, attr).sequences] == [[1, 2, 3, 4], [3, 1, 2]]
 
 
 def test_missing_input_file(tmp_path):
@@ -247,6 +308,30 @@ def test_write_failure_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_prepared(prepared, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Toy.txt", "Toy_item2attributes.json"]
+
+
+def consistent() -> Prepared:
+    return Prepared(format="s3rec", user_ids=np.array([1, 2]), sequences=[np.array([1, 2, 3]), np.array([3, 1, 2])],
+                    item_attributes=[np.zeros(0, dtype=np.int32), np.array([1]), np.array([2]), np.array([1, 2])],
+                    num_attributes=2)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"user_ids": np.array([1, 1])}, r"s3rec: user ids are not unique"),
+    ({"sequences": [np.array([1, 2, 3]), np.array([0, 1, 2])]}, r"s3rec: item ids outside 1\.\.3"),
+    ({"sequences": [np.array([1, 2, 3]), np.array([4, 1, 2])]}, r"s3rec: item ids outside 1\.\.3"),
+    ({"num_attributes": 1}, r"s3rec: attribute ids outside 1\.\.1"),
+    ({"user_ids": np.zeros(0, dtype=np.int64), "sequences": []}, r"s3rec: the output would have no users"),
+])
+def test_write_prepared_refuses_an_inconsistent_data_set_before_writing(tmp_path, change, message):
+    """A reader bug is caught before it reaches disk, by name."""
+    write_prepared(consistent(), tmp_path / "good")  # the data set unchanged is written
+    prepared = consistent()
+    for key, value in change.items():
+        setattr(prepared, key, value)
+    with pytest.raises(DataError, match=message):
+        write_prepared(prepared, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_script_runs_from_repo_root(tmp_path):

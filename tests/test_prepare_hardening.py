@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from s3rec.authors_data import read_s3rec
+from s3rec.authors_data import check_attribute_range, read_s3rec
 from s3rec.data import DataError, load_dataset, write_prepared
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +106,80 @@ def test_a_foreign_file_with_an_output_name_is_not_taken_for_ours(tmp_path, rele
     before = snapshot(tmp_path)
     assert "('stats.json')" in refused(capsys, lambda: run(release, out))
     assert snapshot(tmp_path) == before
+
+
+def test_out_with_more_than_three_unrelated_entries_shows_three(tmp_path, release, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt", "d.txt"):
+        (out / name).write_text("mine")
+    message = refused(capsys, lambda: run(release, out))
+    assert f"{out}: holds 4 entries this tool did not write ('a.txt', 'b.txt', 'c.txt', ...)" in message
+
+
+def _foreign_lookalike(out: Path, kind: str) -> None:
+    """An entry named like one this tool writes, that it did not write."""
+    if kind == "stats.json without dropped":
+        (out / "stats.json").write_text('{"format": "s3rec"}')
+    elif kind == "parquet of other columns":
+        pl.DataFrame({"user_id": [1], "score": [0.5]}).write_parquet(out / "sequences.parquet")
+    elif kind == "file named like a staging folder":
+        (out / ".prepare_data.tmp-notes").write_text("mine")
+    else:  # a link to a previous output's stats.json elsewhere
+        elsewhere = out.parent / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "stats.json").write_text(json.dumps({"format": "s3rec", "dropped": {}}))
+        (out / "stats.json").symlink_to(elsewhere / "stats.json")
+
+
+@pytest.mark.parametrize("kind", ["stats.json without dropped", "parquet of other columns",
+                                  "file named like a staging folder", "symbolic link"])
+def test_an_entry_that_only_looks_like_ours_is_refused_and_untouched(tmp_path, release, capsys, kind):
+    out = tmp_path / "out"
+    out.mkdir()
+    _foreign_lookalike(out, kind)
+    before = snapshot(tmp_path)
+    assert "holds 1 entry this tool did not write" in refused(capsys, lambda: run(release, out))
+    assert snapshot(tmp_path) == before
+
+
+def test_force_refuses_a_folder_named_like_an_output_file(tmp_path, release, capsys):
+    out = tmp_path / "out"
+    (out / "sequences.parquet").mkdir(parents=True)
+    message = refused(capsys, lambda: run(release, out, "--force"))
+    assert f"{out / 'sequences.parquet'}: is not a file; expected a file this tool may replace" in message
+    assert sorted(p.name for p in out.iterdir()) == ["sequences.parquet"]
+
+
+def test_staging_folders_of_a_killed_run_are_removed(tmp_path, release):
+    out = tmp_path / "out"
+    run(release, out)
+    (out / ".prepare_data.tmp-killed").mkdir()
+    (out / ".prepare_data.tmp-killed" / "sequences.parquet").write_bytes(b"half")
+    run(release, out)
+    assert sorted(p.name for p in out.iterdir()) == OUTPUT
+
+
+def test_an_install_that_fails_half_way_leaves_no_stats_json(tmp_path, release, monkeypatch):
+    """A directory with a stats.json is complete: the old one is removed before the first file is
+    moved into place, and the new one is moved last."""
+    out = tmp_path / "out"
+    run(release, out)
+    release[0].write_text(SEQUENCES + "4 5 4 3\n")
+    prepared = read_s3rec(*release)
+    real_replace, moved = os.replace, []
+
+    def replace_once(source, target):
+        if moved:
+            raise OSError("disk full")
+        moved.append(Path(target).name)
+        real_replace(source, target)
+
+    monkeypatch.setattr("s3rec.data.os.replace", replace_once)
+    with pytest.raises(OSError, match="disk full"):
+        write_prepared(prepared, out)
+    assert moved == ["item_attributes.parquet"]
+    assert not (out / "stats.json").exists()
 
 
 def test_out_that_is_a_file_is_refused(tmp_path, release, capsys):
@@ -339,6 +413,12 @@ def test_a_carriage_return_inside_a_line_names_it_and_crlf_files_are_read(releas
         read_s3rec(seq, attr)
 
 
+def test_a_last_line_ending_in_a_carriage_return_is_read_as_one_ending_in_crlf(release):
+    seq, attr = release
+    seq.write_bytes(SEQUENCES.rstrip("\n").encode() + b"\r")
+    assert [s.tolist() for s in read_s3rec(seq, attr).sequences] == [[1, 2, 3, 4], [3, 1, 2], [2, 4, 1, 5]]
+
+
 def _good(seq: Path) -> Path:
     seq.write_text(SEQUENCES)
     return seq
@@ -387,6 +467,37 @@ def test_a_sparse_huge_attribute_id_is_refused_before_pretraining_allocates_it(r
         read_s3rec(seq, attr)
 
 
+def test_the_attribute_table_may_take_2_gib_and_counts_the_padding_and_mask_rows():
+    """The table is (items + 2) × A bytes: exactly 2 GiB passes, a byte more is refused."""
+    check_attribute_range("a.json", 2**29, 1, 2)  # 4 rows × 2**29
+    with pytest.raises(DataError, match=r"a\.json: attribute ids run up to 536,870,913 "):
+        check_attribute_range("a.json", 2**29 + 1, 1, 2)
+    with pytest.raises(DataError, match=r"table would take 2\.6 GiB"):  # 7 rows × 4e8; 5 rows would fit
+        check_attribute_range("a.json", 400_000_000, 5, 5)
+
+
+def test_stats_json_describes_the_lengths_and_the_items_without_attributes(tmp_path, release):
+    seq, attr = release
+    seq.write_text("1 1 2 3 4 5\n2 3 1 2\n3 2 4 1\n")  # lengths 5, 3, 3: the longest first
+    attr.write_text(json.dumps({**ATTRIBUTES, "3": []}))
+    stats = run(release, tmp_path / "out")
+    assert {k: stats[k] for k in ("users", "interactions", "avg_length", "min_length", "max_length",
+                                  "items_without_attributes")} == {
+        "users": 3, "interactions": 11, "avg_length": 3.6667, "min_length": 3, "max_length": 5,
+        "items_without_attributes": 1}
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["avg_length"] == 3.6667
+
+
+def test_a_boolean_attribute_count_in_stats_json_is_refused(tmp_path, release):
+    """true == 1 in Python: a stats.json saying `"attributes": true` over attributes all 1 passed."""
+    seq, attr = release
+    attr.write_text(json.dumps({str(item): [1] for item in range(1, 6)}))
+    stats = run(release, tmp_path / "out")
+    (tmp_path / "out" / "stats.json").write_text(json.dumps({**stats, "attributes": True}))
+    with pytest.raises(DataError, match=r"stats\.json: attributes: expected an integer >= 1 .*, got True"):
+        load_dataset(tmp_path / "out")
+
+
 def test_the_model_sizes_its_attributes_as_stats_json_declares(tmp_path, release):
     """Before, stats.json said A = the file's largest id (as the authors compute it) while the
     model took the largest id of the kept items: an authors' checkpoint sized to their A was refused."""
@@ -403,6 +514,7 @@ def test_the_model_sizes_its_attributes_as_stats_json_declares(tmp_path, release
 @pytest.mark.parametrize("edit, message", [
     (lambda f: f.head(0), r"sequences\.parquet: no rows; expected one row per user"),
     (lambda f: pl.concat([f, f.head(1)]), r"sequences\.parquet: user_id 1 has 2 rows; expected one row per user"),
+    (lambda f: pl.concat([f, f.head(2)]), r"sequences\.parquet: user_id 1 has 2 rows; expected one row per user"),
     (lambda f: f.with_columns(pl.when(pl.col("user_id") == 2).then(pl.col("items").list.head(2))
                               .otherwise(pl.col("items")).alias("items")),
      r"sequences\.parquet: user_id 2 has 2 items \(1 users below 3\); expected at least 3"),

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s3rec.data import DataError, leave_one_out, load_dataset
-from s3rec.synthetic import SyntheticSpec, generate
+from s3rec.config import SEED_MAX
+from s3rec.data import MAX_ID, DataError, leave_one_out, load_dataset
+from s3rec.synthetic import MAX_ITEMS, MIN_SEQUENCE, SyntheticSpec, _zipf_weights, generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import prepare_data  # noqa: E402
@@ -100,7 +101,8 @@ def test_attributes_are_informative(default_data):
 
 @pytest.mark.parametrize("spec", [SyntheticSpec(items=4), SyntheticSpec(users=0), SyntheticSpec(attributes=0),
                                   SyntheticSpec(p_successor=0.8, p_chain=0.5), SyntheticSpec(seed=-1),
-                                  SyntheticSpec(seed=2**32)])
+                                  SyntheticSpec(seed=2**32), SyntheticSpec(p_successor=-0.1, p_chain=0.5),
+                                  SyntheticSpec(items=MAX_ITEMS + 1)])
 def test_bad_spec(spec):
     with pytest.raises(DataError, match="synthetic: expected"):
         generate(spec)
@@ -113,6 +115,52 @@ def test_a_count_past_int32_is_refused_by_name(field):
     for value in (2**31, 6442450943, 10**19):
         with pytest.raises(DataError, match=rf"synthetic: expected 1 <= {field} <= 2147483647, got {value}$"):
             SyntheticSpec(**{field: value}).check()
+
+
+@pytest.mark.parametrize("spec", [SyntheticSpec(users=MAX_ID), SyntheticSpec(attributes=MAX_ID),
+                                  SyntheticSpec(seed=SEED_MAX), SyntheticSpec(items=MAX_ITEMS),
+                                  SyntheticSpec(p_successor=0.5, p_chain=0.5),
+                                  SyntheticSpec(p_successor=1.0, p_chain=0.0)])
+def test_the_largest_allowed_values_pass_the_check(spec):
+    spec.check()
+
+
+def test_sequences_start_from_popular_items_and_some_have_the_minimum_length(default_data):
+    """The walk's first item is drawn by popularity (Zipf: the top item has ~15% of the mass at 500
+    items, 0.2% drawn uniformly); lengths are 5 + a geometric draw from 0."""
+    prepared, _ = default_data
+    first = Counter(int(s[0]) for s in prepared.sequences)
+    assert first.most_common(1)[0][1] > 0.1 * len(prepared.sequences)
+    assert min(len(s) for s in prepared.sequences) == MIN_SEQUENCE
+
+
+def test_zipf_weights_follow_the_exponent():
+    weights = np.sort(_zipf_weights(np.random.default_rng(0), 4, 2.0))[::-1]
+    expected = np.array([1, 1 / 4, 1 / 9, 1 / 16])
+    np.testing.assert_allclose(weights, expected / expected.sum())
+
+
+def test_clusters_are_the_rounded_square_root_of_the_items_and_recorded():
+    assert generate(SyntheticSpec(users=5, items=120, attributes=5)).parameters["clusters"] == 11  # sqrt 10.95
+
+
+@pytest.mark.parametrize("keep, count", [(0.0, 1), (1.0, 3)])
+def test_an_item_has_its_clusters_attributes_kept_or_one_of_them(keep, count):
+    """Keep 0: one attribute of its cluster drawn for every item (none would leave it without);
+    keep 1: all three."""
+    prepared = generate(SyntheticSpec(users=5, items=30, attributes=12, attribute_keep=keep, noise_attribute=0.0))
+    assert all(len(a) == count for a in prepared.item_attributes[1:])
+
+
+def test_a_noise_attribute_may_be_the_largest_id():
+    """Drawn from 1..A: with A = 1 every item's noise attribute is 1 (a draw from 1..A-1 fails)."""
+    prepared = generate(SyntheticSpec(users=5, items=5, attributes=1, noise_attribute=1.0))
+    assert all(a.tolist() == [1] for a in prepared.item_attributes[1:])
+
+
+def test_more_successors_than_items_are_capped():
+    prepared = generate(SyntheticSpec(users=5, items=5, attributes=2, successors=10))
+    assert all(sorted(s.tolist()) == [1, 2, 3, 4, 5] for s in prepared.sequences)
 
 
 def test_tiny_spec_works():
