@@ -104,3 +104,39 @@ def test_dropout_zeroes_a_fraction_p_and_keeps_the_mean(seed):
     assert abs((y == 0).float().mean().item() - 0.3) < 0.01
     assert abs(y.mean().item() - 1.0) < 0.01
     assert torch.equal(dropout.eval()(x), x)
+
+
+def test_init_is_normal_at_init_std_with_zero_biases_and_unit_layer_norms(seed):
+    """The authors' init (init_weights): every linear and embedding weight N(0, init_std), every
+    bias 0, every LayerNorm weight 1 and bias 0. init_std 0.3, not the default 0.02, and far from
+    torch's own inits (N(0, 1) embeddings, linear weights of std about 0.1 or less here)."""
+    encoder = Encoder(ModelConfig(hidden_size=32, num_heads=2, max_len=12, init_std=0.3), NUM_ITEMS)
+    for name, module in encoder.named_modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+            assert module.weight.std().item() == pytest.approx(0.3, rel=0.1), name
+            assert abs(module.weight.mean().item()) < 0.05, name
+        if isinstance(module, torch.nn.Linear):
+            assert not module.bias.any(), name
+        if isinstance(module, torch.nn.LayerNorm):
+            assert (module.weight == 1).all() and not module.bias.any(), name
+
+
+def test_training_drops_once_at_each_of_the_authors_dropout_sites(seed):
+    """The input after its LayerNorm, the attention probabilities (on a CPU through the fast
+    Dropout, not SDPA's own), and each sublayer's output before its residual: every Dropout runs
+    once a training forward, at its own rate (attention_dropout for the probabilities)."""
+    cfg = ModelConfig(hidden_size=16, num_heads=2, max_len=12, hidden_dropout=0.1, attention_dropout=0.3)
+    encoder = Encoder(cfg, NUM_ITEMS).train()
+    seen: dict[str, list[torch.Tensor]] = {}  # each Dropout's inputs, by module name
+    for name, module in encoder.named_modules():
+        if isinstance(module, Dropout):
+            module.register_forward_hook(lambda _, args, __, name=name: seen.setdefault(name, []).append(args[0]))
+    encoder(left_pad([[1, 2, 3, 4], [5, 6]], 12), causal=True)
+    per_layer = ("attention.attention_dropout", "attention.dropout", "feed_forward.dropout")
+    sites = ["input_dropout"] + [f"layers.{i}.{site}" for i in range(2) for site in per_layer]
+    assert {name: len(inputs) for name, inputs in seen.items()} == dict.fromkeys(sites, 1)
+    rates = {name: module.p for name, module in encoder.named_modules() if isinstance(module, Dropout)}
+    assert rates == {name: 0.3 if name.endswith("attention_dropout") else 0.1 for name in sites}
+    (dropped,) = seen["input_dropout"]  # normalised first: mean 0, variance 1 along d (LayerNorm at init)
+    torch.testing.assert_close(dropped.mean(-1), torch.zeros(2, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(dropped.var(-1, unbiased=False), torch.ones(2, 4), atol=1e-4, rtol=0)

@@ -10,11 +10,12 @@ import torch
 
 from s3rec import files, runs, runtime
 from s3rec.config import ModelConfig
+from s3rec.cuda_graphs import NEXT_ITEM_INPUTS
 from s3rec.data import write_prepared
 from s3rec.encoder import Encoder
 from s3rec.batching import CHUNK_BOUNDS, bucketed_batches, chunk_bounds, length_chunks, training_batches
 from s3rec.finetuning import (TARGET_SLOTS, NextItemBatch, check_negatives_drawable, fixed_shape, fixed_shape_loss,
-                              iterate_batches, make_batch, sample_negatives, step_loss)
+                              iterate_batches, make_batch, sample_negatives, score_function, step_loss)
 from s3rec.pairs import contains, pair_keys
 from s3rec.synthetic import SyntheticSpec, generate
 
@@ -311,6 +312,57 @@ def test_fixed_shape_batches_keep_the_draws_and_shift_the_target_positions():
     assert len(batch.target_positions) == -(-n // 8) * 8 and batch.target_weights.sum() == n
     assert torch.equal(batch.targets.flatten()[batch.target_positions[:n]], step.targets.flatten()[step.target_positions])
     assert not batch.target_positions[n:].any() and not batch.target_weights[n:].any()
+
+
+def test_fixed_shape_slots_are_the_smallest_multiple_that_holds_the_targets():
+    """8 targets take 8 slots of 8 or of 4 (not another empty block: another shape, another CUDA
+    graph) and 10 slots of 5."""
+    train = [np.arange(1, 10)]  # inputs 1..8, targets 2..9
+    step = make_batch(np.array([0]), train, train, num_items=20, max_len=12, rng=np.random.default_rng(0))
+    assert len(step.target_positions) == 8
+    assert [len(fixed_shape(step, 12, slots).target_positions) for slots in (8, 4, 5, 3)] == [8, 8, 10, 9]
+
+
+def test_a_replayed_finetuning_step_reads_every_field_of_the_new_batch():
+    """A CUDA graph replays on the batch it was recorded with, GraphedSteps first copying the
+    fields named NEXT_ITEM_INPUTS of each new batch into it: every field fixed_shape_loss reads
+    must be named, or the replay reads the recorded batch's (here: its loss)."""
+    train = [np.arange(1, n + 1) for n in (3, 7, 12, 5, 10, 14)]
+    rng = np.random.default_rng(0)
+    recorded, new = (fixed_shape(make_batch(np.array(users), train, train, 20, 12, rng), 12)
+                     for users in ([0, 1, 2], [3, 4, 5]))
+    encoder = Encoder(ModelConfig(**SMALL_MODEL), 20).double().eval()
+    want = {loss: fixed_shape_loss(encoder, new, loss) for loss in ("bce", "ce")}
+    assert all(not torch.allclose(fixed_shape_loss(encoder, recorded, loss), want[loss]) for loss in want)
+    for name in NEXT_ITEM_INPUTS:
+        getattr(recorded, name).copy_(getattr(new, name))
+    for loss in want:
+        torch.testing.assert_close(fixed_shape_loss(encoder, recorded, loss), want[loss])
+
+
+def test_bucketed_steps_group_users_by_their_input_length_after_the_cut():
+    """Bucketing sorts users by the length of their inputs as cut to max_len: four users of 11
+    inputs and four cut to 12 (of 19) make two steps of four without a padding column; sorted by
+    lengths capped at max_len instead, the two kinds would tie and mix."""
+    train = [np.arange(1, 13)] * 4 + [np.arange(1, 21)] * 4
+    steps = list(iterate_batches(train, train, 30, 12, 4, np.random.default_rng(0), "bucketed"))
+    assert sorted(chunk.inputs.shape[1] for (chunk,) in steps) == [11, 12]
+    assert all((chunk.inputs > 0).all() for (chunk,) in steps)
+
+
+def test_scores_are_the_causal_state_after_the_history_against_each_item(seed):
+    """score_function: the last state computed causally, as finetuning trained it (bidirectional,
+    the lower layers' earlier states would see later items), against item embeddings 0..num_items:
+    column i scores item i. init_std 0.2: at the default init's near-uniform attention the two
+    differ by 1e-6, here by 0.2."""
+    encoder = Encoder(ModelConfig(**SMALL_MODEL, init_std=0.2), 20).double().eval()
+    scores = score_function(encoder, torch.device("cpu"))([np.array([3, 1, 4, 1, 5]), np.array([9, 2])])
+    inputs = torch.tensor([[3, 1, 4, 1, 5], [0, 0, 0, 9, 2]])
+    with torch.no_grad():
+        want = {causal: (encoder(inputs, causal)[:, -1] @ encoder.item_embeddings.weight[:21].T).float()
+                for causal in (True, False)}
+    assert scores.shape == (2, 21) and not torch.allclose(want[True], want[False], atol=0.01)
+    torch.testing.assert_close(scores, want[True])
 
 
 def test_interrupted_run_resumes_to_the_same_metrics(tiny_data, tmp_path):

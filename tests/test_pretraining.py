@@ -455,6 +455,17 @@ def test_grid_losses_and_gradients_are_the_gathered_ones(instances, pair_loss, r
         torch.testing.assert_close(p.grad, w, rtol=1e-8, atol=1e-12, msg=name)
 
 
+def test_the_heads_and_attribute_embeddings_start_at_init_std(seed):
+    """model.init_std reaches every head and the attribute embeddings (0.3 here, not the default
+    0.02): dense weights and low-rank products U V^T of std init_std, zero biases."""
+    model = PretrainModel(make_cfg(rank=4, hidden_size=32, init_std=0.3), NUM_ITEMS, NUM_ATTRIBUTES)
+    assert model.attribute_embeddings.weight.std().item() == pytest.approx(0.3, rel=0.1)
+    assert {name for name, head in model.heads.items() if hasattr(head, "U")} == {"aap", "map"}
+    for name, head in model.heads.items():
+        assert head.effective_weight().std().item() == pytest.approx(0.3, rel=0.25), name
+        assert not head.bias.any(), name
+
+
 def test_same_seed_same_batches_and_losses(instances):
     def run(seed):
         batches = epoch(instances, seed)

@@ -5,6 +5,7 @@ seeds 0 and 1 ends where each seed's own run ends when both draw the same batche
 deterministic and resumable; and it refuses what it cannot do, by name."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 
@@ -296,3 +297,105 @@ def test_a_diverged_stacked_pretraining_stops_naming_its_loss_column(tiny_data, 
                                       "--settings", json.dumps(settings)])
     assert stop.value.code == 2 and "training seed0_loss nan: the run diverged (learning rate 1e+30)" in caplog.text
     assert not (tmp_path / "a" / "pretrain.pt").exists()
+
+
+def tiny_stacked_batch(count: int, size: int, length: int, items: int) -> stacked.StackedBatch:
+    """`count` runs' batches of random ids, the first third of each row padding."""
+    def ids(top):
+        x = torch.randint(1, top + 1, (count, size, length))
+        x[:, :, : length // 3] = 0
+        return x
+
+    return stacked.StackedBatch(items=ids(items), masked_items=ids(items + 1), negative_items=ids(items),
+                                masked_segments=ids(items + 1), pos_segments=ids(items + 1),
+                                neg_segments=ids(items + 1))
+
+
+def test_each_stacked_run_draws_its_own_dropout():
+    """vmap's randomness "different": two copies of one model on one batch, dropout on, lose
+    different amounts (other masks of the same distribution), in eval exactly the same."""
+    torch.manual_seed(0)
+    cfg = RunConfig.from_dict({"model": {**SETTINGS["model"], "rank": None}, "pretrain": {"preset": "paper"}})
+    model = PretrainModel(cfg, 40, 9)
+    runs_ = stacked.StackedRuns([model, copy.deepcopy(model)], (torch.rand(42, 9) < 0.3).float())
+    one = tiny_stacked_batch(1, 6, 12, 40)
+    batch = stacked.StackedBatch(**{name: t.expand(2, -1, -1) for name, t in one.fields().items()})
+    trained = runs_.losses(batch)["per_run"]
+    assert (trained[:, 0] != trained[:, 1]).all()
+    evaluated = runs_.eval().losses(batch)["per_run"]
+    assert torch.equal(evaluated[:, 0], evaluated[:, 1])
+
+
+def test_stacked_runs_refuse_a_model_with_buffers():
+    """Only parameters are stacked: a buffer would be left behind, each run reading the template's."""
+    cfg = RunConfig.from_dict({"model": {**SETTINGS["model"], "rank": None}})
+    models = [PretrainModel(cfg, 40, 9) for _ in range(2)]
+    for model in models:
+        model.register_buffer("counts", torch.zeros(3))
+    with pytest.raises(ValueError, match=r"stacks parameters only; the model has buffers \['counts'\]"):
+        stacked.StackedRuns(models, torch.zeros(42, 9))
+
+
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("DefaultCPUAllocator: not enough memory (a rehearsal)"),  # a CPU's: no "CUDA" in it
+    RuntimeError("CUDA error: an illegal memory access was encountered (a rehearsal)"),
+])
+def test_a_device_fault_in_the_probe_is_no_missing_vmap_rule(stacked_and_batch, caplog, error):
+    """Out of memory on any device, and a CUDA fault, are passed on: the attention is not spelled out."""
+    runs_, batch = stacked_and_batch
+
+    def fault(*args):
+        raise error
+
+    for module in runs_.template.modules():
+        if isinstance(module, SelfAttention):
+            module.attend = fault
+    with pytest.raises(type(error), match="a rehearsal"):
+        runs_.prepare(batch)
+    assert not runs_.attention_spelled_out and "failed under vmap" not in caplog.text
+
+
+def test_stacked_pretraining_refuses_a_seed_twice(tiny_data, tmp_path):
+    cfg = runs.resolve_config(SETTINGS, "r4", 0, device="cpu")
+    with pytest.raises(ValueError, match="as many distinct seeds as distinct out dirs"):
+        stacked.pretrain_stacked(tiny_data, [tmp_path / "a", tmp_path / "b"], cfg, "r4", [0, 0])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_seeds_row_is_its_own_losses_and_its_share_of_the_groups_counts_and_seconds():
+    row = {"epoch": 3, "instances": 300, "seconds": 6.0, "cpu_seconds": 9.0,
+           **{f"seed{seed}_{name}": seed + i / 10 for seed in (4, 7) for i, name in enumerate(stacked.LOSSES)}}
+    assert stacked.run_row(row, 7, 3) == {"epoch": 3, "loss": 7.0, "aap": 7.1, "mip": 7.2, "map": 7.3, "sp": 7.4,
+                                          "instances": 100, "cpu_seconds": 3.0, "seconds": 2.0,
+                                          "instances_per_s": 50.0}
+
+
+def test_each_seed_of_a_group_keeps_its_own_instance_count_and_segment_loss_history(tiny_data, tmp_path,
+                                                                                     monkeypatch, caplog):
+    """One epoch of seeds 0 and 1: each seed's row counts the instances a lone run counts (the
+    group's row both seeds'), the SP stall check sees each seed's own SP losses in a history of
+    its own, Adam gets pretrain.lr and weight_decay, and on a CPU the batches are drawn in process."""
+    seen, optimizers = [], []
+
+    def stall_check(history, sp, pair_loss):
+        history.append(sp)
+        seen.append(list(history))
+
+    def recorded_adam(parameters, **settings):
+        optimizers.append(settings)
+        return adam(parameters, **settings)
+
+    monkeypatch.setattr(stacked, "warn_if_segment_head_stalled", stall_check)
+    monkeypatch.setattr(stacked, "adam", recorded_adam)
+    settings = {**SETTINGS, "pretrain": {**SETTINGS["pretrain"], "epochs": 1, "lr": 0.002, "weight_decay": 0.01}}
+    with caplog.at_level(logging.INFO, logger="s3rec"):
+        stacked.pretrain_stacked(tiny_data, [tmp_path / "a", tmp_path / "b"],
+                                 runs.resolve_config(settings, "r4", 0, device="cpu"), "r4", [0, 1])
+    dataset = load_dataset(tiny_data)
+    count = len(split_instances(dataset, leave_one_out(dataset.sequences), max_len=12))
+    rows = [pl.read_csv(tmp_path / seed / "pretrain_history.csv").row(0, named=True) for seed in ("a", "b")]
+    assert [row["instances"] for row in rows] == [count, count]
+    assert pl.read_csv(tmp_path / "a" / stacked.GROUP_HISTORY)["instances"].to_list() == [2 * count]
+    assert seen == [[pytest.approx(rows[0]["sp"])], [pytest.approx(rows[1]["sp"])]] and rows[0]["sp"] != rows[1]["sp"]
+    assert optimizers == [{"lr": 0.002, "weight_decay": 0.01}]
+    assert "each seed's batches drawn in this process" in caplog.text
