@@ -262,6 +262,15 @@ def test_a_history_without_a_metric_column_the_others_hold_is_refused(tmp_path):
         report.load_histories([other, pretraining])
 
 
+def test_pretraining_and_finetuning_histories_read_together_are_each_held_to_their_own_kind(tmp_path):
+    """A pretraining history has no valid_* column and a finetuning history no task column: read
+    together, each is compared with the histories of its own kind only (else both were refused)."""
+    finetuning = history(tmp_path, "none", 0, FINETUNE_HEADER + "\n" + finetune_rows())
+    pretraining = history(tmp_path, "seed-r8", 0, "epoch,loss,aap,mip,map,sp\n1,3.0,1.0,1.0,1.0,0.7\n", loss=None)
+    frame = report.load_histories([pretraining, finetuning])
+    assert frame.select("pretraining", "loss").rows() == [("none", "bce")] * 3 + [("seed-r8", None)]
+
+
 def test_histories_may_differ_in_timing_columns_and_valid_auc(tmp_path):
     """Legitimately absent: timing columns in older runs; valid_AUC, recorded only when early stopping
     used the sampled protocol. Types are those polars infers, as before."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from s3rec import labels, plots, spectra
+from s3rec import labels, plots, report, spectra
 from scripts_import import load_script
 
 plot_report = load_script("plot_report")
@@ -242,7 +244,7 @@ def test_accuracy_vs_rank_legend_names_only_what_is_drawn(study, tmp_path):
     seed0 = [m for m in metrics if "seed1" not in Path(m).parts]
     fig, _ = plot_report.accuracy_vs_rank([header_only, *seed0], SETTINGS)
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "points: 1 seed (no bar)" in legend and not any("paired interval" in t for t in legend), legend
+    assert "points: 1 seed (no bar)" in legend and not any("exclude 0" in t for t in legend), legend
 
 
 def test_legends_say_the_range_of_seeds_when_means_rest_on_different_numbers(study):
@@ -335,6 +337,9 @@ def test_finetune_validation_draws_what_each_loss_stopped_on_and_its_own_cap(tmp
     assert max(bce.lines[0].get_ydata()) == pytest.approx(0.2) and max(ce.lines[0].get_ydata()) == pytest.approx(0.5)
     dashed = [[line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--"] for ax in (bce, ce)]
     assert dashed == [[20], [30]]
+    # each run's best epoch (5) is a dot on its curve: NDCG@20 0.1 + 4 · 0.1 / 7 at epoch 5
+    assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in bce.lines if line.get_marker() == "o"] == \
+        [(5, pytest.approx(0.1 + 0.4 / 7))] * len(SEEDS)
     assert "the validation metric early stopping followed" in fig.get_suptitle()
     assert "bce: NDCG@20 (full); ce: MRR (sampled)" in drawn
 
@@ -370,11 +375,155 @@ def test_palette_keeps_a_preset_family_and_fixed_reference_colours():
     assert blue[2] > blue[0] and orange[0] > orange[2]  # seed blue, paper orange
     # a preset keeps its colour whichever other presets are drawn beside it
     assert plots.pretraining_palette(["paper-full"])["paper-full"] == orange
+    # other presets take the families after seed's and paper's alphabetically, in whatever order given
+    assert plots.preset_color("zeta", ["zeta", "alpha"]) == plots.preset_color("zeta", ["alpha", "zeta"])
     # ranks run light to dark below full, and even the lightest of four shows on white (the
     # palest was near-white: 0.78, 0.86, 0.94)
     four = plots.pretraining_palette(["seed-r4", "seed-r8", "seed-r16", "seed-r32", "seed-full"])
     brightness = [sum(four[label]) / 3 for label in ("seed-r4", "seed-r8", "seed-r16", "seed-r32", "seed-full")]
     assert brightness == sorted(brightness, reverse=True) and brightness[0] < 0.8
+
+
+# ---------------------------------------------------------------- what is drawn, number by number
+
+
+def errorbars(ax):
+    """(x, y, half the bar's length) of every point of the errorbars of `ax`, in drawing order;
+    None for the length of a point drawn without a bar."""
+    points = []
+    for container in ax.containers:
+        line, _, bars = container.lines
+        segments = bars[0].get_segments() if bars else [None] * len(line.get_xdata())
+        points += [(float(x), float(y), None if s is None else float(s[1][1] - s[0][1]) / 2)
+                   for x, y, s in zip(line.get_xdata(), line.get_ydata(), segments)]
+    return points
+
+
+SMALL_STD = 0.003 / math.sqrt(2)  # the small study's runs differ by 0.003 between seeds 0 and 1
+
+
+def test_accuracy_vs_rank_draws_each_ranks_mean_and_std_and_stars_where_both_intervals_exclude_zero(small_study):
+    """The small study's NDCG@10 (full ranking) is 0.05 + 0.01 i + 0.003 seed for its i-th label
+    (none, seed-full, seed-r2, seed-r4): means over seeds 0 and 1 0.0515 + 0.01 i, std 0.003 / √2;
+    sampled is 0.1 more. full stands at r = d = 8 on a log axis, none is a line at its mean. A star
+    needs the bootstrap and the t interval (at the table's 90 %) to exclude 0, in its own protocol."""
+    _, inputs = small_study
+    runs = report.load_runs(inputs["params_vs_accuracy"])
+    intervals = {("full", "seed-r2"): (-0.02, -0.01, -0.03, -0.005),  # both exclude 0: a star
+                 ("full", "seed-r4"): (0.01, 0.02, -0.01, 0.03),  # the t interval holds 0: no star
+                 ("sampled", "seed-r2"): (-0.01, 0.01, -0.02, 0.02),
+                 ("sampled", "seed-r4"): (0.01, 0.02, 0.005, 0.03)}
+    differences = pl.DataFrame([{"loss": "bce", "protocol": protocol, "pretraining": label, "reference": "seed-full",
+                                 "ci_low": low, "ci_high": high, "seeds_ci_low": seeds_low,
+                                 "seeds_ci_high": seeds_high, "confidence": 0.9}
+                                for (protocol, label), (low, high, seeds_low, seeds_high) in intervals.items()])
+    fig = plots.accuracy_vs_rank(differences, runs, "NDCG@10", "test", ["full", "sampled"])
+    for ax, shift, star in zip(panels(fig), (0.0, 0.1), ((2, 0.0715 + SMALL_STD), (4, 0.1815 + SMALL_STD))):
+        np.testing.assert_allclose(errorbars(ax), [(2, 0.0715 + shift, SMALL_STD), (4, 0.0815 + shift, SMALL_STD),
+                                                   (8, 0.0615 + shift, SMALL_STD)])
+        [none] = [line.get_ydata()[0] for line in ax.lines if list(line.get_xdata()) == [0, 1]]  # axhline
+        assert none == pytest.approx(0.0515 + shift)
+        assert [t.xy for t in ax.texts if t.get_text() == "*"] == [pytest.approx(star)]
+        assert ax.get_xscale() == "log" and ax.get_ylabel() == "NDCG@10 (test; 0–1)"
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "90% intervals vs the preset's full (bootstrap, t over seeds) exclude 0" in legend
+
+
+def test_mean_std_of_three_seeds_and_of_one():
+    """Values 0.1, 0.2, 0.6 (median 0.2): mean 0.3, std sqrt((0.04 + 0.01 + 0.09) / 2); one seed: std 0."""
+    values = pl.DataFrame({"pretraining": ["seed-full"] * 3 + ["none"], "preset": ["seed"] * 3 + [None],
+                           "variant": ["full"] * 3 + ["none"], "heads_params": [256] * 3 + [0],
+                           "seed": [0, 1, 2, 0], "value": [0.1, 0.2, 0.6, 0.4]})
+    summary = plots._mean_std(values)
+    assert summary.select("pretraining", "n").rows() == [("none", 1), ("seed-full", 3)]
+    assert summary["mean"].to_list() == pytest.approx([0.4, 0.3]) and summary["std"].to_list() == pytest.approx(
+        [0.0, math.sqrt(0.07)])
+
+
+def test_params_vs_accuracy_places_each_run_at_its_head_count_with_its_bar(small_study):
+    """Head parameters of the small study (d = 8): none 0, seed-r2 2·(2·8·2) + 2·8² = 192, seed-full
+    and seed-r4 256, set apart by ± 0.025 of the span of 256 (6.4), each label on its outer side."""
+    _, inputs = small_study
+    fig = plots.params_vs_accuracy(report.load_runs(inputs["params_vs_accuracy"]), "NDCG@10", "test", ["full"])
+    [ax] = panels(fig)
+    assert {t.get_text(): (pytest.approx(t.xy[0]), t.get_ha()) for t in ax.texts} == {
+        "none": (0, "center"), "r2": (192, "center"), "full": (249.6, "right"), "r4": (262.4, "left")}
+    np.testing.assert_allclose(errorbars(ax), [(0, 0.0515, SMALL_STD), (249.6, 0.0615, SMALL_STD),
+                                               (192, 0.0715, SMALL_STD), (262.4, 0.0815, SMALL_STD)])
+
+
+def test_pretrain_losses_scales_each_row_to_its_presets_epochs_after_the_first():
+    """Epoch 1 (10 above the rest) is marked off the scale, which the row's own preset sets from
+    epochs 2-4: seed's 1.2 to 1.51 (seed-full 1 + 0.1 epoch + 0.01 seed, seed-r4 0.1 more), padded
+    by 8 % of the span; paper's 6.2 to 6.41. Two seeds: a band around each line. seed's variants
+    used other weights: the title says so, its panels name none; paper's one weight is named."""
+    tasks = list(plots.TASK_TITLES)
+    base = {"seed-full": 1.0, "seed-r4": 1.1, "paper-full": 6.0}
+    history = pl.DataFrame([{"pretraining": label, "preset": label.split("-")[0], "seed": seed, "epoch": epoch,
+                             **{task: base[label] + (10.0 if epoch == 1 else 0.1 * epoch) + 0.01 * seed
+                                for task in tasks}}
+                            for label in base for seed in (0, 1) for epoch in (1, 2, 3, 4)])
+    weights = {"seed-full": {"aap": 1.0}, "seed-r4": {"aap": 0.5}, "paper-full": {"aap": 0.2}}
+    fig = plots.pretrain_losses(history, weights)
+    drawn = panels(fig)
+    for row, (low, high), first, bands in ((drawn[:5], (1.2, 1.51), "11.1", 2), (drawn[5:], (6.2, 6.41), "16", 1)):
+        pad = 0.08 * (high - low)
+        for ax in row:
+            assert ax.get_ylim() == pytest.approx((low - pad, high + pad))
+            assert [t.get_text() for t in ax.texts] == [f"epoch 1: {first} (off scale) ↑"]
+            assert len(ax.collections) == bands
+    assert [drawn[1].get_title(), drawn[6].get_title()] == ["seed: AAP: item → attributes",
+                                                            "paper: AAP: item → attributes (weight 0.2)"]
+    assert fig.get_suptitle().endswith("\ntask weights differ within a preset: seed-full: aap 1; seed-r4: aap 0.5")
+
+
+def test_head_spectra_draws_normalised_singular_values_and_cumulative_energy():
+    """σ = 2, 1 (seed-full, seeds 0 and 1) and 4, 1 (the authors' one checkpoint): σᵢ / σ₁ 1, 0.5 and
+    1, 0.25 on a log axis; energy 4/5, 1 and 16/17, 1; the rank 1 a dotted vertical in both. The
+    authors' checkpoint widens no seed count."""
+    frame = pl.DataFrame([{"pretraining": label, "seed": seed, "head": "aap", "index": i + 1, "value": value}
+                          for label, seeds, values in (("seed-full", (0, 1), (2.0, 1.0)), ("authors", (None,), (4.0, 1.0)))
+                          for seed in seeds for i, value in enumerate(values)])
+    fig = plots.head_spectra(frame, ranks=(1,))
+    top, bottom = fig.axes
+    for ax, expected in ((top, ([1, 0.5], [1, 0.25])), (bottom, ([0.8, 1], [16 / 17, 1]))):
+        assert [list(line.get_ydata()) for line in ax.lines[:2]] == [pytest.approx(e) for e in expected]
+        assert [list(line.get_xdata()) for line in ax.lines if line.get_linestyle() == ":"] == [[1, 1]]
+    assert (top.get_yscale(), bottom.get_yscale()) == ("log", "linear")
+    assert fig.legends[0].get_texts()[-1].get_text() == "lines: mean over 2 seeds, bands: ± 1 std"
+
+
+def test_data_distributions_writes_the_numbers_of_its_panels():
+    """Lengths 2 (60 users), 3 (30) and 50 (10): median 2, mean 7.1, none past the 99th percentile
+    (50). Items counted 10, 5, 5 and seven never: a rank-frequency line of the three seen; the top
+    20 % (2 items) hold 15 of the 20 interactions."""
+    lengths = np.array([2] * 60 + [3] * 30 + [50] * 10)
+    fig = plots.data_distributions(lengths, np.array([0, 5, 10, 0, 5, 0, 0, 0, 0, 0]), np.array([1, 2, 2, 3]), "toy")
+    lengths_ax, items_ax, attributes_ax = fig.axes
+    assert lengths_ax.get_title() == "100 users, mean length 7.1"
+    assert [t.get_text() for t in lengths_ax.texts] == [" median 2"]
+    assert items_ax.get_title() == "10 items, 20 interactions; top 20% items: 75%"
+    assert [list(items_ax.lines[0].get_xdata()), list(items_ax.lines[0].get_ydata())] == [[1, 2, 3], [10, 5, 5]]
+    assert attributes_ax.get_title() == "mean 2.00 attributes per item" and fig.get_suptitle() == "data set: toy"
+
+
+def test_save_figure_fits_the_page_to_what_is_drawn(tmp_path):
+    """bbox "tight": a 4 × 3 inch figure holding one small text saves far smaller than 600 × 450 px."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(4, 3))
+    fig.text(0.5, 0.5, "x")
+    plots.save_figure(fig, tmp_path / "a.png")
+    width, height = struct.unpack(">II", (tmp_path / "a.png").read_bytes()[16:24])  # the PNG's IHDR
+    assert width < 100 and height < 100
+
+
+def test_full_stands_at_the_recorded_d_or_at_twice_the_largest_rank():
+    """d where the runs recorded it; else (older runs) twice the largest rank, so that full never
+    shares the largest rank's place on the axis."""
+    assert plots._hidden_size(pl.DataFrame({"hidden_size": [64, None]}), [8, 16]) == 64
+    assert plots._hidden_size(pl.DataFrame({"hidden_size": [None]}, schema={"hidden_size": pl.Int64}), [8, 16]) == 32
+    assert plots._hidden_size(pl.DataFrame({"value": [0.1]}), [2, 4]) == 8
 
 
 # ---------------------------------------------------------------- bad input

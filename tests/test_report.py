@@ -72,6 +72,28 @@ def test_summarize_gives_mean_and_std_over_seeds(runs_on_disk):
     assert popularity["loss"] is None and popularity["preset"] is None
 
 
+def test_summarize_takes_the_mean_of_three_seeds_and_says_what_not_every_seed_recorded(tmp_path):
+    """NDCG 0.1, 0.2, 0.6 (median 0.2): mean 0.3, std sqrt((0.04 + 0.01 + 0.09) / 2); best epochs
+    10, 20, 60 and epochs run 15, 25, 65: means 30 and 35. CPU time of seeds 0 and 1 only: not a
+    mean of two called one of three, but not recorded."""
+    ranks = np.arange(1, 21)
+    config = {"model": {"hidden_size": 64}, "finetune": {"loss": "bce", "epochs": 100, "patience": 5},
+              "pretrain": {"preset": "seed"}}
+    cpu = {"pretrain": 400.0, "finetune": 60.0}
+    paths = [write_run(tmp_path, "seed-full", seed, "bce", ndcg, ranks, config=config, best_epoch=best,
+                       epochs_run=best + 5, early_stopped=True, **({"cpu_seconds": cpu} if seed < 2 else {}),
+                       execution={"device": device, "threads": 1})
+             for seed, ndcg, best, device in ((0, 0.1, 10, "cuda"), (1, 0.2, 20, "cpu"), (2, 0.6, 60, "cuda"))]
+    summary = report.summarize(report.load_runs(paths))
+    row = summary.filter((pl.col("protocol") == "full") & (pl.col("metric") == "NDCG@10")).row(0, named=True)
+    assert row["mean"] == pytest.approx(0.3) and row["std"] == pytest.approx(math.sqrt(0.07))
+    assert (row["best_epoch"], row["epochs_run"], row["seeds"]) == (pytest.approx(30.0), pytest.approx(35.0), 3)
+    assert row["pretrain_cpu_seconds"] is None and row["cpu_seconds"] is None and row["devices"] == "cpu cuda"
+    table = report.results_table(summary, metrics=["NDCG@10"], protocols=["full"], digits=2)
+    assert table.row(0, named=True)["NDCG@10 (full ranking)"] == "0.30 ± 0.26"
+    assert table.row(0, named=True)[report.CPU_COLUMN] == "–"
+
+
 def test_results_table_orders_rows_and_formats_cells(runs_on_disk):
     summary = report.summarize(report.load_runs(runs_on_disk))
     table = report.results_table(summary, metrics=["NDCG@10"], protocols=["full", "sampled"])
@@ -124,6 +146,10 @@ def test_stopping_read_or_derived():
     assert report.stopping({**base, "epochs_run": 150, "best_epoch": 140})["hit_cap"] is False
     assert report.stopping({**base, "epochs_run": 64, "best_epoch": 54})["hit_cap"] is False
     assert report.stopping({"variant": "popularity", "epochs_run": 0, "best_epoch": 0})["hit_cap"] is None
+    # no epochs recorded (none or 0): how it ended is unknown, whatever else the file says
+    for epochs_run in (None, 0):
+        unknown = report.stopping({**base, "epochs_run": epochs_run, "best_epoch": 5, "early_stopped": True})
+        assert (unknown["epochs_run"], unknown["early_stopped"], unknown["hit_cap"]) == (None, None, None)
 
 
 def test_capped_runs_are_marked_and_cpu_time_reported(tmp_path):
@@ -160,6 +186,20 @@ def test_capped_runs_are_marked_and_cpu_time_reported(tmp_path):
     # authors is a reference: seed-full is compared with it, never the other way round
     table = differences.difference_table(report.load_ranks(paths), metric="NDCG@10", protocols=["full"], samples=100)
     assert table.select("pretraining", "reference").rows() == [("seed-full", "none"), ("seed-full", "authors")]
+
+
+def test_the_cap_note_names_the_capped_seeds_and_the_cap_they_hit(tmp_path):
+    """none with bce ran into its cap of 20 epochs on seeds 0 and 1; ce, capped at 30, stopped
+    early: the note says 20 epochs (not ce's 30) and "seeds 0 1"."""
+    ranks = np.arange(1, 21)
+    paths = []
+    for loss, cap, capped in (("bce", 20, True), ("ce", 30, False)):
+        config = {"model": {"hidden_size": 64}, "finetune": {"loss": loss, "epochs": cap, "patience": 3}}
+        paths += [write_run(tmp_path, "none", seed, loss, 0.2, ranks, config=config, early_stopped=not capped,
+                            epochs_run=cap if capped else 12, best_epoch=cap - 1 if capped else 9) for seed in (0, 1)]
+    [note] = report.results_notes(report.summarize(report.load_runs(paths)))
+    assert note.startswith("† Finetuning ended at the epoch cap (20 epochs), not by early stopping, in: "
+                           "none with bce (seeds 0 1: 2 of 2 runs).")
 
 
 # ---------------------------------------------------------------- labels, order, paths
@@ -337,6 +377,15 @@ def test_format_mean_std():
     assert report.format_mean_std(0.123456, 0.01) == "0.1235 ± 0.0100"
     assert report.format_mean_std(0.5, None) == "0.5000"
     assert report.format_mean_std(None, None) == "–"
+    assert report.format_mean_std(0.5, math.nan) == "0.5000"  # as a CSV's empty std reads back
+    assert report.format_mean_std(math.nan, 0.1) == "–"
+    assert report.format_mean_std(0.123456, 0.01, digits=2) == "0.12 ± 0.01"
+
+
+def test_format_seconds_and_counts():
+    assert [report.format_seconds(s) for s in (0.04, 9.5, 10, 1234.4, None, math.nan)] == [
+        "0.0", "9.5", "10", "1,234", "–", "–"]
+    assert [report.format_count(c) for c in (0, 4096, None)] == ["0", "4,096", "–"]
 
 
 def test_per_user_metric_golden_values():
@@ -450,6 +499,17 @@ def test_markdown_and_latex_rendering():
         assert command in latex
     assert r"0.25 $\pm$ 0.01" in latex and r"full\_dense" in latex and r"50\%" in latex
     assert r"\caption{toy\_data}" in latex
+
+
+def test_rendering_aligns_label_columns_left_and_escapes_cells():
+    """Finetuning and Pretraining name a row: left-aligned like the first column. A `|` in a
+    Markdown cell, `&` and the "–" of a cell not recorded in LaTeX would break the table."""
+    table = pl.DataFrame({"Seeds": ["2"], "Finetuning": ["bce"], "Pretraining": ["a|b"], "Cost": ["– & more"]})
+    markdown = report.to_markdown(table).splitlines()
+    assert markdown[1] == "|:---|:---|:---|---:|"
+    assert markdown[2] == "| 2 | bce | a\\|b | – & more |"
+    latex = report.to_latex(table)
+    assert r"\begin{tabular}{lllr}" in latex and r" & -- \& more \\" in latex
 
 
 def test_head_spectrum_dense_and_low_rank():
