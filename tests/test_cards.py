@@ -82,6 +82,12 @@ def test_cuda_any_claims_a_card_and_makes_it_current(monkeypatch):
         runtime.choose_device("cuda:1")
 
 
+def test_auto_is_cuda_where_cuda_is_and_the_cpu_elsewhere(monkeypatch):
+    for available, device in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+        assert runtime.choose_device("auto") == torch.device(device)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cuda_any_without_cuda_is_an_error():
     with pytest.raises(RuntimeError, match="'cuda:any' requested but CUDA is not available"):

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from s3rec.config import PRESETS, RunConfig, parse_variant
+from s3rec.config import (PRESETS, SEED_MAX, ModelConfig, PretrainConfig, RunConfig, architecture_differences, is_seed,
+                          parse_variant)
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -32,6 +33,13 @@ from s3rec.config import PRESETS, RunConfig, parse_variant
     ({"eval": {"history_score": 0.0, "exclude_history": False}}, "eval.history_score 0.0: expected a finite number"),
     ({"eval": {"history_score": float("nan")}}, "eval.history_score nan: expected a finite number"),
     ({"eval": {"history_score": "0"}}, "'eval.history_score': expected a number or null"),
+    # null only where the annotation takes it: before this case, a null epochs failed in check_ranges
+    # as a TypeError (None >= 1), a null device as a TypeError in the device pattern
+    ({"finetune": {"epochs": None}}, "'finetune.epochs': expected an integer, got None (NoneType)"),
+    ({"device": None}, "'device': expected a string, got None (NoneType)"),
+    # a name the workflow's schema never checks: finetune.loss is a study axis there
+    ({"finetune": {"loss": "mse"}}, "finetune.loss: expected bce or ce, got 'mse'"),
+    ({"model": {"low_rank_heads": ["aap", "nsp"]}}, "model.low_rank_heads: unknown head 'nsp'"),
 ])
 def test_a_value_of_the_wrong_type_is_an_error_naming_key_value_and_type(settings, message):
     with pytest.raises(ValueError) as error:
@@ -101,3 +109,48 @@ def test_a_settings_key_given_twice_is_refused():
     with pytest.raises(argparse.ArgumentTypeError, match="key 'finetune' given twice"):
         cli.json_object('{"finetune": {"epochs": 1}, "finetune": {"lr": 0.1}}')
     assert cli.json_object('{"finetune": {"epochs": 1}, "pretrain": {"epochs": 1}}')["pretrain"] == {"epochs": 1}
+
+
+def test_a_seed_is_an_integer_from_0_to_seed_max_and_never_a_bool():
+    assert SEED_MAX == 4294967295
+    assert is_seed(0) and is_seed(4294967295)
+    assert not any(is_seed(value) for value in (-1, 4294967296, True, False, 1.0, "1", None))
+
+
+def test_an_encoder_pretrained_with_other_attention_heads_is_an_architecture_difference():
+    """num_heads changes no weight's shape: only the recorded settings tell (ARCHITECTURE)."""
+    saved = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "max_len": 50, "hidden_dropout": 0.1}
+    assert architecture_differences(saved, ModelConfig()) == ["num_heads 4 there, 2 here"]  # dropout: not architecture
+    assert architecture_differences({"hidden_size": 64}, ModelConfig()) == []
+    assert architecture_differences(None, ModelConfig()) == []
+
+
+@pytest.mark.parametrize("section", [5, "epochs"])
+def test_a_section_that_is_no_mapping_is_an_error_naming_it(section):
+    """Before the check, 5 was a TypeError (set(5)) and "epochs" an unknown key 'c' (its letters)."""
+    with pytest.raises(ValueError, match=re.escape(f"config key 'finetune': expected a mapping, got {section!r}")):
+        RunConfig.from_dict({"finetune": section})
+
+
+def test_lists_read_from_json_are_the_tuples_a_config_built_in_python_holds():
+    """A list is never equal to the tuple: a config read from --settings compared unequal to the
+    same config built in Python."""
+    cfg = RunConfig.from_dict({"model": {"low_rank_heads": ["mip"]}, "eval": {"protocols": ["full"]}})
+    assert cfg.model.low_rank_heads == ("mip",) and cfg.eval.protocols == ("full",)
+
+
+@pytest.mark.parametrize("rank, ok", [(0, False), (1, True), (16, True), (17, False)])
+def test_a_rank_runs_from_1_to_hidden_size(rank, ok):
+    settings = {"model": {"hidden_size": 16, "rank": rank}}
+    if ok:
+        assert RunConfig.from_dict(settings).model.rank == rank
+    else:
+        with pytest.raises(ValueError, match=f"^model.rank must be in 1..16, got {rank}$"):
+            RunConfig.from_dict(settings)
+
+
+def test_the_seed_preset_is_the_defaults():
+    """PretrainConfig's defaults are the seed preset's values: a preset drifting from them made a
+    config read from {} another run than RunConfig()."""
+    assert RunConfig.from_dict({}) == RunConfig()
+    assert RunConfig.from_dict({"pretrain": {"preset": "seed"}}).pretrain == PretrainConfig()

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
 import json
 import logging
 import os
+import platform
+import re
 import stat
+import subprocess
+import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -426,7 +431,7 @@ def test_a_folder_where_a_file_goes_is_named_without_a_traceback(tmp_path, caplo
     assert stop.value.code == 2 and f"{tmp_path / 'file' / 'inside'}: not a directory; expected a folder" in caplog.text
 
 
-@pytest.mark.parametrize("value", ["abc", "-3", "0"])
+@pytest.mark.parametrize("value", ["abc", "-3", "0", "\u00b2"])  # a superscript 2: isdigit(), but no int()
 def test_a_bad_slurm_cpus_per_task_is_named(monkeypatch, value):
     """Before: an int() error naming no variable, a traceback, or (0) torch's default silently."""
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", value)
@@ -498,3 +503,127 @@ def test_a_write_that_cannot_start_names_the_file_meant(read_only_folder):
     assert error.value.filename == str(read_only_folder / "metrics.json")
     with pytest.raises(ValueError, match=f"--out {read_only_folder / 'a.pt'}: cannot write in {read_only_folder}"):
         cli.check_destination(read_only_folder / "a.pt", "--out")
+
+
+# ---------------------------------------------------------------- the path grammar of run files (s3rec/run_paths.py)
+
+
+@pytest.mark.parametrize("path", [
+    "results/beauty/seed-full/seeds2/pretrain_history.csv",  # seeds2 is no seed folder
+    "results/beauty/seed-full/seed0/seed1/metrics.json",  # a seed folder inside one is no loss
+    "results/beauty/none/metrics.json",  # only the authors' checkpoint has no seed folder
+    "results/beauty/seed-full/seed0/2ce/metrics.json",  # a loss starts with a letter
+])
+def test_a_run_path_off_the_grammar_is_refused(path):
+    from s3rec import run_paths
+    with pytest.raises(ValueError, match=f"^{path}: not a run file; expected "):
+        run_paths.run_of_path(path)
+
+
+def test_the_data_set_of_a_run_file_under_a_root_named_report_is_the_folder_above_the_run():
+    from s3rec import run_paths
+    assert run_paths.dataset_of("report/beauty/seed-full/seed0/bce/metrics.json") == "beauty"
+    assert run_paths.dataset_of("study/beauty/report/tables/difference.csv") == "beauty"
+
+
+def test_a_run_folder_with_no_data_set_folder_above_it_is_refused():
+    from s3rec import run_paths
+    assert run_paths.run_of_path("seed-full/seed0/pretrain.pt") == ("seed-full", 0, None)
+    with pytest.raises(ValueError, match=r"^seed-full/seed0/pretrain.pt: no <dataset> folder above the run folder"):
+        run_paths.dataset_of("seed-full/seed0/pretrain.pt")
+
+
+# ---------------------------------------------------------------- the command line's checks (s3rec/cli.py)
+
+
+@pytest.mark.parametrize("text, message", [("{", "not valid JSON"), ("[1]", "expected a JSON object, got list"),
+                                           ('"epochs"', "expected a JSON object, got str")])
+def test_settings_that_are_no_json_object_are_refused(text, message):
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
+        cli.json_object(text)
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "-inf", "0", "abc"])
+def test_a_positive_number_is_finite(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=f"expected a finite number > 0, got '{text}'"):
+        cli.positive_number(text)
+    assert cli.positive_number("1e-3") == 0.001
+
+
+@pytest.mark.parametrize("text", ["2.7", "1e3", "2.0"])
+def test_an_integer_argument_is_never_rounded(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"expected an integer >= 1, got '{text}'")):
+        cli.positive_int(text)
+
+
+@pytest.mark.parametrize("number", [errno.EROFS, errno.EDQUOT])
+def test_a_read_only_or_over_quota_disk_is_one_line(caplog, number):
+    with pytest.raises(SystemExit) as stop, cli.clear_errors():
+        raise OSError(number, os.strerror(number), "out/metrics.json")
+    assert stop.value.code == 2
+    assert f"out/metrics.json: {os.strerror(number).lower()} (files are written whole" in caplog.text
+
+
+def test_a_permission_error_is_one_line_naming_the_file_when_it_names_one(caplog):
+    with pytest.raises(SystemExit) as stop, cli.clear_errors():
+        raise PermissionError(errno.EACCES, "Permission denied", "out/metrics.json")
+    assert stop.value.code == 2 and caplog.records[-1].getMessage() == "out/metrics.json: permission denied"
+    with pytest.raises(SystemExit), cli.clear_errors():
+        raise PermissionError(errno.EACCES, "Permission denied")  # no file: the error as it is, not "None: ..."
+    assert caplog.records[-1].getMessage() == "[Errno 13] Permission denied"
+
+
+# ---------------------------------------------------------------- where a run executes, what it records (s3rec/runtime.py)
+
+
+def test_threads_given_win_over_slurms_which_win_over_torchs_default(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    try:
+        assert runtime.set_threads(1) == 1 and torch.get_num_threads() == 1
+        assert runtime.set_threads(None) == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cpu_model_is_the_model_name_line_not_the_model_number(tmp_path, monkeypatch):
+    """x86's /proc/cpuinfo has a "model : 85" line before "model name"."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel\t\t: 85\nmodel name\t: Fake CPU @ 2.00GHz\n")
+    assert runtime.cpu_model(cpuinfo) == "Fake CPU @ 2.00GHz"
+    monkeypatch.setattr(runtime.platform, "processor", lambda: "")
+    assert runtime.cpu_model(tmp_path / "missing") == "unknown"  # no /proc (not Linux)
+
+
+def test_peak_memory_is_in_mib(monkeypatch):
+    import resource
+
+    monkeypatch.setattr(resource, "getrusage", lambda who: types.SimpleNamespace(ru_maxrss=3 * 1024 + 512))  # KiB
+    assert runtime.peak_rss_mib() == 3.5
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 5 * 2**20 + 2**19)  # bytes
+    assert runtime.peak_device_memory_mib("cuda:0") == 5.5
+    assert runtime.peak_device_memory_mib("cpu") is None
+
+
+def test_git_sha_marks_uncommitted_changes(monkeypatch):
+    status = {"out": " M s3rec/runs.py\n"}
+
+    def git(args, **kwargs):
+        stdout = "0123abcd\n" if args[1] == "rev-parse" else status["out"]
+        return subprocess.CompletedProcess(args, 0, stdout=stdout, stderr="")
+
+    monkeypatch.setattr(runtime.subprocess, "run", git)
+    assert runtime.git_sha() == "0123abcd-dirty"
+    status["out"] = ""
+    assert runtime.git_sha() == "0123abcd"
+
+
+def test_provenance_names_the_host():
+    assert runtime.provenance()["host"] == platform.node()
+
+
+def test_the_data_digest_is_of_the_files_bytes_in_the_order_given(tmp_path):
+    """sequences then attributes (runs.data_files): checkpoints hold digests taken in that order."""
+    (tmp_path / "b.bin").write_bytes(b"sequences")
+    (tmp_path / "a.bin").write_bytes(b"attributes")
+    assert runtime.digest([tmp_path / "b.bin", tmp_path / "a.bin"]) == hashlib.sha256(b"sequencesattributes").hexdigest()

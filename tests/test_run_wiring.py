@@ -154,6 +154,24 @@ def test_each_epoch_draws_from_its_seed_and_its_own_number(tmp_path):
     assert drawn == expected and [row["epoch"] for row in state.history] == [1, 2, 3]
 
 
+def test_each_seed_and_epoch_draws_its_own_and_a_stacked_seed_what_its_own_run_draws():
+    """runtime.epoch_generators itself (the test above compares the loop against it): another epoch
+    or seed draws otherwise, and each seed of a stacked pretraining (s3rec/stacked.py) draws what
+    that seed's run alone draws."""
+    def draw(rng):
+        return rng.integers(1 << 30, size=3).tolist()
+
+    alone = draw(runtime.epoch_generators(3, 2))
+    assert alone == draw(runtime.epoch_generators(3, 2))
+    assert alone != draw(runtime.epoch_generators(3, 1)) and alone != draw(runtime.epoch_generators(4, 2))
+    assert [draw(rng) for rng in runtime.epoch_generators((3, 5), 2)] == [alone, draw(runtime.epoch_generators(5, 2))]
+    dropout = []
+    for epoch in (2, 2, 1):
+        runtime.epoch_generators(3, epoch)
+        dropout.append(torch.rand(3))
+    assert torch.equal(dropout[0], dropout[1]) and not torch.equal(dropout[0], dropout[2])
+
+
 def test_the_history_times_each_epoch_on_its_own(tmp_path, monkeypatch):
     """seconds is one epoch's training, valid_seconds its validation, instances_per_s the epoch's
     instances over its seconds (CONTRACTS.md's history columns). On a clock that training moves

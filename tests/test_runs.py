@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from importlib.metadata import version
 
 import polars as pl
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from s3rec import files, runs, runtime
-from s3rec.data import write_prepared
+from s3rec.data import load_dataset, write_prepared
+from s3rec.encoder import Encoder
 from s3rec.synthetic import SyntheticSpec, generate
 from s3rec.training import time_left
 from scripts_import import load_script
@@ -242,6 +244,28 @@ def test_a_seed_or_rank_in_settings_other_than_the_flags_is_refused(settings, me
     assert runs.resolve_config({"seed": 0, "model": {"rank": 4}}, "r4", 0).model.rank == 4  # the same: taken
 
 
+def test_the_flags_replace_what_the_settings_say_of_where_and_how_a_run_executes():
+    """--seed, --device, --threads and --compile win over the settings; the variant sets the rank,
+    and a dense variant records no factorised head."""
+    settings = {"device": "cuda", "threads": 4, "compile": "eager"}
+    cfg = runs.resolve_config(settings, "full", 3, device="cpu", threads=2, compile="default")
+    assert (cfg.seed, cfg.device, cfg.threads, cfg.compile) == (3, "cpu", 2, "default")
+    assert (cfg.model.rank, cfg.model.low_rank_heads) == (None, ())
+    kept = runs.resolve_config(settings, "r8", 5)  # no flags: the settings' values
+    assert (kept.seed, kept.device, kept.threads, kept.compile) == (5, "cuda", 4, "eager")
+    assert (kept.model.rank, kept.model.low_rank_heads) == (8, ("aap", "map"))
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"device": "gpu"}, "device: expected auto, cpu, cuda, cuda:N or cuda:any, got 'gpu'"),
+    ({"threads": 0}, "threads: expected an integer >= 1 or null"),
+    ({"compile": "fast"}, "compile: expected one of none, eager"),
+])
+def test_the_flags_are_checked_as_the_settings_are(flags, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        runs.resolve_config({}, "full", 0, **flags)
+
+
 def test_a_diverged_pretraining_stops_at_its_first_non_finite_epoch(tiny_data, tmp_path, caplog):
     """Before, lr 1e30 gave NaN losses every epoch and a pretrain.pt of NaN weights, exit 0; the
     finetuning then failed with 'score_fn returned NaN for a target item', naming no file."""
@@ -252,3 +276,87 @@ def test_a_diverged_pretraining_stops_at_its_first_non_finite_epoch(tiny_data, t
     assert stop.value.code == 2
     assert "training loss nan: the run diverged (learning rate 1e+30); nothing of this epoch was saved" in caplog.text
     assert not (tmp_path / "p" / "pretrain.pt").exists()
+
+
+def finetune(data, out, variant="r4", seed=0, pretrained=None, stop_after=None, settings=SETTINGS):
+    cfg = runs.resolve_config(settings, variant, seed, device="cpu")
+    return runs.finetune(data, out, cfg, variant, pretrained=pretrained, stop_after=stop_after)
+
+
+def test_a_finetuning_without_pretraining_takes_no_checkpoint(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="^variant 'none' takes no --pretrained checkpoint"):
+        finetune(tiny_data, tmp_path / "run", "none", pretrained=tmp_path / "pretrain.pt")
+
+
+class Started(Exception):
+    pass
+
+
+def test_a_finetunings_initial_weights_are_drawn_from_its_seed_alone(tiny_data, tmp_path, monkeypatch):
+    """(seed, 0), as the pretraining's: two seeds of `none` start from different weights."""
+    initial = {}
+
+    def started(**kwargs):
+        initial[kwargs["seed"]] = {k: v.clone() for k, v in kwargs["model"].state_dict().items()}
+        raise Started
+
+    monkeypatch.setattr(runs, "run_epochs", started)
+    for seed in (0, 1):
+        with pytest.raises(Started):
+            finetune(tiny_data, tmp_path / str(seed), "none", seed=seed)
+        runtime.epoch_generators(seed, 0)
+        expected = Encoder(runs.resolve_config(SETTINGS, "none", seed).model, 40).state_dict()
+        assert all(torch.equal(initial[seed][k], expected[k]) for k in expected)
+    assert not torch.equal(initial[0]["item_embeddings.weight"], initial[1]["item_embeddings.weight"])
+
+
+def test_a_finetuning_checkpoint_resumes_only_from_the_same_pretrained_weights(tiny_data, tmp_path, caplog):
+    """The pretrain.pt is one of a finetuning's inputs: rewritten with other weights (a pretraining
+    run again), the finetuning starts afresh instead of resuming the old weights' epochs."""
+    pretrain(tiny_data, tmp_path)
+    assert finetune(tiny_data, tmp_path / "bce", pretrained=tmp_path / "pretrain.pt", stop_after=1) is None
+    saved = files.load_torch(tmp_path / "pretrain.pt")
+    saved["state_dict"] = {k: v + 1 if k.startswith("encoder.item") else v for k, v in saved["state_dict"].items()}
+    files.save_torch(tmp_path / "pretrain.pt", saved)
+    caplog.set_level(logging.INFO, logger="s3rec")
+    assert finetune(tiny_data, tmp_path / "bce", pretrained=tmp_path / "pretrain.pt", stop_after=1) is None
+    assert f"not resuming from {tmp_path / 'bce' / 'finetune.state.pt'} (after epoch 1)" in caplog.text
+    assert "resuming from" not in caplog.text.replace("not resuming from", "")
+
+
+def test_an_interrupted_rerun_of_a_finished_finetuning_leaves_only_its_own_files(tiny_data, tmp_path):
+    out = tmp_path / "none"
+    assert finetune(tiny_data, out, "none") is not None
+    assert finetune(tiny_data, out, "none", stop_after=1) is None
+    assert sorted(path.name for path in out.iterdir()) == ["finetune.state.pt", "finetune_history.csv"]
+
+
+def test_validation_ranks_as_the_evaluation_does_with_the_history_left_in(tiny_data, tmp_path):
+    """eval.exclude_history false: the best epoch's history row is metrics.json's validation (a
+    validation that left the history out anyway would stop on other numbers)."""
+    settings = {**SETTINGS, "finetune": {**SETTINGS["finetune"], "epochs": 1}, "eval": {**SETTINGS["eval"],
+                                                                                      "exclude_history": False}}
+    result = finetune(tiny_data, tmp_path / "none", "none", settings=settings)
+    row = pl.read_csv(tmp_path / "none" / "finetune_history.csv").row(0, named=True)
+    for metric, value in result["metrics"]["full"]["valid"].items():
+        assert row[f"valid_{metric}"] == pytest.approx(value, rel=1e-9, abs=1e-12), metric
+
+
+def test_a_dict_without_weights_is_no_pretrain_pt(tiny_data, tmp_path):
+    path = tmp_path / "pretrain.pt"
+    files.save_torch(path, {"config": {}, "variant": "full", "seed": 0})
+    encoder = Encoder(runs.resolve_config(SETTINGS, "full", 0).model, 40)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: not a pretrain.pt (expected a dict with `variant`")):
+        runs.load_pretrained_encoder(encoder, path, "full", 0, runs.digest_of_data(tiny_data))
+
+
+def test_a_pretraining_model_of_other_data_is_refused_naming_both(tiny_data, tmp_path):
+    pretrain(tiny_data, tmp_path / "run", stop_after=1)
+    dataset = load_dataset(tiny_data)
+    model, about = runs.load_pretraining_model(tmp_path / "run" / "pretrain.state.pt", dataset, tiny_data)
+    assert about == {"variant": "r4", "epoch": 1} and not model.training
+    other = tmp_path / "other"
+    write_prepared(generate(SyntheticSpec(users=60, items=40, attributes=8, seed=6, max_length=15)), other)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run' / 'pretrain.state.pt'} was trained on other "
+                                                   f"data than sequences.parquet + item_attributes.parquet of {other}")):
+        runs.load_pretraining_model(tmp_path / "run" / "pretrain.state.pt", dataset, other)
