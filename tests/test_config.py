@@ -5,8 +5,7 @@ import re
 
 import pytest
 
-from s3rec.config import (PRESETS, SEED_MAX, ModelConfig, PretrainConfig, RunConfig, architecture_differences, is_seed,
-                          parse_variant)
+from s3rec.config import PRESETS, SEED_MAX, PretrainConfig, RunConfig, is_seed, parse_variant
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -33,8 +32,8 @@ from s3rec.config import (PRESETS, SEED_MAX, ModelConfig, PretrainConfig, RunCon
     ({"eval": {"history_score": 0.0, "exclude_history": False}}, "eval.history_score 0.0: expected a finite number"),
     ({"eval": {"history_score": float("nan")}}, "eval.history_score nan: expected a finite number"),
     ({"eval": {"history_score": "0"}}, "'eval.history_score': expected a number or null"),
-    # null only where the annotation takes it: before this case, a null epochs failed in check_ranges
-    # as a TypeError (None >= 1), a null device as a TypeError in the device pattern
+    # null only where the annotation takes it (`int | None`): unchecked, a null epochs failed in
+    # check_ranges as a TypeError (None >= 1), a null device as a TypeError in the device pattern
     ({"finetune": {"epochs": None}}, "'finetune.epochs': expected an integer, got None (NoneType)"),
     ({"device": None}, "'device': expected a string, got None (NoneType)"),
     # a name the workflow's schema never checks: finetune.loss is a study axis there
@@ -117,17 +116,9 @@ def test_a_seed_is_an_integer_from_0_to_seed_max_and_never_a_bool():
     assert not any(is_seed(value) for value in (-1, 4294967296, True, False, 1.0, "1", None))
 
 
-def test_an_encoder_pretrained_with_other_attention_heads_is_an_architecture_difference():
-    """num_heads changes no weight's shape: only the recorded settings tell (ARCHITECTURE)."""
-    saved = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "max_len": 50, "hidden_dropout": 0.1}
-    assert architecture_differences(saved, ModelConfig()) == ["num_heads 4 there, 2 here"]  # dropout: not architecture
-    assert architecture_differences({"hidden_size": 64}, ModelConfig()) == []
-    assert architecture_differences(None, ModelConfig()) == []
-
-
 @pytest.mark.parametrize("section", [5, "epochs"])
 def test_a_section_that_is_no_mapping_is_an_error_naming_it(section):
-    """Before the check, 5 was a TypeError (set(5)) and "epochs" an unknown key 'c' (its letters)."""
+    """Unchecked, 5 was a TypeError (set(5)) and "epochs" an unknown key 'c' (one of its letters)."""
     with pytest.raises(ValueError, match=re.escape(f"config key 'finetune': expected a mapping, got {section!r}")):
         RunConfig.from_dict({"finetune": section})
 

@@ -573,7 +573,7 @@ def test_a_permission_error_is_one_line_naming_the_file_when_it_names_one(caplog
     assert caplog.records[-1].getMessage() == "[Errno 13] Permission denied"
 
 
-# ---------------------------------------------------------------- where a run executes, what it records (s3rec/runtime.py)
+# ---------------------------------------------------------------- where a run runs, what it records (s3rec/runtime.py)
 
 
 def test_threads_given_win_over_slurms_which_win_over_torchs_default(monkeypatch):
@@ -584,6 +584,17 @@ def test_threads_given_win_over_slurms_which_win_over_torchs_default(monkeypatch
         assert runtime.set_threads(None) == 2 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_pack_forces_or_skips_the_one_copy_per_dtype():
+    """pack=True is how the tests reach the GPU path's packing on a CPU (test_finetuning,
+    test_pretraining): it must pack there, into one buffer per dtype, and the CPU default not."""
+    tensors = {"a": torch.arange(6).reshape(2, 3), "b": torch.ones(2), "c": torch.arange(4)}
+    for pack, shared in ((True, True), (False, False), (None, False)):
+        moved = runtime.to_device(tensors, "cpu", pack=pack)
+        assert all(torch.equal(moved[name], tensors[name]) for name in tensors)
+        same_buffer = moved["a"].untyped_storage().data_ptr() == moved["c"].untyped_storage().data_ptr()
+        assert same_buffer == shared, pack
 
 
 def test_cpu_model_is_the_model_name_line_not_the_model_number(tmp_path, monkeypatch):
@@ -626,4 +637,5 @@ def test_the_data_digest_is_of_the_files_bytes_in_the_order_given(tmp_path):
     """sequences then attributes (runs.data_files): checkpoints hold digests taken in that order."""
     (tmp_path / "b.bin").write_bytes(b"sequences")
     (tmp_path / "a.bin").write_bytes(b"attributes")
-    assert runtime.digest([tmp_path / "b.bin", tmp_path / "a.bin"]) == hashlib.sha256(b"sequencesattributes").hexdigest()
+    expected = hashlib.sha256(b"sequencesattributes").hexdigest()
+    assert runtime.digest([tmp_path / "b.bin", tmp_path / "a.bin"]) == expected

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from s3rec import runs, runtime, training
+from s3rec.batching import chunk_bounds
 from s3rec.config import ModelConfig, RunConfig
 from s3rec.data import Prepared, write_prepared
 from s3rec.encoder import Encoder
@@ -93,6 +94,21 @@ def test_recorded_parameter_counts_are_the_models(variant):
     assert none["total"] == sum(p.numel() for p in Encoder(cfg.model, 40).parameters())
 
 
+def test_fixed_shapes_given_decide_the_step_layout_over_the_compile_mode(tiny_data):
+    """benchmarks/speed.py times the gathered and the fixed-shape steps of one mode side by side:
+    `fixed_shapes` decides, cfg.compile (here none: gathered) only when it is not given."""
+    cfg = runs.resolve_config(SETTINGS, "r4", 0, device="cpu")
+    setup = runs.pretraining_setup(tiny_data, cfg, "r4", "seed 0", check_evaluation=False)
+    model = PretrainModel(cfg, setup.dataset.num_items, setup.dataset.num_attributes)
+    optimizer = training.adam(model.parameters(), lr=1e-3, weight_decay=0.0)
+
+    def layout(**fixed_shapes):
+        return runs.pretraining_steps(model, optimizer, setup.instances, cfg, "cpu", **fixed_shapes)[1]
+
+    assert layout() == layout(fixed_shapes=False) == {"bounds": chunk_bounds("cpu")}
+    assert layout(fixed_shapes=True) == {"bounds": (), "length": 12}
+
+
 def test_popularity_scores_count_the_training_parts_only(tmp_path):
     popularity = load_script("popularity")
     assert popularity.popularity_scores([np.array([1, 1, 2])], 3).tolist() == [0.0, 2.0, 1.0, 0.0]
@@ -152,24 +168,6 @@ def test_each_epoch_draws_from_its_seed_and_its_own_number(tmp_path):
         rng = runtime.epoch_generators(7, epoch)
         expected.append((rng.integers(1 << 30), torch.rand(1).item()))
     assert drawn == expected and [row["epoch"] for row in state.history] == [1, 2, 3]
-
-
-def test_each_seed_and_epoch_draws_its_own_and_a_stacked_seed_what_its_own_run_draws():
-    """runtime.epoch_generators itself (the test above compares the loop against it): another epoch
-    or seed draws otherwise, and each seed of a stacked pretraining (s3rec/stacked.py) draws what
-    that seed's run alone draws."""
-    def draw(rng):
-        return rng.integers(1 << 30, size=3).tolist()
-
-    alone = draw(runtime.epoch_generators(3, 2))
-    assert alone == draw(runtime.epoch_generators(3, 2))
-    assert alone != draw(runtime.epoch_generators(3, 1)) and alone != draw(runtime.epoch_generators(4, 2))
-    assert [draw(rng) for rng in runtime.epoch_generators((3, 5), 2)] == [alone, draw(runtime.epoch_generators(5, 2))]
-    dropout = []
-    for epoch in (2, 2, 1):
-        runtime.epoch_generators(3, epoch)
-        dropout.append(torch.rand(3))
-    assert torch.equal(dropout[0], dropout[1]) and not torch.equal(dropout[0], dropout[2])
 
 
 def test_the_history_times_each_epoch_on_its_own(tmp_path, monkeypatch):
