@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s3rec import files, runs
+from s3rec import files, runs, runtime
 from s3rec.config import RunConfig
 from s3rec.data import load_dataset, leave_one_out, write_prepared
 from s3rec.pretrain_batches import build_batch, build_instances
@@ -268,3 +268,97 @@ def test_settings_that_do_not_fit_the_tensors_are_one_line(tiny_data, tmp_path):
     message = str(error.value)
     assert "\n" not in message and "does not fit a pretraining model of" in message and "size mismatch" in message
     assert not (tmp_path / "out.pt").exists()
+
+
+# ---------------------------------------------------------------- found by a mutation probe
+# Each test below failed a hand mutant of scripts/import_checkpoint.py that every other test let pass.
+
+
+def test_an_import_records_its_data_and_its_source(tiny_data, tmp_path):
+    """The data digest a finetuning checks the import against (a finetuning of other data is
+    refused), and the authors' file it came from: its path as given and its bytes' digest."""
+    data = load_dataset(tiny_data)
+    authors = tmp_path / "Tiny-epochs-7.pt"
+    torch.save(authors_state_dict(data.num_items, data.num_attributes), authors)
+    saved = import_checkpoint(authors, tiny_data, tmp_path / "pretrain.pt", settings={"model": {"hidden_size": D}})
+    assert saved["data_digest"] == runs.digest_of_data(tiny_data)
+    assert saved["source"] == {"authors_checkpoint": str(authors), "sha256": runtime.digest([authors])}
+    model = RunConfig.from_dict(saved["config"]).model
+    assert "other data" in " ".join(runs.pretrained_mismatches(saved, "full", 0, "0" * 64, model))
+
+
+def import_main(tmp_path, tiny_data, name, *options):
+    """import_checkpoint.py's main on generated tensors saved as `name`: the pretrain.pt written."""
+    data = load_dataset(tiny_data)
+    torch.save(authors_state_dict(data.num_items, data.num_attributes), tmp_path / name)
+    out = tmp_path / "out" / "pretrain.pt"
+    assert load_script("import_checkpoint").main(["--authors", str(tmp_path / name), "--data", str(tiny_data),
+                                                  "--out", str(out), "--settings",
+                                                  json.dumps({"model": {"hidden_size": D}}), *options]) == 0
+    return files.load_torch(out)
+
+
+@pytest.mark.parametrize("name, options, epoch", [("Tiny.pt", ["--epochs", "4"], 4),
+                                                  ("Tiny2-epochs-7.pt", [], 7)], ids=["--epochs", "name"])
+def test_the_command_line_import_takes_its_epochs_and_variant_full(tiny_data, tmp_path, name, options, epoch):
+    """--epochs is recorded (a name saying none needs it); a name's epochs are those after
+    `epochs-`, not its first digits; the variant is `full` unless --variant says otherwise."""
+    saved = import_main(tmp_path, tiny_data, name, *options)
+    assert saved["epoch"] == epoch and saved["config"]["pretrain"]["epochs"] == epoch and saved["variant"] == "full"
+
+
+def test_a_name_without_epochs_and_no_epochs_option_is_a_clear_error(tiny_data, tmp_path, caplog):
+    with pytest.raises(SystemExit) as stop:
+        import_main(tmp_path, tiny_data, "Tiny.pt")
+    assert stop.value.code == 2
+    assert "Tiny.pt: the name does not say how many epochs it was pretrained (<Data>-epochs-<N>.pt); pass --epochs" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case, error, message", [
+    ("variant r4", ValueError, "--variant: expected full or authors (dense heads), got 'r4'"),
+    ("missing file", FileNotFoundError, "authors' checkpoint {authors} does not exist"),
+    ("a folder", FileNotFoundError, "authors' checkpoint {authors} is a folder"),
+    ("this project's pretrain.pt", ValueError, "{authors}: expected a state dict of tensors (the authors' S3RecModel), got dict"),
+    ("no item embeddings", ValueError, "{authors} does not fit {data}: no 'item_embeddings.weight': not an S3RecModel state dict"),
+    ("a key weight of another width", ValueError, "{authors} does not fit {data}: "),
+])
+def test_an_import_that_cannot_be_made_says_why_in_one_line(tiny_data, tmp_path, case, error, message):
+    """Each refusal by name, before anything is written: a variant of low-rank heads (their heads
+    are dense), an authors' file missing or a folder, a file that is no plain state dict (a
+    pretrain.pt of this project, a dict of more than tensors), a state dict without the item
+    table, one whose attention tensors do not join (torch's RuntimeError, as one ValueError)."""
+    data = load_dataset(tiny_data)
+    authors, variant = tmp_path / "Tiny-epochs-7.pt", "full"
+    state = authors_state_dict(data.num_items, data.num_attributes)
+    if case == "variant r4":
+        variant = "r4"
+    elif case == "a folder":
+        authors.mkdir()
+    elif case == "this project's pretrain.pt":
+        state = {"variant": "full", "state_dict": state}
+    elif case == "no item embeddings":
+        del state["item_embeddings.weight"]
+    elif case == "a key weight of another width":
+        state["item_encoder.layer.0.attention.key.weight"] = torch.zeros(D, D + 1)
+    if case not in ("missing file", "a folder"):
+        torch.save(state, authors)
+    with pytest.raises(error) as raised:
+        import_checkpoint(authors, tiny_data, tmp_path / "out.pt", variant, settings={"model": {"hidden_size": D}})
+    assert str(raised.value).startswith(message.format(authors=authors, data=tiny_data)) and "\n" not in str(raised.value)
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_an_import_is_written_through_a_temporary_file(tiny_data, tmp_path, monkeypatch):
+    """pretrain.pt is replaced whole (a temporary in its folder, then a rename), and its bytes do
+    not depend on its name (torch.save given a path names its archive's folder after the file)."""
+    data = load_dataset(tiny_data)
+    torch.save(authors_state_dict(data.num_items, data.num_attributes), tmp_path / "Tiny-epochs-7.pt")
+    written = []
+    real_replace = files.os.replace
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (written.append((src, dst)), real_replace(src, dst)))
+    for name in ("pretrain.pt", "other.pt"):
+        import_checkpoint(tmp_path / "Tiny-epochs-7.pt", tiny_data, tmp_path / name, settings={"model": {"hidden_size": D}})
+    assert [dst for _, dst in written] == [tmp_path / "pretrain.pt", tmp_path / "other.pt"]
+    assert all(src.parent == tmp_path and src.name.startswith(f".{dst.name}.") for src, dst in written)
+    assert (tmp_path / "pretrain.pt").read_bytes() == (tmp_path / "other.pt").read_bytes()

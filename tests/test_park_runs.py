@@ -6,6 +6,7 @@ continued ends exactly where an uninterrupted one does; what is parked at each s
 (a fresh machine) deletes nothing; that restore never replaces a later checkpoint; bad plans."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -307,3 +308,278 @@ def test_restore_refuses_finished_runs_of_other_data(layout, tmp_path, caplog):
     assert f"{study / RUN / 'pretrain_run.json'}: data_sha256" in caplog.text
     assert (study / RUN / "heads.pt").stat().st_mtime == 1_000_000_000
     assert not results.exists()
+
+
+# ---------------------------------------------------------------- found by a mutation probe
+# Each test below failed a hand mutant of scripts/park_runs.py or scripts/export_study.py that
+# every test above let pass.
+
+
+def finish_finetuning(study, loss: str, data_sha256=None) -> None:
+    """seed-r4 seed 0's `loss` finetuning in the study folder, as if exported (metrics.json with
+    data_sha256 when given: the file restore checks a finetuning's data by)."""
+    folder = study / RUN / loss
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in study_folder.FINETUNE_FILES:
+        (folder / name).write_text("x")
+    files.write_json(folder / "metrics.json", {"dataset": "tiny", "variant": "r4", "seed": 0}
+                     | ({} if data_sha256 is None else {"data_sha256": data_sha256}))
+
+
+def pretrained_in_results(results) -> None:
+    """seed-r4 seed 0's pretraining done in results/ (pretrain.pt readable, as park reads it)."""
+    files.save_torch(results / RUN / "pretrain.pt", {"model": {}})
+    for name in ("pretrain_history.csv", "pretrain_run.json"):
+        (results / RUN / name).write_text(name)
+
+
+DONE = [f"{RUN}/pretrain.pt", f"{RUN}/pretrain_history.csv", f"{RUN}/pretrain_run.json"]
+
+
+@pytest.mark.parametrize("in_study", [("pretraining", "bce"), ("bce", "ce")],
+                         ids=["a-finetuning-to-run", "its-own-export-to-run"])
+def test_a_pretraining_stays_parked_until_it_and_all_its_finetunings_are_in_the_study(layout, tmp_path, in_study):
+    """A pretraining is finished only when the study holds it and every finetuning of it: its
+    ce finetuning still needs its pretrain.pt (mutants: finished once the study holds the
+    pretraining alone; once it holds the finetunings alone, whose heads.pt export needs it too)."""
+    results, study, parking = layout
+    pretrained_in_results(results)
+    checkpoint(results / RUN / "ce" / "finetune.state.pt", 2)
+    for run in in_study:
+        finish_pretraining(study) if run == "pretraining" else finish_finetuning(study, run)
+    main("park", tmp_path)
+    ce = [] if "ce" in in_study else [f"{RUN}/ce/finetune.state.pt"]
+    assert files_under(parking) == sorted(ce + DONE)
+
+
+def test_park_counts_what_it_copies_finds_unchanged_and_deletes(layout, tmp_path, caplog):
+    """The closing line's counts: the second park of the same files copies nothing; a finished
+    pretraining's leftover pretrain.state.pt in results/ is not parked at all (not parked, then
+    deleted as the pretraining has ended); once every run is in the study, each parked file is
+    deleted and counted, and the parking folder itself is left, emptied (the empty run folders
+    are removed up to it, not above)."""
+    results, study, parking = layout
+    pretrained_in_results(results)
+    checkpoint(results / RUN / "pretrain.state.pt", 2)  # a leftover: runs.pretrain deletes it
+    checkpoint(results / RUN / "ce" / "finetune.state.pt", 2)
+    with caplog.at_level(logging.INFO, logger="s3rec"):
+        main("park", tmp_path)
+        assert "park tiny: 4 copied, 0 unchanged, 0 kept, 0 deleted" in caplog.text
+        assert f"parked {parking / RUN / 'pretrain.state.pt'}" not in caplog.text
+        caplog.clear()
+        main("park", tmp_path)
+        assert "park tiny: 0 copied, 4 unchanged, 0 kept, 0 deleted" in caplog.text
+        caplog.clear()
+        finish_pretraining(study)
+        for loss in ("bce", "ce"):
+            finish_finetuning(study, loss)
+        main("park", tmp_path)
+        assert "park tiny: 0 copied, 0 unchanged, 0 kept, 4 deleted" in caplog.text
+    assert files_under(parking) == [] and parking.is_dir() and list(parking.iterdir()) == []
+
+
+def test_park_compares_the_bytes_not_the_size_and_date(layout, tmp_path):
+    """A parked file of the same size and modification time as results/'s but other bytes is
+    copied again (a shallow comparison took it as unchanged)."""
+    results, _, parking = layout
+    pretrained_in_results(results)
+    main("park", tmp_path)
+    history = results / RUN / "pretrain_history.csv"
+    history.write_text(history.read_text().upper())
+    stamp = (1_000_000_000, 1_000_000_000)
+    os.utime(history, stamp)
+    os.utime(parking / RUN / "pretrain_history.csv", stamp)
+    main("park", tmp_path)
+    assert (parking / RUN / "pretrain_history.csv").read_text() == "PRETRAIN_HISTORY.CSV"
+
+
+def checkpoint_of(path) -> tuple[int, dict]:
+    saved = files.load_torch(path)
+    return saved["loop"]["epoch"], saved["config"]
+
+
+def test_a_checkpoint_of_the_same_epoch_replaces_none_in_park_or_restore(layout, tmp_path, caplog):
+    """"never back", and restore replaces only one of an earlier epoch: a checkpoint of as many
+    epochs as the other side's (other bytes: another machine's run of the same epochs) leaves
+    it as it was, in both directions (mutants: `>=` for `>`, or the comparison turned round)."""
+    results, _, parking = layout
+    for folder, machine in ((parking, "parked"), (results, "here")):
+        files.save_torch(folder / RUN / "pretrain.state.pt",
+                         {"config": {"machine": machine}, "model": {}, "optimizer": {}, "loop": {"epoch": 5}})
+    with caplog.at_level(logging.INFO, logger="s3rec"):
+        main("park", tmp_path)
+        assert checkpoint_of(parking / RUN / "pretrain.state.pt") == (5, {"machine": "parked"})
+        assert "0 copied, 0 unchanged, 1 kept" in caplog.text
+        main("restore", tmp_path)
+    assert checkpoint_of(results / RUN / "pretrain.state.pt") == (5, {"machine": "here"})
+    assert "0 restored, 1 kept" in caplog.text
+
+
+def test_park_keeps_a_parked_finetuning_checkpoint_that_is_further_along(layout, tmp_path):
+    """"never back" holds for a finetuning's checkpoint too, not only a pretraining's."""
+    results, _, parking = layout
+    checkpoint(parking / RUN / "bce" / "finetune.state.pt", 9)
+    checkpoint(results / RUN / "bce" / "finetune.state.pt", 2)
+    main("park", tmp_path)
+    assert files.load_torch(parking / RUN / "bce" / "finetune.state.pt")["loop"]["epoch"] == 9
+
+
+def test_a_parked_checkpoint_that_is_no_training_checkpoint_is_named(layout, tmp_path, caplog):
+    """A pretrain.pt parked under the state's name (no loop.epoch): a clear error naming the file,
+    exit 2, nothing restored (before the check: a KeyError or TypeError traceback)."""
+    results, _, parking = layout
+    files.save_torch(parking / RUN / "pretrain.state.pt", {"config": {}, "state_dict": {}})
+    with pytest.raises(SystemExit) as exit_:
+        main("restore", tmp_path)
+    assert exit_.value.code == 2
+    assert f"{parking / RUN / 'pretrain.state.pt'}: not a training checkpoint of s3rec.training" in caplog.text
+    assert not results.exists()
+
+
+@pytest.mark.parametrize("seeds", [{}, {"seed0": [], "seed1": ["pretrain.pt"]}],
+                         ids=["no-seed-folder-yet", "a-seed-without-its-pretrain-pt"])
+def test_a_stacked_group_not_finished_is_named_without_its_checkpoint(layout, tmp_path, caplog, seeds):
+    """A group is still pretraining when a seed's pretrain.pt is missing, or no seed folder is
+    there yet, whether or not the group's checkpoint is: park names it."""
+    results, _, _ = layout
+    group = results / "seed-r4" / "stacked-seeds0-1"
+    group.mkdir(parents=True)
+    for seed, names in seeds.items():
+        (group / seed).mkdir()
+        for name in names:
+            (group / seed / name).write_text("x")
+    with caplog.at_level(logging.INFO, logger="s3rec"):
+        main("park", tmp_path)
+    assert f"not parked: {group}, a group of seeds pretrained as one" in caplog.text
+
+
+def test_park_and_restore_copy_through_a_temporary_file(layout, tmp_path, monkeypatch):
+    """The parked and the restored copy are written whole: each through a temporary file in the
+    target's folder and a rename (a copy straight to its name, interrupted, left half a
+    checkpoint in the tracked folder, or in results/ for a resumed run to read)."""
+    results, _, parking = layout
+    checkpoint(results / RUN / "pretrain.state.pt", 3)
+    written = []
+    real_replace = files.os.replace
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (written.append((src, dst)), real_replace(src, dst)))
+    main("park", tmp_path)
+    shutil.rmtree(results)
+    main("restore", tmp_path)
+    assert [dst for _, dst in written] == [parking / RUN / "pretrain.state.pt", results / RUN / "pretrain.state.pt"]
+    assert all(src.parent == dst.parent and src.name.startswith(".pretrain.state.pt.") and src.name.endswith(".tmp")
+               for src, dst in written)
+
+
+def test_restore_dates_and_counts_the_finished_finetunings_too(layout, tmp_path, caplog):
+    """A finetuning whose metrics.json records these data is kept (made newer than the data) as
+    a pretraining is; one recording no digest is kept and counted as unchecked; the closing line
+    counts every finished run kept, the unchecked with them."""
+    _, study, _ = layout
+    digest = write_data(tmp_path, b"data")
+    finish_pretraining(study, digest)
+    finish_finetuning(study, "bce", digest)
+    finish_finetuning(study, "ce")
+    dated_earlier(study)
+    with caplog.at_level(logging.INFO, logger="s3rec"):
+        main("restore", tmp_path)
+    assert all((study / RUN / loss / name).stat().st_mtime > 1_000_000_000
+               for loss in ("bce", "ce") for name in study_folder.FINETUNE_FILES)
+    assert "3 finished runs kept" in caplog.text and f"1 of 3 finished runs in {study} record no data digest" in caplog.text
+
+
+def test_restore_refuses_a_finished_finetuning_of_other_data(layout, tmp_path, caplog):
+    """A finetuning's metrics.json is checked as a pretraining's pretrain_run.json is."""
+    results, study, _ = layout
+    finish_finetuning(study, "bce", write_data(tmp_path, b"old data"))
+    write_data(tmp_path, b"new data")
+    with pytest.raises(SystemExit) as exit_:
+        main("restore", tmp_path)
+    assert exit_.value.code == 2 and f"{study / RUN / 'bce' / 'metrics.json'}: data_sha256" in caplog.text
+    assert not results.exists()
+
+
+def test_copy_names_every_missing_source(tmp_path, caplog):
+    """The first missing source, and how many more are missing, which: one run of the copy, not
+    one per missing file."""
+    (tmp_path / "metrics.json").write_text("{}")
+    missing = [tmp_path / "ranks.parquet", tmp_path / "finetune_history.csv"]
+    with pytest.raises(SystemExit) as exit_:
+        export_study.main(["copy", str(missing[0]), str(tmp_path / "metrics.json"), str(missing[1]),
+                           "--to", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    assert f"source file {missing[0]} does not exist (nor 1 more: {missing[1]})" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+def test_heads_drops_tensors_held_in_a_list_and_keeps_prefixed_heads(tmp_path):
+    """heads.pt keeps no tensor but the heads': one held in a list or tuple (a scheduler's state,
+    say) is dropped as one in a dict is; head keys under a prefix (`model.heads.aap.U`) are heads
+    too, a key merely starting with `heads` (`heads_scale`) is not, nor a head's entry that is no
+    tensor."""
+    head, other = torch.ones(2, 2), torch.zeros(3)
+    torch.save({"variant": "r4", "seed": 1, "schedulers": [{"step": 3}, other], "pair": (1, other), "steps": [1, 2],
+                "state_dict": {"model.heads.aap.U": head, "heads.mip.weight": head, "heads_scale": other,
+                               "heads.sp.calls": 3, "model.encoder.weight": other}}, tmp_path / "pretrain.pt")
+    heads = export_study.heads_checkpoint(tmp_path / "pretrain.pt")
+    assert sorted(heads) == ["seed", "state_dict", "steps", "variant"] and heads["steps"] == [1, 2]
+    assert sorted(heads["state_dict"]) == ["heads.mip.weight", "model.heads.aap.U"]
+
+
+@pytest.mark.parametrize("saved, named", [({"model": {}, "loop": {"epoch": 3}}, "with keys ['loop', 'model']"),
+                                          ({"state_dict": [1, 2]}, "with keys ['state_dict']"),
+                                          ([1, 2], "got list")], ids=["no-state-dict", "a-list", "no-dict"])
+def test_heads_of_what_is_no_pretrain_pt_is_a_clear_error(tmp_path, caplog, saved, named):
+    """A training state, a state_dict entry that is no dict, or no dict at all: exit 2 naming the
+    file and what it holds (not a KeyError or AttributeError traceback), no heads.pt."""
+    torch.save(saved, tmp_path / "pretrain.pt")
+    with pytest.raises(SystemExit) as exit_:
+        export_study.main(["heads", str(tmp_path / "pretrain.pt"), "--out", str(tmp_path / "heads.pt")])
+    assert exit_.value.code == 2 and not (tmp_path / "heads.pt").exists()
+    assert f"{tmp_path / 'pretrain.pt'}: expected a pretrain.pt, a dict with a `state_dict` entry" in caplog.text
+    assert named in caplog.text
+
+
+def test_copy_without_a_file_is_a_usage_error(tmp_path, capsys):
+    """`copy --to DIR` alone (say, a rule's empty list of files) exits 2 rather than exporting
+    nothing with success."""
+    with pytest.raises(SystemExit) as exit_:
+        export_study.main(["copy", "--to", str(tmp_path / "out")])
+    assert exit_.value.code == 2 and "the following arguments are required: files" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_heads_saves_a_head_tensor_alone_not_the_storage_it_shares(tmp_path):
+    """A head tensor that is a view of a larger one in the checkpoint (a tied or sliced weight)
+    is saved as its own copy: torch.save writes a view's whole storage, and heads.pt would carry
+    the item embeddings along."""
+    embeddings = torch.randn(4000, 8)
+    torch.save({"state_dict": {"item_embeddings.weight": embeddings, "heads.mip.weight": embeddings[:2]}},
+               tmp_path / "pretrain.pt")
+    assert export_study.main(["heads", str(tmp_path / "pretrain.pt"), "--out", str(tmp_path / "heads.pt")]) == 0
+    assert (tmp_path / "heads.pt").stat().st_size < 4000 * 8 * 4 // 10
+    assert torch.equal(files.load_torch(tmp_path / "heads.pt")["state_dict"]["heads.mip.weight"], embeddings[:2])
+
+
+def test_plan_is_written_through_a_temporary_file(tmp_path, monkeypatch):
+    """plan.json, as every exported file, is replaced whole (through a temporary and a rename)."""
+    written = []
+    real_replace = files.os.replace
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (written.append((src, dst)), real_replace(src, dst)))
+    out = tmp_path / "study" / "tiny" / "plan.json"
+    export_study.write_plan(study_folder.make_plan("tiny", [{"pretraining": "none", "seed": 0, "loss": "bce"}], {}), out)
+    assert [(src.parent, src.name.startswith(".plan.json."), dst) for src, dst in written] == [(out.parent, True, out)]
+    assert json.loads(out.read_text())["dataset"] == "tiny"
+
+
+def test_heads_pt_is_written_through_a_temporary_file_in_bytes_of_no_name(tmp_path, monkeypatch):
+    """heads.pt is replaced whole (a temporary in its folder, then a rename), and its bytes do not
+    depend on its name (torch.save given a path names its archive's folder after the file)."""
+    torch.save({"variant": "r4", "state_dict": {"heads.mip.weight": torch.ones(2, 2)}}, tmp_path / "pretrain.pt")
+    written = []
+    real_replace = files.os.replace
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (written.append((src, dst)), real_replace(src, dst)))
+    for name in ("heads.pt", "other.pt"):
+        assert export_study.main(["heads", str(tmp_path / "pretrain.pt"), "--out", str(tmp_path / name)]) == 0
+    assert [dst for _, dst in written] == [tmp_path / "heads.pt", tmp_path / "other.pt"]
+    assert all(src.parent == tmp_path and src.name.startswith(f".{dst.name}.") for src, dst in written)
+    assert (tmp_path / "heads.pt").read_bytes() == (tmp_path / "other.pt").read_bytes()

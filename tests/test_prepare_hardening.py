@@ -3,6 +3,7 @@ is a file, `--out .`, attribute entries for items that never occur, damaged inpu
 older polars."""
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import logging
@@ -525,3 +526,95 @@ def test_a_hand_edited_sequences_file_is_refused_naming_it(tmp_path, release, ed
     edit(pl.read_parquet(path)).write_parquet(path)
     with pytest.raises(DataError, match=message):
         load_dataset(tmp_path / "out")
+
+
+# --- found by a mutation probe of scripts/prepare_data.py ----------------------------------
+# Each test below failed a hand mutant of the script that every other test let pass.
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "amazon", "--reviews", "r.json", "--meta", "m.json", "--sequences", "s.txt"],
+     "--sequences is read with --format s3rec only, not --format amazon"),
+    (["--format", "synthetic", "--reviews", "r.json"], "--reviews is read with --format amazon only"),
+    (["--format", "s3rec", "--sequences", "s.txt", "--attributes", "a.json", "--items", "9"],
+     "--items is read with --format synthetic only, not --format s3rec"),
+    (["--format", "s3rec", "--sequences", "s.txt", "--attributes", "a.json", "--seed", "0"],  # 0: given all the same
+     "--seed is read with --format synthetic only, not --format s3rec"),
+], ids=["sequences", "reviews", "items", "seed-0"])
+def test_every_option_of_another_format_is_a_usage_error(tmp_path, capsys, argv, message):
+    """Each option one format alone reads, given with another (test_authors_negatives.py checks
+    --k-core, --users, --meta and --negatives), is refused before anything is read or made."""
+    err = refused(capsys, lambda: prepare_data.main([*argv, "--out", str(tmp_path / "out")]))
+    assert message in err and not (tmp_path / "out").exists()
+
+
+def test_s3rec_needs_its_attributes_file(tmp_path, release, capsys):
+    err = refused(capsys, lambda: prepare_data.main(["--format", "s3rec", "--sequences", str(release[0]),
+                                                     "--out", str(tmp_path / "out")]))
+    assert "--format s3rec needs --attributes" in err and not (tmp_path / "out").exists()
+
+
+def test_a_synthetic_attribute_count_that_is_no_number_is_a_usage_error(tmp_path, capsys):
+    err = refused(capsys, lambda: prepare_data.main(["--format", "synthetic", "--attributes", "Toy.json",
+                                                     "--out", str(tmp_path / "out")]))
+    assert "--format synthetic: --attributes expects a number, got 'Toy.json'" in err and "Traceback" not in err
+
+
+def test_a_synthetic_count_of_0_is_refused_not_taken_for_the_default(tmp_path):
+    """--users 0 is given (not the default 2000): the generator refuses it, exit 1."""
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_data.main(["--format", "synthetic", "--users", "0", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == "prepare_data: error: synthetic: expected 1 <= users <= 2147483647, got 0"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_input_that_cannot_be_read_is_one_line_naming_it(tmp_path, release, monkeypatch):
+    """An OSError the reader does not turn into a DataError (a disk's I/O error, say): exit 1, its
+    message naming the file, no traceback, nothing written."""
+    def unreadable(sequences, *args):
+        raise OSError(errno.EIO, "Input/output error", str(sequences))
+
+    monkeypatch.setattr(prepare_data, "read_s3rec", unreadable)
+    with pytest.raises(SystemExit) as exit_info:
+        run(release, tmp_path / "out")
+    assert exit_info.value.code == f"prepare_data: error: [Errno 5] Input/output error: '{release[0]}'"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_cannot_be_written_is_one_line_naming_it(tmp_path, release, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("s3rec.data.json.dumps", full)
+    with pytest.raises(SystemExit) as exit_info:
+        run(release, tmp_path / "out")
+    assert exit_info.value.code == f"prepare_data: error: cannot write --out {tmp_path / 'out'}: [Errno 28] No space left on device"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_data_set_refused_at_the_write_is_one_line(tmp_path, release, monkeypatch):
+    """write_prepared's own checks (a reader bug: repeated user ids) end the script as bad input
+    does: exit 1, the message, nothing written."""
+    prepared = read_s3rec(*release)
+    prepared.user_ids[1] = prepared.user_ids[0]
+    monkeypatch.setattr(prepare_data, "read_s3rec", lambda *args: prepared)
+    with pytest.raises(SystemExit) as exit_info:
+        run(release, tmp_path / "out")
+    assert exit_info.value.code == "prepare_data: error: s3rec: user ids are not unique"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_that_gains_other_files_while_the_input_is_read_is_still_refused(tmp_path, release, capsys, monkeypatch):
+    """--out is checked again at the write: a file put there meanwhile (another job) is refused
+    as at the start, exit 2, and kept."""
+    out = tmp_path / "out"
+
+    def reading(*args):
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        return read_s3rec(*args)
+
+    monkeypatch.setattr(prepare_data, "read_s3rec", reading)
+    err = refused(capsys, lambda: run(release, out))
+    assert err.startswith("prepare_data: error: --out ") and "Traceback" not in err
+    assert snapshot(out) == {"notes.txt": b"mine"}

@@ -639,3 +639,44 @@ def test_the_data_digest_is_of_the_files_bytes_in_the_order_given(tmp_path):
     (tmp_path / "a.bin").write_bytes(b"attributes")
     expected = hashlib.sha256(b"sequencesattributes").hexdigest()
     assert runtime.digest([tmp_path / "b.bin", tmp_path / "a.bin"]) == expected
+
+
+def test_popularity_writes_a_runs_record_of_its_whole_job(tmp_path, monkeypatch):
+    """Found by a mutation probe of scripts/popularity.py (each line below failed a mutant that
+    every other test let pass): metrics.json has a run's structure, as README and the report
+    read it: variant popularity, seed 0, the data set's folder name, no parameters, no epochs, no
+    pretraining time but the whole job's wall and CPU seconds, no loss, the eval settings used,
+    where it ran (--threads applied: SLURM's 2 would be taken without it) and what made it, the
+    data's digest (park_runs restore checks it); written as every run's JSON (2-space indents, a
+    final newline) beside ranks.parquet; the scores are float32 counts."""
+    from s3rec import runs
+    from s3rec.config import RunConfig
+
+    popularity = load_script("popularity", "scripts")
+    assert popularity.popularity_scores([np.array([2, 2])], 2).dtype == torch.float32
+    data, out = tmp_path / "tiny", tmp_path / "out"
+    write_prepared(generate(SyntheticSpec(users=40, items=20, attributes=5, seed=3, max_length=10)), data)
+    settings = {"sampled_negatives": 10, "negatives_seed": 4}
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    threads = torch.get_num_threads()
+    try:
+        assert popularity.main(["--data", str(data), "--out-dir", str(out), "--settings", json.dumps({"eval": settings}),
+                                "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    text = (out / "metrics.json").read_text()
+    result = json.loads(text)
+    assert text == json.dumps(result, indent=2) + "\n"
+    assert {k: result[k] for k in ("dataset", "variant", "seed", "best_epoch", "epochs_run", "parameters", "finetune")} == {
+        "dataset": "tiny", "variant": "popularity", "seed": 0, "best_epoch": 0, "epochs_run": 0,
+        "parameters": {"encoder": 0, "heads": {}, "heads_total": 0, "total": 0},
+        "finetune": {"loss": None, "negatives_exclude_heldout": None}}
+    for seconds in (result["wall_seconds"], result["cpu_seconds"]):
+        assert seconds["pretrain"] == 0.0 and seconds["finetune"] > 0
+    assert result["config"] == json.loads(json.dumps({"eval": RunConfig.from_dict({"eval": settings}).to_dict()["eval"]}))
+    assert result["config"]["eval"]["sampled_negatives"] == 10 and result["config"]["eval"]["negatives_seed"] == 4
+    assert result["execution"]["device"] == "cpu" and result["execution"]["threads"] == 1
+    assert result["provenance"]["host"] == platform.node() and set(result["provenance"]) == {"git_sha", "versions", "host"}
+    assert result["data_sha256"] == runs.digest_of_data(data)
+    ranks = pl.read_parquet(out / "ranks.parquet")
+    assert ranks.height > 0
