@@ -392,3 +392,10 @@ def test_head_weights_with_an_infinite_value_are_refused_naming_them():
     with pytest.raises(ValueError, match=r"^heads\.pt: NaN or infinite values in heads\.aap\.U \(a diverged"):
         report_inputs.check_head_finite("heads.pt", state, "aap")
     report_inputs.check_head_finite("heads.pt", state, "map")
+
+
+def test_runs_of_two_data_sets_are_refused(runs, tmp_path, caplog):
+    """One data set's tables: a run of another (a results/ glob too wide) was averaged and compared
+    as if of the same data set (the check could be dropped unnoticed: the mutation probe)."""
+    edit_json(runs[2], lambda r: r.update(dataset="other"))  # seed-r8 seed 0
+    assert_clear_error(runs, tmp_path, caplog, "--metrics: expected the runs of one data set, got ['other', 'toy']")

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from s3rec import labels, plots, report, spectra
+from s3rec import files, labels, plots, report, spectra
 from scripts_import import load_script
 
 plot_report = load_script("plot_report")
@@ -586,6 +586,9 @@ BAD_INPUTS = {
                              "metrics.json: not valid JSON"),
     "metrics.json a list": ("params_vs_accuracy", "none/seed0/bce/metrics.json", lambda p: p.write_text("[]"),
                             "metrics.json: expected a JSON object"),
+    # before the check (the mutation probe dropped it unnoticed): an AttributeError traceback
+    "config a list": ("pretrain_losses", "seed-r2/seed0/pretrain_run.json", lambda p: p.write_text('{"config": []}'),
+                      "pretrain_run.json: config: expected an object (the run's settings), got []"),
 }
 
 
@@ -622,6 +625,8 @@ def test_an_out_of_no_figure_format_or_given_twice_is_a_usage_error(small_study,
     ({"metric": "NDCG@11"}, "--settings: metric: expected"),
     ({"protocols": ["ful"]}, "--settings: protocols: expected"),
     ({"colour": "red"}, "--settings: unknown key 'colour'"),
+    # a key of the tables' settings, which the figures do not read (report_inputs alone takes it)
+    ({"bootstrap_samples": 100}, "--settings: unknown key 'bootstrap_samples'; the figures read ['metric', 'protocols', 'split']"),
 ])
 def test_settings_the_figures_cannot_read_are_a_usage_error(small_study, tmp_path, capsys, settings, message):
     """Before: exit 0 and blank panels (a metric or split no run has), or a key silently ignored."""
@@ -751,3 +756,165 @@ def test_a_star_needs_both_intervals_to_exclude_zero_and_reads_tables_without_th
     narrow = pl.DataFrame([{**row, "seeds_ci_low": -0.008, "seeds_ci_high": -0.001}])
     assert plots._excludes_zero(narrow, "bce", "full", "seed-r16", "seed-full")
     assert not plots._excludes_zero(narrow, "ce", "full", "seed-r16", "seed-full")  # no such row
+
+
+def test_the_log_names_each_pretraining_with_its_seeds_in_report_order():
+    """runs_drawn, the log's "drew ..." line: seeds sorted, "seed" for one and "seeds" for more,
+    popularity (not finetuned, no seed) last and bare."""
+    frame = pl.DataFrame({"loss": ["ce", "bce", "bce", "bce", None], "seed": [0, 1, 0, 0, 0],
+                          "pretraining": ["none", "none", "seed-full", "none", "popularity"]})
+    assert plot_report.runs_drawn(frame) == "bce: none seeds 0 1, seed-full seed 0; ce: none seed 0; popularity"
+
+
+
+def test_accuracy_vs_rank_draws_only_the_difference_rows_of_its_metric_and_split(small_study, tmp_path):
+    """A difference.csv may hold other metrics or splits (several tables given): only the rows of
+    the figure's metric and split give stars. Each row below excludes 0 in both intervals."""
+    root, inputs = small_study
+    rows = [("seed-r2", "full", "NDCG@10", "test"), ("seed-r4", "full", "HR@10", "test"),
+            ("seed-r4", "sampled", "NDCG@10", "valid")]
+    pl.DataFrame([{"loss": "bce", "pretraining": label, "reference": "seed-full", "protocol": protocol,
+                   "split": split, "metric": metric, "difference": 0.01, "ci_low": 0.005, "ci_high": 0.02,
+                   "seeds_ci_low": 0.001, "seeds_ci_high": 0.03, "confidence": 0.95}
+                  for label, protocol, metric, split in rows]).write_csv(tmp_path / "difference.csv")
+    metrics = [p for p in inputs["accuracy_vs_rank"] if p.name == "metrics.json"]
+    fig, _ = plot_report.accuracy_vs_rank([tmp_path / "difference.csv", *metrics], SETTINGS)
+    full, sampled = panels(fig)
+    assert [t.xy[0] for t in full.texts if t.get_text() == "*"] == [2]
+    assert [t for t in sampled.texts if t.get_text() == "*"] == []
+
+
+def test_params_vs_accuracy_draws_the_settings_metric_and_split(small_study, tmp_path, caplog):
+    """The small study's HR@10 is twice its NDCG@10: 0.103 + 0.02 i over seeds for the i-th label
+    (none 0, seed-full 1, seed-r2 2, seed-r4 3), the same in both splits: the label names the split.
+    main() draws what --settings gives over the defaults."""
+    _, inputs = small_study
+    caplog.set_level(logging.INFO)
+    assert plot_report.main(["params_vs_accuracy", "--inputs", *map(str, inputs["params_vs_accuracy"]), "--out",
+                             str(tmp_path / "f.png"), "--settings", json.dumps({"metric": "HR@10"})]) == 0
+    assert "drew HR@10 (test) mean ± std against head parameters" in caplog.text
+    assert 'settings: {"metric": "HR@10", "protocols": ["full", "sampled"], "split": "test"}' in caplog.text
+    caplog.clear()  # no --settings: the report's defaults
+    assert plot_report.main(["params_vs_accuracy", "--inputs", *map(str, inputs["params_vs_accuracy"]), "--out",
+                             str(tmp_path / "f.png")]) == 0
+    assert 'settings: {"metric": "NDCG@10", "protocols": ["full", "sampled"], "split": "test"}' in caplog.text
+    fig, drawn = plot_report.params_vs_accuracy(inputs["params_vs_accuracy"],
+                                                {"metric": "HR@10", "split": "valid", "protocols": ["full"]})
+    [ax] = panels(fig)
+    assert ax.get_ylabel() == "HR@10 (valid; 0–1)"
+    assert sorted(y for _, y, _ in errorbars(ax)) == pytest.approx([0.103, 0.123, 0.143, 0.163])
+    assert drawn.startswith("HR@10 (valid) mean ± std against head parameters")
+
+
+def test_params_vs_accuracy_without_any_parameter_count_is_an_error(small_study, tmp_path, caplog):
+    """Not an empty figure: every run's metrics.json lacks `parameters`."""
+    inputs = copied(small_study, tmp_path, "params_vs_accuracy")
+    for path in inputs:
+        write_json(path, {k: v for k, v in json.loads(path.read_text()).items() if k != "parameters"})
+    with pytest.raises(SystemExit) as exit_info:
+        plot_report.main(["params_vs_accuracy", "--inputs", *map(str, inputs), "--out", str(tmp_path / "f.png")])
+    assert exit_info.value.code == 2 and not (tmp_path / "f.png").exists()
+    assert "no run with a recorded parameter count (metrics.json `parameters`) to draw" in caplog.text
+
+
+def test_pretrain_losses_without_pretrain_run_json_draws_with_weights_not_recorded(small_study, tmp_path):
+    inputs = [p for p in copied(small_study, tmp_path, "pretrain_losses") if p.name == "pretrain_history.csv"]
+    for path in inputs:
+        path.with_name("pretrain_run.json").unlink()
+    _, drawn = plot_report.pretrain_losses(inputs, SETTINGS)
+    assert drawn.endswith("; weights not recorded")
+
+
+def test_task_weights_are_the_four_heads_numbers(tmp_path):
+    path = tmp_path / "pretrain_run.json"
+    write_json(path, {"config": {"pretrain": {"aap_weight": 0.2, "mip_weight": 1, "sp_weight": 0.5, "lr": 0.1}}})
+    assert plot_report.task_weights(path) == {"aap": 0.2, "mip": 1, "sp": 0.5}  # map's not recorded: left out
+    write_json(path, {"config": {"pretrain": {"sp_weight": True}}})
+    with pytest.raises(ValueError, match=r"config\.pretrain\.sp_weight: expected a number, got True"):
+        plot_report.task_weights(path)
+
+
+def test_finetune_validation_reads_the_metrics_json_beside_each_history(small_study, tmp_path):
+    """Given the histories alone, each run's metrics.json beside it says what it stopped on."""
+    inputs = [p for p in copied(small_study, tmp_path, "finetune_validation") if p.name == "finetune_history.csv"]
+    fig, drawn = plot_report.finetune_validation(inputs, SETTINGS)
+    assert "validation metric per epoch (bce: NDCG@20 (full))" in drawn
+    # without any: the report's metric on the full ranking
+    for path in inputs:
+        path.with_name("metrics.json").unlink()
+        path.write_text(path.read_text().replace("valid_NDCG@20", "valid_NDCG@10"))
+    fig, drawn = plot_report.finetune_validation(inputs, SETTINGS)
+    assert drawn.startswith("validation metric per epoch (NDCG@10)")
+    assert [ax.get_ylabel() for ax in panels(fig)] == ["validation NDCG@10 (full ranking)"]
+
+
+def test_finetune_validation_falls_back_to_the_report_metric_and_reads_an_unknown_cap_as_none(small_study, tmp_path):
+    """A run recording an early-stopping metric its history has no column of, or none, is drawn
+    on the report's metric; a run that does not say whether it hit the cap is not marked capped."""
+    inputs = copied(small_study, tmp_path, "finetune_validation")
+    for path in (p for p in inputs if p.name == "metrics.json"):
+        result = json.loads(path.read_text())
+        del result["config"]["finetune"]["early_stopping_metric"], result["early_stopped"], result["epochs_run"]
+        write_json(path, result)
+    for path in (p for p in inputs if p.name == "finetune_history.csv"):
+        path.write_text(path.read_text().replace("valid_NDCG@20", "valid_NDCG@10"))
+    fig, drawn = plot_report.finetune_validation(inputs, SETTINGS)
+    assert "(bce: NDCG@10 (full))" in drawn and drawn.endswith("at the epoch cap: none")
+
+
+def test_head_spectra_of_full_heads_only_draws_aap_and_map_and_the_authors_as_seed_0(study):
+    """No low-rank head anywhere: the AAP and MAP spectra still (the heads the ranks factorise);
+    the authors' one checkpoint is drawn as seed 0."""
+    name, inputs, _, _ = study
+    full = [p for p in inputs["head_spectra"] if "-r" not in p.parent.parent.name + p.parent.name]
+    fig, drawn = plot_report.head_spectra(full, SETTINGS)
+    assert [ax.get_title() for ax in panels(fig)] == ["AAP head", "MAP head"]
+    assert "heads ['aap', 'map']" in drawn
+    if name == "2x2":
+        assert drawn.endswith(", authors seed 0")
+
+
+def test_data_distributions_refuses_files_other_than_the_two_of_a_data_set(tmp_path, caplog):
+    from s3rec.data import write_prepared
+    from s3rec.synthetic import SyntheticSpec, generate
+
+    write_prepared(generate(SyntheticSpec(users=20, items=15, attributes=3, seed=0)), tmp_path / "one")
+    inputs = [str(tmp_path / "one" / "sequences.parquet"), str(tmp_path / "one" / "sequences.parquet")]
+    with pytest.raises(SystemExit):
+        plot_report.main(["data_distributions", "--inputs", *inputs, "--out", str(tmp_path / "f.png")])
+    assert "expected sequences.parquet and item_attributes.parquet of one prepared data set" in caplog.text
+    assert not (tmp_path / "f.png").exists()
+
+
+
+def test_data_distributions_counts_each_items_interactions_and_distinct_attributes(tmp_path, monkeypatch):
+    """What plot_report hands the figure: a count per item 1..M (the padding id 0 left out) and
+    the distinct attributes of each item 1..M, from the data set as training reads it."""
+    from s3rec.data import load_dataset, write_prepared
+    from s3rec.synthetic import SyntheticSpec, generate
+
+    write_prepared(generate(SyntheticSpec(users=30, items=12, attributes=4, seed=2)), tmp_path / "one")
+    data = load_dataset(tmp_path / "one")
+    monkeypatch.setattr(plots, "data_distributions", lambda *args, name: (args, name))
+    ((lengths, counts, per_item), name), _ = plot_report.data_distributions(
+        [tmp_path / "one" / "sequences.parquet", tmp_path / "one" / "item_attributes.parquet"], SETTINGS)
+    items = [item for sequence in data.sequences for item in sequence]
+    assert counts.tolist() == [items.count(i) for i in range(1, data.num_items + 1)] and sum(counts) == len(items)
+    assert per_item.tolist() == [len(set(data.item_attributes[i])) for i in range(1, data.num_items + 1)]
+    assert lengths.tolist() == [len(sequence) for sequence in data.sequences] and name == "one"
+
+
+
+def test_each_figure_file_is_written_through_a_temporary_name(small_study, tmp_path, monkeypatch):
+    """A killed run leaves no half-written figure: each --out is renamed from a temporary beside it."""
+    _, inputs = small_study
+    renamed = []
+    real_replace = files.os.replace
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (renamed.append((Path(src), Path(dst))),
+                                                               real_replace(src, dst)))
+    outs = [tmp_path / "f.png", tmp_path / "f.pdf"]
+    assert plot_report.main(["head_spectra", "--inputs", *map(str, inputs["head_spectra"]),
+                             "--out", *map(str, outs)]) == 0
+    assert [dst for _, dst in renamed] == outs
+    assert all(src.parent == tmp_path and src.name.startswith(f".{dst.name}.") for src, dst in renamed)
+    assert sorted(tmp_path.iterdir()) == sorted(outs)

@@ -578,6 +578,7 @@ def test_a_comparison_on_one_seed_is_named_below_the_difference_table(tmp_path):
                                json.dumps({"bootstrap_samples": 100, "resample_seeds": resample})]) == 0
         table = (out / "difference.md").read_text()
         assert (expected in table if expected else "On one seed" not in table), table
+        assert "On fewer seeds" not in table  # a one-seed comparison is named once, as on one seed
     assert table.endswith("\nThe bootstrap excludes 0, the t interval over seeds does not: seed-r16 − seed-full "
                           "(bce, full); seed-r16 − seed-full (bce, sampled). Read a difference as clear only where "
                           "both exclude 0 (the stars of accuracy_vs_rank).\n")
@@ -644,11 +645,78 @@ def test_a_difference_table_without_any_pair_says_so(tmp_path):
     paths = study_ranks(tmp_path / "runs", {"bce": ["none", "seed-r8"]})  # no seed-full
     assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(tmp_path / "t"),
                            "--settings", json.dumps({"bootstrap_samples": 100})]) == 0
-    assert "Left out: seed-r8 − seed-full (bce)" in (tmp_path / "t" / "difference.md").read_text()
+    text = (tmp_path / "t" / "difference.md").read_text()
+    assert "Left out: seed-r8 − seed-full (bce)" in text
+    assert "No comparison" not in text  # the left-out note says why the table is empty
     paths = study_ranks(tmp_path / "only-none", {"bce": ["none"]})
     assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(tmp_path / "u")]) == 0
     assert (tmp_path / "u" / "difference.md").read_text().endswith(
         "\nNo comparison: no preset's full was finetuned with the same loss as none, authors or a rank.\n")
+
+
+def test_aggregate_follows_every_table_setting_not_its_defaults(tmp_path):
+    """Split, metric, protocols, bootstrap samples, seed and confidence, resample_seeds: each
+    reaches the results and difference tables and their captions. Before, the tests ran at the
+    defaults only (the committed studies' settings), so a setting dropped on the way (the
+    difference table at the test split, say) passed them all (the mutation probe). The valid
+    split ranks fewer users than the test split: the notes count the users of the split tabulated,
+    with thousands separated."""
+    ranks = np.random.default_rng(3).integers(1, 30, size=1300)
+    settings = {"split": "valid", "metric": "HR@10", "metrics": ["HR@10"], "protocols": ["sampled"],
+                "bootstrap_samples": 100, "bootstrap_seed": 7, "confidence": 0.8, "resample_seeds": False}
+    paths = []
+    for label, shift, users in (("none", 0, 1200), ("seed-full", 3, 1200), ("seed-r8", 2, 1100)):
+        for seed in (0, 1):
+            path = write_run(tmp_path / "runs", label, seed, "bce", 0.1, np.maximum(ranks - shift - seed, 1))
+            result = json.loads(path.read_text())
+            result["metrics"]["sampled"]["valid"]["HR@10"] = 0.5 + 0.1 * seed + 0.01 * shift  # test: 0.2
+            path.write_text(json.dumps(result))
+            frame = pl.read_parquet(path.with_name("ranks.parquet"))
+            valid = (pl.col("split") == "valid")
+            frame.filter(~valid | (pl.col("user_id") <= users)).with_columns(  # valid: other ranks, fewer users
+                rank=pl.when(valid).then(pl.col("rank") + 5).otherwise(pl.col("rank"))).write_parquet(
+                path.with_name("ranks.parquet"))
+            paths.append(path)
+    out = tmp_path / "t"
+    assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(out), "--settings", json.dumps(settings)]) == 0
+    results = pl.read_csv(out / "results.csv")
+    seed_full = results.filter((pl.col("pretraining") == "seed-full") & (pl.col("protocol") == "sampled")
+                               & (pl.col("metric") == "HR@10"))
+    assert seed_full["mean"].to_list() == [pytest.approx(0.58)]  # the valid split's 0.53 and 0.63
+    expected = aggregate.significant(differences.difference_table(
+        report.load_ranks(paths), metric="HR@10", protocols=["sampled"], split="valid", samples=100, seed=7,
+        confidence=0.8, resample_seeds=False))
+    table = pl.read_csv(out / "difference.csv", schema_overrides=expected.schema)
+    assert table.columns == expected.columns and table.select(pl.col(pl.String)).equals(expected.select(pl.col(pl.String)))
+    for column in ("difference", "ci_low", "ci_high", "seeds_ci_low", "seeds_ci_high"):
+        assert table[column].to_list() == pytest.approx(expected[column].to_list(), rel=1e-9), column
+    text = (out / "difference.md").read_text()
+    assert text.startswith("toy, valid split: per-user HR@10 of one pretraining minus another")
+    assert ("with a 80% paired bootstrap interval (100 resamples, re-sampling users) and a 80% t interval over "
+            "seeds") in text
+    assert text.endswith("\nOn fewer users than the runs' 1,200 (those both runs ranked): seed-r8 − seed-full "
+                         "(bce, sampled): 1,100.\n")
+    assert (out / "results.md").read_text().startswith("toy, valid split: mean ± std over seeds")
+
+
+@pytest.mark.parametrize("executions, said", [
+    ([{"device": "cuda:0", "threads": 2}, {"device": "cpu", "threads": 1}], "each job on cpu or cuda:0 with 1 or 2 threads"),
+    ([{"device": "cpu", "threads": 1}], "each job on cpu with 1 thread"),
+    ([{"threads": 1}], "each job on an unrecorded device with 1 thread"),
+    ([None], "threads not recorded"),
+], ids=["two-devices", "one", "no-device", "nothing"])
+def test_the_results_caption_says_the_devices_and_threads_the_runs_recorded(tmp_path, executions, said):
+    """CPU time depends on the device and threads: the caption names them, sorted (the same bytes
+    for runs in any order), or says they are not recorded; none of it was checked before."""
+    paths = study_ranks(tmp_path / "runs", {"bce": ["none", "seed-full"]}, users=20)[:-1]
+    for i, path in enumerate(paths):  # seeds 0 and 1 of none, then of seed-full: a device per row
+        execution = executions[i // 2 % len(executions)]
+        if execution is not None:
+            path.write_text(json.dumps({**json.loads(path.read_text()), "execution": execution}))
+    out = tmp_path / "t"
+    assert aggregate.main(["--metrics", *map(str, paths), "--out-dir", str(out),
+                           "--settings", json.dumps({"bootstrap_samples": 100})]) == 0
+    assert f"mean over seeds, {said}; unlike wall-clock time" in (out / "results.md").read_text()
 
 
 def test_rank_energy_is_the_eckart_young_share_of_the_squared_norm():

@@ -5,6 +5,7 @@ import json
 import re
 import logging
 import shutil
+import types
 from pathlib import Path
 
 import numpy as np
@@ -378,6 +379,27 @@ def test_runs_md_flags_pretrainings_whose_sp_loss_stalled_at_ln2(fabricated_stud
     assert "None of the 1" in report_study.runs_markdown(study_folder.scan(fabricated_study))
 
 
+def test_an_sp_loss_not_recorded_in_some_epochs_is_skipped_not_an_error(fabricated_study):
+    """An empty sp cell (an epoch that did not record the SP loss) is left out of the stall check;
+    only a cell that is no number stops the report."""
+    history = fabricated_study / "seed-full/seed0/pretrain_history.csv"
+    fake_pretraining(history.parent, "full", 0, sp=[0.6935, 0.6931, "", 0.6932, 0.6931], pair_loss="sigmoid_difference")
+    assert ",\n" in history.read_text()
+    assert report_study.sp_column(history) == [0.6935, 0.6931, 0.6932, 0.6931]
+    text = report_study.runs_markdown(study_folder.scan(fabricated_study))
+    assert "- pretraining seed-full/seed0: SP stalled in epochs 1–4 (last epoch's SP loss 0.6931)" in text
+
+
+@pytest.mark.parametrize("wall, listed", [(100.4, True), (100.0004, False)])
+def test_pretraining_wall_times_compare_to_the_millisecond(fabricated_study, wall, listed):
+    """Without recorded weights, the pretraining wall time a finetuning recorded is compared with
+    the pretraining's own to 3 decimals: 0.4 s apart is another run, JSON's float noise is not."""
+    fake_pretraining(fabricated_study / "seed-full" / "seed0", "full", 0, wall=wall)  # the finetuning says 100.0
+    text = report_study.runs_markdown(study_folder.scan(fabricated_study))
+    assert ("- finetuning seed-full/seed0/bce: it records a pretraining of 100 s wall time" in text) == listed
+    assert ("None of the 6 complete finetunings." in text) != listed
+
+
 def test_runs_md_lists_finetunings_from_another_pretraining_run_than_their_folders(fabricated_study, caplog):
     """Before: a pretraining run again (its first pretrain.pt not kept) and finetuned with ce, beside
     the exported files of the first, was reported with the first's heads and losses, unflagged."""
@@ -418,6 +440,69 @@ def test_only_complete_planned_runs_feed_the_tables_and_figures(fabricated_study
     assert [p.relative_to(fabricated_study).as_posix() for p in inputs["head_spectra"]] == ["seed-full/seed0/heads.pt"]
     assert len(inputs["pretrain_losses"]) == 2 and len(inputs["finetune_validation"]) == 10
     assert not any("seed-r4" in str(path) for paths in inputs.values() for path in paths)
+    # the authors' checkpoint, once there, is drawn with the pretrainings (its heads.pt only)
+    fake_pretraining(fabricated_study / "authors", "authors", 0)
+    heads = report_study.figure_inputs(study_folder.scan(fabricated_study), difference)["head_spectra"]
+    assert [p.relative_to(fabricated_study).as_posix() for p in heads] == ["seed-full/seed0/heads.pt", "authors/heads.pt"]
+
+
+def test_tables_and_figures_get_the_plans_settings_and_leave_no_temporary(fabricated_study, monkeypatch):
+    """make_tables and make_figure hand plan.json's report.tables and report.figures to the
+    scripts (the committed studies use the defaults, so dropping them passed every test), and each
+    format's file lands under its own name, with no temporary file or folder left in report/."""
+    calls = {}
+
+    def fake_script(name):
+        def main(argv):
+            calls[name] = argv
+            if name == "aggregate":
+                out = Path(argv[argv.index("--out-dir") + 1])
+                out.mkdir(parents=True)
+                for table in report_study.TABLE_FILES:
+                    (out / table).write_text(table)
+            else:
+                for out in argv[argv.index("--out") + 1:argv.index("--settings")]:
+                    Path(out).write_text(Path(out).suffix)  # a file of its format's suffix
+            return 0
+        return types.SimpleNamespace(main=main)
+
+    monkeypatch.setattr(report_study, "load_script", fake_script)
+    path = fabricated_study / "plan.json"
+    figures = {"metric": "HR@10", "split": "valid", "protocols": ["sampled"]}
+    write_json(path, {**json.loads(path.read_text()), "report": {"tables": {**TABLES, "confidence": 0.9},
+                                                                 "figures": figures}})
+    study = study_folder.scan(fabricated_study)
+    report = fabricated_study / "report"
+    assert report_study.make_tables(study, report / "tables")
+    argv = calls["aggregate"]
+    assert json.loads(argv[argv.index("--settings") + 1]) == {**TABLES, "confidence": 0.9}
+    assert sorted(p.name for p in (report / "tables").iterdir()) == sorted(report_study.TABLE_FILES)
+    assert (report / "tables" / "difference.tex").read_text() == "difference.tex"
+    report_study.make_figure("head_spectra", [fabricated_study / "seed-full/seed0/heads.pt"], report / "figures",
+                             study.plan["report"]["figures"])
+    argv = calls["plot_report"]
+    assert argv[0] == "head_spectra" and json.loads(argv[argv.index("--settings") + 1]) == figures
+    assert {p.name: p.read_text() for p in (report / "figures").iterdir()} == {"head_spectra.png": ".png",
+                                                                               "head_spectra.pdf": ".pdf"}
+    assert sorted(p.relative_to(report).as_posix() for p in report.rglob("*")) == sorted(
+        ["tables", "figures", "figures/head_spectra.png", "figures/head_spectra.pdf"]
+        + [f"tables/{name}" for name in report_study.TABLE_FILES])
+
+    def failing(name):  # dies after writing its first format: that temporary file is removed too
+        def main(argv):
+            Path(argv[argv.index("--out") + 1]).write_text("half")
+            raise SystemExit(2)
+        return types.SimpleNamespace(main=main)
+
+    monkeypatch.setattr(report_study, "load_script", failing)
+    with pytest.raises(SystemExit):
+        report_study.make_figure("pretrain_losses", [], report / "figures", figures)
+    assert sorted(p.name for p in (report / "figures").iterdir()) == ["head_spectra.pdf", "head_spectra.png"]
+    # and make_report gives every figure report.figures
+    drawn = []
+    monkeypatch.setattr(report_study, "make_tables", lambda study, out_dir: True)
+    monkeypatch.setattr(report_study, "make_figure", lambda figure, inputs, out_dir, settings: drawn.append(settings))
+    assert report_study.make_report(study) == [] and drawn == [figures] * 5
 
 
 def test_runs_md_does_not_depend_on_the_order_of_files(fabricated_study, tmp_path, monkeypatch):
@@ -435,8 +520,11 @@ def test_report_skips_figures_without_inputs(tmp_path, caplog):
     export.write_plan(study_folder.make_plan("toy", [{"pretraining": "seed-full", "seed": 0, "loss": "ce"}], {}),
                       study / "plan.json")
     assert report_study.main([str(study)]) == 0
-    assert "**0 of 1 finetunings, 0 of 1 pretrainings**, popularity: missing." in (study / "report" / "runs.md").read_text()
+    text = (study / "report" / "runs.md").read_text()
+    assert "**0 of 1 finetunings, 0 of 1 pretrainings**, popularity: missing." in text
+    assert "## Time per device\n\n" in text and "\nNo complete run: no time recorded.\n" in text  # not an empty table
     assert "tables skipped" in caplog.text and "figure head_spectra skipped" in caplog.text
+    assert "3 missing run(s): seed-full/seed0; seed-full/seed0/ce; popularity" in caplog.text  # main logs them
     assert not (study / "report" / "figures").exists()
     # popularity alone (it ranks by counts, finetunes nothing): before, blank accuracy and
     # parameter figures, exit 0
@@ -557,6 +645,21 @@ def test_unreadable_sections_of_a_run_file_are_reported_as_not_recorded(fabricat
     assert "| not recorded | not recorded | finetuning | 1 |" in text
 
 
+@pytest.mark.parametrize("epochs", [0, -4, "4", None])
+def test_times_a_run_file_does_not_record_per_stage_are_not_recorded_not_zero(fabricated_study, epochs):
+    """A finetuning's seconds are its `finetune` part: a bare number (pretraining included, or of
+    an unknown stage) is not recorded, and a device none of whose runs recorded a time says so, not
+    "0 s". Epochs that are no positive integer give no time per epoch (not a negative or a crash)."""
+    path = fabricated_study / "none/seed0/bce/metrics.json"
+    write_json(path, {**json.loads(path.read_text()), "wall_seconds": 3600.0, "cpu_seconds": 3000.0,
+                      "execution": {"device": "cpu:older", "threads": 1}})
+    run_json = fabricated_study / "seed-full/seed0/pretrain_run.json"
+    write_json(run_json, {**json.loads(run_json.read_text()), "epochs": epochs})
+    text = report_study.runs_markdown(study_folder.scan(fabricated_study))
+    assert "| cpu:older | 1 | finetuning | 1 | not recorded | not recorded |" in text
+    assert "| seed-full/seed0 | cuda:0 (NVIDIA H100) | 1 | not recorded | 100 | 90 | not recorded |" in text
+
+
 def test_a_figure_refusing_its_input_is_logged_in_one_line(fabricated_study, caplog):
     """plot_report.py's clear error (a SystemExit) fails that figure alone, without a traceback."""
     figure = fabricated_study / "report" / "figures" / "finetune_validation.png"
@@ -571,6 +674,31 @@ def test_a_figure_refusing_its_input_is_logged_in_one_line(fabricated_study, cap
         ("figure finetune_validation failed (see the error above)", None)]
     assert f"{history}: line 2, column 'valid_NDCG@10': expected a number, got 'x'" in caplog.text
     assert (fabricated_study / "report" / "runs.md").exists()
+
+
+def test_failed_tables_remove_their_earlier_copy_and_skip_accuracy_vs_rank(fabricated_study, caplog):
+    """The fabricated runs record no finetuning loss: aggregate.py refuses them and the tables
+    fail. Their earlier files and the accuracy_vs_rank drawn from them are removed (else they stand
+    in git as made from these runs), the figure is skipped for that reason, the others are made."""
+    report = fabricated_study / "report"
+    for name in ("tables/results.md", "tables/difference.csv", "figures/accuracy_vs_rank.png"):
+        (report / name).parent.mkdir(parents=True, exist_ok=True)
+        (report / name).write_text("an earlier run's file")
+    assert report_study.main([str(fabricated_study)]) == 1
+    assert list((report / "tables").iterdir()) == [] and not (report / "figures/accuracy_vs_rank.png").exists()
+    assert "tables failed (see the error above)" in caplog.text
+    assert "figure accuracy_vs_rank skipped: it draws the difference table, which failed" in caplog.text
+    assert (report / "figures/head_spectra.png").exists() and (report / "runs.md").exists()
+
+
+def test_a_failed_figure_alone_makes_the_exit_status_1(fabricated_study, monkeypatch, caplog):
+    """With the tables out of the way (here: none to make), a figure's failure is still exit
+    status 1: test_a_figure_refusing_its_input_is_logged_in_one_line got 1 from the tables."""
+    monkeypatch.setattr(report_study, "make_tables", lambda study, out_dir: False)
+    (fabricated_study / "none/seed0/bce/finetune_history.csv").write_text("epoch,loss,valid_NDCG@10\n1,0.5,x\n")
+    assert report_study.main([str(fabricated_study)]) == 1
+    [summary] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("failed: ")]
+    assert "finetune_validation" in summary.split(" (see")[0]
 
 
 # ---------------------------------------------------------------- end to end, on real runs
