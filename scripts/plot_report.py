@@ -18,8 +18,9 @@ for pretraining files, .../seed<S>/<loss>/ for finetuning files; any <root>, e.g
 and protocols. The figure is written once per --out file, in the format of its suffix, the same bytes
 for the same inputs. The log (stderr) says which inputs were read, what was drawn and how long it took.
 An input that cannot be read as expected (a JSON file not an object, a history CSV empty or with a
-cell that is no number, a checkpoint unreadable or with non-finite head weights) ends the script with
-exit status 2 and a message naming the file, before anything is written.
+cell that is no number or without the validation column to draw, a checkpoint unreadable or with
+non-finite head weights) ends the script with exit status 2 and a message naming the file, before
+anything is written.
 """
 from __future__ import annotations
 
@@ -158,6 +159,7 @@ def finetune_validation(inputs, s):
         metric = finetune.get("early_stopping_metric")
         followed[labels["loss"]] = ((metric if f"valid_{metric}" in history.columns else s["metric"]),
                                     finetune.get("early_stopping_protocol") or "full")
+    check_validation_columns(history, followed, s["metric"], named(inputs, "finetune_history.csv"))
     dataset = dataset_of(named(inputs, "finetune_history.csv")[0])
     capped = report_order(runs.filter(pl.col("hit_cap").fill_null(False)), "seed")
     at_cap = ", ".join(f"{label} ({loss}) seed {seed}" for label, loss, seed in
@@ -166,6 +168,20 @@ def finetune_validation(inputs, s):
     drawn = (f"validation metric per epoch ({which or s['metric']}) of {history.height} epochs, runs "
              f"{runs_drawn(history.unique(['loss', 'pretraining', 'seed']))}; at the epoch cap: {at_cap or 'none'}")
     return plots.finetune_validation(history, runs, followed, dataset=dataset, default=(s["metric"], "full")), drawn
+
+
+def check_validation_columns(history, followed, metric, paths):
+    """Each loss's panel draws valid_<metric> (the one its runs followed, else the report's): a
+    history without it is bad input, named, not a polars ColumnNotFoundError from the drawing.
+    The histories drawn together hold the same valid_ columns (report.load_histories checks)."""
+    for loss in sorted(set(history["loss"].drop_nulls())):
+        column = f"valid_{followed.get(loss, (metric,))[0]}"
+        if column not in history.columns:
+            path = next(p for p in paths if run_of_path(p)[2] == loss)
+            held = [c for c in history.columns if c.startswith("valid_")]
+            raise ValueError(f"{path}: no column {column!r} to draw (no metrics.json beside it names an early-"
+                             f"stopping metric it holds, so the report's metric {metric} is drawn); expected it "
+                             f"among its validation columns: {', '.join(held) or 'none'}")
 
 
 def head_spectra(inputs, s):

@@ -862,6 +862,32 @@ def test_finetune_validation_falls_back_to_the_report_metric_and_reads_an_unknow
     assert "(bce: NDCG@10 (full))" in drawn and drawn.endswith("at the epoch cap: none")
 
 
+@pytest.mark.parametrize("metrics", ["kept", "removed"])
+def test_finetune_validation_without_the_fallback_metrics_column_is_a_named_error(small_study, tmp_path, caplog,
+                                                                                   metrics):
+    """Histories holding no column of the report's metric, drawn because no metrics.json beside
+    them names an early-stopping metric they hold (none at all, or one they lack): exit 2 naming a
+    history, the column and those it holds, no figure; it was a polars ColumnNotFoundError."""
+    inputs = copied(small_study, tmp_path, "finetune_validation")
+    for path in (p for p in inputs if p.name == "metrics.json"):
+        if metrics == "removed":
+            path.unlink()
+        else:
+            result = json.loads(path.read_text())
+            result["config"]["finetune"]["early_stopping_metric"] = "HR@5"
+            write_json(path, result)
+    histories = [p for p in inputs if p.name == "finetune_history.csv"]
+    assert "valid_NDCG@10" not in histories[0].read_text().splitlines()[0]
+    args = [str(p) for p in inputs if p.exists()]
+    with pytest.raises(SystemExit) as stop:
+        plot_report.main(["finetune_validation", "--inputs", *args, "--out", str(tmp_path / "f.png")])
+    assert stop.value.code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith(f"{histories[0]}: no column 'valid_NDCG@10' to draw")
+    assert errors[0].endswith("expected it among its validation columns: valid_NDCG@20")
+    assert not (tmp_path / "f.png").exists()
+
+
 def test_head_spectra_of_full_heads_only_draws_aap_and_map_and_the_authors_as_seed_0(study):
     """No low-rank head anywhere: the AAP and MAP spectra still (the heads the ranks factorise);
     the authors' one checkpoint is drawn as seed 0."""
