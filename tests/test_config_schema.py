@@ -350,3 +350,83 @@ def test_run_config_takes_exactly_the_names_the_schema_takes(section, name, allo
     for value in (v for v in allowed if v is not None):  # null: the preset decides (dropped before RunConfig)
         extra = {"eval": {"protocols": ["full", "sampled"]}} if value == "sampled" else {}
         RunConfig.from_dict({**extra, section: {**extra.get(section, {}), name: value}})
+
+
+# ---------------------------------------------------------------- common.smk's checks at their bounds
+# Hand mutants of workflow/rules/common.smk that moved a bound of check_config by one (items of a
+# synthetic data set, a rank against hidden_size), dropped the rank check, refused too few items
+# also without the sampled protocol, or took a folder for the authors' checkpoint left every
+# other test green.
+
+
+def plan(tmp_path, config):
+    """snakemake -n of the repository's workflow with `config` over config/config.yaml."""
+    path = tmp_path / "probe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--nolock", "--configfile", str(path))
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_a_synthetic_data_set_needs_items_for_the_sampled_negatives_and_no_more(tmp_path):
+    """99 negatives (the default) beside a user's 30 items (the synthetic sequences' longest)."""
+    assert plan(tmp_path, {"datasets": {"synthetic": {"items": 129}}})[0] == 0
+    code, out = plan(tmp_path, {"datasets": {"synthetic": {"items": 128}}})
+    assert code != 0 and "datasets.synthetic.items: 128 items leave a user of 30 items" in out
+    assert "fewer than the 99 negatives of the sampled protocol" in out and "expected items >= 129," in out
+    # without the sampled protocol, no negatives are drawn: few items are fine
+    code, out = plan(tmp_path, {"datasets": {"synthetic": {"items": 50}}, "settings": {"eval": {"protocols": ["full"]}}})
+    assert code == 0, out[-2000:]
+
+
+def test_a_rank_may_be_as_large_as_hidden_size_and_no_larger(tmp_path):
+    """config/README.md and the schema: each rank must be <= settings.model.hidden_size."""
+    model = {"model": {"hidden_size": 16}}
+    assert plan(tmp_path, {"ranks": [4, 16], "settings": model})[0] == 0
+    code, out = plan(tmp_path, {"ranks": [4, 17], "settings": model})
+    assert code != 0 and "ranks: rank 17 exceeds settings.model.hidden_size = 16" in out, out[-2000:]
+
+
+def test_an_authors_checkpoint_that_is_a_folder_is_refused(tmp_path):
+    for name in ("Mine.txt", "Mine_item2attributes.json"):
+        (tmp_path / name).write_text("placeholder")  # only their existence is checked when planning
+    (tmp_path / "Mine-epochs-150.pt").mkdir()
+    spec = {"source": "s3rec", "sequences": str(tmp_path / "Mine.txt"),
+            "attributes": str(tmp_path / "Mine_item2attributes.json"), "authors_checkpoint": str(tmp_path / "Mine-epochs-150.pt")}
+    code, out = plan(tmp_path, {"run_on": ["mine"], "datasets": {"mine": spec}})
+    assert code != 0 and f"datasets.mine.authors_checkpoint: {str(tmp_path / 'Mine-epochs-150.pt')!r}" in out, out[-2000:]
+
+
+def test_a_target_of_an_undefined_data_set_names_the_defined_ones():
+    """A target named by hand for a data set the config does not define (not a KeyError)."""
+    result = snakemake("-n", "--nolock", "--", "resources/nope/stats.json")
+    assert result.returncode != 0
+    assert ("data set 'nope' is not defined under `datasets` in the config (defined: synthetic)"
+            in result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize("source, fix", [
+    ("s3rec", "(the authors' <Name>_sample.txt); set it, or use eval.negatives: seeded"),
+    ("amazon", "(the authors' <Name>_sample.txt); a amazon data set has none: leave it out of run_on"),
+])
+def test_eval_negatives_file_without_a_file_says_the_fix_of_the_source(tmp_path, source, fix):
+    """An s3rec data set can be given the authors' file; an amazon one has none to give."""
+    if source == "s3rec":
+        for name in ("Mine.txt", "Mine_item2attributes.json"):
+            (tmp_path / name).write_text("placeholder")  # only their existence is checked when planning
+        spec = {"source": "s3rec", "sequences": str(tmp_path / "Mine.txt"),
+                "attributes": str(tmp_path / "Mine_item2attributes.json")}
+    else:
+        spec = {"source": "amazon", "reviews": "resources/raw/reviews_Mine_5.json.gz",
+                "meta": "resources/raw/meta_Mine.json.gz",
+                "download": {"reviews": {"url": "https://example.org/r"}, "meta": {"url": "https://example.org/m"}}}
+    code, out = plan(tmp_path, {"run_on": ["mine"], "datasets": {"mine": spec}, "settings": {"eval": {"negatives": "file"}}})
+    assert code != 0 and f"settings.eval.negatives is file, but datasets.mine has no `negatives` file {fix}" in out
+
+
+def test_a_bad_pretraining_setting_with_stacked_seeds_is_said_as_without(tmp_path):
+    """The stacking check leaves a setting RunConfig refuses to run_settings_problem's one line
+    (not a ValueError's traceback from the check of the batching)."""
+    config = {"pretrain_seeds_per_job": 2, "settings": {"pretrain": {"batching": "padded", "aap_weight": float("inf")}}}
+    code, out = plan(tmp_path, config)
+    assert code != 0 and "config: settings.pretrain.aap_weight: expected a finite number >= 0, got inf" in out
+    assert "Traceback" not in out, out[-2000:]

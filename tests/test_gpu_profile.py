@@ -53,7 +53,7 @@ def assert_gpu_on_training_jobs_only(jobs, value="1"):
                 assert "gpu" not in job, (rule, job)
 
 
-@pytest.mark.parametrize("device", ["cuda", "cuda:1", "cuda:any"])
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "cuda:12", "cuda:any"])  # cuda:12: a card number of two digits
 def test_training_jobs_take_a_gpu_on_cuda(workdir, device):
     assert_gpu_on_training_jobs_only(plan(workdir, device=device))
 
@@ -234,3 +234,33 @@ def test_slurm_gives_a_stacked_gpu_job_a_core_per_seed(workdir):
     assert len(jobs.get("pretrain_stacked", [])) == 1, out
     tres = alloc_tres(jobs["pretrain_stacked"])[jobs["pretrain_stacked"][0]].split(",")
     assert "cpu=3" in tres and "gres/gpu=1" in tres, tres
+
+
+def slurm_profile_adding(workdir, rule, line, name):
+    """A copy of profiles/slurm with `line` (e.g. gres: "tmp:1") added to the set-resources of `rule`."""
+    text = (REPO / "profiles/slurm/config.yaml").read_text()
+    text, count = re.subn(rf"^(  {rule}:.*\n)", rf"\g<1>    {line}\n", text, flags=re.M)
+    assert count == 1, rule
+    (workdir / "profiles" / name).mkdir()
+    (workdir / "profiles" / name / "config.yaml").write_text(text)
+    return f"profiles/{name}"
+
+
+def test_the_checks_of_the_profiles_gpu_lines_follow_what_asks_for_a_gpu(workdir):
+    """Hand mutants of common.smk's check_gpu_requests survived: with device auto the GPU lines
+    plan (auto takes a GPU where there is one); a gres of no GPU (a node's local disk) asks for no
+    card and plans on cpu; with seeds stacked, the GPU line of pretrain_stacked, the training rule
+    then, stops a cpu run as pretrain_model's does."""
+    model = slurm_profile_with(workdir, ["gpu_model"], "slurm-model")
+    assert {job.get("gpu_model") for job in plan(workdir, "--profile", model, device="auto")["finetune_model"]} == {
+        "a100"}
+    tmp = slurm_profile_adding(workdir, "pretrain_model", 'gres: "tmp:1"', "slurm-tmp")
+    assert {job.get("gres") for job in plan(workdir, "--profile", tmp, device="cpu")["pretrain_model"]} == {"tmp:1"}
+    stacked = {**TINY, "pretrain_seeds_per_job": 2,
+               "settings": {**TINY["settings"], "pretrain": {"epochs": 1, "batching": "padded"}}}
+    profile = slurm_profile_adding(workdir, "pretrain_stacked", 'gpu_model: "a100"', "slurm-stacked")
+    result = run_snakemake(workdir, "-n", "--profile", profile, "--configfile", write_config(workdir, stacked),
+                           check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "config: device = 'cpu' but the profile gives pretrain_stacked gpu_model='a100'" in out, out[-2000:]

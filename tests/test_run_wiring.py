@@ -2,10 +2,12 @@
 epoch's weights are the ones evaluated, early stopping watches the validation item, the
 negatives setting reaches the batches, the length cut of finetuning and scoring, the logits'
 columns, the recorded parameter counts, the popularity scores, a tie in validation, the patience
-count, each epoch's random generators and each epoch's timing columns."""
+count, each epoch's random generators and each epoch's timing columns; and, in a dry run of the
+workflow, the runs, inputs and arguments that workflow/rules/common.smk gives each job."""
 from __future__ import annotations
 
 import json
+import re
 import types
 
 import numpy as np
@@ -236,3 +238,182 @@ def test_a_sampled_negative_equal_to_the_target_is_refused():
 def test_the_bootstrap_states_the_mean_difference():
     from s3rec.intervals import paired_bootstrap
     assert paired_bootstrap(np.array([[0.0, 0.0, 3.0]]), samples=50)[0] == 1.0  # the median would say 0
+
+
+# ---------------------------------------------------------------- the DAG's runs and arguments
+# One dry run (-n -p) of a study of three data sets, one of each source: what common.smk's input
+# and param functions give each job. Hand mutants of common.smk (a seed, a loss or the popularity
+# baseline dropped from an input list or the study plan, an argument of prepare_data or a
+# download's sha256 lost, the split of the figures fixed) left every other test green.
+
+PLANNED_STUDY = {
+    "run_on": ["tiny", "mine", "shop"],
+    "datasets": {
+        "tiny": {"source": "synthetic", "users": 300, "items": 200, "attributes": 20, "seed": 7},
+        "mine": {"source": "s3rec", "sequences": "Mine.txt", "attributes": "Mine_item2attributes.json",
+                 "authors_checkpoint": "Mine-epochs-150.pt"},
+        "shop": {"source": "amazon", "reviews": "resources/raw/reviews_Shop_5.json.gz",
+                 "meta": "resources/raw/meta_Shop.json.gz", "k_core": 3,
+                 "download": {"reviews": {"url": "https://example.org/r?a=1&b=2", "sha256": "0" * 64},
+                              "meta": {"url": "https://example.org/m"}}},
+    },
+    "ranks": [4],
+    "seeds": [0, 1],
+    "pretraining": {"seed": "all", "paper": ["full"]},
+    "finetune_losses": ["bce", "ce"],
+    "study_dir": "study",
+    "device": "cpu",
+    "settings": {"model": {"hidden_size": 16}, "pretrain": {"epochs": 1}, "finetune": {"epochs": 2}},
+    "report": {"bootstrap_samples": 200, "split": "valid", "metric": "HR@10"},
+}
+PRETRAINED = ["seed-full", "seed-r4", "paper-full"]
+
+
+@pytest.fixture(scope="module")
+def planned_jobs(tmp_path_factory):
+    """[{rule, wildcards, input, shell}] of every job of PLANNED_STUDY's dry run, and the files
+    of target `all` (the reason line of its job 0 lists them all in a fresh folder)."""
+    from test_workflow import copy_workflow, run_snakemake, write_config
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("planned"))
+    for name in ("Mine.txt", "Mine_item2attributes.json", "Mine-epochs-150.pt"):
+        (workdir / name).write_text("placeholder")  # only their existence is checked when planning
+    # a job with an output deleted (popularity's ranks.parquet), a pretraining done but not exported
+    for path in ["results/tiny/popularity/metrics.json",
+                 *(f"results/tiny/seed-full/seed0/{name}" for name in ("pretrain.pt", "pretrain_history.csv",
+                                                                      "pretrain_run.json"))]:
+        (workdir / path).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / path).write_text("placeholder")
+    result = run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", write_config(workdir, PLANNED_STUDY))
+    out = result.stdout + result.stderr
+    jobs = []
+    for block in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)Shell command: (.*)$", out, flags=re.M):
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block[1], flags=re.M))
+        jobs.append({"rule": block[0], "shell": block[2], "input": fields.get("input", "").split(", "),
+                     "wildcards": dict(kv.split("=", 1) for kv in fields.get("wildcards", "").split(", ") if kv)})
+    targets = re.search(r"^Job 0: .*\nReason: Input files updated by another job: (.*)$", out, flags=re.M)
+    return jobs, set(targets.group(1).split(", "))
+
+
+def jobs_of(planned_jobs, rule, **wildcards):
+    return [job for job in planned_jobs[0] if job["rule"] == rule
+            and all(job["wildcards"].get(k) == v for k, v in wildcards.items())]
+
+
+def shell_json(shell, option):
+    return json.loads(re.search(rf"{option} '(\{{.*?\}})'(?: |$)", shell).group(1))
+
+
+def finetuned(dataset, starts, name):
+    return {f"results/{dataset}/{start}/seed{seed}/{loss}/{name}"
+            for start in starts for seed in (0, 1) for loss in ("bce", "ce")}
+
+
+def test_prepare_data_gets_each_sources_arguments(planned_jobs):
+    (tiny,) = jobs_of(planned_jobs, "prepare_data", dataset="tiny")
+    assert "prepare_data.py --format synthetic --users 300 --items 200 --attributes 20 --seed 7 --out" in tiny["shell"]
+    (shop,) = jobs_of(planned_jobs, "prepare_data", dataset="shop")
+    assert ("prepare_data.py --format amazon --reviews resources/raw/reviews_Shop_5.json.gz"
+            " --meta resources/raw/meta_Shop.json.gz --k-core 3 --out resources/shop") in shop["shell"]
+
+
+def test_a_download_gets_its_url_quoted_and_its_sha256_checked(planned_jobs):
+    (reviews,) = jobs_of(planned_jobs, "download_raw_file", filename="reviews_Shop_5.json.gz")
+    assert "--output resources/raw/reviews_Shop_5.json.gz 'https://example.org/r?a=1&b=2' &&" in reviews["shell"]
+    assert f"echo '{'0' * 64}  resources/raw/reviews_Shop_5.json.gz' | sha256sum --check -" in reviews["shell"]
+    (meta,) = jobs_of(planned_jobs, "download_raw_file", filename="meta_Shop.json.gz")
+    assert "if [ -n '' ];" in meta["shell"]  # no sha256 given: not checked
+
+
+def test_each_finetuning_gets_its_loss_variant_and_start(planned_jobs):
+    finetunings = jobs_of(planned_jobs, "finetune_model", dataset="mine")
+    assert len(finetunings) == 5 * 2 * 2  # none, the three pretrained, authors
+    for job in finetunings:
+        w = job["wildcards"]
+        settings = shell_json(job["shell"], "--settings")
+        assert settings["finetune"]["loss"] == w["loss"], job["shell"]
+        variant = w["pretraining"].split("-")[-1]
+        assert f"--variant {variant} --seed {w['seed']} " in job["shell"]
+        preset = w["pretraining"].split("-")[0] if "-" in w["pretraining"] else None
+        assert settings.get("pretrain", {}).get("preset") == preset
+
+
+def test_popularity_takes_the_eval_settings_alone(planned_jobs):
+    """A change to the model or finetuning settings does not rerun the popularity baseline."""
+    (popularity,) = jobs_of(planned_jobs, "rank_popularity", dataset="tiny")
+    assert set(shell_json(popularity["shell"], "--settings")) == {"eval"}
+
+
+def test_the_study_plan_lists_every_run(planned_jobs):
+    for dataset, authors in (("tiny", False), ("mine", True)):
+        (plan,) = jobs_of(planned_jobs, "study_plan", dataset=dataset)
+        runs = shell_json(plan["shell"], "--runs")
+        assert runs["authors"] is authors and runs["popularity"] is True
+        assert sorted((r["pretraining"], r["seed"]) for r in runs["pretrainings"]) == sorted(
+            (p, s) for p in PRETRAINED for s in (0, 1))
+        starts = ["none", *PRETRAINED] + (["authors"] if authors else [])
+        assert sorted((r["pretraining"], r["seed"], r["loss"]) for r in runs["finetunings"]) == sorted(
+            (p, s, loss) for p in starts for s in (0, 1) for loss in ("bce", "ce"))
+
+
+def test_the_tables_and_figures_read_every_run_and_the_baseline(planned_jobs):
+    starts = ["none", *PRETRAINED, "authors"]
+    (aggregate,) = jobs_of(planned_jobs, "aggregate_results", dataset="mine")
+    assert set(aggregate["input"]) >= finetuned("mine", starts, "metrics.json") | finetuned(
+        "mine", starts, "ranks.parquet") | {"results/mine/popularity/metrics.json", "results/mine/popularity/ranks.parquet"}
+    (accuracy,) = jobs_of(planned_jobs, "plot_accuracy_vs_rank", dataset="mine")
+    assert set(accuracy["input"]) >= finetuned("mine", starts, "metrics.json") | {
+        "results/mine/report/tables/difference.csv", "results/mine/popularity/metrics.json"}
+    (params,) = jobs_of(planned_jobs, "plot_params_vs_accuracy", dataset="mine")
+    assert set(params["input"]) >= finetuned("mine", starts, "metrics.json") | {"results/mine/popularity/metrics.json"}
+    (validation,) = jobs_of(planned_jobs, "plot_finetune_validation", dataset="mine")
+    assert set(validation["input"]) >= finetuned("mine", starts, "finetune_history.csv") | finetuned(
+        "mine", starts, "metrics.json")
+    pretrained = {f"results/mine/{p}/seed{s}" for p in PRETRAINED for s in (0, 1)}
+    (losses,) = jobs_of(planned_jobs, "plot_pretrain_losses", dataset="mine")
+    assert set(losses["input"]) >= {f"{run}/{name}" for run in pretrained
+                                    for name in ("pretrain_history.csv", "pretrain_run.json")}
+    (spectra,) = jobs_of(planned_jobs, "plot_head_spectra", dataset="mine")
+    assert set(spectra["input"]) >= {f"{run}/pretrain.pt" for run in pretrained} | {"results/mine/authors/pretrain.pt"}
+
+
+def test_the_study_report_reads_every_exported_run(planned_jobs):
+    (report,) = jobs_of(planned_jobs, "report_study", dataset="mine")
+    starts = ["none", *PRETRAINED, "authors"]
+    assert set(report["input"]) >= {f"study/mine/{p}/seed{s}/pretrain_run.json" for p in PRETRAINED for s in (0, 1)} | {
+        path.replace("results/", "study/", 1) for path in finetuned("mine", starts, "metrics.json")} | {
+        "study/mine/plan.json", "study/mine/authors/heads.pt", "study/mine/popularity/metrics.json"}
+    assert len(jobs_of(planned_jobs, "export_pretraining", dataset="mine")) == 3 * 2
+    assert len(jobs_of(planned_jobs, "export_finetuning", dataset="mine")) == 5 * 2 * 2
+
+
+def test_the_tables_and_figures_get_the_report_settings(planned_jobs):
+    (aggregate,) = jobs_of(planned_jobs, "aggregate_results", dataset="tiny")
+    settings = shell_json(aggregate["shell"], "--settings")
+    assert (settings["split"], settings["metric"], settings["protocols"]) == ("valid", "HR@10", ["full", "sampled"])
+    for figure in ("accuracy_vs_rank", "params_vs_accuracy", "finetune_validation"):
+        (job,) = jobs_of(planned_jobs, f"plot_{figure}", dataset="tiny")
+        assert shell_json(job["shell"], "--settings") == {"split": "valid", "metric": "HR@10",
+                                                            "protocols": ["full", "sampled"]}, figure
+
+
+def test_target_all_is_every_table_figure_and_study_report(planned_jobs):
+    figures = ["accuracy_vs_rank", "params_vs_accuracy", "pretrain_losses", "finetune_validation", "head_spectra",
+               "data_distributions"]
+    expected = {f"study/{dataset}/report/runs.md" for dataset in ("tiny", "mine", "shop")}
+    for dataset in ("tiny", "mine", "shop"):
+        expected |= {f"results/{dataset}/report/tables/{table}.{ext}"
+                     for table in ("results", "difference") for ext in ("csv", "md", "tex")}
+        expected |= {f"results/{dataset}/report/figures/{figure}.{ext}" for figure in figures for ext in ("png", "pdf")}
+    assert expected <= planned_jobs[1], sorted(expected - planned_jobs[1])
+
+
+def test_target_all_names_the_files_missing_from_a_finished_job(planned_jobs):
+    """incomplete_job_outputs: a file deleted from a job whose other outputs are there, the study
+    copies of a finished run and the plan are targets of `all` (else not made again)."""
+    targets = planned_jobs[1]
+    assert "results/tiny/popularity/ranks.parquet" in targets
+    assert {f"study/tiny/seed-full/seed0/{name}" for name in ("pretrain_history.csv", "pretrain_run.json",
+                                                               "heads.pt")} <= targets
+    assert {"study/tiny/plan.json", "study/mine/plan.json", "study/shop/plan.json"} <= targets
+    assert not [path for path in targets if path.startswith(("results/tiny/seed-r4/", "study/tiny/seed-r4/"))]
