@@ -406,7 +406,7 @@ def test_a_target_of_an_undefined_data_set_names_the_defined_ones():
 
 @pytest.mark.parametrize("source, fix", [
     ("s3rec", "(the authors' <Name>_sample.txt); set it, or use eval.negatives: seeded"),
-    ("amazon", "(the authors' <Name>_sample.txt); a amazon data set has none: leave it out of run_on"),
+    ("amazon", "(the authors' <Name>_sample.txt); source amazon has none: leave it out of run_on"),
 ])
 def test_eval_negatives_file_without_a_file_says_the_fix_of_the_source(tmp_path, source, fix):
     """An s3rec data set can be given the authors' file; an amazon one has none to give."""

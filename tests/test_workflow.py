@@ -268,7 +268,7 @@ def test_a_key_given_twice_in_a_config_file_is_refused(workdir):
     ({"run_on": ["a"], "datasets": {"a": AMAZON_DOWNLOADED}},
      "datasets.a.reviews: a file with a download url must live directly in resources/raw/ (no subfolder)"),
     ({"settings": {"eval": {"negatives": "file"}}},
-     "a synthetic data set has none: leave it out of run_on, or use eval.negatives: seeded"),
+     "source synthetic has none: leave it out of run_on, or use eval.negatives: seeded"),
     ({"datasets": {"synthetic": {"items": 50}}},
      "datasets.synthetic.items: 50 items leave a user of 30 items (the synthetic sequences' longest) fewer than"),
     ({"settings": {"pretrain": {"aap_weight": float("inf")}}},

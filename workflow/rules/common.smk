@@ -170,7 +170,7 @@ def check_config():
         check_synthetic_negatives(name)
         if from_file and not dataset_spec(name).get("negatives"):
             fix = ("set it, or use eval.negatives: seeded" if dataset_spec(name)["source"] == "s3rec" else
-                   f"a {dataset_spec(name)['source']} data set has none: leave it out of run_on, or use "
+                   f"source {dataset_spec(name)['source']} has none: leave it out of run_on, or use "
                    "eval.negatives: seeded")
             raise WorkflowError(
                 f"settings.eval.negatives is file, but datasets.{name} has no `negatives` file "
