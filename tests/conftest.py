@@ -30,6 +30,17 @@ def seed() -> int:
     return 0
 
 
+@pytest.fixture
+def renames(monkeypatch) -> list[tuple[Path, Path]]:
+    """(temporary, destination) of each rename s3rec.files makes, in order: every file the
+    project writes whole goes through one (a temporary beside it, then os.replace)."""
+    from s3rec import files
+
+    done, replace = [], files.os.replace
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (done.append((Path(src), Path(dst))), replace(src, dst)))
+    return done
+
+
 def shared_data_or_skip() -> Path:
     if not (SHARED_DATA / "Beauty.txt").exists():
         pytest.skip(f"needs the authors' data set at {SHARED_DATA} (../shared beside the repo)")

@@ -349,16 +349,13 @@ def test_an_import_that_cannot_be_made_says_why_in_one_line(tiny_data, tmp_path,
     assert not (tmp_path / "out.pt").exists()
 
 
-def test_an_import_is_written_through_a_temporary_file(tiny_data, tmp_path, monkeypatch):
+def test_an_import_is_written_through_a_temporary_file(tiny_data, tmp_path, renames):
     """pretrain.pt is replaced whole (a temporary in its folder, then a rename), and its bytes do
     not depend on its name (torch.save given a path names its archive's folder after the file)."""
     data = load_dataset(tiny_data)
     torch.save(authors_state_dict(data.num_items, data.num_attributes), tmp_path / "Tiny-epochs-7.pt")
-    written = []
-    real_replace = files.os.replace
-    monkeypatch.setattr(files.os, "replace", lambda src, dst: (written.append((src, dst)), real_replace(src, dst)))
     for name in ("pretrain.pt", "other.pt"):
         import_checkpoint(tmp_path / "Tiny-epochs-7.pt", tiny_data, tmp_path / name, settings={"model": {"hidden_size": D}})
-    assert [dst for _, dst in written] == [tmp_path / "pretrain.pt", tmp_path / "other.pt"]
-    assert all(src.parent == tmp_path and src.name.startswith(f".{dst.name}.") for src, dst in written)
+    assert [dst for _, dst in renames] == [tmp_path / "pretrain.pt", tmp_path / "other.pt"]
+    assert all(src.parent == tmp_path and src.name.startswith(f".{dst.name}.") for src, dst in renames)
     assert (tmp_path / "pretrain.pt").read_bytes() == (tmp_path / "other.pt").read_bytes()

@@ -241,15 +241,17 @@ def test_a_corrupt_checkpoint_in_results_stops_park_before_anything_is_copied(la
         assert files_under(parking) == []
 
 
-def finish_pretraining(study, data_sha256=None) -> None:
-    """seed-r4 seed 0's files in the study folder, as if exported (their content is not read but
-    pretrain_run.json's data_sha256, recorded when given)."""
-    folder = study / RUN
-    folder.mkdir(parents=True)
-    for name in study_folder.PRETRAIN_FILES:
+def finish(study, loss=None, data_sha256=None) -> None:
+    """seed-r4 seed 0's pretraining (or its `loss` finetuning) in the study folder, as if
+    exported: the files' content is not read but their run record's data_sha256 (pretrain_run.json
+    or metrics.json, the file restore checks the data by), recorded when given."""
+    folder = study / RUN / (loss or "")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in study_folder.FINETUNE_FILES if loss else study_folder.PRETRAIN_FILES:
         (folder / name).write_text("x")
-    run = {"dataset": "tiny", "variant": "r4", "seed": 0, "config": {"pretrain": {"preset": "seed"}}}
-    files.write_json(folder / "pretrain_run.json", run | ({} if data_sha256 is None else {"data_sha256": data_sha256}))
+    run = {"dataset": "tiny", "variant": "r4", "seed": 0} | ({} if loss else {"config": {"pretrain": {"preset": "seed"}}})
+    files.write_json(folder / ("metrics.json" if loss else "pretrain_run.json"),
+                     run | ({} if data_sha256 is None else {"data_sha256": data_sha256}))
 
 
 def write_data(tmp_path, content: bytes) -> str:
@@ -271,7 +273,7 @@ def test_restore_dates_the_finished_runs_after_the_data(layout, tmp_path, caplog
     run its finished runs again: restore makes a finished run's files newer than the data once its
     recorded data digest matches; an unfinished run's files stay as they were."""
     _, study, _ = layout
-    finish_pretraining(study, write_data(tmp_path, b"data"))
+    finish(study, data_sha256=write_data(tmp_path, b"data"))
     (study / RUN / "bce").mkdir()
     (study / RUN / "bce" / "finetune_history.csv").write_text("x")  # a finetuning not finished: no metrics, no ranks
     dated_earlier(study)
@@ -285,7 +287,7 @@ def test_restore_dates_the_finished_runs_after_the_data(layout, tmp_path, caplog
 
 def test_restore_counts_the_finished_runs_it_cannot_check(layout, tmp_path, caplog):
     _, study, _ = layout
-    finish_pretraining(study)
+    finish(study)
     dated_earlier(study)
     with caplog.at_level(logging.INFO, logger="s3rec"):
         main("restore", tmp_path)
@@ -297,7 +299,7 @@ def test_restore_refuses_finished_runs_of_other_data(layout, tmp_path, caplog):
     """A run trained on other data than this machine's must not be kept: restore names its file
     and the two digests, and changes nothing (no date, no parked file restored)."""
     results, study, parking = layout
-    finish_pretraining(study, write_data(tmp_path, b"old data"))
+    finish(study, data_sha256=write_data(tmp_path, b"old data"))
     here = write_data(tmp_path, b"new data")
     checkpoint(parking / "seed-r4" / "seed1" / "pretrain.state.pt", 3)
     dated_earlier(study)
@@ -313,17 +315,6 @@ def test_restore_refuses_finished_runs_of_other_data(layout, tmp_path, caplog):
 # ---------------------------------------------------------------- found by a mutation probe
 # Each test below failed a hand mutant of scripts/park_runs.py or scripts/export_study.py that
 # every test above let pass.
-
-
-def finish_finetuning(study, loss: str, data_sha256=None) -> None:
-    """seed-r4 seed 0's `loss` finetuning in the study folder, as if exported (metrics.json with
-    data_sha256 when given: the file restore checks a finetuning's data by)."""
-    folder = study / RUN / loss
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in study_folder.FINETUNE_FILES:
-        (folder / name).write_text("x")
-    files.write_json(folder / "metrics.json", {"dataset": "tiny", "variant": "r4", "seed": 0}
-                     | ({} if data_sha256 is None else {"data_sha256": data_sha256}))
 
 
 def pretrained_in_results(results) -> None:
@@ -346,7 +337,7 @@ def test_a_pretraining_stays_parked_until_it_and_all_its_finetunings_are_in_the_
     pretrained_in_results(results)
     checkpoint(results / RUN / "ce" / "finetune.state.pt", 2)
     for run in in_study:
-        finish_pretraining(study) if run == "pretraining" else finish_finetuning(study, run)
+        finish(study, None if run == "pretraining" else run)
     main("park", tmp_path)
     ce = [] if "ce" in in_study else [f"{RUN}/ce/finetune.state.pt"]
     assert files_under(parking) == sorted(ce + DONE)
@@ -370,9 +361,9 @@ def test_park_counts_what_it_copies_finds_unchanged_and_deletes(layout, tmp_path
         main("park", tmp_path)
         assert "park tiny: 0 copied, 4 unchanged, 0 kept, 0 deleted" in caplog.text
         caplog.clear()
-        finish_pretraining(study)
+        finish(study)
         for loss in ("bce", "ce"):
-            finish_finetuning(study, loss)
+            finish(study, loss)
         main("park", tmp_path)
         assert "park tiny: 0 copied, 0 unchanged, 0 kept, 4 deleted" in caplog.text
     assert files_under(parking) == [] and parking.is_dir() and list(parking.iterdir()) == []
@@ -453,21 +444,19 @@ def test_a_stacked_group_not_finished_is_named_without_its_checkpoint(layout, tm
     assert f"not parked: {group}, a group of seeds pretrained as one" in caplog.text
 
 
-def test_park_and_restore_copy_through_a_temporary_file(layout, tmp_path, monkeypatch):
+def test_park_and_restore_copy_through_a_temporary_file(layout, tmp_path, renames):
     """The parked and the restored copy are written whole: each through a temporary file in the
     target's folder and a rename (a copy straight to its name, interrupted, left half a
     checkpoint in the tracked folder, or in results/ for a resumed run to read)."""
     results, _, parking = layout
     checkpoint(results / RUN / "pretrain.state.pt", 3)
-    written = []
-    real_replace = files.os.replace
-    monkeypatch.setattr(files.os, "replace", lambda src, dst: (written.append((src, dst)), real_replace(src, dst)))
+    renames.clear()  # from here: the park's and the restore's
     main("park", tmp_path)
     shutil.rmtree(results)
     main("restore", tmp_path)
-    assert [dst for _, dst in written] == [parking / RUN / "pretrain.state.pt", results / RUN / "pretrain.state.pt"]
+    assert [dst for _, dst in renames] == [parking / RUN / "pretrain.state.pt", results / RUN / "pretrain.state.pt"]
     assert all(src.parent == dst.parent and src.name.startswith(".pretrain.state.pt.") and src.name.endswith(".tmp")
-               for src, dst in written)
+               for src, dst in renames)
 
 
 def test_restore_dates_and_counts_the_finished_finetunings_too(layout, tmp_path, caplog):
@@ -476,9 +465,9 @@ def test_restore_dates_and_counts_the_finished_finetunings_too(layout, tmp_path,
     counts every finished run kept, the unchecked with them."""
     _, study, _ = layout
     digest = write_data(tmp_path, b"data")
-    finish_pretraining(study, digest)
-    finish_finetuning(study, "bce", digest)
-    finish_finetuning(study, "ce")
+    finish(study, data_sha256=digest)
+    finish(study, "bce", digest)
+    finish(study, "ce")
     dated_earlier(study)
     with caplog.at_level(logging.INFO, logger="s3rec"):
         main("restore", tmp_path)
@@ -490,7 +479,7 @@ def test_restore_dates_and_counts_the_finished_finetunings_too(layout, tmp_path,
 def test_restore_refuses_a_finished_finetuning_of_other_data(layout, tmp_path, caplog):
     """A finetuning's metrics.json is checked as a pretraining's pretrain_run.json is."""
     results, study, _ = layout
-    finish_finetuning(study, "bce", write_data(tmp_path, b"old data"))
+    finish(study, "bce", write_data(tmp_path, b"old data"))
     write_data(tmp_path, b"new data")
     with pytest.raises(SystemExit) as exit_:
         main("restore", tmp_path)
@@ -560,26 +549,20 @@ def test_heads_saves_a_head_tensor_alone_not_the_storage_it_shares(tmp_path):
     assert torch.equal(files.load_torch(tmp_path / "heads.pt")["state_dict"]["heads.mip.weight"], embeddings[:2])
 
 
-def test_plan_is_written_through_a_temporary_file(tmp_path, monkeypatch):
+def test_plan_is_written_through_a_temporary_file(tmp_path, renames):
     """plan.json, as every exported file, is replaced whole (through a temporary and a rename)."""
-    written = []
-    real_replace = files.os.replace
-    monkeypatch.setattr(files.os, "replace", lambda src, dst: (written.append((src, dst)), real_replace(src, dst)))
     out = tmp_path / "study" / "tiny" / "plan.json"
     export_study.write_plan(study_folder.make_plan("tiny", [{"pretraining": "none", "seed": 0, "loss": "bce"}], {}), out)
-    assert [(src.parent, src.name.startswith(".plan.json."), dst) for src, dst in written] == [(out.parent, True, out)]
+    assert [(src.parent, src.name.startswith(".plan.json."), dst) for src, dst in renames] == [(out.parent, True, out)]
     assert json.loads(out.read_text())["dataset"] == "tiny"
 
 
-def test_heads_pt_is_written_through_a_temporary_file_in_bytes_of_no_name(tmp_path, monkeypatch):
+def test_heads_pt_is_written_through_a_temporary_file_in_bytes_of_no_name(tmp_path, renames):
     """heads.pt is replaced whole (a temporary in its folder, then a rename), and its bytes do not
     depend on its name (torch.save given a path names its archive's folder after the file)."""
     torch.save({"variant": "r4", "state_dict": {"heads.mip.weight": torch.ones(2, 2)}}, tmp_path / "pretrain.pt")
-    written = []
-    real_replace = files.os.replace
-    monkeypatch.setattr(files.os, "replace", lambda src, dst: (written.append((src, dst)), real_replace(src, dst)))
     for name in ("heads.pt", "other.pt"):
         assert export_study.main(["heads", str(tmp_path / "pretrain.pt"), "--out", str(tmp_path / name)]) == 0
-    assert [dst for _, dst in written] == [tmp_path / "heads.pt", tmp_path / "other.pt"]
-    assert all(src.parent == tmp_path and src.name.startswith(f".{dst.name}.") for src, dst in written)
+    assert [dst for _, dst in renames] == [tmp_path / "heads.pt", tmp_path / "other.pt"]
+    assert all(src.parent == tmp_path and src.name.startswith(f".{dst.name}.") for src, dst in renames)
     assert (tmp_path / "heads.pt").read_bytes() == (tmp_path / "other.pt").read_bytes()

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from s3rec import files, labels, plots, report, spectra
+from s3rec import labels, plots, report, spectra
 from scripts_import import load_script
 
 plot_report = load_script("plot_report")
@@ -912,7 +912,6 @@ def test_data_distributions_refuses_files_other_than_the_two_of_a_data_set(tmp_p
     assert not (tmp_path / "f.png").exists()
 
 
-
 def test_data_distributions_counts_each_items_interactions_and_distinct_attributes(tmp_path, monkeypatch):
     """What plot_report hands the figure: a count per item 1..M (the padding id 0 left out) and
     the distinct attributes of each item 1..M, from the data set as training reads it."""
@@ -931,16 +930,12 @@ def test_data_distributions_counts_each_items_interactions_and_distinct_attribut
 
 
 
-def test_each_figure_file_is_written_through_a_temporary_name(small_study, tmp_path, monkeypatch):
+def test_each_figure_file_is_written_through_a_temporary_name(small_study, tmp_path, renames):
     """A killed run leaves no half-written figure: each --out is renamed from a temporary beside it."""
     _, inputs = small_study
-    renamed = []
-    real_replace = files.os.replace
-    monkeypatch.setattr(files.os, "replace", lambda src, dst: (renamed.append((Path(src), Path(dst))),
-                                                               real_replace(src, dst)))
     outs = [tmp_path / "f.png", tmp_path / "f.pdf"]
     assert plot_report.main(["head_spectra", "--inputs", *map(str, inputs["head_spectra"]),
                              "--out", *map(str, outs)]) == 0
-    assert [dst for _, dst in renamed] == outs
-    assert all(src.parent == tmp_path and src.name.startswith(f".{dst.name}.") for src, dst in renamed)
+    assert [dst for _, dst in renames] == outs
+    assert all(src.parent == tmp_path and src.name.startswith(f".{dst.name}.") for src, dst in renames)
     assert sorted(tmp_path.iterdir()) == sorted(outs)

@@ -24,6 +24,7 @@ from s3rec.finetuning import item_logits, make_batch, score_function
 from s3rec.pretraining import PretrainModel
 from scripts_import import load_script
 from test_runs import tiny_data  # noqa: F401 - the fixture: 60 generated users
+from test_workflow import STARTS, TINY, copy_workflow, run_snakemake, write_config
 
 SETTINGS = {"model": {"hidden_size": 16, "num_heads": 2, "max_len": 12},
             "finetune": {"epochs": 30, "batch_size": 16, "patience": 2, "lr": 0.01},
@@ -246,10 +247,11 @@ def test_the_bootstrap_states_the_mean_difference():
 # baseline dropped from an input list or the study plan, an argument of prepare_data or a
 # download's sha256 lost, the split of the figures fixed) left every other test green.
 
-PLANNED_STUDY = {
+PLANNED_STUDY = {  # test_workflow's TINY study (pretrainings PRETRAINED) on a data set of each source
+    **TINY,
     "run_on": ["tiny", "mine", "shop"],
     "datasets": {
-        "tiny": {"source": "synthetic", "users": 300, "items": 200, "attributes": 20, "seed": 7},
+        "tiny": {**TINY["datasets"]["tiny"], "seed": 7},  # 7: not the default seed 0
         "mine": {"source": "s3rec", "sequences": "Mine.txt", "attributes": "Mine_item2attributes.json",
                  "authors_checkpoint": "Mine-epochs-150.pt"},
         "shop": {"source": "amazon", "reviews": "resources/raw/reviews_Shop_5.json.gz",
@@ -257,24 +259,15 @@ PLANNED_STUDY = {
                  "download": {"reviews": {"url": "https://example.org/r?a=1&b=2", "sha256": "0" * 64},
                               "meta": {"url": "https://example.org/m"}}},
     },
-    "ranks": [4],
-    "seeds": [0, 1],
-    "pretraining": {"seed": "all", "paper": ["full"]},
-    "finetune_losses": ["bce", "ce"],
-    "study_dir": "study",
-    "device": "cpu",
-    "settings": {"model": {"hidden_size": 16}, "pretrain": {"epochs": 1}, "finetune": {"epochs": 2}},
-    "report": {"bootstrap_samples": 200, "split": "valid", "metric": "HR@10"},
+    "report": {**TINY["report"], "split": "valid", "metric": "HR@10"},
 }
-PRETRAINED = ["seed-full", "seed-r4", "paper-full"]
+PRETRAINED = [start for start in STARTS if start != "none"]
 
 
 @pytest.fixture(scope="module")
 def planned_jobs(tmp_path_factory):
     """[{rule, wildcards, input, shell}] of every job of PLANNED_STUDY's dry run, and the files
     of target `all` (the reason line of its job 0 lists them all in a fresh folder)."""
-    from test_workflow import copy_workflow, run_snakemake, write_config
-
     workdir = copy_workflow(tmp_path_factory.mktemp("planned"))
     for name in ("Mine.txt", "Mine_item2attributes.json", "Mine-epochs-150.pt"):
         (workdir / name).write_text("placeholder")  # only their existence is checked when planning

@@ -27,20 +27,17 @@ TABLES = {"split": "test", "metric": "NDCG@10", "protocols": ["full", "sampled"]
 # ---------------------------------------------------------------- export: copy
 
 
-def test_copy_writes_each_file_through_a_temporary_name(tmp_path, monkeypatch):
+def test_copy_writes_each_file_through_a_temporary_name(tmp_path, renames):
     sources = tmp_path / "run"
     sources.mkdir()
     (sources / "metrics.json").write_text('{"a": 1}\n')
     (sources / "ranks.parquet").write_bytes(b"\x00\x01binary")
-    written = []
-    real_replace = files.os.replace
-    monkeypatch.setattr(files.os, "replace", lambda src, dst: (written.append((src, dst)), real_replace(src, dst)))
     out = tmp_path / "study" / "toy" / "none" / "seed0" / "bce"
     assert export.main(["copy", str(sources / "metrics.json"), str(sources / "ranks.parquet"), "--to", str(out)]) == 0
     assert (out / "metrics.json").read_text() == '{"a": 1}\n'
     assert (out / "ranks.parquet").read_bytes() == b"\x00\x01binary"
-    assert [dst.name for _, dst in written] == ["metrics.json", "ranks.parquet"]
-    assert all(src.name.startswith(f".{dst.name}.") and src.name.endswith(".tmp") for src, dst in written)
+    assert [dst.name for _, dst in renames] == ["metrics.json", "ranks.parquet"]
+    assert all(src.name.startswith(f".{dst.name}.") and src.name.endswith(".tmp") for src, dst in renames)
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "ranks.parquet"]  # no temporary left
 
 
