@@ -50,7 +50,13 @@ def summary(runs: list[dict]) -> dict:
             "sampled_NDCG@10": values("sampled", "NDCG@10"),
             "best_epoch": [r.get("best_epoch") for r in runs], "epochs_run": [r.get("epochs_run") for r in runs],
             "early_stopped": [r.get("early_stopped") for r in runs],
-            "cpu_minutes": [round(r.get("cpu_seconds", {}).get("finetune", float("nan")) / 60, 1) for r in runs]}
+            "cpu_minutes": [cpu_minutes(r) for r in runs]}
+
+
+def cpu_minutes(run: dict) -> float | None:
+    """The finetuning's CPU time in minutes; None where the run did not record it (no NaN: it is no JSON)."""
+    seconds = (run.get("cpu_seconds") or {}).get("finetune")
+    return None if seconds is None else round(seconds / 60, 1)
 
 
 def arm_ranks(root: Path, arm: str, seeds: list[str]) -> pl.DataFrame:

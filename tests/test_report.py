@@ -866,6 +866,16 @@ def test_bootstrap_stability_flags_an_interval_whose_end_lies_within_its_draws_o
         out = json.loads(capsys.readouterr().out)
         assert (len(out["checked"]), out["far"], out["unstable"]) == (checked, 1 - checked, [])
     assert out["checked"][0]["interval"][0] > 0 and out["checked"][0]["excluding_redraws"] == 2
+    # the report's interval (RNG seed 0, --samples), the redraws' (seeds 1 and 2), the large one's
+    difference = differences.paired_difference(report.load_ranks(paths), "bce", "seed-r16", "seed-full", "full", "test",
+                                               "NDCG@10")
+    row = out["checked"][0]
+    assert (row["seeds"], row["users"]) == (2, 300)
+    assert row["interval"] == list(paired_bootstrap(difference, 2000, seed=0)[1:])
+    redraws = np.array([paired_bootstrap(difference, 2000, seed=seed)[1:] for seed in (1, 2)])
+    assert (row["low_range"], row["high_range"]) == ([redraws[:, 0].min(), redraws[:, 0].max()],
+                                                     [redraws[:, 1].min(), redraws[:, 1].max()])
+    assert row["large_interval"] == list(paired_bootstrap(difference, 500, seed=0)[1:])
 
 
 def test_reproduction_table_pairs_two_arms_user_by_user(tmp_path, capsys):
@@ -911,6 +921,10 @@ def test_reproduction_table_t_interval_spans_the_seeds(tmp_path, capsys):
     assert result["full"]["seeds_ci_low"] == pytest.approx(sum(means) / 2 - half, abs=1e-3)
     assert result["full"]["seeds_ci_high"] == pytest.approx(sum(means) / 2 + half, abs=1e-3)
     assert result["full"]["ci_low"] >= min(means) - 1e-9  # the bootstrap stays within the seeds' range
+    reproduction_table.main([str(tmp_path), "--paired", "better", "reference"])
+    full = result["full"]  # each interval's ends in their order
+    assert (f"full {full['difference']:+.4f} bootstrap [{full['ci_low']:+.4f}, {full['ci_high']:+.4f}] t over seeds "
+            f"[{full['seeds_ci_low']:+.4f}, {full['seeds_ci_high']:+.4f}] sampled ") in capsys.readouterr().out
 
 
 def test_reproduction_table_on_one_seed_has_no_t_interval(tmp_path, capsys):
@@ -987,3 +1001,231 @@ def test_runs_of_other_settings_in_one_table_are_refused(tmp_path, odd, config, 
     # what differs by design (the rank, eval.batch_size) passes; so does the study's
     paths = [path for path in paths if f"{odd[0]}/seed{odd[1]}/" not in str(path)]
     assert len(report.load_runs(paths)) > 0
+
+
+def test_head_energy_takes_the_mean_of_three_seeds_and_rounds_only_what_it_prints(tmp_path, capsys):
+    """seed-full's aap head, σ² (9, 1), (1, 1) and (3, 1) on seeds 0-2: rank 1 keeps 0.9, 0.5 and
+    0.75, mean 2.15 / 3 = 0.7167 (the median would be 0.75), sample std 0.2021 (0.1650 over n),
+    each printed to 4 digits. A pretraining of one file has no std (null, not NaN); a heads.pt
+    whose aap head is low rank and map head dense gives map's row (σ² 4, 1: 0.8). The ranks
+    are 8, 16 and 32 unless given."""
+    import torch
+
+    head_energy = load_script("head_energy", folder="benchmarks")
+
+    def save(pretraining, seed, state):
+        path = tmp_path / "toy" / pretraining / f"seed{seed}" / "heads.pt"
+        path.parent.mkdir(parents=True)
+        torch.save({"state_dict": state}, path)
+        return str(path)
+
+    files = [save("seed-full", seed, {"heads.aap.weight": torch.diag(torch.tensor(sigma, dtype=torch.float64))})
+             for seed, sigma in enumerate(([3.0, 1.0], [1.0, 1.0], [math.sqrt(3.0), 1.0]))]
+    files.append(save("seed-r1", 0, {"heads.aap.U": torch.ones(2, 1), "heads.aap.V": torch.ones(2, 1),
+                                     "heads.map.weight": torch.diag(torch.tensor([2.0, 1.0]))}))
+    assert head_energy.main([*files, "--ranks", "1", "2"]) == 0
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"{name} is no JSON"))
+    assert [(r["pretraining"], r["seed"], r["head"], r["energy"]["1"]) for r in out["runs"]] == [
+        ("seed-full", 0, "aap", 0.9), ("seed-full", 1, "aap", 0.5), ("seed-full", 2, "aap", 0.75),
+        ("seed-r1", 0, "map", 0.8)]
+    full, low = out["summary"]
+    assert (full["files"], full["r1"], full["r2"]) == (3, {"mean": 0.7167, "std": 0.2021}, {"mean": 1.0, "std": 0.0})
+    assert (low["head"], low["files"], low["r1"]) == ("map", 1, {"mean": 0.8, "std": None})
+    assert head_energy.main(files[:1]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ranks"] == [8, 16, 32] and list(out["runs"][0]["energy"]) == ["8", "16", "32"]
+
+
+def hand_sized_study(root):
+    """Four users, seeds 0 and 1. seed-full ranks the test targets 1st, 3rd, 3rd and 11th on both
+    seeds (NDCG@10 1, 1/2, 1/2, 0: mean 1/2; HR@10 1, 1, 1, 0); seed-r16 ranks them 3rd, 3rd, 3rd,
+    11th on seed 0 and 3rd, 1st, 1st, 3rd on seed 1, so the NDCG@10 difference is (−1/2, 0, 0, 0)
+    and (−1/2, 1/2, 1/2, 1/2): mean 1/16, and in variance_components' two-way split seed 1/16,
+    user 1/8, residual 1/32; the HR@10 difference is 0 but for the last user on seed 1 (mean
+    1/8). Every validation target is ranked first by both (difference 0)."""
+    paths = []
+    for label, seed, ranks in (("seed-full", 0, [1, 3, 3, 11]), ("seed-full", 1, [1, 3, 3, 11]),
+                               ("seed-r16", 0, [3, 3, 3, 11]), ("seed-r16", 1, [3, 1, 1, 3])):
+        path = write_run(root, label, seed, "bce", 0.5, ranks)
+        ranks_file = path.with_name("ranks.parquet")
+        frame = pl.read_parquet(ranks_file)
+        frame.with_columns(rank=pl.when(pl.col("split") == "valid").then(1).otherwise(pl.col("rank")).cast(pl.Int32)
+                           ).write_parquet(ranks_file)
+        paths.append(str(path))
+    return paths
+
+
+def test_seeds_needed_gives_the_hand_computed_sizing(tmp_path, capsys):
+    """hand_sized_study: reference mean 0.5 (seed-full's, not seed-r16's 0.5625 nor its best user's
+    1); half-width now z·sqrt(1/16 / 2 + 1/8 / 4 + 1/32 / 8) = z·sqrt(17)/16, the floor
+    z·sqrt(1/8 / 4) = z/sqrt(32), the grid bootstrap's z·sqrt(93/2048) (intervals.VarianceComponents);
+    a target of z/2 of the reference's mean (half-width z/4) leaves room 1/16 − 1/32 for
+    (1/16 + 1/32 / 4) / seeds: 3 seeds; a target of 0.5 (half-width 0.25) is narrower than the
+    floor: null. Both protocols unless --protocols says otherwise."""
+    seeds_needed = load_script("seeds_needed", folder="benchmarks")
+    z = 1.959963984540054
+    paths = hand_sized_study(tmp_path)
+    assert seeds_needed.main([*paths, "--target", str(z / 2)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["target_share"], out["metric"], out["split"], out["skipped"]) == (z / 2, "NDCG@10", "test", [])
+    assert [row["protocol"] for row in out["comparisons"]] == ["full", "sampled"]
+    row = out["comparisons"][0]
+    assert (row["pretraining"], row["reference"], row["seeds"], row["users"]) == ("seed-r16", "seed-full", 2, 4)
+    assert row["difference"] == pytest.approx(1 / 16) and row["reference_mean"] == pytest.approx(0.5)
+    assert row["sd"] == pytest.approx({"seed": 1 / 4, "user": math.sqrt(1 / 8), "residual": math.sqrt(1 / 32)})
+    assert row["half_width"] == pytest.approx(z * math.sqrt(17) / 16)
+    assert row["half_width_share"] == pytest.approx(z * math.sqrt(17) / 8)
+    assert row["floor_half_width"] == pytest.approx(z / math.sqrt(32))
+    assert row["floor_share"] == pytest.approx(2 * z / math.sqrt(32))
+    assert row["grid_bootstrap_half_width"] == pytest.approx(z * math.sqrt(93 / 2048))
+    assert row["seeds_for_target"] == 3
+    assert seeds_needed.main([*paths, "--target", "0.5", "--protocols", "full"]) == 0
+    assert json.loads(capsys.readouterr().out)["comparisons"][0]["seeds_for_target"] is None
+    # the split and metric asked for: every validation target first (difference 0); HR@10's
+    assert seeds_needed.main([*paths, "--split", "valid", "--protocols", "full"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    [row] = out["comparisons"]
+    assert (out["split"], out["target_share"]) == ("valid", 0.02)  # the default target
+    assert (row["difference"], row["reference_mean"], row["half_width"]) == (0.0, 1.0, 0.0)
+    assert seeds_needed.main([*paths, "--metric", "HR@10", "--protocols", "full"]) == 0
+    [row] = json.loads(capsys.readouterr().out)["comparisons"]
+    assert (row["difference"], row["reference_mean"]) == (0.125, 0.75)
+
+
+def test_bootstrap_stability_redraws_with_seeds_1_to_n_and_the_large_sample_with_seed_0(tmp_path):
+    """The ranges are over paired_bootstrap's intervals with RNG seeds 1..N (not the report's
+    seed 0), the large interval with seed 0 and --large-samples resamples."""
+    stability = load_script("bootstrap_stability", folder="benchmarks")
+    edge = np.where(np.arange(400) < 220, 1.0, -1.0)[None, :]
+    row = stability.stability(edge, paired_bootstrap(edge, 200, seed=0), samples=200, rng_seeds=3, large_samples=300)
+    redraws = np.array([paired_bootstrap(edge, 200, seed=seed)[1:] for seed in (1, 2, 3)])
+    assert row["low_range"] == [redraws[:, 0].min(), redraws[:, 0].max()]
+    assert row["high_range"] == [redraws[:, 1].min(), redraws[:, 1].max()]
+    assert row["large_interval"] == list(paired_bootstrap(edge, 300, seed=0)[1:])
+    assert (row["redraws"], row["excluding_redraws"]) == (3, sum(low > 0 for low in redraws[:, 0]))
+
+
+def test_bootstrap_stability_is_unstable_when_the_large_sample_alone_disagrees():
+    """205 users of +1 and 195 of −1 (mean 0.025, standard error about 0.05): one resample a
+    draw gives a one-point interval, which leaves out 0 with every RNG seed, as the report's does;
+    20,000 resamples give an interval holding 0. Not stable, though every redraw agrees."""
+    stability = load_script("bootstrap_stability", folder="benchmarks")
+    close = np.where(np.arange(400) < 205, 1.0, -1.0)[None, :]
+    row = stability.stability(close, paired_bootstrap(close, 1, seed=0), samples=1, rng_seeds=5, large_samples=4000)
+    assert row["excludes_zero"] and row["excluding_redraws"] == 5
+    assert row["large_interval"][0] < 0 < row["large_interval"][1]
+    assert not row["stable"]
+
+
+def test_bootstrap_stability_near_counts_half_widths_from_the_end_nearest_zero():
+    near_zero = load_script("bootstrap_stability", folder="benchmarks").near_zero
+    assert near_zero(0.25, 1.25, 0.5)  # half-width 0.5: 0.25 lies at half of it, the bound included
+    assert not near_zero(0.3, 1.3, 0.5)
+    assert near_zero(-0.1, 1.0, 0.25)  # the end nearest 0, |−0.1|, within 0.1375
+    assert not near_zero(-2.0, -1.0, 0.25)  # an interval below 0: its end −1 lies 2 half-widths away
+    assert near_zero(-1.25, -0.25, 0.5)
+
+
+@pytest.mark.parametrize("near", ["nan", "-0.5"])
+def test_bootstrap_stability_refuses_a_near_that_is_no_number_at_least_0(near, capsys):
+    with pytest.raises(SystemExit) as stop:
+        load_script("bootstrap_stability", folder="benchmarks").main(["metrics.json", "--near", near])
+    assert stop.value.code == 2
+    assert f"--near: expected a number >= 0 (inf: every comparison), got {float(near)}" in capsys.readouterr().err
+
+
+def test_bootstrap_stability_reads_the_split_and_metric_asked_for_and_checks_every_comparison_with_inf(
+        tmp_path, capsys):
+    """hand_sized_study: test NDCG@10 difference 1/16 over 2 seeds and 4 users; the validation split's is 0 on every user, an interval of
+    width 0, which --near inf checks too (0 half-widths times inf is no number); HR@10's 1/8.
+    The defaults are the report's: 2,000 resamples, NDCG@10 on the test split, both protocols."""
+    stability = load_script("bootstrap_stability", folder="benchmarks")
+    paths = hand_sized_study(tmp_path)
+    small = ["--protocols", "full", "--samples", "50", "--rng-seeds", "2", "--large-samples", "60", "--near", "inf"]
+    assert stability.main([*paths, *small]) == 0
+    [row] = json.loads(capsys.readouterr().out)["checked"]
+    assert (row["seeds"], row["users"], row["difference"]) == (2, 4, pytest.approx(1 / 16))
+    difference = np.array([[-0.5, 0, 0, 0], [-0.5, 0.5, 0.5, 0.5]])
+    redraws = [paired_bootstrap(difference, 50, seed=seed)[1] for seed in (1, 2)]  # --samples resamples each
+    assert row["low_range"] == pytest.approx([min(redraws), max(redraws)])
+    assert stability.main([*paths, *small, "--split", "valid"]) == 0
+    [row] = json.loads(capsys.readouterr().out)["checked"]
+    assert (row["difference"], row["interval"], row["excludes_zero"], row["stable"]) == (0.0, [0.0, 0.0], False, True)
+    assert stability.main([*paths, *small, "--metric", "HR@10"]) == 0
+    [row] = json.loads(capsys.readouterr().out)["checked"]
+    assert row["difference"] == 0.125
+    assert stability.main(paths) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {k: out[k] for k in ("metric", "split", "samples", "rng_seeds", "large_samples", "near")} == {
+        "metric": "NDCG@10", "split": "test", "samples": 2000, "rng_seeds": 10, "large_samples": 20000, "near": 0.25}
+    assert len(out["checked"]) + out["far"] == 2
+
+
+def write_reproduction_run(root, arm, seed, full, sampled=None, **extra):
+    """A reproduction arm's seed<S>/metrics.json: full ranking's test NDCG@10 `full` and HR@10
+    twice that; `sampled`: every sampled-99 metric of the authors' tables, or none."""
+    run = root / arm / f"seed{seed}"
+    run.mkdir(parents=True)
+    metrics = {"full": {"test": {"NDCG@10": full, "HR@10": 2 * full}}}
+    if sampled is not None:
+        metrics["sampled"] = {"test": {m: sampled for m in ("HR@1", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")}}
+    (run / "metrics.json").write_text(json.dumps({"dataset": "beauty", "variant": "none", "seed": seed,
+                                                  "metrics": metrics, **extra}))
+
+
+def test_reproduction_table_tabulates_each_arm_over_its_seeds(tmp_path, capsys):
+    """`paper`, seeds 1-3: full NDCG@10 0.2, 0.3, 0.7 (mean 0.4, where the median is 0.3; sample std
+    sqrt(0.14 / 2) = 0.2646), HR@10 twice that, sampled NDCG@10 0.2 more, best epoch / epochs
+    run, finetuning CPU time 100, 150 and 60 s (1.7, 2.5 and 1.0 min). `authors`, one seed, full
+    ranking alone and nothing else recorded: its one value, – for no sampled one, null where the
+    time was not recorded (before, NaN, which is no JSON, and a null cpu_seconds, which
+    metrics.json may hold, a traceback). A folder other than seed<N> is no run of its arm."""
+    for seed, ndcg, best, ran, cpu in ((1, 0.2, 10, 15, 100.0), (2, 0.3, 12, 17, 150.0), (3, 0.7, 20, 25, 60.0)):
+        write_reproduction_run(tmp_path, "paper", seed, ndcg, sampled=ndcg + 0.2, best_epoch=best, epochs_run=ran,
+                               early_stopped=True, cpu_seconds={"pretrain": 0.0, "finetune": cpu})
+    write_reproduction_run(tmp_path, "authors", 0, 0.1, cpu_seconds=None)
+    (tmp_path / "paper" / "notes").mkdir()
+    (tmp_path / "paper" / "notes" / "metrics.json").write_text("{}")
+    reproduction_table = load_script("reproduction_table", folder="benchmarks")
+    reproduction_table.main([str(tmp_path)])
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        "| authors | 0 | 0.1000 (1 seed) | 0.2000 (1 seed) | – | None/None | None |",
+        "| paper | 1,2,3 | 0.4000 ± 0.2646 | 0.8000 ± 0.5292 | 0.6000 ± 0.2646 | 10/15, 12/17, 20/25 | 1.7, 2.5, 1.0 |"]
+    reproduction_table.main([str(tmp_path), "--json"])
+    arms = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"{name} is no JSON"))
+    assert arms["authors"] == {"seeds": [0], "full_NDCG@10": [0.1], "full_HR@10": [0.2], "sampled_NDCG@10": [],
+                               "best_epoch": [None], "epochs_run": [None], "early_stopped": [None],
+                               "cpu_minutes": [None]}
+    assert arms["paper"]["sampled_NDCG@10"] == pytest.approx([0.4, 0.5, 0.9])
+    assert (arms["paper"]["seeds"], arms["paper"]["cpu_minutes"]) == ([1, 2, 3], [1.7, 2.5, 1.0])
+
+
+def test_reproduction_table_sampled_takes_the_arms_asked_for_and_their_sampled_runs(tmp_path, capsys):
+    """An arm without sampled metrics gets – in every column; --sampled ARM prints that arm alone."""
+    write_reproduction_run(tmp_path, "authors", 0, 0.1)
+    write_reproduction_run(tmp_path, "paper", 0, 0.2, sampled=0.5)
+    write_reproduction_run(tmp_path, "paper", 1, 0.3)  # evaluated without the sampled protocol
+    reproduction_table = load_script("reproduction_table", folder="benchmarks")
+    reproduction_table.main([str(tmp_path), "--sampled"])
+    assert capsys.readouterr().out.splitlines()[2:] == ["| authors |  | – | – | – | – | – | – |",
+                                                        "| paper | 0 | " + " | ".join(["0.5000 (1 seed)"] * 6) + " |"]
+    reproduction_table.main([str(tmp_path), "--sampled", "paper"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| paper | 0 |")
+
+
+def test_reproduction_table_pairs_the_common_seeds_only(tmp_path, capsys):
+    """`better` has seeds 0 and 1, `reference` seed 1 alone, `other` seed 2 alone: better − reference
+    on seed 1 (one seed: no t interval); better − other shares no seed, a clear error."""
+    for arm, seed, rank in (("better", 0, 1), ("better", 1, 1), ("reference", 1, 3), ("other", 2, 3)):
+        run = tmp_path / arm / f"seed{seed}"
+        run.mkdir(parents=True)
+        pl.DataFrame({"user_id": [1, 2], "split": ["test"] * 2, "protocol": ["full", "sampled"], "rank": [rank] * 2},
+                     schema={"user_id": pl.Int32, "split": pl.Utf8, "protocol": pl.Utf8, "rank": pl.Int32}
+                     ).write_parquet(run / "ranks.parquet")
+    reproduction_table = load_script("reproduction_table", folder="benchmarks")
+    reproduction_table.main([str(tmp_path), "--paired", "better", "reference", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["seeds"] == ["seed1"] and result["full"]["difference"] == 0.5
+    with pytest.raises(SystemExit, match=f"better and other under {tmp_path} share no seed with ranks.parquet"):
+        reproduction_table.main([str(tmp_path), "--paired", "better", "other"])

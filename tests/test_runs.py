@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 
-from s3rec import files, runs, runtime
+from s3rec import cli, files, runs, runtime, stacked
 from s3rec.data import load_dataset, write_prepared
 from s3rec.encoder import Encoder
 from s3rec.synthetic import SyntheticSpec, generate
@@ -362,3 +362,42 @@ def test_a_pretraining_model_of_other_data_is_refused_naming_both(tiny_data, tmp
                f"item_attributes.parquet of {other}")
     with pytest.raises(ValueError, match=re.escape(message)):
         runs.load_pretraining_model(tmp_path / "run" / "pretrain.state.pt", dataset, other)
+
+
+def test_the_training_scripts_pass_their_flags_and_settings_to_s3rec(monkeypatch, tmp_path):
+    """What scripts/pretrain.py and finetune.py hand on (the runs replaced by a record of their
+    call): the data, out dir(s) and variant; a config of --settings with --seed, --device,
+    --threads and --compile over it, and without --compile the settings' mode (not none); the
+    finetuning's checkpoint; the finetunings' evaluation checked before a pretraining, one seed
+    or stacked, only when --settings has an eval section; logging set up for the job's log."""
+    calls, logged = [], []
+    monkeypatch.setattr(cli, "setup_logging", lambda *args: logged.append(args))
+    for module, name in ((runs, "pretrain"), (stacked, "pretrain_stacked"), (runs, "finetune")):
+        monkeypatch.setattr(module, name, lambda *args, name=name, **kwargs: calls.append((name, args, kwargs)))
+    data, out = tmp_path / "data", [tmp_path / "a", tmp_path / "b"]
+    settings = {"compile": "eager", "threads": 4}
+    common = ["--data", str(data), "--variant", "r4", "--settings"]
+
+    def call(script, *args):
+        assert load_script(script).main([*common, *args]) == 0
+        assert logged.pop() == ()  # INFO lines with the time (cli.setup_logging)
+        name, args, kwargs = calls.pop()
+        cfg = args[2]
+        return name, args[:2] + args[3:], kwargs, (cfg.seed, cfg.device, cfg.threads, cfg.compile, cfg.model.rank)
+
+    assert call("pretrain", json.dumps(settings), "--seed", "3", "--out-dir", str(out[0]), "--device", "cpu",
+                "--threads", "2") == ("pretrain", (data, out[0], "r4"), {"check_evaluation": False},
+                                      (3, "cpu", 2, "eager", 4))
+    with_eval = json.dumps({**settings, "eval": {"sampled_negatives": 20}})
+    assert call("pretrain", with_eval, "--out-dir", str(out[0]), "--compile", "none") == (
+        "pretrain", (data, out[0], "r4"), {"check_evaluation": True}, (0, "auto", 4, "none", 4))
+    for given, check in ((settings, False), ({**settings, "eval": {}}, True)):  # each seed's config its own
+        assert call("pretrain", json.dumps({**given, "compile": "none"}), "--seed", "5", "6", "--out-dir",
+                    *map(str, out))[:3] == ("pretrain_stacked", (data, out, "r4", [5, 6]), {"check_evaluation": check})
+    checkpoint = tmp_path / "pretrain.pt"
+    assert call("finetune", json.dumps(settings), "--seed", "7", "--out-dir", str(out[1]), "--pretrained",
+                str(checkpoint), "--device", "cpu", "--threads", "1") == (
+        "finetune", (data, out[1], "r4"), {"pretrained": checkpoint}, (7, "cpu", 1, "eager", 4))
+    assert call("finetune", json.dumps(settings), "--out-dir", str(out[1]), "--compile", "default")[1:] == (
+        (data, out[1], "r4"), {"pretrained": None}, (0, "auto", 4, "default", 4))
+
