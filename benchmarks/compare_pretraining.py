@@ -4,7 +4,8 @@
         results/beauty/authors/pretrain.pt results/beauty/paper-full/seed0/pretrain.pt [--batches 100]
 
 Each checkpoint (a pretrain.pt, or a run's pretrain.state.pt while it trains) is scored on the
-same fixed batches of prefix instances, drawn with one seed: AAP, MIP, MAP and SP per
+same fixed batches of prefix instances (of at most the smallest model.max_len of the
+checkpoints, `max_len` in the JSON), drawn with one seed: AAP, MIP, MAP and SP per
 instance, unweighted, plus the share of masked positions where MIP ranks the true item above
 its sampled negative. Twice: in eval mode (no dropout), and in train mode with the same dropout
 draws for every checkpoint (`train_mode`), which is what pretraining minimises. Prints one JSON
@@ -77,14 +78,17 @@ def main(argv: list[str] | None = None) -> None:
 
 def compare(data_dir: Path, checkpoints: list[Path], batches: int) -> dict:
     dataset = load_dataset(data_dir)
+    models = {path: runs.load_pretraining_model(path, dataset, data_dir) for path in checkpoints}
+    # Instances every model can read (its max_len, 50 in the paper): before, always 50, so a
+    # model of a shorter max_len stopped the script ("sequence length exceeds model.max_len").
+    max_len = min(model.cfg.model.max_len for model, _ in models.values())
     split = leave_one_out(dataset.sequences)
-    instances = split_instances(dataset, split, max_len=50)
+    instances = split_instances(dataset, split, max_len=max_len)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(instances))[: 100 * batches]
     drawn = [build_batch(instances, order[i:i + 100], rng, mask_prob=0.2) for i in range(0, len(order), 100)]
-    report = {"data": str(data_dir), "instances_scored": len(order), "checkpoints": {}}
-    for path in checkpoints:
-        model, about = runs.load_pretraining_model(path, dataset, data_dir)
+    report = {"data": str(data_dir), "instances_scored": len(order), "max_len": max_len, "checkpoints": {}}
+    for path, (model, about) in models.items():
         report["checkpoints"][str(path)] = about | score(model, drawn) | {"train_mode": train_mode_losses(model, drawn)}
     return report
 

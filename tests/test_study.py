@@ -159,6 +159,84 @@ def test_segment_scores_of_a_pretraining_and_of_its_state_file(pretrained, tiny_
         runs.load_pretraining_model(bad, load_dataset(tiny_data), tiny_data)
 
 
+def sp_scores_of(n: int):
+    """(s+, s-) of n pairs cycling through eight kinds: both sigmoids below 1e-4, both above
+    1 - 1e-4, one of each (two ways), one above 1 - 1e-4 and one at 1/2, both at 1/2, both near 0
+    but above 1e-4, and opposite mild scores (the pair loss is not symmetric in s+ and s-)."""
+    pairs = [(-20.0, -20.0), (20.0, 20.0), (20.0, -20.0), (-20.0, 20.0), (20.0, 0.0), (0.0, 0.0), (-6.0, -6.0),
+             (3.0, -1.0)]
+    return (torch.tensor([pairs[i % 8][0] for i in range(n)]), torch.tensor([pairs[i % 8][1] for i in range(n)]))
+
+
+@pytest.mark.parametrize("pair_loss", ["logsigmoid", "sigmoid_difference"])
+def test_segment_scores_statistics_share_and_loss_of_known_scores(pretrained, tiny_data, tmp_path, capsys,  # noqa: F811
+                                                                   monkeypatch, pair_loss):
+    """The SP head made to score known pairs: each statistic, the saturated share (2 of 8 kinds
+    saturated: both sigmoids below 1e-4 or both above 1 - 1e-4) and the model's own pair loss
+    per instance."""
+    checkpoint = files.load_torch(pretrained / "pretrain.pt")
+    checkpoint["config"] = {**checkpoint["config"], "pretrain": {**checkpoint["config"]["pretrain"],
+                                                                  "pair_loss": pair_loss}}
+    path = tmp_path / "pretrain.pt"
+    torch.save(checkpoint, path)
+    load = runs.load_pretraining_model
+    scored = {"calls": 0, "pairs": 0}
+
+    def with_known_sp_scores(*args):
+        model, about = load(*args)
+
+        def score_pairs(context, segment):  # per chunk: s+ first, then s-
+            side, start = scored["calls"] % 2, scored["pairs"]
+            scored["calls"] += 1
+            scored["pairs"] += side * len(context)
+            return sp_scores_of(start + len(context))[side][start:]
+        model.heads["sp"].score_pairs = score_pairs
+        return model, about
+    monkeypatch.setattr(runs, "load_pretraining_model", with_known_sp_scores)
+    segment_scores = load_script("segment_scores", folder="benchmarks")
+    assert segment_scores.main([str(path), "--data", str(tiny_data), "--instances", "80"]) == 0
+    [report] = json.loads(capsys.readouterr().out)["checkpoints"]
+    positive, negative = sp_scores_of(80)
+    assert report["instances"] == 80 and report["pair_loss"] == pair_loss and scored["calls"] > 2  # several chunks
+
+    def summary(values):
+        values = values.double().numpy()
+        return {"mean": values.mean(), "std": values.std(ddof=1), "min": values.min(), "max": values.max()}
+    for name, values in (("s_pos", positive), ("s_neg", negative), ("sigmoid_s_pos", torch.sigmoid(positive)),
+                         ("sigmoid_s_neg", torch.sigmoid(negative))):
+        assert report[name] == pytest.approx(summary(values), rel=1e-5, abs=1e-9), name
+    assert report["saturated_share"] == pytest.approx(2 / 8)
+    if pair_loss == "logsigmoid":  # -log s(s+) - log(1 - s(s-))
+        expected = (torch.nn.functional.softplus(-positive) + torch.nn.functional.softplus(negative)).mean()
+    else:  # the authors': BCE(s(s(s+) - s(s-)), 1)
+        expected = torch.nn.functional.softplus(-(torch.sigmoid(positive) - torch.sigmoid(negative))).mean()
+    assert report["sp_loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_segment_scores_draws_a_batch_as_pretraining_does_with_the_seed_given(pretrained, tiny_data, capsys):  # noqa: F811
+    """Its default batch (256 instances, or the whole corpus where smaller) of the run's own kind of
+    instances, drawn as epoch 0 of a run of --seed draws them: its SP loss is the model's."""
+    segment_scores = load_script("segment_scores", folder="benchmarks")
+    checkpoint = pretrained / "pretrain.pt"
+    assert segment_scores.main([str(checkpoint), str(checkpoint), "--data", str(tiny_data), "--seed", "1"]) == 0
+    first, again = json.loads(capsys.readouterr().out)["checkpoints"]
+    segment_scores.main([str(checkpoint), "--data", str(tiny_data)])
+    [seed0] = json.loads(capsys.readouterr().out)["checkpoints"]
+    assert first == again and first["s_pos"] != seed0["s_pos"]
+    dataset = load_dataset(tiny_data)
+    model, _ = runs.load_pretraining_model(checkpoint, dataset, tiny_data)
+    cfg = model.cfg
+    corpus = segment_scores.split_instances(dataset, leave_one_out(dataset.sequences), max_len=cfg.model.max_len,
+                                            kind=cfg.pretrain.instances)
+    assert first["instances"] == min(256, len(corpus.lengths)) < len(corpus.lengths)
+    rng = segment_scores.runtime.epoch_generators(1, 0)
+    chunks = next(segment_scores.iterate_batches(corpus, 256, rng, mask_prob=cfg.pretrain.mask_prob,
+                                                 batching="padded"))
+    with torch.no_grad():
+        loss = sum(float(model(chunk)["sp"]) for chunk in chunks) / sum(chunk.num_instances for chunk in chunks)
+    assert first["sp_loss"] == pytest.approx(loss, rel=1e-5)
+
+
 def test_continue_pretraining_runs_the_batches_asked_for_across_epochs(pretrained, tiny_data, capsys):  # noqa: F811
     """Before: one epoch at most (the tiny set has a few batches of 100), points after the last
     full window dropped, and --every above --batches an empty curve with exit status 0."""
@@ -175,6 +253,216 @@ def test_continue_pretraining_runs_the_batches_asked_for_across_epochs(pretraine
     with pytest.raises(SystemExit) as exit_info:
         continue_pretraining.main(args + ["--batches", "2", "--every", "5"])
     assert exit_info.value.code == 2 and "--every 5: more than --batches 2" in capsys.readouterr().err
+
+
+def continue_spied(monkeypatch):
+    """continue_pretraining with its steps (model, chunks, losses) and its optimizer recorded."""
+    continue_pretraining = load_script("continue_pretraining", folder="benchmarks")
+    seen = {"steps": [], "optimizers": []}
+
+    def step_losses(model, chunks):
+        seen["model"] = model
+        seen.setdefault("first_weights", {k: v.clone() for k, v in model.state_dict().items()})
+        losses = continue_pretraining.step_losses.__wrapped__(model, chunks)
+        seen["steps"].append((chunks, {k: float(v.detach()) for k, v in losses.items()}))
+        return losses
+    step_losses.__wrapped__ = continue_pretraining.step_losses
+    monkeypatch.setattr(continue_pretraining, "step_losses", step_losses)
+
+    def adam(params, lr, weight_decay):
+        seen["optimizers"].append({"lr": lr, "weight_decay": weight_decay})
+        return continue_pretraining.adam.__wrapped__(params, lr=lr, weight_decay=weight_decay)
+    adam.__wrapped__ = continue_pretraining.adam
+    monkeypatch.setattr(continue_pretraining, "adam", adam)
+    return continue_pretraining, seen
+
+
+def test_continue_pretraining_trains_the_checkpoint_with_the_preset_objective(pretrained, tiny_data, capsys,  # noqa: F811
+                                                                             monkeypatch):
+    """The curve and the weights after it are those of plain Adam steps (lr given, no weight
+    decay) on the loaded weights under --preset's objective, dropout seeded by --seed; each
+    point the training losses per instance of its window (the last one short)."""
+    continue_pretraining, seen = continue_spied(monkeypatch)
+    checkpoint = pretrained / "pretrain.pt"
+    dataset = load_dataset(tiny_data)
+    loaded, about = runs.load_pretraining_model(checkpoint, dataset, tiny_data)
+    assert loaded.cfg.pretrain.preset != "paper"  # so the objective is --preset's, not the checkpoint's
+    continue_pretraining.main([str(checkpoint), "--data", str(tiny_data), "--threads", "1", "--batches", "5",
+                               "--every", "2", "--lr", "0.01", "--seed", "3"])
+    report = json.loads(capsys.readouterr().out)
+    assert (report["preset"], report["lr"], report["batches"]) == ("paper", 0.01, 5)
+    assert (report["variant"], report["epoch"]) == (about["variant"], about["epoch"]) == ("r4", 2)
+    assert seen["optimizers"] == [{"lr": 0.01, "weight_decay": 0.0}]
+    assert all(torch.equal(seen["first_weights"][k], v) for k, v in loaded.state_dict().items())
+    assert seen["model"].cfg.pretrain.preset == "paper" and seen["model"].cfg.pretrain.pair_loss == "sigmoid_difference"
+
+    model = continue_pretraining.PretrainModel(seen["model"].cfg, dataset.num_items, dataset.num_attributes)
+    model.load_state_dict(loaded.state_dict())
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, fused=True)  # as s3rec.training.adam
+    torch.manual_seed(3)
+    model.train()
+    per_step = []
+    for chunks, _ in seen["steps"]:
+        losses = continue_pretraining.step_losses.__wrapped__(model, chunks)
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        optimizer.step()
+        per_step.append(({k: float(losses[k]) for k in ("aap", "mip", "map", "sp")},
+                         sum(chunk.num_instances for chunk in chunks)))
+    for (_, recorded), (expected, _) in zip(seen["steps"], per_step):
+        assert {k: recorded[k] for k in expected} == pytest.approx(expected, rel=1e-4)
+    for got, want in zip(seen["model"].parameters(), model.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    assert not torch.equal(seen["model"].state_dict()["heads.sp.weight"], loaded.state_dict()["heads.sp.weight"])
+    windows = [per_step[0:2], per_step[2:4], per_step[4:5]]
+    expected = [{name: sum(losses[name] for losses, _ in window) / sum(n for _, n in window)
+                 for name in ("aap", "mip", "map", "sp")} for window in windows]
+    assert [point["batches"] for point in report["curve"]] == [2, 4, 5]
+    for point, want in zip(report["curve"], expected):
+        assert {k: point[k] for k in want} == pytest.approx(want, abs=2e-4)
+
+
+def test_continue_pretraining_draws_padded_prefix_batches_of_100_from_its_seed(pretrained, tiny_data, capsys,  # noqa: F811
+                                                                              monkeypatch):
+    """Padded batches of 100 prefix instances (the model's max_len), masked with the preset's
+    probability, every instance once an epoch, drawn by a generator of --seed; the same seed
+    gives the same curve, another seed other batches."""
+    checkpoint = pretrained / "pretrain.pt"
+    dataset = load_dataset(tiny_data)
+    instances = load_script("continue_pretraining", folder="benchmarks").split_instances(
+        dataset, leave_one_out(dataset.sequences), max_len=12)
+    epoch = -(-len(instances) // 100)
+    curves, firsts = [], []
+    for seed in ("0", "0", "1"):
+        continue_pretraining, seen = continue_spied(monkeypatch)
+        continue_pretraining.main([str(checkpoint), "--data", str(tiny_data), "--threads", "1", "--batches",
+                                   str(epoch), "--every", str(epoch), "--seed", seed])
+        curves.append(json.loads(capsys.readouterr().out)["curve"])
+        steps = [chunks for chunks, _ in seen["steps"]]
+        firsts.append(steps[0][0].items)
+    assert curves[0] == curves[1] and curves[0] != curves[2]
+    assert torch.equal(firsts[0], firsts[1]) and not torch.equal(firsts[0], firsts[2])
+    sizes = [sum(chunk.num_instances for chunk in chunks) for chunks in steps]
+    assert sizes == [100] * (epoch - 1) + [len(instances) - 100 * (epoch - 1)]
+    assert max(chunk.items.shape[1] for chunks in steps for chunk in chunks) == 12  # the model's max_len
+    drawn = continue_pretraining.iterate_batches(instances, 100, np.random.default_rng(1), batching="padded",
+                                                 mask_prob=0.2)  # the paper preset's
+    for chunks, expected in zip(steps, drawn, strict=True):
+        assert [(c.items.tolist(), c.masked_items.tolist()) for c in chunks] == [
+            (c.items.tolist(), c.masked_items.tolist()) for c in expected]
+    # --every equal to --batches: one point
+    assert len(curves[0]) == 1 and curves[0][0]["batches"] == epoch
+
+
+def test_continue_pretraining_sets_the_threads_asked_for(pretrained, tiny_data, capsys):  # noqa: F811
+    continue_pretraining = load_script("continue_pretraining", folder="benchmarks")
+    before = torch.get_num_threads()
+    threads = 2 if before == 1 else 1
+    try:
+        continue_pretraining.main([str(pretrained / "pretrain.pt"), "--data", str(tiny_data), "--threads",
+                                   str(threads), "--batches", "1", "--every", "1", "--preset", "seed"])
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads(capsys.readouterr().out)["preset"] == "seed"
+
+
+def test_compare_pretraining_scores_every_checkpoint_on_the_same_batches(pretrained, tiny_data, tmp_path,  # noqa: F811
+                                                                         capsys):
+    """Checkpoints of max_len 12 and 14 (its two extra, first positions unused) on this data, whose training
+    parts reach 13 items: scored on the same batches of prefix instances of at most 12, drawn
+    with seed 0 (100 a batch, mask probability 0.2). Before, instances of up to 50 items: exit 2,
+    'sequence length 13 exceeds model.max_len 12', for any checkpoint of max_len 12."""
+    compare_pretraining = load_script("compare_pretraining", folder="benchmarks")
+    checkpoint = files.load_torch(pretrained / "pretrain.pt")
+    longer = {**checkpoint, "config": {**checkpoint["config"], "model": {**checkpoint["config"]["model"],
+                                                                          "max_len": 14}}}
+    positions = checkpoint["state_dict"]["encoder.position_embeddings.weight"]
+    longer["state_dict"] = {**checkpoint["state_dict"],
+                            "encoder.position_embeddings.weight": torch.cat([positions[:2], positions])}
+    torch.save(longer, tmp_path / "longer.pt")
+    # the same weights as a running job's pretrain.state.pt
+    state_file = tmp_path / "pretrain.state.pt"
+    torch.save({"config": {"config": checkpoint["config"], "variant": "r4", "inputs": checkpoint["data_digest"]},
+                "model": checkpoint["state_dict"], "optimizer": {}, "loop": {"epoch": 3}}, state_file)
+    paths = [str(tmp_path / "longer.pt"), str(pretrained / "pretrain.pt"), str(state_file)]
+    compare_pretraining.main(["--data", str(tiny_data), *paths, "--batches", "2", "--threads", "1"])
+    report = json.loads(capsys.readouterr().out)
+    assert (report["max_len"], report["instances_scored"]) == (12, 200)
+    longer_one, finished, running = (report["checkpoints"][path] for path in paths)
+    assert (finished["variant"], finished["epoch"], running["variant"], running["epoch"]) == ("r4", 2, "r4", 3)
+    scores = {k: v for k, v in finished.items() if k not in ("variant", "epoch")}
+    assert {k: v for k, v in running.items() if k not in ("variant", "epoch")} == scores  # same draws, dropout too
+    assert {k: v for k, v in longer_one.items() if k not in ("variant", "epoch")} == scores  # positions count from the end
+    assert scores["train_mode"] != {name: scores[name] for name in ("aap", "mip", "map", "sp")}  # dropout on
+    assert 0 < scores["mip_true_above_negative"] < 1
+    again = compare_pretraining.compare(tiny_data, [pretrained / "pretrain.pt"], 1)
+    assert again["instances_scored"] == 100 and again["checkpoints"][paths[1]]["variant"] == "r4"
+    every = compare_pretraining.compare(tiny_data, [pretrained / "pretrain.pt"], 50)  # more than there are
+
+    dataset = load_dataset(tiny_data)
+    instances = compare_pretraining.split_instances(dataset, leave_one_out(dataset.sequences), max_len=12)
+    rng = np.random.default_rng(0)
+    assert every["instances_scored"] == len(instances) < 5000
+    order = rng.permutation(len(instances))[:200]
+    drawn = [compare_pretraining.build_batch(instances, order[i:i + 100], rng, mask_prob=0.2) for i in (0, 100)]
+    model, _ = runs.load_pretraining_model(pretrained / "pretrain.pt", dataset, tiny_data)
+    assert compare_pretraining.score(model, drawn) == {k: v for k, v in scores.items() if k != "train_mode"}
+    assert compare_pretraining.train_mode_losses(model, drawn) == scores["train_mode"]
+
+
+def test_compare_pretraining_score_is_each_loss_per_instance_and_the_mip_share(pretrained, tiny_data):  # noqa: F811
+    """score(): each head's loss summed over the batches over their instances, and the share of
+    masked positions where MIP scores the true item above its negative (none with a zero MIP
+    head: a tie is not above)."""
+    compare_pretraining = load_script("compare_pretraining", folder="benchmarks")
+    dataset = load_dataset(tiny_data)
+    instances = compare_pretraining.split_instances(dataset, leave_one_out(dataset.sequences), max_len=12)
+    rng = np.random.default_rng(4)
+    batches = [compare_pretraining.build_batch(instances, np.arange(start, stop), rng, mask_prob=0.3)
+               for start, stop in ((0, 300), (300, len(instances)))]  # all of them: causal states differ in one
+    model, _ = runs.load_pretraining_model(pretrained / "pretrain.pt", dataset, tiny_data)
+    scores = compare_pretraining.score(model, batches)
+    with torch.no_grad():
+        losses = [model(batch) for batch in batches]
+        for name in ("aap", "mip", "map", "sp"):
+            assert scores[name] == pytest.approx(sum(float(loss[name]) for loss in losses) / len(instances), abs=1e-4)
+        above = total = 0
+        for batch in batches:
+            states = model.encode(batch)[0]
+            masked = batch.masked_items == model.encoder.mask_id
+            embed, mip = model.encoder.item_embeddings, model.heads["mip"]
+            true = mip.score_pairs(states[masked], embed(batch.items[masked]))
+            negative = mip.score_pairs(states[masked], embed(batch.negative_items[masked]))
+            above, total = above + int((true > negative).sum()), total + int(masked.sum())
+    assert total > 10 and scores["mip_true_above_negative"] == pytest.approx(above / total, abs=1e-4)
+    assert 0 < above < total
+    with torch.no_grad():
+        for parameter in model.heads["mip"].parameters():
+            parameter.zero_()
+    assert compare_pretraining.score(model, batches)["mip_true_above_negative"] == 0.0
+    train_mode = compare_pretraining.train_mode_losses(model, batches, seed=5)
+    assert not model.training and train_mode == compare_pretraining.train_mode_losses(model, batches, seed=5)
+    assert train_mode != compare_pretraining.train_mode_losses(model, batches, seed=6)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        losses = [model.train()(batch) for batch in batches]
+    for name in ("aap", "mip", "map", "sp"):
+        assert train_mode[name] == pytest.approx(sum(float(loss[name]) for loss in losses) / len(instances), abs=1e-4)
+
+
+def test_compare_pretraining_defaults_to_100_batches_and_sets_the_threads(tmp_path, monkeypatch, capsys):
+    compare_pretraining = load_script("compare_pretraining", folder="benchmarks")
+    calls = []
+    monkeypatch.setattr(compare_pretraining, "compare", lambda *args: calls.append(args) or {"called": True})
+    before = torch.get_num_threads()
+    threads = 2 if before == 1 else 1
+    try:
+        compare_pretraining.main(["--data", str(tmp_path), str(tmp_path / "a.pt"), "--threads", str(threads)])
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert calls == [(tmp_path, [tmp_path / "a.pt"], 100)] and json.loads(capsys.readouterr().out) == {"called": True}
 
 
 @pytest.mark.parametrize("benchmark", ["segment_scores", "compare_pretraining", "continue_pretraining"])
