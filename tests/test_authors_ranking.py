@@ -93,6 +93,61 @@ def test_a_target_below_zero_loses_to_the_padding_and_mask_rows():
     assert ours.tolist() == [19]
 
 
+def test_a_target_twentieth_is_in_their_top_20_and_twenty_first_is_not():
+    row = scores_row(i5=0.5, **{f"i{n}": 1.0 + n / 100 for n in range(6, 25)})  # 19 rows above, [MASK] one of them
+    assert authors_ranking.authors_positions(row, [np.array([1])], np.array([5])).tolist() == [19]
+    row[0, 2] = 0.6  # a twentieth row above it
+    assert authors_ranking.authors_positions(row, [np.array([1])], np.array([5])).tolist() == [authors_ranking.TOP]
+
+
+def test_authors_metrics_of_an_authors_model_of_one_layer_and_ten_positions(tmp_path, capsys):
+    """257 users (two batches of scores, the second of one user), histories longer than the
+    model's 10 positions (their last 10 read): each split's `authors` metrics are their top-20
+    positions (ranks 1..20, else beyond) through this project's metric formulas, `ours` those of
+    the project's evaluation, with the counts of targets below 0 and among the earlier items."""
+    data = tmp_path / "tiny"
+    write_prepared(generate(SyntheticSpec(users=257, items=30, attributes=7, seed=5, max_length=15)), data)
+    dataset = load_dataset(data)
+    theirs = {k: v for k, v in authors_state_dict(dataset.num_items, dataset.num_attributes, seed=2).items()
+              if ".layer.1." not in k}
+    theirs["position_embeddings.weight"] = theirs["position_embeddings.weight"][:10]
+    torch.save(theirs, tmp_path / "Finetune_full-Tiny-0.pt")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert authors_ranking.main(["--data", str(data), str(tmp_path / "Finetune_full-Tiny-0.pt")]) == 0
+        assert torch.get_num_threads() == 1  # --threads 1 by default
+    finally:
+        torch.set_num_threads(before)
+    report = json.loads(capsys.readouterr().out)[str(tmp_path / "Finetune_full-Tiny-0.pt")]
+    assert list(report) == ["valid", "test"]
+
+    encoder = Encoder(ModelConfig(hidden_size=D, num_layers=1, max_len=10), dataset.num_items)
+    encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in convert_state_dict(theirs).items()
+                             if k.startswith("encoder.")})
+    encoder.eval()
+    split = leave_one_out(dataset.sequences)
+    assert max(len(h) for h in split.train) > 10
+    for name in ("valid", "test"):
+        histories, targets = authors_ranking.split_inputs(split, name)
+        [(start, scores)] = authors_ranking.all_scores(encoder, histories, batch_size=1000)  # one batch
+        assert start == 0 and scores.shape == (257, dataset.num_items + 2)  # [MASK]'s row too
+        ours = score_function(encoder, torch.device("cpu"))(histories).numpy()
+        np.testing.assert_allclose(scores[:, :dataset.num_items + 1], ours, rtol=1e-5, atol=1e-5)
+        positions = authors_ranking.authors_positions(scores, histories, targets)
+        ranks = np.where(positions < authors_ranking.TOP, positions + 1, 1000)
+        expected = metrics_from_ranks(ranks)
+        got = report[name]
+        assert got["authors"] == pytest.approx({m: expected[m] for m in ("NDCG@10", "HR@10", "NDCG@20", "HR@20")})
+        assert 0 < got["authors"]["HR@20"] < 1
+        ranks = full_ranking_ranks(score_function(encoder, torch.device("cpu")), histories, targets, dataset.num_items)
+        assert got["ours"] == {m: v for m, v in metrics_from_ranks(ranks).items() if m in got["ours"]}
+        assert got["users"] == 257
+        assert got["target_scores_below_0"] == int((scores[np.arange(257), targets] < 0).sum())
+        assert got["target_in_history"] == sum(int(t in h) for h, t in zip(histories, targets))
+    assert report["valid"]["ours"] != report["test"]["ours"]
+
+
 def test_both_layouts_of_one_model_give_one_report(tmp_path, capsys):
     data = tmp_path / "tiny"
     write_prepared(generate(SyntheticSpec(users=80, items=30, attributes=7, seed=5, max_length=15)), data)
@@ -116,6 +171,10 @@ def test_both_layouts_of_one_model_give_one_report(tmp_path, capsys):
     ranks = full_ranking_ranks(score_function(encoder.eval(), torch.device("cpu")), split.train,
                                split.valid_target, dataset.num_items)
     assert first["valid"]["ours"]["NDCG@10"] == metrics_from_ranks(ranks)["NDCG@10"]
+    # the authors' scores are the same next-item scores (two layers: a causal encoder's), plus [MASK]'s
+    [(_, scores)] = authors_ranking.all_scores(encoder, split.train)
+    ours = score_function(encoder, torch.device("cpu"))(split.train).numpy()
+    np.testing.assert_allclose(scores[:, :dataset.num_items + 1], ours, rtol=1e-5, atol=1e-5)
     zeroed = full_ranking_ranks(score_function(encoder.eval(), torch.device("cpu")), split.train,
                                 split.valid_target, dataset.num_items, history_score=0.0)
     assert first["valid"]["ours_history_0"]["MRR"] == metrics_from_ranks(zeroed)["MRR"]
