@@ -5,6 +5,7 @@ batch drawing alone. The stacked runs themselves (s3rec/stacked.py) are tested i
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 import torch
@@ -84,3 +85,150 @@ def test_stacked_mode_reports_each_number_of_runs(runs_per_process, tmp_path, ca
     steps = -(-len(instances) // 100)
     two = runs_per_process.measure_stacked(2, dataset, instances, 2, torch.device("cpu"), steps, draw_workers=True)
     assert two["draw_workers"] is True and two["runs"] == 2 and two["seconds_per_round"] > 0
+
+
+class FakeClock:
+    """time.perf_counter for the benchmark: it moves only when a fake run draws or steps."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def perf_counter(self):
+        return self.now
+
+
+DRAW, STEP = 0.25, 0.5  # seconds a fake batch takes to draw, and a fake step to run
+
+
+def test_measure_times_rounds_of_every_run_after_a_warm_up_of_the_epochs_last_steps(runs_per_process, monkeypatch):
+    """Two fake runs, 10 steps an epoch, 4 timed rounds: each run warms up on the last 3 steps of
+    an epoch of its own draws (both shapes), then steps in turn on a fresh epoch of its own; a
+    round is both runs' steps (0.75 s each), an epoch 10 rounds, 2 epochs of runs per 15 s."""
+    clock = FakeClock()
+    monkeypatch.setattr(runs_per_process, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    steps = []
+
+    class FakeRun:
+        def __init__(self, seed):
+            self.seed = seed
+
+        def step(self, batch, device):
+            clock.now += STEP
+            steps.append((self.seed, batch))
+
+    def draws(run, instances):
+        for index in range(10):
+            clock.now += DRAW
+            yield run.seed, index
+    monkeypatch.setattr(runs_per_process, "new_run", lambda dataset, instances, seed, device: FakeRun(seed))
+    monkeypatch.setattr(runs_per_process, "draws", draws)
+    result = runs_per_process.measure(2, None, None, 4, torch.device("cpu"), steps_per_epoch=10)
+    assert steps[:6] == [(0, (0, 7)), (0, (0, 8)), (0, (0, 9)), (1, (1, 7)), (1, (1, 8)), (1, (1, 9))]
+    assert steps[6:] == [(seed, (seed, index)) for index in range(4) for seed in (0, 1)]
+    assert result == {"runs": 2, "seconds_per_round": 1.5, "seconds_per_epoch": 15.0, "epochs_per_hour": 480.0,
+                      "peak_gpu_mib": None, "host_drawing_seconds_per_round": 0.5}
+
+
+def test_measure_stacked_times_its_steps_after_a_warm_up_of_the_epochs_last_steps(runs_per_process, monkeypatch):
+    """Three runs stacked into one fake step, 10 steps an epoch, 4 timed: a round is one step
+    (0.75 s), an epoch 7.5 s, three epochs of runs in it."""
+    clock = FakeClock()
+    monkeypatch.setattr(runs_per_process, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    steps, made = [], []
+
+    class FakeStackedRun:
+        def __init__(self, dataset, instances, count, device, draw_workers):
+            made.append((count, draw_workers))
+            self.stacked = types.SimpleNamespace(attention_spelled_out=True, vmap_fallbacks=["op"])
+            self.epoch = 0
+
+        def epochs(self, instances):
+            self.epoch += 1
+            for index in range(10):
+                clock.now += DRAW
+                yield self.epoch, index
+
+        def step(self, batch, device):
+            clock.now += STEP
+            steps.append(batch)
+    monkeypatch.setattr(runs_per_process, "StackedRun", FakeStackedRun)
+    result = runs_per_process.measure_stacked(3, None, None, 4, torch.device("cpu"), 10, draw_workers=True)
+    assert made == [(3, True)]
+    assert steps == [(1, 7), (1, 8), (1, 9), (2, 0), (2, 1), (2, 2), (2, 3)]
+    assert result == {"runs": 3, "seconds_per_round": 0.75, "seconds_per_epoch": 7.5, "epochs_per_hour": 1440.0,
+                      "peak_gpu_mib": None, "host_drawing_seconds_per_round": 0.25, "draw_workers": True,
+                      "attention_spelled_out": True, "vmap_fallbacks": ["op"]}
+
+
+def test_main_reports_each_number_of_runs_against_one_run(runs_per_process, tmp_path, monkeypatch, capsys):
+    """main's bookkeeping around a stand-in measure: the epoch's steps (prefix instances of up to
+    50 items in batches of 100, the last one short), each N in the order given, its speed-up over
+    N = 1 wherever that is given (none without), and --batches below an epoch's steps."""
+    data = tmp_path / "tiny"
+    write_prepared(generate(SyntheticSpec(users=300, items=60, attributes=8, seed=3, max_length=15)), data)
+    dataset = load_dataset(data)
+    instances = split_instances(dataset, leave_one_out(dataset.sequences), max_len=50, kind="prefixes")
+    steps = -(-len(instances) // 100)
+    assert len(instances) % 100 != 0 and steps > 3
+    calls = []
+
+    def measure(count, dataset, instances, limit, device, steps_per_epoch):
+        calls.append((count, len(instances), limit, device, steps_per_epoch))
+        return {"runs": count, "epochs_per_hour": {1: 100.0, 2: 150.0, 4: 250.0, 3: 30.0}[count]}
+    monkeypatch.setattr(runs_per_process, "measure", measure)
+    before = torch.get_num_threads()
+    threads = 2 if before == 1 else 1
+    try:
+        assert runs_per_process.main(["--device", "cpu", "--threads", str(threads), "--runs", "2", "1", "4",
+                                      "--batches", str(steps - 1), "--data", str(data)]) == 0
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    report = json.loads(capsys.readouterr().out)
+    assert calls == [(n, len(instances), steps - 1, torch.device("cpu"), steps) for n in (2, 1, 4)]
+    assert (report["dataset"], report["mode"], report["steps_per_epoch"], report["timed_steps_per_run"]) == (
+        "given", "streams", steps, steps - 1)
+    assert [(m["runs"], m["speedup_over_one_run"]) for m in report["results"]] == [(2, 1.5), (1, 1.0), (4, 2.5)]
+    calls.clear()
+    runs_per_process.main(["--device", "cpu", "--runs", "3", "--batches", "1", "--data", str(data)])
+    assert [m["speedup_over_one_run"] for m in json.loads(capsys.readouterr().out)["results"]] == [None]
+    with pytest.raises(SystemExit):  # as many steps as an epoch has: the short last one would be timed
+        runs_per_process.main(["--device", "cpu", "--batches", str(steps), "--data", str(data)])
+    assert f"--batches {steps}: an epoch has {steps} steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # by default 300 steps a run
+        runs_per_process.main(["--device", "cpu", "--data", str(data)])
+    assert f"--batches 300: an epoch has {steps} steps" in capsys.readouterr().err
+    monkeypatch.setattr(runs_per_process.speed, "PRETRAIN_BATCH", 1)  # an epoch long enough for 300
+    calls.clear()
+    runs_per_process.main(["--device", "cpu", "--data", str(data)])
+    assert [(call[0], call[2]) for call in calls] == [(1, 300), (2, 300), (4, 300)]  # by default 1, 2 and 4 runs
+
+
+def test_new_run_is_a_fixed_shape_prefix_pretraining_of_its_own_seed(runs_per_process, monkeypatch):
+    made = []
+
+    def pretraining_step(dataset, instances, kind, device, mode, fixed_shapes=False):
+        made.append((kind, mode, fixed_shapes, torch.initial_seed()))
+        return "step", {"length": 50}
+    monkeypatch.setattr(runs_per_process.speed, "pretraining_step", pretraining_step)
+    runs = [runs_per_process.new_run(None, None, seed, torch.device("cpu")) for seed in (0, 1, 0)]
+    assert made == [("prefixes", "none", True, 0), ("prefixes", "none", True, 1), ("prefixes", "none", True, 0)]
+    assert runs[0].stream is None and runs[0].layout == {"length": 50} and runs[0].train_step == "step"
+    draws = [run.rng.integers(1 << 30, size=4).tolist() for run in runs]
+    assert draws[0] == draws[2] != draws[1]
+
+
+def test_stacked_runs_have_their_own_seeds_weights_and_draws(runs_per_process, tmp_path):
+    data = tmp_path / "tiny"
+    write_prepared(generate(SyntheticSpec(users=40, items=60, attributes=8, seed=3, max_length=10)), data)
+    dataset = load_dataset(data)
+    instances = split_instances(dataset, leave_one_out(dataset.sequences), max_len=50, kind="prefixes")
+    run = runs_per_process.StackedRun(dataset, instances, 2, torch.device("cpu"), draw_workers=False)
+    stacked = run.stacked.weights[run.stacked.names.index("encoder.item_embeddings.weight")]
+    assert stacked.shape[0] == 2 and not torch.equal(stacked[0], stacked[1])
+    for seed in (0, 1):  # run n's weights: those of a model made after torch.manual_seed(n)
+        torch.manual_seed(seed)
+        alone = runs_per_process.speed.paper_model(dataset, "prefixes", torch.device("cpu"))
+        torch.testing.assert_close(stacked[seed], alone.encoder.item_embeddings.weight)
+    [first] = next(iter(run.epochs(instances)))
+    assert run.graphed is False and first.items.shape[0] == 2 and not torch.equal(first.items[0], first.items[1])

@@ -307,7 +307,7 @@ def test_continue_pretraining_trains_the_checkpoint_with_the_preset_objective(pr
         optimizer.zero_grad()
         losses["loss"].backward()
         optimizer.step()
-        per_step.append(({k: float(losses[k]) for k in ("aap", "mip", "map", "sp")},
+        per_step.append(({k: float(losses[k].detach()) for k in ("aap", "mip", "map", "sp")},
                          sum(chunk.num_instances for chunk in chunks)))
     for (_, recorded), (expected, _) in zip(seen["steps"], per_step):
         assert {k: recorded[k] for k in expected} == pytest.approx(expected, rel=1e-4)
