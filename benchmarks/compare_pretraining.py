@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> None:
 def compare(data_dir: Path, checkpoints: list[Path], batches: int) -> dict:
     dataset = load_dataset(data_dir)
     models = {path: runs.load_pretraining_model(path, dataset, data_dir) for path in checkpoints}
-    # Instances every model can read (its max_len, 50 in the paper): before, always 50, so a
-    # model of a shorter max_len stopped the script ("sequence length exceeds model.max_len").
+    # Instances every model can read: a longer one stops a model of a shorter max_len (the
+    # paper's models all have 50).
     max_len = min(model.cfg.model.max_len for model, _ in models.values())
     split = leave_one_out(dataset.sequences)
     instances = split_instances(dataset, split, max_len=max_len)

@@ -400,4 +400,3 @@ def test_the_training_scripts_pass_their_flags_and_settings_to_s3rec(monkeypatch
         "finetune", (data, out[1], "r4"), {"pretrained": checkpoint}, (7, "cpu", 1, "eager", 4))
     assert call("finetune", json.dumps(settings), "--out-dir", str(out[1]), "--compile", "default")[1:] == (
         (data, out[1], "r4"), {"pretrained": None}, (0, "auto", 4, "default", 4))
-

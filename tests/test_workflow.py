@@ -767,4 +767,3 @@ def test_slurm_profile_runs_a_stacked_group(tmp_path):
     assert jobs.get("pretrain_stacked") and jobs.get("finetune_model") and not jobs.get("unstack_pretraining"), jobs
     assert_completed(jobs)
     assert results["slurm"] == results["local"]
-
