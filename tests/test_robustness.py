@@ -372,9 +372,11 @@ def test_describe_execution_names_the_concrete_gpu(monkeypatch):
     ("benchmarks", "speed", "--device", "gpu", "auto, cpu, cuda, cuda:N or cuda:any"),  # was: torch's traceback
     ("benchmarks", "speed", "--eval-batch-sizes", "0", "an integer >= 1"),
     ("benchmarks", "jobs_per_device", "--jobs", "0", "an integer >= 1"),
+    ("benchmarks", "jobs_per_device", "--batches", "0", "an integer >= 1"),
     ("benchmarks", "runs_per_process", "--runs", "-1", "an integer >= 1"),
     ("benchmarks", "profile_step", "--warmup", "-1", "an integer >= 0"),
     ("benchmarks", "profile_step", "--steps", "ten", "an integer >= 1"),
+    ("benchmarks", "profile_step", "--top", "0", "an integer >= 1"),
     ("benchmarks", "compare_pretraining", "--batches", "0", "an integer >= 1"),
     ("benchmarks", "continue_pretraining", "--seed", "-1", "an integer in [0, 4294967295]"),
     ("benchmarks", "seeds_needed", "--target", "nan", "a finite number > 0"),  # was: a ValueError traceback
@@ -383,6 +385,7 @@ def test_describe_execution_names_the_concrete_gpu(monkeypatch):
     ("benchmarks", "segment_scores", "--instances", "0", "an integer >= 1"),
     ("benchmarks", "head_energy", "--ranks", "0", "an integer >= 1"),
     ("benchmarks", "batch_drawing", "--repeats", "0", "an integer >= 1"),
+    ("benchmarks", "batch_drawing", "--steps", "0", "an integer >= 1"),
     ("benchmarks", "authors_ranking", "--threads", "0", "an integer >= 1"),
     ("scripts", "finetune", "--device", "gpu", "auto, cpu, cuda, cuda:N or cuda:any"),
     ("scripts", "pretrain", "--threads", "0", "an integer >= 1"),

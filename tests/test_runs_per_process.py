@@ -5,12 +5,15 @@ batch drawing alone. The stacked runs themselves (s3rec/stacked.py) are tested i
 from __future__ import annotations
 
 import json
-import types
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import REPO
+from s3rec.batching import CHUNK_BOUNDS
+from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset, write_prepared
 from s3rec.pretrain_batches import split_instances
 from s3rec.synthetic import SyntheticSpec, generate
@@ -87,14 +90,17 @@ def test_stacked_mode_reports_each_number_of_runs(runs_per_process, tmp_path, ca
     assert two["draw_workers"] is True and two["runs"] == 2 and two["seconds_per_round"] > 0
 
 
-class FakeClock:
-    """time.perf_counter for the benchmark: it moves only when a fake run draws or steps."""
+class Clocks:
+    """time.perf_counter and time.process_time, moved only by the fakes: known seconds, no wall time."""
 
     def __init__(self):
-        self.now = 100.0
+        self.wall = self.cpu = 100.0  # not 0: a figure must be a difference of readings
 
-    def perf_counter(self):
-        return self.now
+    def perf_counter(self) -> float:
+        return self.wall
+
+    def process_time(self) -> float:
+        return self.cpu
 
 
 DRAW, STEP = 0.25, 0.5  # seconds a fake batch takes to draw, and a fake step to run
@@ -104,8 +110,8 @@ def test_measure_times_rounds_of_every_run_after_a_warm_up_of_the_epochs_last_st
     """Two fake runs, 10 steps an epoch, 4 timed rounds: each run warms up on the last 3 steps of
     an epoch of its own draws (both shapes), then steps in turn on a fresh epoch of its own; a
     round is both runs' steps (0.75 s each), an epoch 10 rounds, 2 epochs of runs per 15 s."""
-    clock = FakeClock()
-    monkeypatch.setattr(runs_per_process, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    clock = Clocks()
+    monkeypatch.setattr(runs_per_process, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     steps = []
 
     class FakeRun:
@@ -113,12 +119,12 @@ def test_measure_times_rounds_of_every_run_after_a_warm_up_of_the_epochs_last_st
             self.seed = seed
 
         def step(self, batch, device):
-            clock.now += STEP
+            clock.wall += STEP
             steps.append((self.seed, batch))
 
     def draws(run, instances):
         for index in range(10):
-            clock.now += DRAW
+            clock.wall += DRAW
             yield run.seed, index
     monkeypatch.setattr(runs_per_process, "new_run", lambda dataset, instances, seed, device: FakeRun(seed))
     monkeypatch.setattr(runs_per_process, "draws", draws)
@@ -132,24 +138,24 @@ def test_measure_times_rounds_of_every_run_after_a_warm_up_of_the_epochs_last_st
 def test_measure_stacked_times_its_steps_after_a_warm_up_of_the_epochs_last_steps(runs_per_process, monkeypatch):
     """Three runs stacked into one fake step, 10 steps an epoch, 4 timed: a round is one step
     (0.75 s), an epoch 7.5 s, three epochs of runs in it."""
-    clock = FakeClock()
-    monkeypatch.setattr(runs_per_process, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    clock = Clocks()
+    monkeypatch.setattr(runs_per_process, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     steps, made = [], []
 
     class FakeStackedRun:
         def __init__(self, dataset, instances, count, device, draw_workers):
             made.append((count, draw_workers))
-            self.stacked = types.SimpleNamespace(attention_spelled_out=True, vmap_fallbacks=["op"])
+            self.stacked = SimpleNamespace(attention_spelled_out=True, vmap_fallbacks=["op"])
             self.epoch = 0
 
         def epochs(self, instances):
             self.epoch += 1
             for index in range(10):
-                clock.now += DRAW
+                clock.wall += DRAW
                 yield self.epoch, index
 
         def step(self, batch, device):
-            clock.now += STEP
+            clock.wall += STEP
             steps.append(batch)
     monkeypatch.setattr(runs_per_process, "StackedRun", FakeStackedRun)
     result = runs_per_process.measure_stacked(3, None, None, 4, torch.device("cpu"), 10, draw_workers=True)
@@ -232,3 +238,78 @@ def test_stacked_runs_have_their_own_seeds_weights_and_draws(runs_per_process, t
         torch.testing.assert_close(stacked[seed], alone.encoder.item_embeddings.weight)
     [first] = next(iter(run.epochs(instances)))
     assert run.graphed is False and first.items.shape[0] == 2 and not torch.equal(first.items[0], first.items[1])
+
+
+@pytest.fixture
+def batch_drawing(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # it imports speed.py beside it
+    return load_script("batch_drawing", folder="benchmarks")
+
+
+def test_batch_drawing_times_each_epoch_from_a_seed_of_its_own(batch_drawing, monkeypatch):
+    clocks, seeds = Clocks(), []
+    monkeypatch.setattr(batch_drawing, "time", clocks)
+
+    def draw_epoch(rng):
+        seeds.append(int(rng.integers(2**32)))
+        clocks.wall += (0.5, 0.25, 0.75)[len(seeds) - 1]
+        return iter(range(5))
+
+    assert batch_drawing.timed(draw_epoch, 3) == {"steps": 5, "best_seconds": 0.25, "seconds": [0.5, 0.25, 0.75]}
+    assert seeds == [int(np.random.default_rng(seed).integers(2**32)) for seed in range(3)]
+
+
+def test_batch_drawing_times_stacked_steps_after_the_first_draw(batch_drawing, monkeypatch):
+    clocks, started = Clocks(), []
+    monkeypatch.setattr(batch_drawing, "time", clocks)
+
+    def seed_steps(instances, cfg, generators, max_len, workers):
+        started.append((instances, cfg, len(generators), max_len, workers))
+        clocks.wall += 10.0  # the workers' start-up and the first draw: not timed
+        clocks.cpu += 10.0
+        while True:
+            yield ["seed 0", "seed 1"]
+            clocks.wall += 0.002 if workers else 0.003  # a draw: this process's CPU, or the workers' wall time
+            clocks.cpu += 0.001 if workers else 0.003
+
+    def stack(step):
+        assert step == ["seed 0", "seed 1"]
+        clocks.wall += 0.001
+        clocks.cpu += 0.001
+
+    monkeypatch.setattr(batch_drawing, "seed_steps", seed_steps)
+    monkeypatch.setattr(batch_drawing, "StackedBatch", SimpleNamespace(of=stack))
+    assert batch_drawing.stacked_steps("instances", 2, 3, 50) == {
+        "seeds": 2, "in_line": {"steps": 3, "process_cpu_ms_per_step": 4.0, "wall_ms_per_step": 4.0},
+        "workers": {"steps": 3, "process_cpu_ms_per_step": 2.0, "wall_ms_per_step": 3.0}}
+    paper = RunConfig.from_dict({"pretrain": {"preset": "paper"}}).pretrain
+    assert started == [("instances", paper, 2, 50, False), ("instances", paper, 2, 50, True)]
+
+
+def test_batch_drawing_draws_each_layout_as_the_runs_do(batch_drawing, tmp_path, capsys, monkeypatch):
+    data = tmp_path / "tiny"
+    write_prepared(generate(SyntheticSpec(users=300, items=60, attributes=8, seed=3, max_length=15)), data)
+    drawn = []
+    monkeypatch.setattr(batch_drawing.speed, "pretrain_draws", lambda instances, rng, layout: (
+        drawn.append(("pretrain", len(instances), layout)) or iter(range(4))))
+    monkeypatch.setattr(batch_drawing, "finetune_batches", lambda *args, **layout: (
+        drawn.append(("finetune", len(args[0]), args[2:5], args[6:], layout)) or iter(range(2))))
+    monkeypatch.setattr(batch_drawing, "stacked_steps", lambda instances, seeds, steps, max_len: (
+        drawn.append(("stacked", len(instances), seeds, steps, max_len)) or {"seeds": seeds}))
+    torch.set_num_threads(2)
+    try:
+        assert batch_drawing.main(["--repeats", "1", "--data", str(data), "--stacked-seeds", "1", "3",
+                                   "--steps", "5"]) == 0
+        assert torch.get_num_threads() == 1  # draws on one thread, as a run's host does
+    finally:
+        torch.set_num_threads(1)
+    report = json.loads(capsys.readouterr().out)
+    dataset = load_dataset(data)
+    prefixes = len(split_instances(dataset, leave_one_out(dataset.sequences), max_len=50, kind="prefixes"))
+    finetuning = ("finetune", 300, (dataset.num_items, 50, 256), ("padded",))  # max_len 50, batches of 256
+    assert drawn == [  # the GPU's layout (fixed shapes), then the CPU's (length chunks)
+        ("pretrain", prefixes, {"bounds": (), "length": 50}), (*finetuning, {"bounds": (), "fixed_shapes": True}),
+        ("pretrain", prefixes, {"bounds": CHUNK_BOUNDS}), (*finetuning, {}),
+        ("stacked", prefixes, 1, 5, 50), ("stacked", prefixes, 3, 5, 50)]
+    assert report["dataset"] == "given" and report["stacked_steps"] == [{"seeds": 1}, {"seeds": 3}]
+    assert report["pretrain_fixed_shapes"]["steps"] == 4 and report["finetune_chunks"]["steps"] == 2
