@@ -71,6 +71,8 @@ def run_jobs(args, jobs: int, data: Path) -> dict:
             processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
         while len(list(workdir.glob("ready.*"))) < jobs:
             if any(p.poll() not in (None, 0) for p in processes):
+                for p in processes:  # the others would wait for `go` for ever, holding the device
+                    p.kill()
                 raise SystemExit("a worker failed before it was ready (its error is above)")
             time.sleep(0.05)
         (workdir / "go").touch()

@@ -539,6 +539,9 @@ def fake_workers(jobs_per_device, monkeypatch, results: list[dict], ready_after:
         def poll(self):
             return 1 if fails.get(self.index) == "early" else None
 
+        def kill(self):
+            self.returncode = -9 if self.returncode is None else self.returncode
+
         def communicate(self):
             self.ready_at_go = (self.workdir / f"ready.{self.index}").exists() and (self.workdir / "go").exists()
             self.returncode = 1 if self.index in fails else 0
@@ -575,12 +578,14 @@ def test_jobs_per_device_starts_the_workers_together_and_rates_them_by_the_slowe
 @pytest.mark.parametrize("when, message", [("early", "a worker failed before it was ready"),
                                            ("late", "a worker failed (its error is above)")])
 def test_jobs_per_device_stops_on_a_worker_that_fails(jobs_per_device, monkeypatch, when, message):
-    fake_workers(jobs_per_device, monkeypatch, [{"seconds_per_epoch": 1.0, "extrapolated": False}] * 3, [1, 1, 3],
-                 fails={1: when})
+    workers = fake_workers(jobs_per_device, monkeypatch, [{"seconds_per_epoch": 1.0, "extrapolated": False}] * 3,
+                           [1, 1, 3], fails={1: when})
     args = SimpleNamespace(device="cpu", batches=7, batching="padded", compile="none", kind="pretrain",
                            fixed_shapes=False, threads=None)
     with pytest.raises(SystemExit, match=re.escape(message)):
         jobs_per_device.run_jobs(args, 3, Path("prepared"))
+    # none left behind: before, the others waited for `go` for ever (on a GPU, holding its memory)
+    assert all(worker.returncode is not None for worker in workers)
 
 
 def test_jobs_per_device_worker_says_ready_waits_for_go_and_times_what_it_is_asked(jobs_per_device, tmp_path,
