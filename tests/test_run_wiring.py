@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -22,6 +24,7 @@ from s3rec.data import Prepared, write_prepared
 from s3rec.encoder import Encoder
 from s3rec.finetuning import item_logits, make_batch, score_function
 from s3rec.pretraining import PretrainModel
+from conftest import snakemake_env
 from scripts_import import load_script
 from test_runs import tiny_data  # noqa: F401 - the fixture: 60 generated users
 from test_workflow import STARTS, TINY, copy_workflow, run_snakemake, write_config
@@ -264,10 +267,22 @@ PLANNED_STUDY = {  # test_workflow's TINY study (pretrainings PRETRAINED) on a d
 PRETRAINED = [start for start in STARTS if start != "none"]
 
 
+def listed_jobs(out):
+    """[{rule, wildcards, input, shell, fields (every line of the job's listing)}] of a dry run's
+    output (-n --printshellcmds)."""
+    jobs = []
+    for block in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)Shell command: (.*)$", out, flags=re.M):
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block[1], flags=re.M))
+        jobs.append({"rule": block[0], "shell": block[2], "input": fields.get("input", "").split(", "),
+                     "wildcards": dict(kv.split("=", 1) for kv in fields.get("wildcards", "").split(", ") if kv),
+                     "fields": fields})
+    return jobs
+
+
 @pytest.fixture(scope="module")
 def planned_jobs(tmp_path_factory):
-    """[{rule, wildcards, input, shell}] of every job of PLANNED_STUDY's dry run, and the files
-    of target `all` (the reason line of its job 0 lists them all in a fresh folder)."""
+    """listed_jobs of every job of PLANNED_STUDY's dry run, and the files of target `all` (the
+    reason line of its job 0 lists them all in a fresh folder)."""
     workdir = copy_workflow(tmp_path_factory.mktemp("planned"))
     for name in ("Mine.txt", "Mine_item2attributes.json", "Mine-epochs-150.pt"):
         (workdir / name).write_text("placeholder")  # only their existence is checked when planning
@@ -279,13 +294,8 @@ def planned_jobs(tmp_path_factory):
         (workdir / path).write_text("placeholder")
     result = run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", write_config(workdir, PLANNED_STUDY))
     out = result.stdout + result.stderr
-    jobs = []
-    for block in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)Shell command: (.*)$", out, flags=re.M):
-        fields = dict(re.findall(r"^    (\w+): (.*)$", block[1], flags=re.M))
-        jobs.append({"rule": block[0], "shell": block[2], "input": fields.get("input", "").split(", "),
-                     "wildcards": dict(kv.split("=", 1) for kv in fields.get("wildcards", "").split(", ") if kv)})
     targets = re.search(r"^Job 0: .*\nReason: Input files updated by another job: (.*)$", out, flags=re.M)
-    return jobs, set(targets.group(1).split(", "))
+    return listed_jobs(out), set(targets.group(1).split(", "))
 
 
 def jobs_of(planned_jobs, rule, **wildcards):
@@ -410,3 +420,203 @@ def test_target_all_names_the_files_missing_from_a_finished_job(planned_jobs):
                                                                "heads.pt")} <= targets
     assert {"study/tiny/plan.json", "study/mine/plan.json", "study/shop/plan.json"} <= targets
     assert not [path for path in targets if path.startswith(("results/tiny/seed-r4/", "study/tiny/seed-r4/"))]
+
+
+# ---------------------------------------------------------------- the rules' own wiring
+# Hand mutants of workflow/rules/data.smk, train.smk and the Snakefile (a log or benchmark path
+# moved, a command's redirect, --threads or --compile dropped, a script left out of a job's
+# inputs, a finetuning's checkpoint input or priority lost, a stacked job's runtime or cores not
+# scaled with its seeds, unstack_pretraining copying a file to another's name) left every other
+# dry-run test green.
+
+LOGGED = {  # rule: its log's name in the folder of its outputs, and whether snakemake benchmarks it
+    "prepare_data": ("prepare_data", True), "pretrain_model": ("pretrain", True),
+    "pretrain_stacked": ("pretrain", True), "unstack_pretraining": ("unstack", False),
+    "finetune_model": ("finetune", True), "import_authors_checkpoint": ("import_checkpoint", False),
+    "rank_popularity": ("rank_popularity", True)}
+
+
+def assert_logged_beside_its_outputs(job):
+    """README's `logs/`: one log per job beside the path of its outputs, logs/benchmarks/ the
+    same; the command's output and errors go to it."""
+    fields = job["fields"]
+    folder = fields["output"].split(", ")[0].rsplit("/", 1)[0]
+    name, benchmarked = LOGGED[job["rule"]]
+    assert fields["log"] == f"logs/{folder}/{name}.log", fields
+    assert fields.get("benchmark") == (f"logs/benchmarks/{folder}/{name}.tsv" if benchmarked else None), fields
+    assert job["shell"].endswith(f" > {fields['log']} 2>&1"), job["shell"]
+
+
+def test_each_job_logs_and_benchmarks_beside_its_outputs(planned_jobs):
+    for rule in LOGGED.keys() - {"pretrain_stacked", "unstack_pretraining"}:
+        jobs = jobs_of(planned_jobs, rule)
+        assert jobs, rule
+        for job in jobs:
+            assert_logged_beside_its_outputs(job)
+    downloads = jobs_of(planned_jobs, "download_raw_file")
+    assert {job["fields"]["output"] for job in downloads} == {"resources/raw/reviews_Shop_5.json.gz",
+                                                               "resources/raw/meta_Shop.json.gz"}
+    for job in downloads:
+        log = f"logs/{job['fields']['output']}.log"
+        assert job["fields"]["log"] == log and job["shell"].endswith(f") > {log} 2>&1"), job
+        assert job["shell"].startswith(f"(curl --fail --location --retry 3 --output {job['fields']['output']} ")
+
+
+SETTINGS_JSON = r"'\{.*\}'"
+
+
+def test_each_script_job_reads_its_script_and_its_data_and_runs_on_one_thread(planned_jobs):
+    """A script among a job's inputs reruns the job when the script changes; --threads is the
+    job's one thread (a core of `cores: all`), --compile the config's."""
+    for rule, script in (("prepare_data", "prepare_data"), ("pretrain_model", "pretrain"),
+                         ("finetune_model", "finetune"), ("import_authors_checkpoint", "import_checkpoint"),
+                         ("rank_popularity", "popularity")):
+        for job in jobs_of(planned_jobs, rule):
+            assert f"scripts/{script}.py" in job["input"] and "threads" not in job["fields"], job
+            if rule != "prepare_data":
+                data = f"resources/{job['wildcards']['dataset']}"
+                assert {f"{data}/sequences.parquet", f"{data}/item_attributes.parquet"} <= set(job["input"]), job
+                assert job["shell"].startswith(f"python scripts/{script}.py ") and f" --data {data} " in job["shell"], job
+    pretrainings = jobs_of(planned_jobs, "pretrain_model")
+    assert len(pretrainings) == 3 * len(PRETRAINED) * 2  # three data sets, two seeds
+    for job in pretrainings:
+        w = job["wildcards"]
+        run = f"results/{w['dataset']}/{w['preset']}-{w['variant']}/seed{w['seed']}"
+        assert re.fullmatch(rf"python scripts/pretrain.py --data resources/{w['dataset']} --variant {w['variant']}"
+                            rf" --seed {w['seed']} --out-dir {run} --settings {SETTINGS_JSON} --device cpu"
+                            rf" --threads 1 --compile none > logs/{run}/pretrain.log 2>&1", job["shell"]), job["shell"]
+    for job in jobs_of(planned_jobs, "finetune_model"):
+        assert re.search(rf"--out-dir results/\S+ +(--pretrained \S+ )?--settings {SETTINGS_JSON} --device cpu"
+                         rf" --threads 1 --compile none > ", job["shell"]), job["shell"]
+    (popularity,) = jobs_of(planned_jobs, "rank_popularity", dataset="mine")
+    assert re.fullmatch(rf"python scripts/popularity.py --data resources/mine --out-dir results/mine/popularity"
+                        rf" --settings {SETTINGS_JSON} --threads 1 > \S+ 2>&1", popularity["shell"]), popularity["shell"]
+    (authors,) = jobs_of(planned_jobs, "import_authors_checkpoint")
+    assert "Mine-epochs-150.pt" in authors["input"]
+
+
+def test_a_finetuning_waits_for_its_checkpoint_and_goes_before_pretrainings(planned_jobs):
+    """Its checkpoint among its inputs: else snakemake may start it before the pretraining ends
+    (or not rerun it after one); priority 1 puts a ready finetuning before the next pretraining."""
+    finetunings = jobs_of(planned_jobs, "finetune_model")
+    assert len(finetunings) == 3 * 4 * 2 * 2 + 2 * 2  # tiny, mine, shop: none and PRETRAINED; mine: authors
+    for job in finetunings:
+        w = job["wildcards"]
+        checkpoint = {"none": None, "authors": f"results/{w['dataset']}/authors/pretrain.pt"}.get(
+            w["pretraining"], f"results/{w['dataset']}/{w['pretraining']}/seed{w['seed']}/pretrain.pt")
+        assert [path for path in job["input"] if path.endswith(".pt")] == ([checkpoint] if checkpoint else []), job
+        assert job["fields"].get("priority") == "1", job
+    assert not [job for job in jobs_of(planned_jobs, "pretrain_model") if "priority" in job["fields"]]
+
+
+@pytest.fixture(scope="module")
+def stacked_jobs(tmp_path_factory):
+    """listed_jobs of a dry run of seeds 0, 1, 2 in groups of 2 on CUDA (seed-r4, bce), with
+    --cores 8 so that snakemake caps no job's threads at this machine's cores."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("stacked"))
+    config = {**TINY, "seeds": [0, 1, 2], "pretrain_seeds_per_job": 2, "pretraining": {"seed": ["r4"]},
+              "finetune_losses": ["bce"], "device": "cuda", "compile": "cuda-graph", "study_dir": None,
+              "settings": {**TINY["settings"], "pretrain": {"epochs": 1, "batching": "padded"}}}
+    result = run_snakemake(workdir, "-n", "--printshellcmds", "--cores", "8", "--configfile",
+                           write_config(workdir, config))
+    return listed_jobs(result.stdout + result.stderr)
+
+
+def resources(job):
+    return dict(pair.split("=", 1) for pair in job["fields"]["resources"].split(", "))
+
+
+def test_a_stacked_pretraining_takes_a_core_and_the_runtime_of_each_seed(stacked_jobs):
+    """On a GPU a core for the training and one for each seed's batch drawing, as threads and as
+    SLURM's cpus_per_task; the seeds train one after another on a CPU: 480 minutes each."""
+    jobs = {job["wildcards"]["seeds"]: job for job in stacked_jobs if job["rule"] == "pretrain_stacked"}
+    assert sorted(jobs) == ["0-1", "2"]
+    for seeds, job in jobs.items():
+        n = len(seeds.split("-"))
+        assert job["fields"]["threads"] == str(1 + n), job
+        assert {key: resources(job).get(key) for key in ("runtime", "cpus_per_task", "gpu", "mem_mb")} == {
+            "runtime": str(480 * n), "cpus_per_task": str(1 + n), "gpu": "1", "mem_mb": "4000"}, job
+        assert "scripts/pretrain.py" in job["input"] and "resources/tiny/sequences.parquet" in job["input"]
+        group = f"results/tiny/seed-r4/stacked-seeds{seeds}"
+        assert job["fields"]["output"] == f"{group}/pretrained"
+        out_dirs = " ".join(f"{group}/seed{seed}" for seed in seeds.split("-"))
+        assert re.fullmatch(rf"python scripts/pretrain.py --data resources/tiny --variant r4 --seed {seeds.replace('-', ' ')}"
+                            rf" --out-dir {out_dirs} --settings {SETTINGS_JSON} --device cuda --threads {1 + n}"
+                            rf" --compile cuda-graph > \S+ 2>&1", job["shell"]), job["shell"]
+        assert_logged_beside_its_outputs(job)
+
+
+def test_unstack_copies_each_file_of_its_seed_under_its_own_name(stacked_jobs):
+    jobs = {job["wildcards"]["seed"]: job for job in stacked_jobs if job["rule"] == "unstack_pretraining"}
+    assert sorted(jobs) == ["0", "1", "2"]
+    names = ("pretrain.pt", "pretrain_history.csv", "pretrain_run.json")
+    for seed, job in jobs.items():
+        source = f"results/tiny/seed-r4/stacked-seeds{'2' if seed == '2' else '0-1'}"
+        run = f"results/tiny/seed-r4/seed{seed}"
+        assert job["input"] == [f"{source}/pretrained"], job
+        assert job["fields"]["output"].split(", ") == [f"{run}/{name}" for name in names]
+        for name in names:
+            assert f"cp {source}/seed{seed}/{name} {run}/{name}" in job["shell"], job["shell"]
+        assert "gpu" not in resources(job) and "threads" not in job["fields"]
+        assert_logged_beside_its_outputs(job)
+
+
+def test_finetunings_get_the_device_and_the_compile_mode_of_the_config(stacked_jobs, tmp_path):
+    finetunings = [job for job in stacked_jobs if job["rule"] == "finetune_model"]
+    assert len(finetunings) == 2 * 3
+    for job in finetunings:
+        assert " --device cuda --threads 1 --compile cuda-graph > " in job["shell"], job["shell"]
+        assert resources(job)["gpu"] == "1"
+    # and a pretraining of its own, compiled eagerly on another card
+    workdir = copy_workflow(tmp_path)
+    config = write_config(workdir, {**TINY, "device": "cuda:1", "compile": "eager"})
+    result = run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", config, "--",
+                           "results/tiny/seed-r4/seed1/pretrain_run.json")
+    (job,) = [job for job in listed_jobs(result.stdout + result.stderr) if job["rule"] == "pretrain_model"]
+    assert " --device cuda:1 --threads 1 --compile eager > " in job["shell"], job["shell"]
+
+
+LOCAL_RULES = """
+import json
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+with SnakemakeApi(OutputSettings()) as api:
+    workflow = api.workflow(resource_settings=ResourceSettings(), storage_settings=StorageSettings(),
+                            config_settings=ConfigSettings(configfiles=[Path("stacked.yaml")]),
+                            snakefile=Path("workflow/Snakefile"), workdir=Path("."))._workflow
+    print(json.dumps({"rules": sorted(rule.name for rule in workflow.rules), "local": sorted(workflow._localrules)}))
+"""
+
+
+def test_the_copies_downloads_and_target_all_run_where_snakemake_runs_and_training_jobs_do_not(tmp_path):
+    """On SLURM a local rule runs on the submitting machine: a download (compute nodes often have
+    no internet access), the unstacking copy and `all`; a training job submitted there would hold
+    the login node. (A dry run does not say which jobs are local: the workflow's own list, read
+    through snakemake's API.)"""
+    workdir = copy_workflow(tmp_path)
+    write_config(workdir, {**TINY, "pretrain_seeds_per_job": 2, "settings": {
+        **TINY["settings"], "pretrain": {"epochs": 1, "batching": "padded"}}}, name="stacked.yaml")
+    result = subprocess.run([sys.executable, "-c", LOCAL_RULES], cwd=workdir, capture_output=True, text=True,
+                            env=snakemake_env(PYTHONPATH=str(workdir)), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    listed = json.loads(result.stdout.strip().splitlines()[-1])
+    training = {"prepare_data", "pretrain_stacked", "finetune_model", "import_authors_checkpoint", "rank_popularity"}
+    assert training | {"all", "download_raw_file", "unstack_pretraining"} <= set(listed["rules"])
+    assert {"all", "download_raw_file", "unstack_pretraining"} <= set(listed["local"])
+    assert not training & set(listed["local"])
+
+
+def test_a_data_sets_own_files_in_a_folder_of_resources_raw_are_read_not_downloaded(tmp_path):
+    """download_raw_file makes resources/raw/<file> alone (no subfolder): matching any path under
+    resources/raw/, it claimed a data set's own files kept in a folder there and stopped the plan
+    with "needed but no datasets.<name>.download entry names it"."""
+    workdir = copy_workflow(tmp_path)
+    files = {"sequences": "resources/raw/mine/Mine.txt", "attributes": "resources/raw/mine/Mine_item2attributes.json"}
+    for path in files.values():
+        (workdir / path).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / path).write_text("placeholder")  # only their existence is checked when planning
+    config = write_config(workdir, {"run_on": ["mine"], "datasets": {"mine": {"source": "s3rec", **files}}})
+    result = run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", config, "--", "resources/mine/stats.json")
+    (job,) = listed_jobs(result.stdout + result.stderr)
+    assert job["rule"] == "prepare_data" and set(files.values()) <= set(job["input"]), job
