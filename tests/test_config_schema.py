@@ -200,6 +200,23 @@ def error_lines(output):
     # what the tables' check refuses beyond the schema: before, aggregate failed after every run
     ("report:\n  metrics: [AUC]\nsettings:\n  eval:\n    protocols: [full]\n",
      "config: report: metrics: expected a metric of the full ranking besides AUC"),
+    # hand mutants of validate.smk's config_error_message left these lines unchecked: the key of a
+    # missing one, the top level's name, a long value cut, the form's description said once, the
+    # --config hint for a negative number and not for a top-level value, a schema message kept whole
+    ("run_on: [mine]\ndatasets:\n  mine: {source: s3rec, sequences: a.txt}\n",
+     "config: datasets.mine: 'attributes' is a required property\n  (config/README.md explains every key)"),
+    ("rankz: [8]\n", "config: unknown key rankz; did you mean 'ranks'?\n  allowed under (top level): compile, datasets,"),
+    (f"finetune_losses: [{'x' * 100}]\n", f"config: finetune_losses[0] = '{'x' * 76}...: expected one of bce, ce\n"),
+    ("pretraining: {paper: [full, R16]}\n", "config: pretraining.paper[1] = 'R16': expected `all` or a list of distinct "
+     "variants, each full or r<rank> (e.g. [full, r16])\n  (config/README.md explains every key)"),
+    ("seeds: ['-1']\n", "config: seeds[0] = '-1': expected a value of type integer (from --config? it reads list"),
+    ("pretrain_seeds_per_job: '2'\n", "config: pretrain_seeds_per_job = '2': expected a value of type integer\n"
+     "  pretrain_seeds_per_job: Seeds of one variant pretrained together in one job, as one stacked model "
+     "(s3rec/stacked.py; rule pretrain_stacked, then unstack_pretraining copies each seed...  (config/README.md"),
+    ("datasets:\n  raw: {source: synthetic}\n", "config: datasets: the name 'raw' is not allowed: a name has letters, "
+     "digits, _ and - only, and is not `raw` (resources/raw/ holds downloads)\n"),
+    ("study_dir: study/\n", "config: study_dir = 'study/': 'study/' does not match "
+     "'^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$'\n"),
 ])
 def test_snakemake_rejects_a_bad_key_with_a_short_message(tmp_path, text, first_line):
     """Before any job, a few short lines naming the key, its value and what was expected; not the

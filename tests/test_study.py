@@ -1056,3 +1056,132 @@ def test_committed_study_report_regenerates_identically(committed, tmp_path):
     assert report_study.main([str(copy)]) == 0
     for name in ["runs.md"] + [f"tables/{n}" for n in report_study.TABLE_FILES]:
         assert (copy / "report" / name).read_bytes() == (committed / "report" / name).read_bytes(), name
+
+
+# ---------------------------------------------------------------- report.smk's and study.smk's rules
+# A dry run (-n -p) of test_run_wiring's study of three data sets, with every field snakemake
+# prints of each job. Hand mutants of workflow/rules/report.smk and study.smk (a figure drawn by
+# another subcommand, a --out, --inputs or --to argument dropped, a log path or stderr lost, the
+# report's code or an export's priority dropped, target report or study planning nothing or the
+# wrong report) left every other fast test green.
+
+REPORT_FIGURES = ["accuracy_vs_rank", "params_vs_accuracy", "pretrain_losses", "finetune_validation", "head_spectra",
+                  "data_distributions"]
+FIGURES_WITH_SETTINGS = {"accuracy_vs_rank", "params_vs_accuracy", "finetune_validation"}
+REPORT_RULES = {"aggregate_results", *(f"plot_{figure}" for figure in REPORT_FIGURES)}
+STUDY_RULES = {"export_pretraining", "export_finetuning", "export_authors", "export_popularity", "study_plan",
+               "report_study"}
+
+
+def dry_run_jobs(output):
+    """[{rule, input, output, log, wildcards, priority, shell}] of a dry run's (-n -p) output."""
+    jobs = []
+    for rule, block, shell in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)(?:Shell command: (.*)$)?",
+                                                output, flags=re.M):
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, flags=re.M))
+        jobs.append({"rule": rule, "shell": shell, "priority": fields.get("priority"),
+                     **{name: fields[name].split(", ") if name in fields else [] for name in ("input", "output", "log")},
+                     "wildcards": dict(kv.split("=", 1) for kv in fields.get("wildcards", "").split(", ") if kv)})
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def target_jobs(tmp_path_factory):
+    """{target: its dry run's jobs} for targets report and study of test_run_wiring's PLANNED_STUDY."""
+    from test_run_wiring import PLANNED_STUDY
+    from test_workflow import copy_workflow, run_snakemake, write_config
+    workdir = copy_workflow(tmp_path_factory.mktemp("report_rules"))
+    for name in ("Mine.txt", "Mine_item2attributes.json", "Mine-epochs-150.pt"):
+        (workdir / name).write_text("placeholder")  # only their existence is checked when planning
+    config = write_config(workdir, PLANNED_STUDY)
+    return {target: dry_run_jobs((lambda r: r.stdout + r.stderr)(
+        run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", config, "--", target)))
+        for target in ("report", "study")}
+
+
+def only_job(jobs, rule, **wildcards):
+    (job,) = [job for job in jobs if job["rule"] == rule and all(job["wildcards"].get(k) == v for k, v in wildcards.items())]
+    return job
+
+
+def test_the_targets_report_and_study_plan_their_own_reports(target_jobs):
+    """`snakemake report`: results/'s tables and figures and the study report of every data set;
+    `snakemake study`: the study report and the exports, not results/'s report."""
+    datasets = {"tiny", "mine", "shop"}
+    report = {(job["rule"], job["wildcards"].get("dataset")) for job in target_jobs["report"]}
+    assert {(rule, dataset) for rule in REPORT_RULES | {"report_study", "study_plan"} for dataset in datasets} <= report
+    study = {(job["rule"], job["wildcards"].get("dataset")) for job in target_jobs["study"]}
+    assert {(rule, dataset) for rule in STUDY_RULES - {"export_authors"} for dataset in datasets} <= study
+    assert ("export_authors", "mine") in study
+    assert not {rule for rule, _ in study} & REPORT_RULES
+
+
+def test_the_tables_are_made_from_every_metrics_file_into_the_tables_folder(target_jobs):
+    job = only_job(target_jobs["report"], "aggregate_results", dataset="mine")
+    tables = "results/mine/report/tables"
+    assert job["output"] == [f"{tables}/{table}.{ext}" for table in ("results", "difference") for ext in ("csv", "md", "tex")]
+    assert job["log"] == ["logs/results/mine/report/aggregate_results.log"]
+    assert {"scripts/aggregate.py", "s3rec/report.py", "s3rec/intervals.py"} <= set(job["input"])
+    metrics = " ".join(path for path in job["input"] if path.endswith("metrics.json"))
+    assert re.fullmatch(rf"python scripts/aggregate\.py --metrics {re.escape(metrics)} --out-dir {tables}"
+                        rf" --settings '\{{.*\}}' > logs/results/mine/report/aggregate_results\.log 2>&1", job["shell"])
+
+
+@pytest.mark.parametrize("figure", REPORT_FIGURES)
+def test_each_figure_is_drawn_by_its_own_subcommand_from_its_inputs(target_jobs, figure):
+    job = only_job(target_jobs["report"], f"plot_{figure}", dataset="mine")
+    out = [f"results/mine/report/figures/{figure}.{ext}" for ext in ("png", "pdf")]
+    log = f"logs/results/mine/report/figures/{figure}.log"
+    assert job["output"] == out and job["log"] == [log]
+    code = {"scripts/plot_report.py", "s3rec/report.py", "s3rec/plots.py", "s3rec/spectra.py"}
+    assert code <= set(job["input"])
+    data = [path for path in job["input"] if path != "scripts/plot_report.py" and not path.startswith("s3rec/")]
+    assert data and (figure != "data_distributions" or data == ["resources/mine/sequences.parquet",
+                                                                 "resources/mine/item_attributes.parquet"])
+    settings = r" --settings '\{.*\}'" if figure in FIGURES_WITH_SETTINGS else ""
+    assert re.fullmatch(rf"python scripts/plot_report\.py {figure} --inputs {re.escape(' '.join(data))}"
+                        rf" --out {re.escape(' '.join(out))}{settings} > {re.escape(log)} 2>&1", job["shell"]), job["shell"]
+
+
+def test_each_export_copies_its_runs_files_into_the_study_folder(target_jobs):
+    jobs = target_jobs["report"]
+    run, copy = "results/mine/seed-r4/seed1", "study/mine/seed-r4/seed1"
+    job = only_job(jobs, "export_pretraining", dataset="mine", preset="seed", variant="r4", seed="1")
+    assert job["output"] == [f"{copy}/pretrain_history.csv", f"{copy}/pretrain_run.json", f"{copy}/heads.pt"]
+    assert job["log"] == ["logs/study/mine/seed-r4/seed1/export.log"] and job["priority"] == "2"
+    assert job["shell"] == (f"(python scripts/export_study.py copy {run}/pretrain_history.csv {run}/pretrain_run.json"
+                            f" --to {copy} && python scripts/export_study.py heads {run}/pretrain.pt --out {copy}/heads.pt)"
+                            " > logs/study/mine/seed-r4/seed1/export.log 2>&1")
+    run, copy = "results/mine/authors/seed0/ce", "study/mine/authors/seed0/ce"
+    job = only_job(jobs, "export_finetuning", dataset="mine", pretraining="authors", seed="0", loss="ce")
+    names = ["finetune_history.csv", "metrics.json", "ranks.parquet"]
+    assert job["output"] == [f"{copy}/{name}" for name in names] and job["priority"] == "2"
+    assert job["shell"] == (f"python scripts/export_study.py copy {' '.join(f'{run}/{name}' for name in names)}"
+                            f" --to {copy} > logs/study/mine/authors/seed0/ce/export.log 2>&1")
+    job = only_job(jobs, "export_authors", dataset="mine")
+    assert job["output"] == ["study/mine/authors/heads.pt"]
+    assert job["shell"] == ("python scripts/export_study.py heads results/mine/authors/pretrain.pt"
+                            " --out study/mine/authors/heads.pt > logs/study/mine/authors/export.log 2>&1")
+    job = only_job(jobs, "export_popularity", dataset="mine")
+    assert job["output"] == ["study/mine/popularity/metrics.json", "study/mine/popularity/ranks.parquet"]
+    assert job["shell"] == ("python scripts/export_study.py copy results/mine/popularity/metrics.json"
+                            " results/mine/popularity/ranks.parquet --to study/mine/popularity"
+                            " > logs/study/mine/popularity/export.log 2>&1")
+
+
+def test_the_study_plan_and_report_are_made_in_the_data_sets_study_folder(target_jobs):
+    jobs = target_jobs["report"]
+    plan = only_job(jobs, "study_plan", dataset="mine")
+    assert plan["output"] == ["study/mine/plan.json"] and plan["log"] == ["logs/study/mine/plan.log"]
+    assert re.fullmatch(r"python scripts/export_study\.py plan --dataset mine --runs '\{.*\}' --settings '(\{.*\})'"
+                        r" --out study/mine/plan\.json > logs/study/mine/plan\.log 2>&1", plan["shell"]), plan["shell"]
+    aggregate = only_job(jobs, "aggregate_results", dataset="mine")
+    settings = re.search(r"--settings ('\{.*\}')", aggregate["shell"]).group(1)
+    assert f" --settings {settings} --out " in plan["shell"]  # the tables' own
+    job = only_job(jobs, "report_study", dataset="mine")
+    assert job["shell"] == "python scripts/report_study.py study/mine > logs/study/mine/report_study.log 2>&1"
+    assert {"scripts/report_study.py", "scripts/aggregate.py", "scripts/plot_report.py", "s3rec/report.py",
+            "study/mine/plan.json"} <= set(job["input"])
+    assert "study/mine/report/runs.md" in job["output"] and {
+        f"study/mine/report/tables/{table}.{ext}" for table in ("results", "difference")
+        for ext in ("csv", "md", "tex")} <= set(job["output"])
