@@ -246,13 +246,26 @@ AMAZON_DOWNLOADED = {"source": "amazon", "reviews": "resources/raw/x/reviews.jso
                      "download": {"reviews": {"url": "https://example.org/r"}, "meta": {"url": "https://example.org/m"}}}
 
 
-def test_a_key_given_twice_in_a_config_file_is_refused(workdir):
+@pytest.mark.parametrize("text, line, key", [
+    ("seeds: [0]\nranks: [8]\nseeds: [1]\n", 3, "seeds"),
+    # after a merge key too: the check stopped at `<<` (lr 0.2 planned, silently)
+    ("settings:\n  pretrain: &p {epochs: 1}\n  finetune:\n    <<: *p\n    lr: 0.1\n    lr: 0.2\n", 6, "lr"),
+], ids=["top level", "after a merge key"])
+def test_a_key_given_twice_in_a_config_file_is_refused(workdir, text, line, key):
     """YAML keeps the last: before, `seeds: [0]` then `seeds: [1]` planned seed 1 alone, silently."""
     path = workdir / "twice.yaml"
-    path.write_text("seeds: [0]\nranks: [8]\nseeds: [1]\n")
+    path.write_text(text)
     result = run_snakemake(workdir, "-n", "--configfile", str(path), check=False)
     assert result.returncode != 0
-    assert f"config: {path}:3: key 'seeds' given twice in one mapping" in result.stdout + result.stderr
+    assert f"config: {path}:{line}: key '{key}' given twice in one mapping" in result.stdout + result.stderr
+
+
+def test_a_merged_key_given_again_is_no_repeat(workdir):
+    """`<<: *anchor` then one of its keys: YAML's override, not a key given twice."""
+    path = workdir / "merged.yaml"
+    path.write_text("settings:\n  pretrain: &p {epochs: 1}\n  finetune:\n    <<: *p\n    epochs: 2\n")
+    result = run_snakemake(workdir, "-n", "--configfile", str(path), check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("config, message", [

@@ -107,8 +107,10 @@ def repeated_yaml_key(path):
     def mapping(loader, node):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor`: its keys may be given again here, which is what it is for
             key = loader.construct_object(key_node)
-            if key in seen and key != "<<":
+            if key in seen:
                 raise KeyError(f"{path}:{key_node.start_mark.line + 1}: key {key!r} given twice in one mapping; "
                                "expected each key once")
             seen.add(key)
