@@ -624,3 +624,14 @@ def test_a_data_sets_own_files_in_a_folder_of_resources_raw_are_read_not_downloa
     result = run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", config, "--", "resources/mine/stats.json")
     (job,) = listed_jobs(result.stdout + result.stderr)
     assert job["rule"] == "prepare_data" and set(files.values()) <= set(job["input"]), job
+
+
+def test_each_job_asks_slurm_for_its_minutes_and_memory(planned_jobs):
+    """The runtime (minutes) and memory a SLURM submission asks for: 100 epochs of Beauty on a CPU
+    core take ~2–3.5 h of pretraining, a finetuning less; too little and SLURM kills the job."""
+    asked = {(job["rule"], resources(job).get("runtime"), resources(job).get("mem_mb")) for job in planned_jobs[0]
+             if "resources" in job["fields"]}
+    expected = {"prepare_data": ("30", "4000"), "pretrain_model": ("480", "4000"),
+                "finetune_model": ("240", "4000"), "import_authors_checkpoint": ("30", "4000")}
+    for rule, want in expected.items():
+        assert {(runtime, mem) for name, runtime, mem in asked if name == rule} == {want}, rule
