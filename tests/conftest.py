@@ -30,6 +30,25 @@ def seed() -> int:
     return 0
 
 
+class FakeClock:
+    """time.perf_counter and time.process_time for a benchmark under test: they move only by
+    `tick` at each perf_counter reading and by what the test's fakes add, so the benchmark's
+    timing arithmetic runs on known seconds, with no wall time in any assertion."""
+
+    def __init__(self, start: float = 0.0, tick: float = 0.0):
+        self.wall = self.cpu = start
+        self.tick = tick
+
+    def perf_counter(self) -> float:
+        self.wall += self.tick
+        return self.wall
+
+    def process_time(self) -> float:
+        return self.cpu
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+
 @pytest.fixture
 def renames(monkeypatch) -> list[tuple[Path, Path]]:
     """(temporary, destination) of each rename s3rec.files makes, in order: every file the

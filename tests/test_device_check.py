@@ -17,7 +17,7 @@ import torch
 from torch._dynamo.testing import CompileCounter
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import REPO, this_python_env
+from conftest import REPO, FakeClock, this_python_env
 from s3rec import runtime
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset, write_prepared
@@ -43,21 +43,6 @@ def synthetic_split(folder, users: int):
     return dataset, leave_one_out(dataset.sequences)
 
 
-class Clock:
-    """A time.perf_counter that moves by `tick` a reading and by what a fake step or pass adds:
-    the benchmarks' timing arithmetic on known seconds, no wall time."""
-
-    def __init__(self, tick: float = 0.0):
-        self.now, self.tick = 0.0, tick
-
-    def perf_counter(self) -> float:
-        self.now += self.tick
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def speed(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
@@ -65,8 +50,8 @@ def speed(monkeypatch):
 
 
 @pytest.fixture
-def clock(speed, monkeypatch) -> Clock:
-    clock = Clock()
+def clock(speed, monkeypatch) -> FakeClock:
+    clock = FakeClock()
     monkeypatch.setattr(speed, "time", clock)
     return clock
 

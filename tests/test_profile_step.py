@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, FakeClock
 from s3rec.data import write_prepared
 from s3rec.synthetic import SyntheticSpec, generate
 from scripts_import import load_script
@@ -30,7 +30,6 @@ def test_profile_step_lists_the_ops_with_the_most_time(what, tmp_path, capsys, m
     assert {"aten::mm", "aten::addmm", "aten::bmm"} & {op["op"] for op in report["ops"]}, report["ops"]
 
 
-
 def test_profile_step_splits_ops_by_input_shape(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     data = tmp_path / "tiny"
@@ -45,26 +44,16 @@ def test_profile_step_splits_ops_by_input_shape(tmp_path, capsys, monkeypatch):
     assert len(backward) > 1 and all(", 64]" in shapes for shapes in backward), backward
 
 
-class Clock:
-    """time.perf_counter moved only by the fake steps: step_ms on known seconds, no wall time."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def perf_counter(self) -> float:
-        return self.now
-
-
 def test_profile_steps_reports_per_step_times_and_self_time_shares(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     profile_step = load_script("profile_step", folder="benchmarks")
-    clock, seen, opened = Clock(), [], []
+    clock, seen, opened = FakeClock(), [], []
     monkeypatch.setattr(profile_step, "time", clock)
     monkeypatch.setattr(profile_step.speed, "synchronize", lambda device: None)
 
     def step(batch):
         seen.append(batch)
-        clock.now += 0.004
+        clock.advance(0.004)
 
     def event(key, count, self_us, total_us):
         return SimpleNamespace(key=key, count=count, self_cpu_time_total=self_us, cpu_time_total=total_us,

@@ -878,17 +878,24 @@ def test_bootstrap_stability_flags_an_interval_whose_end_lies_within_its_draws_o
     assert row["large_interval"] == list(paired_bootstrap(difference, 500, seed=0)[1:])
 
 
+def write_arm_ranks(root, arm, seed, rank, users=(1, 2)):
+    """A reproduction arm's seed<S>/ranks.parquet: each of `users` ranks its test target `rank`-th,
+    under full ranking and sampled-99 alike."""
+    run = root / arm / f"seed{seed}"
+    run.mkdir(parents=True)
+    n = len(users)
+    pl.DataFrame({"user_id": [*users, *users], "split": ["test"] * 2 * n, "protocol": ["full"] * n + ["sampled"] * n,
+                  "rank": [rank] * 2 * n},
+                 schema={"user_id": pl.Int32, "split": pl.Utf8, "protocol": pl.Utf8, "rank": pl.Int32}
+                 ).write_parquet(run / "ranks.parquet")
+
+
 def test_reproduction_table_pairs_two_arms_user_by_user(tmp_path, capsys):
     """An arm whose every user ranks its target first (NDCG@10 1) against one that ranks it third
     (1/log2(4) = 0.5): the paired difference is 0.5 on every user, so its interval is [0.5, 0.5]."""
     for arm, rank in (("better", 1), ("reference", 3)):
         for seed in (0, 1):
-            run = tmp_path / arm / f"seed{seed}"
-            run.mkdir(parents=True)
-            pl.DataFrame({"user_id": [1, 2, 3, 1, 2, 3], "split": ["test"] * 6,
-                          "protocol": ["full"] * 3 + ["sampled"] * 3, "rank": [rank] * 6},
-                         schema={"user_id": pl.Int32, "split": pl.Utf8, "protocol": pl.Utf8, "rank": pl.Int32}
-                         ).write_parquet(run / "ranks.parquet")
+            write_arm_ranks(tmp_path, arm, seed, rank, users=(1, 2, 3))
     reproduction_table = load_script("reproduction_table", folder="benchmarks")
     reproduction_table.main([str(tmp_path), "--paired", "better", "reference", "--json"])
     result = json.loads(capsys.readouterr().out)
@@ -907,12 +914,7 @@ def test_reproduction_table_t_interval_spans_the_seeds(tmp_path, capsys):
     of freedom is mean ± 12.706 · |0.5 − 0.1309| / 2."""
     for arm, ranks in (("better", (1, 2)), ("reference", (3, 3))):
         for seed, rank in enumerate(ranks):
-            run = tmp_path / arm / f"seed{seed}"
-            run.mkdir(parents=True)
-            pl.DataFrame({"user_id": [1, 2, 1, 2], "split": ["test"] * 4, "protocol": ["full"] * 2 + ["sampled"] * 2,
-                          "rank": [rank] * 4},
-                         schema={"user_id": pl.Int32, "split": pl.Utf8, "protocol": pl.Utf8, "rank": pl.Int32}
-                         ).write_parquet(run / "ranks.parquet")
+            write_arm_ranks(tmp_path, arm, seed, rank)
     reproduction_table = load_script("reproduction_table", folder="benchmarks")
     reproduction_table.main([str(tmp_path), "--paired", "better", "reference", "--json"])
     result = json.loads(capsys.readouterr().out)
@@ -929,11 +931,7 @@ def test_reproduction_table_t_interval_spans_the_seeds(tmp_path, capsys):
 
 def test_reproduction_table_on_one_seed_has_no_t_interval(tmp_path, capsys):
     for arm, rank in (("better", 1), ("reference", 3)):
-        run = tmp_path / arm / "seed0"
-        run.mkdir(parents=True)
-        pl.DataFrame({"user_id": [1, 2], "split": ["test"] * 2, "protocol": ["full", "sampled"], "rank": [rank] * 2},
-                     schema={"user_id": pl.Int32, "split": pl.Utf8, "protocol": pl.Utf8, "rank": pl.Int32}
-                     ).write_parquet(run / "ranks.parquet")
+        write_arm_ranks(tmp_path, arm, 0, rank)
     reproduction_table = load_script("reproduction_table", folder="benchmarks")
     reproduction_table.main([str(tmp_path), "--paired", "better", "reference", "--json"])
     result = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"{name} is no JSON"))
@@ -1218,11 +1216,7 @@ def test_reproduction_table_pairs_the_common_seeds_only(tmp_path, capsys):
     """`better` has seeds 0 and 1, `reference` seed 1 alone, `other` seed 2 alone: better − reference
     on seed 1 (one seed: no t interval); better − other shares no seed, a clear error."""
     for arm, seed, rank in (("better", 0, 1), ("better", 1, 1), ("reference", 1, 3), ("other", 2, 3)):
-        run = tmp_path / arm / f"seed{seed}"
-        run.mkdir(parents=True)
-        pl.DataFrame({"user_id": [1, 2], "split": ["test"] * 2, "protocol": ["full", "sampled"], "rank": [rank] * 2},
-                     schema={"user_id": pl.Int32, "split": pl.Utf8, "protocol": pl.Utf8, "rank": pl.Int32}
-                     ).write_parquet(run / "ranks.parquet")
+        write_arm_ranks(tmp_path, arm, seed, rank)
     reproduction_table = load_script("reproduction_table", folder="benchmarks")
     reproduction_table.main([str(tmp_path), "--paired", "better", "reference", "--json"])
     result = json.loads(capsys.readouterr().out)

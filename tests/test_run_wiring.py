@@ -268,39 +268,49 @@ PRETRAINED = [start for start in STARTS if start != "none"]
 
 
 def listed_jobs(out):
-    """[{rule, wildcards, input, shell, fields (every line of the job's listing)}] of a dry run's
-    output (-n --printshellcmds)."""
+    """[{rule, wildcards, input, output, log (lists), shell ('' for a job without one), fields (every
+    line of the job's listing)}] of a dry run's output (-n --printshellcmds)."""
     jobs = []
-    for block in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)Shell command: (.*)$", out, flags=re.M):
-        fields = dict(re.findall(r"^    (\w+): (.*)$", block[1], flags=re.M))
-        jobs.append({"rule": block[0], "shell": block[2], "input": fields.get("input", "").split(", "),
-                     "wildcards": dict(kv.split("=", 1) for kv in fields.get("wildcards", "").split(", ") if kv),
-                     "fields": fields})
+    for rule, block, shell in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)(?:Shell command: (.*)$)?", out,
+                                         flags=re.M):
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, flags=re.M))
+        jobs.append({"rule": rule, "shell": shell, "fields": fields,
+                     **{name: fields[name].split(", ") if name in fields else [] for name in ("input", "output", "log")},
+                     "wildcards": dict(kv.split("=", 1) for kv in fields.get("wildcards", "").split(", ") if kv)})
     return jobs
+
+
+def planned_study_workdir(folder):
+    """A copy of the workflow in `folder` with PLANNED_STUDY's config: (workdir, config path)."""
+    workdir = copy_workflow(folder)
+    for name in ("Mine.txt", "Mine_item2attributes.json", "Mine-epochs-150.pt"):
+        (workdir / name).write_text("placeholder")  # only their existence is checked when planning
+    return workdir, write_config(workdir, PLANNED_STUDY)
 
 
 @pytest.fixture(scope="module")
 def planned_jobs(tmp_path_factory):
     """listed_jobs of every job of PLANNED_STUDY's dry run, and the files of target `all` (the
     reason line of its job 0 lists them all in a fresh folder)."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("planned"))
-    for name in ("Mine.txt", "Mine_item2attributes.json", "Mine-epochs-150.pt"):
-        (workdir / name).write_text("placeholder")  # only their existence is checked when planning
+    workdir, config = planned_study_workdir(tmp_path_factory.mktemp("planned"))
     # a job with an output deleted (popularity's ranks.parquet), a pretraining done but not exported
     for path in ["results/tiny/popularity/metrics.json",
                  *(f"results/tiny/seed-full/seed0/{name}" for name in ("pretrain.pt", "pretrain_history.csv",
                                                                       "pretrain_run.json"))]:
         (workdir / path).parent.mkdir(parents=True, exist_ok=True)
         (workdir / path).write_text("placeholder")
-    result = run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", write_config(workdir, PLANNED_STUDY))
+    result = run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", config)
     out = result.stdout + result.stderr
     targets = re.search(r"^Job 0: .*\nReason: Input files updated by another job: (.*)$", out, flags=re.M)
     return listed_jobs(out), set(targets.group(1).split(", "))
 
 
+def jobs_matching(jobs, rule, **wildcards):
+    return [job for job in jobs if job["rule"] == rule and all(job["wildcards"].get(k) == v for k, v in wildcards.items())]
+
+
 def jobs_of(planned_jobs, rule, **wildcards):
-    return [job for job in planned_jobs[0] if job["rule"] == rule
-            and all(job["wildcards"].get(k) == v for k, v in wildcards.items())]
+    return jobs_matching(planned_jobs[0], rule, **wildcards)
 
 
 def shell_json(shell, option):

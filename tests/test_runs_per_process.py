@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, FakeClock
 from s3rec.batching import CHUNK_BOUNDS
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset, write_prepared
@@ -90,19 +90,6 @@ def test_stacked_mode_reports_each_number_of_runs(runs_per_process, tmp_path, ca
     assert two["draw_workers"] is True and two["runs"] == 2 and two["seconds_per_round"] > 0
 
 
-class Clocks:
-    """time.perf_counter and time.process_time, moved only by the fakes: known seconds, no wall time."""
-
-    def __init__(self):
-        self.wall = self.cpu = 100.0  # not 0: a figure must be a difference of readings
-
-    def perf_counter(self) -> float:
-        return self.wall
-
-    def process_time(self) -> float:
-        return self.cpu
-
-
 DRAW, STEP = 0.25, 0.5  # seconds a fake batch takes to draw, and a fake step to run
 
 
@@ -110,7 +97,7 @@ def test_measure_times_rounds_of_every_run_after_a_warm_up_of_the_epochs_last_st
     """Two fake runs, 10 steps an epoch, 4 timed rounds: each run warms up on the last 3 steps of
     an epoch of its own draws (both shapes), then steps in turn on a fresh epoch of its own; a
     round is both runs' steps (0.75 s each), an epoch 10 rounds, 2 epochs of runs per 15 s."""
-    clock = Clocks()
+    clock = FakeClock(start=100.0)  # not 0: a figure must be a difference of readings
     monkeypatch.setattr(runs_per_process, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     steps = []
 
@@ -138,7 +125,7 @@ def test_measure_times_rounds_of_every_run_after_a_warm_up_of_the_epochs_last_st
 def test_measure_stacked_times_its_steps_after_a_warm_up_of_the_epochs_last_steps(runs_per_process, monkeypatch):
     """Three runs stacked into one fake step, 10 steps an epoch, 4 timed: a round is one step
     (0.75 s), an epoch 7.5 s, three epochs of runs in it."""
-    clock = Clocks()
+    clock = FakeClock(start=100.0)
     monkeypatch.setattr(runs_per_process, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     steps, made = [], []
 
@@ -247,7 +234,7 @@ def batch_drawing(monkeypatch):
 
 
 def test_batch_drawing_times_each_epoch_from_a_seed_of_its_own(batch_drawing, monkeypatch):
-    clocks, seeds = Clocks(), []
+    clocks, seeds = FakeClock(start=100.0), []
     monkeypatch.setattr(batch_drawing, "time", clocks)
 
     def draw_epoch(rng):
@@ -260,7 +247,7 @@ def test_batch_drawing_times_each_epoch_from_a_seed_of_its_own(batch_drawing, mo
 
 
 def test_batch_drawing_times_stacked_steps_after_the_first_draw(batch_drawing, monkeypatch):
-    clocks, started = Clocks(), []
+    clocks, started = FakeClock(start=100.0), []
     monkeypatch.setattr(batch_drawing, "time", clocks)
 
     def seed_steps(instances, cfg, generators, max_len, workers):

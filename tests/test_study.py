@@ -16,7 +16,9 @@ import torch
 from s3rec import files, runs, spectra, study_folder
 from s3rec.data import leave_one_out, load_dataset
 from scripts_import import load_script
+from test_run_wiring import jobs_matching, listed_jobs, planned_study_workdir
 from test_runs import SETTINGS, tiny_data  # noqa: F401  (a fixture)
+from test_workflow import run_snakemake
 
 export = load_script("export_study")
 report_study = load_script("report_study")
@@ -1073,34 +1075,19 @@ STUDY_RULES = {"export_pretraining", "export_finetuning", "export_authors", "exp
                "report_study"}
 
 
-def dry_run_jobs(output):
-    """[{rule, input, output, log, wildcards, priority, shell}] of a dry run's (-n -p) output."""
-    jobs = []
-    for rule, block, shell in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)(?:Shell command: (.*)$)?",
-                                                output, flags=re.M):
-        fields = dict(re.findall(r"^    (\w+): (.*)$", block, flags=re.M))
-        jobs.append({"rule": rule, "shell": shell, "priority": fields.get("priority"),
-                     **{name: fields[name].split(", ") if name in fields else [] for name in ("input", "output", "log")},
-                     "wildcards": dict(kv.split("=", 1) for kv in fields.get("wildcards", "").split(", ") if kv)})
-    return jobs
-
-
 @pytest.fixture(scope="module")
 def target_jobs(tmp_path_factory):
     """{target: its dry run's jobs} for targets report and study of test_run_wiring's PLANNED_STUDY."""
-    from test_run_wiring import PLANNED_STUDY
-    from test_workflow import copy_workflow, run_snakemake, write_config
-    workdir = copy_workflow(tmp_path_factory.mktemp("report_rules"))
-    for name in ("Mine.txt", "Mine_item2attributes.json", "Mine-epochs-150.pt"):
-        (workdir / name).write_text("placeholder")  # only their existence is checked when planning
-    config = write_config(workdir, PLANNED_STUDY)
-    return {target: dry_run_jobs((lambda r: r.stdout + r.stderr)(
-        run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", config, "--", target)))
-        for target in ("report", "study")}
+    workdir, config = planned_study_workdir(tmp_path_factory.mktemp("report_rules"))
+    jobs = {}
+    for target in ("report", "study"):
+        result = run_snakemake(workdir, "-n", "--printshellcmds", "--configfile", config, "--", target)
+        jobs[target] = listed_jobs(result.stdout + result.stderr)
+    return jobs
 
 
 def only_job(jobs, rule, **wildcards):
-    (job,) = [job for job in jobs if job["rule"] == rule and all(job["wildcards"].get(k) == v for k, v in wildcards.items())]
+    (job,) = jobs_matching(jobs, rule, **wildcards)
     return job
 
 
@@ -1148,14 +1135,14 @@ def test_each_export_copies_its_runs_files_into_the_study_folder(target_jobs):
     run, copy = "results/mine/seed-r4/seed1", "study/mine/seed-r4/seed1"
     job = only_job(jobs, "export_pretraining", dataset="mine", preset="seed", variant="r4", seed="1")
     assert job["output"] == [f"{copy}/pretrain_history.csv", f"{copy}/pretrain_run.json", f"{copy}/heads.pt"]
-    assert job["log"] == ["logs/study/mine/seed-r4/seed1/export.log"] and job["priority"] == "2"
+    assert job["log"] == ["logs/study/mine/seed-r4/seed1/export.log"] and job["fields"]["priority"] == "2"
     assert job["shell"] == (f"(python scripts/export_study.py copy {run}/pretrain_history.csv {run}/pretrain_run.json"
                             f" --to {copy} && python scripts/export_study.py heads {run}/pretrain.pt --out {copy}/heads.pt)"
                             " > logs/study/mine/seed-r4/seed1/export.log 2>&1")
     run, copy = "results/mine/authors/seed0/ce", "study/mine/authors/seed0/ce"
     job = only_job(jobs, "export_finetuning", dataset="mine", pretraining="authors", seed="0", loss="ce")
     names = ["finetune_history.csv", "metrics.json", "ranks.parquet"]
-    assert job["output"] == [f"{copy}/{name}" for name in names] and job["priority"] == "2"
+    assert job["output"] == [f"{copy}/{name}" for name in names] and job["fields"]["priority"] == "2"
     assert job["shell"] == (f"python scripts/export_study.py copy {' '.join(f'{run}/{name}' for name in names)}"
                             f" --to {copy} > logs/study/mine/authors/seed0/ce/export.log 2>&1")
     job = only_job(jobs, "export_authors", dataset="mine")
