@@ -3,6 +3,13 @@
 # `python scripts/report_study.py <study_dir>/<dataset>` remakes it on a fresh clone without
 # results/. Only targets with study_dir set (rule all, rule report) bring these rules in.
 STUDY = study_root()  # a path prefix for the rules even when unset
+#
+# The export rules take their script as `ancient`: an edit to it (or a pull that changes it)
+# leaves the copies already in the study folder current. Otherwise, on a clone without results/
+# (after scripts/park_runs.py restore), snakemake would plan every run again only to copy it anew,
+# the copies' inputs being results/ files that only training makes: 66 runs, ~74 CPU-hours for
+# Beauty. To copy again on purpose, where results/ holds the runs: --forcerun export_finetuning
+# (and the other export rules).
 
 
 localrules:
@@ -29,7 +36,7 @@ rule export_pretraining:
     """A pretraining's histories and its pretraining heads (heads.pt, for the spectra figure)."""
     priority: 2  # a few seconds: copied to the study folder as soon as the run ends, before other jobs
     input:
-        script="scripts/export_study.py",
+        script=ancient("scripts/export_study.py"),  # ancient: top of this file
         model="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.pt",
         history="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_history.csv",
         run="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_run.json",
@@ -51,7 +58,7 @@ rule export_pretraining:
 rule export_finetuning:
     priority: 2  # a few seconds: copied to the study folder as soon as the run ends, before other jobs
     input:
-        script="scripts/export_study.py",
+        script=ancient("scripts/export_study.py"),  # ancient: top of this file
         history="results/{dataset}/{pretraining}/seed{seed}/{loss}/finetune_history.csv",
         metrics="results/{dataset}/{pretraining}/seed{seed}/{loss}/metrics.json",
         ranks="results/{dataset}/{pretraining}/seed{seed}/{loss}/ranks.parquet",
@@ -72,7 +79,7 @@ rule export_finetuning:
 
 rule export_authors:
     input:
-        script="scripts/export_study.py",
+        script=ancient("scripts/export_study.py"),  # ancient: top of this file
         model="results/{dataset}/authors/pretrain.pt",
     output:
         heads=f"{STUDY}/{{dataset}}/authors/heads.pt",
@@ -86,7 +93,7 @@ rule export_authors:
 
 rule export_popularity:
     input:
-        script="scripts/export_study.py",
+        script=ancient("scripts/export_study.py"),  # ancient: top of this file
         metrics="results/{dataset}/popularity/metrics.json",
         ranks="results/{dataset}/popularity/ranks.parquet",
     output:
