@@ -31,7 +31,8 @@ parked checkpoint cannot leak into a run.
 `restore` also keeps the study's finished runs: a fresh clone dates their files in the study
 folder before the data prepared after it, and snakemake would run every one of them again (their
 results/ files are gone). It makes them newer than the data, after checking that each run which
-records its data's digest (data_sha256) was trained on these data; then `snakemake ... study`
+records its data's digest (data_sha256) was trained on these data, and dates plan.json to 1970,
+so that snakemake writes it again from the config it runs with; then `snakemake ... study`
 runs only what the study folder lacks (`snakemake` or `report` would also remake results/'s
 report, which needs every run in results/).
 
@@ -187,7 +188,7 @@ def check_parked(parked: list[Path]) -> None:
 
 def keep_finished(study: study_folder.Study, data: Path) -> int:
     """Make the finished runs' files in the study folder newer than the data just prepared, and
-    return how many runs that is. A fresh clone gives them the clone's time, older than the data
+    the plan older than everything; return how many runs that is. A fresh clone gives them the clone's time, older than the data
     made after it, and snakemake, with no record of them on this machine and their results/ files
     missing, would run them all again to remake them. A run that records its data's digest
     (data_sha256) is kept only if it matches this machine's data; one that records none (written
@@ -211,6 +212,12 @@ def keep_finished(study: study_folder.Study, data: Path) -> int:
     for run in finished:
         for name in run.files:
             os.utime(study.path(run, name), (now, now))
+    # The plan goes the other way: dated to 1970, it is older than its script, and the next
+    # snakemake writes it again from the config it runs with. Snakemake has no record of the
+    # committed plan's parameters here (the config's runs and report settings), so a config
+    # changed since (a seed added or dropped) would otherwise keep the old plan, and the report
+    # would leave a new seed's runs out as extra, or count a dropped seed's as missing.
+    os.utime(study.folder / "plan.json", (1, 1))  # 1 s, not 0: snakemake reads an mtime of 0 as none
     if unchecked:
         log.warning("%d of %d finished runs in %s record no data digest (written before data_sha256): kept "
                     "unchecked against %s", unchecked, len(finished), study.folder, data)

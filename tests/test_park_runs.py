@@ -282,6 +282,7 @@ def test_restore_dates_the_finished_runs_after_the_data(layout, tmp_path, caplog
     data_time = (tmp_path / "resources" / "tiny" / "sequences.parquet").stat().st_mtime
     assert all((study / RUN / name).stat().st_mtime >= data_time for name in study_folder.PRETRAIN_FILES)
     assert (study / RUN / "bce" / "finetune_history.csv").stat().st_mtime == 1_000_000_000
+    assert (study / "plan.json").stat().st_mtime == 1  # older than its script: snakemake writes it again
     assert "1 finished runs kept" in caplog.text and "record no data digest" not in caplog.text
 
 
@@ -309,6 +310,7 @@ def test_restore_refuses_finished_runs_of_other_data(layout, tmp_path, caplog):
     assert f"trained on other data than {tmp_path / 'resources' / 'tiny'} (data_sha256 {here[:12]}" in caplog.text
     assert f"{study / RUN / 'pretrain_run.json'}: data_sha256" in caplog.text
     assert (study / RUN / "heads.pt").stat().st_mtime == 1_000_000_000
+    assert (study / "plan.json").stat().st_mtime == 1_000_000_000
     assert not results.exists()
 
 

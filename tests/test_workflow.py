@@ -443,9 +443,11 @@ def test_a_parked_pretraining_is_not_rerun_on_a_fresh_machine(workdir):
 def test_a_study_half_done_continues_on_a_fresh_clone_without_running_its_runs_again(workdir):
     """README's procedure on a fresh clone of a study half done (the tracked study folder only):
     the data, restore, `snakemake study`: only the run the folder lacks runs; the pretraining it
-    holds is neither run again nor rewritten. Without restore, the data made after the clone date
-    the folder's runs as outdated, and snakemake plans them all again."""
-    tiny = write_config(workdir, {**TINY, "seeds": [0], "pretraining": {"seed": ["full"]}, "finetune_losses": ["bce"]})
+    holds is neither run again nor rewritten, and the plan is written again from the config run
+    with (snakemake has no record of its parameters on a clone). Without restore, the data made
+    after the clone date the folder's runs as outdated, and snakemake plans them all again."""
+    config = {**TINY, "seeds": [0], "pretraining": {"seed": ["full"]}, "finetune_losses": ["bce"]}
+    tiny = write_config(workdir, config)
     run_snakemake(workdir, "--cores", "1", "--configfile", tiny, "--", "study")
     pretraining = workdir / "study/tiny/seed-full/seed0/pretrain_run.json"
     recorded = pretraining.read_bytes()
@@ -467,7 +469,10 @@ def test_a_study_half_done_continues_on_a_fresh_clone_without_running_its_runs_a
     assert planned(workdir, *study)["finetune_model"] == 2
     subprocess.run(restore, cwd=workdir, check=True, capture_output=True)
     assert {**planned(workdir, *study), "study_plan": 0} == {**counts, "study_plan": 0}
+    assert counts["study_plan"] == 1
+    write_config(workdir, {**config, "report": {"bootstrap_samples": 100}})  # the config changed since the plan
     run_snakemake(workdir, "--cores", "1", *study)
+    assert json.loads((workdir / "study/tiny/plan.json").read_text())["report"]["tables"]["bootstrap_samples"] == 100
     assert pretraining.read_bytes() == recorded and not (workdir / "results/tiny/seed-full").exists()
     assert "**2 of 2 finetunings, 1 of 1 pretrainings**" in (workdir / "study/tiny/report/runs.md").read_text()
 
