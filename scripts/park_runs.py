@@ -188,11 +188,12 @@ def check_parked(parked: list[Path]) -> None:
 
 def keep_finished(study: study_folder.Study, data: Path) -> int:
     """Make the finished runs' files in the study folder newer than the data just prepared, and
-    the plan older than everything; return how many runs that is. A fresh clone gives them the clone's time, older than the data
-    made after it, and snakemake, with no record of them on this machine and their results/ files
-    missing, would run them all again to remake them. A run that records its data's digest
-    (data_sha256) is kept only if it matches this machine's data; one that records none (written
-    before 2026-12-06) cannot be checked, and is counted in the log."""
+    the plan older than its script; return how many runs that is. A fresh clone gives them the
+    clone's time, older than the data made after it, and snakemake, with no record of them on
+    this machine and their results/ files missing, would run them all again to remake them. A
+    run that records its data's digest (data_sha256) is kept only if it matches this machine's
+    data; one that records none (written before 2026-12-06) cannot be checked, and is counted in
+    the log."""
     finished = [run for run in study.planned if study.complete(run)]
     digest, unchecked, others = None, 0, []
     for run in finished:
