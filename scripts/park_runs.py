@@ -188,12 +188,11 @@ def check_parked(parked: list[Path]) -> None:
 
 def keep_finished(study: study_folder.Study, data: Path) -> int:
     """Make the finished runs' files in the study folder newer than the data just prepared, and
-    the plan older than its script; return how many runs that is. A fresh clone gives them the
-    clone's time, older than the data made after it, and snakemake, with no record of them on
-    this machine and their results/ files missing, would run them all again to remake them. A
-    run that records its data's digest (data_sha256) is kept only if it matches this machine's
-    data; one that records none (written before 2026-12-06) cannot be checked, and is counted in
-    the log."""
+    return how many runs that is. A fresh clone gives them the clone's time, older than the data
+    made after it, and snakemake, with no record of them on this machine and their results/ files
+    missing, would run them all again to remake them. A run that records its data's digest
+    (data_sha256) is kept only if it matches this machine's data; one that records none (written
+    before 2026-12-06) cannot be checked, and is counted in the log."""
     finished = [run for run in study.planned if study.complete(run)]
     digest, unchecked, others = None, 0, []
     for run in finished:
@@ -213,12 +212,6 @@ def keep_finished(study: study_folder.Study, data: Path) -> int:
     for run in finished:
         for name in run.files:
             os.utime(study.path(run, name), (now, now))
-    # The plan goes the other way: dated to 1970, it is older than its script, and the next
-    # snakemake writes it again from the config it runs with. Snakemake has no record of the
-    # committed plan's parameters here (the config's runs and report settings), so a config
-    # changed since (a seed added or dropped) would otherwise keep the old plan, and the report
-    # would leave a new seed's runs out as extra, or count a dropped seed's as missing.
-    os.utime(study.folder / "plan.json", (1, 1))  # 1 s, not 0: snakemake reads an mtime of 0 as none
     if unchecked:
         log.warning("%d of %d finished runs in %s record no data digest (written before data_sha256): kept "
                     "unchecked against %s", unchecked, len(finished), study.folder, data)
@@ -247,6 +240,12 @@ def restore(parking: Path, results: Path, data: Path, study: Path) -> dict:
     # every decision before anything is copied: an unreadable checkpoint in results/ stopped the
     # restore half done
     kept_runs = keep_finished(study_folder.scan(study), data)  # may refuse: before any copy
+    # The plan the other way: dated to 1970, older than its script, so that the next snakemake
+    # writes it again from the config it runs with. Snakemake has no record of the committed
+    # plan's parameters here (the config's runs and report settings): a config changed since (a
+    # seed added or dropped) would keep the old plan, and the report would leave a new seed's runs
+    # out as extra, or count a dropped seed's as missing.
+    os.utime(study / "plan.json", (1, 1))  # 1 s, not 0: snakemake reads an mtime of 0 as none
     targets = {source: results / source.relative_to(parking) for source in parked}
     restoring = {source: not target.is_file() or (source.name.endswith(".state.pt") and further_along(source, target))
                  for source, target in targets.items()}
