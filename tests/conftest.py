@@ -46,8 +46,19 @@ class FakeClock:
     def process_time(self) -> float:
         return self.cpu
 
-    def advance(self, seconds: float) -> None:
+    def advance(self, seconds: float, cpu: float = 0.0) -> None:
         self.wall += seconds
+        self.cpu += cpu
+
+
+@pytest.fixture
+def torch_threads() -> int:
+    """torch's thread count when the test starts, set back after it: a script under test sets
+    its own (--threads), which would otherwise carry into the tests after it."""
+    before = torch.get_num_threads()
+    yield before
+    torch.set_num_threads(before)
+
 
 @pytest.fixture
 def renames(monkeypatch) -> list[tuple[Path, Path]]:

@@ -100,7 +100,7 @@ def test_a_target_twentieth_is_in_their_top_20_and_twenty_first_is_not():
     assert authors_ranking.authors_positions(row, [np.array([1])], np.array([5])).tolist() == [authors_ranking.TOP]
 
 
-def test_authors_metrics_of_an_authors_model_of_one_layer_and_ten_positions(tmp_path, capsys):
+def test_authors_metrics_of_an_authors_model_of_one_layer_and_ten_positions(tmp_path, capsys, torch_threads):
     """257 users (two batches of scores, the second of one user), histories longer than the
     model's 10 positions (their last 10 read): each split's `authors` metrics are their top-20
     positions (ranks 1..20, else beyond) through this project's metric formulas, `ours` those of
@@ -112,13 +112,9 @@ def test_authors_metrics_of_an_authors_model_of_one_layer_and_ten_positions(tmp_
               if ".layer.1." not in k}
     theirs["position_embeddings.weight"] = theirs["position_embeddings.weight"][:10]
     torch.save(theirs, tmp_path / "Finetune_full-Tiny-0.pt")
-    before = torch.get_num_threads()
     torch.set_num_threads(2)
-    try:
-        assert authors_ranking.main(["--data", str(data), str(tmp_path / "Finetune_full-Tiny-0.pt")]) == 0
-        assert torch.get_num_threads() == 1  # --threads 1 by default
-    finally:
-        torch.set_num_threads(before)
+    assert authors_ranking.main(["--data", str(data), str(tmp_path / "Finetune_full-Tiny-0.pt")]) == 0
+    assert torch.get_num_threads() == 1  # --threads 1 by default
     report = json.loads(capsys.readouterr().out)[str(tmp_path / "Finetune_full-Tiny-0.pt")]
     assert list(report) == ["valid", "test"]
 

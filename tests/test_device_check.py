@@ -463,7 +463,7 @@ def beauty_files(folder: Path, users: int = 300, items: int = 60) -> Path:
 
 
 def test_speed_hands_its_options_to_each_benchmark_and_reports_against_the_matmul_peak(speed, tmp_path, monkeypatch,
-                                                                                      capsys):
+                                                                                      capsys, torch_threads):
     calls = []
 
     def pretrain_benchmark(dataset, split, kind, limit, device, batching, **kwargs):
@@ -480,12 +480,8 @@ def test_speed_hands_its_options_to_each_benchmark_and_reports_against_the_matmu
     monkeypatch.setattr(speed, "resource", SimpleNamespace(  # ru_maxrss: KiB on Linux
         RUSAGE_SELF=0, getrusage=lambda who: SimpleNamespace(ru_maxrss=3 * 2**20)))
     source = beauty_files(tmp_path / "source")
-    threads = torch.get_num_threads()
-    try:
-        assert speed.main(["--source", str(source), "--device", "cpu", "--threads", "2", "--batches", "3",
-                           "--batching", "bucketed", "--eval-batch-sizes", "64", "128"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert speed.main(["--source", str(source), "--device", "cpu", "--threads", "2", "--batches", "3",
+                       "--batching", "bucketed", "--eval-batch-sizes", "64", "128"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["dataset"], report["users"], report["device"], report["threads"]) == ("beauty", 300, "cpu", 2)
     flags = {"compile_mode": "none", "fixed_shapes": False}

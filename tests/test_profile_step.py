@@ -90,7 +90,8 @@ def test_profile_steps_reports_per_step_times_and_self_time_shares(monkeypatch):
     assert "input_shapes" not in result["ops"][0]
 
 
-def test_profile_step_profiles_the_step_asked_for_with_the_options_given(tmp_path, capsys, monkeypatch):
+def test_profile_step_profiles_the_step_asked_for_with_the_options_given(tmp_path, capsys, monkeypatch,
+                                                                        torch_threads):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     data = tmp_path / "tiny"
     write_prepared(generate(SyntheticSpec(users=50, items=30, attributes=4, seed=3, max_length=8)), data)
@@ -101,12 +102,8 @@ def test_profile_step_profiles_the_step_asked_for_with_the_options_given(tmp_pat
     monkeypatch.setattr(profile_step.speed, "finetune_steps", lambda dataset, split, device, batching: (
         calls.append(("finetune", str(device), batching)) or ("step", ["batch"], None, 0.0)))
     monkeypatch.setattr(profile_step, "profile_steps", lambda *args: calls.append(args[2:]) or {"step_ms": 1.0})
-    threads = torch.get_num_threads()
-    try:
-        assert profile_step.main(["--what", "finetune", "--data", str(data), "--batching", "bucketed", "--steps", "3",
-                                  "--warmup", "0", "--top", "4", "--shapes", "--threads", "2", "--device", "cpu"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert profile_step.main(["--what", "finetune", "--data", str(data), "--batching", "bucketed", "--steps", "3",
+                              "--warmup", "0", "--top", "4", "--shapes", "--threads", "2", "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert calls == [("finetune", "cpu", "bucketed"), (3, 0, torch.device("cpu"), 4, True)]
     assert (report["what"], report["batching"], report["threads"], report["step_ms"]) == ("finetune", "bucketed", 2, 1.0)

@@ -579,14 +579,10 @@ def test_a_permission_error_is_one_line_naming_the_file_when_it_names_one(caplog
 # ---------------------------------------------------------------- where a run runs, what it records (s3rec/runtime.py)
 
 
-def test_threads_given_win_over_slurms_which_win_over_torchs_default(monkeypatch):
-    before = torch.get_num_threads()
+def test_threads_given_win_over_slurms_which_win_over_torchs_default(monkeypatch, torch_threads):
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
-    try:
-        assert runtime.set_threads(1) == 1 and torch.get_num_threads() == 1
-        assert runtime.set_threads(None) == 2 and torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    assert runtime.set_threads(1) == 1 and torch.get_num_threads() == 1
+    assert runtime.set_threads(None) == 2 and torch.get_num_threads() == 2
 
 
 def test_pack_forces_or_skips_the_one_copy_per_dtype():
@@ -644,7 +640,7 @@ def test_the_data_digest_is_of_the_files_bytes_in_the_order_given(tmp_path):
     assert runtime.digest([tmp_path / "b.bin", tmp_path / "a.bin"]) == expected
 
 
-def test_popularity_writes_a_runs_record_of_its_whole_job(tmp_path, monkeypatch):
+def test_popularity_writes_a_runs_record_of_its_whole_job(tmp_path, monkeypatch, torch_threads):
     """Found by a mutation probe of scripts/popularity.py (each line below failed a mutant that
     every other test let pass): metrics.json has a run's structure, as README and the report
     read it: variant popularity, seed 0, the data set's folder name, no parameters, no epochs, no
@@ -661,12 +657,8 @@ def test_popularity_writes_a_runs_record_of_its_whole_job(tmp_path, monkeypatch)
     write_prepared(generate(SyntheticSpec(users=40, items=20, attributes=5, seed=3, max_length=10)), data)
     settings = {"sampled_negatives": 10, "negatives_seed": 4}
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
-    threads = torch.get_num_threads()
-    try:
-        assert popularity.main(["--data", str(data), "--out-dir", str(out), "--settings", json.dumps({"eval": settings}),
-                                "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert popularity.main(["--data", str(data), "--out-dir", str(out), "--settings", json.dumps({"eval": settings}),
+                            "--threads", "1"]) == 0
     text = (out / "metrics.json").read_text()
     result = json.loads(text)
     assert text == json.dumps(result, indent=2) + "\n"

@@ -449,12 +449,11 @@ LOGGED = {  # rule: its log's name in the folder of its outputs, and whether sna
 def assert_logged_beside_its_outputs(job):
     """README's `logs/`: one log per job beside the path of its outputs, logs/benchmarks/ the
     same; the command's output and errors go to it."""
-    fields = job["fields"]
-    folder = fields["output"].split(", ")[0].rsplit("/", 1)[0]
+    folder = job["output"][0].rsplit("/", 1)[0]
     name, benchmarked = LOGGED[job["rule"]]
-    assert fields["log"] == f"logs/{folder}/{name}.log", fields
-    assert fields.get("benchmark") == (f"logs/benchmarks/{folder}/{name}.tsv" if benchmarked else None), fields
-    assert job["shell"].endswith(f" > {fields['log']} 2>&1"), job["shell"]
+    assert job["log"] == [f"logs/{folder}/{name}.log"], job
+    assert job["fields"].get("benchmark") == (f"logs/benchmarks/{folder}/{name}.tsv" if benchmarked else None), job
+    assert job["shell"].endswith(f" > {job['log'][0]} 2>&1"), job["shell"]
 
 
 def test_each_job_logs_and_benchmarks_beside_its_outputs(planned_jobs):
@@ -464,12 +463,13 @@ def test_each_job_logs_and_benchmarks_beside_its_outputs(planned_jobs):
         for job in jobs:
             assert_logged_beside_its_outputs(job)
     downloads = jobs_of(planned_jobs, "download_raw_file")
-    assert {job["fields"]["output"] for job in downloads} == {"resources/raw/reviews_Shop_5.json.gz",
-                                                               "resources/raw/meta_Shop.json.gz"}
+    assert sorted(job["output"] for job in downloads) == [["resources/raw/meta_Shop.json.gz"],
+                                                          ["resources/raw/reviews_Shop_5.json.gz"]]
     for job in downloads:
-        log = f"logs/{job['fields']['output']}.log"
-        assert job["fields"]["log"] == log and job["shell"].endswith(f") > {log} 2>&1"), job
-        assert job["shell"].startswith(f"(curl --fail --location --retry 3 --output {job['fields']['output']} ")
+        [output] = job["output"]
+        log = f"logs/{output}.log"
+        assert job["log"] == [log] and job["shell"].endswith(f") > {log} 2>&1"), job
+        assert job["shell"].startswith(f"(curl --fail --location --retry 3 --output {output} ")
 
 
 SETTINGS_JSON = r"'\{.*\}'"
@@ -548,7 +548,7 @@ def test_a_stacked_pretraining_takes_a_core_and_the_runtime_of_each_seed(stacked
             "runtime": str(480 * n), "cpus_per_task": str(1 + n), "gpu": "1", "mem_mb": "4000"}, job
         assert "scripts/pretrain.py" in job["input"] and "resources/tiny/sequences.parquet" in job["input"]
         group = f"results/tiny/seed-r4/stacked-seeds{seeds}"
-        assert job["fields"]["output"] == f"{group}/pretrained"
+        assert job["output"] == [f"{group}/pretrained"]
         out_dirs = " ".join(f"{group}/seed{seed}" for seed in seeds.split("-"))
         assert re.fullmatch(rf"python scripts/pretrain.py --data resources/tiny --variant r4 --seed {seeds.replace('-', ' ')}"
                             rf" --out-dir {out_dirs} --settings {SETTINGS_JSON} --device cuda --threads {1 + n}"
@@ -564,7 +564,7 @@ def test_unstack_copies_each_file_of_its_seed_under_its_own_name(stacked_jobs):
         source = f"results/tiny/seed-r4/stacked-seeds{'2' if seed == '2' else '0-1'}"
         run = f"results/tiny/seed-r4/seed{seed}"
         assert job["input"] == [f"{source}/pretrained"], job
-        assert job["fields"]["output"].split(", ") == [f"{run}/{name}" for name in names]
+        assert job["output"] == [f"{run}/{name}" for name in names]
         for name in names:
             assert f"cp {source}/seed{seed}/{name} {run}/{name}" in job["shell"], job["shell"]
         assert "gpu" not in resources(job) and "threads" not in job["fields"]

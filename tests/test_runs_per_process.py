@@ -106,12 +106,12 @@ def test_measure_times_rounds_of_every_run_after_a_warm_up_of_the_epochs_last_st
             self.seed = seed
 
         def step(self, batch, device):
-            clock.wall += STEP
+            clock.advance(STEP)
             steps.append((self.seed, batch))
 
     def draws(run, instances):
         for index in range(10):
-            clock.wall += DRAW
+            clock.advance(DRAW)
             yield run.seed, index
     monkeypatch.setattr(runs_per_process, "new_run", lambda dataset, instances, seed, device: FakeRun(seed))
     monkeypatch.setattr(runs_per_process, "draws", draws)
@@ -138,11 +138,11 @@ def test_measure_stacked_times_its_steps_after_a_warm_up_of_the_epochs_last_step
         def epochs(self, instances):
             self.epoch += 1
             for index in range(10):
-                clock.wall += DRAW
+                clock.advance(DRAW)
                 yield self.epoch, index
 
         def step(self, batch, device):
-            clock.wall += STEP
+            clock.advance(STEP)
             steps.append(batch)
     monkeypatch.setattr(runs_per_process, "StackedRun", FakeStackedRun)
     result = runs_per_process.measure_stacked(3, None, None, 4, torch.device("cpu"), 10, draw_workers=True)
@@ -153,7 +153,8 @@ def test_measure_stacked_times_its_steps_after_a_warm_up_of_the_epochs_last_step
                       "attention_spelled_out": True, "vmap_fallbacks": ["op"]}
 
 
-def test_main_reports_each_number_of_runs_against_one_run(runs_per_process, tmp_path, monkeypatch, capsys):
+def test_main_reports_each_number_of_runs_against_one_run(runs_per_process, tmp_path, monkeypatch, capsys,
+                                                          torch_threads):
     """main's bookkeeping around a stand-in measure: the epoch's steps (prefix instances of up to
     50 items in batches of 100, the last one short), each N in the order given, its speed-up over
     N = 1 wherever that is given (none without), and --batches below an epoch's steps."""
@@ -169,14 +170,10 @@ def test_main_reports_each_number_of_runs_against_one_run(runs_per_process, tmp_
         calls.append((count, len(instances), limit, device, steps_per_epoch))
         return {"runs": count, "epochs_per_hour": {1: 100.0, 2: 150.0, 4: 250.0, 3: 30.0}[count]}
     monkeypatch.setattr(runs_per_process, "measure", measure)
-    before = torch.get_num_threads()
-    threads = 2 if before == 1 else 1
-    try:
-        assert runs_per_process.main(["--device", "cpu", "--threads", str(threads), "--runs", "2", "1", "4",
-                                      "--batches", str(steps - 1), "--data", str(data)]) == 0
-        assert torch.get_num_threads() == threads
-    finally:
-        torch.set_num_threads(before)
+    threads = 2 if torch_threads == 1 else 1
+    assert runs_per_process.main(["--device", "cpu", "--threads", str(threads), "--runs", "2", "1", "4",
+                                  "--batches", str(steps - 1), "--data", str(data)]) == 0
+    assert torch.get_num_threads() == threads
     report = json.loads(capsys.readouterr().out)
     assert calls == [(n, len(instances), steps - 1, torch.device("cpu"), steps) for n in (2, 1, 4)]
     assert (report["dataset"], report["mode"], report["steps_per_epoch"], report["timed_steps_per_run"]) == (
@@ -234,12 +231,12 @@ def batch_drawing(monkeypatch):
 
 
 def test_batch_drawing_times_each_epoch_from_a_seed_of_its_own(batch_drawing, monkeypatch):
-    clocks, seeds = FakeClock(start=100.0), []
-    monkeypatch.setattr(batch_drawing, "time", clocks)
+    clock, seeds = FakeClock(start=100.0), []
+    monkeypatch.setattr(batch_drawing, "time", clock)
 
     def draw_epoch(rng):
         seeds.append(int(rng.integers(2**32)))
-        clocks.wall += (0.5, 0.25, 0.75)[len(seeds) - 1]
+        clock.advance((0.5, 0.25, 0.75)[len(seeds) - 1])
         return iter(range(5))
 
     assert batch_drawing.timed(draw_epoch, 3) == {"steps": 5, "best_seconds": 0.25, "seconds": [0.5, 0.25, 0.75]}
@@ -247,22 +244,20 @@ def test_batch_drawing_times_each_epoch_from_a_seed_of_its_own(batch_drawing, mo
 
 
 def test_batch_drawing_times_stacked_steps_after_the_first_draw(batch_drawing, monkeypatch):
-    clocks, started = FakeClock(start=100.0), []
-    monkeypatch.setattr(batch_drawing, "time", clocks)
+    clock, started = FakeClock(start=100.0), []
+    monkeypatch.setattr(batch_drawing, "time", clock)
 
     def seed_steps(instances, cfg, generators, max_len, workers):
         started.append((instances, cfg, len(generators), max_len, workers))
-        clocks.wall += 10.0  # the workers' start-up and the first draw: not timed
-        clocks.cpu += 10.0
+        clock.advance(10.0, cpu=10.0)  # the workers' start-up and the first draw: not timed
         while True:
             yield ["seed 0", "seed 1"]
-            clocks.wall += 0.002 if workers else 0.003  # a draw: this process's CPU, or the workers' wall time
-            clocks.cpu += 0.001 if workers else 0.003
+            # a draw: this process's CPU, or the workers' wall time
+            clock.advance(0.002, cpu=0.001) if workers else clock.advance(0.003, cpu=0.003)
 
     def stack(step):
         assert step == ["seed 0", "seed 1"]
-        clocks.wall += 0.001
-        clocks.cpu += 0.001
+        clock.advance(0.001, cpu=0.001)
 
     monkeypatch.setattr(batch_drawing, "seed_steps", seed_steps)
     monkeypatch.setattr(batch_drawing, "StackedBatch", SimpleNamespace(of=stack))
@@ -284,12 +279,8 @@ def test_batch_drawing_draws_each_layout_as_the_runs_do(batch_drawing, tmp_path,
     monkeypatch.setattr(batch_drawing, "stacked_steps", lambda instances, seeds, steps, max_len: (
         drawn.append(("stacked", len(instances), seeds, steps, max_len)) or {"seeds": seeds}))
     torch.set_num_threads(2)
-    try:
-        assert batch_drawing.main(["--repeats", "1", "--data", str(data), "--stacked-seeds", "1", "3",
-                                   "--steps", "5"]) == 0
-        assert torch.get_num_threads() == 1  # draws on one thread, as a run's host does
-    finally:
-        torch.set_num_threads(1)
+    assert batch_drawing.main(["--repeats", "1", "--data", str(data), "--stacked-seeds", "1", "3", "--steps", "5"]) == 0
+    assert torch.get_num_threads() == 1  # draws on one thread, as a run's host does
     report = json.loads(capsys.readouterr().out)
     dataset = load_dataset(data)
     prefixes = len(split_instances(dataset, leave_one_out(dataset.sequences), max_len=50, kind="prefixes"))
