@@ -40,3 +40,13 @@ def test_report_dependency_is_declared():
     unless pygments is there; nothing else pulls it in (pytest 8.0 does not)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert "pygments" in dict(split(r) for r in project["dependencies"])
+
+
+def test_snakefile_asks_for_the_declared_snakemake():
+    """An older snakemake than the bound stops at min_version with the version it needs; without
+    it snakemake 9.10 read the workflow and then failed `--profile profiles/gpu` in common.smk
+    with "'int' object has no attribute 'value'"."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    bound = dict(split(r) for r in project["dependencies"])["snakemake"]
+    asked = re.findall(r'^min_version\("([^"]+)"\)', (REPO / "workflow/Snakefile").read_text(), re.M)
+    assert [">=" + v for v in asked] == [bound]
