@@ -8,14 +8,18 @@ epochs, each from its own seed. No model runs.
 With --stacked-seeds N [N ...]: also a stacked pretraining's steps of N seeds
 (stacked.seed_steps, then StackedBatch.of), drawn in line and by one worker process per seed
 (the default on a GPU): per step, the CPU time of the process that would drive the GPU and
-the wall time, over --steps steps after the first (the workers' start-up left out).
+the wall time, over --steps steps after the first; and the first step's wall time apart
+(`first_step_s`: with workers, their start-up, which every epoch pays). --worker-start starts
+the workers another way than stacked.WORKER_START (fork), e.g. forkserver, Python 3.14's default.
 
     python benchmarks/batch_drawing.py [--repeats 3] [--source DIR] [--stacked-seeds 2 4 --steps 300]
+                                       [--worker-start forkserver]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -26,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed  # noqa: E402  (a sibling script, not a package)
 
-from s3rec import cli, runtime  # noqa: E402
+from s3rec import cli, runtime, stacked  # noqa: E402
 from s3rec.batching import CHUNK_BOUNDS  # noqa: E402
 from s3rec.config import RunConfig  # noqa: E402
 from s3rec.data import leave_one_out, load_dataset  # noqa: E402
@@ -49,14 +53,17 @@ def stacked_steps(instances, seeds: int, steps: int, max_len: int) -> dict:
     cfg = RunConfig.from_dict({"pretrain": {"preset": "paper"}}).pretrain  # padded batches of 100
     report = {"seeds": seeds}
     for workers in (False, True):
+        first = time.perf_counter()
         draws = seed_steps(instances, cfg, runtime.epoch_generators(tuple(range(seeds)), 1), max_len, workers)
-        next(draws)  # the workers' start-up, and the first draw, not timed
+        next(draws)  # the workers' start-up and the first draw: timed apart
+        first = time.perf_counter() - first
         cpu, wall, done = time.process_time(), time.perf_counter(), 0
         for done, step in zip(range(1, steps + 1), draws):
             StackedBatch.of(list(step))
         report["workers" if workers else "in_line"] = {
             "steps": done, "process_cpu_ms_per_step": round((time.process_time() - cpu) / max(done, 1) * 1e3, 2),
-            "wall_ms_per_step": round((time.perf_counter() - wall) / max(done, 1) * 1e3, 2)}
+            "wall_ms_per_step": round((time.perf_counter() - wall) / max(done, 1) * 1e3, 2),
+            "first_step_s": round(first, 3)}
     return report
 
 
@@ -67,9 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stacked-seeds", type=cli.positive_int, nargs="+", default=[], metavar="N",
                         help="also time a stacked pretraining's steps of N seeds, in line and with draw workers")
     parser.add_argument("--steps", type=cli.positive_int, default=300, help="timed steps of --stacked-seeds")
+    parser.add_argument("--worker-start", choices=multiprocessing.get_all_start_methods(), default=None,
+                        help=f"how --stacked-seeds' workers start (default: the runs' own, {stacked.WORKER_START})")
     speed.add_source_argument(parser)
     args = parser.parse_args(argv)
     runtime.set_threads(1)
+    stacked.WORKER_START = args.worker_start or stacked.WORKER_START
     with tempfile.TemporaryDirectory() as tmp, cli.clear_errors():  # a bad --data or --source: its message alone
         name, path = ("given", args.data) if args.data else speed.prepare(Path(tmp), args.source)
         dataset = load_dataset(path)
@@ -77,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     max_len = RunConfig().model.max_len
     instances = split_instances(dataset, split, max_len=max_len, kind="prefixes")
     layouts = {"fixed_shapes": {"bounds": (), "length": max_len}, "chunks": {"bounds": CHUNK_BOUNDS}}
-    report = {"dataset": name, "machine": speed.machine()}
+    report = {"dataset": name, "machine": speed.machine(), "worker_start": stacked.WORKER_START}
     for layout, pretrain_layout in layouts.items():
         report[f"pretrain_{layout}"] = timed(lambda rng: speed.pretrain_draws(instances, rng, pretrain_layout),
                                              args.repeats)

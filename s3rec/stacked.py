@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import multiprocessing
 import re
 import warnings
 from pathlib import Path
@@ -104,6 +105,15 @@ class SeedBatches(torch.utils.data.IterableDataset):
             yield pack(chunk)
 
 
+# A worker is a fork of this process, with the instances and rng as they are. Python 3.14 makes
+# forkserver the default on Linux: its workers import torch afresh and are sent the instances
+# pickled, every epoch (a new loader an epoch). Beauty, 4 seeds, on the 2-core reference machine
+# (benchmarks/batch_drawing.py --stacked-seeds 4 --worker-start): the first step came after 5.3 s
+# so, 0.12 s forked; a Beauty epoch's target on a GPU is 2-4 s. The worker only draws numpy
+# batches and packs CPU tensors, never CUDA, which a forked child must not touch.
+WORKER_START = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+
+
 def seed_steps(instances: PretrainInstances, cfg: PretrainConfig, rngs: list[np.random.Generator], length: int,
                workers: bool) -> Iterator[tuple[torch.Tensor, ...]]:
     """An epoch's steps: each a tuple of every seed's packed batch. With `workers`, each seed's batches
@@ -113,7 +123,8 @@ def seed_steps(instances: PretrainInstances, cfg: PretrainConfig, rngs: list[np.
     seeds = [SeedBatches(instances, cfg, rng, length) for rng in rngs]
     if workers:  # a generator of its own: the loader's seed must not be drawn from the global one (dropout's)
         seeds = [torch.utils.data.DataLoader(seed, batch_size=None, num_workers=1, prefetch_factor=DRAW_PREFETCH,
-                                             generator=torch.Generator()) for seed in seeds]
+                                             generator=torch.Generator(), multiprocessing_context=WORKER_START)
+                 for seed in seeds]
     return zip(*seeds, strict=True)
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO, FakeClock
+from s3rec import stacked as stacked_module
 from s3rec.batching import CHUNK_BOUNDS
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset, write_prepared
@@ -53,15 +54,19 @@ def test_runs_per_process_refuses_to_time_more_steps_than_an_epoch_has(runs_per_
 
 
 def test_batch_drawing_times_each_layout(tmp_path, capsys, monkeypatch):
-    """benchmarks/batch_drawing.py: an epoch of each kind of batches, drawn and counted."""
+    """benchmarks/batch_drawing.py: an epoch of each kind of batches, drawn and counted; the stacked
+    steps' workers started as --worker-start says (forkserver: each is sent the instances pickled)."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    monkeypatch.setattr(stacked_module, "WORKER_START", stacked_module.WORKER_START)  # main() sets it
     data = tmp_path / "tiny"
     write_prepared(generate(SyntheticSpec(users=300, items=60, attributes=8, seed=3, max_length=15)), data)
     assert load_script("batch_drawing", folder="benchmarks").main(["--repeats", "2", "--data", str(data),
-                                                                   "--stacked-seeds", "2", "--steps", "2"]) == 0
+                                                                   "--stacked-seeds", "2", "--steps", "2",
+                                                                   "--worker-start", "forkserver"]) == 0
     report = json.loads(capsys.readouterr().out)
     [stacked] = report["stacked_steps"]  # two seeds' steps drawn in line, then by worker processes
     assert stacked["seeds"] == 2 and stacked["in_line"]["steps"] == stacked["workers"]["steps"] == 2
+    assert report["worker_start"] == "forkserver" and stacked["workers"]["first_step_s"] > 0
     assert stacked["workers"]["process_cpu_ms_per_step"] > 0 and stacked["in_line"]["wall_ms_per_step"] > 0
     for name in ("pretrain_fixed_shapes", "pretrain_chunks", "finetune_fixed_shapes", "finetune_chunks"):
         assert len(report[name]["seconds"]) == 2 and report[name]["best_seconds"] == min(report[name]["seconds"])
@@ -249,7 +254,7 @@ def test_batch_drawing_times_stacked_steps_after_the_first_draw(batch_drawing, m
 
     def seed_steps(instances, cfg, generators, max_len, workers):
         started.append((instances, cfg, len(generators), max_len, workers))
-        clock.advance(10.0, cpu=10.0)  # the workers' start-up and the first draw: not timed
+        clock.advance(10.0, cpu=10.0)  # the workers' start-up and the first draw: timed apart
         while True:
             yield ["seed 0", "seed 1"]
             # a draw: this process's CPU, or the workers' wall time
@@ -262,8 +267,9 @@ def test_batch_drawing_times_stacked_steps_after_the_first_draw(batch_drawing, m
     monkeypatch.setattr(batch_drawing, "seed_steps", seed_steps)
     monkeypatch.setattr(batch_drawing, "StackedBatch", SimpleNamespace(of=stack))
     assert batch_drawing.stacked_steps("instances", 2, 3, 50) == {
-        "seeds": 2, "in_line": {"steps": 3, "process_cpu_ms_per_step": 4.0, "wall_ms_per_step": 4.0},
-        "workers": {"steps": 3, "process_cpu_ms_per_step": 2.0, "wall_ms_per_step": 3.0}}
+        "seeds": 2,
+        "in_line": {"steps": 3, "process_cpu_ms_per_step": 4.0, "wall_ms_per_step": 4.0, "first_step_s": 10.0},
+        "workers": {"steps": 3, "process_cpu_ms_per_step": 2.0, "wall_ms_per_step": 3.0, "first_step_s": 10.0}}
     paper = RunConfig.from_dict({"pretrain": {"preset": "paper"}}).pretrain
     assert started == [("instances", paper, 2, 50, False), ("instances", paper, 2, 50, True)]
 

@@ -227,6 +227,25 @@ def test_stacked_pretraining_is_deterministic_resumable_and_finetunes_per_seed(t
     assert (out / "metrics.json").exists()
 
 
+def test_draw_workers_are_forked_whatever_the_default_start_method(tiny_data, monkeypatch):
+    """Each epoch's worker is a fork of the process: Python 3.14's default on Linux, forkserver,
+    would import torch afresh in it every epoch (stacked.WORKER_START says what that costs)."""
+    dataset = load_dataset(tiny_data)
+    instances = split_instances(dataset, leave_one_out(dataset.sequences), max_len=12)
+    loaders = []
+
+    class Recorded(torch.utils.data.DataLoader):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            loaders.append(self)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", Recorded)
+    steps = stacked.seed_steps(instances, RunConfig.from_dict(SETTINGS).pretrain,
+                               runtime.epoch_generators((0, 1), 1), 12, workers=True)
+    assert next(steps)[0].shape[0] == len(GRID_INPUTS)
+    assert [loader.multiprocessing_context.get_start_method() for loader in loaders] == ["fork", "fork"]
+
+
 def test_draws_in_worker_processes_are_the_draws_in_process(tiny_data, tmp_path):
     """seed_steps with workers: every seed's batches drawn in a worker process are those drawn
     here, step by step; a group trained so (dropout on) ends with the same weights, bit for bit."""
