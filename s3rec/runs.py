@@ -30,7 +30,7 @@ from s3rec.pretrain_batches import PretrainInstances, item_attribute_table, spli
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import LOSS_NAMES, PretrainModel, fixed_shape_step_losses, step_losses
 from s3rec.stalls import warn_if_segment_head_stalled
-from s3rec.training import adam, remove_earlier_outputs, run_epochs
+from s3rec.training import adam, remove_earlier_outputs, resumed_processes, run_epochs
 
 log = logging.getLogger("s3rec")
 
@@ -292,7 +292,8 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
                        checkpoint=out_dir / "finetune.state.pt", config=identity,
                        history_path=out_dir / "finetune_history.csv",
                        validate=validation(score, split, negatives, dataset.num_items, cfg),
-                       patience=f.patience, stop_after=stop_after)
+                       patience=f.patience, stop_after=stop_after,
+                       process={"execution": execution, "provenance": provenance})
     early_stopped = state.bad_epochs >= f.patience
     if state.epoch < f.epochs and not early_stopped:
         return None  # interrupted on purpose (stop_after); the checkpoint lets a rerun resume
@@ -326,7 +327,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
         # machine's data are the same (scripts/park_runs.py restore)
         "data_sha256": data_digest,
         "execution": execution | peak_memory(device), "config": recorded,
-        "provenance": provenance,
+        "provenance": provenance, **resumed_processes(state),
     }
     files.save_torch(out_dir / "finetune.pt", {"config": recorded, "variant": variant, "data_digest": data_digest,
                                                 "best_epoch": state.best_epoch, "state_dict": state.best_state})
@@ -456,10 +457,10 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
     remove_earlier_outputs([out_dir / name for name in PRETRAIN_OUTPUTS])
     state = run_epochs(model=model, optimizer=optimizer, epochs=p.epochs, seed=cfg.seed, train_epoch=train_epoch,
                        checkpoint=out_dir / "pretrain.state.pt", config=identity,
-                       history_path=out_dir / "pretrain_history.csv", stop_after=stop_after)
+                       history_path=out_dir / "pretrain_history.csv", stop_after=stop_after, process=setup.process())
     if state.epoch < p.epochs:
         return None
-    run = write_pretrained(out_dir, cfg, variant, setup, state.history, model.state_dict())
+    run = write_pretrained(out_dir, cfg, variant, setup, state.history, model.state_dict(), **resumed_processes(state))
     (out_dir / "pretrain.state.pt").unlink(missing_ok=True)
     return run
 
@@ -476,6 +477,10 @@ class PretrainingSetup:
     dataset: Dataset
     instances: PretrainInstances
     data_digest: str
+
+    def process(self) -> dict:
+        """This process as a run's state records it (training.LoopState.processes)."""
+        return {"execution": self.execution, "provenance": self.provenance}
 
 
 def pretraining_setup(data_dir: Path, cfg: RunConfig, variant: str, label: str,

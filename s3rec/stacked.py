@@ -45,7 +45,7 @@ from s3rec.pretrain_batches import Batch, PretrainInstances, item_attribute_tabl
 from s3rec.pretrain_batches import iterate_batches as pretrain_batches
 from s3rec.pretraining import LOSS_NAMES, PretrainModel
 from s3rec.stalls import warn_if_segment_head_stalled
-from s3rec.training import adam, remove_earlier_outputs, run_epochs
+from s3rec.training import adam, remove_earlier_outputs, resumed_processes, run_epochs
 
 log = logging.getLogger("s3rec")
 
@@ -289,7 +289,7 @@ def pretrain_stacked(data_dir: Path, out_dirs: list[Path], cfg: RunConfig, varia
     remove_earlier_outputs([d / name for d in out_dirs for name in (*runs.PRETRAIN_OUTPUTS, "pretrain_history.csv")])
     state = run_epochs(model=stacked, optimizer=optimizer, epochs=p.epochs, seed=seeds, train_epoch=train_epoch,
                        checkpoint=checkpoint, config=identity, history_path=out_dirs[0] / GROUP_HISTORY,
-                       stop_after=stop_after)
+                       stop_after=stop_after, process=setup.process())
     if state.epoch < p.epochs:
         return None
     # cpu_seconds are this process's: draw workers' CPU time is not in them
@@ -300,7 +300,7 @@ def pretrain_stacked(data_dir: Path, out_dirs: list[Path], cfg: RunConfig, varia
         history = [run_row(row, run_cfg.seed, len(seeds)) for row in state.history]
         files.save_frame(out_dir / "pretrain_history.csv", pl.DataFrame(history))
         written.append(runs.write_pretrained(out_dir, run_cfg, variant, setup, history, stacked.run_state_dict(index),
-                                             stacked=group))
+                                             stacked=group, **resumed_processes(state)))
     checkpoint.unlink(missing_ok=True)
     return written
 

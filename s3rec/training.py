@@ -30,6 +30,18 @@ class LoopState:
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs: int = 0
+    # each process that trained epochs of the run: {"first_epoch", and what run_epochs was given
+    # as `process`}; a resumed run may have computed its epochs on several machines (a checkpoint
+    # from before 2026-12-07 holds none of its earlier processes)
+    processes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resumed_processes(state: LoopState) -> dict:
+    """For a run file: {"processes": ...} when the run's epochs were not all trained by one
+    process from epoch 1 (resumed, perhaps elsewhere), else nothing: `execution` and
+    `provenance` then say it all."""
+    whole = len(state.processes) == 1 and state.processes[0]["first_epoch"] == 1
+    return {} if whole or not state.history else {"processes": state.processes}
 
 
 def adam(parameters, lr: float, weight_decay: float) -> torch.optim.Adam:
@@ -126,8 +138,10 @@ def remove_temporaries(paths: list[Path]) -> None:
 def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epochs: int, seed: int,
                train_epoch: Callable, checkpoint: Path, config: dict, history_path: Path,
                validate: Callable | None = None, patience: int | None = None,
-               stop_after: int | None = None) -> LoopState:
+               stop_after: int | None = None, process: dict | None = None) -> LoopState:
     """Run up to `epochs` epochs; `train_epoch(rng) -> dict` trains one and returns its row.
+    `process` (where this process computes, with what code) joins state.processes with the first
+    epoch it trains.
 
     With `validate() -> (score, dict)`, keeps the best model state by score and stops after
     `patience` epochs without improvement. `stop_after` ends the process-level run early after
@@ -141,6 +155,8 @@ def run_epochs(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
         epoch = state.epoch + 1
         runtime.release_free_memory()  # the last epoch's fragments (see there)
         rng = runtime.epoch_generators(seed, epoch)
+        if not done_now and process is not None:
+            state.processes.append({"first_epoch": epoch, **process})
         start = time.perf_counter()
         model.train()
         row = {"epoch": epoch, **train_epoch(rng)}

@@ -55,6 +55,42 @@ def test_pretraining_is_deterministic_and_resumable(tiny_data, tmp_path, caplog)
     assert set(a) >= {"heads.aap.U", "heads.aap.V", "heads.map.U", "heads.mip.weight", "heads.sp.weight"}
 
 
+DESCRIBE_EXECUTION = runtime.describe_execution
+
+
+def on_machine(monkeypatch, name):
+    """Processes from here on describe themselves as computing on CPU `name`."""
+    monkeypatch.setattr(runtime, "describe_execution", lambda device: DESCRIBE_EXECUTION(device) | {"cpu": name})
+
+
+def test_a_run_resumed_elsewhere_lists_the_processes_that_trained_it(tiny_data, tmp_path, monkeypatch):
+    """execution and provenance are the last process's; a resumed run's files also list every
+    process that trained epochs, from which epoch on (a run parked on one machine, resumed on
+    another). A run trained by one process lists none."""
+    whole = pretrain(tiny_data, tmp_path / "whole")
+    assert "processes" not in whole and "processes" not in files.load_torch(tmp_path / "whole" / "pretrain.pt")
+    on_machine(monkeypatch, "machine A")
+    assert pretrain(tiny_data, tmp_path / "parts", stop_after=1) is None
+    on_machine(monkeypatch, "machine B")
+    resumed = pretrain(tiny_data, tmp_path / "parts")
+    assert [(p["first_epoch"], p["execution"]["cpu"]) for p in resumed["processes"]] == [(1, "machine A"), (2, "machine B")]
+    assert all(p["provenance"]["versions"]["torch"] == torch.__version__ for p in resumed["processes"])
+    assert resumed["execution"]["cpu"] == "machine B"
+    assert json.loads((tmp_path / "parts" / "pretrain_run.json").read_text())["processes"] == resumed["processes"]
+
+    def finetune(out, **kwargs):
+        cfg = runs.resolve_config(SETTINGS, "r4", 0, device="cpu")
+        return runs.finetune(tiny_data, out, cfg, "r4", pretrained=tmp_path / "whole" / "pretrain.pt", **kwargs)
+
+    assert "processes" not in finetune(tmp_path / "bce")
+    on_machine(monkeypatch, "machine A")
+    assert finetune(tmp_path / "bce-parts", stop_after=1) is None
+    on_machine(monkeypatch, "machine C")
+    metrics = finetune(tmp_path / "bce-parts")
+    assert [(p["first_epoch"], p["execution"]["cpu"]) for p in metrics["processes"]] == [(1, "machine A"), (2, "machine C")]
+    assert json.loads((tmp_path / "bce-parts" / "metrics.json").read_text())["processes"] == metrics["processes"]
+
+
 def test_a_rerun_into_a_finished_folder_removes_the_outputs_it_replaces(tiny_data, tmp_path, caplog):
     """Before: a rerun by hand (here interrupted) left the earlier run's pretrain.pt and
     pretrain_run.json beside its own one-epoch history, read together as one run; finetuning

@@ -210,6 +210,10 @@ def test_stacked_pretraining_is_deterministic_resumable_and_finetunes_per_seed(t
     for seed in ("s0", "s1"):
         a, b = weights(tmp_path / "whole" / seed), weights(tmp_path / "parts" / seed)
         assert all(torch.equal(a[name], b[name]) for name in a), seed
+        # the group's two processes, in each seed's run file (test_runs: a run resumed elsewhere)
+        resumed = json.loads((tmp_path / "parts" / seed / "pretrain_run.json").read_text())
+        assert [process["first_epoch"] for process in resumed["processes"]] == [1, 2]
+        assert "processes" not in json.loads((tmp_path / "whole" / seed / "pretrain_run.json").read_text())
     assert largest_difference(weights(tmp_path / "whole" / "s0"), weights(tmp_path / "whole" / "s1")) > 0.1
 
     out = tmp_path / "whole" / "s1"
