@@ -287,13 +287,13 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
     out_dir = Path(out_dir)
     inputs = data_files(data_dir) + ([Path(pretrained)] if pretrained else [])
     identity = {"config": run_identity(cfg), "variant": variant, "inputs": runtime.digest(inputs)}
+    process = {"execution": execution, "provenance": provenance}
     remove_earlier_outputs([out_dir / name for name in FINETUNE_OUTPUTS])
     state = run_epochs(model=encoder, optimizer=optimizer, epochs=f.epochs, seed=cfg.seed, train_epoch=train_epoch,
                        checkpoint=out_dir / "finetune.state.pt", config=identity,
                        history_path=out_dir / "finetune_history.csv",
                        validate=validation(score, split, negatives, dataset.num_items, cfg),
-                       patience=f.patience, stop_after=stop_after,
-                       process={"execution": execution, "provenance": provenance})
+                       patience=f.patience, stop_after=stop_after, process=process)
     early_stopped = state.bad_epochs >= f.patience
     if state.epoch < f.epochs and not early_stopped:
         return None  # interrupted on purpose (stop_after); the checkpoint lets a rerun resume
@@ -327,7 +327,7 @@ def finetune(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str,
         # machine's data are the same (scripts/park_runs.py restore)
         "data_sha256": data_digest,
         "execution": execution | peak_memory(device), "config": recorded,
-        "provenance": provenance, **resumed_processes(state),
+        "provenance": provenance, **resumed_processes(state, process),
     }
     files.save_torch(out_dir / "finetune.pt", {"config": recorded, "variant": variant, "data_digest": data_digest,
                                                 "best_epoch": state.best_epoch, "state_dict": state.best_state})
@@ -460,7 +460,8 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: RunConfig, variant: str, stop_a
                        history_path=out_dir / "pretrain_history.csv", stop_after=stop_after, process=setup.process())
     if state.epoch < p.epochs:
         return None
-    run = write_pretrained(out_dir, cfg, variant, setup, state.history, model.state_dict(), **resumed_processes(state))
+    run = write_pretrained(out_dir, cfg, variant, setup, state.history, model.state_dict(),
+                           **resumed_processes(state, setup.process()))
     (out_dir / "pretrain.state.pt").unlink(missing_ok=True)
     return run
 

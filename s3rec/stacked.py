@@ -300,7 +300,7 @@ def pretrain_stacked(data_dir: Path, out_dirs: list[Path], cfg: RunConfig, varia
         history = [run_row(row, run_cfg.seed, len(seeds)) for row in state.history]
         files.save_frame(out_dir / "pretrain_history.csv", pl.DataFrame(history))
         written.append(runs.write_pretrained(out_dir, run_cfg, variant, setup, history, stacked.run_state_dict(index),
-                                             stacked=group, **resumed_processes(state)))
+                                             stacked=group, **resumed_processes(state, setup.process())))
     checkpoint.unlink(missing_ok=True)
     return written
 

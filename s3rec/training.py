@@ -36,12 +36,12 @@ class LoopState:
     processes: list[dict[str, Any]] = field(default_factory=list)
 
 
-def resumed_processes(state: LoopState) -> dict:
-    """For a run file: {"processes": ...} when the run's epochs were not all trained by one
-    process from epoch 1 (resumed, perhaps elsewhere), else nothing: `execution` and
-    `provenance` then say it all."""
-    whole = len(state.processes) == 1 and state.processes[0]["first_epoch"] == 1
-    return {} if whole or not state.history else {"processes": state.processes}
+def resumed_processes(state: LoopState, process: dict) -> dict:
+    """For a run file: {"processes": ...} unless this `process` trained every epoch from epoch 1
+    (then its `execution` and `provenance` say it all); a run resumed after its last epoch, its
+    files written by a process that trained none, lists the processes that did."""
+    alone = state.processes == [{"first_epoch": 1, **process}]
+    return {} if alone or not state.history else {"processes": state.processes}
 
 
 def adam(parameters, lr: float, weight_decay: float) -> torch.optim.Adam:

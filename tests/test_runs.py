@@ -14,7 +14,7 @@ from s3rec import cli, files, runs, runtime, stacked
 from s3rec.data import load_dataset, write_prepared
 from s3rec.encoder import Encoder
 from s3rec.synthetic import SyntheticSpec, generate
-from s3rec.training import time_left
+from s3rec.training import LoopState, resumed_processes, time_left
 from scripts_import import load_script
 
 SETTINGS = {"model": {"hidden_size": 16, "num_heads": 2, "max_len": 12},
@@ -89,6 +89,18 @@ def test_a_run_resumed_elsewhere_lists_the_processes_that_trained_it(tiny_data, 
     metrics = finetune(tmp_path / "bce-parts")
     assert [(p["first_epoch"], p["execution"]["cpu"]) for p in metrics["processes"]] == [(1, "machine A"), (2, "machine C")]
     assert json.loads((tmp_path / "bce-parts" / "metrics.json").read_text())["processes"] == metrics["processes"]
+
+
+def test_only_a_run_trained_by_the_process_writing_it_lists_no_processes():
+    a, b = {"execution": {"cpu": "A"}}, {"execution": {"cpu": "B"}}
+    rows = [{"epoch": 1}, {"epoch": 2}]
+    assert resumed_processes(LoopState(epoch=2, history=rows, processes=[{"first_epoch": 1, **a}]), a) == {}
+    # resumed after its last epoch (killed before its files): B wrote them, A trained it
+    assert resumed_processes(LoopState(epoch=2, history=rows, processes=[{"first_epoch": 1, **a}]), b) == {
+        "processes": [{"first_epoch": 1, **a}]}
+    # a checkpoint from before processes were recorded, resumed: only the later ones are known
+    assert resumed_processes(LoopState(epoch=2, history=rows, processes=[{"first_epoch": 2, **a}]), a) == {
+        "processes": [{"first_epoch": 2, **a}]}
 
 
 def test_a_rerun_into_a_finished_folder_removes_the_outputs_it_replaces(tiny_data, tmp_path, caplog):
