@@ -115,10 +115,14 @@ def seconds_of(recorded: dict, key: str, stage: str | None) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+HISTORIES = {"pretrain_run.json": "pretrain_history.csv", "metrics.json": "finetune_history.csv"}
+
+
 def time_rows(study: Study) -> list[dict]:
     """One row per complete run with a time of its own: pretrainings (pretrain_run.json), finetunings
     and popularity (metrics.json, finetune part only: its pretrain part is the pretraining's, counted
-    once in pretrain_run.json, not once per finetuning)."""
+    once in pretrain_run.json, not once per finetuning). A run resumed elsewhere: a row per process
+    that trained it (time_pieces)."""
     rows = []
     for kind, name, stage in (("pretraining", "pretrain_run.json", None), ("finetuning", "metrics.json", "finetune"),
                               ("popularity", "metrics.json", "finetune")):
@@ -126,11 +130,51 @@ def time_rows(study: Study) -> list[dict]:
             recorded = json.loads(study.path(run, name).read_text(encoding="utf-8"))
             device, threads = execution_of(recorded)
             epochs = recorded.get("epochs")
-            rows.append({"run": run.folder.as_posix(), "device": device, "threads": threads, "stage": kind,
-                         "epochs": epochs if isinstance(epochs, int) and epochs > 0 else None,
-                         "wall": seconds_of(recorded, "wall_seconds", stage),
-                         "cpu": seconds_of(recorded, "cpu_seconds", stage)})
+            whole = {"run": run.folder.as_posix(), "device": device, "threads": threads, "stage": kind,
+                     "epochs": epochs if isinstance(epochs, int) and epochs > 0 else None,
+                     "wall": seconds_of(recorded, "wall_seconds", stage),
+                     "cpu": seconds_of(recorded, "cpu_seconds", stage)}
+            rows += time_pieces(whole, recorded.get("processes"), study.path(run, HISTORIES[name]))
     return rows
+
+
+def time_pieces(whole: dict, processes, history: Path) -> list[dict]:
+    """A resumed run's time row split by the processes that trained it (run files' `processes`,
+    since 2026-12-07): each its epochs' seconds from the history; what no epoch holds (the final
+    evaluation) on the run file's own device; epochs before the first process listed (a checkpoint
+    older than the record) on "not recorded". Anything unreadable: the whole row, as before."""
+    firsts = [process.get("first_epoch") if isinstance(process, dict) else None for process in processes or []]
+    if (not firsts or not all(isinstance(f, int) and f >= 1 for f in firsts) or firsts != sorted(set(firsts))
+            or whole["wall"] is None or whole["cpu"] is None or not history.is_file()):
+        return [whole]
+    epochs = epoch_seconds(history)
+    if epochs is None:
+        return [whole]
+    starts = [1, *firsts] if firsts[0] > 1 else firsts
+    devices = ([("not recorded", "not recorded")] if firsts[0] > 1 else []) + [execution_of(p) for p in processes]
+    pieces = []
+    for start, end, (device, threads) in zip(starts, [*starts[1:], None], devices):
+        mine = [times for epoch, times in epochs.items() if epoch >= start and (end is None or epoch < end)]
+        pieces.append({**whole, "split": True, "device": device, "threads": threads, "epochs": len(mine),
+                       "wall": sum(wall for wall, _ in mine), "cpu": sum(cpu for _, cpu in mine)})
+    rest = {"wall": whole["wall"] - sum(p["wall"] for p in pieces), "cpu": whole["cpu"] - sum(p["cpu"] for p in pieces)}
+    if (pieces[-1]["device"], pieces[-1]["threads"]) == (whole["device"], whole["threads"]):
+        pieces[-1] |= {key: pieces[-1][key] + rest[key] for key in rest}
+    else:
+        pieces.append({**whole, **rest, "split": True, "epochs": 0})
+    return pieces
+
+
+def epoch_seconds(history: Path) -> dict[int, tuple[float, float]] | None:
+    """{epoch: (wall, CPU seconds)} of a history CSV, validation included; None if a value is missing."""
+    with history.open(encoding="utf-8", newline="") as file:
+        rows = list(csv.DictReader(file))
+    try:
+        return {int(row["epoch"]): (float(row["seconds"]) + float(row.get("valid_seconds") or 0),
+                                    float(row["cpu_seconds"]) + float(row.get("valid_cpu_seconds") or 0))
+                for row in rows}
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def format_seconds(values: list[float | None]) -> str:
@@ -211,6 +255,10 @@ def runs_markdown(study: Study) -> str:
               "Wall-clock and process CPU seconds the complete runs recorded: pretrainings from "
               "pretrain_run.json, finetunings (evaluation included) and popularity from metrics.json.", ""]
     rows = time_rows(study)
+    if any(row.get("split") for row in rows):
+        lines[-1:] = ["A run resumed on another machine counts on each device that trained it (its run file's "
+                      "`processes`), with its epochs' seconds from its history; its final evaluation where it "
+                      "was written.", ""]
     lines += time_table(rows) + pretraining_times(rows)
     return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -609,6 +609,36 @@ def fabricated_study(tmp_path):
     return study
 
 
+def test_time_per_device_splits_a_run_resumed_elsewhere(fabricated_study):
+    """A run file's `processes`: each process's epochs (seconds from the history) on its device,
+    the final evaluation on the device that wrote the file, epochs before the first process
+    listed on "not recorded"."""
+    a = {"device": "cpu", "cpu": "Intel Xeon", "cpu_capability": "AVX2", "threads": 1}
+    b = {"device": "cpu", "cpu": "AMD EPYC", "cpu_capability": "AVX512", "threads": 1}
+    pretraining = fabricated_study / "seed-full" / "seed0"
+    run = json.loads((pretraining / "pretrain_run.json").read_text())
+    write_json(pretraining / "pretrain_run.json", run | {"wall_seconds": 100.0, "cpu_seconds": 90.0, "execution": b,
+                                                         "processes": [{"first_epoch": 1, "execution": a},
+                                                                       {"first_epoch": 4, "execution": b}]})
+    (pretraining / "pretrain_history.csv").write_text("epoch,loss,aap,mip,map,sp,cpu_seconds,seconds\n" + "".join(
+        f"{epoch},1.0,0.2,0.3,0.2,0.3,22.5,25.0\n" for epoch in range(1, 5)))
+    finetuning = fabricated_study / "none" / "seed0" / "bce"
+    metrics = json.loads((finetuning / "metrics.json").read_text())
+    write_json(finetuning / "metrics.json", metrics | {"execution": b, "processes": [{"first_epoch": 2, "execution": a}]})
+    (finetuning / "finetune_history.csv").write_text(
+        "epoch,loss,cpu_seconds,seconds,valid_NDCG@10,valid_cpu_seconds,valid_seconds\n"
+        "1,0.5,4.0,5.0,0.1,1.0,1.0\n2,0.4,4.0,5.0,0.1,1.0,1.0\n")  # the run: 30 s wall, 25 s CPU
+    text = report_study.runs_markdown(study_folder.scan(fabricated_study))
+    assert "| seed-full/seed0 | cpu (Intel Xeon, AVX2) | 1 | 3 | 75 | 68 | 25.0 |" in text
+    assert "| seed-full/seed0 | cpu (AMD EPYC, AVX512) | 1 | 1 | 25 | 22 | 25.0 |" in text
+    assert "| cpu (Intel Xeon, AVX2) | 1 | finetuning | 1 | 6 s = 0.00 h | 5 s = 0.00 h |" in text  # epoch 2
+    assert "| cpu (AMD EPYC, AVX512) | 1 | finetuning | 1 | 18 s = 0.01 h | 15 s = 0.00 h |" in text  # evaluation
+    assert "| not recorded | not recorded | finetuning | 1 | 6 s = 0.00 h | 5 s = 0.00 h |" in text  # epoch 1
+    # the other finetunings on "cpu", as recorded, and nothing counted twice
+    assert "| cpu | 1 | finetuning | 4 | 120 s = 0.03 h | 100 s = 0.03 h |" in text
+    assert "A run resumed on another machine counts on each device that trained it" in text
+
+
 def test_runs_md_lists_present_missing_incomplete_and_extra_runs(fabricated_study, caplog):
     study = study_folder.scan(fabricated_study)
     text = report_study.runs_markdown(study)
@@ -622,6 +652,7 @@ def test_runs_md_lists_present_missing_incomplete_and_extra_runs(fabricated_stud
     assert "- pretraining seed-full/seed1: no heads.pt" in text
     assert "## Extra (not in the plan)\n\n- finetuning seed-r4/seed0/ce\n" in text
     assert "- notes.txt" in text
+    assert "resumed on another machine" not in text  # said only where a run was split
     # finetune part only (pretrain seconds counted once, from pretrain_run.json); devices apart
     assert "| cpu | 1 | finetuning | 5 | 150 s = 0.04 h | 125 s = 0.03 h |" in text
     assert "| cuda:0 | 1 | finetuning | 1 | 3,600 s = 1.00 h | 3,000 s = 0.83 h |" in text
