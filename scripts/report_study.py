@@ -155,14 +155,21 @@ def time_pieces(whole: dict, processes, history: Path) -> list[dict]:
     pieces = []
     for start, end, (device, threads) in zip(starts, [*starts[1:], None], devices):
         mine = [times for epoch, times in epochs.items() if epoch >= start and (end is None or epoch < end)]
-        pieces.append({**whole, "split": True, "device": device, "threads": threads, "epochs": len(mine),
-                       "wall": sum(wall for wall, _ in mine), "cpu": sum(cpu for _, cpu in mine)})
+        add_piece(pieces, {**whole, "split": True, "device": device, "threads": threads, "epochs": len(mine),
+                           "wall": sum(wall for wall, _ in mine), "cpu": sum(cpu for _, cpu in mine)})
     rest = {"wall": whole["wall"] - sum(p["wall"] for p in pieces), "cpu": whole["cpu"] - sum(p["cpu"] for p in pieces)}
-    if (pieces[-1]["device"], pieces[-1]["threads"]) == (whole["device"], whole["threads"]):
-        pieces[-1] |= {key: pieces[-1][key] + rest[key] for key in rest}
+    add_piece(pieces, {**whole, **rest, "split": True, "epochs": 0})
+    return pieces if len(pieces) > 1 else [whole]  # resumed where it ran before: one device, one row
+
+
+def add_piece(pieces: list[dict], piece: dict) -> None:
+    """Append a piece of a run's time, or add it to the last one when both ran on the same device
+    with the same threads."""
+    if pieces and (pieces[-1]["device"], pieces[-1]["threads"]) == (piece["device"], piece["threads"]):
+        for key in ("epochs", "wall", "cpu"):
+            pieces[-1][key] += piece[key]
     else:
-        pieces.append({**whole, **rest, "split": True, "epochs": 0})
-    return pieces
+        pieces.append(piece)
 
 
 def epoch_seconds(history: Path) -> dict[int, tuple[float, float]] | None:

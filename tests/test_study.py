@@ -638,6 +638,14 @@ def test_time_per_device_splits_a_run_resumed_elsewhere(fabricated_study):
     assert "| cpu | 1 | finetuning | 4 | 120 s = 0.03 h | 100 s = 0.03 h |" in text
     assert "A run resumed on another machine counts on each device that trained it" in text
 
+    # resumed where it ran before: one row, as a run never stopped, and no note
+    write_json(finetuning / "metrics.json", metrics | {"execution": b, "processes": [{"first_epoch": 1, "execution": b},
+                                                                                     {"first_epoch": 2, "execution": b}]})
+    write_json(pretraining / "pretrain_run.json", run | {"execution": b})
+    text = report_study.runs_markdown(study_folder.scan(fabricated_study))
+    assert "| cpu (AMD EPYC, AVX512) | 1 | finetuning | 1 | 30 s = 0.01 h | 25 s = 0.01 h |" in text
+    assert "resumed on another machine" not in text
+
 
 def test_runs_md_lists_present_missing_incomplete_and_extra_runs(fabricated_study, caplog):
     study = study_folder.scan(fabricated_study)
