@@ -48,13 +48,14 @@ def timed(draw_epoch, repeats: int) -> dict:
     return {"steps": steps, "best_seconds": min(seconds), "seconds": seconds}
 
 
-def stacked_steps(instances, seeds: int, steps: int, max_len: int) -> dict:
+def stacked_steps(instances, seeds: int, steps: int, max_len: int, worker_start: str | None) -> dict:
     """Per step of `seeds` stacked seeds: this process's CPU ms and wall ms, in line and with workers."""
     cfg = RunConfig.from_dict({"pretrain": {"preset": "paper"}}).pretrain  # padded batches of 100
     report = {"seeds": seeds}
     for workers in (False, True):
         first = time.perf_counter()
-        draws = seed_steps(instances, cfg, runtime.epoch_generators(tuple(range(seeds)), 1), max_len, workers)
+        draws = seed_steps(instances, cfg, runtime.epoch_generators(tuple(range(seeds)), 1), max_len, workers,
+                           worker_start)
         next(draws)  # the workers' start-up and the first draw: timed apart
         first = time.perf_counter() - first
         cpu, wall, done = time.process_time(), time.perf_counter(), 0
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_source_argument(parser)
     args = parser.parse_args(argv)
     runtime.set_threads(1)
-    stacked.WORKER_START = args.worker_start or stacked.WORKER_START
+    worker_start = args.worker_start or stacked.WORKER_START
     with tempfile.TemporaryDirectory() as tmp, cli.clear_errors():  # a bad --data or --source: its message alone
         name, path = ("given", args.data) if args.data else speed.prepare(Path(tmp), args.source)
         dataset = load_dataset(path)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     max_len = RunConfig().model.max_len
     instances = split_instances(dataset, split, max_len=max_len, kind="prefixes")
     layouts = {"fixed_shapes": {"bounds": (), "length": max_len}, "chunks": {"bounds": CHUNK_BOUNDS}}
-    report = {"dataset": name, "machine": speed.machine(), "worker_start": stacked.WORKER_START}
+    report = {"dataset": name, "machine": speed.machine(), "worker_start": worker_start}
     for layout, pretrain_layout in layouts.items():
         report[f"pretrain_{layout}"] = timed(lambda rng: speed.pretrain_draws(instances, rng, pretrain_layout),
                                              args.repeats)
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         report[f"finetune_{layout}"] = timed(
             lambda rng: finetune_batches(split.train, split.train, dataset.num_items, max_len, 256, rng, "padded",
                                          **finetune_layout), args.repeats)
-    report["stacked_steps"] = [stacked_steps(instances, n, args.steps, max_len) for n in args.stacked_seeds]
+    report["stacked_steps"] = [stacked_steps(instances, n, args.steps, max_len, worker_start)
+                               for n in args.stacked_seeds]
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0

@@ -115,15 +115,16 @@ WORKER_START = "fork" if "fork" in multiprocessing.get_all_start_methods() else 
 
 
 def seed_steps(instances: PretrainInstances, cfg: PretrainConfig, rngs: list[np.random.Generator], length: int,
-               workers: bool) -> Iterator[tuple[torch.Tensor, ...]]:
+               workers: bool, worker_start: str | None = WORKER_START) -> Iterator[tuple[torch.Tensor, ...]]:
     """An epoch's steps: each a tuple of every seed's packed batch. With `workers`, each seed's batches
     are drawn in a worker process of its own, DRAW_PREFETCH steps ahead, so that N seeds' draws
     (about 0.8 ms a Beauty batch) run side by side while the GPU trains, instead of one after
-    another on the one thread that also drives the GPU."""
+    another on the one thread that also drives the GPU; `worker_start` says how they start
+    (another than WORKER_START: benchmarks/batch_drawing.py --worker-start)."""
     seeds = [SeedBatches(instances, cfg, rng, length) for rng in rngs]
     if workers:  # a generator of its own: the loader's seed must not be drawn from the global one (dropout's)
         seeds = [torch.utils.data.DataLoader(seed, batch_size=None, num_workers=1, prefetch_factor=DRAW_PREFETCH,
-                                             generator=torch.Generator(), multiprocessing_context=WORKER_START)
+                                             generator=torch.Generator(), multiprocessing_context=worker_start)
                  for seed in seeds]
     return zip(*seeds, strict=True)
 

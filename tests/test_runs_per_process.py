@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from conftest import REPO, FakeClock
-from s3rec import stacked as stacked_module
 from s3rec.batching import CHUNK_BOUNDS
 from s3rec.config import RunConfig
 from s3rec.data import leave_one_out, load_dataset, write_prepared
@@ -57,7 +56,6 @@ def test_batch_drawing_times_each_layout(tmp_path, capsys, monkeypatch):
     """benchmarks/batch_drawing.py: an epoch of each kind of batches, drawn and counted; the stacked
     steps' workers started as --worker-start says (forkserver: each is sent the instances pickled)."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    monkeypatch.setattr(stacked_module, "WORKER_START", stacked_module.WORKER_START)  # main() sets it
     data = tmp_path / "tiny"
     write_prepared(generate(SyntheticSpec(users=300, items=60, attributes=8, seed=3, max_length=15)), data)
     assert load_script("batch_drawing", folder="benchmarks").main(["--repeats", "2", "--data", str(data),
@@ -252,8 +250,8 @@ def test_batch_drawing_times_stacked_steps_after_the_first_draw(batch_drawing, m
     clock, started = FakeClock(start=100.0), []
     monkeypatch.setattr(batch_drawing, "time", clock)
 
-    def seed_steps(instances, cfg, generators, max_len, workers):
-        started.append((instances, cfg, len(generators), max_len, workers))
+    def seed_steps(instances, cfg, generators, max_len, workers, worker_start):
+        started.append((instances, cfg, len(generators), max_len, workers, worker_start))
         clock.advance(10.0, cpu=10.0)  # the workers' start-up and the first draw: timed apart
         while True:
             yield ["seed 0", "seed 1"]
@@ -266,12 +264,12 @@ def test_batch_drawing_times_stacked_steps_after_the_first_draw(batch_drawing, m
 
     monkeypatch.setattr(batch_drawing, "seed_steps", seed_steps)
     monkeypatch.setattr(batch_drawing, "StackedBatch", SimpleNamespace(of=stack))
-    assert batch_drawing.stacked_steps("instances", 2, 3, 50) == {
+    assert batch_drawing.stacked_steps("instances", 2, 3, 50, "fork") == {
         "seeds": 2,
         "in_line": {"steps": 3, "process_cpu_ms_per_step": 4.0, "wall_ms_per_step": 4.0, "first_step_s": 10.0},
         "workers": {"steps": 3, "process_cpu_ms_per_step": 2.0, "wall_ms_per_step": 3.0, "first_step_s": 10.0}}
     paper = RunConfig.from_dict({"pretrain": {"preset": "paper"}}).pretrain
-    assert started == [("instances", paper, 2, 50, False), ("instances", paper, 2, 50, True)]
+    assert started == [("instances", paper, 2, 50, False, "fork"), ("instances", paper, 2, 50, True, "fork")]
 
 
 def test_batch_drawing_draws_each_layout_as_the_runs_do(batch_drawing, tmp_path, capsys, monkeypatch):
@@ -282,8 +280,8 @@ def test_batch_drawing_draws_each_layout_as_the_runs_do(batch_drawing, tmp_path,
         drawn.append(("pretrain", len(instances), layout)) or iter(range(4))))
     monkeypatch.setattr(batch_drawing, "finetune_batches", lambda *args, **layout: (
         drawn.append(("finetune", len(args[0]), args[2:5], args[6:], layout)) or iter(range(2))))
-    monkeypatch.setattr(batch_drawing, "stacked_steps", lambda instances, seeds, steps, max_len: (
-        drawn.append(("stacked", len(instances), seeds, steps, max_len)) or {"seeds": seeds}))
+    monkeypatch.setattr(batch_drawing, "stacked_steps", lambda instances, seeds, steps, max_len, start: (
+        drawn.append(("stacked", len(instances), seeds, steps, max_len, start)) or {"seeds": seeds}))
     torch.set_num_threads(2)
     assert batch_drawing.main(["--repeats", "1", "--data", str(data), "--stacked-seeds", "1", "3", "--steps", "5"]) == 0
     assert torch.get_num_threads() == 1  # draws on one thread, as a run's host does
@@ -294,6 +292,6 @@ def test_batch_drawing_draws_each_layout_as_the_runs_do(batch_drawing, tmp_path,
     assert drawn == [  # the GPU's layout (fixed shapes), then the CPU's (length chunks)
         ("pretrain", prefixes, {"bounds": (), "length": 50}), (*finetuning, {"bounds": (), "fixed_shapes": True}),
         ("pretrain", prefixes, {"bounds": CHUNK_BOUNDS}), (*finetuning, {}),
-        ("stacked", prefixes, 1, 5, 50), ("stacked", prefixes, 3, 5, 50)]
+        ("stacked", prefixes, 1, 5, 50, "fork"), ("stacked", prefixes, 3, 5, 50, "fork")]
     assert report["dataset"] == "given" and report["stacked_steps"] == [{"seeds": 1}, {"seeds": 3}]
     assert report["pretrain_fixed_shapes"]["steps"] == 4 and report["finetune_chunks"]["steps"] == 2
