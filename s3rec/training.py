@@ -39,9 +39,9 @@ class LoopState:
 def resumed_processes(state: LoopState, process: dict) -> dict:
     """For a run file: {"processes": ...} unless this `process` trained every epoch from epoch 1
     (then its `execution` and `provenance` say it all); a run resumed after its last epoch, its
-    files written by a process that trained none, lists the processes that did."""
-    alone = state.processes == [{"first_epoch": 1, **process}]
-    return {} if alone or not state.history else {"processes": state.processes}
+    files written by a process that trained none, lists the processes that did (none, from a
+    checkpoint older than the record: unknown, which is not "this process")."""
+    return {} if state.processes == [{"first_epoch": 1, **process}] else {"processes": state.processes}
 
 
 def adam(parameters, lr: float, weight_decay: float) -> torch.optim.Adam:

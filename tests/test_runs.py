@@ -101,6 +101,8 @@ def test_only_a_run_trained_by_the_process_writing_it_lists_no_processes():
     # a checkpoint from before processes were recorded, resumed: only the later ones are known
     assert resumed_processes(LoopState(epoch=2, history=rows, processes=[{"first_epoch": 2, **a}]), a) == {
         "processes": [{"first_epoch": 2, **a}]}
+    # ... and resumed after its last epoch: which processes trained it is unknown, not "this one"
+    assert resumed_processes(LoopState(epoch=2, history=rows, processes=[]), a) == {"processes": []}
 
 
 def test_a_rerun_into_a_finished_folder_removes_the_outputs_it_replaces(tiny_data, tmp_path, caplog):
