@@ -647,6 +647,27 @@ def test_time_per_device_splits_a_run_resumed_elsewhere(fabricated_study):
     assert "resumed on another machine" not in text
 
 
+def test_time_pieces_split_by_device_and_threads_and_keep_an_unreadable_run_whole(tmp_path):
+    """Pieces differ by threads too (the same CPU with 1 thread, then 2); a record the split cannot
+    trust (first epochs out of order or below 1, no seconds, no history or one with a value that
+    is not a number) leaves the run one row, as recorded, rather than a wrong split or an error."""
+    history = tmp_path / "pretrain_history.csv"
+    history.write_text("epoch,loss,cpu_seconds,seconds\n1,1.0,3.0,4.0\n2,0.9,3.0,4.0\n")
+    whole = {"run": "r", "device": "cpu", "threads": "2", "stage": "pretraining", "epochs": 2, "wall": 10.0, "cpu": 8.0}
+    one, two = ({"execution": {"device": "cpu", "threads": threads}} for threads in (1, 2))
+    pieces = report_study.time_pieces(whole, [{"first_epoch": 1, **one}, {"first_epoch": 2, **two}], history)
+    assert [(p["threads"], p["epochs"], p["wall"], p["cpu"]) for p in pieces] == [("1", 1, 4.0, 3.0), ("2", 1, 6.0, 5.0)]
+    for firsts in ([2, 1], [0, 2], [1, 1], ["1", 2]):
+        processes = [{"first_epoch": first, **one} for first in firsts]
+        assert report_study.time_pieces(whole, processes, history) == [whole], firsts
+    split = [{"first_epoch": 1, **one}, {"first_epoch": 2, **two}]
+    for unknown in ("wall", "cpu"):
+        assert report_study.time_pieces(whole | {unknown: None}, split, history) == [whole | {unknown: None}]
+    assert report_study.time_pieces(whole, split, tmp_path / "absent.csv") == [whole]
+    history.write_text("epoch,loss,cpu_seconds,seconds\n1,1.0,3.0,4.0\n2,0.9,3.0,n/a\n")
+    assert report_study.time_pieces(whole, split, history) == [whole]
+
+
 def test_runs_md_lists_present_missing_incomplete_and_extra_runs(fabricated_study, caplog):
     study = study_folder.scan(fabricated_study)
     text = report_study.runs_markdown(study)
