@@ -9,7 +9,7 @@ import yaml
 from conftest import REPO
 
 # conda-forge names where they differ from PyPI's
-CONDA_NAMES = {"torch": "pytorch"}
+CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}  # -base: without a GUI toolkit
 
 
 def split(requirement: str) -> tuple[str, str]:
