@@ -4,9 +4,11 @@ from __future__ import annotations
 import re
 import tomllib
 
+import pytest
 import yaml
 
 from conftest import REPO
+from scripts_import import load_script
 
 # conda-forge names where they differ from PyPI's
 CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}  # -base: without a GUI toolkit
@@ -50,3 +52,40 @@ def test_snakefile_asks_for_the_declared_snakemake():
     bound = dict(split(r) for r in project["dependencies"])["snakemake"]
     asked = re.findall(r'^min_version\("([^"]+)"\)', (REPO / "workflow/Snakefile").read_text(), re.M)
     assert [">=" + v for v in asked] == [bound]
+
+
+def lower_bounds_script():
+    return load_script("lower_bounds", folder=".ci")
+
+
+def test_the_lower_bounds_check_pins_every_declared_dependency_at_its_bound():
+    """.ci/lower_bounds.py installs what pyproject.toml declares, each at its lower bound: a
+    dependency added to pyproject.toml is in the check without an edit of the script."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = dict(split(r) for r in project["dependencies"] + project["optional-dependencies"]["test"])
+    script = lower_bounds_script()
+    assert script.declared_pins() == {name: bound.removeprefix(">=") for name, bound in declared.items()}
+    assert script.WITHOUT_DEPENDENCIES <= declared.keys()
+
+
+def test_a_package_installed_without_dependencies_gets_what_nothing_provides_at_its_lower_bound():
+    script = lower_bounds_script()
+    requires = ["numpy<3,>=2.4.5", "snakemake_executor_plugin_slurm_jobstep<1,>=0.6.0", "throttler (>=1.2.2)",
+                'pytest-mock>=3; extra == "test"']
+    assert script.missing_requirements(requires, {"numpy"}) == {
+        "snakemake-executor-plugin-slurm-jobstep": "0.6.0", "throttler": "1.2.2"}
+    with pytest.raises(ValueError, match="'throttler': expected a lower bound"):
+        script.missing_requirements(["throttler"], set())
+
+
+@pytest.mark.parametrize("installed, pin, same", [("2.13.0+cpu", "2.13", True), ("6.0", "6.0", True),
+                                                  ("0.13.2", "0.13", False), ("3.8.0", "3.8", True),
+                                                  ("1.26.4", "1.26", False)])
+def test_an_installed_version_is_its_pin_with_zeros_padded_and_local_labels_ignored(installed, pin, same):
+    assert lower_bounds_script().same_version(installed, pin) is same
+
+
+def test_the_lower_bounds_check_wants_a_new_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        lower_bounds_script().main(["--venv", str(tmp_path)])
+    assert exit_info.value.code == 2 and f"--venv {tmp_path}: exists" in capsys.readouterr().err
