@@ -9,6 +9,7 @@ and bands are. `save_figure` writes files that are byte-identical for identical 
 """
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +38,17 @@ thousands = FuncFormatter(lambda x, _: f"{x:,.0f}")
 
 def setup() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+
+
+def line_plot(frame, ax, **kwargs) -> None:
+    """sns.lineplot, which must draw: beside pandas 3, seaborn 0.13.0 and 0.13.1 drew no line and
+    said nothing (empty panels in a finished report). Values and no line are an error."""
+    before = len(ax.lines)
+    sns.lineplot(data=frame, ax=ax, **kwargs)
+    if len(ax.lines) == before and frame[kwargs["y"]].notna().any():
+        raise RuntimeError(f"seaborn {sns.__version__} drew no line from {len(frame)} rows of {kwargs['y']!r} "
+                           f"(pandas {importlib.metadata.version('pandas')}); pyproject.toml gives the "
+                           "versions this project draws with")
 
 
 def figure_formats() -> list[str]:
@@ -356,9 +368,9 @@ def pretrain_losses(history: pl.DataFrame, weights: dict[str, dict[str, float]] 
                           for label in own if label in weights]
         for column, (ax, task) in enumerate(zip(axes[row], tasks)):
             frame = long[(long["task"] == task) & (long["preset"] == preset)]
-            sns.lineplot(data=frame, x="epoch", y="value", hue="pretraining", hue_order=own,
-                         palette={label: palette[label] for label in own}, errorbar="sd", ax=ax, legend=False,
-                         marker=marker, markersize=4)
+            line_plot(frame, ax, x="epoch", y="value", hue="pretraining", hue_order=own,
+                      palette={label: palette[label] for label in own}, errorbar="sd", legend=False,
+                      marker=marker, markersize=4)
             title = f"{preset}: {TASK_TITLES[task]}"
             if shared and task in shared:
                 title += f" (weight {shared[task]:g})"
@@ -487,8 +499,8 @@ def head_spectra(spectra: pl.DataFrame, ranks: Sequence[int] = (), dataset: str 
         for row, (y, label) in enumerate((("normalised", "σᵢ / σ₁ (log scale)"),
                                           ("energy", "cumulative energy Σⱼ≤ᵢ σⱼ² / Σ σⱼ²"))):
             ax = axes[row][column]
-            sns.lineplot(data=part, x="index", y=y, hue="pretraining", hue_order=labels, palette=palette,
-                         errorbar="sd", ax=ax, legend=False)
+            line_plot(part, ax, x="index", y=y, hue="pretraining", hue_order=labels, palette=palette,
+                      errorbar="sd", legend=False)
             for rank in ranks:
                 ax.axvline(rank, color="#bbbbbb", lw=0.8, ls=":")
             if row == 0:

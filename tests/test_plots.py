@@ -300,6 +300,24 @@ def test_pretrain_losses_of_one_epoch_draw_points_at_epoch_1():
         assert list(ax.get_xticks()) == [1]
 
 
+def test_a_line_plot_that_draws_nothing_is_an_error(monkeypatch):
+    """Beside pandas 3, seaborn 0.13.0 and 0.13.1 drew no line and said nothing: the report's loss
+    and spectra panels came out empty. (Here a seaborn that draws nothing stands in.) Nothing to
+    draw is no error."""
+    import matplotlib.pyplot as plt
+
+    history = pl.DataFrame([{"pretraining": "seed-full", "preset": "seed", "seed": seed, "epoch": epoch,
+                             **{task: 1.0 + seed for task in plots.TASK_TITLES}} for seed in (0, 1) for epoch in (1, 2)])
+    fig, ax = plt.subplots()
+    plots.line_plot(pl.DataFrame({"x": [1, 2], "y": [None, None]}, schema={"x": pl.Int64, "y": pl.Float64})
+                    .to_pandas(), ax, x="x", y="y")
+    plt.close(fig)
+    monkeypatch.setattr(plots.sns, "lineplot", lambda **kwargs: kwargs["ax"])
+    with pytest.raises(RuntimeError, match=r"seaborn \S+ drew no line from 4 rows of 'value' \(pandas \S+\); "
+                                           "pyproject.toml gives the versions"):
+        plots.pretrain_losses(history)
+
+
 def test_finetune_validation_has_a_panel_per_loss_and_marks_capped_runs(study):
     _, inputs, presets, losses = study
     fig, _ = plot_report.finetune_validation(inputs["finetune_validation"], SETTINGS)
