@@ -169,15 +169,30 @@ def provenance() -> dict[str, Any]:
     return {"git_sha": git_sha(), "versions": versions, "host": platform.node()}
 
 
-def git_sha() -> str:
+def git_sha(code: Path = Path(__file__)) -> str:
+    """HEAD of the git checkout that tracks this code ("-dirty": tracked files changed), else
+    "unknown". A copy installed with `pip install .` (not -e) into a venv inside a checkout is not
+    that checkout's code, though git finds the checkout from it: scripts run the copy as it was
+    installed, and the checkout's HEAD (2026-12-07: a commit made after the install) is not it."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=code.parent, capture_output=True, text=True, timeout=10)
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
+        if git("ls-files", "--error-unmatch", code.name).returncode != 0:
+            if code.parent not in UNTRACKED_WARNED:
+                UNTRACKED_WARNED.add(code.parent)
+                log.warning("s3rec runs from %s, a copy no git checkout tracks (`pip install .`, not -e?): results "
+                            "record git_sha unknown, and edits to a checkout's s3rec/ do not run here", code.parent)
+            return "unknown"
+        head = git("rev-parse", "HEAD")
+        head.check_returncode()
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+UNTRACKED_WARNED: set[Path] = set()  # said once a process
 
 
 def digest(paths: list[Path]) -> str:

@@ -619,13 +619,37 @@ def test_git_sha_marks_uncommitted_changes(monkeypatch):
     status = {"out": " M s3rec/runs.py\n"}
 
     def git(args, **kwargs):
-        stdout = "0123abcd\n" if args[1] == "rev-parse" else status["out"]
+        stdout = {"ls-files": "s3rec/runtime.py\n", "rev-parse": "0123abcd\n"}.get(args[1], status["out"])
         return subprocess.CompletedProcess(args, 0, stdout=stdout, stderr="")
 
     monkeypatch.setattr(runtime.subprocess, "run", git)
     assert runtime.git_sha() == "0123abcd-dirty"
     status["out"] = ""
     assert runtime.git_sha() == "0123abcd"
+
+
+def test_git_sha_is_unknown_for_an_installed_copy_inside_a_checkout(tmp_path, caplog):
+    """`pip install .` (not -e) into the checkout's .venv: scripts ran the installed copy, and a
+    commit made after the install was recorded as the code that ran (2026-12-07)."""
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / ".gitignore").write_text(".venv/\n")
+    tracked, installed = tmp_path / "s3rec" / "runtime.py", tmp_path / ".venv" / "site" / "s3rec" / "runtime.py"
+    for path in (tracked, installed):
+        path.parent.mkdir(parents=True)
+        path.write_text("# code\n")
+    git("add", ".gitignore", "s3rec/runtime.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "code")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert runtime.git_sha(tracked) == head
+    with caplog.at_level(logging.WARNING, logger="s3rec"):
+        assert runtime.git_sha(installed) == "unknown"
+        assert runtime.git_sha(installed) == "unknown"
+    said = [r.getMessage() for r in caplog.records if "a copy no git checkout tracks" in r.getMessage()]
+    assert len(said) == 1 and str(installed.parent) in said[0]  # once a process
+    runtime.UNTRACKED_WARNED.discard(installed.parent)
 
 
 def test_provenance_names_the_host():
