@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to build the environment (must not exist yet)")
     parser.add_argument("pytest_arguments", nargs="*", help="after --: handed to pytest")
     args = parser.parse_args(argv)
+    args.venv = args.venv.absolute()  # its python runs pytest from the repository's root
     if args.venv.exists():
         parser.error(f"--venv {args.venv}: exists; give a new folder (or delete this one)")
     try:

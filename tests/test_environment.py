@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 
 import pytest
@@ -89,3 +90,16 @@ def test_the_lower_bounds_check_wants_a_new_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         lower_bounds_script().main(["--venv", str(tmp_path)])
     assert exit_info.value.code == 2 and f"--venv {tmp_path}: exists" in capsys.readouterr().err
+
+
+def test_the_lower_bounds_check_runs_the_test_command_in_the_venv_it_built(tmp_path, monkeypatch):
+    """A relative --venv is the caller's, though pytest runs from the repository's root."""
+    script = lower_bounds_script()
+    built, ran = [], []
+    monkeypatch.setattr(script, "build", lambda venv: built.append(venv) or venv / "bin" / "python")
+    monkeypatch.setattr(script.subprocess, "run", lambda command, cwd: ran.append((command, cwd))
+                        or subprocess.CompletedProcess(command, 3))
+    monkeypatch.chdir(tmp_path)
+    assert script.main(["--venv", "lower", "--", "-x", "tests/test_metrics.py"]) == 3  # pytest's status
+    assert built == [tmp_path / "lower"]
+    assert ran == [([str(tmp_path / "lower" / "bin" / "python"), "-m", "pytest", "-x", "tests/test_metrics.py"], REPO)]
