@@ -124,7 +124,7 @@ def describe_execution(device: torch.device | str) -> dict[str, Any]:
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     """The CPU's model name as /proc/cpuinfo gives it (Linux), else platform's guess, else "unknown"."""
     try:
-        with open(cpuinfo) as f:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or "unknown"

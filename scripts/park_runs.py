@@ -222,7 +222,7 @@ def preparing_command(dataset: str, data: Path) -> str:
     """The snakemake command that prepares `dataset`: with the repository's config that lists it
     (none for config/config.yaml, snakemake's default), else a placeholder for the user's own."""
     for config in sorted((REPO / "config").glob("*.yaml")):
-        if dataset in (yaml.safe_load(config.read_text()) or {}).get("datasets", {}):
+        if dataset in (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("datasets", {}):
             option = "" if config.name == "config.yaml" else f"--configfile config/{config.name} "
             return f"snakemake --cores 1 {option}-- {data}/stats.json"
     return f"snakemake --cores 1 --configfile <the config that lists {dataset} under datasets> -- {data}/stats.json"

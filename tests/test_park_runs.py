@@ -10,12 +10,15 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from s3rec import files, runs, runtime, study_folder
 from s3rec.data import write_prepared
+from conftest import REPO
 from s3rec.synthetic import SyntheticSpec, generate
 from scripts_import import load_script
 
@@ -224,6 +227,21 @@ def test_a_finished_stacked_group_gets_no_warning(layout, tmp_path, caplog):
 def test_restore_names_the_command_that_makes_the_data(tmp_path, dataset, command):
     data = tmp_path / "resources" / dataset
     assert park_runs.preparing_command(dataset, data) == command.format(data=data)
+
+
+def test_the_configs_are_read_as_utf_8_whatever_the_locale(tmp_path):
+    """Under an ASCII locale (LC_ALL=C, Python's UTF-8 coercion off) the hint for a data set listed
+    after a config holding a non-ASCII character (config/config.yaml's comments do) was a
+    UnicodeDecodeError."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "a.yaml").write_text("# runs at the cap are marked †\ndatasets: {}\n", encoding="utf-8")
+    (tmp_path / "config" / "b.yaml").write_text("datasets: {mine: {}}\n", encoding="utf-8")
+    code = ("import sys; sys.path.insert(0, 'scripts'); import park_runs; from pathlib import Path; "
+            f"park_runs.REPO = Path({str(tmp_path)!r}); print(park_runs.preparing_command('mine', Path('d')))")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "snakemake --cores 1 --configfile config/b.yaml -- d/stats.json"
 
 
 def test_a_corrupt_checkpoint_in_results_stops_park_before_anything_is_copied(layout, tmp_path, caplog):

@@ -85,7 +85,7 @@ def strict_integer_error(schema_path):
     users: 300.0 a command-line argument that argparse refuses, long after this check."""
     import yaml
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
     base = jsonschema.validators.validator_for(schema)
     integers = base.TYPE_CHECKER.redefine(
         "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
