@@ -169,6 +169,9 @@ def provenance() -> dict[str, Any]:
     return {"git_sha": git_sha(), "versions": versions, "host": platform.node()}
 
 
+UNTRACKED_WARNED: set[Path] = set()  # git_sha's warning: said once a process for each copy
+
+
 def git_sha(code: Path = Path(__file__)) -> str:
     """HEAD of the git checkout that tracks this code ("-dirty": tracked files changed), else
     "unknown". A copy installed with `pip install .` (not -e) into a venv inside a checkout is not
@@ -190,9 +193,6 @@ def git_sha(code: Path = Path(__file__)) -> str:
         return head.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-UNTRACKED_WARNED: set[Path] = set()  # said once a process
 
 
 def digest(paths: list[Path]) -> str:
