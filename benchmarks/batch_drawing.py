@@ -75,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stacked-seeds", type=cli.positive_int, nargs="+", default=[], metavar="N",
                         help="also time a stacked pretraining's steps of N seeds, in line and with draw workers")
     parser.add_argument("--steps", type=cli.positive_int, default=300, help="timed steps of --stacked-seeds")
-    parser.add_argument("--worker-start", choices=multiprocessing.get_all_start_methods(), default=None,
-                        help=f"how --stacked-seeds' workers start (default: the runs' own, {stacked.WORKER_START})")
+    parser.add_argument("--worker-start", choices=multiprocessing.get_all_start_methods(),
+                        default=stacked.WORKER_START, help="how --stacked-seeds' workers start (default: the "
+                        f"runs' own, {stacked.WORKER_START})")
     speed.add_source_argument(parser)
     args = parser.parse_args(argv)
     runtime.set_threads(1)
-    worker_start = args.worker_start or stacked.WORKER_START
     with tempfile.TemporaryDirectory() as tmp, cli.clear_errors():  # a bad --data or --source: its message alone
         name, path = ("given", args.data) if args.data else speed.prepare(Path(tmp), args.source)
         dataset = load_dataset(path)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     max_len = RunConfig().model.max_len
     instances = split_instances(dataset, split, max_len=max_len, kind="prefixes")
     layouts = {"fixed_shapes": {"bounds": (), "length": max_len}, "chunks": {"bounds": CHUNK_BOUNDS}}
-    report = {"dataset": name, "machine": speed.machine(), "worker_start": worker_start}
+    report = {"dataset": name, "machine": speed.machine(), "worker_start": args.worker_start}
     for layout, pretrain_layout in layouts.items():
         report[f"pretrain_{layout}"] = timed(lambda rng: speed.pretrain_draws(instances, rng, pretrain_layout),
                                              args.repeats)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         report[f"finetune_{layout}"] = timed(
             lambda rng: finetune_batches(split.train, split.train, dataset.num_items, max_len, 256, rng, "padded",
                                          **finetune_layout), args.repeats)
-    report["stacked_steps"] = [stacked_steps(instances, n, args.steps, max_len, worker_start)
+    report["stacked_steps"] = [stacked_steps(instances, n, args.steps, max_len, args.worker_start)
                                for n in args.stacked_seeds]
     json.dump(report, sys.stdout, indent=2)
     print()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import logging
 import os
@@ -169,7 +170,10 @@ def provenance() -> dict[str, Any]:
     return {"git_sha": git_sha(), "versions": versions, "host": platform.node()}
 
 
-UNTRACKED_WARNED: set[Path] = set()  # git_sha's warning: said once a process for each copy
+@functools.cache  # once a process for each copy
+def warn_untracked(folder: Path) -> None:
+    log.warning("s3rec runs from %s, a copy no git checkout tracks (`pip install .`, not -e?): results record "
+                "git_sha unknown, and edits to a checkout's s3rec/ do not run here", folder)
 
 
 def git_sha(code: Path = Path(__file__)) -> str:
@@ -182,10 +186,7 @@ def git_sha(code: Path = Path(__file__)) -> str:
 
     try:
         if git("ls-files", "--error-unmatch", code.name).returncode != 0:
-            if code.parent not in UNTRACKED_WARNED:
-                UNTRACKED_WARNED.add(code.parent)
-                log.warning("s3rec runs from %s, a copy no git checkout tracks (`pip install .`, not -e?): results "
-                            "record git_sha unknown, and edits to a checkout's s3rec/ do not run here", code.parent)
+            warn_untracked(code.parent)
             return "unknown"
         head = git("rev-parse", "HEAD")
         head.check_returncode()

@@ -109,7 +109,7 @@ class SeedBatches(torch.utils.data.IterableDataset):
 # forkserver the default on Linux: its workers import torch afresh and are sent the instances
 # pickled, every epoch (a new loader an epoch). Beauty, 4 seeds, on the 2-core reference machine
 # (benchmarks/batch_drawing.py --stacked-seeds 4 --worker-start): the first step came after 5.3 s
-# so, 0.12 s forked; a Beauty epoch's target on a GPU is 2-4 s. The worker only draws numpy
+# with forkserver, 0.12 s forked; a Beauty epoch's target on a GPU is 2-4 s. The worker only draws numpy
 # batches and packs CPU tensors, never CUDA, which a forked child must not touch.
 WORKER_START = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
 

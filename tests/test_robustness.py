@@ -649,7 +649,7 @@ def test_git_sha_is_unknown_for_an_installed_copy_inside_a_checkout(tmp_path, ca
         assert runtime.git_sha(installed) == "unknown"
     said = [r.getMessage() for r in caplog.records if "a copy no git checkout tracks" in r.getMessage()]
     assert len(said) == 1 and str(installed.parent) in said[0]  # once a process
-    runtime.UNTRACKED_WARNED.discard(installed.parent)
+    runtime.warn_untracked.cache_clear()
 
 
 def test_provenance_names_the_host():
