@@ -207,19 +207,23 @@ def documented_commands():
     return sorted(set(commands))
 
 
-def test_documented_commands_parse_and_plan():
+def test_documented_commands_parse_and_plan(tmp_path):
     """The documented command forms, with -n added right after `snakemake` (so that the order of
     targets and --configfile is kept), plan the study. In the repository itself, as the Beauty
     and LastFM forms need ../shared; those are skipped where their files are absent."""
     commands = documented_commands()
     assert any("--configfile config/beauty.yaml -- report" in c for c in commands)
     assert any(c.startswith("snakemake report --configfile") for c in commands)
+    assert any("--directory" in c for c in commands)
     for command in commands:
         if "beauty" in command and not (BEAUTY.exists() and AUTHORS.exists()):
             continue
         if "lastfm" in command and not all(p.exists() for p in [*LASTFM, LASTFM_AUTHORS]):
             continue
-        result = run_snakemake(REPO, "-n", "--nolock", *command.split()[1:], check=False)
+        args = command.split()[1:]
+        if "--directory" in args:  # the reader's scratch folder: one of the test's instead
+            args[args.index("--directory") + 1] = str(tmp_path / "scratch")
+        result = run_snakemake(REPO, "-n", "--nolock", *args, check=False)
         out = result.stdout + result.stderr
         assert result.returncode == 0, f"{command}:\n{out[-3000:]}"
         assert "FileNotFoundError" not in out and "Job stats" in out, command
@@ -475,6 +479,24 @@ def test_a_study_half_done_continues_on_a_fresh_clone_without_running_its_runs_a
     assert json.loads((workdir / "study/tiny/plan.json").read_text())["report"]["tables"]["bootstrap_samples"] == 100
     assert pretraining.read_bytes() == recorded and not (workdir / "results/tiny/seed-full").exists()
     assert "**2 of 2 finetunings, 1 of 1 pretrainings**" in (workdir / "study/tiny/report/runs.md").read_text()
+
+
+def test_outputs_go_to_another_working_directory_and_the_code_runs_from_the_clone(tmp_path):
+    """`snakemake --directory <scratch>` from the clone: data, results and logs in <scratch>, the
+    scripts run from the clone (here a folder with a space in its name, as a quoting check)."""
+    code, scratch = copy_workflow(tmp_path / "my code"), tmp_path / "scratch"
+    scratch.mkdir()
+    tiny = write_config(code, {**TINY, "seeds": [0]})
+    target = "results/tiny/none/seed0/bce/metrics.json"
+    result = run_snakemake(code, target, "--directory", str(scratch), "--cores", "1", "-p", "--configfile", tiny)
+    assert "python '../my code/scripts/finetune.py' --data resources/tiny" in result.stdout + result.stderr
+    assert (scratch / target).is_file() and (scratch / "resources/tiny/stats.json").is_file()
+    assert "test full NDCG@10" in (scratch / "logs/results/tiny/none/seed0/bce/finetune.log").read_text()
+    assert not any((code / name).exists() for name in ("resources", "results", "logs", ".snakemake"))
+    again = run_snakemake(code, target, "--directory", str(scratch), "-n", "--configfile", tiny)
+    assert "Nothing to be done" in again.stdout
+    # the whole study plans there too, its script inputs found
+    assert planned(code, "--directory", str(scratch), "--configfile", tiny)["pretrain_model"] == 3
 
 
 def test_target_study_needs_a_study_folder(workdir):

@@ -2,6 +2,7 @@
 checks it against the schema first), and the helper functions the rules use."""
 
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -15,6 +16,18 @@ from snakemake.exceptions import WorkflowError
 from s3rec.config import PRETRAINED_VARIANT_PATTERN
 from s3rec.labels import PRESET_PATTERN, split_pretraining
 from s3rec.study_folder import FINETUNE_FILES as STUDY_FINETUNE_FILES, PRETRAIN_FILES as STUDY_PRETRAIN_FILES
+
+# The project's code (scripts/, s3rec/) sits beside workflow/; the working directory (the
+# repository's root, or snakemake's --directory) holds config/, resources/, results/, logs/ and
+# the study folder. A rule names its code relative to the working directory: from the root that
+# is "scripts/pretrain.py" as it always was, so the inputs snakemake recorded for runs made
+# before are unchanged and nothing reruns.
+CODE_ROOT = Path(workflow.basedir).parent
+
+
+def code_file(path):
+    """A file of the project's code (e.g. "scripts/pretrain.py"), relative to the working directory."""
+    return os.path.relpath(Path(os.path.realpath(CODE_ROOT)) / path, os.path.realpath(os.getcwd()))
 
 
 wildcard_constraints:
@@ -412,15 +425,15 @@ TABLES = ["results", "difference"]
 # in s3rec/ is deliberately not an input: retrain with --forcerun after changing it.
 # (tests/test_code_map.py checks that every module only the report scripts import is here.)
 REPORT_CODE = [
-    "s3rec/report.py",
-    "s3rec/labels.py",
-    "s3rec/run_paths.py",
-    "s3rec/differences.py",
-    "s3rec/intervals.py",
-    "s3rec/spectra.py",
-    "s3rec/plots.py",
-    "s3rec/report_inputs.py",
-    "s3rec/study_folder.py",
+    code_file("s3rec/report.py"),
+    code_file("s3rec/labels.py"),
+    code_file("s3rec/run_paths.py"),
+    code_file("s3rec/differences.py"),
+    code_file("s3rec/intervals.py"),
+    code_file("s3rec/spectra.py"),
+    code_file("s3rec/plots.py"),
+    code_file("s3rec/report_inputs.py"),
+    code_file("s3rec/study_folder.py"),
 ]
 
 

@@ -5,7 +5,7 @@ localrules:
 rule prepare_data:
     input:
         unpack(prepare_inputs),
-        script="scripts/prepare_data.py",
+        script=code_file("scripts/prepare_data.py"),
     output:
         sequences="resources/{dataset}/sequences.parquet",
         attributes="resources/{dataset}/item_attributes.parquet",
@@ -24,7 +24,7 @@ rule prepare_data:
         arguments=prepare_arguments,
         out_dir=subpath(output.stats, parent=True),
     shell:
-        "python {input.script} {params.arguments} --out {params.out_dir} > {log} 2>&1"
+        "python {input.script:q} {params.arguments} --out {params.out_dir} > {log} 2>&1"
 
 
 rule download_raw_file:

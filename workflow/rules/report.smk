@@ -18,7 +18,7 @@ rule report:
 
 rule aggregate_results:
     input:
-        script="scripts/aggregate.py",
+        script=code_file("scripts/aggregate.py"),
         code=REPORT_CODE,
         metrics=dataset_metrics,
         ranks=dataset_ranks,
@@ -50,13 +50,13 @@ rule aggregate_results:
         out_dir=subpath(output.results_csv, parent=True),
         settings=report_settings,
     shell:
-        "python {input.script} --metrics {input.metrics} --out-dir {params.out_dir}"
+        "python {input.script:q} --metrics {input.metrics} --out-dir {params.out_dir}"
         " --settings {params.settings} > {log} 2>&1"
 
 
 rule plot_accuracy_vs_rank:
     input:
-        script="scripts/plot_report.py",
+        script=code_file("scripts/plot_report.py"),
         code=REPORT_CODE,
         data=differences_and_metrics,
     output:
@@ -74,13 +74,13 @@ rule plot_accuracy_vs_rank:
     params:
         settings=figure_settings,
     shell:
-        "python {input.script} accuracy_vs_rank --inputs {input.data}"
+        "python {input.script:q} accuracy_vs_rank --inputs {input.data}"
         " --out {output.png} {output.pdf} --settings {params.settings} > {log} 2>&1"
 
 
 rule plot_params_vs_accuracy:
     input:
-        script="scripts/plot_report.py",
+        script=code_file("scripts/plot_report.py"),
         code=REPORT_CODE,
         data=dataset_metrics,
     output:
@@ -98,13 +98,13 @@ rule plot_params_vs_accuracy:
     params:
         settings=figure_settings,
     shell:
-        "python {input.script} params_vs_accuracy --inputs {input.data}"
+        "python {input.script:q} params_vs_accuracy --inputs {input.data}"
         " --out {output.png} {output.pdf} --settings {params.settings} > {log} 2>&1"
 
 
 rule plot_pretrain_losses:
     input:
-        script="scripts/plot_report.py",
+        script=code_file("scripts/plot_report.py"),
         code=REPORT_CODE,
         data=pretrain_histories,
     output:
@@ -120,13 +120,13 @@ rule plot_pretrain_losses:
     conda:
         "../../environment.yml"
     shell:
-        "python {input.script} pretrain_losses --inputs {input.data}"
+        "python {input.script:q} pretrain_losses --inputs {input.data}"
         " --out {output.png} {output.pdf} > {log} 2>&1"
 
 
 rule plot_finetune_validation:
     input:
-        script="scripts/plot_report.py",
+        script=code_file("scripts/plot_report.py"),
         code=REPORT_CODE,
         data=finetune_histories,
     output:
@@ -144,13 +144,13 @@ rule plot_finetune_validation:
     params:
         settings=figure_settings,
     shell:
-        "python {input.script} finetune_validation --inputs {input.data}"
+        "python {input.script:q} finetune_validation --inputs {input.data}"
         " --out {output.png} {output.pdf} --settings {params.settings} > {log} 2>&1"
 
 
 rule plot_head_spectra:
     input:
-        script="scripts/plot_report.py",
+        script=code_file("scripts/plot_report.py"),
         code=REPORT_CODE,
         data=pretrain_checkpoints,
     output:
@@ -166,14 +166,14 @@ rule plot_head_spectra:
     conda:
         "../../environment.yml"
     shell:
-        "python {input.script} head_spectra --inputs {input.data}"
+        "python {input.script:q} head_spectra --inputs {input.data}"
         " --out {output.png} {output.pdf} > {log} 2>&1"
 
 
 rule plot_data_distributions:
     input:
         unpack(prepared_data),
-        script="scripts/plot_report.py",
+        script=code_file("scripts/plot_report.py"),
         code=REPORT_CODE,
     output:
         png=report(
@@ -188,6 +188,6 @@ rule plot_data_distributions:
     conda:
         "../../environment.yml"
     shell:
-        "python {input.script} data_distributions"
+        "python {input.script:q} data_distributions"
         " --inputs {input.sequences} {input.attributes}"
         " --out {output.png} {output.pdf} > {log} 2>&1"

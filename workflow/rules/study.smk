@@ -36,7 +36,7 @@ rule export_pretraining:
     """A pretraining's histories and its pretraining heads (heads.pt, for the spectra figure)."""
     priority: 2  # a few seconds: copied to the study folder as soon as the run ends, before other jobs
     input:
-        script=ancient("scripts/export_study.py"),  # ancient: top of this file
+        script=ancient(code_file("scripts/export_study.py")),  # ancient: top of this file
         model="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.pt",
         history="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_history.csv",
         run="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_run.json",
@@ -51,14 +51,14 @@ rule export_pretraining:
     params:
         out_dir=subpath(output.heads, parent=True),
     shell:
-        "(python {input.script} copy {input.history} {input.run} --to {params.out_dir}"
-        " && python {input.script} heads {input.model} --out {output.heads}) > {log} 2>&1"
+        "(python {input.script:q} copy {input.history} {input.run} --to {params.out_dir}"
+        " && python {input.script:q} heads {input.model} --out {output.heads}) > {log} 2>&1"
 
 
 rule export_finetuning:
     priority: 2  # a few seconds: copied to the study folder as soon as the run ends, before other jobs
     input:
-        script=ancient("scripts/export_study.py"),  # ancient: top of this file
+        script=ancient(code_file("scripts/export_study.py")),  # ancient: top of this file
         history="results/{dataset}/{pretraining}/seed{seed}/{loss}/finetune_history.csv",
         metrics="results/{dataset}/{pretraining}/seed{seed}/{loss}/metrics.json",
         ranks="results/{dataset}/{pretraining}/seed{seed}/{loss}/ranks.parquet",
@@ -73,13 +73,13 @@ rule export_finetuning:
     params:
         out_dir=subpath(output.metrics, parent=True),
     shell:
-        "python {input.script} copy {input.history} {input.metrics} {input.ranks}"
+        "python {input.script:q} copy {input.history} {input.metrics} {input.ranks}"
         " --to {params.out_dir} > {log} 2>&1"
 
 
 rule export_authors:
     input:
-        script=ancient("scripts/export_study.py"),  # ancient: top of this file
+        script=ancient(code_file("scripts/export_study.py")),  # ancient: top of this file
         model="results/{dataset}/authors/pretrain.pt",
     output:
         heads=f"{STUDY}/{{dataset}}/authors/heads.pt",
@@ -88,12 +88,12 @@ rule export_authors:
     conda:
         "../../environment.yml"
     shell:
-        "python {input.script} heads {input.model} --out {output.heads} > {log} 2>&1"
+        "python {input.script:q} heads {input.model} --out {output.heads} > {log} 2>&1"
 
 
 rule export_popularity:
     input:
-        script=ancient("scripts/export_study.py"),  # ancient: top of this file
+        script=ancient(code_file("scripts/export_study.py")),  # ancient: top of this file
         metrics="results/{dataset}/popularity/metrics.json",
         ranks="results/{dataset}/popularity/ranks.parquet",
     output:
@@ -106,14 +106,14 @@ rule export_popularity:
     params:
         out_dir=subpath(output.metrics, parent=True),
     shell:
-        "python {input.script} copy {input.metrics} {input.ranks} --to {params.out_dir} > {log} 2>&1"
+        "python {input.script:q} copy {input.metrics} {input.ranks} --to {params.out_dir} > {log} 2>&1"
 
 
 rule study_plan:
     """plan.json: the runs the study consists of (runs.md flags those still missing) and the
     report settings, so that scripts/report_study.py needs nothing but the folder."""
     input:
-        script="scripts/export_study.py",
+        script=code_file("scripts/export_study.py"),
     output:
         plan=f"{STUDY}/{{dataset}}/plan.json",
     log:
@@ -124,15 +124,15 @@ rule study_plan:
         runs=study_plan,
         settings=report_settings,
     shell:
-        "python {input.script} plan --dataset {wildcards.dataset} --runs {params.runs}"
+        "python {input.script:q} plan --dataset {wildcards.dataset} --runs {params.runs}"
         " --settings {params.settings} --out {output.plan} > {log} 2>&1"
 
 
 rule report_study:
     """The study report (tables, figures, runs.md) from the study folder alone."""
     input:
-        script="scripts/report_study.py",
-        code=REPORT_CODE + ["scripts/aggregate.py", "scripts/plot_report.py"],
+        script=code_file("scripts/report_study.py"),
+        code=REPORT_CODE + [code_file("scripts/aggregate.py"), code_file("scripts/plot_report.py")],
         study=study_inputs,
     output:
         study_report("{dataset}"),
@@ -143,4 +143,4 @@ rule report_study:
     params:
         folder=lambda wildcards: f"{STUDY}/{wildcards.dataset}",
     shell:
-        "python {input.script} {params.folder} > {log} 2>&1"
+        "python {input.script:q} {params.folder} > {log} 2>&1"

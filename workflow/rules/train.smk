@@ -7,7 +7,7 @@ if not stacked_pretraining():
     rule pretrain_model:
         input:
             unpack(prepared_data),
-            script="scripts/pretrain.py",
+            script=code_file("scripts/pretrain.py"),
         output:
             model="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain.pt",
             history="results/{dataset}/{preset}-{variant}/seed{seed}/pretrain_history.csv",
@@ -31,7 +31,7 @@ if not stacked_pretraining():
             device=config["device"],
             compile=config["compile"],
         shell:
-            "python {input.script} --data {params.data} --variant {wildcards.variant}"
+            "python {input.script:q} --data {params.data} --variant {wildcards.variant}"
             " --seed {wildcards.seed} --out-dir {params.out_dir} --settings {params.settings}"
             " --device {params.device} --threads {threads} --compile {params.compile} > {log} 2>&1"
 
@@ -40,7 +40,7 @@ else:
     rule pretrain_stacked:
         input:
             unpack(prepared_data),
-            script="scripts/pretrain.py",
+            script=code_file("scripts/pretrain.py"),
         output:
             done=touch("results/{dataset}/{preset}-{variant}/stacked-seeds{seeds}/pretrained"),
         log:
@@ -69,7 +69,7 @@ else:
             device=config["device"],
             compile=config["compile"],
         shell:
-            "python {input.script} --data {params.data} --variant {wildcards.variant}"
+            "python {input.script:q} --data {params.data} --variant {wildcards.variant}"
             " --seed {params.seeds} --out-dir {params.out_dirs} --settings {params.settings}"
             " --device {params.device} --threads {threads} --compile {params.compile} > {log} 2>&1"
 
@@ -106,7 +106,7 @@ rule finetune_model:
     priority: 1
     input:
         unpack(prepared_data),
-        script="scripts/finetune.py",
+        script=code_file("scripts/finetune.py"),
         pretrained=pretrained_checkpoint,
     output:
         model="results/{dataset}/{pretraining}/seed{seed}/{loss}/finetune.pt",
@@ -133,7 +133,7 @@ rule finetune_model:
         device=config["device"],
         compile=config["compile"],
     shell:
-        "python {input.script} --data {params.data} --variant {params.variant}"
+        "python {input.script:q} --data {params.data} --variant {params.variant}"
         " --seed {wildcards.seed} --out-dir {params.out_dir} {params.pretrained}"
         " --settings {params.settings} --device {params.device} --threads {threads}"
         " --compile {params.compile} > {log} 2>&1"
@@ -145,7 +145,7 @@ rule import_authors_checkpoint:
     input:
         unpack(prepared_data),
         checkpoint=authors_checkpoint_file,
-        script="scripts/import_checkpoint.py",
+        script=code_file("scripts/import_checkpoint.py"),
     output:
         model="results/{dataset}/authors/pretrain.pt",
     log:
@@ -159,14 +159,14 @@ rule import_authors_checkpoint:
     params:
         data=subpath(input.sequences, parent=True),
     shell:
-        "python {input.script} --authors {input.checkpoint:q} --data {params.data}"
+        "python {input.script:q} --authors {input.checkpoint:q} --data {params.data}"
         " --out {output.model} --variant authors > {log} 2>&1"
 
 
 rule rank_popularity:
     input:
         unpack(prepared_data),
-        script="scripts/popularity.py",
+        script=code_file("scripts/popularity.py"),
     output:
         metrics="results/{dataset}/popularity/metrics.json",
         ranks="results/{dataset}/popularity/ranks.parquet",
@@ -185,7 +185,7 @@ rule rank_popularity:
         out_dir=subpath(output.metrics, parent=True),
         settings=eval_settings,
     shell:
-        "python {input.script} --data {params.data} --out-dir {params.out_dir}"
+        "python {input.script:q} --data {params.data} --out-dir {params.out_dir}"
         " --settings {params.settings} --threads {threads} > {log} 2>&1"
 
 
