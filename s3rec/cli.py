@@ -22,10 +22,12 @@ log = logging.getLogger("s3rec")
 
 
 def device_argument_checked(parser: argparse.ArgumentParser, name: str, compile_mode: str = "none") -> torch.device:
-    """choose_device for a script's --device (and --compile): a device this machine lacks, or a
-    CUDA-graph mode on another device, is the parser's usage error (one line, exit status 2),
+    """choose_device for a script's --device (and --compile): a device this machine lacks, a
+    CUDA-graph mode on another device, or a compile mode torch cannot build here
+    (runtime.inductor_build_problem), is the parser's usage error (one line, exit status 2),
     before any data is read, not a traceback after."""
-    from s3rec.runtime import DeviceUnavailable, choose_device  # here only: the table scripts need no torch
+    # here only: the table scripts need no torch
+    from s3rec.runtime import DeviceUnavailable, choose_device, inductor_build_problem
 
     try:
         device = choose_device(name)
@@ -33,6 +35,8 @@ def device_argument_checked(parser: argparse.ArgumentParser, name: str, compile_
         parser.error(f"--device {name}: {error}")
     if compile_mode.startswith("cuda-graph") and device.type != "cuda":  # cuda-graph-inductor too
         parser.error(f"--compile {compile_mode} records CUDA graphs: it needs a CUDA device, not {device}")
+    if problem := inductor_build_problem(compile_mode, device):
+        parser.error(f"--{problem}")
     return device
 
 

@@ -496,6 +496,8 @@ def pretraining_setup(data_dir: Path, cfg: RunConfig, variant: str, label: str,
         raise ValueError("variant 'authors' is the S3Rec authors' released model, not pretrained here: "
                          "import it with scripts/import_checkpoint.py; pretrain full for dense heads")
     device = runtime.choose_device(cfg.device)
+    if problem := runtime.inductor_build_problem(cfg.compile, device):
+        raise ValueError(problem)  # now, not after the data is read and the first step compiles
     runtime.set_threads(cfg.threads)
     execution = runtime.describe_execution(device)
     provenance = runtime.provenance()  # now: the code this process loaded, though the checkout may move on

@@ -10,6 +10,7 @@ import logging
 import os
 import platform
 import subprocess
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,27 @@ def describe_execution(device: torch.device | str) -> dict[str, Any]:
         described.update(cpu=cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability())
     described["threads"] = torch.get_num_threads()
     return described
+
+
+def inductor_build_problem(mode: str, device: torch.device | str) -> str | None:
+    """Why torch.compile in `mode` cannot build its kernels on this CPU, or None. On a CPU
+    inductor compiles and links C++; torch 2.13 puts its library folders on the linker's command
+    line unquoted (2.14 quotes them), so where torch or Python's library folder has a space in its
+    path (a clone in "My Projects") the first compiled call fails with a page of linker errors.
+    "eager" only traces, and "cuda-graph" modes need no torch.compile."""
+    if torch.device(device).type != "cpu" or mode in ("none", "eager") or mode.startswith("cuda-graph"):
+        return None
+    version = torch.__version__
+    if torch.torch_version.TorchVersion(version) >= "2.14":
+        return None
+    folders = [str(Path(torch.__file__).parent / "lib"), sysconfig.get_config_var("LIBDIR") or ""]
+    spaced = [folder for folder in folders if any(char.isspace() for char in folder)]
+    if not spaced:
+        return None
+    return (f"compile {mode} on a CPU: torch {version} cannot link the C++ that torch.compile builds when a "
+            f"library folder's path has a space ({spaced[0]!r}): it passes them to the linker unquoted "
+            "(torch 2.14 quotes them). Install torch >= 2.14, or the environment in a path without spaces, "
+            "or use compile none")
 
 
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:

@@ -119,6 +119,8 @@ def test_speed_names_a_source_folder_without_beauty(tmp_path, monkeypatch):
 @pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning")  # torch.compile's own imports
 def test_compiled_encoder_computes_what_the_eager_one_does(monkeypatch):
     """benchmarks/speed.py --compile: the same states through torch.compile (dropout off)."""
+    if problem := runtime.inductor_build_problem("default", "cpu"):
+        pytest.skip(problem)  # torch cannot compile here; scripts refuse the mode with this message
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     speed = load_script("speed", folder="benchmarks")
     cfg = RunConfig.from_dict({"model": {"hidden_size": 16, "num_heads": 2, "max_len": 12}}).model

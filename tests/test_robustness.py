@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 import torch
 
-from s3rec import cli, evaluation, files, runtime, training
+from s3rec import cli, evaluation, files, runs, runtime, training
 from s3rec.config import EvalConfig
 from s3rec.data import write_prepared
 from s3rec.synthetic import SyntheticSpec, generate
@@ -650,6 +650,40 @@ def test_git_sha_is_unknown_for_an_installed_copy_inside_a_checkout(tmp_path, ca
     said = [r.getMessage() for r in caplog.records if "a copy no git checkout tracks" in r.getMessage()]
     assert len(said) == 1 and str(installed.parent) in said[0]  # once a process
     runtime.warn_untracked.cache_clear()
+
+
+SPACED_TORCH = "/home/a researcher/My Projects/s3rec/.venv/lib/python3.11/site-packages/torch/__init__.py"
+
+
+def test_a_compile_mode_torch_cannot_link_here_is_refused_before_any_work(monkeypatch, tmp_path, capsys):
+    """torch 2.13 links inductor's C++ with unquoted library folders: in a clone whose path has a
+    space, `compile: default` on a CPU failed at its first step with a page of linker errors
+    (found 2026-12-07, a clone in "/tmp/my study/s3rec lowrank")."""
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
+    monkeypatch.setattr(torch, "__file__", SPACED_TORCH)
+    monkeypatch.setattr(runtime.sysconfig, "get_config_var", lambda name: "/usr/lib")
+    problem = runtime.inductor_build_problem("default", "cpu")
+    assert f"({os.path.dirname(SPACED_TORCH) + '/lib'!r})" in problem and "torch 2.14 quotes them" in problem
+    for mode, device in [("none", "cpu"), ("eager", "cpu"), ("cuda-graph", "cpu"), ("default", "cuda"),
+                         ("reduce-overhead", "cuda:0")]:
+        assert runtime.inductor_build_problem(mode, device) is None, (mode, device)
+    # a run: before the data is read (there is none); a script's --compile: its usage error
+    cfg = runs.resolve_config({}, "full", 0, "cpu", 1, "max-autotune")
+    with pytest.raises(ValueError, match="compile max-autotune on a CPU: torch 2.13.0"):
+        runs.pretrain(tmp_path / "no data", tmp_path / "out", cfg, "full")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exit_:
+        cli.device_argument_checked(argparse.ArgumentParser(prog="speed.py"), "cpu", "default")
+    assert exit_.value.code == 2 and "--compile default on a CPU" in capsys.readouterr().err
+    # Python's own library folder counts as much; without a space, or with torch 2.14, nothing to say
+    monkeypatch.setattr(runtime.sysconfig, "get_config_var", lambda name: "/opt/my python/lib")
+    monkeypatch.setattr(torch, "__file__", "/opt/venv/lib/torch/__init__.py")
+    assert "('/opt/my python/lib')" in runtime.inductor_build_problem("default", "cpu")
+    monkeypatch.setattr(runtime.sysconfig, "get_config_var", lambda name: None)
+    assert runtime.inductor_build_problem("default", "cpu") is None
+    monkeypatch.setattr(torch, "__file__", SPACED_TORCH)
+    monkeypatch.setattr(torch, "__version__", "2.14.1")
+    assert runtime.inductor_build_problem("default", "cpu") is None
 
 
 def test_provenance_names_the_host():
