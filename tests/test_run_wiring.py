@@ -621,6 +621,65 @@ def test_the_copies_downloads_and_target_all_run_where_snakemake_runs_and_traini
     assert set(listed["local"]) == local
 
 
+SHELL_COMMANDS = """
+import hashlib, json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+digests = {}
+for configfiles in ([], [Path("stacked.yaml")]):  # pretrain_model, or pretrain_stacked and unstack_pretraining
+    with SnakemakeApi(OutputSettings()) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(), storage_settings=StorageSettings(),
+                                config_settings=ConfigSettings(configfiles=configfiles),
+                                snakefile=Path("workflow/Snakefile"), workdir=Path("."))._workflow
+        digests.update({rule.name: hashlib.sha256(rule.shellcmd.encode()).hexdigest()[:16]
+                        for rule in workflow.rules if rule.shellcmd})
+print(json.dumps(digests))
+"""
+# sha256 (first 16 hex digits) of each rule's shell command as written in workflow/rules/
+SHELL_COMMAND_DIGESTS = {
+    "aggregate_results": "1f449b303f59b868",
+    "download_raw_file": "40f84ff3abfcf6a8",
+    "export_authors": "6b95d87961c00cbc",
+    "export_finetuning": "9716e3652dded0ae",
+    "export_popularity": "46da81aaaa3a7ccf",
+    "export_pretraining": "07d50148f306c105",
+    "finetune_model": "9e5dd663828ea1da",
+    "import_authors_checkpoint": "1830e01f285308f4",
+    "plot_accuracy_vs_rank": "d68a8a8dc8422821",
+    "plot_data_distributions": "38f47c3c6dc294db",
+    "plot_finetune_validation": "307407b113a35d6b",
+    "plot_head_spectra": "002a3b1ab27c1348",
+    "plot_params_vs_accuracy": "9531810725caafea",
+    "plot_pretrain_losses": "449857900d55b4b7",
+    "prepare_data": "3690f309b73dff25",
+    "pretrain_model": "e4707f4f7162dbd1",
+    "pretrain_stacked": "8a3acadda15baa2e",
+    "rank_popularity": "5207010495fa50b4",
+    "report_study": "19ccb5ec7a0654b6",
+    "study_plan": "c450bcc6859ab206",
+    "unstack_pretraining": "75b8618d54c0071b",
+}
+
+
+def test_no_rules_shell_command_changes_unnoticed(tmp_path):
+    """Snakemake records the text of each job's shell command and reruns every job of a rule
+    whose text has changed (its `code` rerun trigger, on by default): an edit to a training rule's
+    command, pulled into a clone with a study in progress, reruns all its runs (Beauty: about 74
+    CPU-hours). Quoting the scripts' paths (`{input.script:q}`) nearly did (2026-12-07). Change a
+    command only on purpose: then update its digest here and say in the commit what reruns."""
+    workdir = copy_workflow(tmp_path)
+    write_config(workdir, {"pretrain_seeds_per_job": 2, "settings": {"pretrain": {"batching": "padded"}}},
+                 name="stacked.yaml")
+    result = subprocess.run([sys.executable, "-c", SHELL_COMMANDS], cwd=workdir, capture_output=True, text=True,
+                            env=snakemake_env(PYTHONPATH=str(workdir)), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    digests = json.loads(result.stdout.strip().splitlines()[-1])
+    changed = sorted(rule for rule in digests.keys() | SHELL_COMMAND_DIGESTS.keys()
+                     if digests.get(rule) != SHELL_COMMAND_DIGESTS.get(rule))
+    assert changed == [], f"shell commands changed (each reruns every job of its rule): {changed}"
+
+
 def test_a_data_sets_own_files_in_a_folder_of_resources_raw_are_read_not_downloaded(tmp_path):
     """download_raw_file makes resources/raw/<file> alone (no subfolder): matching any path under
     resources/raw/, it claimed a data set's own files kept in a folder there and stopped the plan

@@ -26,8 +26,18 @@ CODE_ROOT = Path(workflow.basedir).parent
 
 
 def code_file(path):
-    """A file of the project's code (e.g. "scripts/pretrain.py"), relative to the working directory."""
-    return os.path.relpath(Path(os.path.realpath(CODE_ROOT)) / path, os.path.realpath(os.getcwd()))
+    """A file of the project's code (e.g. "scripts/pretrain.py"), relative to the working directory.
+    The rules' shell commands name it unquoted: snakemake records a rule's command text and reruns
+    every job of the rule when it changes (its `code` trigger), so `{input.script:q}` would rerun
+    each study in progress; a path with a space is refused instead."""
+    relative = os.path.relpath(Path(os.path.realpath(CODE_ROOT)) / path, os.path.realpath(os.getcwd()))
+    if any(char.isspace() for char in relative):
+        raise WorkflowError(
+            f"the working directory {os.getcwd()} reaches the project's code as {relative!r}, a path "
+            "with a space, which the jobs' command lines cannot take: choose a working directory "
+            "whose way to the clone has none (e.g. beside the clone, in the same folder)"
+        )
+    return relative
 
 
 wildcard_constraints:

@@ -24,7 +24,7 @@ rule prepare_data:
         arguments=prepare_arguments,
         out_dir=subpath(output.stats, parent=True),
     shell:
-        "python {input.script:q} {params.arguments} --out {params.out_dir} > {log} 2>&1"
+        "python {input.script} {params.arguments} --out {params.out_dir} > {log} 2>&1"
 
 
 rule download_raw_file:

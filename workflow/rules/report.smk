@@ -50,7 +50,7 @@ rule aggregate_results:
         out_dir=subpath(output.results_csv, parent=True),
         settings=report_settings,
     shell:
-        "python {input.script:q} --metrics {input.metrics} --out-dir {params.out_dir}"
+        "python {input.script} --metrics {input.metrics} --out-dir {params.out_dir}"
         " --settings {params.settings} > {log} 2>&1"
 
 
@@ -74,7 +74,7 @@ rule plot_accuracy_vs_rank:
     params:
         settings=figure_settings,
     shell:
-        "python {input.script:q} accuracy_vs_rank --inputs {input.data}"
+        "python {input.script} accuracy_vs_rank --inputs {input.data}"
         " --out {output.png} {output.pdf} --settings {params.settings} > {log} 2>&1"
 
 
@@ -98,7 +98,7 @@ rule plot_params_vs_accuracy:
     params:
         settings=figure_settings,
     shell:
-        "python {input.script:q} params_vs_accuracy --inputs {input.data}"
+        "python {input.script} params_vs_accuracy --inputs {input.data}"
         " --out {output.png} {output.pdf} --settings {params.settings} > {log} 2>&1"
 
 
@@ -120,7 +120,7 @@ rule plot_pretrain_losses:
     conda:
         "../../environment.yml"
     shell:
-        "python {input.script:q} pretrain_losses --inputs {input.data}"
+        "python {input.script} pretrain_losses --inputs {input.data}"
         " --out {output.png} {output.pdf} > {log} 2>&1"
 
 
@@ -144,7 +144,7 @@ rule plot_finetune_validation:
     params:
         settings=figure_settings,
     shell:
-        "python {input.script:q} finetune_validation --inputs {input.data}"
+        "python {input.script} finetune_validation --inputs {input.data}"
         " --out {output.png} {output.pdf} --settings {params.settings} > {log} 2>&1"
 
 
@@ -166,7 +166,7 @@ rule plot_head_spectra:
     conda:
         "../../environment.yml"
     shell:
-        "python {input.script:q} head_spectra --inputs {input.data}"
+        "python {input.script} head_spectra --inputs {input.data}"
         " --out {output.png} {output.pdf} > {log} 2>&1"
 
 
@@ -188,6 +188,6 @@ rule plot_data_distributions:
     conda:
         "../../environment.yml"
     shell:
-        "python {input.script:q} data_distributions"
+        "python {input.script} data_distributions"
         " --inputs {input.sequences} {input.attributes}"
         " --out {output.png} {output.pdf} > {log} 2>&1"

@@ -51,8 +51,8 @@ rule export_pretraining:
     params:
         out_dir=subpath(output.heads, parent=True),
     shell:
-        "(python {input.script:q} copy {input.history} {input.run} --to {params.out_dir}"
-        " && python {input.script:q} heads {input.model} --out {output.heads}) > {log} 2>&1"
+        "(python {input.script} copy {input.history} {input.run} --to {params.out_dir}"
+        " && python {input.script} heads {input.model} --out {output.heads}) > {log} 2>&1"
 
 
 rule export_finetuning:
@@ -73,7 +73,7 @@ rule export_finetuning:
     params:
         out_dir=subpath(output.metrics, parent=True),
     shell:
-        "python {input.script:q} copy {input.history} {input.metrics} {input.ranks}"
+        "python {input.script} copy {input.history} {input.metrics} {input.ranks}"
         " --to {params.out_dir} > {log} 2>&1"
 
 
@@ -88,7 +88,7 @@ rule export_authors:
     conda:
         "../../environment.yml"
     shell:
-        "python {input.script:q} heads {input.model} --out {output.heads} > {log} 2>&1"
+        "python {input.script} heads {input.model} --out {output.heads} > {log} 2>&1"
 
 
 rule export_popularity:
@@ -106,7 +106,7 @@ rule export_popularity:
     params:
         out_dir=subpath(output.metrics, parent=True),
     shell:
-        "python {input.script:q} copy {input.metrics} {input.ranks} --to {params.out_dir} > {log} 2>&1"
+        "python {input.script} copy {input.metrics} {input.ranks} --to {params.out_dir} > {log} 2>&1"
 
 
 rule study_plan:
@@ -124,7 +124,7 @@ rule study_plan:
         runs=study_plan,
         settings=report_settings,
     shell:
-        "python {input.script:q} plan --dataset {wildcards.dataset} --runs {params.runs}"
+        "python {input.script} plan --dataset {wildcards.dataset} --runs {params.runs}"
         " --settings {params.settings} --out {output.plan} > {log} 2>&1"
 
 
@@ -143,4 +143,4 @@ rule report_study:
     params:
         folder=lambda wildcards: f"{STUDY}/{wildcards.dataset}",
     shell:
-        "python {input.script:q} {params.folder} > {log} 2>&1"
+        "python {input.script} {params.folder} > {log} 2>&1"

@@ -31,7 +31,7 @@ if not stacked_pretraining():
             device=config["device"],
             compile=config["compile"],
         shell:
-            "python {input.script:q} --data {params.data} --variant {wildcards.variant}"
+            "python {input.script} --data {params.data} --variant {wildcards.variant}"
             " --seed {wildcards.seed} --out-dir {params.out_dir} --settings {params.settings}"
             " --device {params.device} --threads {threads} --compile {params.compile} > {log} 2>&1"
 
@@ -69,7 +69,7 @@ else:
             device=config["device"],
             compile=config["compile"],
         shell:
-            "python {input.script:q} --data {params.data} --variant {wildcards.variant}"
+            "python {input.script} --data {params.data} --variant {wildcards.variant}"
             " --seed {params.seeds} --out-dir {params.out_dirs} --settings {params.settings}"
             " --device {params.device} --threads {threads} --compile {params.compile} > {log} 2>&1"
 
@@ -133,7 +133,7 @@ rule finetune_model:
         device=config["device"],
         compile=config["compile"],
     shell:
-        "python {input.script:q} --data {params.data} --variant {params.variant}"
+        "python {input.script} --data {params.data} --variant {params.variant}"
         " --seed {wildcards.seed} --out-dir {params.out_dir} {params.pretrained}"
         " --settings {params.settings} --device {params.device} --threads {threads}"
         " --compile {params.compile} > {log} 2>&1"
@@ -159,7 +159,7 @@ rule import_authors_checkpoint:
     params:
         data=subpath(input.sequences, parent=True),
     shell:
-        "python {input.script:q} --authors {input.checkpoint:q} --data {params.data}"
+        "python {input.script} --authors {input.checkpoint:q} --data {params.data}"
         " --out {output.model} --variant authors > {log} 2>&1"
 
 
@@ -185,7 +185,7 @@ rule rank_popularity:
         out_dir=subpath(output.metrics, parent=True),
         settings=eval_settings,
     shell:
-        "python {input.script:q} --data {params.data} --out-dir {params.out_dir}"
+        "python {input.script} --data {params.data} --out-dir {params.out_dir}"
         " --settings {params.settings} --threads {threads} > {log} 2>&1"
 
 
