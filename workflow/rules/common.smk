@@ -19,17 +19,17 @@ from s3rec.study_folder import FINETUNE_FILES as STUDY_FINETUNE_FILES, PRETRAIN_
 
 # The project's code (scripts/, s3rec/) sits beside workflow/; the working directory (the
 # repository's root, or snakemake's --directory) holds config/, resources/, results/, logs/ and
-# the study folder. A rule names its code relative to the working directory: from the root that
-# is "scripts/pretrain.py" as it always was, so the inputs snakemake recorded for runs made
-# before are unchanged and nothing reruns.
+# the study folder. Rules name their code relative to the working directory (from the root,
+# "scripts/pretrain.py" as always), so the inputs snakemake recorded for runs made before are
+# unchanged and nothing reruns.
 CODE_ROOT = Path(workflow.basedir).parent
 
 
 def code_file(path):
     """A file of the project's code (e.g. "scripts/pretrain.py"), relative to the working directory.
-    The rules' shell commands name it unquoted: snakemake records a rule's command text and reruns
-    every job of the rule when it changes (its `code` trigger), so `{input.script:q}` would rerun
-    each study in progress; a path with a space is refused instead."""
+    The shell commands name it unquoted. Snakemake records each command's text and reruns every
+    job of a changed one (its `code` trigger), so quoting them would rerun each study in
+    progress; a path with a space is refused instead (tests/test_run_wiring.py pins the texts)."""
     relative = os.path.relpath(Path(os.path.realpath(CODE_ROOT)) / path, os.path.realpath(os.getcwd()))
     if any(char.isspace() for char in relative):
         raise WorkflowError(
