@@ -81,6 +81,9 @@ def shared_data_or_skip() -> Path:
 def slurm_available() -> str | None:
     """None when a SLURM cluster answers, else the reason to skip. Asked once a session: against
     a stopped controller, sinfo takes 9 s to give up."""
+    if any(char.isspace() for char in sys.executable):
+        return (f"this Python's path has a space ({sys.executable!r}): the SLURM plugin writes it into each "
+                "job script unquoted, so every job fails at once (README, On a SLURM cluster)")
     if not shutil.which("sbatch") or not shutil.which("sinfo"):
         return "no SLURM here (sbatch/sinfo not on PATH; start one with ../shared/slurm-local/start-slurm.sh)"
     try:

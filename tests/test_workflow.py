@@ -225,6 +225,9 @@ def test_documented_commands_parse_and_plan(tmp_path):
             args[args.index("--directory") + 1] = str(tmp_path / "scratch")
         result = run_snakemake(REPO, "-n", "--nolock", *args, check=False)
         out = result.stdout + result.stderr
+        if "--directory" in args and any(char.isspace() for char in os.path.relpath(REPO, tmp_path)):
+            assert "a path with a space, which the jobs' command lines cannot take" in out, out[-3000:]
+            continue  # this clone's path has a space: refused by design (common.smk, code_file)
         assert result.returncode == 0, f"{command}:\n{out[-3000:]}"
         # planned: jobs to run, or none where this clone has made them already (a prepared Beauty)
         assert "FileNotFoundError" not in out and ("Job stats" in out or "Nothing to be done" in out), command
