@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -586,17 +587,28 @@ def test_finetunings_get_the_device_and_the_compile_mode_of_the_config(stacked_j
     assert " --device cuda:1 --threads 1 --compile eager > " in job["shell"], job["shell"]
 
 
-LOCAL_RULES = """
-import json
+WORKFLOW_RULES = """
+import hashlib, json, sys
 from pathlib import Path
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
 with SnakemakeApi(OutputSettings()) as api:
     workflow = api.workflow(resource_settings=ResourceSettings(), storage_settings=StorageSettings(),
-                            config_settings=ConfigSettings(configfiles=[Path("stacked.yaml")]),
+                            config_settings=ConfigSettings(configfiles=[Path(name) for name in sys.argv[1:]]),
                             snakefile=Path("workflow/Snakefile"), workdir=Path("."))._workflow
-    print(json.dumps({"rules": sorted(rule.name for rule in workflow.rules), "local": sorted(workflow._localrules)}))
+    print(json.dumps({"rules": sorted(rule.name for rule in workflow.rules), "local": sorted(workflow._localrules),
+                      "shell": {rule.name: hashlib.sha256(rule.shellcmd.encode()).hexdigest()[:16]
+                                for rule in workflow.rules if rule.shellcmd}}))
 """
+
+
+def workflow_rules(workdir: Path, *configfiles: str) -> dict:
+    """The workflow's rules, its local rules and a digest of each rule's shell command, read
+    through snakemake's API (a dry run says none of these) with these config files."""
+    result = subprocess.run([sys.executable, "-c", WORKFLOW_RULES, *configfiles], cwd=workdir, capture_output=True,
+                            text=True, env=snakemake_env(PYTHONPATH=str(workdir)), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_the_copies_downloads_and_target_all_run_where_snakemake_runs_and_training_jobs_do_not(tmp_path):
@@ -607,10 +619,7 @@ def test_the_copies_downloads_and_target_all_run_where_snakemake_runs_and_traini
     workdir = copy_workflow(tmp_path)
     write_config(workdir, {**TINY, "pretrain_seeds_per_job": 2, "settings": {
         **TINY["settings"], "pretrain": {"epochs": 1, "batching": "padded"}}}, name="stacked.yaml")
-    result = subprocess.run([sys.executable, "-c", LOCAL_RULES], cwd=workdir, capture_output=True, text=True,
-                            env=snakemake_env(PYTHONPATH=str(workdir)), timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    listed = json.loads(result.stdout.strip().splitlines()[-1])
+    listed = workflow_rules(workdir, "stacked.yaml")
     training = {"prepare_data", "pretrain_stacked", "finetune_model", "import_authors_checkpoint", "rank_popularity"}
     local = {"all", "download_raw_file", "unstack_pretraining",
              # the tables, figures and study copies: seconds of work each, reading the results folder
@@ -621,21 +630,6 @@ def test_the_copies_downloads_and_target_all_run_where_snakemake_runs_and_traini
     assert set(listed["local"]) == local
 
 
-SHELL_COMMANDS = """
-import hashlib, json, sys
-from pathlib import Path
-from snakemake.api import SnakemakeApi
-from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
-digests = {}
-for configfiles in ([], [Path("stacked.yaml")]):  # pretrain_model, or pretrain_stacked and unstack_pretraining
-    with SnakemakeApi(OutputSettings()) as api:
-        workflow = api.workflow(resource_settings=ResourceSettings(), storage_settings=StorageSettings(),
-                                config_settings=ConfigSettings(configfiles=configfiles),
-                                snakefile=Path("workflow/Snakefile"), workdir=Path("."))._workflow
-        digests.update({rule.name: hashlib.sha256(rule.shellcmd.encode()).hexdigest()[:16]
-                        for rule in workflow.rules if rule.shellcmd})
-print(json.dumps(digests))
-"""
 # sha256 (first 16 hex digits) of each rule's shell command as written in workflow/rules/
 SHELL_COMMAND_DIGESTS = {
     "aggregate_results": "1f449b303f59b868",
@@ -671,10 +665,8 @@ def test_no_rules_shell_command_changes_unnoticed(tmp_path):
     workdir = copy_workflow(tmp_path)
     write_config(workdir, {"pretrain_seeds_per_job": 2, "settings": {"pretrain": {"batching": "padded"}}},
                  name="stacked.yaml")
-    result = subprocess.run([sys.executable, "-c", SHELL_COMMANDS], cwd=workdir, capture_output=True, text=True,
-                            env=snakemake_env(PYTHONPATH=str(workdir)), timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    digests = json.loads(result.stdout.strip().splitlines()[-1])
+    # the default config has pretrain_model; stacked.yaml pretrain_stacked and unstack_pretraining
+    digests = workflow_rules(workdir)["shell"] | workflow_rules(workdir, "stacked.yaml")["shell"]
     changed = sorted(rule for rule in digests.keys() | SHELL_COMMAND_DIGESTS.keys()
                      if digests.get(rule) != SHELL_COMMAND_DIGESTS.get(rule))
     assert changed == [], f"shell commands changed (each reruns every job of its rule): {changed}"

@@ -22,7 +22,7 @@ from s3rec.study_folder import FINETUNE_FILES as STUDY_FINETUNE_FILES, PRETRAIN_
 # the study folder. Rules name their code relative to the working directory (from the root,
 # "scripts/pretrain.py" as always), so the inputs snakemake recorded for runs made before are
 # unchanged and nothing reruns.
-CODE_ROOT = Path(workflow.basedir).parent
+CODE_ROOT = Path(os.path.realpath(workflow.basedir)).parent
 
 
 def code_file(path):
@@ -30,7 +30,7 @@ def code_file(path):
     The shell commands name it unquoted. Snakemake records each command's text and reruns every
     job of a changed one (its `code` trigger), so quoting them would rerun each study in
     progress; a path with a space is refused instead (tests/test_run_wiring.py pins the texts)."""
-    relative = os.path.relpath(Path(os.path.realpath(CODE_ROOT)) / path, os.path.realpath(os.getcwd()))
+    relative = os.path.relpath(CODE_ROOT / path, os.path.realpath(os.getcwd()))
     if any(char.isspace() for char in relative):
         raise WorkflowError(
             f"the working directory {os.getcwd()} reaches the project's code as {relative!r}, a path "
