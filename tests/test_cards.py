@@ -31,6 +31,7 @@ def end(jobs):
     for job in jobs:
         job.stdin.close()
         job.wait(timeout=30)
+        job.stdout.close()  # else an unclosed-file ResourceWarning per job
 
 
 def test_jobs_started_one_after_another_take_the_least_held_card(tmp_path):
@@ -43,7 +44,7 @@ def test_jobs_started_one_after_another_take_the_least_held_card(tmp_path):
         # a job on card 1 ends (killed: its lock goes with it); the next job takes its place
         ended = jobs.pop(1)
         ended.kill()
-        ended.wait(timeout=30)
+        end([ended])
         jobs.append(start_job(2, tmp_path))
         assert card_of(jobs[-1]) == 1
         assert list(tmp_path.glob(f"card1.pid{ended.pid}.*")) == []  # the dead job's file was cleared
