@@ -120,7 +120,7 @@ def this_python_env(*folders: str | None, **extra: str) -> dict[str, str]:
     return {**os.environ, **extra, "PATH": os.pathsep.join(f for f in path if f)}
 
 
-def snakemake_env(**extra: str) -> dict[str, str]:
+def snakemake_env(*folders: str, **extra: str) -> dict[str, str]:
     """The environment of a snakemake subprocess: this_python_env (its jobs run this venv's
-    python), plus the failing `scontrol` where no controller answers."""
-    return this_python_env(_silent_scontrol_dir(), **extra)
+    python; then `folders` on PATH), plus the failing `scontrol` where no controller answers."""
+    return this_python_env(_silent_scontrol_dir(), *folders, **extra)

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -508,6 +509,43 @@ def test_outputs_go_to_another_working_directory_and_the_code_runs_from_the_clon
                             check=False)
     output = refused.stdout + refused.stderr
     assert refused.returncode != 0 and "reaches the project's code as '../my study/code/" in output
+
+
+def test_use_conda_runs_each_job_in_an_environment_without_the_project(workdir):
+    """`snakemake --use-conda`: each job in an environment made from environment.yml, which holds
+    the dependencies, not this project. Before, every job stopped with "No module named 's3rec'"
+    (snakemake clears PYTHONPATH for such jobs); common.smk now sets it to the clone in each
+    command's prefix. conda is stood in for by tests/fake_conda (conda-forge is not reachable
+    from this project's machines), whose environment sees this venv's packages but not s3rec."""
+    tiny = write_config(workdir, {**TINY, "seeds": [0]})
+    target = "results/tiny/none/seed0/bce/metrics.json"
+    env = snakemake_env(str(REPO / "tests/fake_conda/bin"), PYTHONPATH=str(workdir),
+                        FAKE_CONDA_PYTHON=sys._base_executable, FAKE_CONDA_PACKAGES=sysconfig.get_paths()["purelib"])
+    result = subprocess.run([sys.executable, "-m", "snakemake", target, "--use-conda", "--cores", "1",
+                             "--configfile", tiny], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert output.count("Activating conda environment") == 2  # prepare_data, finetune_model
+    assert "test full NDCG@10" in (workdir / "logs/results/tiny/none/seed0/bce/finetune.log").read_text()
+    [python] = workdir.glob(".snakemake/conda/*/bin/python")  # the stand-in is faithful: no s3rec there
+    bare = subprocess.run([str(python), "-c", "import numpy, torch; import s3rec"], capture_output=True, text=True,
+                          env={key: value for key, value in env.items() if key != "PYTHONPATH"}, cwd=python.parent,
+                          timeout=120)  # (not in a folder that holds s3rec/: `python -c` imports from there)
+    assert "No module named 's3rec'" in bare.stderr, bare.stderr
+
+
+def test_snakemake_where_the_project_cannot_be_imported_says_where_to_install_it(workdir):
+    """Planning imports s3rec (and so polars): a snakemake of its own environment (as some
+    --use-conda users keep it) stopped with a bare ModuleNotFoundError in common.smk."""
+    hidden = workdir / "hidden" / "polars"  # an environment without polars, as far as this run can tell
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'polars'\", name='polars')\n")
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n"], cwd=workdir, capture_output=True, text=True,
+                            env=snakemake_env(PYTHONPATH=os.pathsep.join([str(hidden.parent), str(workdir)])), timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert ("snakemake runs in an environment without this project (No module named 'polars'): the workflow "
+            "plans with its code") in output
 
 
 def test_target_study_needs_a_study_folder(workdir):

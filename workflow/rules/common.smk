@@ -8,14 +8,24 @@ import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 
 # The one grammar of run labels (s3rec/labels.py, its variants from s3rec/config.py): a run path
 # the report or a study folder would refuse (seed-r016, seed-r0) names no job here either.
 # STUDY_*_FILES, the outputs of rules export_pretraining and export_finetuning (study.smk) per run
 # folder, are what study_folder reads.
-from s3rec.config import PRETRAINED_VARIANT_PATTERN
-from s3rec.labels import PRESET_PATTERN, split_pretraining
-from s3rec.study_folder import FINETUNE_FILES as STUDY_FINETUNE_FILES, PRETRAIN_FILES as STUDY_PRETRAIN_FILES
+# Planning reads the config through the project's code, so snakemake runs where it is installed,
+# also with --use-conda (whose environments are the jobs', not snakemake's).
+try:
+    from s3rec.config import PRETRAINED_VARIANT_PATTERN
+    from s3rec.labels import PRESET_PATTERN, split_pretraining
+    from s3rec.study_folder import FINETUNE_FILES as STUDY_FINETUNE_FILES, PRETRAIN_FILES as STUDY_PRETRAIN_FILES
+except ImportError as error:
+    raise WorkflowError(
+        f"snakemake runs in an environment without this project ({error}): the workflow plans with "
+        "its code, so run snakemake where the project is installed (README, Set up and run: "
+        "pip install -e . in the environment that has snakemake), with --use-conda too"
+    ) from None
 
 # The project's code (scripts/, s3rec/) sits beside workflow/; the working directory (the
 # repository's root, or snakemake's --directory) holds config/, resources/, results/, logs/ and
@@ -23,6 +33,15 @@ from s3rec.study_folder import FINETUNE_FILES as STUDY_FINETUNE_FILES, PRETRAIN_
 # "scripts/pretrain.py" as always), so the inputs snakemake recorded for runs made before are
 # unchanged and nothing reruns.
 CODE_ROOT = Path(os.path.realpath(workflow.basedir)).parent
+
+# With --use-conda (--sdm conda) each job runs in an environment made from environment.yml: the
+# dependencies, not this project, so its scripts import s3rec from this clone. Snakemake clears
+# PYTHONPATH for such jobs, and editing the rules' commands would rerun every job (code_file), so
+# it is set in the prefix of every command, after the environment's activation; a prefix is no
+# part of the command text snakemake records. The prefix replaces snakemake's own (the first part).
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    _clone = shlex.quote(str(CODE_ROOT)).replace("{", "{{").replace("}", "}}")  # the prefix is formatted too
+    shell.prefix(f"set -euo pipefail; export PYTHONPATH={_clone}; ")
 
 
 def code_file(path):
