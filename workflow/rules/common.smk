@@ -38,10 +38,12 @@ CODE_ROOT = Path(os.path.realpath(workflow.basedir)).parent
 # dependencies, not this project, so its scripts import s3rec from this clone. Snakemake clears
 # PYTHONPATH for such jobs, and editing the rules' commands would rerun every job (code_file), so
 # it is set in the prefix of every command, after the environment's activation; a prefix is no
-# part of the command text snakemake records. The prefix replaces snakemake's own (the first part).
+# part of the command text snakemake records. It replaces snakemake's own, which is
+# "set -euo pipefail; " under bash and none under another shell.
 if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     _clone = shlex.quote(str(CODE_ROOT)).replace("{", "{{").replace("}", "}}")  # the prefix is formatted too
-    shell.prefix(f"set -euo pipefail; export PYTHONPATH={_clone}; ")
+    _strict = "set -euo pipefail; " if os.path.basename(shell.get_executable() or "") == "bash" else ""
+    shell.prefix(f"{_strict}export PYTHONPATH={_clone}; ")
 
 
 def code_file(path):
