@@ -511,6 +511,27 @@ def test_outputs_go_to_another_working_directory_and_the_code_runs_from_the_clon
     assert refused.returncode != 0 and "reaches the project's code as '../my study/code/" in output
 
 
+def test_the_workflow_runs_as_a_module_of_another(tmp_path):
+    """A researcher's own Snakefile that imports this one (`module ...: snakefile:`, `use rule *`,
+    as snakedeploy sets it up), with a copy of config/config.yaml of their own. Before, planning
+    stopped with FileNotFoundError: the schema and the code were looked for beside the importing
+    Snakefile (workflow.basedir is the main workflow's), not beside this one."""
+    code, mine = copy_workflow(tmp_path / "code"), tmp_path / "mine"
+    (mine / "workflow").mkdir(parents=True)
+    (mine / "config").mkdir()
+    shutil.copy2(code / "config/config.yaml", mine / "config/config.yaml")
+    (mine / "workflow/Snakefile").write_text(
+        'configfile: "config/config.yaml"\n\n'
+        f'module s3rec:\n    snakefile: "{code / "workflow/Snakefile"}"\n    config: config\n\n'
+        "use rule * from s3rec\n")
+    tiny = write_config(mine, {**TINY, "seeds": [0]})
+    target = "results/tiny/none/seed0/bce/metrics.json"
+    result = run_snakemake(mine, target, "--cores", "1", "-p", "--configfile", tiny)
+    assert "python ../code/scripts/finetune.py --data resources/tiny" in result.stdout + result.stderr
+    assert (mine / target).is_file() and not (code / "results").exists()
+    assert planned(mine, "--configfile", tiny)["pretrain_model"] == 3  # seed-full, seed-r4, paper-full; 1 seed
+
+
 def test_use_conda_runs_each_job_in_an_environment_without_the_project(workdir):
     """`snakemake --use-conda`: each job in an environment made from environment.yml, which holds
     the dependencies, not this project. Before, every job stopped with "No module named 's3rec'"

@@ -32,7 +32,7 @@ except ImportError as error:
 # the study folder. Rules name their code relative to the working directory (from the root,
 # "scripts/pretrain.py" as always), so the inputs snakemake recorded for runs made before are
 # unchanged and nothing reruns.
-CODE_ROOT = Path(os.path.realpath(workflow.basedir)).parent
+CODE_ROOT = Path(os.path.realpath(workflow.current_basedir)).parents[1]
 
 # With --use-conda (--sdm conda) each job runs in an environment made from environment.yml: the
 # dependencies, not this project, so its scripts import s3rec from this clone. Snakemake clears
