@@ -532,6 +532,27 @@ def test_the_workflow_runs_as_a_module_of_another(tmp_path):
     assert planned(mine, "--configfile", tiny)["pretrain_model"] == 3  # seed-full, seed-r4, paper-full; 1 seed
 
 
+def test_a_module_read_from_a_git_ref_is_refused_naming_it(tmp_path):
+    """Imported from a git ref (gitfile(...); github(...) alike) there is no clone on disk whose
+    scripts the jobs could run: before, a TypeError from pathlib in validate.smk."""
+    code, mine = copy_workflow(tmp_path / "code"), tmp_path / "mine"
+    git = ["git", "-C", str(code), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "workflow"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    (mine / "workflow").mkdir(parents=True)
+    (mine / "config").mkdir()
+    shutil.copy2(code / "config/config.yaml", mine / "config/config.yaml")
+    (mine / "workflow/Snakefile").write_text(
+        'configfile: "config/config.yaml"\n\n'
+        f'module s3rec:\n    snakefile: gitfile(repo_path="{code}", path="workflow/Snakefile", ref="HEAD")\n'
+        "    config: config\n\nuse rule * from s3rec\n")
+    result = run_snakemake(mine, "-n", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "this workflow runs the scripts of its own clone, so it is imported from a clone on disk" in output
+    assert f"not git+file://{code}/workflow@HEAD" in output
+
+
 def test_use_conda_runs_each_job_in_an_environment_without_the_project(workdir):
     """`snakemake --use-conda`: each job in an environment made from environment.yml, which holds
     the dependencies, not this project. Before, every job stopped with "No module named 's3rec'"
