@@ -513,15 +513,14 @@ def test_outputs_go_to_another_working_directory_and_the_code_runs_from_the_clon
 
 def test_the_workflow_runs_as_a_module_of_another(tmp_path):
     """A researcher's own Snakefile that imports this one (`module ...: snakefile:`, `use rule *`,
-    as snakedeploy sets it up), with a copy of config/config.yaml of their own. Before, planning
-    stopped with FileNotFoundError: the schema and the code were looked for beside the importing
-    Snakefile (workflow.basedir is the main workflow's), not beside this one."""
+    as snakedeploy sets it up). Before, planning stopped with FileNotFoundError: the schema and the
+    code were looked for beside the importing Snakefile (workflow.basedir is the main workflow's),
+    not beside this one. The config given overrides the clone's config/config.yaml, as with
+    --configfile (a module's own configfile directive is not read: before, a partial config was a
+    KeyError 'eval')."""
     code, mine = copy_workflow(tmp_path / "code"), tmp_path / "mine"
     (mine / "workflow").mkdir(parents=True)
-    (mine / "config").mkdir()
-    shutil.copy2(code / "config/config.yaml", mine / "config/config.yaml")
     (mine / "workflow/Snakefile").write_text(
-        'configfile: "config/config.yaml"\n\n'
         f'module s3rec:\n    snakefile: "{code / "workflow/Snakefile"}"\n    config: config\n\n'
         "use rule * from s3rec\n")
     tiny = write_config(mine, {**TINY, "seeds": [0]})
@@ -540,10 +539,7 @@ def test_a_module_read_from_a_git_ref_is_refused_naming_it(tmp_path):
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "workflow"]):
         subprocess.run([*git, *args], check=True, capture_output=True)
     (mine / "workflow").mkdir(parents=True)
-    (mine / "config").mkdir()
-    shutil.copy2(code / "config/config.yaml", mine / "config/config.yaml")
     (mine / "workflow/Snakefile").write_text(
-        'configfile: "config/config.yaml"\n\n'
         f'module s3rec:\n    snakefile: gitfile(repo_path="{code}", path="workflow/Snakefile", ref="HEAD")\n'
         "    config: config\n\nuse rule * from s3rec\n")
     result = run_snakemake(mine, "-n", check=False)
