@@ -27,13 +27,6 @@ except ImportError as error:
         "pip install -e . in the environment that has snakemake), with --use-conda too"
     ) from None
 
-# The project's code (scripts/, s3rec/) sits beside workflow/; the working directory (the
-# repository's root, or snakemake's --directory) holds config/, resources/, results/, logs/ and
-# the study folder. Rules name their code relative to the working directory (from the root,
-# "scripts/pretrain.py" as always), so the inputs snakemake recorded for runs made before are
-# unchanged and nothing reruns.
-CODE_ROOT = Path(os.path.realpath(workflow.current_basedir)).parents[1]
-
 # With --use-conda (--sdm conda) each job runs in an environment made from environment.yml: the
 # dependencies, not this project, so its scripts import s3rec from this clone. Snakemake clears
 # PYTHONPATH for such jobs, and editing the rules' commands would rerun every job (code_file), so

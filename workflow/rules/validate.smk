@@ -93,7 +93,7 @@ def strict_integer_error(schema_path):
     return jsonschema.exceptions.best_match(strict.iter_errors(config))
 
 
-CONFIG_SCHEMA = Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
+CONFIG_SCHEMA = CODE_ROOT / "workflow" / "schemas" / "config.schema.yaml"  # CODE_ROOT: the Snakefile
 
 
 def repeated_yaml_key(path):
