@@ -182,9 +182,13 @@ def peak_device_memory_mib(device: torch.device | str) -> float | None:
 
 
 def provenance() -> dict[str, Any]:
-    """What produced a result (code and package versions, host). Where it ran is describe_execution."""
-    versions = {"python": platform.python_version()}
-    for package in ("torch", "numpy", "polars", "pyarrow", "s3rec-lowrank"):
+    """What produced a result (code and package versions, host). Where it ran is describe_execution.
+
+    torch's is the version it reports, with its build ("2.13.0+cpu", "2.13.0+cu130"): PyPI's CUDA
+    wheels declare a bare "2.13.0" to pip, so a run on a GPU recorded no CUDA build at all."""
+    # str(): torch.__version__ is a TorchVersion, which weights-only checkpoint loads refuse
+    versions = {"python": platform.python_version(), "torch": str(torch.__version__)}
+    for package in ("numpy", "polars", "pyarrow", "s3rec-lowrank"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -690,6 +690,15 @@ def test_provenance_names_the_host():
     assert runtime.provenance()["host"] == platform.node()
 
 
+def test_provenance_records_the_torch_build(monkeypatch):
+    """PyPI's CUDA wheel tells pip "2.13.0" and torch "2.13.0+cu130": a GPU run recorded the
+    former and so no CUDA build (found running the suite in such an install)."""
+    # a plain str: torch's own TorchVersion would make weights-only checkpoint loads refuse the run
+    assert type(runtime.provenance()["versions"]["torch"]) is str
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cu130")
+    assert runtime.provenance()["versions"]["torch"] == "2.13.0+cu130"
+
+
 def test_the_data_digest_is_of_the_files_bytes_in_the_order_given(tmp_path):
     """sequences then attributes (runs.data_files): checkpoints hold digests taken in that order."""
     (tmp_path / "b.bin").write_bytes(b"sequences")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from importlib.metadata import version
 
 import polars as pl
 import pytest
@@ -192,7 +191,7 @@ def test_scripts_pretrain_then_finetune(tiny_data, tmp_path):
     assert metrics["config"]["pretrain"] == pretrain_settings
     # and both run records, which the study folder keeps (park_runs restore checks them)
     assert metrics["data_sha256"] == json.loads((out / "pretrain_run.json").read_text())["data_sha256"] == data
-    assert metrics["provenance"]["versions"]["torch"] == version("torch")
+    assert metrics["provenance"]["versions"]["torch"] == torch.__version__  # with its build: +cpu, +cu130
     assert metrics["provenance"]["git_sha"]
     ranks = pl.read_parquet(out / "ranks.parquet")
     assert ranks.height == 60 * 2 * 2  # users x splits x protocols
