@@ -197,9 +197,23 @@ def provenance() -> dict[str, Any]:
 
 
 @functools.cache  # once a process for each copy
-def warn_untracked(folder: Path) -> None:
-    log.warning("s3rec runs from %s, a copy no git checkout tracks (`pip install .`, not -e?): results record "
-                "git_sha unknown, and edits to a checkout's s3rec/ do not run here", folder)
+def warn_untracked(folder: Path, why: str) -> None:
+    log.warning("s3rec runs from %s, which git does not read as a checkout's tracked code (git: %s): results "
+                "record git_sha unknown. An installed copy (`pip install .`, not -e) does not run edits to a "
+                "checkout's s3rec/", folder, why)
+
+
+def owners_checkout(code: Path) -> list[str]:
+    """git's options to read the checkout holding `code` when another user owns both (a lab's
+    shared clone, run from a venv of one's own). git refuses such a checkout ("dubious
+    ownership"), lest its config run commands as you; this process already runs that owner's
+    code from it, so reading its HEAD trusts no one more. Elsewhere no options: git decides."""
+    for folder in code.parents:
+        if (folder / ".git").exists():
+            owner = (folder / ".git").stat().st_uid
+            trusted = owner != os.geteuid() and owner == code.stat().st_uid
+            return ["-c", f"safe.directory={folder}"] if trusted else []
+    return []
 
 
 def git_sha(code: Path = Path(__file__)) -> str:
@@ -207,12 +221,16 @@ def git_sha(code: Path = Path(__file__)) -> str:
     "unknown". A copy installed with `pip install .` (not -e) into a venv inside a checkout is not
     that checkout's code, though git finds the checkout from it: scripts run the copy as it was
     installed, and the checkout's HEAD (2026-12-07: a commit made after the install) is not it."""
+    code = code.resolve()  # git compares safe.directory with the real path
+
     def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=code.parent, capture_output=True, text=True, timeout=10)
+        return subprocess.run(["git", *owners_checkout(code), *args], cwd=code.parent, capture_output=True,
+                              text=True, timeout=10)
 
     try:
-        if git("ls-files", "--error-unmatch", code.name).returncode != 0:
-            warn_untracked(code.parent)
+        tracked = git("ls-files", "--error-unmatch", code.name)
+        if tracked.returncode != 0:
+            warn_untracked(code.parent, (tracked.stderr.strip().splitlines() or ["no reason given"])[0])
             return "unknown"
         head = git("rev-parse", "HEAD")
         head.check_returncode()

@@ -647,8 +647,29 @@ def test_git_sha_is_unknown_for_an_installed_copy_inside_a_checkout(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="s3rec"):
         assert runtime.git_sha(installed) == "unknown"
         assert runtime.git_sha(installed) == "unknown"
-    said = [r.getMessage() for r in caplog.records if "a copy no git checkout tracks" in r.getMessage()]
-    assert len(said) == 1 and str(installed.parent) in said[0]  # once a process
+    said = [r.getMessage() for r in caplog.records if "does not read as a checkout's tracked code" in r.getMessage()]
+    assert len(said) == 1 and str(installed.parent) in said[0] and "did not match any file" in said[0]  # once
+    runtime.warn_untracked.cache_clear()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a checkout another owner")
+def test_git_sha_reads_a_checkout_another_user_owns_with_its_code(tmp_path, monkeypatch, caplog):
+    """A lab's shared clone, run by another user from a venv of their own: git refused it
+    ("dubious ownership"), so every run recorded git_sha unknown and blamed `pip install .`."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")  # no safe.directory of this machine's
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    code = tmp_path / "s3rec" / "runtime.py"
+    code.parent.mkdir()
+    code.write_text("# code\n")
+    for args in (["init", "-q"], ["add", "s3rec"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    subprocess.run(["chown", "-R", "54321", str(tmp_path)], check=True)
+    assert runtime.git_sha(code) == head
+    os.chown(code, 0, 0)  # code of one user in a checkout of another's: git's refusal stands, and says why
+    with caplog.at_level(logging.WARNING, logger="s3rec"):
+        assert runtime.git_sha(code) == "unknown"
+    assert "dubious ownership" in caplog.text
     runtime.warn_untracked.cache_clear()
 
 
