@@ -103,3 +103,19 @@ def test_the_lower_bounds_check_runs_the_test_command_in_the_venv_it_built(tmp_p
     assert script.main(["--venv", "lower", "--", "-x", "tests/test_metrics.py"]) == 3  # pytest's status
     assert built == [tmp_path / "lower"]
     assert ran == [([str(tmp_path / "lower" / "bin" / "python"), "-m", "pytest", "-x", "tests/test_metrics.py"], REPO)]
+
+
+def test_a_clone_made_with_autocrlf_has_lf_line_endings(tmp_path):
+    """Git for Windows (and some WSL setups) set core.autocrlf=true: such a clone checked every
+    text file out with CRLF, and `bash .ci/run` stopped at once ("set: pipefail\\r: invalid
+    option name"). .gitattributes keeps LF; binary study files stay as committed."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: nothing to clone")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "-c", "core.autocrlf=true", str(REPO), str(clone)], check=True)
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=clone, capture_output=True, check=True).stdout
+    binary = (".parquet", ".pt", ".png", ".pdf")
+    with_cr = [name for name in tracked.decode().split("\0")
+               if name and not name.endswith(binary) and b"\r" in (clone / name).read_bytes()]
+    assert with_cr == []
+    assert subprocess.run(["bash", "-n", str(clone / ".ci" / "run")], capture_output=True).returncode == 0
