@@ -71,6 +71,16 @@ def renames(monkeypatch) -> list[tuple[Path, Path]]:
     return done
 
 
+def commit_all(folder: Path) -> str:
+    """`git init`, add and commit everything in `folder` (its .gitignore kept); returns HEAD. The
+    commit names its own author and is never signed: a user's global `commit.gpgsign = true`
+    failed the tests that made one."""
+    git = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "code"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
 def shared_data_or_skip() -> Path:
     if not (SHARED_DATA / "Beauty.txt").exists():
         pytest.skip(f"needs the authors' data set at {SHARED_DATA} (../shared beside the repo)")

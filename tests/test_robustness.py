@@ -24,6 +24,7 @@ from s3rec import cli, evaluation, files, runs, runtime, training
 from s3rec.config import EvalConfig
 from s3rec.data import write_prepared
 from s3rec.synthetic import SyntheticSpec, generate
+from conftest import commit_all
 from scripts_import import load_script
 
 
@@ -631,18 +632,12 @@ def test_git_sha_marks_uncommitted_changes(monkeypatch):
 def test_git_sha_is_unknown_for_an_installed_copy_inside_a_checkout(tmp_path, caplog):
     """`pip install .` (not -e) into the checkout's .venv: scripts ran the installed copy, and a
     commit made after the install was recorded as the code that ran (2026-12-07)."""
-    def git(*args):
-        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
-
-    git("init", "-q")
     (tmp_path / ".gitignore").write_text(".venv/\n")
     tracked, installed = tmp_path / "s3rec" / "runtime.py", tmp_path / ".venv" / "site" / "s3rec" / "runtime.py"
     for path in (tracked, installed):
         path.parent.mkdir(parents=True)
         path.write_text("# code\n")
-    git("add", ".gitignore", "s3rec/runtime.py")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "code")
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    head = commit_all(tmp_path)
     assert runtime.git_sha(tracked) == head
     with caplog.at_level(logging.WARNING, logger="s3rec"):
         assert runtime.git_sha(installed) == "unknown"
@@ -661,9 +656,7 @@ def test_git_sha_reads_a_checkout_another_user_owns_with_its_code(tmp_path, monk
     code = tmp_path / "s3rec" / "runtime.py"
     code.parent.mkdir()
     code.write_text("# code\n")
-    for args in (["init", "-q"], ["add", "s3rec"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
-        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    head = commit_all(tmp_path)
     subprocess.run(["chown", "-R", "54321", str(tmp_path)], check=True)
     assert runtime.git_sha(code) == head
     os.chown(code, 0, 0)  # code of one user in a checkout of another's: git's refusal stands, and says why

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import slurm_available, snakemake_env
+from conftest import commit_all, slurm_available, snakemake_env
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ("workflow", "config", "profiles", "scripts", "s3rec", "environment.yml")
@@ -541,9 +541,7 @@ def test_a_module_read_from_a_git_ref_is_refused_naming_it(tmp_path):
     """Imported from a git ref (gitfile(...); github(...) alike) there is no clone on disk whose
     scripts the jobs could run: before, a TypeError from pathlib in validate.smk."""
     code, mine = copy_workflow(tmp_path / "code"), tmp_path / "mine"
-    git = ["git", "-C", str(code), "-c", "user.name=t", "-c", "user.email=t@t"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "workflow"]):
-        subprocess.run([*git, *args], check=True, capture_output=True)
+    commit_all(code)
     write_module_snakefile(mine, f'gitfile(repo_path="{code}", path="workflow/Snakefile", ref="HEAD")')
     result = run_snakemake(mine, "-n", check=False)
     output = result.stdout + result.stderr
