@@ -31,9 +31,15 @@ def check(config):
     return config
 
 
-def snakemake(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=snakemake_env(), capture_output=True,
+def snakemake(*args):
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, env=snakemake_env(), capture_output=True,
                           text=True, timeout=300)
+
+
+def dry_run(workdir, *args):
+    """snakemake -n of the repository's workflow, its records (.snakemake/) in `workdir`: not in
+    the clone, which may be read-only (a shared one) or hold a study of its own."""
+    return snakemake("-n", "--nolock", "--directory", str(workdir), *args)
 
 
 def test_default_config_validates_and_gets_defaults():
@@ -223,7 +229,7 @@ def test_snakemake_rejects_a_bad_key_with_a_short_message(tmp_path, text, first_
     schema and the whole config (snakemake's own message: hundreds of lines)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
-    result = snakemake("-n", "--nolock", "--configfile", str(bad))
+    result = dry_run(tmp_path, "--configfile", str(bad))
     assert result.returncode != 0
     lines = error_lines(result.stderr + result.stdout)
     assert "\n".join(lines[1:]).startswith(first_line), lines
@@ -231,9 +237,9 @@ def test_snakemake_rejects_a_bad_key_with_a_short_message(tmp_path, text, first_
     assert "config/README.md" in lines[2]
 
 
-def test_a_list_of_numbers_from_the_command_line_says_why_it_is_refused():
+def test_a_list_of_numbers_from_the_command_line_says_why_it_is_refused(tmp_path):
     """snakemake's --config reads list items as strings: `seeds=[0, 1]` is ['0', '1']."""
-    result = snakemake("-n", "--nolock", "--config", "seeds=[0, 1]")
+    result = dry_run(tmp_path, "--config", "seeds=[0, 1]")
     assert result.returncode != 0
     lines = error_lines(result.stderr + result.stdout)
     assert lines[1] == ("config: seeds[0] = '0': expected a value of type integer (from --config? it reads list "
@@ -380,7 +386,7 @@ def plan(tmp_path, config):
     """snakemake -n of the repository's workflow with `config` over config/config.yaml."""
     path = tmp_path / "probe.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = snakemake("-n", "--nolock", "--configfile", str(path))
+    result = dry_run(tmp_path, "--configfile", str(path))
     return result.returncode, result.stdout + result.stderr
 
 
@@ -413,9 +419,9 @@ def test_an_authors_checkpoint_that_is_a_folder_is_refused(tmp_path):
     assert code != 0 and f"datasets.mine.authors_checkpoint: {str(tmp_path / 'Mine-epochs-150.pt')!r}" in out, out[-2000:]
 
 
-def test_a_target_of_an_undefined_data_set_names_the_defined_ones():
+def test_a_target_of_an_undefined_data_set_names_the_defined_ones(tmp_path):
     """A target named by hand for a data set the config does not define (not a KeyError)."""
-    result = snakemake("-n", "--nolock", "--", "resources/nope/stats.json")
+    result = dry_run(tmp_path, "--", "resources/nope/stats.json")
     assert result.returncode != 0
     assert ("data set 'nope' is not defined under `datasets` in the config (defined: synthetic)"
             in result.stdout + result.stderr)

@@ -620,7 +620,8 @@ def test_git_sha_marks_uncommitted_changes(monkeypatch):
     status = {"out": " M s3rec/runs.py\n"}
 
     def git(args, **kwargs):
-        stdout = {"ls-files": "s3rec/runtime.py\n", "rev-parse": "0123abcd\n"}.get(args[1], status["out"])
+        command = next(arg for arg in args if arg in ("ls-files", "rev-parse", "status"))  # after any -c options
+        stdout = {"ls-files": "s3rec/runtime.py\n", "rev-parse": "0123abcd\n"}.get(command, status["out"])
         return subprocess.CompletedProcess(args, 0, stdout=stdout, stderr="")
 
     monkeypatch.setattr(runtime.subprocess, "run", git)
