@@ -112,7 +112,9 @@ def test_a_clone_made_with_autocrlf_has_lf_line_endings(tmp_path):
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout: nothing to clone")
     clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", "-c", "core.autocrlf=true", str(REPO), str(clone)], check=True)
+    # safe.directory: a clone another user owns (a shared one) is read too; its code runs here anyway
+    subprocess.run(["git", "-c", f"safe.directory={REPO}", "clone", "-q", "-c", "core.autocrlf=true", str(REPO),
+                    str(clone)], check=True)
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=clone, capture_output=True, check=True).stdout
     binary = (".parquet", ".pt", ".png", ".pdf")
     with_cr = [name for name in tracked.decode().split("\0")
