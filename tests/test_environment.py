@@ -1,6 +1,7 @@
 """pyproject.toml and environment.yml list the same packages with the same version bounds."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tomllib
@@ -112,9 +113,13 @@ def test_a_clone_made_with_autocrlf_has_lf_line_endings(tmp_path):
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout: nothing to clone")
     clone = tmp_path / "clone"
-    # safe.directory: a clone another user owns (a shared one) is read too; its code runs here anyway
-    subprocess.run(["git", "-c", f"safe.directory={REPO}", "clone", "-q", "-c", "core.autocrlf=true", str(REPO),
-                    str(clone)], check=True)
+    # a user's git configuration as Git for Windows writes it; safe.directory: a clone another user
+    # owns (a shared one) is cloned too (its code runs here anyway; `git -c` does not reach the
+    # process that reads it)
+    config = tmp_path / "gitconfig"
+    config.write_text("[core]\n\tautocrlf = true\n[safe]\n\tdirectory = *\n")
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True,
+                   env={**os.environ, "GIT_CONFIG_GLOBAL": str(config), "GIT_CONFIG_NOSYSTEM": "1"})
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=clone, capture_output=True, check=True).stdout
     binary = (".parquet", ".pt", ".png", ".pdf")
     with_cr = [name for name in tracked.decode().split("\0")
