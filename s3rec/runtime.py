@@ -229,14 +229,14 @@ def git_sha(code: Path = Path(__file__)) -> str:
 
     try:
         tracked = git("ls-files", "--error-unmatch", code.name)
-        if tracked.returncode != 0:
-            warn_untracked(code.parent, (tracked.stderr.strip().splitlines() or ["no reason given"])[0])
-            return "unknown"
+        tracked.check_returncode()
         head = git("rev-parse", "HEAD")
         head.check_returncode()
         dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
         return head.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError) as error:  # no git program (a slim container), a refusal, ...
+        why = (getattr(error, "stderr", None) or str(error)).strip().splitlines()
+        warn_untracked(code.parent, why[0] if why else f"exit status {getattr(error, 'returncode', '?')}")
         return "unknown"
 
 

@@ -648,6 +648,16 @@ def test_git_sha_is_unknown_for_an_installed_copy_inside_a_checkout(tmp_path, ca
     runtime.warn_untracked.cache_clear()
 
 
+def test_git_sha_without_git_says_why(tmp_path, monkeypatch, caplog):
+    """A slim container has no git: runs recorded git_sha unknown and no log said why."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    runtime.warn_untracked.cache_clear()  # said once a process: say it here
+    with caplog.at_level(logging.WARNING, logger="s3rec"):
+        assert runtime.git_sha() == "unknown"
+    assert "No such file or directory: 'git'" in caplog.text and "git_sha unknown" in caplog.text
+    runtime.warn_untracked.cache_clear()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a checkout another owner")
 def test_git_sha_reads_a_checkout_another_user_owns_with_its_code(tmp_path, monkeypatch, caplog):
     """A lab's shared clone, run by another user from a venv of their own: git refused it
