@@ -196,8 +196,8 @@ def provenance() -> dict[str, Any]:
     return {"git_sha": git_sha(), "versions": versions, "host": platform.node()}
 
 
-@functools.cache  # once a process for each copy
-def warn_untracked(folder: Path, why: str) -> None:
+@functools.cache  # once a process for each copy and reason
+def warn_git_sha_unknown(folder: Path, why: str) -> None:
     log.warning("s3rec runs from %s, which git does not read as a checkout's tracked code (git: %s): results "
                 "record git_sha unknown. An installed copy (`pip install .`, not -e) does not run edits to a "
                 "checkout's s3rec/", folder, why)
@@ -222,10 +222,10 @@ def git_sha(code: Path = Path(__file__)) -> str:
     that checkout's code, though git finds the checkout from it: scripts run the copy as it was
     installed, and the checkout's HEAD (2026-12-07: a commit made after the install) is not it."""
     code = code.resolve()  # git compares safe.directory with the real path
+    options = owners_checkout(code)
 
     def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *owners_checkout(code), *args], cwd=code.parent, capture_output=True,
-                              text=True, timeout=10)
+        return subprocess.run(["git", *options, *args], cwd=code.parent, capture_output=True, text=True, timeout=10)
 
     try:
         tracked = git("ls-files", "--error-unmatch", code.name)
@@ -235,8 +235,8 @@ def git_sha(code: Path = Path(__file__)) -> str:
         dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
         return head.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError) as error:  # no git program (a slim container), a refusal, ...
-        why = (getattr(error, "stderr", None) or str(error)).strip().splitlines()
-        warn_untracked(code.parent, why[0] if why else f"exit status {getattr(error, 'returncode', '?')}")
+        why = (getattr(error, "stderr", None) or "").strip() or str(error)  # git's words, else Python's
+        warn_git_sha_unknown(code.parent, why.splitlines()[0])
         return "unknown"
 
 

@@ -645,17 +645,17 @@ def test_git_sha_is_unknown_for_an_installed_copy_inside_a_checkout(tmp_path, ca
         assert runtime.git_sha(installed) == "unknown"
     said = [r.getMessage() for r in caplog.records if "does not read as a checkout's tracked code" in r.getMessage()]
     assert len(said) == 1 and str(installed.parent) in said[0] and "did not match any file" in said[0]  # once
-    runtime.warn_untracked.cache_clear()
+    runtime.warn_git_sha_unknown.cache_clear()
 
 
 def test_git_sha_without_git_says_why(tmp_path, monkeypatch, caplog):
     """A slim container has no git: runs recorded git_sha unknown and no log said why."""
     monkeypatch.setenv("PATH", str(tmp_path))
-    runtime.warn_untracked.cache_clear()  # said once a process: say it here
+    runtime.warn_git_sha_unknown.cache_clear()  # said once a process: say it here
     with caplog.at_level(logging.WARNING, logger="s3rec"):
         assert runtime.git_sha() == "unknown"
     assert "No such file or directory: 'git'" in caplog.text and "git_sha unknown" in caplog.text
-    runtime.warn_untracked.cache_clear()
+    runtime.warn_git_sha_unknown.cache_clear()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a checkout another owner")
@@ -674,7 +674,7 @@ def test_git_sha_reads_a_checkout_another_user_owns_with_its_code(tmp_path, monk
     with caplog.at_level(logging.WARNING, logger="s3rec"):
         assert runtime.git_sha(code) == "unknown"
     assert "dubious ownership" in caplog.text
-    runtime.warn_untracked.cache_clear()
+    runtime.warn_git_sha_unknown.cache_clear()
 
 
 SPACED_TORCH = "/home/a researcher/My Projects/s3rec/.venv/lib/python3.11/site-packages/torch/__init__.py"
